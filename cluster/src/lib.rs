@@ -1,0 +1,131 @@
+//! kyso-cluster: orders opaque commands into a log and applies them, in order and exactly
+//! once, to a [`StateMachine`] that the caller implements.
+//!
+//! This crate never sees a document, a signer or a gRPC type of kyso: commands are bytes.
+//! It holds two drivers behind the same [`Proposer`] contract, so the service layer does
+//! not change when a node joins a cluster: the single-node driver ([`single::SingleNode`])
+//! and the Raft driver ([`raft::RaftNode`], raft-rs with a raft-engine log and a tonic peer
+//! transport). See `cluster/README.md` for the write and read paths step by step.
+
+pub mod raft;
+pub mod single;
+
+use bytes::Bytes;
+
+/// One committed log entry handed to the state machine.
+///
+/// Under Raft, every log index reaches the state machine, so that indexes stay consecutive:
+/// entries that carry no command (the no-op a new leader appends, membership changes) come
+/// with empty `data`, and the state machine MUST apply them as no-ops (record the index,
+/// answer an empty response).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Log index, strictly increasing by one across calls to [`StateMachine::apply`].
+    pub index: u64,
+    /// Raft term of the entry (always 1 on a single node).
+    pub term: u64,
+    /// The command, opaque to this crate.
+    pub data: Bytes,
+}
+
+/// The replicated state, implemented by the application.
+///
+/// Implementations MUST be deterministic: the same entries applied to the same state
+/// produce the same state and the same responses on every node. Anything random or
+/// time-dependent belongs in the command, fixed before it is proposed.
+pub trait StateMachine: Send + Sync + 'static {
+    /// Applies `entries` (consecutive, starting at `applied_index() + 1`) and records the
+    /// last index as applied in the same atomic, durable transaction. Returns one response
+    /// per entry. An `Err` means the state could not be written: the node stops.
+    ///
+    /// A command the application rejects (a duplicate, a missing signer) is not an error
+    /// here: it is applied as a no-op and its rejection is encoded in the response.
+    fn apply(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError>;
+
+    /// The index of the last applied entry (0 for an empty state).
+    fn applied_index(&self) -> Result<u64, StateMachineError>;
+
+    /// A consistent copy of the whole state and the applied index it reflects.
+    ///
+    /// Called by the Raft driver on its own thread, between two calls to `apply`, so the
+    /// returned index MUST equal `applied_index()`. The bytes are opaque to this crate; they
+    /// are checksummed before they leave the node and after they arrive.
+    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError>;
+
+    /// Replaces the whole state by `data` (produced by `snapshot` on another node) and
+    /// records `index` as applied, in one atomic, durable transaction. After it returns,
+    /// `applied_index()` MUST be `index`. Called only when the log no longer holds the
+    /// entries this node misses; the driver may call it again with the same snapshot after a
+    /// crash, so it must be safe to repeat.
+    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError>;
+}
+
+/// A failure of the state machine's storage. Fatal for the node.
+#[derive(Debug, thiserror::Error)]
+#[error("state machine storage failed: {0}")]
+pub struct StateMachineError(pub String);
+
+/// Why a proposal did not produce a response.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// The proposal queue is full; the caller may retry later.
+    #[error("too many proposals in flight; retry shortly")]
+    Busy,
+    /// The command is larger than the log accepts.
+    #[error("command of {size_bytes} bytes exceeds the limit of {limit_bytes} bytes")]
+    TooLarge { size_bytes: usize, limit_bytes: usize },
+    /// The node stopped (storage failure or shutdown); the outcome of proposals in flight
+    /// is unknown.
+    #[error("node stopped: {0}")]
+    Stopped(String),
+    /// This node is not the leader; `leader` is the leader's client address if known.
+    #[error("not the leader")]
+    NotLeader { leader: Option<String> },
+    /// Leadership changed while the proposal was in flight: it may or may not have been
+    /// applied. Retrying with the same request id is safe.
+    #[error("outcome unknown: leadership changed while the command was in flight")]
+    Unknown,
+    /// No leader confirmed this node's state in time (no quorum reachable, or an election
+    /// in progress); nothing was changed. The caller may retry later or on another node.
+    #[error("cluster unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the service layer needs from a consensus driver.
+#[allow(async_fn_in_trait)]
+pub trait Proposer: Send + Sync + 'static {
+    /// Proposes a command and waits until it is committed and applied locally; returns the
+    /// state machine's response for it.
+    fn propose(
+        &self,
+        command: Bytes,
+    ) -> impl std::future::Future<Output = Result<Bytes, ProposeError>> + Send;
+
+    /// Waits until the local state reflects every write acknowledged before this call
+    /// (a linearizable read point).
+    fn read_barrier(&self) -> impl std::future::Future<Output = Result<(), ProposeError>> + Send;
+}
+
+/// Limits of the proposal pipeline.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Proposals waiting to be appended; beyond this, `propose` answers `Busy`.
+    pub proposal_queue_depth_max: usize,
+    /// Entries applied in one batch (one transaction, one fsync).
+    pub batch_entries_max: usize,
+    /// Bytes of commands in one batch.
+    pub batch_size_bytes_max: usize,
+    /// Size of a single command.
+    pub command_size_bytes_max: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            proposal_queue_depth_max: 4096,
+            batch_entries_max: 512,
+            batch_size_bytes_max: 4 * 1024 * 1024,
+            command_size_bytes_max: 1024 * 1024,
+        }
+    }
+}

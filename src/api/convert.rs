@@ -1,0 +1,100 @@
+//! Conversions between kyso.v1 messages and domain types, at the edge only.
+
+use kyso_proto::v1 as pb;
+
+use crate::domain::{ArchivedFile, Certification, CertificationKind, Dossier, Signer};
+use crate::service::verify::{Verification, VerifiedCertification};
+
+pub fn kind_from_proto(value: i32) -> Option<CertificationKind> {
+    match pb::CertificationKind::try_from(value) {
+        Ok(pb::CertificationKind::Result) => Some(CertificationKind::Result),
+        Ok(pb::CertificationKind::CertifiedCopy) => Some(CertificationKind::CertifiedCopy),
+        _ => None,
+    }
+}
+
+pub fn kind_to_proto(kind: CertificationKind) -> pb::CertificationKind {
+    match kind {
+        CertificationKind::Result => pb::CertificationKind::Result,
+        CertificationKind::CertifiedCopy => pb::CertificationKind::CertifiedCopy,
+    }
+}
+
+pub fn file_to_proto(file: &ArchivedFile) -> pb::ArchivedFile {
+    pb::ArchivedFile {
+        name: file.name.clone(),
+        content_type: file.content_type.clone(),
+        size_bytes: file.size_bytes,
+        sha256: file.sha256.0.to_vec(),
+    }
+}
+
+pub fn dossier_to_proto(dossier: &Dossier) -> pb::Dossier {
+    pb::Dossier {
+        dossier_id: dossier.id.clone(),
+        agency_id: dossier.agency_id.clone(),
+        procedure_code: dossier.procedure_code.clone(),
+        dossier_number: dossier.dossier_number.clone(),
+        received_date: dossier.received_date.clone(),
+        private_fields: dossier.private_fields.iter().cloned().collect(),
+        files: dossier.files.iter().map(file_to_proto).collect(),
+        archived_at_unix: dossier.archived_at_unix,
+    }
+}
+
+pub fn signer_to_proto(signer: &Signer) -> pb::Signer {
+    pb::Signer {
+        signer_id: signer.id.clone(),
+        name: signer.name.clone(),
+        title: signer.title.clone(),
+        agency_ids: signer.agency_ids.clone(),
+        subject: signer.subject.clone(),
+        issuer: signer.issuer.clone(),
+        serial_hex: signer.serial_hex.clone(),
+        not_before_unix: signer.not_before_unix,
+        not_after_unix: signer.not_after_unix,
+        key_algorithm: signer.key_algorithm.clone(),
+        certificate_chain_der: signer.chain_der.clone(),
+        has_server_key: signer.sealed_key.is_some(),
+    }
+}
+
+pub fn certification_to_proto(certification: &Certification) -> pb::Certification {
+    let (status, reason, revoked_at) = match &certification.revocation {
+        Some(revocation) => (pb::CertificationStatus::Revoked, revocation.reason.clone(), revocation.revoked_at_unix),
+        None => (pb::CertificationStatus::Valid, String::new(), 0),
+    };
+    pb::Certification {
+        lookup_code: certification.lookup_code.to_string(),
+        document_sha256: certification.document_sha256.0.to_vec(),
+        kind: kind_to_proto(certification.kind) as i32,
+        agency_id: certification.agency_id.clone(),
+        signer_id: certification.signer_id.clone(),
+        dossier_id: certification.dossier_id.clone(),
+        signed_at_unix: certification.signed_at_unix,
+        cms_signature: certification.cms_der.clone(),
+        status: status as i32,
+        revocation_reason: reason,
+        revoked_at_unix: revoked_at,
+    }
+}
+
+fn verified_to_proto(verified: &VerifiedCertification) -> pb::VerifiedCertification {
+    pb::VerifiedCertification {
+        certification: Some(certification_to_proto(&verified.certification)),
+        signer: Some(signer_to_proto(&verified.signer)),
+        signature_valid: verified.signature_valid,
+        chain_valid_at_signing: verified.chain_valid_at_signing,
+        summary: verified.summary.clone(),
+    }
+}
+
+pub fn verification_to_proto(verification: &Verification, correlation_id: String) -> pb::VerifyResponse {
+    pb::VerifyResponse {
+        correlation_id,
+        document_sha256: verification.document_sha256.0.to_vec(),
+        certifications: verification.certifications.iter().map(verified_to_proto).collect(),
+        error_code: 0,
+        error_message: String::new(),
+    }
+}

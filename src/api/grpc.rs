@@ -1,0 +1,345 @@
+//! tonic services for kyso.v1. Each handler decodes, calls one service method under the
+//! request timeout, and encodes; streams are bounded in message size, count and idle time.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use kyso_cluster::Proposer;
+use kyso_proto::v1 as pb;
+use kyso_proto::v1::upload_dossier_request::Part;
+use kyso_proto::v1::verify_request::Subject;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert;
+use super::status::to_status;
+use crate::domain::{ArchivedFile, Sha256};
+use crate::service::archive::NewDossier;
+use crate::service::signing::{CertifyItem, NewSigner};
+use crate::service::verify::VerifySubject;
+use crate::service::{Kyso, ServiceError};
+
+/// Bytes per `BlobChunk` sent by `GetBlob`.
+pub const BLOB_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
+/// Responses buffered per outbound stream before the handler waits for the client.
+pub const STREAM_BUFFER_MESSAGES_MAX: usize = 16;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The gRPC face of a node; cheap to clone.
+pub struct GrpcApi<P: Proposer> {
+    kyso: Arc<Kyso<P>>,
+    uploads: Arc<Semaphore>,
+}
+
+impl<P: Proposer> Clone for GrpcApi<P> {
+    fn clone(&self) -> Self {
+        GrpcApi { kyso: self.kyso.clone(), uploads: self.uploads.clone() }
+    }
+}
+
+impl<P: Proposer> GrpcApi<P> {
+    pub fn new(kyso: Arc<Kyso<P>>) -> Self {
+        let uploads = Arc::new(Semaphore::new(kyso.limits().concurrent_uploads_max));
+        GrpcApi { kyso, uploads }
+    }
+
+    fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.kyso.limits().request_timeout_seconds)
+    }
+
+    /// Runs a service call under the request timeout.
+    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, ServiceError>>) -> Result<T, Status> {
+        match tokio::time::timeout(self.request_timeout(), call).await {
+            Ok(result) => result.map_err(to_status),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "request took longer than {} s; retry with the same request_id",
+                self.request_timeout().as_secs()
+            ))),
+        }
+    }
+
+    /// Next message of a client stream, or a precise error if it stalls.
+    async fn next_message<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
+        match tokio::time::timeout(self.request_timeout(), stream.message()).await {
+            Ok(message) => message,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no message for {} s; the upload stalled and was abandoned",
+                self.request_timeout().as_secs()
+            ))),
+        }
+    }
+}
+
+/// A file being received: its bytes so far and their running hash.
+struct IncomingFile {
+    name: String,
+    content_type: String,
+    declared_size_bytes: u64,
+    content: BytesMut,
+    hasher: ring::digest::Context,
+}
+
+impl IncomingFile {
+    fn finish(self) -> Result<(String, String, Sha256, Bytes), Status> {
+        let size = self.content.len() as u64;
+        if size == 0 {
+            return Err(Status::invalid_argument(format!("file {:?} is empty; send its bytes in chunk messages", self.name)));
+        }
+        if self.declared_size_bytes != 0 && self.declared_size_bytes != size {
+            return Err(Status::invalid_argument(format!(
+                "file {:?} declared {} bytes but {} arrived; the upload was cut short, send it again",
+                self.name, self.declared_size_bytes, size
+            )));
+        }
+        let digest = self.hasher.finish();
+        let hash = Sha256::from_slice(digest.as_ref()).expect("SHA-256 digests are 32 bytes");
+        Ok((self.name, self.content_type, hash, self.content.freeze()))
+    }
+}
+
+impl<P: Proposer> GrpcApi<P> {
+    async fn receive_dossier(&self, mut stream: Streaming<pb::UploadDossierRequest>) -> Result<pb::UploadDossierResponse, Status> {
+        let metadata = match self.next_message(&mut stream).await?.and_then(|message| message.part) {
+            Some(Part::Metadata(metadata)) => metadata,
+            _ => return Err(Status::invalid_argument("the first message of UploadDossier must be metadata")),
+        };
+        let dossier = NewDossier {
+            request_id: metadata.request_id,
+            agency_id: metadata.agency_id,
+            procedure_code: metadata.procedure_code,
+            dossier_number: metadata.dossier_number,
+            received_date: metadata.received_date,
+            private_fields: metadata.private_fields.into_iter().collect(),
+        };
+        self.kyso.check_new_dossier(&dossier).map_err(to_status)?;
+        let mut files: Vec<ArchivedFile> = Vec::new();
+        let mut current: Option<IncomingFile> = None;
+        while let Some(message) = self.next_message(&mut stream).await? {
+            match message.part {
+                Some(Part::FileStart(start)) => {
+                    if let Some(file) = current.take() {
+                        files.push(self.store(file).await?);
+                    }
+                    self.kyso.check_file_start(&start.name, &start.content_type, files.len()).map_err(to_status)?;
+                    current = Some(self.start_file(start)?);
+                }
+                Some(Part::Chunk(chunk)) => self.receive_chunk(current.as_mut(), &chunk)?,
+                Some(Part::Metadata(_)) => return Err(Status::invalid_argument("metadata may be sent only once, first")),
+                None => return Err(Status::invalid_argument("empty UploadDossier message")),
+            }
+        }
+        if let Some(file) = current.take() {
+            files.push(self.store(file).await?);
+        }
+        let record = self.bounded(self.kyso.archive_dossier(dossier, files)).await?;
+        Ok(pb::UploadDossierResponse {
+            dossier_id: record.id.clone(),
+            files: record.files.iter().map(convert::file_to_proto).collect(),
+        })
+    }
+
+    fn start_file(&self, start: pb::FileStart) -> Result<IncomingFile, Status> {
+        let limit = self.kyso.limits().file_size_bytes_max;
+        if start.declared_size_bytes > limit {
+            return Err(file_too_large(&start.name, start.declared_size_bytes, limit));
+        }
+        Ok(IncomingFile {
+            name: start.name,
+            content_type: start.content_type,
+            declared_size_bytes: start.declared_size_bytes,
+            content: BytesMut::new(),
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+        })
+    }
+
+    fn receive_chunk(&self, current: Option<&mut IncomingFile>, chunk: &[u8]) -> Result<(), Status> {
+        let file = current.ok_or_else(|| Status::invalid_argument("a chunk arrived before any file_start"))?;
+        let limits = self.kyso.limits();
+        if chunk.len() > limits.upload_chunk_size_bytes_max {
+            return Err(Status::invalid_argument(format!(
+                "chunk of {} bytes exceeds {} bytes; send smaller chunks",
+                chunk.len(),
+                limits.upload_chunk_size_bytes_max
+            )));
+        }
+        let size = file.content.len() as u64 + chunk.len() as u64;
+        if size > limits.file_size_bytes_max {
+            return Err(file_too_large(&file.name, size, limits.file_size_bytes_max));
+        }
+        file.hasher.update(chunk);
+        file.content.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    async fn store(&self, file: IncomingFile) -> Result<ArchivedFile, Status> {
+        let (name, content_type, hash, content) = file.finish()?;
+        self.bounded(self.kyso.store_file(name, content_type, hash, content)).await
+    }
+}
+
+fn file_too_large(name: &str, size: u64, limit: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "file {name:?} is over the limit of {limit} bytes (at least {size}); split or compress the scan"
+    ))
+}
+
+#[tonic::async_trait]
+impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
+    #[tracing::instrument(skip_all)]
+    async fn upload_dossier(
+        &self,
+        request: Request<Streaming<pb::UploadDossierRequest>>,
+    ) -> Result<Response<pb::UploadDossierResponse>, Status> {
+        let _permit = tokio::time::timeout(self.request_timeout(), self.uploads.acquire())
+            .await
+            .map_err(|_| Status::resource_exhausted("too many uploads in progress; retry shortly"))?
+            .map_err(|_| Status::unavailable("node is shutting down"))?;
+        self.receive_dossier(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn get_dossier(&self, request: Request<pb::GetDossierRequest>) -> Result<Response<pb::Dossier>, Status> {
+        let id = request.into_inner().dossier_id;
+        let dossier = self.bounded(self.kyso.get_dossier(&id)).await?;
+        Ok(Response::new(convert::dossier_to_proto(&dossier)))
+    }
+
+    type GetBlobStream = ResponseStream<pb::BlobChunk>;
+
+    async fn get_blob(&self, request: Request<pb::GetBlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
+        let bytes = request.into_inner().sha256;
+        let hash = Sha256::from_slice(&bytes)
+            .ok_or_else(|| Status::invalid_argument(format!("sha256 must be 32 bytes, got {}", bytes.len())))?;
+        let content = self.bounded(self.kyso.get_blob(&hash)).await?;
+        let chunks: Vec<Result<pb::BlobChunk, Status>> = (0..content.len())
+            .step_by(BLOB_CHUNK_SIZE_BYTES)
+            .map(|start| Ok(pb::BlobChunk { data: content.slice(start..(start + BLOB_CHUNK_SIZE_BYTES).min(content.len())).to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}
+
+#[tonic::async_trait]
+impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
+    #[tracing::instrument(skip_all)]
+    async fn register_signer(&self, request: Request<pb::RegisterSignerRequest>) -> Result<Response<pb::Signer>, Status> {
+        let request = request.into_inner();
+        let new = NewSigner {
+            request_id: request.request_id,
+            name: request.name,
+            title: request.title,
+            agency_ids: request.agency_ids,
+            certificate_chain: request.certificate_chain,
+            private_key: request.private_key_pkcs8,
+        };
+        let signer = self.bounded(self.kyso.register_signer(new)).await?;
+        Ok(Response::new(convert::signer_to_proto(&signer)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn certify(&self, request: Request<pb::CertifyRequest>) -> Result<Response<pb::Certification>, Status> {
+        let request = request.into_inner();
+        let request_id = request.request_id.clone();
+        let mut certifications = self.bounded(self.kyso.certify(&request_id, vec![certify_item(request)])).await?;
+        let certification = certifications.pop().ok_or_else(|| Status::internal("certify produced no certification"))?;
+        Ok(Response::new(convert::certification_to_proto(&certification)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn certify_batch(&self, request: Request<pb::CertifyBatchRequest>) -> Result<Response<pb::CertifyBatchResponse>, Status> {
+        let request = request.into_inner();
+        let items = request.items.into_iter().map(certify_item).collect();
+        let certifications = self.bounded(self.kyso.certify(&request.request_id, items)).await?;
+        Ok(Response::new(pb::CertifyBatchResponse {
+            certifications: certifications.iter().map(convert::certification_to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn revoke_certification(
+        &self,
+        request: Request<pb::RevokeCertificationRequest>,
+    ) -> Result<Response<pb::Certification>, Status> {
+        let request = request.into_inner();
+        let certification = self.bounded(self.kyso.revoke(&request.request_id, &request.lookup_code, &request.reason)).await?;
+        Ok(Response::new(convert::certification_to_proto(&certification)))
+    }
+}
+
+fn certify_item(request: pb::CertifyRequest) -> CertifyItem {
+    CertifyItem {
+        document_sha256: request.document_sha256,
+        kind: convert::kind_from_proto(request.kind),
+        agency_id: request.agency_id,
+        signer_id: request.signer_id,
+        dossier_id: request.dossier_id,
+    }
+}
+
+fn verify_subject(subject: Option<Subject>) -> Result<VerifySubject, ServiceError> {
+    match subject {
+        Some(Subject::File(file)) => Ok(VerifySubject::File(Bytes::from(file))),
+        Some(Subject::Sha256(hash)) => Ok(VerifySubject::Sha256(hash)),
+        Some(Subject::LookupCode(code)) => Ok(VerifySubject::LookupCode(code)),
+        None => Err(ServiceError::InvalidArgument("say what to verify: file, sha256 or lookup_code".into())),
+    }
+}
+
+impl<P: Proposer> GrpcApi<P> {
+    async fn verify_one(&self, request: pb::VerifyRequest) -> Result<pb::VerifyResponse, Status> {
+        let subject = verify_subject(request.subject).map_err(to_status)?;
+        let verification = self.bounded(self.kyso.verify(subject)).await?;
+        Ok(convert::verification_to_proto(&verification, request.correlation_id))
+    }
+}
+
+#[tonic::async_trait]
+impl<P: Proposer> pb::verification_service_server::VerificationService for GrpcApi<P> {
+    #[tracing::instrument(skip_all)]
+    async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
+        self.verify_one(request.into_inner()).await.map(Response::new)
+    }
+
+    type VerifyStreamStream = ResponseStream<pb::VerifyResponse>;
+
+    #[tracing::instrument(skip_all)]
+    async fn verify_stream(
+        &self,
+        request: Request<Streaming<pb::VerifyRequest>>,
+    ) -> Result<Response<Self::VerifyStreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER_MESSAGES_MAX);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let limit = api.kyso.limits().verify_stream_requests_max;
+            let mut count = 0usize;
+            loop {
+                let item = match api.next_message(&mut inbound).await {
+                    Ok(Some(request)) if count < limit => {
+                        count += 1;
+                        let correlation_id = request.correlation_id.clone();
+                        Ok(api.verify_one(request).await.unwrap_or_else(|status| pb::VerifyResponse {
+                            correlation_id,
+                            error_code: status.code() as i32,
+                            error_message: status.message().to_string(),
+                            ..Default::default()
+                        }))
+                    }
+                    Ok(Some(_)) => Err(Status::resource_exhausted(format!(
+                        "a VerifyStream call checks at most {limit} documents; open a new stream for the rest"
+                    ))),
+                    Ok(None) => break,
+                    Err(status) => Err(status),
+                };
+                let stop = item.is_err();
+                if sender.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+}

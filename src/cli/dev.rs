@@ -1,0 +1,152 @@
+//! `kyso dev`: the embedded default. One node in ./kyso-data with local blob storage, a
+//! generated development CA, one demo agency (`xa-demo`) and one demo signer whose key the
+//! node holds. Nothing here is fit for production: the CA key sits beside the data.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::DevArgs;
+use crate::config::Config;
+use crate::crypto::devpki::{self, CertSpec, IssuedCert, KeyUsages};
+use crate::crypto::KeyAlgorithm;
+use crate::node::Node;
+use crate::service::signing::NewSigner;
+
+pub const DEMO_AGENCY: &str = "xa-demo";
+const DEMO_SIGNER_NAME: &str = "Nguyễn Văn An";
+const DEMO_SIGNER_TITLE: &str = "Chủ tịch UBND xã Demo";
+/// Validity of generated development certificates.
+const DEV_CERT_VALIDITY_SECONDS: i64 = 2 * 365 * 86_400;
+
+/// Paths of the generated development PKI.
+pub struct DevPki {
+    pub ca_pem: PathBuf,
+    pub signer_pem: PathBuf,
+    pub signer_key: PathBuf,
+}
+
+/// Creates the development CA and demo signer under `dir` unless they exist.
+pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
+    let pki = DevPki { ca_pem: dir.join("ca.pem"), signer_pem: dir.join("signer.pem"), signer_key: dir.join("signer.key") };
+    if pki.ca_pem.exists() && pki.signer_pem.exists() && pki.signer_key.exists() {
+        return Ok(pki);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let now = crate::service::now_unix();
+    let ca = devpki::self_signed_ca(&CertSpec {
+        common_name: "kyso development CA".into(),
+        organization: Some("kyso dev".into()),
+        algorithm: KeyAlgorithm::EcdsaP256,
+        not_before_unix: now - 3600,
+        not_after_unix: now + DEV_CERT_VALIDITY_SECONDS,
+        is_ca: true,
+        path_length_max: Some(0),
+        key_usage: KeyUsages { key_cert_sign: true, crl_sign: true, ..KeyUsages::default() },
+    })?;
+    let signer = devpki::issue(
+        &CertSpec {
+            common_name: DEMO_SIGNER_NAME.into(),
+            organization: Some("UBND xã Demo".into()),
+            algorithm: KeyAlgorithm::EcdsaP256,
+            not_before_unix: now - 3600,
+            not_after_unix: now + DEV_CERT_VALIDITY_SECONDS,
+            is_ca: false,
+            path_length_max: None,
+            key_usage: KeyUsages { digital_signature: true, non_repudiation: true, ..KeyUsages::default() },
+        },
+        &ca,
+    )?;
+    write_private(&dir.join("ca.key"), ca.key_pem().as_bytes())?;
+    write_private(&pki.signer_key, signer.key_pem().as_bytes())?;
+    std::fs::write(&pki.signer_pem, signer.cert_pem())?;
+    std::fs::write(&pki.ca_pem, ca.cert_pem())?;
+    let _: &IssuedCert = &signer;
+    Ok(pki)
+}
+
+fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content)?;
+    Ok(())
+}
+
+/// A small, valid PDF to try the flow with.
+fn ensure_sample(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("giay-khai-sinh.pdf");
+    if !path.exists() {
+        std::fs::write(&path, sample_pdf())?;
+    }
+    Ok(path)
+}
+
+fn sample_pdf() -> Vec<u8> {
+    let text = "BT /F1 18 Tf 72 720 Td (Giay khai sinh - ban sao mau) Tj ET";
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
+        format!("<< /Length {} >>\nstream\n{}\nendstream", text.len(), text),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
+    ];
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut offsets = Vec::new();
+    for (number, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{}\nendobj\n", number + 1, body).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{}\n%%EOF\n", objects.len() + 1, xref).as_bytes());
+    pdf
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let pki = ensure_dev_pki(&args.data_dir.join("dev-pki"))?;
+    let sample = ensure_sample(&args.data_dir.join("samples"))?;
+    let mut config = Config::with_data_dir(&args.data_dir);
+    config.grpc_addr = args.grpc_addr;
+    config.http_addr = args.http_addr;
+    config.trust_anchor_files = vec![pki.ca_pem.clone()];
+    let node = Node::start(&config).await.context("dev node failed to start")?;
+    config.public_base_url = format!("http://{}", node.http_addr);
+    let signer = node
+        .kyso
+        .register_signer(NewSigner {
+            request_id: "dev-demo-signer".into(),
+            name: DEMO_SIGNER_NAME.into(),
+            title: DEMO_SIGNER_TITLE.into(),
+            agency_ids: vec![DEMO_AGENCY.into()],
+            certificate_chain: std::fs::read(&pki.signer_pem)?,
+            private_key: std::fs::read(&pki.signer_key)?,
+        })
+        .await
+        .context("cannot register the demo signer")?;
+    super::print_listening(&node);
+    let exe = std::env::args().next().unwrap_or_else(|| "kyso".into());
+    let server = format!("http://{}", node.grpc_addr);
+    let server_flag = if node.grpc_addr.port() == 7400 { String::new() } else { format!(" --server {server}") };
+    let sample = sample.display();
+    println!();
+    println!("kyso dev is running (single node, data in {})", args.data_dir.display());
+    println!("  gRPC   {server}");
+    println!("  HTTP   http://{}  (health: /healthz)", node.http_addr);
+    println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}", signer.id);
+    println!("  dev CA {}", pki.ca_pem.display());
+    println!();
+    println!("Try, in another terminal:");
+    println!("  {exe} archive{server_flag} --agency {DEMO_AGENCY} --procedure 1.001193 --number HS-0001 {sample}");
+    println!("  {exe} certify{server_flag} --kind copy --agency {DEMO_AGENCY} --signer {} --file {sample} --signature-dir sigs", signer.id);
+    println!("  {exe} verify{server_flag} --file {sample}");
+    println!();
+    node.serve(crate::node::shutdown_signal()).await
+}

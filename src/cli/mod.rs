@@ -1,0 +1,125 @@
+//! Command-line interface: `kyso dev`, `kyso node` and the client subcommands. Every client
+//! command prints a human-readable answer, or JSON with `--json`.
+
+pub mod client;
+pub mod dev;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "kyso", version, about = "Distributed document signing and archive for local government")]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true, env = "KYSO_LOG_JSON")]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a single development node with a generated PKI, a demo agency and a demo signer.
+    Dev(DevArgs),
+    /// Run a node from a TOML config file.
+    Node(NodeArgs),
+    /// Archive a dossier: upload its files with a progress bar.
+    Archive(client::ArchiveArgs),
+    /// Certify archived documents (several at once make one batch).
+    Certify(client::CertifyArgs),
+    /// Verify a document by file, SHA-256 or lookup code.
+    Verify(client::VerifyArgs),
+    /// Revoke a certification.
+    Revoke(client::RevokeArgs),
+    /// Manage signers.
+    #[command(subcommand)]
+    Signer(SignerCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SignerCommand {
+    /// Register a signer's certificate (and optionally its key) for agencies.
+    Add(client::SignerAddArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "kyso-data", env = "KYSO_DATA_DIR")]
+    pub data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:7400", env = "KYSO_GRPC_ADDR")]
+    pub grpc_addr: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:7480", env = "KYSO_HTTP_ADDR")]
+    pub http_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// TOML config file (see deploy/kyso.example.toml).
+    #[arg(long, env = "KYSO_CONFIG")]
+    pub config: PathBuf,
+    /// Overrides `data_dir`.
+    #[arg(long, env = "KYSO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Overrides `grpc_addr`.
+    #[arg(long, env = "KYSO_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Overrides `http_addr`.
+    #[arg(long, env = "KYSO_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// Output format of client commands.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KYSO_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => dev::run(args).await,
+        Command::Node(args) => run_node(args).await,
+        Command::Archive(args) => client::archive(args).await,
+        Command::Certify(args) => client::certify(args).await,
+        Command::Verify(args) => client::verify(args).await,
+        Command::Revoke(args) => client::revoke(args).await,
+        Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
+    }
+}
+
+async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(&args.config)?;
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
+    if let Some(addr) = args.grpc_addr {
+        config.grpc_addr = addr;
+    }
+    if let Some(addr) = args.http_addr {
+        config.http_addr = addr;
+    }
+    let node = crate::node::Node::start(&config).await.context("node failed to start")?;
+    print_listening(&node);
+    node.serve(crate::node::shutdown_signal()).await
+}
+
+/// The line tests and scripts read to find the bound ports.
+pub fn print_listening(node: &crate::node::Node) {
+    println!("kyso node listening grpc={} http={}", node.grpc_addr, node.http_addr);
+}

@@ -1,0 +1,148 @@
+//! Domain types shared by every layer: dossiers, files, signers, certifications.
+//!
+//! These are plain data with one canonical encoding (postcard, through serde) wherever they
+//! are replicated or hashed. They know nothing of gRPC, storage engines or consensus.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A SHA-256 digest: the address of a blob and the identity of a document.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Sha256(pub [u8; 32]);
+
+impl Sha256 {
+    pub fn digest(bytes: &[u8]) -> Sha256 {
+        let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        Sha256(out)
+    }
+
+    /// Accepts exactly 32 raw bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Sha256> {
+        <[u8; 32]>::try_from(bytes).ok().map(Sha256)
+    }
+
+    /// Accepts 64 hex digits, either case.
+    pub fn from_hex(text: &str) -> Option<Sha256> {
+        let bytes = hex::decode(text.trim()).ok()?;
+        Sha256::from_slice(&bytes)
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.to_hex())
+    }
+}
+
+impl fmt::Display for Sha256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// What a certification attests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CertificationKind {
+    /// The result of an administrative procedure (kết quả giải quyết).
+    Result,
+    /// An electronic copy certified from a paper original (bản sao chứng thực).
+    CertifiedCopy,
+}
+
+impl CertificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificationKind::Result => "result",
+            CertificationKind::CertifiedCopy => "certified-copy",
+        }
+    }
+}
+
+/// One stored file of a dossier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedFile {
+    pub name: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub sha256: Sha256,
+}
+
+/// A citizen's dossier (hồ sơ) as received at the one-stop desk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dossier {
+    pub id: String,
+    pub agency_id: String,
+    pub procedure_code: String,
+    pub dossier_number: String,
+    /// "YYYY-MM-DD".
+    pub received_date: String,
+    /// Applicant details; never shown publicly. Sorted by key for one canonical encoding.
+    pub private_fields: Vec<(String, String)>,
+    pub files: Vec<ArchivedFile>,
+    pub archived_at_unix: i64,
+}
+
+/// Key algorithms a signer may use.
+pub use crate::crypto::KeyAlgorithm;
+
+/// A person allowed to sign for one or more agencies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signer {
+    /// Hex SHA-256 of the leaf certificate.
+    pub id: String,
+    pub name: String,
+    pub title: String,
+    pub agency_ids: Vec<String>,
+    pub subject: String,
+    pub issuer: String,
+    pub serial_hex: String,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    pub key_algorithm: String,
+    /// DER certificates, leaf first, up to and including the trust anchor.
+    pub chain_der: Vec<Vec<u8>>,
+    /// PKCS#8 key sealed with AES-256-GCM under the node's master key (associated data:
+    /// the signer id). `None`: the node cannot sign for this signer.
+    pub sealed_key: Option<Vec<u8>>,
+    pub registered_at_unix: i64,
+}
+
+impl Signer {
+    pub fn may_sign_for(&self, agency_id: &str) -> bool {
+        self.agency_ids.iter().any(|agency| agency == agency_id)
+    }
+}
+
+/// A revocation of a certification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub reason: String,
+    pub revoked_at_unix: i64,
+}
+
+/// One signed statement about one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certification {
+    /// Record version; bump when the encoding changes.
+    pub version: u8,
+    pub lookup_code: crate::lookup::LookupCode,
+    pub document_sha256: Sha256,
+    pub kind: CertificationKind,
+    pub agency_id: String,
+    pub signer_id: String,
+    /// Empty when the document is not tied to a dossier.
+    pub dossier_id: String,
+    pub signed_at_unix: i64,
+    /// Detached CMS SignedData, DER.
+    pub cms_der: Vec<u8>,
+    pub revocation: Option<Revocation>,
+}
+
+pub const CERTIFICATION_RECORD_VERSION: u8 = 1;

@@ -1,0 +1,22 @@
+//! The one `kyso` binary: node subcommands (`dev`, `node`) and client subcommands.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = kyso::cli::Cli::parse();
+    kyso::cli::init_tracing(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(kyso::cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

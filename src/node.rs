@@ -1,0 +1,143 @@
+//! Wiring of one node: state store, blob store, consensus driver, services, and the gRPC
+//! and HTTP servers. The only place that knows every layer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use kyso_cluster::single::SingleNode;
+use kyso_cluster::DriverConfig;
+use kyso_proto::v1 as pb;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::grpc::GrpcApi;
+use crate::archive::BlobStore;
+use crate::config::{Config, StorageConfig};
+use crate::crypto::{MasterKey, TrustAnchors};
+use crate::service::Kyso;
+use crate::state::StateStore;
+
+/// Streams served at once on one client connection.
+pub const CONCURRENT_STREAMS_PER_CONNECTION_MAX: u32 = 256;
+
+/// A started node: its bound addresses and its services.
+pub struct Node {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub kyso: Arc<Kyso<SingleNode>>,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+}
+
+impl Node {
+    /// Opens the stores and binds both ports; serving starts with [`Node::serve`].
+    pub async fn start(config: &Config) -> anyhow::Result<Node> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        let state = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
+        let blobs = match &config.storage {
+            StorageConfig::Local => BlobStore::local(&config.data_dir.join("blobs"))?,
+        };
+        let master_key = MasterKey::load_or_create(&config.master_key_path())
+            .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
+        let trust = load_trust_anchors(config)?;
+        let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
+        let kyso = Arc::new(Kyso::new(state, blobs, driver, trust, master_key, config.limits.clone()));
+        let grpc_listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .with_context(|| format!("cannot bind gRPC address {}", config.grpc_addr))?;
+        let http_listener = TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
+        Ok(Node {
+            grpc_addr: grpc_listener.local_addr()?,
+            http_addr: http_listener.local_addr()?,
+            kyso,
+            grpc_listener,
+            http_listener,
+        })
+    }
+
+    /// Serves gRPC and HTTP until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http = axum::serve(self.http_listener, crate::api::http::router(self.kyso.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.await;
+            });
+        let http_task = tokio::spawn(async move { http.await });
+        let grpc = grpc_router(self.kyso.clone())?
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), shutdown);
+        let result = grpc.await.context("gRPC server failed");
+        let _ = stop_http.send(());
+        http_task.await.context("HTTP server task failed")?.context("HTTP server failed")?;
+        result
+    }
+}
+
+fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
+    let mut pem = Vec::new();
+    for file in &config.trust_anchor_files {
+        let content = std::fs::read(file).with_context(|| format!("cannot read trust anchor {}", file.display()))?;
+        pem.extend_from_slice(&content);
+        pem.push(b'\n');
+    }
+    TrustAnchors::from_pem(&pem).context("trust anchors are not usable")
+}
+
+fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::server::Router> {
+    let decode_max = kyso.limits().grpc_message_size_bytes_max;
+    let api = GrpcApi::new(kyso);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // Both reflection versions: grpcurl 1.8 and many tools still speak only v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(kyso_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1().context("cannot build reflection service")?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha().context("cannot build reflection service")?;
+    tokio::spawn(async move {
+        health_reporter.set_serving::<pb::archive_service_server::ArchiveServiceServer<GrpcApi<SingleNode>>>().await;
+        health_reporter.set_serving::<pb::signing_service_server::SigningServiceServer<GrpcApi<SingleNode>>>().await;
+        health_reporter
+            .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<SingleNode>>>()
+            .await;
+    });
+    Ok(tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(CONCURRENT_STREAMS_PER_CONNECTION_MAX)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(pb::archive_service_server::ArchiveServiceServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(pb::signing_service_server::SigningServiceServer::new(api.clone()).max_decoding_message_size(decode_max))
+        .add_service(
+            pb::verification_service_server::VerificationServiceServer::new(api).max_decoding_message_size(decode_max),
+        ))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,136 @@
+//! Archive use cases: store a dossier's files as blobs, then record the dossier.
+
+use bytes::Bytes;
+use kyso_cluster::Proposer;
+
+use super::{fingerprint, now_unix, validate, Kyso, ServiceError};
+use crate::domain::{ArchivedFile, Dossier, Sha256};
+use crate::state::{Command, Outcome};
+
+/// Dossier metadata as the client sent it, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct NewDossier {
+    pub request_id: String,
+    pub agency_id: String,
+    pub procedure_code: String,
+    pub dossier_number: String,
+    pub received_date: String,
+    pub private_fields: Vec<(String, String)>,
+}
+
+impl<P: Proposer> Kyso<P> {
+    /// Checks dossier metadata before any file is received, so a bad request fails fast.
+    pub fn check_new_dossier(&self, dossier: &NewDossier) -> Result<(), ServiceError> {
+        validate::request_id(&dossier.request_id)?;
+        validate::identifier("agency_id", &dossier.agency_id)?;
+        validate::identifier("procedure_code", &dossier.procedure_code)?;
+        validate::identifier("dossier_number", &dossier.dossier_number)?;
+        validate::date("received_date", &dossier.received_date)?;
+        if dossier.private_fields.len() > self.limits.private_fields_max {
+            return Err(ServiceError::InvalidArgument(format!(
+                "{} private fields; the limit is {}",
+                dossier.private_fields.len(),
+                self.limits.private_fields_max
+            )));
+        }
+        for (key, value) in &dossier.private_fields {
+            validate::identifier("private field name", key)?;
+            validate::text("private field value", value, self.limits.text_field_chars_max, false)?;
+        }
+        Ok(())
+    }
+
+    /// Checks one file's name and type before its bytes arrive.
+    pub fn check_file_start(&self, name: &str, content_type: &str, files_so_far: usize) -> Result<(), ServiceError> {
+        if files_so_far >= self.limits.dossier_files_max {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "a dossier holds at most {} files; split it or ask the operator to raise limits.dossier_files_max",
+                self.limits.dossier_files_max
+            )));
+        }
+        validate::file_name(name)?;
+        validate::text("content_type", content_type, 127, false)
+    }
+
+    /// Stores one received file. The caller hashed the bytes while receiving them; the
+    /// blob store checks the hash again before writing.
+    pub async fn store_file(&self, name: String, content_type: String, hash: Sha256, content: Bytes) -> Result<ArchivedFile, ServiceError> {
+        let size_bytes = content.len() as u64;
+        self.blobs.put(&hash, content).await?;
+        Ok(ArchivedFile { name, content_type, size_bytes, sha256: hash })
+    }
+
+    /// Records a dossier whose files are all stored. Returns once the record is committed.
+    #[tracing::instrument(skip(self, dossier, files), fields(request_id = %dossier.request_id, files = files.len()))]
+    pub async fn archive_dossier(&self, mut dossier: NewDossier, files: Vec<ArchivedFile>) -> Result<Dossier, ServiceError> {
+        self.check_new_dossier(&dossier)?;
+        if files.is_empty() {
+            return Err(ServiceError::InvalidArgument("a dossier needs at least one file".into()));
+        }
+        dossier.private_fields.sort();
+        let request_fingerprint = dossier_fingerprint(&dossier, &files);
+        if let Some(outcome) = self.earlier_outcome(&dossier.request_id, &request_fingerprint)? {
+            return expect_dossier(outcome);
+        }
+        let record = Dossier {
+            id: self.new_dossier_id()?,
+            agency_id: dossier.agency_id,
+            procedure_code: dossier.procedure_code,
+            dossier_number: dossier.dossier_number,
+            received_date: dossier.received_date,
+            private_fields: dossier.private_fields,
+            files,
+            archived_at_unix: now_unix(),
+        };
+        let outcome = self.propose(&dossier.request_id, request_fingerprint, Command::ArchiveDossier(record)).await?;
+        expect_dossier(outcome)
+    }
+
+    pub async fn get_dossier(&self, id: &str) -> Result<Dossier, ServiceError> {
+        self.read_barrier().await?;
+        self.state.dossier(id)?.ok_or_else(|| ServiceError::NotFound(format!("dossier {id:?} does not exist")))
+    }
+
+    /// Reads a blob that some dossier archived (hash-checked).
+    pub async fn get_blob(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
+        if !self.state.blob_known(hash)? {
+            return Err(ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")));
+        }
+        Ok(self.blobs.get(hash).await?)
+    }
+
+    fn new_dossier_id(&self) -> Result<String, ServiceError> {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&self.random, &mut bytes)
+            .map_err(|_| ServiceError::Internal("system random source failed".into()))?;
+        Ok(hex::encode(bytes))
+    }
+}
+
+fn dossier_fingerprint(dossier: &NewDossier, files: &[ArchivedFile]) -> [u8; 32] {
+    let mut parts: Vec<Vec<u8>> = vec![
+        b"archive-dossier".to_vec(),
+        dossier.agency_id.as_bytes().to_vec(),
+        dossier.procedure_code.as_bytes().to_vec(),
+        dossier.dossier_number.as_bytes().to_vec(),
+        dossier.received_date.as_bytes().to_vec(),
+    ];
+    for (key, value) in &dossier.private_fields {
+        parts.push(key.as_bytes().to_vec());
+        parts.push(value.as_bytes().to_vec());
+    }
+    for file in files {
+        parts.push(file.name.as_bytes().to_vec());
+        parts.push(file.sha256.0.to_vec());
+    }
+    let borrowed: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    fingerprint(&borrowed)
+}
+
+fn expect_dossier(outcome: Outcome) -> Result<Dossier, ServiceError> {
+    match outcome {
+        Outcome::Dossier(dossier) => Ok(dossier),
+        Outcome::Rejected(rejection) => Err(rejection.into()),
+        other => Err(ServiceError::Internal(format!("archive produced an unexpected outcome: {other:?}"))),
+    }
+}

@@ -1,0 +1,175 @@
+//! Use cases: archive, certify/sign, verify. A service validates input, fixes everything
+//! random or time-dependent, proposes one command and reads state. It knows nothing of
+//! gRPC or HTTP; adapters in `api` convert at the edge and map [`ServiceError`] to statuses.
+
+pub mod archive;
+pub mod signing;
+pub mod validate;
+pub mod verify;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kyso_cluster::{ProposeError, Proposer};
+
+use crate::archive::{ArchiveError, BlobStore};
+use crate::config::Limits;
+use crate::crypto::{MasterKey, TrustAnchors};
+use crate::state::command::COMMAND_VERSION;
+use crate::state::{Command, CommandEnvelope, Outcome, Rejection, StateError, StateStore};
+
+/// Every way a use case can fail, each with a message a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    DataLoss(String),
+    /// The command may or may not have been applied; retrying with the same request id is safe.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Rejection> for ServiceError {
+    fn from(rejection: Rejection) -> Self {
+        let message = rejection.to_string();
+        match rejection {
+            Rejection::RequestIdReused(_) | Rejection::AlreadyExists(_) => ServiceError::AlreadyExists(message),
+            Rejection::NotFound(_) => ServiceError::NotFound(message),
+            Rejection::FailedPrecondition(_) => ServiceError::FailedPrecondition(message),
+            Rejection::PermissionDenied(_) => ServiceError::PermissionDenied(message),
+            Rejection::Undecodable(_) => ServiceError::Internal(message),
+        }
+    }
+}
+
+impl From<StateError> for ServiceError {
+    fn from(error: StateError) -> Self {
+        match error {
+            StateError::Corrupt(message) => ServiceError::DataLoss(format!("state record is corrupt: {message}")),
+            StateError::Storage(message) => ServiceError::Unavailable(format!("state store unavailable: {message}")),
+        }
+    }
+}
+
+impl From<ArchiveError> for ServiceError {
+    fn from(error: ArchiveError) -> Self {
+        let message = error.to_string();
+        match error {
+            ArchiveError::NotFound(_) => ServiceError::NotFound(message),
+            ArchiveError::Corrupt { .. } | ArchiveError::SizeMismatch { .. } => ServiceError::DataLoss(message),
+            ArchiveError::Unavailable(_) => ServiceError::Unavailable(message),
+        }
+    }
+}
+
+impl From<ProposeError> for ServiceError {
+    fn from(error: ProposeError) -> Self {
+        let message = error.to_string();
+        match error {
+            ProposeError::Busy => ServiceError::ResourceExhausted(message),
+            ProposeError::TooLarge { .. } => ServiceError::InvalidArgument(message),
+            ProposeError::Stopped(_) | ProposeError::NotLeader { .. } | ProposeError::Unavailable(_) => {
+                ServiceError::Unavailable(message)
+            }
+            ProposeError::Unknown => ServiceError::OutcomeUnknown(message),
+        }
+    }
+}
+
+/// The node's use cases over one consensus driver.
+pub struct Kyso<P: Proposer> {
+    pub(crate) state: Arc<StateStore>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) proposer: P,
+    pub(crate) trust: TrustAnchors,
+    pub(crate) master_key: MasterKey,
+    pub(crate) limits: Limits,
+    pub(crate) random: ring::rand::SystemRandom,
+}
+
+impl<P: Proposer> Kyso<P> {
+    pub fn new(
+        state: Arc<StateStore>,
+        blobs: BlobStore,
+        proposer: P,
+        trust: TrustAnchors,
+        master_key: MasterKey,
+        limits: Limits,
+    ) -> Self {
+        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new() }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn state(&self) -> &StateStore {
+        &self.state
+    }
+
+    /// Returns the stored outcome of an earlier request with this id, if any: the same
+    /// request again gets the same answer without new work; a different one is refused.
+    pub(crate) fn earlier_outcome(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
+        match self.state.request_outcome(request_id)? {
+            None => Ok(None),
+            Some((stored, outcome)) if &stored == fingerprint => Ok(Some(outcome)),
+            Some(_) => Err(Rejection::RequestIdReused(request_id.to_string()).into()),
+        }
+    }
+
+    /// Proposes a command and waits for it to be committed and applied.
+    pub(crate) async fn propose(&self, request_id: &str, fingerprint: [u8; 32], command: Command) -> Result<Outcome, ServiceError> {
+        let envelope = CommandEnvelope {
+            version: COMMAND_VERSION,
+            request_id: request_id.to_string(),
+            request_fingerprint: fingerprint,
+            issued_at_unix: now_unix(),
+            command,
+        };
+        let response = self.proposer.propose(Bytes::from(envelope.encode())).await?;
+        match Outcome::decode(&response)? {
+            Outcome::Rejected(rejection) => Err(rejection.into()),
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// Waits until local state includes every acknowledged write.
+    pub(crate) async fn read_barrier(&self) -> Result<(), ServiceError> {
+        Ok(self.proposer.read_barrier().await?)
+    }
+}
+
+/// Seconds since the Unix epoch. Called only before proposing, never while applying.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// SHA-256 over length-prefixed parts: the fingerprint of a client request.
+pub fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}

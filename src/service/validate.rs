@@ -1,0 +1,104 @@
+//! Checks on text a client sends: lengths, characters, shapes. Each failure is an
+//! `InvalidArgument` naming the field and what to do.
+
+use super::ServiceError;
+
+/// Longest request id, in bytes.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+/// Longest identifier (agency, procedure code, dossier number), in characters.
+pub const IDENTIFIER_CHARS_MAX: usize = 64;
+/// Longest file name, in characters.
+pub const FILE_NAME_CHARS_MAX: usize = 255;
+
+pub fn request_id(value: &str) -> Result<(), ServiceError> {
+    if value.is_empty() || value.len() > REQUEST_ID_BYTES_MAX || !value.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(ServiceError::InvalidArgument(format!(
+            "request_id must be 1-{REQUEST_ID_BYTES_MAX} printable ASCII characters without spaces (a UUID works)"
+        )));
+    }
+    Ok(())
+}
+
+/// An identifier such as an agency id or a procedure code: 1-64 characters of letters,
+/// digits and `.-_/`.
+pub fn identifier(field: &str, value: &str) -> Result<(), ServiceError> {
+    let length = value.chars().count();
+    if length == 0 || length > IDENTIFIER_CHARS_MAX {
+        return Err(ServiceError::InvalidArgument(format!("{field} must be 1-{IDENTIFIER_CHARS_MAX} characters, got {length}")));
+    }
+    if let Some(bad) = value.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))) {
+        return Err(ServiceError::InvalidArgument(format!(
+            "{field} contains {bad:?}; use letters, digits and . - _ / only"
+        )));
+    }
+    Ok(())
+}
+
+/// Free text shown to people (names, titles, reasons): no control characters.
+pub fn text(field: &str, value: &str, chars_max: usize, required: bool) -> Result<(), ServiceError> {
+    let length = value.chars().count();
+    if required && value.trim().is_empty() {
+        return Err(ServiceError::InvalidArgument(format!("{field} is required")));
+    }
+    if length > chars_max {
+        return Err(ServiceError::InvalidArgument(format!("{field} is {length} characters; the limit is {chars_max}")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ServiceError::InvalidArgument(format!("{field} contains control characters; remove them")));
+    }
+    Ok(())
+}
+
+/// A file name as shown to clerks: never a path.
+pub fn file_name(value: &str) -> Result<(), ServiceError> {
+    text("file name", value, FILE_NAME_CHARS_MAX, true)?;
+    if value.contains(['/', '\\']) || value == "." || value == ".." {
+        return Err(ServiceError::InvalidArgument(format!(
+            "file name {value:?} looks like a path; send the bare file name"
+        )));
+    }
+    Ok(())
+}
+
+/// A calendar date "YYYY-MM-DD" with a plausible month and day.
+pub fn date(field: &str, value: &str) -> Result<(), ServiceError> {
+    let parts: Vec<&str> = value.split('-').collect();
+    let numbers: Option<Vec<u32>> = parts.iter().map(|part| part.parse().ok()).collect();
+    let valid = match (parts.as_slice(), numbers.as_deref()) {
+        ([y, m, d], Some([year, month, day])) => {
+            y.len() == 4 && m.len() == 2 && d.len() == 2 && (1900..=2999).contains(year) && (1..=12).contains(month) && (1..=31).contains(day)
+        }
+        _ => false,
+    };
+    if !valid {
+        return Err(ServiceError::InvalidArgument(format!("{field} must be a date like 2026-11-24, got {value:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_traversal_in_file_names_is_refused() {
+        assert!(file_name("../../etc/passwd").is_err());
+        assert!(file_name("a\\b.pdf").is_err());
+        assert!(file_name("..").is_err());
+        assert!(file_name("giấy khai sinh.pdf").is_ok());
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert!(text("name", "Nguyễn\u{0}Văn", 100, true).is_err());
+        assert!(text("name", "Nguyễn\nVăn", 100, true).is_err());
+        assert!(text("name", "Nguyễn Văn An", 100, true).is_ok());
+    }
+
+    #[test]
+    fn dates_need_the_iso_shape() {
+        assert!(date("d", "2026-11-24").is_ok());
+        assert!(date("d", "24/11/2026").is_err());
+        assert!(date("d", "2026-13-01").is_err());
+    }
+}

