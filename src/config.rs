@@ -24,6 +24,14 @@ pub struct Config {
     /// mode 0600 if missing. Relative paths are under `data_dir`.
     #[serde(default = "default_master_key_file")]
     pub master_key_file: PathBuf,
+    /// PKCS#8 Ed25519 key that signs transparency-log checkpoints. Created when missing.
+    /// Every node of a cluster MUST hold the same key. Relative paths are under `data_dir`.
+    #[serde(default = "default_log_key_file")]
+    pub log_key_file: PathBuf,
+    /// Origin line of the log's checkpoints and the name of its key, e.g.
+    /// "tracuu.example.gov.vn/kyso". Letters, digits and `.-_/:` only.
+    #[serde(default = "default_log_origin")]
+    pub log_origin: String,
     /// PEM files of the CA certificates that signer chains must lead to.
     #[serde(default)]
     pub trust_anchor_files: Vec<PathBuf>,
@@ -110,6 +118,12 @@ fn default_http_addr() -> SocketAddr {
 fn default_master_key_file() -> PathBuf {
     PathBuf::from("master.key")
 }
+fn default_log_key_file() -> PathBuf {
+    PathBuf::from("log.key")
+}
+fn default_log_origin() -> String {
+    "kyso.localhost/log".to_string()
+}
 fn default_public_base_url() -> String {
     "http://127.0.0.1:7480".to_string()
 }
@@ -122,6 +136,8 @@ impl Config {
             grpc_addr: default_grpc_addr(),
             http_addr: default_http_addr(),
             master_key_file: default_master_key_file(),
+            log_key_file: default_log_key_file(),
+            log_origin: default_log_origin(),
             trust_anchor_files: Vec::new(),
             public_base_url: default_public_base_url(),
             storage: StorageConfig::default(),
@@ -147,7 +163,21 @@ impl Config {
         self.data_dir.join(&self.master_key_file)
     }
 
+    /// The log key path, resolved against `data_dir`.
+    pub fn log_key_path(&self) -> PathBuf {
+        self.data_dir.join(&self.log_key_file)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.log_origin.is_empty()
+            || self.log_origin.len() > 200
+            || !self.log_origin.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/' | ':'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "log_origin",
+                reason: "use 1-200 letters, digits and . - _ / : (e.g. tracuu.example.gov.vn/kyso)".into(),
+            });
+        }
         let limits = &self.limits;
         let positive = [
             ("limits.file_size_bytes_max", limits.file_size_bytes_max as usize),

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod crypto;
@@ -15,3 +16,4 @@ pub mod lookup;
 pub mod node;
 pub mod service;
 pub mod state;
+pub mod tlog;

@@ -15,7 +15,9 @@ use crate::api::grpc::GrpcApi;
 use crate::archive::BlobStore;
 use crate::config::{Config, StorageConfig};
 use crate::crypto::{MasterKey, TrustAnchors};
+use crate::service::log::LogIdentity;
 use crate::service::Kyso;
+use crate::tlog::LogSigner;
 use crate::state::StateStore;
 
 /// Streams served at once on one client connection.
@@ -43,8 +45,9 @@ impl Node {
         let master_key = MasterKey::load_or_create(&config.master_key_path())
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
         let trust = load_trust_anchors(config)?;
+        let log = load_log_identity(config)?;
         let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
-        let kyso = Arc::new(Kyso::new(state, blobs, driver, trust, master_key, config.limits.clone()));
+        let kyso = Arc::new(Kyso::new(state, blobs, driver, trust, master_key, config.limits.clone(), log));
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot bind gRPC address {}", config.grpc_addr))?;
@@ -77,6 +80,34 @@ impl Node {
     }
 }
 
+/// Loads the log key (creating it when missing) and writes its verifier key to
+/// `data_dir/log.pub` for offline verifiers and auditors.
+fn load_log_identity(config: &Config) -> anyhow::Result<LogIdentity> {
+    let path = config.log_key_path();
+    if !path.exists() {
+        let pkcs8 = LogSigner::generate().context("cannot generate the log key")?;
+        write_private_file(&path, &pkcs8)?;
+    }
+    let pkcs8 = std::fs::read(&path).with_context(|| format!("cannot read log key {}", path.display()))?;
+    let signer = LogSigner::from_pkcs8(&config.log_origin, &pkcs8)
+        .with_context(|| format!("log key {} is not a PKCS#8 Ed25519 key", path.display()))?;
+    std::fs::write(config.data_dir.join("log.pub"), format!("{}\n", signer.verifier()))?;
+    Ok(LogIdentity { origin: config.log_origin.clone(), signer })
+}
+
+/// Creates a file readable by its owner only.
+pub fn write_private_file(path: &std::path::Path, content: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(content)?;
+    file.sync_all()?;
+    Ok(())
+}
+
 fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
     let mut pem = Vec::new();
     for file in &config.trust_anchor_files {
@@ -105,6 +136,7 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
         health_reporter
             .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<SingleNode>>>()
             .await;
+        health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<SingleNode>>>().await;
     });
     Ok(tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -115,8 +147,10 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
         .add_service(pb::archive_service_server::ArchiveServiceServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(pb::signing_service_server::SigningServiceServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(
-            pb::verification_service_server::VerificationServiceServer::new(api).max_decoding_message_size(decode_max),
-        ))
+            pb::verification_service_server::VerificationServiceServer::new(api.clone())
+                .max_decoding_message_size(decode_max),
+        )
+        .add_service(pb::log_service_server::LogServiceServer::new(api)))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

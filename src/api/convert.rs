@@ -3,7 +3,9 @@
 use kyso_proto::v1 as pb;
 
 use crate::domain::{ArchivedFile, Certification, CertificationKind, Dossier, Signer};
+use crate::service::log::SignedCheckpoint;
 use crate::service::verify::{Verification, VerifiedCertification};
+use crate::state::LogProof;
 
 pub fn kind_from_proto(value: i32) -> Option<CertificationKind> {
     match pb::CertificationKind::try_from(value) {
@@ -79,8 +81,28 @@ pub fn certification_to_proto(certification: &Certification) -> pb::Certificatio
     }
 }
 
+pub fn checkpoint_to_proto(checkpoint: &SignedCheckpoint) -> pb::Checkpoint {
+    pb::Checkpoint {
+        note: checkpoint.note.clone(),
+        origin: checkpoint.origin.clone(),
+        tree_size: checkpoint.tree_size,
+        root_hash: checkpoint.root.to_vec(),
+    }
+}
+
+pub fn inclusion_to_proto(proof: &LogProof, checkpoint: &SignedCheckpoint) -> pb::InclusionProof {
+    pb::InclusionProof {
+        leaf_index: proof.leaf_index,
+        tree_size: proof.tree_size,
+        leaf_data: proof.leaf_data.clone(),
+        audit_path: proof.audit_path.iter().map(|hash| hash.to_vec()).collect(),
+        checkpoint: Some(checkpoint_to_proto(checkpoint)),
+    }
+}
+
 fn verified_to_proto(verified: &VerifiedCertification) -> pb::VerifiedCertification {
     pb::VerifiedCertification {
+        inclusion: verified.inclusion.as_ref().map(|(proof, checkpoint)| inclusion_to_proto(proof, checkpoint)),
         certification: Some(certification_to_proto(&verified.certification)),
         signer: Some(signer_to_proto(&verified.signer)),
         signature_valid: verified.signature_valid,

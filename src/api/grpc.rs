@@ -343,3 +343,47 @@ impl<P: Proposer> pb::verification_service_server::VerificationService for GrpcA
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
     }
 }
+
+#[tonic::async_trait]
+impl<P: Proposer> pb::log_service_server::LogService for GrpcApi<P> {
+    async fn get_checkpoint(&self, _request: Request<pb::GetCheckpointRequest>) -> Result<Response<pb::Checkpoint>, Status> {
+        let checkpoint = self.bounded(self.kyso.checkpoint()).await?;
+        Ok(Response::new(convert::checkpoint_to_proto(&checkpoint)))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        use pb::get_inclusion_proof_request::Leaf;
+        let request = request.into_inner();
+        let (proof, checkpoint) = match request.leaf {
+            Some(Leaf::LeafIndex(index)) => self.bounded(self.kyso.inclusion_by_index(index, request.tree_size)).await?,
+            Some(Leaf::LookupCode(code)) => self.bounded(self.kyso.inclusion_by_code(&code, request.tree_size)).await?,
+            None => return Err(Status::invalid_argument("name the leaf by leaf_index or lookup_code")),
+        };
+        Ok(Response::new(convert::inclusion_to_proto(&proof, &checkpoint)))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        let request = request.into_inner();
+        let (proof, checkpoint) = self.bounded(self.kyso.consistency(request.first_size, request.second_size)).await?;
+        Ok(Response::new(pb::ConsistencyProof {
+            first_size: request.first_size,
+            second_size: checkpoint.tree_size,
+            proof: proof.iter().map(|hash| hash.to_vec()).collect(),
+            checkpoint: Some(convert::checkpoint_to_proto(&checkpoint)),
+        }))
+    }
+
+    async fn get_entries(&self, request: Request<pb::GetEntriesRequest>) -> Result<Response<pb::GetEntriesResponse>, Status> {
+        let request = request.into_inner();
+        let entries = self.bounded(self.kyso.log_entries(request.start, request.end)).await?;
+        Ok(Response::new(pb::GetEntriesResponse {
+            entries: entries.into_iter().map(|(leaf_index, leaf_data)| pb::LogEntry { leaf_index, leaf_data }).collect(),
+        }))
+    }
+}

@@ -38,6 +38,7 @@ pub fn router<P: Proposer>(kyso: Arc<Kyso<P>>) -> Router {
     Router::new()
         .route("/healthz", get(health::<P>))
         .route("/api/v1/lookup/{code}", get(lookup::<P>))
+        .route("/checkpoint", get(checkpoint::<P>))
         .with_state(kyso)
 }
 
@@ -46,6 +47,14 @@ async fn health<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
         Ok(applied) => Json(serde_json::json!({ "status": "ok", "applied_index": applied })).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "unavailable", "error": error.to_string() })))
             .into_response(),
+    }
+}
+
+/// The latest checkpoint as a C2SP signed note (text/plain).
+async fn checkpoint<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
+    match kyso.checkpoint().await {
+        Ok(checkpoint) => ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], checkpoint.note).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
 }
 

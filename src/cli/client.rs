@@ -27,7 +27,7 @@ pub struct Connection {
     pub json: bool,
 }
 
-async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
+pub(crate) async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
     Channel::from_shared(connection.server.clone())
         .context("--server must be a URL such as http://127.0.0.1:7400")?
         .connect()
@@ -45,11 +45,11 @@ pub fn new_request_id() -> String {
     hex::encode(bytes)
 }
 
-fn status_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{:?}: {}", status.code(), status.message())
 }
 
-fn print_json(value: serde_json::Value) {
+pub(crate) fn print_json(value: serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string()));
 }
 
@@ -325,9 +325,24 @@ pub struct VerifyArgs {
     /// Lookup code.
     #[arg(long)]
     pub code: Option<String>,
+    /// Online: write an offline-verifiable bundle to this file. With --offline: the bundle to check.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// Check --bundle against --file with no network, using --trust and --log-key.
+    #[arg(long, requires_all = ["bundle", "file", "trust", "log_key"])]
+    pub offline: bool,
+    /// PEM file of the CA certificates to trust (offline).
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// File holding the log's verifier key, as written to data_dir/log.pub (offline).
+    #[arg(long)]
+    pub log_key: Option<PathBuf>,
 }
 
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
+    if args.offline {
+        return super::log::verify_offline(&args);
+    }
     use pb::verify_request::Subject;
     let subject = if let Some(path) = &args.file {
         Subject::File(std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?)
@@ -347,6 +362,13 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         .map_err(status_error)?
         .into_inner();
     let all_valid = response.certifications.iter().all(|verified| verified.summary == "valid");
+    if let Some(path) = &args.bundle {
+        let bundle = super::log::bundle_from_response(&response)?;
+        std::fs::write(path, bundle.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
+        if !args.connection.json {
+            println!("wrote offline bundle {}", path.display());
+        }
+    }
     if args.connection.json {
         print_json(json!({
             "document_sha256": hex::encode(&response.document_sha256),

@@ -66,14 +66,10 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
 }
 
 fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(content)?;
-    Ok(())
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    crate::node::write_private_file(path, content)
 }
 
 /// A small, valid PDF to try the flow with.
@@ -142,6 +138,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  HTTP   http://{}  (health: /healthz)", node.http_addr);
     println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}", signer.id);
     println!("  dev CA {}", pki.ca_pem.display());
+    println!("  log key (verifier) {}", args.data_dir.join("log.pub").display());
     println!();
     println!("Try, in another terminal:");
     println!("  {exe} archive{server_flag} --agency {DEMO_AGENCY} --procedure 1.001193 --number HS-0001 {sample}");

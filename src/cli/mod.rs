@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod dev;
+pub mod log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub enum Command {
     Verify(client::VerifyArgs),
     /// Revoke a certification.
     Revoke(client::RevokeArgs),
+    /// Witness the transparency log: check the latest checkpoint is consistent with a stored one.
+    Audit(log::AuditArgs),
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
@@ -100,6 +103,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => client::verify(args).await,
         Command::Revoke(args) => client::revoke(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
+        Command::Audit(args) => log::audit(args).await,
     }
 }
 

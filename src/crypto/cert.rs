@@ -21,10 +21,11 @@ use ring::digest;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::{
     Oid, OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
-    OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA, OID_SIG_ECDSA_WITH_SHA256,
-    OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519, OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER,
-    OID_X509_EXT_BASIC_CONSTRAINTS, OID_X509_EXT_CERTIFICATE_POLICIES, OID_X509_EXT_EXTENDED_KEY_USAGE,
-    OID_X509_EXT_KEY_USAGE, OID_X509_EXT_SUBJECT_ALT_NAME, OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
+    OID_PKCS1_SHA256WITHRSA, OID_PKCS1_SHA384WITHRSA, OID_PKCS1_SHA512WITHRSA,
+    OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+    OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER, OID_X509_EXT_BASIC_CONSTRAINTS,
+    OID_X509_EXT_CERTIFICATE_POLICIES, OID_X509_EXT_EXTENDED_KEY_USAGE, OID_X509_EXT_KEY_USAGE,
+    OID_X509_EXT_SUBJECT_ALT_NAME, OID_X509_EXT_SUBJECT_KEY_IDENTIFIER,
 };
 use x509_parser::prelude::FromDer as _;
 use x509_parser::public_key::PublicKey;
@@ -53,16 +54,25 @@ pub enum CertError {
     Empty,
     /// The input is larger than [`CERTIFICATE_INPUT_SIZE_BYTES_MAX`].
     #[error("certificate input is {size_bytes} bytes, more than the limit of {limit_bytes} bytes")]
-    TooLarge { size_bytes: usize, limit_bytes: usize },
+    TooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     /// The bytes are not a well-formed certificate (or PEM of one).
     #[error("malformed certificate: {0}")]
     Malformed(String),
     /// A certificate in the chain expired before the instant of validation.
     #[error("certificate \"{subject}\" expired at {}: renew it", format_unix_utc(*not_after_unix))]
-    Expired { subject: String, not_after_unix: i64 },
+    Expired {
+        subject: String,
+        not_after_unix: i64,
+    },
     /// A certificate in the chain is not valid yet at the instant of validation.
     #[error("certificate \"{subject}\" is not valid before {}: wait, or check the clocks", format_unix_utc(*not_before_unix))]
-    NotYetValid { subject: String, not_before_unix: i64 },
+    NotYetValid {
+        subject: String,
+        not_before_unix: i64,
+    },
     /// No configured trust anchor issued the chain's last certificate.
     #[error("no path to a configured trust anchor: no certificate for issuer \"{issuer}\"; include the intermediate certificates, or add the issuing CA to the trust anchors")]
     Untrusted { issuer: String },
@@ -79,7 +89,10 @@ pub enum CertError {
     IssuerNotCa { subject: String },
     /// An issuer's pathLenConstraint forbids as many intermediates as the chain has below it.
     #[error("certificate \"{subject}\" allows at most {path_length_max} intermediate CAs below it, but the chain has more")]
-    PathLengthExceeded { subject: String, path_length_max: u32 },
+    PathLengthExceeded {
+        subject: String,
+        path_length_max: u32,
+    },
     /// A signature in the chain does not verify with its issuer's key.
     #[error("the signature on certificate \"{subject}\" does not verify with its issuer's key: the certificate was altered or was issued by a different CA of the same name")]
     BadSignature { subject: String },
@@ -204,9 +217,9 @@ pub fn parse_certificates(input: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
 
 /// Validates a signer chain at `at_unix` (unix seconds) against `anchors`.
 ///
-/// `chain_der` is leaf first, then the intermediates in order, each the issuer of the one
-/// before; the anchor itself may be included or left out. Certificates after the one an
-/// anchor issued are ignored. The caller MUST pass the instant that matters (for a signature,
+/// `chain_der` is leaf first, then the intermediates in any order (as a CMS carries them);
+/// the anchor itself may be included or left out, and certificates not on the path are
+/// ignored. The caller MUST pass the instant that matters (for a signature,
 /// its signing time) and MUST check revocation separately if it needs it.
 pub fn validate_chain(
     chain_der: &[Vec<u8>],
@@ -217,7 +230,10 @@ pub fn validate_chain(
         return Err(CertError::Empty);
     }
     if chain_der.len() > CHAIN_LENGTH_MAX {
-        return Err(CertError::ChainTooLong { length: chain_der.len(), limit: CHAIN_LENGTH_MAX });
+        return Err(CertError::ChainTooLong {
+            length: chain_der.len(),
+            limit: CHAIN_LENGTH_MAX,
+        });
     }
     let chain = chain_der
         .iter()
@@ -237,13 +253,19 @@ pub fn validate_chain(
         .map(|der| parse_certificate(der))
         .collect::<Result<Vec<_>, _>>()?;
 
+    // `chain` is not empty: `chain_der` was checked above and every entry parsed.
     let leaf = &chain[0];
     if is_self_signed(leaf) {
-        return Err(CertError::SelfSignedLeaf { subject: display_name(leaf.subject().as_raw()) });
+        return Err(CertError::SelfSignedLeaf {
+            subject: display_name(leaf.subject().as_raw()),
+        });
     }
     let path = build_path(&chain, &anchors_parsed)?;
     if path.len() > CHAIN_LENGTH_MAX {
-        return Err(CertError::ChainTooLong { length: path.len(), limit: CHAIN_LENGTH_MAX });
+        return Err(CertError::ChainTooLong {
+            length: path.len(),
+            limit: CHAIN_LENGTH_MAX,
+        });
     }
     let algorithm = check_leaf(leaf, at_unix)?;
     for (index, issuer) in path.iter().enumerate().skip(1) {
@@ -256,7 +278,9 @@ pub fn validate_chain(
 
 /// Classifies a signer's public key, enforcing the allow-list and RSA sizes. Shared with the
 /// CMS verifier and with `SigningKey::public_key_matches`.
-pub(crate) fn signer_key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyAlgorithm, CertError> {
+pub(crate) fn signer_key_algorithm(
+    spki: &SubjectPublicKeyInfo<'_>,
+) -> Result<KeyAlgorithm, CertError> {
     match classify_public_key(spki)? {
         PublicKeyKind::Rsa => Ok(KeyAlgorithm::Rsa),
         PublicKeyKind::EcdsaP256 => Ok(KeyAlgorithm::EcdsaP256),
@@ -273,7 +297,9 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, CertE
         return Err(CertError::Empty);
     }
     let (rest, certificate) = X509Certificate::from_der(der).map_err(|error| {
-        CertError::Malformed(format!("not a DER X.509 certificate (truncated or corrupted?): {error}"))
+        CertError::Malformed(format!(
+            "not a DER X.509 certificate (truncated or corrupted?): {error}"
+        ))
     })?;
     if !rest.is_empty() {
         return Err(CertError::Malformed(format!(
@@ -308,11 +334,16 @@ pub(crate) fn format_unix_utc(unix: i64) -> String {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
@@ -336,7 +367,11 @@ fn classify_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind,
     if *algorithm == OID_PKCS1_RSAENCRYPTION {
         let bits = match spki.parsed() {
             Ok(PublicKey::RSA(rsa)) => bit_length(rsa.modulus),
-            _ => return Err(CertError::Malformed("rsa public key does not parse".to_string())),
+            _ => {
+                return Err(CertError::Malformed(
+                    "rsa public key does not parse".to_string(),
+                ))
+            }
         };
         if bits < RSA_MODULUS_BITS_MIN {
             return Err(CertError::RsaKeyTooSmall { bits });
@@ -349,11 +384,17 @@ fn classify_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind,
         return Ok(PublicKeyKind::Rsa);
     }
     if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki.algorithm.parameters.as_ref().and_then(|parameters| parameters.as_oid().ok());
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|parameters| parameters.as_oid().ok());
         return match curve {
             Some(curve) if curve == OID_EC_P256 => Ok(PublicKeyKind::EcdsaP256),
             Some(curve) if curve == OID_NIST_EC_P384 => Ok(PublicKeyKind::EcdsaP384),
-            Some(curve) => Err(CertError::UnsupportedAlgorithm(format!("elliptic curve {curve}"))),
+            Some(curve) => Err(CertError::UnsupportedAlgorithm(format!(
+                "elliptic curve {curve}"
+            ))),
             None => Err(CertError::UnsupportedAlgorithm(
                 "elliptic curve key without a named curve".to_string(),
             )),
@@ -362,7 +403,9 @@ fn classify_public_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<PublicKeyKind,
     if *algorithm == OID_SIG_ED25519 {
         return Ok(PublicKeyKind::Ed25519);
     }
-    Err(CertError::UnsupportedAlgorithm(format!("public key algorithm {algorithm}")))
+    Err(CertError::UnsupportedAlgorithm(format!(
+        "public key algorithm {algorithm}"
+    )))
 }
 
 /// The number of significant bits in a big-endian unsigned integer.
@@ -403,55 +446,77 @@ fn is_self_signed(certificate: &X509Certificate<'_>) -> bool {
 
 /// Whether `issuer` issued `certificate`: names chain and the signature verifies.
 /// Err only for a disallowed signature algorithm.
-fn issued_by(certificate: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> Result<bool, CertError> {
+fn issued_by(
+    certificate: &X509Certificate<'_>,
+    issuer: &X509Certificate<'_>,
+) -> Result<bool, CertError> {
     if certificate.issuer().as_raw() != issuer.subject().as_raw() {
         return Ok(false);
     }
     check_signature_algorithm(certificate)?;
-    Ok(certificate.verify_signature(Some(issuer.public_key())).is_ok())
+    Ok(certificate
+        .verify_signature(Some(issuer.public_key()))
+        .is_ok())
 }
 
-/// Walks from the leaf through the supplied intermediates until an anchor issued the current
-/// certificate. Returns leaf, intermediates and anchor, in that order.
+/// Builds the path from the leaf to an anchor. At each step an anchor that issued the
+/// current certificate ends the path; otherwise a not-yet-used supplied certificate that
+/// issued it comes next. Returns leaf, intermediates and anchor, in that order. Each step
+/// uses up one supplied certificate, so the loop ends after at most `chain.len()` steps.
 fn build_path<'a>(
     chain: &'a [X509Certificate<'a>],
     anchors: &'a [X509Certificate<'a>],
 ) -> Result<Vec<&'a X509Certificate<'a>>, CertError> {
+    // The caller passes a non-empty chain; `path` starts with its leaf and only grows.
     let mut path: Vec<&X509Certificate<'_>> = vec![&chain[0]];
-    for index in 0..chain.len() {
-        let current = &chain[index];
-        let mut anchor_with_issuer_name = false;
+    let mut used = vec![false; chain.len()];
+    used[0] = true;
+    loop {
+        let current = path[path.len() - 1];
+        let mut issuer_name_seen = false;
         for anchor in anchors {
             if issued_by(current, anchor)? {
                 path.push(anchor);
                 return Ok(path);
             }
-            anchor_with_issuer_name |= current.issuer().as_raw() == anchor.subject().as_raw();
+            issuer_name_seen |= current.issuer().as_raw() == anchor.subject().as_raw();
         }
-        let next = chain.get(index + 1);
-        let next_is_issuer = next.is_some_and(|next| current.issuer().as_raw() == next.subject().as_raw());
-        match next {
-            Some(next) if next_is_issuer => {
-                if !issued_by(current, next)? {
-                    return Err(bad_signature(current));
-                }
-                if is_self_signed(next) {
-                    // A root that is not one of ours: the chain ends outside the anchors.
-                    return Err(CertError::Untrusted { issuer: display_name(next.subject().as_raw()) });
-                }
-                path.push(next);
+        let mut next = None;
+        for (index, candidate) in chain.iter().enumerate() {
+            if used[index] || current.issuer().as_raw() != candidate.subject().as_raw() {
+                continue;
             }
-            _ if anchor_with_issuer_name => return Err(bad_signature(current)),
-            _ => return Err(CertError::Untrusted { issuer: display_name(current.issuer().as_raw()) }),
+            issuer_name_seen = true;
+            if issued_by(current, candidate)? {
+                next = Some(index);
+                break;
+            }
+        }
+        match next {
+            Some(index) if is_self_signed(&chain[index]) => {
+                // A root that is not one of ours: the chain ends outside the anchors.
+                return Err(CertError::Untrusted {
+                    issuer: display_name(chain[index].subject().as_raw()),
+                });
+            }
+            Some(index) => {
+                used[index] = true;
+                path.push(&chain[index]);
+            }
+            None if issuer_name_seen => return Err(bad_signature(current)),
+            None => {
+                return Err(CertError::Untrusted {
+                    issuer: display_name(current.issuer().as_raw()),
+                })
+            }
         }
     }
-    // Unreachable in practice: the last certificate of the chain has no `next`, so the loop
-    // returns at the latest there. Report it as untrusted rather than asserting.
-    Err(CertError::Untrusted { issuer: display_name(chain[chain.len() - 1].issuer().as_raw()) })
 }
 
 fn bad_signature(certificate: &X509Certificate<'_>) -> CertError {
-    CertError::BadSignature { subject: display_name(certificate.subject().as_raw()) }
+    CertError::BadSignature {
+        subject: display_name(certificate.subject().as_raw()),
+    }
 }
 
 fn check_validity(certificate: &X509Certificate<'_>, at_unix: i64) -> Result<(), CertError> {
@@ -459,10 +524,16 @@ fn check_validity(certificate: &X509Certificate<'_>, at_unix: i64) -> Result<(),
     let not_after_unix = certificate.validity().not_after.timestamp();
     let subject = || display_name(certificate.subject().as_raw());
     if at_unix < not_before_unix {
-        return Err(CertError::NotYetValid { subject: subject(), not_before_unix });
+        return Err(CertError::NotYetValid {
+            subject: subject(),
+            not_before_unix,
+        });
     }
     if at_unix > not_after_unix {
-        return Err(CertError::Expired { subject: subject(), not_after_unix });
+        return Err(CertError::Expired {
+            subject: subject(),
+            not_after_unix,
+        });
     }
     Ok(())
 }
@@ -489,7 +560,10 @@ fn check_critical_extensions(certificate: &X509Certificate<'_>) -> Result<(), Ce
     Ok(())
 }
 
-fn malformed_extension(certificate: &X509Certificate<'_>, error: impl std::fmt::Display) -> CertError {
+fn malformed_extension(
+    certificate: &X509Certificate<'_>,
+    error: impl std::fmt::Display,
+) -> CertError {
     CertError::Malformed(format!(
         "certificate \"{}\": bad extension: {error}",
         display_name(certificate.subject().as_raw())
@@ -501,32 +575,48 @@ fn malformed_extension(certificate: &X509Certificate<'_>, error: impl std::fmt::
 fn check_leaf(leaf: &X509Certificate<'_>, at_unix: i64) -> Result<KeyAlgorithm, CertError> {
     let algorithm = signer_key_algorithm(leaf.public_key())?;
     check_critical_extensions(leaf)?;
-    let key_usage = leaf.key_usage().map_err(|error| malformed_extension(leaf, error))?;
-    let may_sign = key_usage.is_some_and(|usage| usage.value.digital_signature() || usage.value.non_repudiation());
+    let key_usage = leaf
+        .key_usage()
+        .map_err(|error| malformed_extension(leaf, error))?;
+    let may_sign = key_usage
+        .is_some_and(|usage| usage.value.digital_signature() || usage.value.non_repudiation());
     if !may_sign {
-        return Err(CertError::WrongKeyUsage { subject: display_name(leaf.subject().as_raw()) });
+        return Err(CertError::WrongKeyUsage {
+            subject: display_name(leaf.subject().as_raw()),
+        });
     }
     check_validity(leaf, at_unix)?;
     Ok(algorithm)
 }
 
 /// Issuer policy: a CA allowed to sign certificates, within its path length, valid now.
-fn check_issuer(issuer: &X509Certificate<'_>, at_unix: i64, intermediates_below: usize) -> Result<(), CertError> {
+fn check_issuer(
+    issuer: &X509Certificate<'_>,
+    at_unix: i64,
+    intermediates_below: usize,
+) -> Result<(), CertError> {
     let subject = || display_name(issuer.subject().as_raw());
     classify_public_key(issuer.public_key())?;
     check_critical_extensions(issuer)?;
-    let constraints = issuer.basic_constraints().map_err(|error| malformed_extension(issuer, error))?;
+    let constraints = issuer
+        .basic_constraints()
+        .map_err(|error| malformed_extension(issuer, error))?;
     let Some(constraints) = constraints.filter(|constraints| constraints.value.ca) else {
         return Err(CertError::IssuerNotCa { subject: subject() });
     };
-    let key_usage = issuer.key_usage().map_err(|error| malformed_extension(issuer, error))?;
+    let key_usage = issuer
+        .key_usage()
+        .map_err(|error| malformed_extension(issuer, error))?;
     if key_usage.is_some_and(|usage| !usage.value.key_cert_sign()) {
         return Err(CertError::IssuerNotCa { subject: subject() });
     }
     if let Some(path_length_max) = constraints.value.path_len_constraint {
         // Self-issued intermediates are counted too: stricter than RFC 5280, never looser.
         if u64::try_from(intermediates_below).unwrap_or(u64::MAX) > u64::from(path_length_max) {
-            return Err(CertError::PathLengthExceeded { subject: subject(), path_length_max });
+            return Err(CertError::PathLengthExceeded {
+                subject: subject(),
+                path_length_max,
+            });
         }
     }
     check_validity(issuer, at_unix)
@@ -538,14 +628,20 @@ fn check_anchor(der: &[u8]) -> Result<(), CertError> {
     let anchor = parse_certificate(der)?;
     check_signature_algorithm(&anchor)?;
     if !is_self_signed(&anchor) {
-        return Err(CertError::AnchorNotSelfSigned { subject: display_name(anchor.subject().as_raw()) });
+        return Err(CertError::AnchorNotSelfSigned {
+            subject: display_name(anchor.subject().as_raw()),
+        });
     }
     let validity = anchor.validity();
     // Validate at an instant inside its own period so that only the CA properties count.
     check_issuer(&anchor, validity.not_before.timestamp(), 0)
 }
 
-fn describe_leaf(leaf: &X509Certificate<'_>, path: &[&X509Certificate<'_>], algorithm: KeyAlgorithm) -> ValidatedChain {
+fn describe_leaf(
+    leaf: &X509Certificate<'_>,
+    path: &[&X509Certificate<'_>],
+    algorithm: KeyAlgorithm,
+) -> ValidatedChain {
     let subject_common_name = leaf
         .subject()
         .iter_common_name()
@@ -557,7 +653,10 @@ fn describe_leaf(leaf: &X509Certificate<'_>, path: &[&X509Certificate<'_>], algo
     let mut fingerprint_sha256 = [0u8; 32];
     fingerprint_sha256.copy_from_slice(fingerprint.as_ref());
     ValidatedChain {
-        chain_der: path.iter().map(|certificate| certificate.as_raw().to_vec()).collect(),
+        chain_der: path
+            .iter()
+            .map(|certificate| certificate.as_raw().to_vec())
+            .collect(),
         subject_common_name,
         subject: display_name(leaf.subject().as_raw()),
         issuer: display_name(leaf.issuer().as_raw()),
@@ -570,7 +669,10 @@ fn describe_leaf(leaf: &X509Certificate<'_>, path: &[&X509Certificate<'_>], algo
 }
 
 fn serial_hex(raw_serial: &[u8]) -> String {
-    let first_significant = raw_serial.iter().position(|byte| *byte != 0).unwrap_or(raw_serial.len());
+    let first_significant = raw_serial
+        .iter()
+        .position(|byte| *byte != 0)
+        .unwrap_or(raw_serial.len());
     let significant = &raw_serial[first_significant..];
     if significant.is_empty() {
         return "00".to_string();
@@ -584,14 +686,18 @@ fn serial_hex(raw_serial: &[u8]) -> String {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 fn parse_pem_certificates(input: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
     let blocks = pem::parse_many(input)
         .map_err(|error| CertError::Malformed(format!("invalid PEM: {error}")))?;
     if blocks.is_empty() {
-        return Err(CertError::Malformed("no complete PEM block found".to_string()));
+        return Err(CertError::Malformed(
+            "no complete PEM block found".to_string(),
+        ));
     }
     if blocks.len() > PEM_CERTIFICATES_COUNT_MAX {
         return Err(CertError::Malformed(format!(
@@ -609,7 +715,9 @@ fn parse_pem_certificates(input: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
         }
         let der = block.into_contents();
         parse_certificate(&der).map_err(|error| match error {
-            CertError::Malformed(reason) => CertError::Malformed(format!("PEM block {index}: {reason}")),
+            CertError::Malformed(reason) => {
+                CertError::Malformed(format!("PEM block {index}: {reason}"))
+            }
             CertError::Empty => CertError::Malformed(format!("PEM block {index} is empty")),
             other => other,
         })?;
@@ -644,9 +752,22 @@ mod tests {
             .unwrap_or_else(|error| panic!("{algorithm} chain rejected: {error}"));
         let mut expected_chain = chain.chain_der();
         expected_chain.push(chain.root.cert_der.clone());
-        assert_eq!(validated.chain_der, expected_chain, "leaf first, up to and including the anchor");
+        assert_eq!(
+            validated.chain_der, expected_chain,
+            "leaf first, up to and including the anchor"
+        );
         assert_eq!(validated.algorithm, algorithm);
-        assert_eq!(validated.subject_common_name, format!("Alice {}", if algorithm == KeyAlgorithm::Rsa { "RSA".to_string() } else { algorithm.to_string() }));
+        assert_eq!(
+            validated.subject_common_name,
+            format!(
+                "Alice {}",
+                if algorithm == KeyAlgorithm::Rsa {
+                    "RSA".to_string()
+                } else {
+                    algorithm.to_string()
+                }
+            )
+        );
     }
 
     #[test]
@@ -669,20 +790,33 @@ mod tests {
         let chain = test_chain(KeyAlgorithm::EcdsaP256);
         let mut chain_der = chain.chain_der();
         chain_der.push(chain.root.cert_der.clone());
-        let validated = validate_chain(&chain_der, &anchors_of(&chain.root), NOW_UNIX).expect("accepted");
+        let validated =
+            validate_chain(&chain_der, &anchors_of(&chain.root), NOW_UNIX).expect("accepted");
         assert_eq!(validated.chain_der, chain_der);
     }
 
     #[test]
     fn validated_facts_match_what_openssl_reports() {
         let chain = test_chain(KeyAlgorithm::EcdsaP256);
-        let validated = validate_chain(&chain.chain_der(), &anchors_of(&chain.root), NOW_UNIX).expect("accepted");
+        let validated = validate_chain(&chain.chain_der(), &anchors_of(&chain.root), NOW_UNIX)
+            .expect("accepted");
         let directory = tempfile::tempdir().expect("temporary directory");
         let leaf_path = directory.path().join("leaf.pem");
         std::fs::write(&leaf_path, chain.leaf.cert_pem()).expect("write leaf");
         let output = openssl_ok(&[
-            "x509", "-noout", "-in", &path_text(&leaf_path), "-serial", "-fingerprint", "-sha256",
-            "-subject", "-issuer", "-nameopt", "RFC2253", "-startdate", "-enddate",
+            "x509",
+            "-noout",
+            "-in",
+            &path_text(&leaf_path),
+            "-serial",
+            "-fingerprint",
+            "-sha256",
+            "-subject",
+            "-issuer",
+            "-nameopt",
+            "RFC2253",
+            "-startdate",
+            "-enddate",
         ]);
         let report = String::from_utf8(output.stdout).expect("openssl prints text");
         let field = |name: &str| {
@@ -701,8 +835,14 @@ mod tests {
         assert_eq!(validated.subject, "CN=Alice ecdsa-p256,O=Kyso Test");
         assert_eq!(field("issuer="), validated.issuer);
         assert_eq!(field("notBefore="), "Jan  1 00:00:00 2020 GMT");
-        assert_eq!(validated.not_before_unix, crate::crypto::testutil::WIDE_NOT_BEFORE_UNIX);
-        assert_eq!(validated.not_after_unix, crate::crypto::testutil::WIDE_NOT_AFTER_UNIX);
+        assert_eq!(
+            validated.not_before_unix,
+            crate::crypto::testutil::WIDE_NOT_BEFORE_UNIX
+        );
+        assert_eq!(
+            validated.not_after_unix,
+            crate::crypto::testutil::WIDE_NOT_AFTER_UNIX
+        );
     }
 
     #[test]
@@ -712,12 +852,21 @@ mod tests {
         spec.not_before_unix = NOW_UNIX - 30 * DAY_SECONDS;
         spec.not_after_unix = NOW_UNIX - DAY_SECONDS;
         let leaf = issue_leaf(&spec, &root);
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("expired");
+        let error =
+            validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("expired");
         assert_eq!(
             error,
-            CertError::Expired { subject: "CN=Expired,O=Kyso Test".to_string(), not_after_unix: NOW_UNIX - DAY_SECONDS }
+            CertError::Expired {
+                subject: "CN=Expired,O=Kyso Test".to_string(),
+                not_after_unix: NOW_UNIX - DAY_SECONDS
+            }
         );
-        assert!(error.to_string().contains("expired at 2025-12-31T00:00:00Z"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("expired at 2025-12-31T00:00:00Z"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -728,7 +877,10 @@ mod tests {
         let leaf = issue_leaf(&spec, &root);
         let chain = [leaf.cert_der];
         assert!(validate_chain(&chain, &anchors_of(&root), NOW_UNIX).is_ok());
-        assert!(matches!(validate_chain(&chain, &anchors_of(&root), NOW_UNIX + 1), Err(CertError::Expired { .. })));
+        assert!(matches!(
+            validate_chain(&chain, &anchors_of(&root), NOW_UNIX + 1),
+            Err(CertError::Expired { .. })
+        ));
     }
 
     #[test]
@@ -737,8 +889,12 @@ mod tests {
         let mut spec = signer_spec("Future", KeyAlgorithm::EcdsaP256);
         spec.not_before_unix = NOW_UNIX + DAY_SECONDS;
         let leaf = issue_leaf(&spec, &root);
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("not yet valid");
-        assert!(matches!(error, CertError::NotYetValid { not_before_unix, .. } if not_before_unix == NOW_UNIX + DAY_SECONDS), "{error:?}");
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX)
+            .expect_err("not yet valid");
+        assert!(
+            matches!(error, CertError::NotYetValid { not_before_unix, .. } if not_before_unix == NOW_UNIX + DAY_SECONDS),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -747,10 +903,20 @@ mod tests {
         let mut intermediate_spec = ca_spec("Old Intermediate", KeyAlgorithm::EcdsaP256);
         intermediate_spec.not_after_unix = NOW_UNIX - DAY_SECONDS;
         let intermediate = devpki::issue(&intermediate_spec, &root).expect("intermediate");
-        let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &intermediate);
-        let error = validate_chain(&[leaf.cert_der, intermediate.cert_der], &anchors_of(&root), NOW_UNIX)
-            .expect_err("expired intermediate");
-        assert!(matches!(&error, CertError::Expired { subject, .. } if subject == "CN=Old Intermediate,O=Kyso Test"), "{error:?}");
+        let leaf = issue_leaf(
+            &signer_spec("Alice", KeyAlgorithm::EcdsaP256),
+            &intermediate,
+        );
+        let error = validate_chain(
+            &[leaf.cert_der, intermediate.cert_der],
+            &anchors_of(&root),
+            NOW_UNIX,
+        )
+        .expect_err("expired intermediate");
+        assert!(
+            matches!(&error, CertError::Expired { subject, .. } if subject == "CN=Old Intermediate,O=Kyso Test"),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -759,8 +925,12 @@ mod tests {
         root_spec.not_after_unix = NOW_UNIX - DAY_SECONDS;
         let root = devpki::self_signed_ca(&root_spec).expect("root");
         let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &root);
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("expired root");
-        assert!(matches!(&error, CertError::Expired { subject, .. } if subject == "CN=Old Root,O=Kyso Test"), "{error:?}");
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX)
+            .expect_err("expired root");
+        assert!(
+            matches!(&error, CertError::Expired { subject, .. } if subject == "CN=Old Root,O=Kyso Test"),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -769,25 +939,41 @@ mod tests {
         let mut spec = signer_spec("No Usage", KeyAlgorithm::EcdsaP256);
         spec.key_usage = KeyUsages::NONE;
         let leaf = issue_leaf(&spec, &root);
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("no key usage");
-        assert_eq!(error, CertError::WrongKeyUsage { subject: "CN=No Usage,O=Kyso Test".to_string() });
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX)
+            .expect_err("no key usage");
+        assert_eq!(
+            error,
+            CertError::WrongKeyUsage {
+                subject: "CN=No Usage,O=Kyso Test".to_string()
+            }
+        );
     }
 
     #[test]
     fn leaf_with_key_usage_lacking_signature_bits_is_rejected_as_wrong_key_usage() {
         let root = ecdsa_root();
         let mut spec = signer_spec("Crl Only", KeyAlgorithm::EcdsaP256);
-        spec.key_usage = KeyUsages { crl_sign: true, ..KeyUsages::NONE };
+        spec.key_usage = KeyUsages {
+            crl_sign: true,
+            ..KeyUsages::NONE
+        };
         let leaf = issue_leaf(&spec, &root);
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("wrong usage");
-        assert!(matches!(error, CertError::WrongKeyUsage { .. }), "{error:?}");
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX)
+            .expect_err("wrong usage");
+        assert!(
+            matches!(error, CertError::WrongKeyUsage { .. }),
+            "{error:?}"
+        );
     }
 
     #[test]
     fn leaf_with_only_non_repudiation_is_accepted() {
         let root = ecdsa_root();
         let mut spec = signer_spec("Notary", KeyAlgorithm::EcdsaP256);
-        spec.key_usage = KeyUsages { non_repudiation: true, ..KeyUsages::NONE };
+        spec.key_usage = KeyUsages {
+            non_repudiation: true,
+            ..KeyUsages::NONE
+        };
         let leaf = issue_leaf(&spec, &root);
         assert!(validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).is_ok());
     }
@@ -795,31 +981,54 @@ mod tests {
     #[test]
     fn self_signed_leaf_is_rejected_as_self_signed() {
         let root = ecdsa_root();
-        let leaf = devpki::self_signed(&signer_spec("Selfie", KeyAlgorithm::EcdsaP256)).expect("self-signed");
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("self-signed");
-        assert_eq!(error, CertError::SelfSignedLeaf { subject: "CN=Selfie,O=Kyso Test".to_string() });
+        let leaf = devpki::self_signed(&signer_spec("Selfie", KeyAlgorithm::EcdsaP256))
+            .expect("self-signed");
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX)
+            .expect_err("self-signed");
+        assert_eq!(
+            error,
+            CertError::SelfSignedLeaf {
+                subject: "CN=Selfie,O=Kyso Test".to_string()
+            }
+        );
     }
 
     #[test]
     fn self_signed_leaf_is_rejected_even_when_it_is_an_anchor() {
         let spec = CertSpec {
             is_ca: true,
-            key_usage: KeyUsages { key_cert_sign: true, ..KeyUsages::SIGNER },
+            key_usage: KeyUsages {
+                key_cert_sign: true,
+                ..KeyUsages::SIGNER
+            },
             ..signer_spec("Both", KeyAlgorithm::EcdsaP256)
         };
         let leaf = devpki::self_signed(&spec).expect("self-signed");
         let anchors = TrustAnchors::from_der_list(vec![leaf.cert_der.clone()]).expect("a CA");
         let error = validate_chain(&[leaf.cert_der], &anchors, NOW_UNIX).expect_err("self-signed");
-        assert!(matches!(error, CertError::SelfSignedLeaf { .. }), "{error:?}");
+        assert!(
+            matches!(error, CertError::SelfSignedLeaf { .. }),
+            "{error:?}"
+        );
     }
 
     #[test]
     fn leaf_from_another_ca_is_untrusted() {
         let trusted_root = ecdsa_root();
-        let other_root = devpki::self_signed_ca(&ca_spec("Other Root", KeyAlgorithm::EcdsaP256)).expect("root");
-        let leaf = issue_leaf(&signer_spec("Mallory", KeyAlgorithm::EcdsaP256), &other_root);
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&trusted_root), NOW_UNIX).expect_err("untrusted");
-        assert_eq!(error, CertError::Untrusted { issuer: "CN=Other Root,O=Kyso Test".to_string() });
+        let other_root =
+            devpki::self_signed_ca(&ca_spec("Other Root", KeyAlgorithm::EcdsaP256)).expect("root");
+        let leaf = issue_leaf(
+            &signer_spec("Mallory", KeyAlgorithm::EcdsaP256),
+            &other_root,
+        );
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&trusted_root), NOW_UNIX)
+            .expect_err("untrusted");
+        assert_eq!(
+            error,
+            CertError::Untrusted {
+                issuer: "CN=Other Root,O=Kyso Test".to_string()
+            }
+        );
     }
 
     #[test]
@@ -827,8 +1036,14 @@ mod tests {
         let trusted_root = ecdsa_root();
         let impostor = ecdsa_root();
         let leaf = issue_leaf(&signer_spec("Mallory", KeyAlgorithm::EcdsaP256), &impostor);
-        let error = validate_chain(&[leaf.cert_der], &anchors_of(&trusted_root), NOW_UNIX).expect_err("impostor");
-        assert_eq!(error, CertError::BadSignature { subject: "CN=Mallory,O=Kyso Test".to_string() });
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&trusted_root), NOW_UNIX)
+            .expect_err("impostor");
+        assert_eq!(
+            error,
+            CertError::BadSignature {
+                subject: "CN=Mallory,O=Kyso Test".to_string()
+            }
+        );
     }
 
     #[test]
@@ -837,16 +1052,49 @@ mod tests {
         let chain = test_chain(KeyAlgorithm::EcdsaP256);
         let mut chain_der = chain.chain_der();
         chain_der.push(chain.root.cert_der.clone());
-        let error = validate_chain(&chain_der, &anchors_of(&trusted_root), NOW_UNIX).expect_err("untrusted");
+        let error = validate_chain(&chain_der, &anchors_of(&trusted_root), NOW_UNIX)
+            .expect_err("untrusted");
         assert!(matches!(error, CertError::Untrusted { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn intermediates_in_any_order_are_accepted() {
+        let root = ecdsa_root();
+        let upper =
+            devpki::issue(&ca_spec("Upper", KeyAlgorithm::EcdsaP256), &root).expect("upper");
+        let lower =
+            devpki::issue(&ca_spec("Lower", KeyAlgorithm::EcdsaP256), &upper).expect("lower");
+        let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &lower);
+        let unrelated = devpki::issue(&ca_spec("Unrelated", KeyAlgorithm::EcdsaP256), &root)
+            .expect("unrelated");
+        let supplied = [
+            leaf.cert_der.clone(),
+            unrelated.cert_der,
+            upper.cert_der.clone(),
+            lower.cert_der.clone(),
+        ];
+        let validated = validate_chain(&supplied, &anchors_of(&root), NOW_UNIX).expect("accepted");
+        assert_eq!(
+            validated.chain_der,
+            vec![leaf.cert_der, lower.cert_der, upper.cert_der, root.cert_der]
+        );
     }
 
     #[test]
     fn missing_intermediate_is_untrusted() {
         let chain = test_chain(KeyAlgorithm::EcdsaP256);
-        let error = validate_chain(&[chain.leaf.cert_der.clone()], &anchors_of(&chain.root), NOW_UNIX)
-            .expect_err("intermediate missing");
-        assert_eq!(error, CertError::Untrusted { issuer: "CN=Kyso Test ecdsa-p256 Intermediate,O=Kyso Test".to_string() });
+        let error = validate_chain(
+            std::slice::from_ref(&chain.leaf.cert_der),
+            &anchors_of(&chain.root),
+            NOW_UNIX,
+        )
+        .expect_err("intermediate missing");
+        assert_eq!(
+            error,
+            CertError::Untrusted {
+                issuer: "CN=Kyso Test ecdsa-p256 Intermediate,O=Kyso Test".to_string()
+            }
+        );
     }
 
     #[test]
@@ -855,7 +1103,10 @@ mod tests {
         let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &root);
         let mut altered = leaf.cert_der.clone();
         // Change one letter of the subject's common name: still parses, no longer signed.
-        let position = altered.windows(5).position(|window| window == b"Alice").expect("name in DER");
+        let position = altered
+            .windows(5)
+            .position(|window| window == b"Alice")
+            .expect("name in DER");
         altered[position] = b'M';
         let error = validate_chain(&[altered], &anchors_of(&root), NOW_UNIX).expect_err("altered");
         assert!(matches!(error, CertError::BadSignature { .. }), "{error:?}");
@@ -867,21 +1118,43 @@ mod tests {
         let mut intermediate_spec = ca_spec("Not A CA", KeyAlgorithm::EcdsaP256);
         intermediate_spec.is_ca = false;
         let intermediate = devpki::issue(&intermediate_spec, &root).expect("intermediate");
-        let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &intermediate);
-        let error = validate_chain(&[leaf.cert_der, intermediate.cert_der], &anchors_of(&root), NOW_UNIX)
-            .expect_err("not a CA");
-        assert_eq!(error, CertError::IssuerNotCa { subject: "CN=Not A CA,O=Kyso Test".to_string() });
+        let leaf = issue_leaf(
+            &signer_spec("Alice", KeyAlgorithm::EcdsaP256),
+            &intermediate,
+        );
+        let error = validate_chain(
+            &[leaf.cert_der, intermediate.cert_der],
+            &anchors_of(&root),
+            NOW_UNIX,
+        )
+        .expect_err("not a CA");
+        assert_eq!(
+            error,
+            CertError::IssuerNotCa {
+                subject: "CN=Not A CA,O=Kyso Test".to_string()
+            }
+        );
     }
 
     #[test]
     fn intermediate_without_key_cert_sign_is_rejected_as_issuer_not_ca() {
         let root = ecdsa_root();
         let mut intermediate_spec = ca_spec("No CertSign", KeyAlgorithm::EcdsaP256);
-        intermediate_spec.key_usage = KeyUsages { crl_sign: true, ..KeyUsages::NONE };
+        intermediate_spec.key_usage = KeyUsages {
+            crl_sign: true,
+            ..KeyUsages::NONE
+        };
         let intermediate = devpki::issue(&intermediate_spec, &root).expect("intermediate");
-        let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &intermediate);
-        let error = validate_chain(&[leaf.cert_der, intermediate.cert_der], &anchors_of(&root), NOW_UNIX)
-            .expect_err("no keyCertSign");
+        let leaf = issue_leaf(
+            &signer_spec("Alice", KeyAlgorithm::EcdsaP256),
+            &intermediate,
+        );
+        let error = validate_chain(
+            &[leaf.cert_der, intermediate.cert_der],
+            &anchors_of(&root),
+            NOW_UNIX,
+        )
+        .expect_err("no keyCertSign");
         assert!(matches!(error, CertError::IssuerNotCa { .. }), "{error:?}");
     }
 
@@ -893,13 +1166,24 @@ mod tests {
         let direct_leaf = issue_leaf(&signer_spec("Direct", KeyAlgorithm::EcdsaP256), &root);
         assert!(validate_chain(&[direct_leaf.cert_der], &anchors_of(&root), NOW_UNIX).is_ok());
 
-        let intermediate = devpki::issue(&ca_spec("Intermediate", KeyAlgorithm::EcdsaP256), &root).expect("intermediate");
-        let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &intermediate);
-        let error = validate_chain(&[leaf.cert_der, intermediate.cert_der], &anchors_of(&root), NOW_UNIX)
-            .expect_err("path too long");
+        let intermediate = devpki::issue(&ca_spec("Intermediate", KeyAlgorithm::EcdsaP256), &root)
+            .expect("intermediate");
+        let leaf = issue_leaf(
+            &signer_spec("Alice", KeyAlgorithm::EcdsaP256),
+            &intermediate,
+        );
+        let error = validate_chain(
+            &[leaf.cert_der, intermediate.cert_der],
+            &anchors_of(&root),
+            NOW_UNIX,
+        )
+        .expect_err("path too long");
         assert_eq!(
             error,
-            CertError::PathLengthExceeded { subject: "CN=Strict Root,O=Kyso Test".to_string(), path_length_max: 0 }
+            CertError::PathLengthExceeded {
+                subject: "CN=Strict Root,O=Kyso Test".to_string(),
+                path_length_max: 0
+            }
         );
     }
 
@@ -907,14 +1191,24 @@ mod tests {
     fn chain_longer_than_the_limit_is_rejected() {
         let chain = test_chain(KeyAlgorithm::EcdsaP256);
         let chain_der = vec![chain.leaf.cert_der.clone(); CHAIN_LENGTH_MAX + 1];
-        let error = validate_chain(&chain_der, &anchors_of(&chain.root), NOW_UNIX).expect_err("too long");
-        assert_eq!(error, CertError::ChainTooLong { length: CHAIN_LENGTH_MAX + 1, limit: CHAIN_LENGTH_MAX });
+        let error =
+            validate_chain(&chain_der, &anchors_of(&chain.root), NOW_UNIX).expect_err("too long");
+        assert_eq!(
+            error,
+            CertError::ChainTooLong {
+                length: CHAIN_LENGTH_MAX + 1,
+                limit: CHAIN_LENGTH_MAX
+            }
+        );
     }
 
     #[test]
     fn empty_chain_is_rejected_as_empty() {
         let root = ecdsa_root();
-        assert_eq!(validate_chain(&[], &anchors_of(&root), NOW_UNIX), Err(CertError::Empty));
+        assert_eq!(
+            validate_chain(&[], &anchors_of(&root), NOW_UNIX),
+            Err(CertError::Empty)
+        );
     }
 
     #[test]
@@ -922,9 +1216,16 @@ mod tests {
         let root = ecdsa_root();
         let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &root);
         let truncated = leaf.cert_der[..leaf.cert_der.len() - 10].to_vec();
-        assert!(matches!(parse_certificates(&truncated), Err(CertError::Malformed(_))));
-        let error = validate_chain(&[truncated], &anchors_of(&root), NOW_UNIX).expect_err("truncated");
-        assert!(matches!(&error, CertError::Malformed(reason) if reason.contains("certificate 0")), "{error:?}");
+        assert!(matches!(
+            parse_certificates(&truncated),
+            Err(CertError::Malformed(_))
+        ));
+        let error =
+            validate_chain(&[truncated], &anchors_of(&root), NOW_UNIX).expect_err("truncated");
+        assert!(
+            matches!(&error, CertError::Malformed(reason) if reason.contains("certificate 0")),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -933,23 +1234,41 @@ mod tests {
         let mut der = root.cert_der.clone();
         der.extend_from_slice(&[0, 0]);
         let error = parse_certificates(&der).expect_err("trailing bytes");
-        assert!(matches!(&error, CertError::Malformed(reason) if reason.contains("2 unexpected bytes")), "{error:?}");
+        assert!(
+            matches!(&error, CertError::Malformed(reason) if reason.contains("2 unexpected bytes")),
+            "{error:?}"
+        );
     }
 
     #[test]
     fn garbage_pem_is_rejected_as_malformed() {
-        let garbage = b"-----BEGIN CERTIFICATE-----\nthis is *not* base64!\n-----END CERTIFICATE-----\n";
-        assert!(matches!(parse_certificates(garbage), Err(CertError::Malformed(_))));
-        let not_a_certificate = b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
-        assert!(matches!(parse_certificates(not_a_certificate), Err(CertError::Malformed(_))));
-        assert!(matches!(parse_certificates(b"hello, world"), Err(CertError::Malformed(_))));
+        let garbage =
+            b"-----BEGIN CERTIFICATE-----\nthis is *not* base64!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            parse_certificates(garbage),
+            Err(CertError::Malformed(_))
+        ));
+        let not_a_certificate =
+            b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            parse_certificates(not_a_certificate),
+            Err(CertError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_certificates(b"hello, world"),
+            Err(CertError::Malformed(_))
+        ));
     }
 
     #[test]
     fn pem_private_key_block_is_rejected_as_malformed() {
         let root = ecdsa_root();
-        let error = parse_certificates(root.key_pem().as_bytes()).expect_err("a key, not a certificate");
-        assert!(matches!(&error, CertError::Malformed(reason) if reason.contains("PRIVATE KEY")), "{error:?}");
+        let error =
+            parse_certificates(root.key_pem().as_bytes()).expect_err("a key, not a certificate");
+        assert!(
+            matches!(&error, CertError::Malformed(reason) if reason.contains("PRIVATE KEY")),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -961,24 +1280,43 @@ mod tests {
     #[test]
     fn oversized_input_is_rejected_as_too_large() {
         let input = vec![b' '; CERTIFICATE_INPUT_SIZE_BYTES_MAX + 1];
-        assert!(matches!(parse_certificates(&input), Err(CertError::TooLarge { .. })));
+        assert!(matches!(
+            parse_certificates(&input),
+            Err(CertError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn pem_bundle_yields_each_certificate_in_order() {
         let chain = test_chain(KeyAlgorithm::EcdsaP256);
         let intermediate = chain.intermediate.as_ref().expect("ecdsa chains have one");
-        let bundle = format!("leaf\n{}intermediate\n{}", chain.leaf.cert_pem(), intermediate.cert_pem());
+        let bundle = format!(
+            "leaf\n{}intermediate\n{}",
+            chain.leaf.cert_pem(),
+            intermediate.cert_pem()
+        );
         let parsed = parse_certificates(bundle.as_bytes()).expect("bundle");
-        assert_eq!(parsed, vec![chain.leaf.cert_der.clone(), intermediate.cert_der.clone()]);
-        assert_eq!(parse_certificates(&chain.leaf.cert_der).expect("der"), vec![chain.leaf.cert_der.clone()]);
+        assert_eq!(
+            parsed,
+            vec![chain.leaf.cert_der.clone(), intermediate.cert_der.clone()]
+        );
+        assert_eq!(
+            parse_certificates(&chain.leaf.cert_der).expect("der"),
+            vec![chain.leaf.cert_der.clone()]
+        );
     }
 
     #[test]
     fn trust_anchors_load_from_a_pem_bundle() {
         let first = ecdsa_root();
-        let second = devpki::self_signed_ca(&ca_spec("Second Root", KeyAlgorithm::Ed25519)).expect("root");
-        let bundle = format!("{}{}{}", first.cert_pem(), second.cert_pem(), first.cert_pem());
+        let second =
+            devpki::self_signed_ca(&ca_spec("Second Root", KeyAlgorithm::Ed25519)).expect("root");
+        let bundle = format!(
+            "{}{}{}",
+            first.cert_pem(),
+            second.cert_pem(),
+            first.cert_pem()
+        );
         let anchors = TrustAnchors::from_pem(bundle.as_bytes()).expect("anchors");
         assert_eq!(anchors.len(), 2, "duplicates are dropped");
         let leaf = issue_leaf(&signer_spec("Bob", KeyAlgorithm::EcdsaP256), &second);
@@ -987,7 +1325,8 @@ mod tests {
 
     #[test]
     fn trust_anchor_that_is_not_a_ca_is_refused() {
-        let not_ca = devpki::self_signed(&signer_spec("Leafy", KeyAlgorithm::EcdsaP256)).expect("self-signed");
+        let not_ca = devpki::self_signed(&signer_spec("Leafy", KeyAlgorithm::EcdsaP256))
+            .expect("self-signed");
         let error = TrustAnchors::from_der_list(vec![not_ca.cert_der]).expect_err("not a CA");
         assert!(matches!(error, CertError::IssuerNotCa { .. }), "{error:?}");
     }
@@ -996,13 +1335,20 @@ mod tests {
     fn trust_anchor_that_is_not_self_signed_is_refused() {
         let chain = test_chain(KeyAlgorithm::EcdsaP256);
         let intermediate = chain.intermediate.expect("ecdsa chains have one");
-        let error = TrustAnchors::from_der_list(vec![intermediate.cert_der]).expect_err("not self-signed");
-        assert!(matches!(error, CertError::AnchorNotSelfSigned { .. }), "{error:?}");
+        let error =
+            TrustAnchors::from_der_list(vec![intermediate.cert_der]).expect_err("not self-signed");
+        assert!(
+            matches!(error, CertError::AnchorNotSelfSigned { .. }),
+            "{error:?}"
+        );
     }
 
     #[test]
     fn no_trust_anchors_is_refused() {
-        assert!(matches!(TrustAnchors::from_der_list(Vec::new()), Err(CertError::Empty)));
+        assert!(matches!(
+            TrustAnchors::from_der_list(Vec::new()),
+            Err(CertError::Empty)
+        ));
     }
 
     /// Issues a leaf with the openssl CLI (independent of rcgen), from our CA, with a key
@@ -1012,32 +1358,66 @@ mod tests {
         let path = |name: &str| path_text(&directory.path().join(name));
         std::fs::write(path("ca.pem"), root.cert_pem()).expect("write");
         std::fs::write(path("ca.key"), root.key_pem().as_bytes()).expect("write");
-        std::fs::write(path("ext.cnf"), format!("keyUsage = critical, {key_usage}\nbasicConstraints = CA:FALSE\n"))
-            .expect("write");
+        std::fs::write(
+            path("ext.cnf"),
+            format!("keyUsage = critical, {key_usage}\nbasicConstraints = CA:FALSE\n"),
+        )
+        .expect("write");
         let mut request = vec!["req", "-new"];
         request.extend_from_slice(new_key);
         let (key_path, csr_path) = (path("leaf.key"), path("leaf.csr"));
-        request.extend_from_slice(&["-nodes", "-keyout", &key_path, "-subj", "/O=Kyso Test/CN=OpenSSL Leaf", "-out", &csr_path]);
+        request.extend_from_slice(&[
+            "-nodes",
+            "-keyout",
+            &key_path,
+            "-subj",
+            "/O=Kyso Test/CN=OpenSSL Leaf",
+            "-out",
+            &csr_path,
+        ]);
         openssl_ok(&request);
         openssl_ok(&[
-            "x509", "-req", "-in", &path("leaf.csr"), "-CA", &path("ca.pem"), "-CAkey", &path("ca.key"),
-            "-set_serial", "4660", "-days", "30", "-sha256", "-extfile", &path("ext.cnf"), "-outform", "DER",
-            "-out", &path("leaf.der"),
+            "x509",
+            "-req",
+            "-in",
+            &path("leaf.csr"),
+            "-CA",
+            &path("ca.pem"),
+            "-CAkey",
+            &path("ca.key"),
+            "-set_serial",
+            "4660",
+            "-days",
+            "30",
+            "-sha256",
+            "-extfile",
+            &path("ext.cnf"),
+            "-outform",
+            "DER",
+            "-out",
+            &path("leaf.der"),
         ]);
         std::fs::read(path("leaf.der")).expect("read leaf")
     }
 
     fn real_now_unix() -> i64 {
-        let elapsed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
+        let elapsed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
         i64::try_from(elapsed.as_secs()).expect("fits")
     }
 
     #[test]
     fn leaf_issued_by_the_openssl_cli_is_accepted() {
         let root = ecdsa_root();
-        let leaf = openssl_issued_leaf(&root, &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], "digitalSignature");
+        let leaf = openssl_issued_leaf(
+            &root,
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+            "digitalSignature",
+        );
         // openssl stamps the validity from the real clock.
-        let validated = validate_chain(&[leaf], &anchors_of(&root), real_now_unix()).expect("accepted");
+        let validated =
+            validate_chain(&[leaf], &anchors_of(&root), real_now_unix()).expect("accepted");
         assert_eq!(validated.subject, "CN=OpenSSL Leaf,O=Kyso Test");
         assert_eq!(validated.serial_hex, "1234");
     }
@@ -1046,16 +1426,25 @@ mod tests {
     fn rsa_leaf_below_2048_bits_is_rejected_as_too_small() {
         let root = ecdsa_root();
         let leaf = openssl_issued_leaf(&root, &["-newkey", "rsa:1024"], "digitalSignature");
-        let error = validate_chain(&[leaf], &anchors_of(&root), real_now_unix()).expect_err("small key");
+        let error =
+            validate_chain(&[leaf], &anchors_of(&root), real_now_unix()).expect_err("small key");
         assert_eq!(error, CertError::RsaKeyTooSmall { bits: 1024 });
     }
 
     #[test]
     fn p384_leaf_is_rejected_as_unsupported_algorithm() {
         let root = ecdsa_root();
-        let leaf = openssl_issued_leaf(&root, &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"], "digitalSignature");
-        let error = validate_chain(&[leaf], &anchors_of(&root), real_now_unix()).expect_err("p-384 signer");
-        assert!(matches!(error, CertError::UnsupportedAlgorithm(_)), "{error:?}");
+        let leaf = openssl_issued_leaf(
+            &root,
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:secp384r1"],
+            "digitalSignature",
+        );
+        let error =
+            validate_chain(&[leaf], &anchors_of(&root), real_now_unix()).expect_err("p-384 signer");
+        assert!(
+            matches!(error, CertError::UnsupportedAlgorithm(_)),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -35,8 +35,8 @@ use x509_cert::Certificate;
 use ::cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use ::cms::content_info::{CmsVersion, ContentInfo};
 use ::cms::signed_data::{
-    CertificateSet, EncapsulatedContentInfo, SignedAttributes, SignedData, SignerIdentifier, SignerInfo,
-    SignerInfos,
+    CertificateSet, EncapsulatedContentInfo, SignedAttributes, SignedData, SignerIdentifier,
+    SignerInfo, SignerInfos,
 };
 
 use super::cert::{parse_certificate, signer_key_algorithm, CertError, CHAIN_LENGTH_MAX};
@@ -56,7 +56,8 @@ const OID_SIGNED_DATA: ObjectIdentifier = const_oid::db::rfc5911::ID_SIGNED_DATA
 const OID_CONTENT_TYPE: ObjectIdentifier = const_oid::db::rfc5911::ID_CONTENT_TYPE;
 const OID_MESSAGE_DIGEST: ObjectIdentifier = const_oid::db::rfc5911::ID_MESSAGE_DIGEST;
 const OID_SIGNING_TIME: ObjectIdentifier = const_oid::db::rfc5911::ID_SIGNING_TIME;
-const OID_SIGNING_CERTIFICATE_V2: ObjectIdentifier = const_oid::db::rfc5911::ID_AA_SIGNING_CERTIFICATE_V_2;
+const OID_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
+    const_oid::db::rfc5911::ID_AA_SIGNING_CERTIFICATE_V_2;
 const OID_SHA_256: ObjectIdentifier = const_oid::db::rfc5912::ID_SHA_256;
 const OID_SHA_384: ObjectIdentifier = const_oid::db::rfc5912::ID_SHA_384;
 const OID_SHA_512: ObjectIdentifier = const_oid::db::rfc5912::ID_SHA_512;
@@ -77,7 +78,10 @@ const TAG_CONTEXT_1: u8 = 0xA1;
 pub enum CmsError {
     /// The CMS input is larger than [`CMS_SIZE_BYTES_MAX`].
     #[error("signature is {size_bytes} bytes, more than the limit of {limit_bytes} bytes")]
-    TooLarge { size_bytes: usize, limit_bytes: usize },
+    TooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     /// The bytes are not DER CMS.
     #[error("malformed CMS signature: {0}")]
     Malformed(String),
@@ -151,6 +155,21 @@ pub struct VerifiedCms {
     pub signing_time_unix: i64,
     /// The signer's key algorithm.
     pub algorithm: KeyAlgorithm,
+}
+
+impl VerifiedCms {
+    /// The signer's certificate first, then the other embedded certificates: the shape
+    /// `cert::validate_chain` takes.
+    pub fn chain_der(&self) -> Vec<Vec<u8>> {
+        let mut chain = vec![self.signer_cert_der.clone()];
+        chain.extend(
+            self.certificates_der
+                .iter()
+                .filter(|der| **der != self.signer_cert_der)
+                .cloned(),
+        );
+        chain
+    }
 }
 
 /// ESS SigningCertificateV2 (RFC 5035). `policies` is carried but not interpreted.
@@ -229,20 +248,28 @@ pub fn sign_detached(
 ) -> Result<Vec<u8>, CmsError> {
     let leaf_der = signer_chain_der.first().ok_or(CmsError::SignerChainEmpty)?;
     if signer_chain_der.len() > CHAIN_LENGTH_MAX {
-        return Err(CertError::ChainTooLong { length: signer_chain_der.len(), limit: CHAIN_LENGTH_MAX }.into());
+        return Err(CertError::ChainTooLong {
+            length: signer_chain_der.len(),
+            limit: CHAIN_LENGTH_MAX,
+        }
+        .into());
     }
     if !key.public_key_matches(leaf_der) {
         return Err(CmsError::KeyDoesNotMatchCertificate);
     }
     let certificates = signer_chain_der
         .iter()
-        .map(|der| Certificate::from_der(der).map_err(|error| CertError::Malformed(error.to_string())))
+        .map(|der| {
+            Certificate::from_der(der).map_err(|error| CertError::Malformed(error.to_string()))
+        })
         .collect::<Result<Vec<_>, _>>()?;
+    // One certificate per chain entry, and the chain has a first entry (`leaf_der`).
     let leaf = &certificates[0];
     let suite = suite(key.algorithm());
 
     let content_digest = digest::digest(suite.digest, content);
-    let signed_attributes = signed_attributes(content_digest.as_ref(), signing_time_unix, leaf_der, leaf)?;
+    let signed_attributes =
+        signed_attributes(content_digest.as_ref(), signing_time_unix, leaf_der, leaf)?;
     // `SetOfVec` encodes with the SET tag (0x31), which is what RFC 5652 section 5.4 says to
     // sign; inside SignerInfo the same bytes carry the [0] IMPLICIT tag instead.
     let signature_value = key.sign(&signed_attributes.to_der().map_err(encoding)?)?;
@@ -255,18 +282,29 @@ pub fn sign_detached(
         }),
         digest_alg: algorithm_identifier(suite.digest_oid, false),
         signed_attrs: Some(signed_attributes),
-        signature_algorithm: algorithm_identifier(suite.signature_oid, suite.signature_parameters_null),
+        signature_algorithm: algorithm_identifier(
+            suite.signature_oid,
+            suite.signature_parameters_null,
+        ),
         signature: OctetString::new(signature_value).map_err(encoding)?,
         unsigned_attrs: None,
     };
     let certificate_set = CertificateSet::try_from(
-        certificates.into_iter().map(CertificateChoices::Certificate).collect::<Vec<_>>(),
+        certificates
+            .into_iter()
+            .map(CertificateChoices::Certificate)
+            .collect::<Vec<_>>(),
     )
-    .map_err(|error| CertError::Malformed(format!("the chain holds a certificate twice: {error}")))?;
+    .map_err(|error| {
+        CertError::Malformed(format!("the chain holds a certificate twice: {error}"))
+    })?;
     let signed_data = SignedData {
         version: CmsVersion::V1,
         digest_algorithms: set_of(vec![algorithm_identifier(suite.digest_oid, false)])?,
-        encap_content_info: EncapsulatedContentInfo { econtent_type: OID_DATA, econtent: None },
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: OID_DATA,
+            econtent: None,
+        },
         certificates: Some(certificate_set),
         crls: None,
         signer_infos: SignerInfos::try_from(vec![signer_info]).map_err(encoding)?,
@@ -288,11 +326,16 @@ pub fn sign_detached(
 /// recorded) against its trust anchors.
 pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, CmsError> {
     if cms_der.len() > CMS_SIZE_BYTES_MAX {
-        return Err(CmsError::TooLarge { size_bytes: cms_der.len(), limit_bytes: CMS_SIZE_BYTES_MAX });
+        return Err(CmsError::TooLarge {
+            size_bytes: cms_der.len(),
+            limit_bytes: CMS_SIZE_BYTES_MAX,
+        });
     }
     let content_info = ContentInfo::from_der(cms_der).map_err(malformed)?;
     if content_info.content_type != OID_SIGNED_DATA {
-        return Err(CmsError::NotSignedData { content_type: content_info.content_type.to_string() });
+        return Err(CmsError::NotSignedData {
+            content_type: content_info.content_type.to_string(),
+        });
     }
     let signed_data: SignedData = content_info.content.decode_as().map_err(malformed)?;
     check_encapsulated_content(&signed_data.encap_content_info)?;
@@ -313,18 +356,17 @@ pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, Cm
     let suite = suite(algorithm);
     check_algorithms(&signed_data, signer_info, &suite, algorithm)?;
 
-    let attributes = signer_info.signed_attrs.as_ref().ok_or(CmsError::SignedAttributesMissing)?;
-    let raw_attributes = raw.signed_attributes.ok_or(CmsError::SignedAttributesMissing)?;
+    let attributes = signer_info
+        .signed_attrs
+        .as_ref()
+        .ok_or(CmsError::SignedAttributesMissing)?;
+    let raw_attributes = raw
+        .signed_attributes
+        .ok_or(CmsError::SignedAttributesMissing)?;
     check_content_type_attribute(attributes)?;
     check_message_digest_attribute(attributes, suite.digest, content)?;
 
-    let mut signed_bytes = raw_attributes.to_vec();
-    // The [0] IMPLICIT tag becomes the SET OF tag; length and contents stay as received.
-    signed_bytes[0] = TAG_SET;
-    signature::UnparsedPublicKey::new(suite.verification, signer_certificate.public_key().subject_public_key.data.as_ref())
-        .verify(&signed_bytes, signer_info.signature.as_bytes())
-        .map_err(|_| CmsError::SignatureInvalid)?;
-
+    check_signature_value(raw_attributes, signer_info, &signer_certificate, &suite)?;
     check_signing_certificate_attribute(attributes, signer_cert_der, signer_id)?;
     let signing_time_unix = signing_time_attribute(attributes)?;
     Ok(VerifiedCms {
@@ -333,6 +375,27 @@ pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, Cm
         signing_time_unix,
         algorithm,
     })
+}
+
+/// Verifies the signature over the signed attributes exactly as received.
+fn check_signature_value(
+    raw_attributes: &[u8],
+    signer_info: &SignerInfo,
+    signer_certificate: &x509_parser::certificate::X509Certificate<'_>,
+    suite: &Suite,
+) -> Result<(), CmsError> {
+    let mut signed_bytes = raw_attributes.to_vec();
+    // The [0] IMPLICIT tag becomes the SET OF tag; length and contents stay as received.
+    // A DER element is at least two bytes long, so index 0 exists.
+    signed_bytes[0] = TAG_SET;
+    let public_key = signer_certificate
+        .public_key()
+        .subject_public_key
+        .data
+        .as_ref();
+    signature::UnparsedPublicKey::new(suite.verification, public_key)
+        .verify(&signed_bytes, signer_info.signature.as_bytes())
+        .map_err(|_| CmsError::SignatureInvalid)
 }
 
 fn malformed(error: der::Error) -> CmsError {
@@ -344,7 +407,10 @@ fn encoding(error: der::Error) -> CmsError {
 }
 
 fn algorithm_identifier(oid: ObjectIdentifier, null_parameters: bool) -> AlgorithmIdentifierOwned {
-    AlgorithmIdentifierOwned { oid, parameters: null_parameters.then(|| Any::from(AnyRef::NULL)) }
+    AlgorithmIdentifierOwned {
+        oid,
+        parameters: null_parameters.then(|| Any::from(AnyRef::NULL)),
+    }
 }
 
 fn set_of<T: der::DerOrd>(items: Vec<T>) -> Result<SetOfVec<T>, CmsError> {
@@ -352,7 +418,10 @@ fn set_of<T: der::DerOrd>(items: Vec<T>) -> Result<SetOfVec<T>, CmsError> {
 }
 
 fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, CmsError> {
-    Ok(Attribute { oid, values: set_of(vec![value])? })
+    Ok(Attribute {
+        oid,
+        values: set_of(vec![value])?,
+    })
 }
 
 /// content-type, message-digest, signing-time and signing-certificate-v2, in DER SET order.
@@ -363,7 +432,8 @@ fn signed_attributes(
     leaf: &Certificate,
 ) -> Result<SignedAttributes, CmsError> {
     let content_type = Any::encode_from(&OID_DATA).map_err(encoding)?;
-    let message_digest = Any::encode_from(&OctetString::new(content_digest).map_err(encoding)?).map_err(encoding)?;
+    let message_digest =
+        Any::encode_from(&OctetString::new(content_digest).map_err(encoding)?).map_err(encoding)?;
     let signing_time = Any::encode_from(&signing_time(signing_time_unix)?).map_err(encoding)?;
     let certificate_hash = digest::digest(&digest::SHA256, leaf_der);
     let signing_certificate = SigningCertificateV2 {
@@ -371,7 +441,9 @@ fn signed_attributes(
             hash_algorithm: None,
             cert_hash: OctetString::new(certificate_hash.as_ref()).map_err(encoding)?,
             issuer_serial: Some(IssuerSerial {
-                issuer: vec![GeneralName::DirectoryName(leaf.tbs_certificate.issuer.clone())],
+                issuer: vec![GeneralName::DirectoryName(
+                    leaf.tbs_certificate.issuer.clone(),
+                )],
                 serial_number: leaf.tbs_certificate.serial_number.clone(),
             }),
         }],
@@ -390,18 +462,24 @@ fn signed_attributes(
 fn signing_time(unix: i64) -> Result<Time, CmsError> {
     let out_of_range = || CmsError::SigningTimeOutOfRange { unix };
     let seconds = u64::try_from(unix).map_err(|_| out_of_range())?;
-    let date_time =
-        DateTime::from_unix_duration(std::time::Duration::from_secs(seconds)).map_err(|_| out_of_range())?;
+    let date_time = DateTime::from_unix_duration(std::time::Duration::from_secs(seconds))
+        .map_err(|_| out_of_range())?;
     if date_time.year() <= UTC_TIME_YEAR_MAX {
-        Ok(Time::UtcTime(UtcTime::from_date_time(date_time).map_err(|_| out_of_range())?))
+        Ok(Time::UtcTime(
+            UtcTime::from_date_time(date_time).map_err(|_| out_of_range())?,
+        ))
     } else {
-        Ok(Time::GeneralTime(GeneralizedTime::from_date_time(date_time)))
+        Ok(Time::GeneralTime(GeneralizedTime::from_date_time(
+            date_time,
+        )))
     }
 }
 
 fn check_encapsulated_content(encapsulated: &EncapsulatedContentInfo) -> Result<(), CmsError> {
     if encapsulated.econtent_type != OID_DATA {
-        return Err(CmsError::UnsupportedContentType { content_type: encapsulated.econtent_type.to_string() });
+        return Err(CmsError::UnsupportedContentType {
+            content_type: encapsulated.econtent_type.to_string(),
+        });
     }
     if encapsulated.econtent.is_some() {
         return Err(CmsError::NotDetached);
@@ -413,7 +491,9 @@ fn single_signer(signed_data: &SignedData) -> Result<&SignerInfo, CmsError> {
     let signers = signed_data.signer_infos.0.as_slice();
     match signers {
         [signer] => Ok(signer),
-        _ => Err(CmsError::SignerCount { count: signers.len() }),
+        _ => Err(CmsError::SignerCount {
+            count: signers.len(),
+        }),
     }
 }
 
@@ -438,7 +518,9 @@ fn find_signer_certificate<'a>(
 fn parameters_ok(identifier: &AlgorithmIdentifierOwned, null_allowed: bool) -> bool {
     match &identifier.parameters {
         None => true,
-        Some(parameters) => null_allowed && parameters.tag() == der::Tag::Null && parameters.value().is_empty(),
+        Some(parameters) => {
+            null_allowed && parameters.tag() == der::Tag::Null && parameters.value().is_empty()
+        }
     }
 }
 
@@ -456,7 +538,8 @@ fn check_algorithms(
         )));
     }
     let signature_algorithm = &signer_info.signature_algorithm;
-    let rsa_encryption_accepted = algorithm == KeyAlgorithm::Rsa && signature_algorithm.oid == OID_RSA_ENCRYPTION;
+    let rsa_encryption_accepted =
+        algorithm == KeyAlgorithm::Rsa && signature_algorithm.oid == OID_RSA_ENCRYPTION;
     if !(signature_algorithm.oid == suite.signature_oid || rsa_encryption_accepted)
         || !parameters_ok(signature_algorithm, suite.signature_parameters_null)
     {
@@ -465,7 +548,11 @@ fn check_algorithms(
             signature_algorithm.oid, suite.signature_oid
         )));
     }
-    if !signed_data.digest_algorithms.iter().any(|listed| listed.oid == digest_algorithm.oid) {
+    if !signed_data
+        .digest_algorithms
+        .iter()
+        .any(|listed| listed.oid == digest_algorithm.oid)
+    {
         return Err(CmsError::Malformed(
             "the signer's digest algorithm is missing from SignedData.digestAlgorithms".to_string(),
         ));
@@ -482,7 +569,10 @@ fn single_attribute_value<'a>(
     let mut matching = attributes.iter().filter(|attribute| attribute.oid == oid);
     let attribute = matching.next().ok_or(CmsError::MissingAttribute { name })?;
     if matching.next().is_some() {
-        return Err(CmsError::InvalidAttribute { name, reason: "it appears more than once".to_string() });
+        return Err(CmsError::InvalidAttribute {
+            name,
+            reason: "it appears more than once".to_string(),
+        });
     }
     match attribute.values.as_slice() {
         [value] => Ok(value),
@@ -496,7 +586,10 @@ fn single_attribute_value<'a>(
 /// Decodes an attribute value. The value is re-encoded only to be decoded again: its
 /// meaning is needed here, not its exact bytes.
 fn decode_attribute<T: der::DecodeOwned>(value: &Any, name: &'static str) -> Result<T, CmsError> {
-    let invalid = |error: der::Error| CmsError::InvalidAttribute { name, reason: error.to_string() };
+    let invalid = |error: der::Error| CmsError::InvalidAttribute {
+        name,
+        reason: error.to_string(),
+    };
     T::from_der(&value.to_der().map_err(invalid)?).map_err(invalid)
 }
 
@@ -534,10 +627,13 @@ fn check_signing_certificate_attribute(
     let value = single_attribute_value(attributes, OID_SIGNING_CERTIFICATE_V2, NAME)?;
     let signing_certificate: SigningCertificateV2 = decode_attribute(value, NAME)?;
     // The first ESSCertIDv2 names the signer's own certificate (RFC 5035 section 5.4.1).
-    let first = signing_certificate.certs.first().ok_or(CmsError::InvalidAttribute {
-        name: NAME,
-        reason: "it lists no certificate".to_string(),
-    })?;
+    let first = signing_certificate
+        .certs
+        .first()
+        .ok_or(CmsError::InvalidAttribute {
+            name: NAME,
+            reason: "it lists no certificate".to_string(),
+        })?;
     let hash_algorithm = match &first.hash_algorithm {
         None => &digest::SHA256,
         Some(identifier) if identifier.oid == OID_SHA_256 => &digest::SHA256,
@@ -554,10 +650,9 @@ fn check_signing_certificate_attribute(
         return Err(CmsError::EssCertificateMismatch);
     }
     if let Some(issuer_serial) = &first.issuer_serial {
-        let issuer_matches = issuer_serial
-            .issuer
-            .iter()
-            .any(|name| matches!(name, GeneralName::DirectoryName(name) if *name == signer_id.issuer));
+        let issuer_matches = issuer_serial.issuer.iter().any(
+            |name| matches!(name, GeneralName::DirectoryName(name) if *name == signer_id.issuer),
+        );
         if !issuer_matches || issuer_serial.serial_number != signer_id.serial_number {
             return Err(CmsError::EssCertificateMismatch);
         }
@@ -569,8 +664,10 @@ fn signing_time_attribute(attributes: &SignedAttributes) -> Result<i64, CmsError
     const NAME: &str = "signing-time";
     let value = single_attribute_value(attributes, OID_SIGNING_TIME, NAME)?;
     let time: Time = decode_attribute(value, NAME)?;
-    i64::try_from(time.to_unix_duration().as_secs())
-        .map_err(|_| CmsError::InvalidAttribute { name: NAME, reason: "out of range".to_string() })
+    i64::try_from(time.to_unix_duration().as_secs()).map_err(|_| CmsError::InvalidAttribute {
+        name: NAME,
+        reason: "out of range".to_string(),
+    })
 }
 
 /// Byte ranges of the received encoding that must not be re-encoded.
@@ -595,7 +692,9 @@ fn next_tlv<'a>(input: &mut &'a [u8]) -> Result<Tlv<'a>, CmsError> {
     let bytes: &'a [u8] = input;
     let (&tag, rest) = bytes.split_first().ok_or_else(truncated)?;
     if tag & 0x1F == 0x1F {
-        return Err(CmsError::Malformed("multi-byte DER tags are not supported".to_string()));
+        return Err(CmsError::Malformed(
+            "multi-byte DER tags are not supported".to_string(),
+        ));
     }
     let (&first_length_byte, rest) = rest.split_first().ok_or_else(truncated)?;
     let (length, rest) = match first_length_byte {
@@ -606,10 +705,16 @@ fn next_tlv<'a>(input: &mut &'a [u8]) -> Result<Tlv<'a>, CmsError> {
                 return Err(truncated());
             }
             let (length_bytes, rest) = rest.split_at(count);
-            let length = length_bytes.iter().fold(0usize, |length, byte| (length << 8) | usize::from(*byte));
+            let length = length_bytes
+                .iter()
+                .fold(0usize, |length, byte| (length << 8) | usize::from(*byte));
             (length, rest)
         }
-        _ => return Err(CmsError::Malformed("unsupported DER length encoding".to_string())),
+        _ => {
+            return Err(CmsError::Malformed(
+                "unsupported DER length encoding".to_string(),
+            ))
+        }
     };
     if rest.len() < length {
         return Err(truncated());
@@ -617,7 +722,11 @@ fn next_tlv<'a>(input: &mut &'a [u8]) -> Result<Tlv<'a>, CmsError> {
     let header_length = bytes.len() - rest.len();
     let (encoding, remaining) = bytes.split_at(header_length + length);
     *input = remaining;
-    Ok(Tlv { tag, contents: &encoding[header_length..], encoding })
+    Ok(Tlv {
+        tag,
+        contents: &encoding[header_length..],
+        encoding,
+    })
 }
 
 fn expect_tlv<'a>(input: &mut &'a [u8], tag: u8, what: &str) -> Result<Tlv<'a>, CmsError> {
@@ -673,5 +782,694 @@ fn raw_parts(cms_der: &[u8]) -> Result<RawParts<'_>, CmsError> {
     expect_tlv(&mut signer_fields, TAG_SEQUENCE, "digestAlgorithm")?;
     let candidate = next_tlv(&mut signer_fields)?;
     let signed_attributes = (candidate.tag == TAG_CONTEXT_0).then_some(candidate.encoding);
-    Ok(RawParts { signed_attributes, certificates })
+    Ok(RawParts {
+        signed_attributes,
+        certificates,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::cert::{validate_chain, TrustAnchors};
+    use crate::crypto::testutil::{
+        openssl, openssl_ok, path_text, test_chain, TestChain, NOW_UNIX,
+    };
+
+    const DOCUMENT: &[u8] = b"%PDF-1.7\nan agreement between two parties\n";
+    const ALGORITHMS: [KeyAlgorithm; 3] = [
+        KeyAlgorithm::EcdsaP256,
+        KeyAlgorithm::Rsa,
+        KeyAlgorithm::Ed25519,
+    ];
+
+    fn sign(chain: &TestChain, content: &[u8], signing_time_unix: i64) -> Vec<u8> {
+        let key = chain.leaf.signing_key().expect("leaf key");
+        sign_detached(content, signing_time_unix, &chain.chain_der(), &key).expect("sign")
+    }
+
+    fn signer_info_of(cms_der: &[u8]) -> (SignedData, SignerInfo) {
+        let content_info = ContentInfo::from_der(cms_der).expect("content info");
+        let signed_data: SignedData = content_info.content.decode_as().expect("signed data");
+        let signer_info = signed_data.signer_infos.0.as_slice()[0].clone();
+        (signed_data, signer_info)
+    }
+
+    fn reencode(content_info_content: &SignedData) -> Vec<u8> {
+        ContentInfo {
+            content_type: OID_SIGNED_DATA,
+            content: Any::encode_from(content_info_content).expect("encode"),
+        }
+        .to_der()
+        .expect("encode")
+    }
+
+    #[test]
+    fn detached_signature_verifies_for_each_algorithm() {
+        for algorithm in ALGORITHMS {
+            let chain = test_chain(algorithm);
+            let cms_der = sign(&chain, DOCUMENT, NOW_UNIX);
+            let verified = verify_detached(&cms_der, DOCUMENT)
+                .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
+            assert_eq!(verified.signer_cert_der, chain.leaf.cert_der, "{algorithm}");
+            assert_eq!(verified.signing_time_unix, NOW_UNIX, "{algorithm}");
+            assert_eq!(verified.algorithm, algorithm);
+            let mut embedded = verified.certificates_der.clone();
+            let mut expected = chain.chain_der();
+            embedded.sort();
+            expected.sort();
+            assert_eq!(
+                embedded, expected,
+                "{algorithm}: the whole chain is embedded"
+            );
+            // What the caller does next: validate the embedded chain at the signing time.
+            let anchors =
+                TrustAnchors::from_der_list(vec![chain.root.cert_der.clone()]).expect("anchors");
+            let validated =
+                validate_chain(&verified.chain_der(), &anchors, verified.signing_time_unix)
+                    .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
+            assert_eq!(validated.chain_der[0], chain.leaf.cert_der);
+        }
+    }
+
+    #[test]
+    fn one_changed_content_byte_fails_as_digest_mismatch() {
+        for algorithm in ALGORITHMS {
+            let chain = test_chain(algorithm);
+            let cms_der = sign(&chain, DOCUMENT, NOW_UNIX);
+            let mut changed = DOCUMENT.to_vec();
+            changed[10] ^= 0x20;
+            let error = verify_detached(&cms_der, &changed).expect_err("changed content");
+            assert!(
+                matches!(error, CmsError::DigestMismatch),
+                "{algorithm}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn signature_moved_to_another_document_fails() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let signature_of_first = sign(&chain, b"first document", NOW_UNIX);
+        assert!(verify_detached(&signature_of_first, b"first document").is_ok());
+        let error = verify_detached(&signature_of_first, b"second document").expect_err("moved");
+        assert!(matches!(error, CmsError::DigestMismatch), "{error:?}");
+    }
+
+    #[test]
+    fn structure_and_algorithm_identifiers_follow_the_profile() {
+        for algorithm in ALGORITHMS {
+            let chain = test_chain(algorithm);
+            let (signed_data, signer_info) = signer_info_of(&sign(&chain, DOCUMENT, NOW_UNIX));
+            let (digest_oid, signature_oid, signature_parameters) = match algorithm {
+                KeyAlgorithm::Rsa => (
+                    OID_SHA_256,
+                    OID_SHA_256_WITH_RSA,
+                    Some(Any::from(AnyRef::NULL)),
+                ),
+                KeyAlgorithm::EcdsaP256 => (OID_SHA_256, OID_ECDSA_WITH_SHA_256, None),
+                KeyAlgorithm::Ed25519 => (OID_SHA_512, OID_ED25519, None),
+            };
+            assert_eq!(signed_data.version, CmsVersion::V1);
+            assert_eq!(signer_info.version, CmsVersion::V1);
+            assert!(matches!(
+                signer_info.sid,
+                SignerIdentifier::IssuerAndSerialNumber(_)
+            ));
+            assert_eq!(
+                signed_data.encap_content_info,
+                EncapsulatedContentInfo {
+                    econtent_type: OID_DATA,
+                    econtent: None
+                }
+            );
+            assert!(signed_data.crls.is_none());
+            assert_eq!(
+                signed_data.digest_algorithms.as_slice(),
+                [AlgorithmIdentifierOwned {
+                    oid: digest_oid,
+                    parameters: None
+                }]
+            );
+            assert_eq!(
+                signer_info.digest_alg,
+                AlgorithmIdentifierOwned {
+                    oid: digest_oid,
+                    parameters: None
+                }
+            );
+            assert_eq!(
+                signer_info.signature_algorithm,
+                AlgorithmIdentifierOwned {
+                    oid: signature_oid,
+                    parameters: signature_parameters
+                },
+                "{algorithm}"
+            );
+            assert!(signer_info.unsigned_attrs.is_none());
+        }
+    }
+
+    #[test]
+    fn signed_attributes_are_the_four_cades_ones_in_der_order() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let cms_der = sign(&chain, DOCUMENT, NOW_UNIX);
+        let raw = raw_parts(&cms_der).expect("raw parts");
+        let mut attributes_bytes = next_tlv(&mut raw.signed_attributes.expect("present"))
+            .expect("tlv")
+            .contents;
+        let mut encodings = Vec::new();
+        while !attributes_bytes.is_empty() {
+            encodings.push(next_tlv(&mut attributes_bytes).expect("attribute").encoding);
+        }
+        let mut sorted = encodings.clone();
+        sorted.sort();
+        assert_eq!(encodings, sorted, "SET OF in DER order");
+        let mut oids: Vec<ObjectIdentifier> = encodings
+            .iter()
+            .map(|encoding| Attribute::from_der(encoding).expect("attribute").oid)
+            .collect();
+        oids.sort();
+        let mut expected = vec![
+            OID_CONTENT_TYPE,
+            OID_MESSAGE_DIGEST,
+            OID_SIGNING_TIME,
+            OID_SIGNING_CERTIFICATE_V2,
+        ];
+        expected.sort();
+        assert_eq!(oids, expected);
+
+        let (_, signer_info) = signer_info_of(&cms_der);
+        let attributes = signer_info.signed_attrs.expect("signed attributes");
+        let ess: SigningCertificateV2 = decode_attribute(
+            single_attribute_value(&attributes, OID_SIGNING_CERTIFICATE_V2, "ess").expect("ess"),
+            "ess",
+        )
+        .expect("decodes");
+        assert_eq!(ess.certs.len(), 1);
+        assert!(
+            ess.certs[0].hash_algorithm.is_none(),
+            "SHA-256 is the DEFAULT and must be left out"
+        );
+        assert_eq!(
+            ess.certs[0].cert_hash.as_bytes(),
+            digest::digest(&digest::SHA256, &chain.leaf.cert_der).as_ref()
+        );
+        assert!(ess.certs[0].issuer_serial.is_some());
+        let message_digest: OctetString = decode_attribute(
+            single_attribute_value(&attributes, OID_MESSAGE_DIGEST, "md").expect("md"),
+            "md",
+        )
+        .expect("md");
+        assert_eq!(
+            message_digest.as_bytes(),
+            digest::digest(&digest::SHA256, DOCUMENT).as_ref()
+        );
+    }
+
+    /// The encoded signing-time value (tag, length, contents) in a signature.
+    fn signing_time_encoding(cms_der: &[u8]) -> Vec<u8> {
+        let (_, signer_info) = signer_info_of(cms_der);
+        let attributes = signer_info.signed_attrs.expect("signed attributes");
+        single_attribute_value(&attributes, OID_SIGNING_TIME, "signing-time")
+            .expect("present")
+            .to_der()
+            .expect("der")
+    }
+
+    #[test]
+    fn signing_time_is_utc_time_through_2049_and_generalized_time_after() {
+        let chain = test_chain(KeyAlgorithm::Ed25519);
+        let last_utc_second = 2_524_607_999; // 2049-12-31T23:59:59Z
+        let cms_der = sign(&chain, DOCUMENT, last_utc_second);
+        assert_eq!(
+            signing_time_encoding(&cms_der),
+            [&[0x17, 13][..], b"491231235959Z"].concat()
+        );
+        assert_eq!(
+            verify_detached(&cms_der, DOCUMENT)
+                .expect("verifies")
+                .signing_time_unix,
+            last_utc_second
+        );
+
+        let cms_der = sign(&chain, DOCUMENT, last_utc_second + 1);
+        assert_eq!(
+            signing_time_encoding(&cms_der),
+            [&[0x18, 15][..], b"20500101000000Z"].concat()
+        );
+        assert_eq!(
+            verify_detached(&cms_der, DOCUMENT)
+                .expect("verifies")
+                .signing_time_unix,
+            last_utc_second + 1
+        );
+
+        let cms_der = sign(&chain, DOCUMENT, NOW_UNIX);
+        assert_eq!(
+            signing_time_encoding(&cms_der),
+            [&[0x17, 13][..], b"260101000000Z"].concat()
+        );
+    }
+
+    #[test]
+    fn signing_time_before_1970_is_refused() {
+        let chain = test_chain(KeyAlgorithm::Ed25519);
+        let key = chain.leaf.signing_key().expect("key");
+        let error = sign_detached(DOCUMENT, -1, &chain.chain_der(), &key).expect_err("before 1970");
+        assert!(
+            matches!(error, CmsError::SigningTimeOutOfRange { unix: -1 }),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn signing_is_deterministic_apart_from_the_signature_value() {
+        for algorithm in [KeyAlgorithm::Ed25519, KeyAlgorithm::Rsa] {
+            let chain = test_chain(algorithm);
+            assert_eq!(
+                sign(&chain, DOCUMENT, NOW_UNIX),
+                sign(&chain, DOCUMENT, NOW_UNIX),
+                "{algorithm}"
+            );
+        }
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let (first_data, mut first) = signer_info_of(&sign(&chain, DOCUMENT, NOW_UNIX));
+        let (second_data, mut second) = signer_info_of(&sign(&chain, DOCUMENT, NOW_UNIX));
+        assert_eq!(first_data.certificates, second_data.certificates);
+        first.signature = OctetString::new(Vec::new()).expect("empty");
+        second.signature = OctetString::new(Vec::new()).expect("empty");
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn altered_signature_value_fails_as_signature_invalid() {
+        for algorithm in ALGORITHMS {
+            let chain = test_chain(algorithm);
+            let (mut signed_data, mut signer_info) =
+                signer_info_of(&sign(&chain, DOCUMENT, NOW_UNIX));
+            let mut signature = signer_info.signature.as_bytes().to_vec();
+            let middle = signature.len() / 2;
+            signature[middle] ^= 0x01;
+            signer_info.signature = OctetString::new(signature).expect("octets");
+            signed_data.signer_infos = SignerInfos::try_from(vec![signer_info]).expect("set");
+            let error = verify_detached(&reencode(&signed_data), DOCUMENT).expect_err("altered");
+            assert!(
+                matches!(error, CmsError::SignatureInvalid),
+                "{algorithm}: {error:?}"
+            );
+        }
+    }
+
+    /// Offsets of the signed attributes and of the signature value's contents in `cms_der`.
+    fn signed_attributes_and_signature_ranges(
+        cms_der: &[u8],
+    ) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let offset = |slice: &[u8]| slice.as_ptr() as usize - cms_der.as_ptr() as usize;
+        let raw = raw_parts(cms_der).expect("raw");
+        let attributes = raw.signed_attributes.expect("present");
+        let attributes_start = offset(attributes);
+        let mut after = &cms_der[attributes_start + attributes.len()..];
+        expect_tlv(&mut after, TAG_SEQUENCE, "signatureAlgorithm").expect("algorithm");
+        let signature = expect_tlv(&mut after, 0x04, "signature").expect("signature");
+        let signature_start = offset(signature.contents);
+        (
+            attributes_start..attributes_start + attributes.len(),
+            signature_start..signature_start + signature.contents.len(),
+        )
+    }
+
+    #[test]
+    fn signed_attributes_are_verified_as_received_never_re_encoded() {
+        // Ed25519 signatures have a fixed length, so a new one fits in place of the old.
+        let chain = test_chain(KeyAlgorithm::Ed25519);
+        let key = chain.leaf.signing_key().expect("key");
+        let cms_der = sign(&chain, DOCUMENT, NOW_UNIX);
+        let (attributes_range, signature_range) = signed_attributes_and_signature_ranges(&cms_der);
+
+        // Reverse the attributes: the same SET, no longer in DER order.
+        let mut attributes_field = &cms_der[attributes_range.clone()];
+        let field = next_tlv(&mut attributes_field).expect("field");
+        let header_length = field.encoding.len() - field.contents.len();
+        let mut contents = field.contents;
+        let mut elements = Vec::new();
+        while !contents.is_empty() {
+            elements.push(next_tlv(&mut contents).expect("attribute").encoding);
+        }
+        elements.reverse();
+        let mut reordered = field.encoding[..header_length].to_vec();
+        elements
+            .iter()
+            .for_each(|element| reordered.extend_from_slice(element));
+        assert_ne!(&reordered[..], field.encoding);
+
+        // Reordered attributes with the old signature: the bytes signed changed, so it fails.
+        let mut tampered = cms_der.clone();
+        tampered[attributes_range.clone()].copy_from_slice(&reordered);
+        assert!(matches!(
+            verify_detached(&tampered, DOCUMENT),
+            Err(CmsError::SignatureInvalid)
+        ));
+
+        // Reordered attributes signed as they are: a verifier that re-sorted them before
+        // checking (as der's decoder does) would reject this; the bytes as received verify.
+        let mut to_sign = reordered.clone();
+        to_sign[0] = TAG_SET;
+        let signature = key.sign(&to_sign).expect("sign");
+        tampered[signature_range].copy_from_slice(&signature);
+        let verified =
+            verify_detached(&tampered, DOCUMENT).expect("the received bytes are what was signed");
+        assert_eq!(verified.signing_time_unix, NOW_UNIX);
+    }
+
+    #[test]
+    fn signing_certificate_attribute_naming_another_certificate_is_rejected() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let (_, signer_info) = signer_info_of(&sign(&chain, DOCUMENT, NOW_UNIX));
+        let attributes = signer_info.signed_attrs.expect("signed attributes");
+        let SignerIdentifier::IssuerAndSerialNumber(signer_id) = &signer_info.sid else {
+            panic!("issuer and serial")
+        };
+        assert!(
+            check_signing_certificate_attribute(&attributes, &chain.leaf.cert_der, signer_id)
+                .is_ok()
+        );
+        let other = chain.intermediate.as_ref().expect("intermediate");
+        let error = check_signing_certificate_attribute(&attributes, &other.cert_der, signer_id)
+            .expect_err("swapped");
+        assert!(
+            matches!(error, CmsError::EssCertificateMismatch),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn signature_without_the_signer_certificate_is_rejected() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let (mut signed_data, _) = signer_info_of(&sign(&chain, DOCUMENT, NOW_UNIX));
+        let intermediate =
+            Certificate::from_der(&chain.intermediate.as_ref().expect("intermediate").cert_der)
+                .expect("parse");
+        signed_data.certificates = Some(
+            CertificateSet::try_from(vec![CertificateChoices::Certificate(intermediate)])
+                .expect("set"),
+        );
+        let error =
+            verify_detached(&reencode(&signed_data), DOCUMENT).expect_err("no signer certificate");
+        assert!(
+            matches!(error, CmsError::SignerCertificateNotFound),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn key_that_is_not_the_leaf_key_is_refused() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let root_key = chain.root.signing_key().expect("root key");
+        let error = sign_detached(DOCUMENT, NOW_UNIX, &chain.chain_der(), &root_key)
+            .expect_err("wrong key");
+        assert!(
+            matches!(error, CmsError::KeyDoesNotMatchCertificate),
+            "{error:?}"
+        );
+        let error = sign_detached(DOCUMENT, NOW_UNIX, &[], &root_key).expect_err("no chain");
+        assert!(matches!(error, CmsError::SignerChainEmpty), "{error:?}");
+    }
+
+    #[test]
+    fn garbage_truncated_and_oversized_input_is_rejected() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let cms_der = sign(&chain, DOCUMENT, NOW_UNIX);
+        for length in [0, 1, 10, cms_der.len() / 2, cms_der.len() - 1] {
+            let error = verify_detached(&cms_der[..length], DOCUMENT).expect_err("truncated");
+            assert!(
+                matches!(error, CmsError::Malformed(_)),
+                "truncated to {length}: {error:?}"
+            );
+        }
+        assert!(matches!(
+            verify_detached(b"not a signature at all", DOCUMENT),
+            Err(CmsError::Malformed(_))
+        ));
+        let oversized = vec![0x30; CMS_SIZE_BYTES_MAX + 1];
+        assert!(matches!(
+            verify_detached(&oversized, DOCUMENT),
+            Err(CmsError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn content_info_of_another_type_is_rejected() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let (signed_data, _) = signer_info_of(&sign(&chain, DOCUMENT, NOW_UNIX));
+        let other = ContentInfo {
+            content_type: OID_DATA,
+            content: Any::encode_from(&signed_data).expect("encode"),
+        };
+        let error = verify_detached(&other.to_der().expect("encode"), DOCUMENT)
+            .expect_err("not signed data");
+        assert!(matches!(error, CmsError::NotSignedData { .. }), "{error:?}");
+    }
+
+    /// Files for the openssl CLI: CA.pem (root only), DOC, SIG (DER), signer and key PEMs.
+    struct OpensslFiles {
+        directory: tempfile::TempDir,
+    }
+
+    impl OpensslFiles {
+        fn new(chain: &TestChain) -> Self {
+            let files = OpensslFiles {
+                directory: tempfile::tempdir().expect("temporary directory"),
+            };
+            std::fs::write(files.path("CA.pem"), chain.root.cert_pem()).expect("write");
+            std::fs::write(files.path("DOC"), DOCUMENT).expect("write");
+            std::fs::write(files.path("signer.pem"), chain.leaf.cert_pem()).expect("write");
+            std::fs::write(files.path("signer.key"), chain.leaf.key_pem().as_bytes())
+                .expect("write");
+            let intermediates: String = chain
+                .intermediate
+                .iter()
+                .map(|certificate| certificate.cert_pem())
+                .collect();
+            std::fs::write(files.path("intermediates.pem"), intermediates).expect("write");
+            files
+        }
+
+        fn path(&self, name: &str) -> String {
+            path_text(&self.directory.path().join(name))
+        }
+
+        fn verify(&self, signature: &str, document: &str) -> std::process::Output {
+            openssl(&[
+                "cms",
+                "-verify",
+                "-binary",
+                "-inform",
+                "DER",
+                "-in",
+                &self.path(signature),
+                "-content",
+                &self.path(document),
+                "-CAfile",
+                &self.path("CA.pem"),
+                "-purpose",
+                "any",
+                "-cades",
+                "-out",
+                "/dev/null",
+            ])
+        }
+    }
+
+    fn assert_openssl_verifies_our_signature(algorithm: KeyAlgorithm) {
+        let chain = test_chain(algorithm);
+        let files = OpensslFiles::new(&chain);
+        std::fs::write(files.path("SIG"), sign(&chain, DOCUMENT, NOW_UNIX)).expect("write");
+
+        let output = files.verify("SIG", "DOC");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{algorithm}: openssl rejected our signature: {stderr}"
+        );
+        assert!(
+            stderr.contains("Verification successful"),
+            "{algorithm}: {stderr}"
+        );
+
+        let mut flipped = DOCUMENT.to_vec();
+        flipped[0] ^= 0x01;
+        std::fs::write(files.path("FLIPPED"), flipped).expect("write");
+        let output = files.verify("SIG", "FLIPPED");
+        assert!(
+            !output.status.success(),
+            "{algorithm}: openssl accepted a changed document"
+        );
+
+        let printed = openssl_ok(&[
+            "cms",
+            "-cmsout",
+            "-print",
+            "-inform",
+            "DER",
+            "-in",
+            &files.path("SIG"),
+        ]);
+        let printed = String::from_utf8_lossy(&printed.stdout);
+        let start = printed
+            .find("signedAttrs:")
+            .expect("openssl prints signedAttrs");
+        let end = start
+            + printed[start..]
+                .find("signatureAlgorithm:")
+                .expect("and signatureAlgorithm");
+        let signed_attributes = &printed[start..end];
+        let objects: Vec<&str> = signed_attributes
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("object: "))
+            .collect();
+        assert_eq!(
+            objects,
+            [
+                "contentType (1.2.840.113549.1.9.3)",
+                "signingTime (1.2.840.113549.1.9.5)",
+                "messageDigest (1.2.840.113549.1.9.4)",
+                "id-smime-aa-signingCertificateV2 (1.2.840.113549.1.9.16.2.47)",
+            ],
+            "{algorithm}: four signed attributes in DER order:\n{signed_attributes}"
+        );
+        for expected in [
+            "OBJECT:pkcs7-data (1.2.840.113549.1.7.1)".to_string(),
+            "UTCTIME:Jan  1 00:00:00 2026 GMT".to_string(),
+            // The ESS certHash comes first: no hashAlgorithm, so SHA-256.
+            format!(
+                "OCTET STRING      [HEX DUMP]:{}",
+                hex::encode_upper(digest::digest(&digest::SHA256, &chain.leaf.cert_der))
+            ),
+        ] {
+            assert!(
+                signed_attributes.contains(&expected),
+                "{algorithm}: no {expected} in:\n{signed_attributes}"
+            );
+        }
+    }
+
+    #[test]
+    fn openssl_verifies_our_ecdsa_p256_signature() {
+        assert_openssl_verifies_our_signature(KeyAlgorithm::EcdsaP256);
+    }
+
+    #[test]
+    fn openssl_verifies_our_rsa_signature() {
+        assert_openssl_verifies_our_signature(KeyAlgorithm::Rsa);
+    }
+
+    #[test]
+    fn signature_made_by_openssl_verifies() {
+        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa] {
+            let chain = test_chain(algorithm);
+            let files = OpensslFiles::new(&chain);
+            let (document, signer, key, output) = (
+                files.path("DOC"),
+                files.path("signer.pem"),
+                files.path("signer.key"),
+                files.path("OPENSSL_SIG"),
+            );
+            let intermediates = files.path("intermediates.pem");
+            let mut args = vec![
+                "cms", "-sign", "-binary", "-in", &document, "-signer", &signer, "-inkey", &key,
+                "-md", "sha256", "-cades", "-outform", "DER", "-out", &output,
+            ];
+            if chain.intermediate.is_some() {
+                args.extend(["-certfile", &intermediates]);
+            }
+            openssl_ok(&args);
+            let cms_der = std::fs::read(files.path("OPENSSL_SIG")).expect("read");
+            let verified = verify_detached(&cms_der, DOCUMENT)
+                .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
+            assert_eq!(verified.signer_cert_der, chain.leaf.cert_der);
+            assert_eq!(verified.algorithm, algorithm);
+            assert!(matches!(
+                verify_detached(&cms_der, b"other"),
+                Err(CmsError::DigestMismatch)
+            ));
+        }
+    }
+
+    #[test]
+    fn signature_embedding_its_content_is_rejected() {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let files = OpensslFiles::new(&chain);
+        openssl_ok(&[
+            "cms",
+            "-sign",
+            "-nodetach",
+            "-binary",
+            "-in",
+            &files.path("DOC"),
+            "-signer",
+            &files.path("signer.pem"),
+            "-inkey",
+            &files.path("signer.key"),
+            "-outform",
+            "DER",
+            "-out",
+            &files.path("ATTACHED"),
+        ]);
+        let cms_der = std::fs::read(files.path("ATTACHED")).expect("read");
+        assert!(matches!(
+            verify_detached(&cms_der, DOCUMENT),
+            Err(CmsError::NotDetached)
+        ));
+    }
+
+    #[test]
+    fn signer_certificate_with_a_small_rsa_key_is_rejected() {
+        // ring refuses to sign with such a key, so openssl makes the signature.
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = |name: &str| path_text(&directory.path().join(name));
+        std::fs::write(path("DOC"), DOCUMENT).expect("write");
+        openssl_ok(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:1024",
+            "-nodes",
+            "-keyout",
+            &path("small.key"),
+            "-subj",
+            "/CN=Small",
+            "-days",
+            "1",
+            "-out",
+            &path("small.pem"),
+        ]);
+        openssl_ok(&[
+            "cms",
+            "-sign",
+            "-binary",
+            "-in",
+            &path("DOC"),
+            "-signer",
+            &path("small.pem"),
+            "-inkey",
+            &path("small.key"),
+            "-md",
+            "sha256",
+            "-cades",
+            "-outform",
+            "DER",
+            "-out",
+            &path("SIG"),
+        ]);
+        let cms_der = std::fs::read(path("SIG")).expect("read");
+        let error = verify_detached(&cms_der, DOCUMENT).expect_err("small key");
+        assert!(
+            matches!(
+                error,
+                CmsError::Cert(CertError::RsaKeyTooSmall { bits: 1024 })
+            ),
+            "{error:?}"
+        );
+    }
 }

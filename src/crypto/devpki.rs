@@ -69,14 +69,26 @@ pub struct KeyUsages {
 
 impl KeyUsages {
     /// digitalSignature and nonRepudiation: what a document signer needs.
-    pub const SIGNER: KeyUsages =
-        KeyUsages { digital_signature: true, non_repudiation: true, key_cert_sign: false, crl_sign: false };
+    pub const SIGNER: KeyUsages = KeyUsages {
+        digital_signature: true,
+        non_repudiation: true,
+        key_cert_sign: false,
+        crl_sign: false,
+    };
     /// keyCertSign and cRLSign: what a CA needs.
-    pub const CERTIFICATE_AUTHORITY: KeyUsages =
-        KeyUsages { digital_signature: false, non_repudiation: false, key_cert_sign: true, crl_sign: true };
+    pub const CERTIFICATE_AUTHORITY: KeyUsages = KeyUsages {
+        digital_signature: false,
+        non_repudiation: false,
+        key_cert_sign: true,
+        crl_sign: true,
+    };
     /// No keyUsage extension.
-    pub const NONE: KeyUsages =
-        KeyUsages { digital_signature: false, non_repudiation: false, key_cert_sign: false, crl_sign: false };
+    pub const NONE: KeyUsages = KeyUsages {
+        digital_signature: false,
+        non_repudiation: false,
+        key_cert_sign: false,
+        crl_sign: false,
+    };
 
     fn purposes(self) -> Vec<KeyUsagePurpose> {
         [
@@ -111,7 +123,12 @@ pub struct CertSpec {
 
 impl CertSpec {
     /// A document signer: not a CA, digitalSignature and nonRepudiation.
-    pub fn signer(common_name: &str, algorithm: KeyAlgorithm, not_before_unix: i64, not_after_unix: i64) -> Self {
+    pub fn signer(
+        common_name: &str,
+        algorithm: KeyAlgorithm,
+        not_before_unix: i64,
+        not_after_unix: i64,
+    ) -> Self {
         CertSpec {
             common_name: common_name.to_string(),
             organization: None,
@@ -165,7 +182,10 @@ impl IssuedCert {
 
     /// The key as a PEM "PRIVATE KEY" block.
     pub fn key_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", self.key_pkcs8_der.to_vec())))
+        Zeroizing::new(pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            self.key_pkcs8_der.to_vec(),
+        )))
     }
 
     /// The key, ready to sign.
@@ -178,7 +198,8 @@ impl IssuedCert {
 pub fn self_signed_ca(spec: &CertSpec) -> Result<IssuedCert, DevPkiError> {
     if !spec.is_ca {
         return Err(DevPkiError::InvalidSpec(
-            "self_signed_ca needs is_ca = true; use self_signed for other self-signed certificates".to_string(),
+            "self_signed_ca needs is_ca = true; use self_signed for other self-signed certificates"
+                .to_string(),
         ));
     }
     self_signed(spec)
@@ -191,7 +212,10 @@ pub fn self_signed(spec: &CertSpec) -> Result<IssuedCert, DevPkiError> {
 }
 
 /// A self-signed certificate for a key the caller brings (unencrypted PKCS#8 DER).
-pub fn self_signed_with_key(spec: &CertSpec, key_pkcs8_der: &[u8]) -> Result<IssuedCert, DevPkiError> {
+pub fn self_signed_with_key(
+    spec: &CertSpec,
+    key_pkcs8_der: &[u8],
+) -> Result<IssuedCert, DevPkiError> {
     let key = load_key(spec, key_pkcs8_der)?;
     finish_self_signed(spec, key)
 }
@@ -205,20 +229,34 @@ pub fn issue(spec: &CertSpec, issuer: &IssuedCert) -> Result<IssuedCert, DevPkiE
 
 /// A certificate for a key the caller brings (unencrypted PKCS#8 DER, of `spec.algorithm`),
 /// signed by `issuer`.
-pub fn issue_with_key(spec: &CertSpec, key_pkcs8_der: &[u8], issuer: &IssuedCert) -> Result<IssuedCert, DevPkiError> {
+pub fn issue_with_key(
+    spec: &CertSpec,
+    key_pkcs8_der: &[u8],
+    issuer: &IssuedCert,
+) -> Result<IssuedCert, DevPkiError> {
     let key = load_key(spec, key_pkcs8_der)?;
     finish_issued(spec, key, issuer)
 }
 
 fn finish_self_signed(spec: &CertSpec, key: KeyPair) -> Result<IssuedCert, DevPkiError> {
     let certificate = params(spec)?.self_signed(&key)?;
-    Ok(IssuedCert { cert_der: certificate.der().to_vec(), key_pkcs8_der: Zeroizing::new(key.serialize_der()) })
+    Ok(IssuedCert {
+        cert_der: certificate.der().to_vec(),
+        key_pkcs8_der: Zeroizing::new(key.serialize_der()),
+    })
 }
 
-fn finish_issued(spec: &CertSpec, key: KeyPair, issuer: &IssuedCert) -> Result<IssuedCert, DevPkiError> {
+fn finish_issued(
+    spec: &CertSpec,
+    key: KeyPair,
+    issuer: &IssuedCert,
+) -> Result<IssuedCert, DevPkiError> {
     let issuer = issuer_from(issuer)?;
     let certificate = params(spec)?.signed_by(&key, &issuer)?;
-    Ok(IssuedCert { cert_der: certificate.der().to_vec(), key_pkcs8_der: Zeroizing::new(key.serialize_der()) })
+    Ok(IssuedCert {
+        cert_der: certificate.der().to_vec(),
+        key_pkcs8_der: Zeroizing::new(key.serialize_der()),
+    })
 }
 
 fn generate_key(algorithm: KeyAlgorithm) -> Result<KeyPair, DevPkiError> {
@@ -256,7 +294,10 @@ fn check_spec(spec: &CertSpec) -> Result<(), DevPkiError> {
     if let Some(organization) = &spec.organization {
         check_name("organization", organization)?;
     }
-    for (what, unix) in [("not_before_unix", spec.not_before_unix), ("not_after_unix", spec.not_after_unix)] {
+    for (what, unix) in [
+        ("not_before_unix", spec.not_before_unix),
+        ("not_after_unix", spec.not_after_unix),
+    ] {
         if !(0..=CERTIFICATE_TIME_UNIX_MAX).contains(&unix) {
             return Err(DevPkiError::InvalidSpec(format!(
                 "{what} is {unix}, outside 0 to {CERTIFICATE_TIME_UNIX_MAX} (1970 to 9999)"
@@ -264,10 +305,14 @@ fn check_spec(spec: &CertSpec) -> Result<(), DevPkiError> {
         }
     }
     if spec.not_before_unix > spec.not_after_unix {
-        return Err(DevPkiError::InvalidSpec("not_before_unix is after not_after_unix".to_string()));
+        return Err(DevPkiError::InvalidSpec(
+            "not_before_unix is after not_after_unix".to_string(),
+        ));
     }
     if spec.path_length_max.is_some() && !spec.is_ca {
-        return Err(DevPkiError::InvalidSpec("path_length_max is only meaningful for a CA".to_string()));
+        return Err(DevPkiError::InvalidSpec(
+            "path_length_max is only meaningful for a CA".to_string(),
+        ));
     }
     Ok(())
 }
@@ -297,16 +342,21 @@ fn params(spec: &CertSpec) -> Result<CertificateParams, DevPkiError> {
 /// 1970..=9999, so neither conversion nor addition can fail or overflow.
 fn set_validity(params: &mut CertificateParams, spec: &CertSpec) -> Result<(), DevPkiError> {
     let seconds = |unix: i64| {
-        u64::try_from(unix).map_err(|_| DevPkiError::InvalidSpec(format!("time {unix} is before 1970")))
+        u64::try_from(unix)
+            .map_err(|_| DevPkiError::InvalidSpec(format!("time {unix} is before 1970")))
     };
-    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(seconds(spec.not_before_unix)?);
-    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(seconds(spec.not_after_unix)?);
+    params.not_before =
+        rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(seconds(spec.not_before_unix)?);
+    params.not_after =
+        rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(seconds(spec.not_after_unix)?);
     Ok(())
 }
 
 fn random_serial() -> Result<SerialNumber, DevPkiError> {
     let mut bytes = [0u8; SERIAL_LENGTH_BYTES];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| DevPkiError::RandomFailed)?;
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| DevPkiError::RandomFailed)?;
     // Positive (high bit clear) and without a leading zero byte, so always 16 bytes long.
     bytes[0] = (bytes[0] & 0x7F) | 0x40;
     Ok(SerialNumber::from_slice(&bytes))
@@ -315,10 +365,13 @@ fn random_serial() -> Result<SerialNumber, DevPkiError> {
 /// An rcgen issuer whose name is the issuer certificate's subject, byte for byte (as long
 /// as it uses one attribute per RDN, no repeated types, and Printable/IA5/UTF8 strings).
 fn issuer_from(issued: &IssuedCert) -> Result<Issuer<'static, KeyPair>, DevPkiError> {
-    let certificate = parse_certificate(&issued.cert_der).map_err(|error: CertError| DevPkiError::Issuer(error.to_string()))?;
+    let certificate = parse_certificate(&issued.cert_der)
+        .map_err(|error: CertError| DevPkiError::Issuer(error.to_string()))?;
     let signing_key = SigningKey::from_pkcs8_der(&issued.key_pkcs8_der)?;
     if !signing_key.public_key_matches(&issued.cert_der) {
-        return Err(DevPkiError::Issuer("its key does not belong to its certificate".to_string()));
+        return Err(DevPkiError::Issuer(
+            "its key does not belong to its certificate".to_string(),
+        ));
     }
     let key = KeyPair::try_from(issued.key_pkcs8_der.as_slice())?;
     let mut params = CertificateParams::default();
@@ -327,26 +380,278 @@ fn issuer_from(issued: &IssuedCert) -> Result<Issuer<'static, KeyPair>, DevPkiEr
 }
 
 fn distinguished_name(name: &X509Name<'_>) -> Result<DistinguishedName, DevPkiError> {
-    let unsupported = |reason: &str| DevPkiError::Issuer(format!("its subject name cannot be reproduced: {reason}"));
+    let unsupported = |reason: &str| {
+        DevPkiError::Issuer(format!("its subject name cannot be reproduced: {reason}"))
+    };
     let mut result = DistinguishedName::new();
     for relative_name in name.iter_rdn() {
         let mut attributes = relative_name.iter();
         let (Some(attribute), None) = (attributes.next(), attributes.next()) else {
             return Err(unsupported("multi-valued RDN"));
         };
-        let components: Vec<u64> = attribute.attr_type().iter().ok_or_else(|| unsupported("oversized OID"))?.collect();
+        let components: Vec<u64> = attribute
+            .attr_type()
+            .iter()
+            .ok_or_else(|| unsupported("oversized OID"))?
+            .collect();
         let name_type = DnType::from_oid(&components);
         if result.get(&name_type).is_some() {
             return Err(unsupported("repeated attribute type"));
         }
-        let text = attribute.as_str().map_err(|_| unsupported("non-string attribute value"))?;
+        let text = attribute
+            .as_str()
+            .map_err(|_| unsupported("non-string attribute value"))?;
         let value = match attribute.attr_value().tag() {
             Tag::Utf8String => DnValue::Utf8String(text.to_string()),
             Tag::PrintableString => DnValue::PrintableString(text.try_into()?),
             Tag::Ia5String => DnValue::Ia5String(text.try_into()?),
-            _ => return Err(unsupported("string type other than UTF8String, PrintableString or IA5String")),
+            _ => {
+                return Err(unsupported(
+                    "string type other than UTF8String, PrintableString or IA5String",
+                ))
+            }
         };
         result.push(name_type, value);
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::cert::{parse_certificates, validate_chain, TrustAnchors};
+    use crate::crypto::testutil::{
+        ca_spec, openssl_ok, path_text, rsa_keys, signer_spec, NOW_UNIX,
+    };
+    use x509_parser::certificate::X509Certificate;
+    use x509_parser::prelude::FromDer as _;
+
+    fn parsed(der: &[u8]) -> X509Certificate<'_> {
+        X509Certificate::from_der(der).expect("parses").1
+    }
+
+    #[test]
+    fn issued_certificate_carries_exactly_what_the_spec_asks() {
+        let mut root_spec = ca_spec("Spec Root", KeyAlgorithm::EcdsaP256);
+        root_spec.path_length_max = Some(1);
+        let root = self_signed_ca(&root_spec).expect("root");
+        let mut spec = signer_spec("Spec Leaf", KeyAlgorithm::Ed25519);
+        spec.not_before_unix = 1_700_000_000;
+        spec.not_after_unix = 1_800_000_000;
+        spec.key_usage = KeyUsages {
+            non_repudiation: true,
+            ..KeyUsages::NONE
+        };
+        let leaf = issue(&spec, &root).expect("leaf");
+
+        let root_certificate = parsed(&root.cert_der);
+        let constraints = root_certificate
+            .basic_constraints()
+            .expect("ok")
+            .expect("present")
+            .value;
+        assert!(constraints.ca);
+        assert_eq!(constraints.path_len_constraint, Some(1));
+        let root_usage = root_certificate
+            .key_usage()
+            .expect("ok")
+            .expect("present")
+            .value;
+        assert!(
+            root_usage.key_cert_sign() && root_usage.crl_sign() && !root_usage.digital_signature()
+        );
+
+        let leaf_certificate = parsed(&leaf.cert_der);
+        assert_eq!(
+            leaf_certificate.validity().not_before.timestamp(),
+            1_700_000_000
+        );
+        assert_eq!(
+            leaf_certificate.validity().not_after.timestamp(),
+            1_800_000_000
+        );
+        assert!(
+            !leaf_certificate
+                .basic_constraints()
+                .expect("ok")
+                .expect("explicit")
+                .value
+                .ca
+        );
+        let usage = leaf_certificate
+            .key_usage()
+            .expect("ok")
+            .expect("present")
+            .value;
+        assert!(usage.non_repudiation() && !usage.digital_signature() && !usage.key_cert_sign());
+        assert_eq!(
+            leaf_certificate.issuer().as_raw(),
+            root_certificate.subject().as_raw()
+        );
+        assert_eq!(
+            leaf_certificate.subject().to_string(),
+            "O=Kyso Test, CN=Spec Leaf"
+        );
+        assert_eq!(leaf_certificate.raw_serial().len(), SERIAL_LENGTH_BYTES);
+        assert_eq!(
+            leaf.signing_key().expect("key").algorithm(),
+            KeyAlgorithm::Ed25519
+        );
+    }
+
+    #[test]
+    fn certificates_without_key_usage_have_no_key_usage_extension() {
+        let mut spec = signer_spec("Bare", KeyAlgorithm::EcdsaP256);
+        spec.key_usage = KeyUsages::NONE;
+        let certificate = self_signed(&spec).expect("certificate");
+        assert!(parsed(&certificate.cert_der)
+            .key_usage()
+            .expect("ok")
+            .is_none());
+    }
+
+    #[test]
+    fn serial_numbers_differ_between_certificates() {
+        let spec = ca_spec("Root", KeyAlgorithm::EcdsaP256);
+        let first = self_signed_ca(&spec).expect("first");
+        let second = self_signed_ca(&spec).expect("second");
+        assert_ne!(
+            parsed(&first.cert_der).raw_serial(),
+            parsed(&second.cert_der).raw_serial()
+        );
+    }
+
+    #[test]
+    fn rsa_without_a_key_is_refused_with_advice() {
+        let error =
+            self_signed_ca(&ca_spec("Root", KeyAlgorithm::Rsa)).expect_err("no rsa generation");
+        assert!(matches!(error, DevPkiError::RsaKeyGenerationUnavailable));
+        assert!(error.to_string().contains("openssl genpkey"), "{error}");
+    }
+
+    #[test]
+    fn rsa_certificates_are_made_with_a_supplied_key() {
+        let [root_key, leaf_key] = rsa_keys();
+        let root =
+            self_signed_with_key(&ca_spec("RSA Root", KeyAlgorithm::Rsa), root_key).expect("root");
+        let leaf = issue_with_key(&signer_spec("RSA Leaf", KeyAlgorithm::Rsa), leaf_key, &root)
+            .expect("leaf");
+        assert_eq!(leaf.key_pkcs8_der.as_slice(), leaf_key.as_slice());
+        assert!(leaf
+            .signing_key()
+            .expect("key")
+            .public_key_matches(&leaf.cert_der));
+    }
+
+    #[test]
+    fn key_of_another_algorithm_than_the_spec_is_refused() {
+        let error = self_signed_with_key(&ca_spec("Root", KeyAlgorithm::EcdsaP256), &rsa_keys()[0])
+            .expect_err("mismatch");
+        assert!(
+            matches!(&error, DevPkiError::InvalidSpec(reason) if reason.contains("the key is rsa")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn invalid_specs_are_refused() {
+        let mut inverted = signer_spec("Inverted", KeyAlgorithm::EcdsaP256);
+        inverted.not_before_unix = NOW_UNIX;
+        inverted.not_after_unix = NOW_UNIX - 1;
+        let mut before_1970 = signer_spec("Old", KeyAlgorithm::EcdsaP256);
+        before_1970.not_before_unix = -1;
+        let mut after_9999 = signer_spec("Far", KeyAlgorithm::EcdsaP256);
+        after_9999.not_after_unix = CERTIFICATE_TIME_UNIX_MAX + 1;
+        let empty_name = signer_spec("", KeyAlgorithm::EcdsaP256);
+        let mut leaf_with_path_length = signer_spec("Leaf", KeyAlgorithm::EcdsaP256);
+        leaf_with_path_length.path_length_max = Some(0);
+        for spec in [
+            inverted,
+            before_1970,
+            after_9999,
+            empty_name,
+            leaf_with_path_length,
+        ] {
+            assert!(
+                matches!(self_signed(&spec), Err(DevPkiError::InvalidSpec(_))),
+                "{spec:?}"
+            );
+        }
+        let not_a_ca = signer_spec("Leaf", KeyAlgorithm::EcdsaP256);
+        assert!(matches!(
+            self_signed_ca(&not_a_ca),
+            Err(DevPkiError::InvalidSpec(_))
+        ));
+    }
+
+    #[test]
+    fn issuer_whose_key_is_not_its_certificates_is_refused() {
+        let root = self_signed_ca(&ca_spec("Root", KeyAlgorithm::EcdsaP256)).expect("root");
+        let other = self_signed_ca(&ca_spec("Other", KeyAlgorithm::EcdsaP256)).expect("other");
+        let mixed = IssuedCert {
+            cert_der: root.cert_der.clone(),
+            key_pkcs8_der: other.key_pkcs8_der.clone(),
+        };
+        let error =
+            issue(&signer_spec("Leaf", KeyAlgorithm::EcdsaP256), &mixed).expect_err("mismatch");
+        assert!(matches!(error, DevPkiError::Issuer(_)), "{error:?}");
+    }
+
+    #[test]
+    fn openssl_made_ca_can_issue_and_its_chain_validates() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = |name: &str| path_text(&directory.path().join(name));
+        openssl_ok(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &path("ca.key"),
+            "-subj",
+            "/C=DE/O=OpenSSL Made/CN=OpenSSL Root",
+            "-days",
+            "3650",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &path("ca.pem"),
+        ]);
+        let cert_der = parse_certificates(&std::fs::read(path("ca.pem")).expect("read"))
+            .expect("pem")
+            .remove(0);
+        let key_pem = std::fs::read(path("ca.key")).expect("read");
+        let key_pkcs8_der = pem::parse(&key_pem).expect("pem").into_contents();
+        let root = IssuedCert {
+            cert_der,
+            key_pkcs8_der: Zeroizing::new(key_pkcs8_der),
+        };
+        let leaf = issue(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &root).expect("leaf");
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_secs(),
+        )
+        .expect("fits");
+        let anchors = TrustAnchors::from_der_list(vec![root.cert_der.clone()]).expect("anchor");
+        let validated = validate_chain(&[leaf.cert_der], &anchors, now)
+            .expect("the issuer name is reproduced exactly");
+        assert_eq!(validated.issuer, "CN=OpenSSL Root,O=OpenSSL Made,C=DE");
+    }
+
+    #[test]
+    fn pem_helpers_round_trip() {
+        let root = self_signed_ca(&ca_spec("Root", KeyAlgorithm::Ed25519)).expect("root");
+        assert_eq!(
+            parse_certificates(root.cert_pem().as_bytes()).expect("pem"),
+            vec![root.cert_der.clone()]
+        );
+        let key = SigningKey::from_pem(root.key_pem().as_bytes()).expect("key pem");
+        assert!(key.public_key_matches(&root.cert_der));
+        assert!(!format!("{root:?}").contains(&hex::encode(&root.key_pkcs8_der[..])));
+    }
 }

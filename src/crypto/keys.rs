@@ -20,7 +20,9 @@ use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPa
 use spki::AlgorithmIdentifierRef;
 use zeroize::{Zeroize as _, Zeroizing};
 
-use super::cert::{parse_certificate, signer_key_algorithm, RSA_MODULUS_BITS_MAX, RSA_MODULUS_BITS_MIN};
+use super::cert::{
+    parse_certificate, signer_key_algorithm, RSA_MODULUS_BITS_MAX, RSA_MODULUS_BITS_MIN,
+};
 use super::KeyAlgorithm;
 
 /// The length of the master key.
@@ -61,7 +63,11 @@ pub enum KeyError {
     Rejected(String),
     /// The input is larger than the limit for its kind.
     #[error("{what} is {size_bytes} bytes, more than the limit of {limit_bytes} bytes")]
-    TooLarge { what: &'static str, size_bytes: usize, limit_bytes: usize },
+    TooLarge {
+        what: &'static str,
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     /// Signing failed inside ring (should not happen with a valid key).
     #[error("signing failed")]
     SigningFailed,
@@ -100,7 +106,10 @@ enum KeyPairKind {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("SigningKey").field("algorithm", &self.algorithm()).finish_non_exhaustive()
+        formatter
+            .debug_struct("SigningKey")
+            .field("algorithm", &self.algorithm())
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,16 +126,22 @@ impl SigningKey {
         let random = SystemRandom::new();
         let rejected = |error: ring::error::KeyRejected| KeyError::Rejected(error.to_string());
         let pair = match pkcs8_key_algorithm(pkcs8_der)? {
-            KeyAlgorithm::Rsa => KeyPairKind::Rsa(RsaKeyPair::from_pkcs8(pkcs8_der).map_err(rejected)?),
+            KeyAlgorithm::Rsa => {
+                KeyPairKind::Rsa(RsaKeyPair::from_pkcs8(pkcs8_der).map_err(rejected)?)
+            }
             KeyAlgorithm::EcdsaP256 => KeyPairKind::EcdsaP256(
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8_der, &random)
-                    .map_err(rejected)?,
+                EcdsaKeyPair::from_pkcs8(
+                    &signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+                    pkcs8_der,
+                    &random,
+                )
+                .map_err(rejected)?,
             ),
             // OpenSSL writes PKCS#8 v1 Ed25519 keys without the public key, which
             // `from_pkcs8` refuses; the unchecked variant accepts both versions.
-            KeyAlgorithm::Ed25519 => {
-                KeyPairKind::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8_der).map_err(rejected)?)
-            }
+            KeyAlgorithm::Ed25519 => KeyPairKind::Ed25519(
+                Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8_der).map_err(rejected)?,
+            ),
         };
         Ok(SigningKey { pair, random })
     }
@@ -141,8 +156,9 @@ impl SigningKey {
                 limit_bytes: PRIVATE_KEY_INPUT_SIZE_BYTES_MAX,
             });
         }
-        let blocks = pem::parse_many(input)
-            .map_err(|error| KeyError::UnsupportedPem(format!("private key PEM is invalid: {error}")))?;
+        let blocks = pem::parse_many(input).map_err(|error| {
+            KeyError::UnsupportedPem(format!("private key PEM is invalid: {error}"))
+        })?;
         let mut tags = Vec::new();
         for block in blocks {
             let tag = block.tag().to_string();
@@ -164,7 +180,11 @@ impl SigningKey {
         }
         Err(KeyError::UnsupportedPem(format!(
             "no \"PRIVATE KEY\" PEM block found (found: {}): supply an unencrypted PKCS#8 key",
-            if tags.is_empty() { "nothing".to_string() } else { tags.join(", ") }
+            if tags.is_empty() {
+                "nothing".to_string()
+            } else {
+                tags.join(", ")
+            }
         )))
     }
 
@@ -204,8 +224,13 @@ impl SigningKey {
         match &self.pair {
             KeyPairKind::Rsa(pair) => {
                 let mut signature = vec![0u8; pair.public().modulus_len()];
-                pair.sign(&signature::RSA_PKCS1_SHA256, &self.random, message, &mut signature)
-                    .map_err(|_| KeyError::SigningFailed)?;
+                pair.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &self.random,
+                    message,
+                    &mut signature,
+                )
+                .map_err(|_| KeyError::SigningFailed)?;
                 Ok(signature)
             }
             KeyPairKind::EcdsaP256(pair) => pair
@@ -248,17 +273,26 @@ fn pkcs8_key_algorithm(pkcs8_der: &[u8]) -> Result<KeyAlgorithm, KeyError> {
         return Ok(KeyAlgorithm::Rsa);
     }
     if algorithm.oid == OID_EC_PUBLIC_KEY {
-        let curve = algorithm.parameters.and_then(|parameters: AnyRef<'_>| parameters.decode_as::<der::oid::ObjectIdentifier>().ok());
+        let curve = algorithm.parameters.and_then(|parameters: AnyRef<'_>| {
+            parameters.decode_as::<der::oid::ObjectIdentifier>().ok()
+        });
         return match curve {
             Some(curve) if curve == OID_P256 => Ok(KeyAlgorithm::EcdsaP256),
-            Some(curve) => Err(KeyError::UnsupportedAlgorithm(format!("elliptic curve {curve}"))),
-            None => Err(KeyError::UnsupportedAlgorithm("elliptic curve key without a named curve".to_string())),
+            Some(curve) => Err(KeyError::UnsupportedAlgorithm(format!(
+                "elliptic curve {curve}"
+            ))),
+            None => Err(KeyError::UnsupportedAlgorithm(
+                "elliptic curve key without a named curve".to_string(),
+            )),
         };
     }
     if algorithm.oid == OID_ED25519 {
         return Ok(KeyAlgorithm::Ed25519);
     }
-    Err(KeyError::UnsupportedAlgorithm(format!("key algorithm {}", algorithm.oid)))
+    Err(KeyError::UnsupportedAlgorithm(format!(
+        "key algorithm {}",
+        algorithm.oid
+    )))
 }
 
 /// The modulus size of a PKCS#1 RSAPrivateKey.
@@ -297,7 +331,9 @@ impl MasterKey {
     pub fn from_slice(bytes: &[u8]) -> Result<Self, KeyError> {
         let mut key = Zeroizing::new([0u8; MASTER_KEY_LENGTH_BYTES]);
         if bytes.len() != MASTER_KEY_LENGTH_BYTES {
-            return Err(KeyError::MasterKeyLength { length_bytes: bytes.len() });
+            return Err(KeyError::MasterKeyLength {
+                length_bytes: bytes.len(),
+            });
         }
         key.copy_from_slice(bytes);
         Ok(MasterKey(key))
@@ -306,7 +342,9 @@ impl MasterKey {
     /// A fresh random master key.
     pub fn generate() -> Result<Self, KeyError> {
         let mut key = Zeroizing::new([0u8; MASTER_KEY_LENGTH_BYTES]);
-        SystemRandom::new().fill(key.as_mut()).map_err(|_| KeyError::RandomFailed)?;
+        SystemRandom::new()
+            .fill(key.as_mut())
+            .map_err(|_| KeyError::RandomFailed)?;
         Ok(MasterKey(key))
     }
 
@@ -315,9 +353,13 @@ impl MasterKey {
     /// error, never overwritten. Existing files' permissions are not checked (mounted
     /// secrets often are 0644); the caller decides that policy.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let io_error = |source: io::Error| KeyError::MasterKeyIo { path: path.to_path_buf(), source };
+        let io_error = |source: io::Error| KeyError::MasterKeyIo {
+            path: path.to_path_buf(),
+            source,
+        };
         match Self::load(path) {
-            Err(KeyError::MasterKeyIo { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+            Err(KeyError::MasterKeyIo { source, .. })
+                if source.kind() == io::ErrorKind::NotFound => {}
             other => return other,
         }
         let key = Self::generate()?;
@@ -334,7 +376,10 @@ impl MasterKey {
     }
 
     fn load(path: &Path) -> Result<Self, KeyError> {
-        let io_error = |source: io::Error| KeyError::MasterKeyIo { path: path.to_path_buf(), source };
+        let io_error = |source: io::Error| KeyError::MasterKeyIo {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut file = fs::File::open(path).map_err(io_error)?;
         // Read one byte past the expected length to detect longer files without reading them whole.
         let mut buffer = Zeroizing::new(Vec::with_capacity(MASTER_KEY_LENGTH_BYTES + 1));
@@ -354,7 +399,8 @@ impl MasterKey {
 
     fn aead_key(&self) -> Result<aead::LessSafeKey, KeyError> {
         // AES-256 takes exactly 32 bytes, which the type guarantees; map the error anyway.
-        let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, self.0.as_ref()).map_err(|_| KeyError::OpenFailed)?;
+        let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, self.0.as_ref())
+            .map_err(|_| KeyError::OpenFailed)?;
         Ok(aead::LessSafeKey::new(unbound))
     }
 }
@@ -362,12 +408,19 @@ impl MasterKey {
 #[cfg(unix)]
 fn create_private_file(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
-    fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 #[cfg(not(unix))]
 fn create_private_file(path: &Path) -> io::Result<fs::File> {
-    fs::OpenOptions::new().write(true).create_new(true).open(path)
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 /// The additional authenticated data: the version byte, then the caller's data, so that a
@@ -382,7 +435,11 @@ fn seal_aad(associated_data: &[u8]) -> Vec<u8> {
 /// Encrypts `plaintext` with AES-256-GCM under `master`, binding `associated_data` (for
 /// example the key's identifier, so a sealed key cannot be swapped for another's).
 /// Output: version byte (1) || 96-bit random nonce || ciphertext || 128-bit tag.
-pub fn seal(master: &MasterKey, associated_data: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+pub fn seal(
+    master: &MasterKey,
+    associated_data: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, KeyError> {
     if plaintext.len() > SEAL_PLAINTEXT_SIZE_BYTES_MAX {
         return Err(KeyError::TooLarge {
             what: "plaintext to seal",
@@ -391,7 +448,9 @@ pub fn seal(master: &MasterKey, associated_data: &[u8], plaintext: &[u8]) -> Res
         });
     }
     let mut nonce = [0u8; NONCE_LENGTH_BYTES];
-    SystemRandom::new().fill(&mut nonce).map_err(|_| KeyError::RandomFailed)?;
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| KeyError::RandomFailed)?;
     let mut sealed = Vec::with_capacity(SEAL_OVERHEAD_BYTES + plaintext.len());
     sealed.push(SEAL_FORMAT_VERSION);
     sealed.extend_from_slice(&nonce);
@@ -417,9 +476,15 @@ pub fn seal(master: &MasterKey, associated_data: &[u8], plaintext: &[u8]) -> Res
 
 /// Decrypts what [`seal`] produced. Fails (never panics) on a wrong key, wrong associated
 /// data, truncation or any altered byte. The plaintext is zeroized when dropped.
-pub fn open(master: &MasterKey, associated_data: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+pub fn open(
+    master: &MasterKey,
+    associated_data: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     if sealed.len() < SEAL_OVERHEAD_BYTES {
-        return Err(KeyError::SealedTooShort { length_bytes: sealed.len() });
+        return Err(KeyError::SealedTooShort {
+            length_bytes: sealed.len(),
+        });
     }
     if sealed.len() > SEAL_PLAINTEXT_SIZE_BYTES_MAX + SEAL_OVERHEAD_BYTES {
         return Err(KeyError::TooLarge {
@@ -428,16 +493,23 @@ pub fn open(master: &MasterKey, associated_data: &[u8], sealed: &[u8]) -> Result
             limit_bytes: SEAL_PLAINTEXT_SIZE_BYTES_MAX + SEAL_OVERHEAD_BYTES,
         });
     }
-    let (version, rest) = sealed.split_at(1);
-    if version[0] != SEAL_FORMAT_VERSION {
-        return Err(KeyError::UnsupportedSealVersion { version: version[0] });
+    let Some((&version, rest)) = sealed.split_first() else {
+        return Err(KeyError::SealedTooShort { length_bytes: 0 });
+    };
+    if version != SEAL_FORMAT_VERSION {
+        return Err(KeyError::UnsupportedSealVersion { version });
     }
+    // `rest` holds at least a nonce and a tag: the length was checked above.
     let (nonce, ciphertext) = rest.split_at(NONCE_LENGTH_BYTES);
     let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::OpenFailed)?;
     let mut in_out = Zeroizing::new(ciphertext.to_vec());
     let plaintext_length = master
         .aead_key()?
-        .open_in_place(nonce, aead::Aad::from(seal_aad(associated_data)), &mut in_out)
+        .open_in_place(
+            nonce,
+            aead::Aad::from(seal_aad(associated_data)),
+            &mut in_out,
+        )
         .map_err(|_| KeyError::OpenFailed)?
         .len();
     // Drop the tag bytes (zeroized first) and keep the plaintext.
@@ -461,9 +533,15 @@ mod tests {
     #[test]
     fn sealed_data_opens_to_the_plaintext() {
         let sealed = seal(&master(), b"key-id-1", b"secret key bytes").expect("seal");
-        assert_eq!(sealed.len(), SEAL_OVERHEAD_BYTES + b"secret key bytes".len());
+        assert_eq!(
+            sealed.len(),
+            SEAL_OVERHEAD_BYTES + b"secret key bytes".len()
+        );
         assert_eq!(sealed[0], SEAL_FORMAT_VERSION);
-        assert!(!contains(&sealed, b"secret"), "the plaintext must not appear in the output");
+        assert!(
+            !contains(&sealed, b"secret"),
+            "the plaintext must not appear in the output"
+        );
         let opened = open(&master(), b"key-id-1", &sealed).expect("open");
         assert_eq!(opened.as_slice(), b"secret key bytes");
     }
@@ -475,14 +553,19 @@ mod tests {
     }
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-        haystack.windows(needle.len()).any(|window| window == needle)
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
     }
 
     #[test]
     fn sealing_twice_uses_fresh_nonces() {
         let first = seal(&master(), b"aad", b"same plaintext").expect("seal");
         let second = seal(&master(), b"aad", b"same plaintext").expect("seal");
-        assert_ne!(first[1..1 + NONCE_LENGTH_BYTES], second[1..1 + NONCE_LENGTH_BYTES]);
+        assert_ne!(
+            first[1..1 + NONCE_LENGTH_BYTES],
+            second[1..1 + NONCE_LENGTH_BYTES]
+        );
         assert_ne!(first, second);
     }
 
@@ -490,7 +573,10 @@ mod tests {
     fn opening_with_the_wrong_key_fails() {
         let sealed = seal(&master(), b"aad", b"plaintext").expect("seal");
         let other = MasterKey::from_bytes([8u8; MASTER_KEY_LENGTH_BYTES]);
-        assert!(matches!(open(&other, b"aad", &sealed), Err(KeyError::OpenFailed)));
+        assert!(matches!(
+            open(&other, b"aad", &sealed),
+            Err(KeyError::OpenFailed)
+        ));
     }
 
     #[test]
@@ -507,30 +593,48 @@ mod tests {
     #[test]
     fn opening_with_the_wrong_associated_data_fails() {
         let sealed = seal(&master(), b"key-id-1", b"plaintext").expect("seal");
-        assert!(matches!(open(&master(), b"key-id-2", &sealed), Err(KeyError::OpenFailed)));
-        assert!(matches!(open(&master(), b"", &sealed), Err(KeyError::OpenFailed)));
+        assert!(matches!(
+            open(&master(), b"key-id-2", &sealed),
+            Err(KeyError::OpenFailed)
+        ));
+        assert!(matches!(
+            open(&master(), b"", &sealed),
+            Err(KeyError::OpenFailed)
+        ));
     }
 
     #[test]
     fn truncated_sealed_data_fails() {
         let sealed = seal(&master(), b"aad", b"plaintext").expect("seal");
         for length in 0..sealed.len() {
-            assert!(open(&master(), b"aad", &sealed[..length]).is_err(), "truncated to {length} opened");
+            assert!(
+                open(&master(), b"aad", &sealed[..length]).is_err(),
+                "truncated to {length} opened"
+            );
         }
-        assert!(matches!(open(&master(), b"aad", &sealed[..5]), Err(KeyError::SealedTooShort { length_bytes: 5 })));
+        assert!(matches!(
+            open(&master(), b"aad", &sealed[..5]),
+            Err(KeyError::SealedTooShort { length_bytes: 5 })
+        ));
     }
 
     #[test]
     fn unknown_seal_version_is_reported() {
         let mut sealed = seal(&master(), b"aad", b"plaintext").expect("seal");
         sealed[0] = 2;
-        assert!(matches!(open(&master(), b"aad", &sealed), Err(KeyError::UnsupportedSealVersion { version: 2 })));
+        assert!(matches!(
+            open(&master(), b"aad", &sealed),
+            Err(KeyError::UnsupportedSealVersion { version: 2 })
+        ));
     }
 
     #[test]
     fn oversized_plaintext_is_refused() {
         let plaintext = vec![0u8; SEAL_PLAINTEXT_SIZE_BYTES_MAX + 1];
-        assert!(matches!(seal(&master(), b"", &plaintext), Err(KeyError::TooLarge { .. })));
+        assert!(matches!(
+            seal(&master(), b"", &plaintext),
+            Err(KeyError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -547,7 +651,10 @@ mod tests {
         }
         let loaded = MasterKey::load_or_create(&path).expect("load");
         let sealed = seal(&created, b"aad", b"plaintext").expect("seal");
-        assert_eq!(open(&loaded, b"aad", &sealed).expect("same key").as_slice(), b"plaintext");
+        assert_eq!(
+            open(&loaded, b"aad", &sealed).expect("same key").as_slice(),
+            b"plaintext"
+        );
     }
 
     #[test]
@@ -555,38 +662,69 @@ mod tests {
         let directory = tempfile::tempdir().expect("temporary directory");
         let path = directory.path().join("master.key");
         fs::write(&path, [1u8; 31]).expect("write");
-        assert!(matches!(MasterKey::load_or_create(&path), Err(KeyError::MasterKeyLength { length_bytes: 31 })));
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(KeyError::MasterKeyLength { length_bytes: 31 })
+        ));
         fs::write(&path, [1u8; 100]).expect("write");
-        assert!(matches!(MasterKey::load_or_create(&path), Err(KeyError::MasterKeyLength { length_bytes: 100 })));
-        assert_eq!(fs::read(&path).expect("still there"), vec![1u8; 100], "never overwritten");
-        assert!(matches!(MasterKey::from_slice(&[0u8; 33]), Err(KeyError::MasterKeyLength { length_bytes: 33 })));
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(KeyError::MasterKeyLength { length_bytes: 100 })
+        ));
+        assert_eq!(
+            fs::read(&path).expect("still there"),
+            vec![1u8; 100],
+            "never overwritten"
+        );
+        assert!(matches!(
+            MasterKey::from_slice(&[0u8; 33]),
+            Err(KeyError::MasterKeyLength { length_bytes: 33 })
+        ));
     }
 
     #[test]
     fn master_key_in_a_missing_directory_is_an_io_error() {
         let directory = tempfile::tempdir().expect("temporary directory");
         let path = directory.path().join("absent").join("master.key");
-        assert!(matches!(MasterKey::load_or_create(&path), Err(KeyError::MasterKeyIo { .. })));
+        assert!(matches!(
+            MasterKey::load_or_create(&path),
+            Err(KeyError::MasterKeyIo { .. })
+        ));
     }
 
     #[test]
     fn debug_output_never_shows_key_material() {
         let key = MasterKey::from_bytes([0xAB; MASTER_KEY_LENGTH_BYTES]);
         let shown = format!("{key:?}");
-        assert!(!shown.to_lowercase().contains("ab") && !shown.contains("171"), "{shown}");
-        let signing_key = devpki::self_signed_ca(&crate::crypto::testutil::ca_spec("Root", KeyAlgorithm::Ed25519))
-            .expect("root")
-            .signing_key()
-            .expect("key");
-        assert_eq!(format!("{signing_key:?}"), "SigningKey { algorithm: Ed25519, .. }");
+        assert!(
+            !shown.to_lowercase().contains("ab") && !shown.contains("171"),
+            "{shown}"
+        );
+        let signing_key = devpki::self_signed_ca(&crate::crypto::testutil::ca_spec(
+            "Root",
+            KeyAlgorithm::Ed25519,
+        ))
+        .expect("root")
+        .signing_key()
+        .expect("key");
+        assert_eq!(
+            format!("{signing_key:?}"),
+            "SigningKey { algorithm: Ed25519, .. }"
+        );
     }
 
     #[test]
     fn openssl_made_keys_of_each_algorithm_load_from_pem() {
         let cases: [(&[&str], KeyAlgorithm); 3] = [
-            (&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], KeyAlgorithm::EcdsaP256),
+            (
+                &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                KeyAlgorithm::EcdsaP256,
+            ),
             (&["-algorithm", "ED25519"], KeyAlgorithm::Ed25519),
-            (&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], KeyAlgorithm::Rsa),
+            (
+                &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                KeyAlgorithm::Rsa,
+            ),
         ];
         for (arguments, algorithm) in cases {
             let key = SigningKey::from_pem(&openssl_genpkey_pem(arguments))
@@ -595,19 +733,37 @@ mod tests {
         }
     }
 
-    /// Writes `key`'s public key as a SubjectPublicKeyInfo PEM via its certificate, signs
-    /// `message`, and asks `openssl pkeyutl` to verify.
-    fn openssl_verifies_raw_signature(key_pkcs8_der: &[u8], digest_args: &[&str]) -> bool {
+    /// Signs a message with the key (optionally spoiling the signature), and asks
+    /// `openssl pkeyutl` to verify it with the public key openssl derives from the same key.
+    fn openssl_verifies_raw_signature(
+        key_pkcs8_der: &[u8],
+        digest_args: &[&str],
+        tamper: bool,
+    ) -> bool {
         let key = SigningKey::from_pkcs8_der(key_pkcs8_der).expect("key");
         let message = b"message to sign";
-        let signature = key.sign(message).expect("sign");
+        let mut signature = key.sign(message).expect("sign");
+        if tamper {
+            let last = signature.len() - 1;
+            signature[last] ^= 0x01;
+        }
         let directory = tempfile::tempdir().expect("temporary directory");
         let path = |name: &str| path_text(&directory.path().join(name));
         fs::write(path("key.der"), key_pkcs8_der).expect("write");
         fs::write(path("message"), message).expect("write");
         fs::write(path("signature"), &signature).expect("write");
-        openssl_ok(&["pkey", "-inform", "DER", "-in", &path("key.der"), "-pubout", "-out", &path("public.pem")]);
-        let (public_path, message_path, signature_path) = (path("public.pem"), path("message"), path("signature"));
+        openssl_ok(&[
+            "pkey",
+            "-inform",
+            "DER",
+            "-in",
+            &path("key.der"),
+            "-pubout",
+            "-out",
+            &path("public.pem"),
+        ]);
+        let (public_path, message_path, signature_path) =
+            (path("public.pem"), path("message"), path("signature"));
         let mut args = vec!["pkeyutl", "-verify", "-pubin", "-inkey", &public_path];
         args.extend_from_slice(digest_args);
         args.extend_from_slice(&["-rawin", "-in", &message_path, "-sigfile", &signature_path]);
@@ -617,33 +773,47 @@ mod tests {
     #[test]
     fn signatures_of_each_algorithm_verify_with_openssl() {
         let ecdsa = openssl_genpkey(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]);
-        assert!(openssl_verifies_raw_signature(&ecdsa, &["-digest", "sha256"]), "ecdsa-p256");
         let ed25519 = openssl_genpkey(&["-algorithm", "ED25519"]);
-        assert!(openssl_verifies_raw_signature(&ed25519, &[]), "ed25519");
-        assert!(openssl_verifies_raw_signature(&rsa_keys()[0], &["-digest", "sha256"]), "rsa");
-        // The check can fail: a signature by another key does not verify.
-        let other = openssl_genpkey(&["-algorithm", "ED25519"]);
-        let signature = SigningKey::from_pkcs8_der(&other).expect("key").sign(b"message to sign").expect("sign");
-        let genuine = SigningKey::from_pkcs8_der(&ed25519).expect("key").sign(b"message to sign").expect("sign");
-        assert_ne!(signature, genuine);
+        let rsa = &rsa_keys()[0];
+        for (key, digest_args, name) in [
+            (&ecdsa, &["-digest", "sha256"][..], "ecdsa-p256"),
+            (&ed25519, &[][..], "ed25519"),
+            (rsa, &["-digest", "sha256"][..], "rsa"),
+        ] {
+            assert!(
+                openssl_verifies_raw_signature(key, digest_args, false),
+                "{name} signature rejected"
+            );
+            assert!(
+                !openssl_verifies_raw_signature(key, digest_args, true),
+                "{name} spoiled signature accepted"
+            );
+        }
     }
 
     #[test]
     fn rsa_key_below_2048_bits_is_refused_as_too_small() {
         let small = openssl_genpkey(&["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"]);
-        assert!(matches!(SigningKey::from_pkcs8_der(&small), Err(KeyError::RsaKeyTooSmall { bits: 1024 })));
+        assert!(matches!(
+            SigningKey::from_pkcs8_der(&small),
+            Err(KeyError::RsaKeyTooSmall { bits: 1024 })
+        ));
     }
 
     #[test]
     fn p384_key_is_refused_as_unsupported() {
         let p384 = openssl_genpkey(&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"]);
         let error = SigningKey::from_pkcs8_der(&p384).expect_err("p-384");
-        assert!(matches!(&error, KeyError::UnsupportedAlgorithm(reason) if reason.contains("1.3.132.0.34")), "{error}");
+        assert!(
+            matches!(&error, KeyError::UnsupportedAlgorithm(reason) if reason.contains("1.3.132.0.34")),
+            "{error}"
+        );
     }
 
     #[test]
     fn encrypted_and_legacy_pem_keys_are_refused_with_advice() {
-        let encrypted = b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        let encrypted =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
         let error = SigningKey::from_pem(encrypted).expect_err("encrypted");
         assert!(error.to_string().contains("-nocrypt"), "{error}");
         let legacy = b"-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n";
@@ -656,15 +826,25 @@ mod tests {
 
     #[test]
     fn garbage_pkcs8_is_refused_as_malformed() {
-        assert!(matches!(SigningKey::from_pkcs8_der(b"\x30\x03\x02\x01"), Err(KeyError::MalformedPrivateKey(_))));
-        assert!(matches!(SigningKey::from_pkcs8_der(b""), Err(KeyError::MalformedPrivateKey(_))));
+        assert!(matches!(
+            SigningKey::from_pkcs8_der(b"\x30\x03\x02\x01"),
+            Err(KeyError::MalformedPrivateKey(_))
+        ));
+        assert!(matches!(
+            SigningKey::from_pkcs8_der(b""),
+            Err(KeyError::MalformedPrivateKey(_))
+        ));
     }
 
     #[test]
     fn public_key_matches_only_its_own_certificate() {
-        let root = devpki::self_signed_ca(&crate::crypto::testutil::ca_spec("Root", KeyAlgorithm::EcdsaP256))
-            .expect("root");
-        let leaf = devpki::issue(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &root).expect("leaf");
+        let root = devpki::self_signed_ca(&crate::crypto::testutil::ca_spec(
+            "Root",
+            KeyAlgorithm::EcdsaP256,
+        ))
+        .expect("root");
+        let leaf =
+            devpki::issue(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &root).expect("leaf");
         let leaf_key = leaf.signing_key().expect("key");
         assert!(leaf_key.public_key_matches(&leaf.cert_der));
         assert!(!leaf_key.public_key_matches(&root.cert_der));

@@ -71,7 +71,9 @@ pub(crate) fn rsa_keys() -> &'static [Vec<u8>; 2] {
 }
 
 pub(crate) fn path_text(path: &Path) -> String {
-    path.to_str().expect("temporary paths are UTF-8").to_string()
+    path.to_str()
+        .expect("temporary paths are UTF-8")
+        .to_string()
 }
 
 /// A root CA, an intermediate CA (not for RSA) and a signer leaf, valid in the wide window.
@@ -93,14 +95,23 @@ impl TestChain {
 }
 
 pub(crate) fn ca_spec(common_name: &str, algorithm: KeyAlgorithm) -> CertSpec {
-    let mut spec =
-        CertSpec::certificate_authority(common_name, algorithm, WIDE_NOT_BEFORE_UNIX, WIDE_NOT_AFTER_UNIX);
+    let mut spec = CertSpec::certificate_authority(
+        common_name,
+        algorithm,
+        WIDE_NOT_BEFORE_UNIX,
+        WIDE_NOT_AFTER_UNIX,
+    );
     spec.organization = Some("Kyso Test".to_string());
     spec
 }
 
 pub(crate) fn signer_spec(common_name: &str, algorithm: KeyAlgorithm) -> CertSpec {
-    let mut spec = CertSpec::signer(common_name, algorithm, WIDE_NOT_BEFORE_UNIX, WIDE_NOT_AFTER_UNIX);
+    let mut spec = CertSpec::signer(
+        common_name,
+        algorithm,
+        WIDE_NOT_BEFORE_UNIX,
+        WIDE_NOT_AFTER_UNIX,
+    );
     spec.organization = Some("Kyso Test".to_string());
     spec
 }
@@ -111,21 +122,37 @@ pub(crate) fn test_chain(algorithm: KeyAlgorithm) -> TestChain {
     match algorithm {
         KeyAlgorithm::Rsa => {
             let [root_key, leaf_key] = rsa_keys();
-            let root = devpki::self_signed_with_key(&ca_spec("Kyso Test RSA Root", algorithm), root_key)
-                .expect("rsa root");
-            let leaf = devpki::issue_with_key(&signer_spec("Alice RSA", algorithm), leaf_key, &root)
-                .expect("rsa leaf");
-            TestChain { root, intermediate: None, leaf }
+            let root =
+                devpki::self_signed_with_key(&ca_spec("Kyso Test RSA Root", algorithm), root_key)
+                    .expect("rsa root");
+            let leaf =
+                devpki::issue_with_key(&signer_spec("Alice RSA", algorithm), leaf_key, &root)
+                    .expect("rsa leaf");
+            TestChain {
+                root,
+                intermediate: None,
+                leaf,
+            }
         }
         KeyAlgorithm::EcdsaP256 | KeyAlgorithm::Ed25519 => {
-            let root = devpki::self_signed_ca(&ca_spec(&format!("Kyso Test {algorithm} Root"), algorithm))
-                .expect("root");
-            let intermediate =
-                devpki::issue(&ca_spec(&format!("Kyso Test {algorithm} Intermediate"), algorithm), &root)
-                    .expect("intermediate");
-            let leaf = devpki::issue(&signer_spec(&format!("Alice {algorithm}"), algorithm), &intermediate)
-                .expect("leaf");
-            TestChain { root, intermediate: Some(intermediate), leaf }
+            let root =
+                devpki::self_signed_ca(&ca_spec(&format!("Kyso Test {algorithm} Root"), algorithm))
+                    .expect("root");
+            let intermediate = devpki::issue(
+                &ca_spec(&format!("Kyso Test {algorithm} Intermediate"), algorithm),
+                &root,
+            )
+            .expect("intermediate");
+            let leaf = devpki::issue(
+                &signer_spec(&format!("Alice {algorithm}"), algorithm),
+                &intermediate,
+            )
+            .expect("leaf");
+            TestChain {
+                root,
+                intermediate: Some(intermediate),
+                leaf,
+            }
         }
     }
 }

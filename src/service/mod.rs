@@ -3,6 +3,7 @@
 //! gRPC or HTTP; adapters in `api` convert at the edge and map [`ServiceError`] to statuses.
 
 pub mod archive;
+pub mod log;
 pub mod signing;
 pub mod validate;
 pub mod verify;
@@ -100,6 +101,7 @@ pub struct Kyso<P: Proposer> {
     pub(crate) master_key: MasterKey,
     pub(crate) limits: Limits,
     pub(crate) random: ring::rand::SystemRandom,
+    pub(crate) log: log::LogIdentity,
 }
 
 impl<P: Proposer> Kyso<P> {
@@ -110,8 +112,9 @@ impl<P: Proposer> Kyso<P> {
         trust: TrustAnchors,
         master_key: MasterKey,
         limits: Limits,
+        log: log::LogIdentity,
     ) -> Self {
-        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new() }
+        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new(), log }
     }
 
     pub fn limits(&self) -> &Limits {

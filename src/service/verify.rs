@@ -27,6 +27,8 @@ pub struct VerifiedCertification {
     pub signature_valid: bool,
     pub chain_valid_at_signing: bool,
     pub summary: String,
+    /// Proof of inclusion in the transparency log at the current tree size.
+    pub inclusion: Option<(crate::state::LogProof, super::log::SignedCheckpoint)>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +96,9 @@ impl<P: Proposer> Kyso<P> {
             (Some(revocation), _, _) => format!("revoked: {}", revocation.reason),
             (None, Ok(_), Ok(_)) => "valid".to_string(),
         };
+        let inclusion = self.current_inclusion(&certification.lookup_code)?;
         Ok(VerifiedCertification {
+            inclusion,
             signature_valid: signature.is_ok(),
             chain_valid_at_signing: chain.is_ok(),
             summary,

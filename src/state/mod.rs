@@ -6,7 +6,9 @@
 //! command and the current state. This module never sees gRPC types or object storage.
 
 pub mod command;
+pub mod leaf;
 pub mod store;
 
 pub use command::{Command, CommandEnvelope, Outcome, Rejection};
-pub use store::{StateStore, StateError};
+pub use leaf::{LogEvent, LogLeaf};
+pub use store::{LogProof, StateError, StateStore};

@@ -14,6 +14,8 @@ use redb::{
 };
 
 use super::command::{Command, CommandEnvelope, Outcome, Rejection};
+use super::leaf::{LogEvent, LogLeaf};
+use crate::tlog;
 use crate::domain::{Certification, Dossier, Revocation, Sha256, Signer};
 use crate::lookup::LookupCode;
 
@@ -27,8 +29,25 @@ const CERTIFICATIONS_BY_DOCUMENT: MultimapTableDefinition<&[u8], &[u8]> =
     MultimapTableDefinition::new("certifications_by_document");
 /// Blobs referenced by a dossier: hash -> size in bytes.
 const BLOBS: TableDefinition<&[u8], u64> = TableDefinition::new("blobs");
+/// Merkle log: hashes of complete subtrees, (level, index) -> 32 bytes.
+const TLOG_NODES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog_nodes");
+/// Merkle log: leaf index -> leaf data.
+const TLOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaves");
+/// Lookup-code key -> index of the certification's leaf.
+const CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("certification_leaves");
 
 const APPLIED_INDEX: &str = "applied_index";
+const TLOG_SIZE: &str = "tlog_size";
+
+/// A leaf with its audit path to the root of a tree of `tree_size`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogProof {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub root: [u8; 32],
+    pub leaf_data: Vec<u8>,
+    pub audit_path: Vec<[u8; 32]>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -62,6 +81,9 @@ impl StateStore {
             txn.open_table(CERTIFICATIONS)?;
             txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
             txn.open_table(BLOBS)?;
+            txn.open_table(TLOG_NODES)?;
+            txn.open_table(TLOG_LEAVES)?;
+            txn.open_table(CERTIFICATION_LEAVES)?;
         }
         txn.commit()?;
         Ok(StateStore { db })
@@ -124,26 +146,95 @@ impl StateStore {
         Ok(table.get(hash.0.as_slice())?.is_some())
     }
 
+    // ----- transparency log ----------------------------------------------------------
+
+    /// Number of leaves in the log.
+    pub fn tlog_size(&self) -> Result<u64, StateError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0))
+    }
+
+    /// The current size and root, read in one transaction.
+    pub fn tlog_head(&self) -> Result<(u64, [u8; 32]), StateError> {
+        let txn = self.db.begin_read()?;
+        let size = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
+        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        Ok((size, tlog::root(&nodes, size).map_err(merkle_error)?))
+    }
+
+    /// Root of the tree at an earlier (or the current) size.
+    pub fn tlog_root(&self, size: u64) -> Result<[u8; 32], StateError> {
+        let txn = self.db.begin_read()?;
+        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        tlog::root(&nodes, size).map_err(merkle_error)
+    }
+
+    /// Inclusion proof of a leaf at `tree_size` (0 = current size). `None` if the leaf or
+    /// the size is beyond the log.
+    pub fn tlog_inclusion(&self, leaf_index: u64, tree_size: u64) -> Result<Option<LogProof>, StateError> {
+        let txn = self.db.begin_read()?;
+        let current = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
+        let tree_size = if tree_size == 0 { current } else { tree_size };
+        if tree_size > current || leaf_index >= tree_size {
+            return Ok(None);
+        }
+        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
+        let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
+        let leaf_data = txn
+            .open_table(TLOG_LEAVES)?
+            .get(leaf_index)?
+            .ok_or_else(|| StateError::Corrupt(format!("log leaf {leaf_index} is missing")))?
+            .value()
+            .to_vec();
+        Ok(Some(LogProof { leaf_index, tree_size, root, leaf_data, audit_path }))
+    }
+
+    /// Consistency proof between two sizes; `None` if a size is beyond the log.
+    pub fn tlog_consistency(&self, first_size: u64, second_size: u64) -> Result<Option<Vec<[u8; 32]>>, StateError> {
+        let txn = self.db.begin_read()?;
+        let current = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
+        if second_size > current {
+            return Ok(None);
+        }
+        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        tlog::consistency_proof(&nodes, first_size, second_size).map(Some).map_err(merkle_error)
+    }
+
+    /// Leaves in `[start, end)`, clipped to the log's size.
+    pub fn tlog_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
+        let txn = self.db.begin_read()?;
+        let mut entries = Vec::new();
+        for row in txn.open_table(TLOG_LEAVES)?.range(start..end)? {
+            let (index, data) = row?;
+            entries.push((index.value(), data.value().to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Index of a certification's leaf.
+    pub fn certification_leaf(&self, code: &LookupCode) -> Result<Option<u64>, StateError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(CERTIFICATION_LEAVES)?.get(code.index_key().as_slice())?.map(|value| value.value()))
+    }
+
     // ----- apply ---------------------------------------------------------------------
 
     fn apply_batch(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateError> {
         let txn = self.db.begin_write()?;
         let mut responses = Vec::with_capacity(entries.len());
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut applied = meta.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0);
-            for entry in entries {
-                assert_eq!(entry.index, applied + 1, "entries must be applied in order, without gaps");
-                if entry.data.is_empty() {
-                    // A leader's no-op or a membership change: nothing to apply.
-                    responses.push(Bytes::new());
-                } else {
-                    responses.push(Bytes::from(apply_entry(&txn, &entry.data)?.encode()));
-                }
-                applied = entry.index;
+        let mut applied = txn.open_table(META)?.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0);
+        for entry in entries {
+            assert_eq!(entry.index, applied + 1, "entries must be applied in order, without gaps");
+            if entry.data.is_empty() {
+                // A leader's no-op or a membership change: nothing to apply.
+                responses.push(Bytes::new());
+            } else {
+                responses.push(Bytes::from(apply_entry(&txn, &entry.data)?.encode()));
             }
-            meta.insert(APPLIED_INDEX, applied)?;
+            applied = entry.index;
         }
+        txn.open_table(META)?.insert(APPLIED_INDEX, applied)?;
         txn.commit()?;
         Ok(responses)
     }
@@ -159,6 +250,10 @@ struct SnapshotV1 {
     certifications: Vec<(Vec<u8>, Vec<u8>)>,
     certifications_by_document: Vec<(Vec<u8>, Vec<u8>)>,
     blobs: Vec<(Vec<u8>, u64)>,
+    tlog_size: u64,
+    tlog_nodes: Vec<((u8, u64), Vec<u8>)>,
+    tlog_leaves: Vec<(u64, Vec<u8>)>,
+    certification_leaves: Vec<(Vec<u8>, u64)>,
 }
 
 const SNAPSHOT_VERSION: u8 = 1;
@@ -196,6 +291,19 @@ impl StateStore {
             let (key, value) = row?;
             snapshot.blobs.push((key.value().to_vec(), value.value()));
         }
+        snapshot.tlog_size = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
+        for row in txn.open_table(TLOG_NODES)?.iter()? {
+            let (key, value) = row?;
+            snapshot.tlog_nodes.push((key.value(), value.value().to_vec()));
+        }
+        for row in txn.open_table(TLOG_LEAVES)?.iter()? {
+            let (key, value) = row?;
+            snapshot.tlog_leaves.push((key.value(), value.value().to_vec()));
+        }
+        for row in txn.open_table(CERTIFICATION_LEAVES)?.iter()? {
+            let (key, value) = row?;
+            snapshot.certification_leaves.push((key.value().to_vec(), value.value()));
+        }
         let mut bytes = vec![SNAPSHOT_VERSION];
         bytes.extend(encode(&snapshot));
         Ok((snapshot.applied, Bytes::from(bytes)))
@@ -216,6 +324,9 @@ impl StateStore {
         txn.delete_table(CERTIFICATIONS)?;
         txn.delete_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
         txn.delete_table(BLOBS)?;
+        txn.delete_table(TLOG_NODES)?;
+        txn.delete_table(TLOG_LEAVES)?;
+        txn.delete_table(CERTIFICATION_LEAVES)?;
         {
             let mut table = txn.open_table(REQUESTS)?;
             for (key, value) in &snapshot.requests {
@@ -241,7 +352,21 @@ impl StateStore {
             for (key, value) in &snapshot.blobs {
                 table.insert(key.as_slice(), *value)?;
             }
-            txn.open_table(META)?.insert(APPLIED_INDEX, index)?;
+            let mut table = txn.open_table(TLOG_NODES)?;
+            for (key, value) in &snapshot.tlog_nodes {
+                table.insert(*key, value.as_slice())?;
+            }
+            let mut table = txn.open_table(TLOG_LEAVES)?;
+            for (key, value) in &snapshot.tlog_leaves {
+                table.insert(*key, value.as_slice())?;
+            }
+            let mut table = txn.open_table(CERTIFICATION_LEAVES)?;
+            for (key, value) in &snapshot.certification_leaves {
+                table.insert(key.as_slice(), *value)?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert(TLOG_SIZE, snapshot.tlog_size)?;
+            meta.insert(APPLIED_INDEX, index)?;
         }
         txn.commit()?;
         Ok(())
@@ -309,6 +434,8 @@ fn register_signer(txn: &WriteTransaction, signer: Signer) -> Result<Outcome, St
         ))));
     }
     signers.insert(signer.id.as_str(), encode(&signer).as_slice())?;
+    let public = Signer { sealed_key: None, ..signer.clone() };
+    append_leaf(txn, &LogLeaf::new(LogEvent::SignerRegistered(public)))?;
     Ok(Outcome::Signer(signer))
 }
 
@@ -331,10 +458,13 @@ fn certify(txn: &WriteTransaction, certifications: Vec<Certification>) -> Result
     }
     let mut table = txn.open_table(CERTIFICATIONS)?;
     let mut by_document = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+    let mut leaves = txn.open_table(CERTIFICATION_LEAVES)?;
     for certification in &certifications {
         let key = certification.lookup_code.index_key();
         table.insert(key.as_slice(), encode(certification).as_slice())?;
         by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
+        let leaf_index = append_leaf(txn, &LogLeaf::new(LogEvent::Certification(certification.clone())))?;
+        leaves.insert(key.as_slice(), leaf_index)?;
     }
     Ok(Outcome::Certifications(certifications))
 }
@@ -391,9 +521,67 @@ fn revoke(txn: &WriteTransaction, code: &LookupCode, revocation: Revocation) -> 
             existing.revoked_at_unix, existing.reason
         ))));
     }
+    append_leaf(
+        txn,
+        &LogLeaf::new(LogEvent::Revocation {
+            lookup_code: code.clone(),
+            document_sha256: certification.document_sha256,
+            reason: revocation.reason.clone(),
+            revoked_at_unix: revocation.revoked_at_unix,
+        }),
+    )?;
     certification.revocation = Some(revocation);
     table.insert(key.as_slice(), encode(&certification).as_slice())?;
     Ok(Outcome::Certifications(vec![certification]))
+}
+
+/// Appends a leaf to the Merkle log; returns its index. O(log n) node writes.
+fn append_leaf(txn: &WriteTransaction, leaf: &LogLeaf) -> Result<u64, StateError> {
+    let mut meta = txn.open_table(META)?;
+    let size = meta.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
+    let data = leaf.encode();
+    {
+        let mut nodes = WriteNodes(txn.open_table(TLOG_NODES)?);
+        tlog::append(&mut nodes, size, &data).map_err(merkle_error)?;
+    }
+    txn.open_table(TLOG_LEAVES)?.insert(size, data.as_slice())?;
+    meta.insert(TLOG_SIZE, size + 1)?;
+    Ok(size)
+}
+
+struct WriteNodes<'txn>(redb::Table<'txn, (u8, u64), &'static [u8]>);
+struct ReadNodes(redb::ReadOnlyTable<(u8, u64), &'static [u8]>);
+
+fn node_from(bytes: &[u8]) -> Result<[u8; 32], StateError> {
+    <[u8; 32]>::try_from(bytes).map_err(|_| StateError::Corrupt(format!("log node of {} bytes", bytes.len())))
+}
+
+impl tlog::NodeStore for WriteNodes<'_> {
+    type Error = StateError;
+    fn get(&self, level: u8, index: u64) -> Result<Option<[u8; 32]>, StateError> {
+        self.0.get((level, index))?.map(|value| node_from(value.value())).transpose()
+    }
+    fn put(&mut self, level: u8, index: u64, hash: [u8; 32]) -> Result<(), StateError> {
+        self.0.insert((level, index), hash.as_slice())?;
+        Ok(())
+    }
+}
+
+impl tlog::NodeStore for ReadNodes {
+    type Error = StateError;
+    fn get(&self, level: u8, index: u64) -> Result<Option<[u8; 32]>, StateError> {
+        self.0.get((level, index))?.map(|value| node_from(value.value())).transpose()
+    }
+    fn put(&mut self, _level: u8, _index: u64, _hash: [u8; 32]) -> Result<(), StateError> {
+        Err(StateError::Storage("log nodes are read-only outside apply".into()))
+    }
+}
+
+fn merkle_error(error: tlog::MerkleError<StateError>) -> StateError {
+    match error {
+        tlog::MerkleError::Store(inner) => inner,
+        other => StateError::Corrupt(format!("transparency log: {other}")),
+    }
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {

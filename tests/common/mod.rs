@@ -32,11 +32,17 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node in `dir` trusting `ca_pem`, with extra TOML appended to `[limits]`.
     pub fn start(dir: &Path, ca_pem: &Path, extra_limits: &str) -> TestNode {
+        Self::start_with(dir, ca_pem, "", extra_limits)
+    }
+
+    /// Like [`TestNode::start`] with extra top-level TOML (before `[limits]`).
+    pub fn start_with(dir: &Path, ca_pem: &Path, extra_top_level: &str, extra_limits: &str) -> TestNode {
         std::fs::create_dir_all(dir).unwrap();
         let config_path = dir.join("kyso.toml");
         let config = format!(
-            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n[limits]\n{}\n",
+            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n{}\n[limits]\n{}\n",
             ca_pem.display().to_string(),
+            extra_top_level,
             extra_limits
         );
         std::fs::write(&config_path, config).unwrap();
@@ -290,4 +296,14 @@ pub fn document(seed: u8, size: usize) -> Vec<u8> {
 
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("kyso-test-").tempdir().unwrap()
+}
+
+/// Runs the kyso binary with arguments; returns (success, stdout, stderr).
+pub fn kyso_cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kyso")).args(args).env("KYSO_LOG", "warn").output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
