@@ -9,7 +9,7 @@ use kyso_cluster::single::SingleNode;
 use kyso_cluster::DriverConfig;
 use kyso_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::grpc::GrpcApi;
 use crate::archive::BlobStore;
@@ -71,8 +71,11 @@ impl Node {
                 let _ = http_stopped.await;
             });
         let http_task = tokio::spawn(async move { http.await });
-        let grpc = grpc_router(self.kyso.clone())?
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), shutdown);
+        // The builder's `tcp_nodelay` applies only to listeners tonic binds itself; accepted
+        // sockets of our own listener need it set here, or Nagle's algorithm and delayed ACKs
+        // add ~40 ms to every small response.
+        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
+        let grpc = grpc_router(self.kyso.clone())?.serve_with_incoming_shutdown(incoming, shutdown);
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
         http_task.await.context("HTTP server task failed")?.context("HTTP server failed")?;
