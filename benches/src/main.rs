@@ -41,6 +41,15 @@ enum Command {
     Scale(ScaleArgs),
     /// Render a run's JSON lines as the markdown tables of BENCHMARKS.md.
     Report(ReportArgs),
+    /// Print criterion's results (from CRITERION_HOME or --dir) as JSON lines.
+    Criterion(CriterionArgs),
+}
+
+#[derive(Debug, Args)]
+struct CriterionArgs {
+    /// Criterion's output directory.
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -256,6 +265,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scale(args) => scale(args).await,
+        Command::Criterion(args) => {
+            for record in report::criterion_results(&args.dir)? {
+                emit(record);
+            }
+            Ok(())
+        }
         Command::Report(args) => {
             print!("{}", report::render(&std::fs::read_to_string(&args.results)?)?);
             Ok(())

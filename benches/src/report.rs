@@ -65,6 +65,7 @@ pub fn render(jsonl: &str) -> anyhow::Result<String> {
         )?;
     }
 
+    render_criterion(&mut out, &records)?;
     render_load(&mut out, &records)?;
     render_bounds(&mut out, &records)?;
     render_scale(&mut out, &records)?;
@@ -208,6 +209,64 @@ fn render_scale(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
             let ratio = num(&last["verify"][op]["p99_ms"]) / num(&first["verify"][op]["p99_ms"]).max(f64::EPSILON);
             writeln!(out, "\n{op}: p99 at {} records is {ratio:.2} × its value at {} records.", last["records"], first["records"])?;
         }
+    }
+    Ok(())
+}
+
+/// Reads every `new/benchmark.json` + `new/estimates.json` pair under criterion's output
+/// directory, as JSON records of kind "criterion", sorted by benchmark id.
+pub fn criterion_results(dir: &std::path::Path) -> anyhow::Result<Vec<Value>> {
+    fn walk(dir: &std::path::Path, found: &mut Vec<Value>) -> anyhow::Result<()> {
+        let benchmark = dir.join("new").join("benchmark.json");
+        let estimates = dir.join("new").join("estimates.json");
+        if benchmark.is_file() && estimates.is_file() {
+            let benchmark: Value = serde_json::from_slice(&std::fs::read(&benchmark)?)?;
+            let estimates: Value = serde_json::from_slice(&std::fs::read(&estimates)?)?;
+            found.push(serde_json::json!({
+                "kind": "criterion",
+                "id": benchmark["full_id"],
+                "throughput": benchmark["throughput"],
+                "mean_ns": estimates["mean"]["point_estimate"],
+                "median_ns": estimates["median"]["point_estimate"],
+            }));
+        }
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() && path.file_name().is_some_and(|name| name != "new" && name != "base" && name != "report") {
+                walk(&path, found)?;
+            }
+        }
+        Ok(())
+    }
+    let mut found = Vec::new();
+    walk(dir, &mut found)?;
+    found.sort_by(|first, second| str_of(&first["id"]).cmp(str_of(&second["id"])));
+    Ok(found)
+}
+
+fn render_criterion(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
+    let results: Vec<&Value> = records.iter().filter(|record| record["kind"] == "criterion").collect();
+    if results.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "\n### Micro-benchmarks (criterion, median)\n")?;
+    writeln!(out, "| benchmark | time per iteration | rate |\n|---|---|---|")?;
+    for result in results {
+        let median_ns = num(&result["median_ns"]);
+        let per_second = 1e9 / median_ns.max(f64::EPSILON);
+        let rate = match (&result["throughput"]["Bytes"], &result["throughput"]["Elements"]) {
+            (Value::Number(bytes), _) => format!("{:.0} MB/s", bytes.as_f64().unwrap_or(0.0) * per_second / 1e6),
+            (_, Value::Number(elements)) => format!("{:.0}/s", elements.as_f64().unwrap_or(0.0) * per_second),
+            _ => format!("{per_second:.0}/s"),
+        };
+        let time = if median_ns >= 1e6 {
+            format!("{:.2} ms", median_ns / 1e6)
+        } else if median_ns >= 1e3 {
+            format!("{:.2} µs", median_ns / 1e3)
+        } else {
+            format!("{median_ns:.0} ns")
+        };
+        writeln!(out, "| {} | {time} | {rate} |", str_of(&result["id"]))?;
     }
     Ok(())
 }
