@@ -19,6 +19,7 @@ pub mod load;
 pub mod node_process;
 pub mod pki;
 pub mod report;
+pub mod state_stats;
 pub mod stats;
 pub mod target_etcd;
 pub mod target_kyso;

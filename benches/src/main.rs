@@ -43,6 +43,15 @@ enum Command {
     Report(ReportArgs),
     /// Print criterion's results (from CRITERION_HOME or --dir) as JSON lines.
     Criterion(CriterionArgs),
+    /// Where a stopped node's state.redb spends its bytes, per table.
+    StateStats(StateStatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct StateStatsArgs {
+    /// The data directory of a stopped node.
+    #[arg(long)]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -102,8 +111,9 @@ struct KysoArgs {
     /// Directory made by `kyso-bench pki`.
     #[arg(long)]
     pki: PathBuf,
-    /// Operations: certify, verify-hash, verify-code (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "certify,verify-hash,verify-code")]
+    /// Operations: certify, verify-hash, verify-code, health (a gRPC health check: the
+    /// transport's ceiling), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "certify,verify-hash,verify-code,health")]
     ops: Vec<String>,
     #[command(flatten)]
     window: Window,
@@ -265,6 +275,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scale(args) => scale(args).await,
+        Command::StateStats(args) => {
+            let progress = bulk::read_progress(&args.data_dir).ok();
+            let (file_bytes, tables) = kyso_bench::state_stats::table_stats(&args.data_dir.join("state.redb"))?;
+            for table in &tables {
+                eprintln!(
+                    "{:28} {:>10} entries {:>12} stored bytes {:>10} metadata {:>12} fragmented  height {}",
+                    table.table, table.entries, table.stored_bytes, table.metadata_bytes, table.fragmented_bytes, table.tree_height
+                );
+            }
+            emit(json!({"kind": "state-stats", "file_bytes": file_bytes, "records": progress.map(|p| p.records), "tables": tables}));
+            Ok(())
+        }
         Command::Criterion(args) => {
             for record in report::criterion_results(&args.dir)? {
                 emit(record);
@@ -320,7 +342,14 @@ async fn kyso(args: KysoArgs) -> anyhow::Result<()> {
                     report_load("kyso", op, &args.window, clients, &summary, json!({"document_size_bytes": args.document_size_bytes}));
                 }
             }
-            other => bail!("unknown kyso operation {other:?}: use certify, verify-hash or verify-code"),
+            "health" => {
+                for &clients in &args.window.clients {
+                    let channels = target_kyso::connect(&args.servers, clients.min(args.window.connections)).await?;
+                    let summary = load::run(args.window.plan(clients), Arc::new(target_kyso::HealthCheck { channels })).await;
+                    report_load("kyso", op, &args.window, clients, &summary, json!({}));
+                }
+            }
+            other => bail!("unknown kyso operation {other:?}: use certify, verify-hash, verify-code or health"),
         }
     }
     Ok(())

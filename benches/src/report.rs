@@ -85,7 +85,11 @@ fn render_load(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for kyso in loads.iter().filter(|record| record["system"] == "kyso") {
         let op = str_of(&kyso["op"]);
-        let peer_op = if op == "certify" { "put" } else { "get" };
+        let peer_op = match op {
+            "certify" => "put",
+            "health" => "–",
+            _ => "get",
+        };
         let peer = loads
             .iter()
             .find(|record| record["system"] == "etcd" && record["op"] == peer_op && record["clients"] == kyso["clients"]);

@@ -229,3 +229,21 @@ pub fn run_id() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     format!("{}{:09}", now.as_secs(), now.subsec_nanos())
 }
+
+/// The transport's own cost: a gRPC health check, answered by tonic without touching kyso's
+/// services. Its rate on this machine bounds what any unary kyso call can reach.
+pub struct HealthCheck {
+    pub channels: Vec<Channel>,
+}
+
+impl Operation for HealthCheck {
+    async fn run(&self, client: usize, _sequence: u64) -> Result<(), String> {
+        let channel = &self.channels[client % self.channels.len()];
+        let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+        match tonic_health::pb::health_client::HealthClient::new(channel.clone()).check(request).await {
+            Ok(response) if response.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 => Ok(()),
+            Ok(_) => Err("not-serving".into()),
+            Err(status) => Err(code_name(&status)),
+        }
+    }
+}
