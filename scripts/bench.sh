@@ -20,6 +20,9 @@
 # Every server binds 127.0.0.1 only; every loop is bounded by the flags above; every
 # process this script starts is stopped on exit, by its recorded process id.
 set -euo pipefail
+# Bash reads a script as it runs it: wrapping the body in a function makes it parse the
+# whole file first, so editing this file during a run cannot change that run.
+main() {
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
@@ -171,6 +174,9 @@ step "scale: $sizes records"
 "$kyso_bench" scale --kyso-bin "$bin/kyso" --dir "$out/scale" --pki "$out/pki" --sizes "$sizes" \
   --seconds "$seconds" --warmup-seconds "$warmup_seconds" --pid-dir "$out/pids" >>"$results"
 
+"$kyso_bench" state-stats --data-dir "$out/scale/data" >>"$results"
+"$kyso_bench" state-rss --data-dir "$out/scale/data" --lookups-max 1000000 --seconds 30 >>"$results"
+
 # ---- 5. criterion ---------------------------------------------------------------------------
 step "criterion micro-benchmarks"
 export CRITERION_HOME=$out/criterion
@@ -185,3 +191,6 @@ $keep_data || rm -rf "$out/scale/data"
 echo "total: $(($(date +%s) - began)) s" >>"$out/machine.txt"
 step "done in $(($(date +%s) - began)) s: $out/report.md"
 echo "$out/report.md"
+}
+
+main "$@"

@@ -22,4 +22,5 @@ pub mod report;
 pub mod state_stats;
 pub mod stats;
 pub mod target_etcd;
+pub mod target_http;
 pub mod target_kyso;

@@ -45,6 +45,19 @@ enum Command {
     Criterion(CriterionArgs),
     /// Where a stopped node's state.redb spends its bytes, per table.
     StateStats(StateStatsArgs),
+    /// In-process lookups by code over every record of a stopped node's store: does memory
+    /// stay bounded when the working set is the whole store?
+    StateRss(StateRssArgs),
+}
+
+#[derive(Debug, Args)]
+struct StateRssArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 1_000_000)]
+    lookups_max: u64,
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +288,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Scale(args) => scale(args).await,
+        Command::StateRss(args) => state_rss(args),
         Command::StateStats(args) => {
             let progress = bulk::read_progress(&args.data_dir).ok();
             let (file_bytes, tables) = kyso_bench::state_stats::table_stats(&args.data_dir.join("state.redb"))?;
@@ -472,6 +486,20 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
             );
             results.insert(name.to_string(), serde_json::to_value(&summary)?);
         }
+        // Public lookups of codes drawn over every record: the whole store is the working set.
+        let lookup = kyso_bench::target_http::Lookup::new(
+            node.http_address.clone(),
+            args.clients,
+            size,
+            size ^ 0x1d,
+            Arc::new(|index| bulk::record_code(index).to_string()),
+        );
+        let summary = load::run(plan, Arc::new(lookup)).await;
+        eprintln!(
+            "scale {size:>8}: lookup over all records {:8.1}/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",
+            summary.per_second, summary.p50_ms, summary.p99_ms, summary.errors
+        );
+        results.insert("lookup-uniform".to_string(), serde_json::to_value(&summary)?);
         let memory = node.memory()?;
         drop(channels);
         node.stop()?;
@@ -502,5 +530,57 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
             "verify": results,
         }));
     }
+    Ok(())
+}
+
+fn state_rss(args: StateRssArgs) -> anyhow::Result<()> {
+    let progress = bulk::read_progress(&args.data_dir)?;
+    let pid = std::process::id();
+    let before = node_process::memory_of(pid)?;
+    let store = kyso::state::StateStore::open(&args.data_dir.join("state.redb"))?;
+    let opened = node_process::memory_of(pid)?;
+    let mut random = load::PickRandom::new(23);
+    let mut samples = kyso_bench::stats::Samples::default();
+    let began = Instant::now();
+    let deadline = Duration::from_secs_f64(args.seconds);
+    let mut checkpoints = Vec::new();
+    let mut done = 0u64;
+    while done < args.lookups_max && began.elapsed() < deadline {
+        let index = random.next_u64() % progress.records;
+        let started = Instant::now();
+        let found = store.certification(&bulk::record_code(index))?;
+        samples.record(started.elapsed());
+        if found.is_none() {
+            bail!("record {index} is missing from the store");
+        }
+        done += 1;
+        if done.is_power_of_two() && done >= 1024 {
+            checkpoints.push(json!({"lookups": done, "rss_bytes": node_process::memory_of(pid)?.rss_bytes}));
+        }
+    }
+    let after = node_process::memory_of(pid)?;
+    let summary = samples.summarise(began.elapsed());
+    eprintln!(
+        "state-rss: {} records, {done} lookups by code at {:.0}/s (p50 {:.3} ms, p99 {:.3} ms); RSS {:.0} MiB before open, {:.0} MiB after open, {:.0} MiB after (peak {:.0} MiB)",
+        progress.records,
+        summary.per_second,
+        summary.p50_ms,
+        summary.p99_ms,
+        before.rss_bytes as f64 / 1048576.0,
+        opened.rss_bytes as f64 / 1048576.0,
+        after.rss_bytes as f64 / 1048576.0,
+        after.peak_rss_bytes as f64 / 1048576.0
+    );
+    emit(json!({
+        "kind": "state-rss",
+        "records": progress.records,
+        "lookups": done,
+        "summary": summary,
+        "rss_before_open_bytes": before.rss_bytes,
+        "rss_after_open_bytes": opened.rss_bytes,
+        "rss_after_bytes": after.rss_bytes,
+        "peak_rss_bytes": after.peak_rss_bytes,
+        "rss_growth": checkpoints,
+    }));
     Ok(())
 }

@@ -17,6 +17,8 @@ pub const NODE_STOP_DEADLINE: Duration = Duration::from_secs(60);
 pub struct NodeProcess {
     child: Option<Child>,
     pub grpc_url: String,
+    /// host:port of the public HTTP port.
+    pub http_address: String,
     /// From spawn to the "listening" line.
     pub start_seconds: f64,
     pid_file: Option<PathBuf>,
@@ -62,7 +64,8 @@ impl NodeProcess {
                 }
             }
         });
-        let mut node = NodeProcess { child: Some(child), grpc_url: String::new(), start_seconds: 0.0, pid_file };
+        let mut node =
+            NodeProcess { child: Some(child), grpc_url: String::new(), http_address: String::new(), start_seconds: 0.0, pid_file };
         let line = match receiver.recv_timeout(NODE_START_DEADLINE) {
             Ok(line) => line,
             Err(_) => bail!("node did not report its addresses within {NODE_START_DEADLINE:?}"),
@@ -73,6 +76,11 @@ impl NodeProcess {
             .find_map(|part| part.strip_prefix("grpc="))
             .with_context(|| format!("no grpc= in {line:?}"))?;
         node.grpc_url = format!("http://{grpc}");
+        node.http_address = line
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix("http="))
+            .with_context(|| format!("no http= in {line:?}"))?
+            .to_string();
         Ok(node)
     }
 
@@ -82,14 +90,7 @@ impl NodeProcess {
 
     /// Resident and peak resident memory in bytes, from /proc.
     pub fn memory(&self) -> anyhow::Result<Memory> {
-        let pid = self.pid().context("node is not running")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            let line = status.lines().find(|line| line.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-            let kib: u64 = line.split_whitespace().nth(1).context("malformed /proc status line")?.parse()?;
-            Ok(kib * 1024)
-        };
-        Ok(Memory { rss_bytes: field("VmRSS:")?, peak_rss_bytes: field("VmHWM:")? })
+        memory_of(self.pid().context("node is not running")?)
     }
 
     /// SIGTERM, then wait; SIGKILL after [`NODE_STOP_DEADLINE`].
@@ -126,6 +127,17 @@ impl Drop for NodeProcess {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Resident and peak resident memory of process `pid`, from /proc.
+pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|line| line.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        let kib: u64 = line.split_whitespace().nth(1).context("malformed /proc status line")?.parse()?;
+        Ok(kib * 1024)
+    };
+    Ok(Memory { rss_bytes: field("VmRSS:")?, peak_rss_bytes: field("VmHWM:")? })
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize)]

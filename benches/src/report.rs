@@ -69,6 +69,7 @@ pub fn render(jsonl: &str) -> anyhow::Result<String> {
     render_load(&mut out, &records)?;
     render_bounds(&mut out, &records)?;
     render_scale(&mut out, &records)?;
+    render_state(&mut out, &records)?;
     Ok(out)
 }
 
@@ -184,15 +185,16 @@ fn render_scale(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
     writeln!(out, "\n### Scale (one node, bulk-loaded records)\n")?;
     writeln!(
         out,
-        "| records | verify by hash /s | p50 ms | p99 ms | verify by code /s | p50 ms | p99 ms | RSS MiB | peak RSS MiB | state.redb bytes/record | start s | first verify s | load s (stage) |"
+        "| records | verify by hash /s | p50 ms | p99 ms | verify by code /s | p50 ms | p99 ms | lookup over all records /s | p50 ms | p99 ms | RSS MiB | peak RSS MiB | state.redb bytes/record | start s | first verify s | load s (stage) |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for record in &scales {
         let hash = &record["verify"]["verify-hash"];
         let code = &record["verify"]["verify-code"];
+        let lookup = &record["verify"]["lookup-uniform"];
         writeln!(
             out,
-            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} |",
             record["records"],
             num(&hash["per_second"]),
             num(&hash["p50_ms"]),
@@ -200,6 +202,9 @@ fn render_scale(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
             num(&code["per_second"]),
             num(&code["p50_ms"]),
             num(&code["p99_ms"]),
+            num(&lookup["per_second"]),
+            num(&lookup["p50_ms"]),
+            num(&lookup["p99_ms"]),
             num(&record["rss_bytes"]) / 1048576.0,
             num(&record["peak_rss_bytes"]) / 1048576.0,
             num(&record["state_bytes_per_record"]),
@@ -209,7 +214,7 @@ fn render_scale(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
         )?;
     }
     if let (Some(first), Some(last)) = (scales.first(), scales.last()) {
-        for op in ["verify-hash", "verify-code"] {
+        for op in ["verify-hash", "verify-code", "lookup-uniform"] {
             let ratio = num(&last["verify"][op]["p99_ms"]) / num(&first["verify"][op]["p99_ms"]).max(f64::EPSILON);
             writeln!(out, "\n{op}: p99 at {} records is {ratio:.2} × its value at {} records.", last["records"], first["records"])?;
         }
@@ -271,6 +276,55 @@ fn render_criterion(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
             format!("{median_ns:.0} ns")
         };
         writeln!(out, "| {} | {time} | {rate} |", str_of(&result["id"]))?;
+    }
+    Ok(())
+}
+
+fn render_state(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
+    for stats in records.iter().filter(|record| record["kind"] == "state-stats") {
+        let per_record = num(&stats["records"]).max(1.0);
+        writeln!(
+            out,
+            "\n### Where state.redb's bytes go ({} records, file {:.0} MiB = {:.0} bytes/record)\n",
+            stats["records"],
+            num(&stats["file_bytes"]) / 1048576.0,
+            num(&stats["file_bytes"]) / per_record
+        )?;
+        writeln!(out, "| table | entries | stored bytes/record | fragmented bytes/record | metadata bytes/record | tree height |\n|---|---|---|---|---|---|")?;
+        for table in stats["tables"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {} |",
+                str_of(&table["table"]),
+                table["entries"],
+                num(&table["stored_bytes"]) / per_record,
+                num(&table["fragmented_bytes"]) / per_record,
+                num(&table["metadata_bytes"]) / per_record,
+                table["tree_height"]
+            )?;
+        }
+    }
+    for rss in records.iter().filter(|record| record["kind"] == "state-rss") {
+        let summary = &rss["summary"];
+        let growth = rss["rss_growth"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|point| format!("{} → {:.0} MiB", point["lookups"], num(&point["rss_bytes"]) / 1048576.0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(
+            out,
+            "\nIn-process lookups by code over all {} records (one thread, redb's default cache): {} lookups at {:.0}/s, p50 {:.3} ms, p99 {:.3} ms; RSS {:.0} MiB after open, {:.0} MiB at the end (peak {:.0} MiB). RSS by lookups done: {growth}.",
+            rss["records"],
+            rss["lookups"],
+            num(&summary["per_second"]),
+            num(&summary["p50_ms"]),
+            num(&summary["p99_ms"]),
+            num(&rss["rss_after_open_bytes"]) / 1048576.0,
+            num(&rss["rss_after_bytes"]) / 1048576.0,
+            num(&rss["peak_rss_bytes"]) / 1048576.0
+        )?;
     }
     Ok(())
 }
