@@ -26,7 +26,8 @@ main() {
   local bin=${CARGO_TARGET_DIR:-$repo/target}/release
   [[ -x $bin/kyso && -x $bin/kyso-bench ]] || { echo "build first: cargo build --release -p kyso -p kyso-bench" >&2; exit 1; }
   work=$(mktemp -d -t kyso-profile-XXXXXX)
-  trap '"$repo/deploy/local/cluster.sh" stop --dir "$work/cluster" 2>/dev/null || true' EXIT
+  # Stop the node (by the pid file cluster.sh wrote) before the directory holding it goes.
+  trap '"$repo/deploy/local/cluster.sh" stop --dir "$work/cluster" 2>/dev/null || true; rm -rf "$work"' EXIT
   "$bin/kyso-bench" pki --out "$work/pki" 2>/dev/null
   "$repo/deploy/local/cluster.sh" start --nodes 1 --dir "$work/cluster" --ca "$work/pki/ca.pem" --kyso "$bin/kyso" >/dev/null
   local pid server
@@ -72,7 +73,6 @@ for group in groups:
     print(f"{totals[group]:5.1f} %  {group}")
 print(f"{other:5.1f} %  other")
 '
-  rm -rf "$work"
 }
 
 main "$@"
