@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::grpc::GrpcApi;
-use crate::archive::BlobStore;
+use crate::archive::{s3, ArchiveError, BlobStore, Spool, WriteLimits};
 use crate::config::{Config, StorageConfig};
 use crate::crypto::{MasterKey, TrustAnchors};
 use crate::service::log::LogIdentity;
@@ -39,9 +39,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         let state = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
-        let blobs = match &config.storage {
-            StorageConfig::Local => BlobStore::local(&config.data_dir.join("blobs"))?,
-        };
+        let blobs = open_blob_store(config).await?;
         let master_key = MasterKey::load_or_create(&config.master_key_path())
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
         let trust = load_trust_anchors(config)?;
@@ -77,6 +75,35 @@ impl Node {
         let _ = stop_http.send(());
         http_task.await.context("HTTP server task failed")?.context("HTTP server failed")?;
         result
+    }
+}
+
+/// Opens the blob store named by `[storage]` and its spool (clearing what a crashed run
+/// left there: the caller holds the state store's lock, so no other process uses it).
+async fn open_blob_store(config: &Config) -> anyhow::Result<BlobStore> {
+    let spool = Spool::open(&config.data_dir.join("spool"))?;
+    let limits = WriteLimits::from_limits(&config.limits);
+    match &config.storage {
+        StorageConfig::Local => Ok(BlobStore::local(&config.data_dir.join("blobs"), spool, limits)?),
+        StorageConfig::S3(s3_config) => {
+            let (store, location) = s3::open(s3_config, &config.data_dir)?;
+            let blobs = BlobStore::new(store, location.clone(), spool, limits);
+            probe_store(&blobs, &location).await?;
+            Ok(blobs)
+        }
+    }
+}
+
+/// Refuses to start with credentials the store rejects; an unreachable store is only
+/// logged, since the node answers UNAVAILABLE until it is back.
+async fn probe_store(blobs: &BlobStore, location: &str) -> anyhow::Result<()> {
+    match blobs.contains(&crate::domain::Sha256([0u8; 32])).await {
+        Ok(_) => Ok(()),
+        Err(error @ ArchiveError::Refused(_)) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, %location, "object storage is not reachable yet; blob reads and writes answer UNAVAILABLE until it is");
+            Ok(())
+        }
     }
 }
 

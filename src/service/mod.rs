@@ -73,7 +73,9 @@ impl From<ArchiveError> for ServiceError {
         match error {
             ArchiveError::NotFound(_) => ServiceError::NotFound(message),
             ArchiveError::Corrupt { .. } | ArchiveError::SizeMismatch { .. } => ServiceError::DataLoss(message),
-            ArchiveError::Unavailable(_) => ServiceError::Unavailable(message),
+            ArchiveError::Unavailable(_) | ArchiveError::Refused(_) | ArchiveError::Spool(_) => {
+                ServiceError::Unavailable(message)
+            }
         }
     }
 }

@@ -146,6 +146,13 @@ impl StateStore {
         Ok(table.get(hash.0.as_slice())?.is_some())
     }
 
+    /// Size of an archived blob, if a dossier archived it.
+    pub fn blob_size(&self, hash: &Sha256) -> Result<Option<u64>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        Ok(table.get(hash.0.as_slice())?.map(|value| value.value()))
+    }
+
     // ----- transparency log ----------------------------------------------------------
 
     /// Number of leaves in the log.
