@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::grpc::GrpcApi;
+use crate::api::admin::AdminApi;
 use crate::archive::{s3, ArchiveError, BlobStore, Spool, WriteLimits};
 use crate::config::{Config, StorageConfig};
 use crate::crypto::{MasterKey, TrustAnchors};
@@ -147,6 +148,7 @@ fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
 
 fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::server::Router> {
     let decode_max = kyso.limits().grpc_message_size_bytes_max;
+    let admin = AdminApi::new(kyso.clone());
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Both reflection versions: grpcurl 1.8 and many tools still speak only v1alpha.
@@ -164,6 +166,7 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
             .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<SingleNode>>>()
             .await;
         health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<SingleNode>>>().await;
+        health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<AdminApi<SingleNode>>>().await;
     });
     Ok(tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -177,7 +180,8 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
             pb::verification_service_server::VerificationServiceServer::new(api.clone())
                 .max_decoding_message_size(decode_max),
         )
-        .add_service(pb::log_service_server::LogServiceServer::new(api)))
+        .add_service(pb::log_service_server::LogServiceServer::new(api))
+        .add_service(pb::admin_service_server::AdminServiceServer::new(admin)))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

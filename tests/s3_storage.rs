@@ -243,4 +243,8 @@ async fn store_outage_answers_unavailable_records_nothing_and_the_node_recovers(
     node.signing().await.certify(certify_request("certify-after", &during, AGENCY, &signer.signer_id)).await.unwrap();
     assert_eq!(verify_hash(&node, &during).await.unwrap().certifications[0].summary, "valid");
 
+    // Every recorded blob is in the bucket, whole.
+    let (ok, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url]);
+    assert!(ok, "scrub after recovery: {stdout}\n{stderr}");
+    assert!(stdout.contains("scrub checked 2 blobs") && stdout.contains("0 bad"), "{stdout}");
 }

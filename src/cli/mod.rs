@@ -4,6 +4,7 @@
 pub mod client;
 pub mod dev;
 pub mod log;
+pub mod scrub;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,9 @@ pub enum Command {
     Revoke(client::RevokeArgs),
     /// Witness the transparency log: check the latest checkpoint is consistent with a stored one.
     Audit(log::AuditArgs),
+    /// Re-read and re-hash every archived blob on a node; report (and with --repair-from,
+    /// repair) missing or corrupt copies. Exits non-zero while a bad copy remains.
+    Scrub(scrub::ScrubArgs),
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => client::revoke(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
         Command::Audit(args) => log::audit(args).await,
+        Command::Scrub(args) => scrub::scrub(args).await,
     }
 }
 

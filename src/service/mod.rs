@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod log;
+pub mod scrub;
 pub mod signing;
 pub mod validate;
 pub mod verify;
