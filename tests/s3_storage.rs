@@ -248,3 +248,26 @@ async fn store_outage_answers_unavailable_records_nothing_and_the_node_recovers(
     assert!(ok, "scrub after recovery: {stdout}\n{stderr}");
     assert!(stdout.contains("scrub checked 2 blobs") && stdout.contains("0 bad"), "{stdout}");
 }
+
+#[test]
+fn credentials_the_store_refuses_stop_the_node_at_startup() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let credentials = dir.path().join("wrong-s3.toml");
+    let storage = s3.storage_toml(Some(&credentials));
+    std::fs::write(&credentials, format!("access_key_id = {:?}\nsecret_access_key = \"not-the-secret\"\n", s3.access_key)).unwrap();
+    let config = dir.path().join("kyso.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n{storage}",
+            pki.ca_pem_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = kyso_cli(&["node", "--config", config.to_str().unwrap()]);
+    assert!(!ok, "the node started with a wrong secret key: {stdout}");
+    assert!(stderr.contains("refused kyso's credentials") && stderr.contains("check the access key"), "{stderr}");
+    println!("{stderr}");
+}
