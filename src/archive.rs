@@ -222,11 +222,13 @@ impl BlobStore {
         Ok(())
     }
 
-    /// Reads a whole blob into memory and checks its hash before returning it. Callers
-    /// bound the size (certify and verify refuse blobs over `file_size_bytes_max`).
-    pub async fn get(&self, hash: &Sha256) -> Result<Bytes, ArchiveError> {
+    /// Reads a whole blob of `expected_bytes` (as recorded when it was archived) into
+    /// memory and checks its hash before returning it; an object of another size is
+    /// refused before it is read. The caller bounds `expected_bytes`.
+    pub async fn get(&self, hash: &Sha256, expected_bytes: u64) -> Result<Bytes, ArchiveError> {
         let mut stream = self.open(hash).await?;
-        let mut content = BytesMut::with_capacity(stream.size_bytes() as usize);
+        self.expect_size(hash, stream.size_bytes(), expected_bytes)?;
+        let mut content = BytesMut::with_capacity(expected_bytes as usize);
         while let Some(chunk) = stream.next_chunk(READ_GATHER_BYTES).await? {
             content.extend_from_slice(&chunk);
         }
@@ -468,7 +470,8 @@ mod tests {
         let hash = Sha256::digest(&content);
         store.put(&hash, content.clone()).await.unwrap();
         store.put(&hash, content.clone()).await.unwrap();
-        assert_eq!(store.get(&hash).await.unwrap(), content);
+        assert_eq!(store.get(&hash, content.len() as u64).await.unwrap(), content);
+        assert!(matches!(store.get(&hash, 3).await, Err(ArchiveError::SizeMismatch { stored_bytes: 14, .. })));
         assert!(store.contains(&hash).await.unwrap());
     }
 
@@ -480,7 +483,7 @@ mod tests {
         let hash = Sha256::digest(&content);
         store.put(&hash, content).await.unwrap();
         std::fs::write(on_disk(dir.path(), &hash), b"ban sao chung thuX").unwrap();
-        assert!(matches!(store.get(&hash).await, Err(ArchiveError::Corrupt { .. })));
+        assert!(matches!(store.get(&hash, 18).await, Err(ArchiveError::Corrupt { .. })));
         assert!(matches!(store.check(&hash).await.unwrap(), BlobHealth::Corrupt { stored_bytes: 18, .. }));
     }
 
@@ -489,7 +492,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = local_store(dir.path());
         let hash = Sha256::digest(b"nothing");
-        assert!(matches!(store.get(&hash).await, Err(ArchiveError::NotFound(_))));
+        assert!(matches!(store.get(&hash, 7).await, Err(ArchiveError::NotFound(_))));
         assert!(!store.contains(&hash).await.unwrap());
         assert_eq!(store.check(&hash).await.unwrap(), BlobHealth::Missing);
     }

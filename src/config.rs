@@ -328,7 +328,8 @@ impl Config {
 impl S3Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let endpoint = self.endpoint.as_str();
-        if !endpoint.starts_with("https://") && !(self.allow_http && endpoint.starts_with("http://")) {
+        let scheme_allowed = endpoint.starts_with("https://") || (self.allow_http && endpoint.starts_with("http://"));
+        if !scheme_allowed {
             return Err(ConfigError::Invalid {
                 key: "storage.endpoint",
                 reason: "must start with https:// (or http:// together with storage.allow_http = true)".into(),

@@ -110,7 +110,7 @@ impl<P: Proposer> Kyso<P> {
                 self.limits.file_size_bytes_max
             )));
         }
-        Ok(self.blobs.get(hash).await?)
+        Ok(self.blobs.get(hash, size_bytes).await?)
     }
 
     /// Opens a blob that some dossier archived for a streamed read; the stream ends with
