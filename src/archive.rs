@@ -64,12 +64,6 @@ impl WriteLimits {
     }
 }
 
-impl Default for WriteLimits {
-    fn default() -> Self {
-        WriteLimits::from_limits(&Limits::default())
-    }
-}
-
 /// Bytes read from a spool file per step of a multipart upload.
 const SPOOL_READ_BLOCK_BYTES: usize = 1024 * 1024;
 /// Bytes gathered per step by whole-blob reads and checks.

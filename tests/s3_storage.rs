@@ -271,3 +271,30 @@ fn credentials_the_store_refuses_stop_the_node_at_startup() {
     assert!(stderr.contains("refused kyso's credentials") && stderr.contains("check the access key"), "{stderr}");
     println!("{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_finds_a_corrupt_object_in_the_bucket_and_replaces_it_from_a_peer() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &s3.storage_toml(Some(&dir.path().join("s3.toml"))), "");
+    // A node with its own local storage that archived the same file holds a good copy.
+    let peer = TestNode::start(&dir.path().join("peer"), &pki.ca_pem_path, "");
+    let scan = document(41, 120_000);
+    upload(&node, "scan-node", AGENCY, &[("quyet-dinh.pdf", &scan)]).await.unwrap();
+    upload(&peer, "scan-peer", AGENCY, &[("quyet-dinh.pdf", &scan)]).await.unwrap();
+
+    // Bit rot behind the store's back: the object's bytes change on the server's disk.
+    let object_file = s3.object_file(&blob_key(&sha256(&scan)));
+    let mut rotten = std::fs::read(&object_file).unwrap();
+    rotten[60_000] ^= 0x01;
+    std::fs::write(&object_file, &rotten).unwrap();
+    assert_eq!(get_blob(&node, &sha256(&scan)).await.unwrap_err().code(), tonic::Code::DataLoss);
+
+    let (ok, stdout, _) = kyso_cli(&["scrub", "--server", &node.grpc_url]);
+    assert!(!ok && stdout.contains(&format!("corrupt {}", hex::encode(sha256(&scan)))), "{stdout}");
+    let (ok, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url, "--repair-from", &peer.grpc_url]);
+    assert!(ok && stdout.contains("1 bad, 1 repaired"), "{stdout}\n{stderr}");
+    assert_eq!(std::fs::read(&object_file).unwrap(), scan);
+    assert_eq!(get_blob(&node, &sha256(&scan)).await.unwrap(), scan);
+}

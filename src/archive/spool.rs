@@ -50,10 +50,6 @@ impl Spool {
         Ok(Spool { dir: dir.to_path_buf() })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A new, empty spool file.
     pub async fn create(&self) -> Result<SpoolWriter, ArchiveError> {
         let dir = self.dir.clone();
