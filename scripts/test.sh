@@ -24,7 +24,7 @@ S3S_FS_VERSION=0.14.1
 KYSO_TOOLS="${KYSO_TOOLS:-$HOME/.cache/kyso-tools}"
 export PATH="$KYSO_TOOLS/bin:$PATH"
 if ! "$KYSO_TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
-  echo "installing s3s-fs $S3S_FS_VERSION into $KYSO_TOOLS (once, about 2 minutes)"
+  echo "installing s3s-fs $S3S_FS_VERSION into $KYSO_TOOLS (once; a few minutes on 2 cores)"
   cargo install --root "$KYSO_TOOLS" --locked --features binary "s3s-fs@$S3S_FS_VERSION"
 fi
 command -v s3s-fs >/dev/null || { echo "s3s-fs is still missing after install" >&2; exit 1; }
