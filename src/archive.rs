@@ -196,10 +196,7 @@ impl BlobStore {
         }
         let actual = finish_hash(hasher);
         if remaining != 0 || actual != blob.hash {
-            return Err(ArchiveError::Spool(format!(
-                "the spooled copy of {} changed on local disk before it was stored (hashes to {actual}); check the disk and upload again",
-                blob.hash
-            )));
+            return Err(spool_changed(blob, &actual));
         }
         Ok(())
     }
@@ -419,12 +416,16 @@ async fn read_spooled(blob: &SpooledBlob) -> Result<Bytes, ArchiveError> {
     let content = tokio::fs::read(blob.path()).await.map_err(|error| spool_error(blob, error))?;
     let actual = Sha256::digest(&content);
     if actual != blob.hash || content.len() as u64 != blob.size_bytes {
-        return Err(ArchiveError::Spool(format!(
-            "the spooled copy of {} changed on local disk before it was stored (hashes to {actual}); check the disk and upload again",
-            blob.hash
-        )));
+        return Err(spool_changed(blob, &actual));
     }
     Ok(Bytes::from(content))
+}
+
+fn spool_changed(blob: &SpooledBlob, actual: &Sha256) -> ArchiveError {
+    ArchiveError::Spool(format!(
+        "the spooled copy of {} changed on local disk before it was stored (hashes to {actual}); check the disk and upload again",
+        blob.hash
+    ))
 }
 
 fn spool_error(blob: &SpooledBlob, error: std::io::Error) -> ArchiveError {
