@@ -109,6 +109,55 @@ pub enum StorageConfig {
     /// The local filesystem under `data_dir/blobs` (the embedded default).
     #[default]
     Local,
+    /// An S3-compatible bucket (see [`S3Config`]).
+    S3(S3Config),
+}
+
+/// An S3-compatible bucket. Credentials never live in this config: they come from
+/// `credentials_file` or, when it is absent, from `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`) in the node's environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. "https://s3.example.gov.vn" or "http://127.0.0.1:9000".
+    pub endpoint: String,
+    /// Bucket name (created beforehand by the operator, ideally with Object Lock).
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Plain HTTP to the endpoint; only for a store on the same host (tests, development).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `https://BUCKET.host/KEY` instead of path-style `https://host/BUCKET/KEY`. Most
+    /// self-hosted servers want path-style (the default).
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// TOML file with `access_key_id`, `secret_access_key` and optionally `session_token`,
+    /// readable by its owner only (mode 0600). Relative paths are under `data_dir`.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Seconds one HTTP request to the store may take.
+    #[serde(default = "default_s3_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// Seconds within which failed requests are retried before the node answers UNAVAILABLE.
+    #[serde(default = "default_s3_retry_timeout_seconds")]
+    pub retry_timeout_seconds: u64,
+    /// Retries of one failed request (0 = none).
+    #[serde(default = "default_s3_retries_max")]
+    pub retries_max: usize,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".to_string()
+}
+fn default_s3_request_timeout_seconds() -> u64 {
+    60
+}
+fn default_s3_retry_timeout_seconds() -> u64 {
+    20
+}
+fn default_s3_retries_max() -> usize {
+    4
 }
 
 /// Limits on every input. Defaults suit a commune office; raise them deliberately.
@@ -137,6 +186,14 @@ pub struct Limits {
     pub request_timeout_seconds: u64,
     /// Largest certificate chain accepted at registration.
     pub certificate_chain_size_bytes_max: usize,
+    /// Files up to this size are written to object storage in one conditional PUT (read
+    /// into memory from the spool); larger ones go through multipart upload.
+    pub blob_multipart_threshold_bytes: u64,
+    /// Part size of a multipart upload (S3 wants at least 5 MiB).
+    pub blob_part_size_bytes: usize,
+    /// Parts of one multipart upload in flight at once; memory per upload is about this
+    /// times `blob_part_size_bytes`.
+    pub blob_parts_in_flight_max: usize,
 }
 
 impl Default for Limits {
@@ -153,6 +210,9 @@ impl Default for Limits {
             private_fields_max: 32,
             request_timeout_seconds: 60,
             certificate_chain_size_bytes_max: 64 * 1024,
+            blob_multipart_threshold_bytes: 16 * 1024 * 1024,
+            blob_part_size_bytes: 8 * 1024 * 1024,
+            blob_parts_in_flight_max: 2,
         }
     }
 }
@@ -249,6 +309,7 @@ impl Config {
             ("limits.text_field_chars_max", limits.text_field_chars_max),
             ("limits.request_timeout_seconds", limits.request_timeout_seconds as usize),
             ("limits.certificate_chain_size_bytes_max", limits.certificate_chain_size_bytes_max),
+            ("limits.blob_parts_in_flight_max", limits.blob_parts_in_flight_max),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -269,6 +330,10 @@ impl Config {
         }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
+        }
+        self.validate_blob_limits()?;
+        if let StorageConfig::S3(s3) = &self.storage {
+            s3.validate()?;
         }
         if self.trust_anchor_files.is_empty() {
             return Err(ConfigError::Invalid {
@@ -316,6 +381,88 @@ impl ClusterConfig {
     }
 }
 
+/// Multipart parts: S3 refuses parts under 5 MiB (but the last) and uploads over 10,000 parts.
+pub const BLOB_PART_SIZE_BYTES_MIN: usize = 5 * 1024 * 1024;
+pub const BLOB_PART_SIZE_BYTES_MAX: usize = 512 * 1024 * 1024;
+pub const BLOB_PARTS_PER_UPLOAD_MAX: u64 = 10_000;
+
+impl Config {
+    fn validate_blob_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        if !(BLOB_PART_SIZE_BYTES_MIN..=BLOB_PART_SIZE_BYTES_MAX).contains(&limits.blob_part_size_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_part_size_bytes",
+                reason: format!("must be between {BLOB_PART_SIZE_BYTES_MIN} (5 MiB) and {BLOB_PART_SIZE_BYTES_MAX} bytes"),
+            });
+        }
+        if limits.blob_multipart_threshold_bytes < limits.blob_part_size_bytes as u64
+            || limits.blob_multipart_threshold_bytes > 1024 * 1024 * 1024
+        {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_multipart_threshold_bytes",
+                reason: "must be at least limits.blob_part_size_bytes and at most 1 GiB (files below it are held in memory)".into(),
+            });
+        }
+        if limits.file_size_bytes_max.div_ceil(limits.blob_part_size_bytes as u64) > BLOB_PARTS_PER_UPLOAD_MAX {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_part_size_bytes",
+                reason: format!(
+                    "a file of limits.file_size_bytes_max would need more than {BLOB_PARTS_PER_UPLOAD_MAX} parts; raise the part size"
+                ),
+            });
+        }
+        if limits.blob_parts_in_flight_max > 64 {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_parts_in_flight_max",
+                reason: "at most 64: each part in flight holds limits.blob_part_size_bytes of memory".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl S3Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let endpoint = self.endpoint.as_str();
+        let scheme_allowed = endpoint.starts_with("https://") || (self.allow_http && endpoint.starts_with("http://"));
+        if !scheme_allowed {
+            return Err(ConfigError::Invalid {
+                key: "storage.endpoint",
+                reason: "must start with https:// (or http:// together with storage.allow_http = true)".into(),
+            });
+        }
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self.bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+            && !self.bucket.starts_with(['-', '.'])
+            && !self.bucket.ends_with(['-', '.']);
+        if !bucket_ok {
+            return Err(ConfigError::Invalid {
+                key: "storage.bucket",
+                reason: "use 3-63 lowercase letters, digits, '-' and '.' (an S3 bucket name)".into(),
+            });
+        }
+        if self.region.is_empty() {
+            return Err(ConfigError::Invalid { key: "storage.region", reason: "must not be empty (e.g. us-east-1)".into() });
+        }
+        for (key, seconds) in
+            [("storage.request_timeout_seconds", self.request_timeout_seconds), ("storage.retry_timeout_seconds", self.retry_timeout_seconds)]
+        {
+            if seconds == 0 || seconds > 3600 {
+                return Err(ConfigError::Invalid { key, reason: "must be between 1 and 3600 seconds".into() });
+            }
+        }
+        if self.retries_max > 20 {
+            return Err(ConfigError::Invalid { key: "storage.retries_max", reason: "at most 20".into() });
+        }
+        Ok(())
+    }
+
+    /// The credentials file, resolved against `data_dir`.
+    pub fn credentials_path(&self, data_dir: &Path) -> Option<PathBuf> {
+        self.credentials_file.as_ref().map(|file| data_dir.join(file))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +487,32 @@ mod tests {
         config.trust_anchor_files.push("ca.pem".into());
         config.limits.dossier_files_max = 0;
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.dossier_files_max", .. })));
+    }
+
+    #[test]
+    fn s3_storage_parses_and_plain_http_needs_allow_http() {
+        let text = "data_dir = 'x'\ntrust_anchor_files = ['ca.pem']\n[storage]\nkind = 's3'\nendpoint = 'http://127.0.0.1:9000'\nbucket = 'kyso-archive'\n";
+        let mut config: Config = toml::from_str(text).unwrap();
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "storage.endpoint", .. })));
+        let StorageConfig::S3(s3) = &mut config.storage else { panic!("expected s3 storage") };
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!s3.virtual_hosted_style);
+        s3.allow_http = true;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn s3_credentials_are_refused_inside_the_config() {
+        let text = "data_dir = 'x'\n[storage]\nkind = 's3'\nendpoint = 'https://s3'\nbucket = 'kyso'\nsecret_access_key = 'x'\n";
+        let error = toml::from_str::<Config>(text).unwrap_err();
+        assert!(error.to_string().contains("secret_access_key"), "{error}");
+    }
+
+    #[test]
+    fn multipart_parts_below_five_mebibytes_are_refused() {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config.limits.blob_part_size_bytes = 1024 * 1024;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.blob_part_size_bytes", .. })));
     }
 }

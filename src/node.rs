@@ -12,7 +12,8 @@ use kyso_proto::v1 as pb;
 use tokio::net::TcpListener;
 
 use crate::api::grpc::GrpcApi;
-use crate::archive::BlobStore;
+use crate::api::admin::AdminApi;
+use crate::archive::{s3, ArchiveError, BlobStore, Spool, WriteLimits};
 use crate::config::{ClusterConfig, Config, StorageConfig};
 use crate::consensus::{Consensus, PeerClients, RaftPeerBlobs};
 use crate::crypto::{MasterKey, TrustAnchors};
@@ -47,9 +48,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         let state = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
-        let blobs = match &config.storage {
-            StorageConfig::Local => BlobStore::local(&config.data_dir.join("blobs"))?,
-        };
+        let blobs = open_blob_store(config).await?;
         let master_key = MasterKey::load_or_create(&config.master_key_path())
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
         let trust = load_trust_anchors(config)?;
@@ -140,6 +139,35 @@ impl Node {
     }
 }
 
+/// Opens the blob store named by `[storage]` and its spool (clearing what a crashed run
+/// left there: the caller holds the state store's lock, so no other process uses it).
+async fn open_blob_store(config: &Config) -> anyhow::Result<BlobStore> {
+    let spool = Spool::open(&config.data_dir.join("spool"))?;
+    let limits = WriteLimits::from_limits(&config.limits);
+    match &config.storage {
+        StorageConfig::Local => Ok(BlobStore::local(&config.data_dir.join("blobs"), spool, limits)?),
+        StorageConfig::S3(s3_config) => {
+            let (store, location) = s3::open(s3_config, &config.data_dir)?;
+            let blobs = BlobStore::new(store, location.clone(), spool, limits);
+            probe_store(&blobs, &location).await?;
+            Ok(blobs)
+        }
+    }
+}
+
+/// Refuses to start with credentials the store rejects; an unreachable store is only
+/// logged, since the node answers UNAVAILABLE until it is back.
+async fn probe_store(blobs: &BlobStore, location: &str) -> anyhow::Result<()> {
+    match blobs.contains(&crate::domain::Sha256([0u8; 32])).await {
+        Ok(_) => Ok(()),
+        Err(error @ ArchiveError::Refused(_)) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, %location, "object storage is not reachable yet; blob reads and writes answer UNAVAILABLE until it is");
+            Ok(())
+        }
+    }
+}
+
 /// Loads the log key (creating it when missing) and writes its verifier key to
 /// `data_dir/log.pub` for offline verifiers and auditors.
 fn load_log_identity(config: &Config) -> anyhow::Result<LogIdentity> {
@@ -201,6 +229,7 @@ fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, 
 
 fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Result<tonic::transport::server::Router> {
     let decode_max = kyso.limits().grpc_message_size_bytes_max;
+    let admin = AdminApi::new(kyso.clone());
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Both reflection versions: grpcurl 1.8 and many tools still speak only v1alpha.
@@ -218,6 +247,7 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Res
             .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<Consensus>>>()
             .await;
         health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<Consensus>>>().await;
+        health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<AdminApi<Consensus>>>().await;
     });
     Ok(tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -235,7 +265,8 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Res
         .add_service(
             pb::cluster_service_server::ClusterServiceServer::new(crate::api::cluster::ClusterApi::new(api, fault_injection))
                 .max_decoding_message_size(decode_max),
-        ))
+        )
+        .add_service(pb::admin_service_server::AdminServiceServer::new(admin)))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -3,6 +3,7 @@
 //! errors become gRPC statuses in exactly one place ([`status::to_status`]).
 
 pub mod cluster;
+pub mod admin;
 pub mod convert;
 pub mod grpc;
 pub mod http;

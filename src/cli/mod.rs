@@ -5,6 +5,7 @@ pub mod client;
 pub mod cluster;
 pub mod dev;
 pub mod log;
+pub mod scrub;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ pub enum Command {
     Cluster(cluster::ClusterCommand),
     /// Witness the transparency log: check the latest checkpoint is consistent with a stored one.
     Audit(log::AuditArgs),
+    /// Re-read and re-hash every archived blob on a node; report (and with --repair-from,
+    /// repair) missing or corrupt copies. Exits non-zero while a bad copy remains.
+    Scrub(scrub::ScrubArgs),
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
@@ -123,6 +127,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => log::audit(args).await,
         Command::Cluster(command) => cluster::run(command).await,
         Command::InitKeys(args) => dev::init_keys(&args.dir, &args.log_origin),
+        Command::Scrub(args) => scrub::scrub(args).await,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod log;
+pub mod scrub;
 pub mod signing;
 pub mod validate;
 pub mod verify;
@@ -73,7 +74,9 @@ impl From<ArchiveError> for ServiceError {
         match error {
             ArchiveError::NotFound(_) => ServiceError::NotFound(message),
             ArchiveError::Corrupt { .. } | ArchiveError::SizeMismatch { .. } => ServiceError::DataLoss(message),
-            ArchiveError::Unavailable(_) => ServiceError::Unavailable(message),
+            ArchiveError::Unavailable(_) | ArchiveError::Refused(_) | ArchiveError::Spool(_) => {
+                ServiceError::Unavailable(message)
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 //! fixed sleeps: the CI machine is slow and shared.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +29,8 @@ pub struct TestNode {
     pub http_url: String,
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    /// Extra environment variables of the node process (kept across restarts).
+    env: Vec<(String, String)>,
 }
 
 impl TestNode {
@@ -37,6 +41,17 @@ impl TestNode {
 
     /// Like [`TestNode::start`] with extra top-level TOML (before `[limits]`).
     pub fn start_with(dir: &Path, ca_pem: &Path, extra_top_level: &str, extra_limits: &str) -> TestNode {
+        Self::start_with_env(dir, ca_pem, extra_top_level, extra_limits, Vec::new())
+    }
+
+    /// Like [`TestNode::start_with`], with extra environment variables for the process.
+    pub fn start_with_env(
+        dir: &Path,
+        ca_pem: &Path,
+        extra_top_level: &str,
+        extra_limits: &str,
+        env: Vec<(String, String)>,
+    ) -> TestNode {
         std::fs::create_dir_all(dir).unwrap();
         let config_path = dir.join("kyso.toml");
         let config = format!(
@@ -46,7 +61,7 @@ impl TestNode {
             extra_limits
         );
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(dir, config_path)
+        Self::spawn(dir, config_path, env)
     }
 
     /// Starts a node from a complete TOML config written to `dir/kyso.toml`.
@@ -54,7 +69,7 @@ impl TestNode {
         std::fs::create_dir_all(dir).unwrap();
         let config_path = dir.join("kyso.toml");
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(dir, config_path)
+        Self::spawn(dir, config_path, Vec::new())
     }
 
     /// SIGKILL: no shutdown, no flush beyond what was already durable.
@@ -76,18 +91,19 @@ impl TestNode {
     /// Starts a stopped node again on its directory and config.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "node is still running");
-        *self = Self::spawn(&self.dir.clone(), self.config_path.clone());
+        *self = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.env.clone());
     }
 
     pub async fn cluster(&self) -> pb::cluster_service_client::ClusterServiceClient<Channel> {
         pb::cluster_service_client::ClusterServiceClient::new(self.channel().await)
     }
 
-    fn spawn(dir: &Path, config_path: PathBuf) -> TestNode {
+    fn spawn(dir: &Path, config_path: PathBuf, env: Vec<(String, String)>) -> TestNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
             .args(["node", "--config"])
             .arg(&config_path)
             .env("KYSO_LOG", "warn")
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -121,6 +137,7 @@ impl TestNode {
             child: Some(child),
             dir: dir.to_path_buf(),
             config_path,
+            env,
         }
     }
 
@@ -143,7 +160,7 @@ impl TestNode {
     /// Stops and starts the node on the same directory and config (new ports).
     pub fn restart(&mut self) {
         self.stop();
-        let restarted = Self::spawn(&self.dir.clone(), self.config_path.clone());
+        let restarted = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.env.clone());
         *self = restarted;
     }
 
@@ -298,6 +315,16 @@ pub fn upload_messages(request_id: &str, agency: &str, files: &[(&str, &[u8])], 
 pub async fn upload(node: &TestNode, request_id: &str, agency: &str, files: &[(&str, &[u8])]) -> Result<pb::UploadDossierResponse, tonic::Status> {
     let messages = upload_messages(request_id, agency, files, 64 * 1024);
     node.archive().await.upload_dossier(futures::stream::iter(messages)).await.map(|response| response.into_inner())
+}
+
+/// Reads a blob with GetBlob, concatenating its chunks; a stream ending in an error is that error.
+pub async fn get_blob(node: &TestNode, hash: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = node.archive().await.get_blob(pb::GetBlobRequest { sha256: hash.to_vec() }).await?.into_inner();
+    let mut content = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        content.extend_from_slice(&chunk.data);
+    }
+    Ok(content)
 }
 
 pub fn sha256(bytes: &[u8]) -> Vec<u8> {

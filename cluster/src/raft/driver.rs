@@ -135,7 +135,7 @@ impl<S: StateMachine> Driver<S> {
         config: Arc<RaftConfig>,
     ) -> Self {
         outbound.set_members(&replica.membership().peers);
-        Driver {
+        let mut driver = Driver {
             replica,
             outbound,
             channels,
@@ -146,13 +146,14 @@ impl<S: StateMachine> Driver<S> {
             next_tag: 1,
             reads: Reads::default(),
             leader_term: None,
-        }
+        };
+        driver.publish();
+        driver
     }
 
     /// Runs until stopped or a storage failure; returns the reason and fails every caller
     /// still waiting.
     pub fn run(mut self) -> String {
-        self.publish();
         let reason = loop {
             if let Err(reason) = self.turn() {
                 break reason;
@@ -435,6 +436,13 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn fail_everything(&mut self, reason: &str) {
+        // Published first, so that handles stop queueing requests as early as possible.
+        let mut status = self.status.borrow().clone();
+        status.stopped = Some(reason.to_string());
+        status.role = Role::Follower;
+        status.leader_id = None;
+        status.leader_client_addr = None;
+        self.status.send_replace(status);
         for (_, pending) in std::mem::take(&mut self.pending) {
             pending.waiter.stopped(reason);
         }
@@ -448,12 +456,6 @@ impl<S: StateMachine> Driver<S> {
             let _ = proposal.reply.send(Err(ProposeError::Stopped(reason.to_string())));
         }
         self.outbound.close();
-        let mut status = self.status.borrow().clone();
-        status.stopped = Some(reason.to_string());
-        status.role = Role::Follower;
-        status.leader_id = None;
-        status.leader_client_addr = None;
-        self.status.send_replace(status);
     }
 }
 

@@ -149,19 +149,17 @@ impl RaftNode {
         std::thread::Builder::new()
             .name(format!("raft-{}", config.id))
             .spawn(move || {
-                let opened_replica = open_replica(&thread_config, state);
-                let replica = match opened_replica {
-                    Ok(replica) => {
-                        let _ = opened_sender.send(Ok(()));
-                        replica
-                    }
+                let replica = match open_replica(&thread_config, state) {
+                    Ok(replica) => replica,
                     Err(reason) => {
                         let _ = opened_sender.send(Err(reason));
                         let _ = exited_sender.send(true);
                         return;
                     }
                 };
+                // `Driver::new` publishes the opened state: `status()` is current on return.
                 let driver = Driver::new(replica, outbound, channels, status_sender, thread_config);
+                let _ = opened_sender.send(Ok(()));
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run()));
                 if let Err(panic) = outcome {
                     let reason = panic
@@ -314,6 +312,18 @@ impl RaftNode {
         }
     }
 
+    /// Waits for the driver's answer; `None` if the driver exited without answering (a
+    /// request queued while it was stopping stays in the queue unanswered, so waiting on
+    /// the answer alone could hang).
+    async fn reply<T>(&self, answer: oneshot::Receiver<T>) -> Option<T> {
+        let mut exited = self.inner.exited.clone();
+        tokio::select! {
+            biased;
+            answer = answer => answer.ok(),
+            _ = exited.wait_for(|exited| *exited) => None,
+        }
+    }
+
     fn election_timeout(&self) -> Duration {
         self.inner.config.tick_interval * self.inner.config.election_ticks as u32
     }
@@ -339,9 +349,9 @@ impl RaftNode {
     async fn change_membership(&self, change: ConfChangeV2) -> Result<(), AdminError> {
         let (reply, outcome) = oneshot::channel();
         self.send_request(Request::ChangeMembership { change, reply })?;
-        match tokio::time::timeout(self.inner.config.admin_timeout, outcome).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(AdminError::Stopped("driver exited".into())),
+        match tokio::time::timeout(self.inner.config.admin_timeout, self.reply(outcome)).await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(AdminError::Stopped("driver exited".into())),
             Err(_) => Err(AdminError::Timeout("the membership change was not applied in time; check status()".into())),
         }
     }
@@ -408,7 +418,7 @@ impl Proposer for RaftNode {
             crossbeam_channel::TrySendError::Full(_) => ProposeError::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => ProposeError::Stopped("driver exited".into()),
         })?;
-        response.await.unwrap_or_else(|_| Err(ProposeError::Stopped("driver exited".into())))
+        self.reply(response).await.unwrap_or_else(|| Err(ProposeError::Stopped("driver exited".into())))
     }
 
     /// ReadIndex: the leader confirms with a quorum that it still leads and names its
@@ -423,7 +433,7 @@ impl Proposer for RaftNode {
             crossbeam_channel::TrySendError::Full(_) => ProposeError::Busy,
             crossbeam_channel::TrySendError::Disconnected(_) => ProposeError::Stopped("driver exited".into()),
         })?;
-        outcome.await.unwrap_or_else(|_| Err(ProposeError::Stopped("driver exited".into())))
+        self.reply(outcome).await.unwrap_or_else(|| Err(ProposeError::Stopped("driver exited".into())))
     }
 }
 

@@ -306,7 +306,7 @@ impl Cluster {
         for message in messages {
             self.deliver(message);
         }
-        let tick = self.steps % 3 == 0;
+        let tick = self.steps.is_multiple_of(3);
         for id in self.live_ids() {
             self.run_node(id, tick);
         }
@@ -317,7 +317,7 @@ impl Cluster {
         let (from, to) = (message.from, message.to);
         let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
         let lost = self.cut.contains(&(from, to))
-            || !self.nodes.get(&to).is_some_and(|node| node.replica.is_some())
+            || self.nodes.get(&to).is_none_or(|node| node.replica.is_none())
             || (self.drop_percent > 0 && self.rng.u8(0..100) < self.drop_percent);
         if lost {
             if is_snapshot && self.is_live(from) {
