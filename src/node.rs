@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::grpc::GrpcApi;
+use crate::api::public::PublicSettings;
 use crate::archive::BlobStore;
 use crate::config::{Config, StorageConfig};
 use crate::crypto::{MasterKey, TrustAnchors};
@@ -28,6 +29,9 @@ pub struct Node {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub kyso: Arc<Kyso<SingleNode>>,
+    /// Settings of the public lookup routes; `kyso dev` points the base URL at the port
+    /// it bound before serving.
+    pub public: PublicSettings,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
 }
@@ -58,6 +62,7 @@ impl Node {
             grpc_addr: grpc_listener.local_addr()?,
             http_addr: http_listener.local_addr()?,
             kyso,
+            public: PublicSettings::from_config(config),
             grpc_listener,
             http_listener,
         })
@@ -66,7 +71,8 @@ impl Node {
     /// Serves gRPC and HTTP until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = axum::serve(self.http_listener, crate::api::http::router(self.kyso.clone()))
+        let http_router = crate::api::http::router(self.kyso.clone(), self.public);
+        let http = axum::serve(self.http_listener, http_router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.await;
             });

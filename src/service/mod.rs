@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod log;
+pub mod lookup;
 pub mod signing;
 pub mod validate;
 pub mod verify;
