@@ -187,8 +187,11 @@ fn error_json(status: StatusCode, message: &'static str) -> Response {
     (status, headers, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-fn missing_page(lang: Lang, path: &str, missing: Missing) -> Response {
+/// The page for a lookup that has nothing to show. It is the same for every code (its
+/// language link leads home), so it cannot tell one missing code from another.
+fn missing_page(lang: Lang, missing: Missing) -> Response {
     let texts = lang.texts();
+    let path = "/";
     match missing {
         Missing::NotFound => html(StatusCode::NOT_FOUND, lang, page::message_page(lang, path, texts.not_found_title, texts.not_found_explained)),
         Missing::Unavailable => html(
@@ -223,7 +226,7 @@ async fn search(Negotiated(lang): Negotiated, RawQuery(query): RawQuery) -> Resp
     };
     match LookupCode::parse(&typed) {
         Ok(code) => Redirect::to(&format!("/v/{code}?lang={}", lang.code())).into_response(),
-        Err(_) => missing_page(lang, "/v", Missing::NotFound),
+        Err(_) => missing_page(lang, Missing::NotFound),
     }
 }
 
@@ -242,7 +245,7 @@ async fn lookup_page<P: Proposer>(
             };
             html(StatusCode::OK, lang, page::lookup_page(lang, &view))
         }
-        Err(missing) => missing_page(lang, "/v", missing),
+        Err(missing) => missing_page(lang, missing),
     }
 }
 
@@ -289,19 +292,19 @@ fn drawing<P: Proposer>(
 ) -> Response {
     let facts = match public.find(code) {
         Ok(facts) => facts,
-        Err(missing) => return missing_page(lang, "/v", missing),
+        Err(missing) => return missing_page(lang, missing),
     };
     match draw(&facts) {
         Ok(body) => svg(body),
         Err(error) => {
             tracing::warn!(%error, "cannot draw a QR code");
-            missing_page(lang, "/v", Missing::Unavailable)
+            missing_page(lang, Missing::Unavailable)
         }
     }
 }
 
 async fn not_found_fallback(Negotiated(lang): Negotiated) -> Response {
-    missing_page(lang, "/", Missing::NotFound)
+    missing_page(lang, Missing::NotFound)
 }
 
 /// The decoded value of `key` in a query string (`+` is a space, `%HH` a byte).
