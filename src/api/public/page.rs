@@ -138,7 +138,6 @@ fn file_check(texts: &Texts, view: &LookupView<'_>) -> Markup {
             data-msg-match-revoked=(texts.check_match_revoked)
             data-msg-mismatch=(texts.check_mismatch)
             data-msg-mismatch-detail=(texts.check_mismatch_explained)
-            data-msg-file-hash=(texts.check_file_hash)
             data-msg-unsupported=(texts.check_unsupported)
             data-msg-failed=(texts.check_failed) {
             h2 { (texts.check_heading) }
@@ -152,6 +151,10 @@ fn file_check(texts: &Texts, view: &LookupView<'_>) -> Markup {
             div.file-result id="file-result" role="status" aria-live="polite" hidden {
                 p.file-verdict id="file-verdict" {}
                 p.file-detail id="file-detail" {}
+                p.file-hash id="file-hash" hidden {
+                    span.file-hash-label { (texts.check_file_hash) }
+                    code id="file-hash-value" {}
+                }
             }
         }
         noscript {

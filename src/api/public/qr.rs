@@ -19,7 +19,7 @@ const STAMP_HEIGHT_MM: f64 = 34.0;
 const STAMP_QR_SIDE_MM: f64 = 30.0;
 /// Where the text column of the stamp starts and how wide it may be, in millimetres.
 const STAMP_TEXT_X_MM: f64 = 33.0;
-const STAMP_TEXT_WIDTH_MM: f64 = 50.5;
+const STAMP_TEXT_WIDTH_MM: f64 = 50.0;
 const DARK_RED: &str = "#8b1a1a";
 
 #[derive(Debug, thiserror::Error)]

@@ -19,14 +19,18 @@
   var result = document.getElementById('file-result');
   var verdict = document.getElementById('file-verdict');
   var detail = document.getElementById('file-detail');
+  var fileHash = document.getElementById('file-hash');
+  var fileHashValue = document.getElementById('file-hash-value');
   var message = section.dataset;
 
-  function show(state, verdictText, detailText) {
+  function show(state, verdictText, detailText, hashText) {
     result.hidden = false;
     result.dataset.verdict = state;
     result.className = 'file-result file-result-' + state;
     verdict.textContent = verdictText;
     detail.textContent = detailText || '';
+    fileHash.hidden = !hashText;
+    fileHashValue.textContent = hashText || '';
   }
 
   function hex(buffer) {
@@ -35,12 +39,8 @@
     }).join('');
   }
 
-  function mismatch(fileHash) {
-    var detailText = message.msgMismatchDetail;
-    if (fileHash) {
-      detailText += ' ' + message.msgFileHash + ': ' + fileHash;
-    }
-    show('mismatch', message.msgMismatch, detailText);
+  function mismatch(digest) {
+    show('mismatch', message.msgMismatch, message.msgMismatchDetail, digest);
   }
 
   async function check(file) {
