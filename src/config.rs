@@ -41,12 +41,66 @@ pub struct Config {
     pub public_base_url: String,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Raft membership. Absent: a standalone single node (the embedded default).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     #[serde(default)]
     pub limits: Limits,
     /// Display names of agencies on the public page and stamps, by agency id, e.g.
     /// `xa-demo = "UBND xã Demo"`. An agency without an entry is shown by its id.
     #[serde(default)]
     pub agency_names: BTreeMap<String, String>,
+}
+
+/// This node's place in a Raft cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's Raft id: non-zero, unique in the cluster, never reused.
+    pub node_id: u64,
+    /// Address of this node's peer port (Raft messages and snapshots).
+    pub raft_addr: SocketAddr,
+    /// The client address other nodes name when they redirect a write here. Defaults to
+    /// `grpc_addr` (set it when `grpc_addr` binds 0.0.0.0 or port 0).
+    #[serde(default)]
+    pub advertise_client_addr: Option<String>,
+    /// The initial members when the cluster is first created (every node lists the same
+    /// set, itself included). Ignored once the node has state. Empty with `join = true`.
+    #[serde(default)]
+    pub members: Vec<ClusterMember>,
+    /// Start empty and wait to be added by `kyso cluster add` on the leader.
+    #[serde(default)]
+    pub join: bool,
+    /// Take a snapshot and compact the log every this many applied entries.
+    #[serde(default = "default_compaction_interval_entries")]
+    pub compaction_interval_entries: u64,
+    /// Entries kept behind a snapshot so slightly lagging peers catch up from the log.
+    #[serde(default = "default_log_retained_entries")]
+    pub log_retained_entries: u64,
+    /// Milliseconds between Raft ticks; elections time out after 10 ticks.
+    #[serde(default = "default_tick_interval_milliseconds")]
+    pub tick_interval_milliseconds: u64,
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMember {
+    pub id: u64,
+    /// host:port of its peer port.
+    pub raft_addr: String,
+    /// host:port of its gRPC API.
+    pub client_addr: String,
+}
+
+fn default_compaction_interval_entries() -> u64 {
+    10_000
+}
+fn default_log_retained_entries() -> u64 {
+    1_000
+}
+fn default_tick_interval_milliseconds() -> u64 {
+    100
 }
 
 /// Where blobs live.
@@ -165,6 +219,7 @@ impl Config {
             trust_anchor_files: Vec::new(),
             public_base_url: default_public_base_url(),
             storage: StorageConfig::default(),
+            cluster: None,
             limits: Limits::default(),
             agency_names: BTreeMap::new(),
         }
@@ -235,6 +290,9 @@ impl Config {
                 reason: "at most 1000: a batch is one replicated command".into(),
             });
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         if self.trust_anchor_files.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "trust_anchor_files",
@@ -300,6 +358,39 @@ impl Config {
     /// The name shown publicly for an agency: its configured display name, else its id.
     pub fn agency_display_name<'a>(&'a self, agency_id: &'a str) -> &'a str {
         self.agency_names.get(agency_id).map(String::as_str).unwrap_or(agency_id)
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::Invalid { key: "cluster.node_id", reason: "must be greater than zero".into() });
+        }
+        if self.join && !self.members.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "cluster.members",
+                reason: "a joining node starts empty: remove members or set join = false".into(),
+            });
+        }
+        if !self.join && !self.members.iter().any(|member| member.id == self.node_id) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.members",
+                reason: format!("must list this node (id {}) among the initial members", self.node_id),
+            });
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|member| member.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.members.len() || ids.contains(&0) {
+            return Err(ConfigError::Invalid { key: "cluster.members", reason: "ids must be unique and non-zero".into() });
+        }
+        if self.compaction_interval_entries == 0 || self.tick_interval_milliseconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "cluster",
+                reason: "compaction_interval_entries and tick_interval_milliseconds must be greater than zero".into(),
+            });
+        }
+        Ok(())
     }
 }
 

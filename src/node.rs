@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use kyso_cluster::raft::{PeerAddress, RaftConfig, RaftNode};
 use kyso_cluster::single::SingleNode;
 use kyso_cluster::DriverConfig;
 use kyso_proto::v1 as pb;
@@ -14,7 +15,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::grpc::GrpcApi;
 use crate::api::public::PublicSettings;
 use crate::archive::BlobStore;
-use crate::config::{Config, StorageConfig};
+use crate::config::{ClusterConfig, Config, StorageConfig};
+use crate::consensus::{Consensus, PeerClients, RaftPeerBlobs};
 use crate::crypto::{MasterKey, TrustAnchors};
 use crate::service::log::LogIdentity;
 use crate::service::Kyso;
@@ -28,12 +30,15 @@ pub const CONCURRENT_STREAMS_PER_CONNECTION_MAX: u32 = 256;
 pub struct Node {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    pub kyso: Arc<Kyso<SingleNode>>,
+    /// The peer port, when the node is a Raft member.
+    pub raft_addr: Option<SocketAddr>,
+    pub kyso: Arc<Kyso<Consensus>>,
     /// Settings of the public lookup routes; `kyso dev` points the base URL at the port
     /// it bound before serving.
     pub public: PublicSettings,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    raft_listener: Option<TcpListener>,
 }
 
 impl Node {
@@ -50,21 +55,43 @@ impl Node {
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
         let trust = load_trust_anchors(config)?;
         let log = load_log_identity(config)?;
-        let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
-        let kyso = Arc::new(Kyso::new(state, blobs, driver, trust, master_key, config.limits.clone(), log));
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot bind gRPC address {}", config.grpc_addr))?;
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let (kyso, raft_listener) = match &config.cluster {
+            None => {
+                let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
+                let kyso = Kyso::new(state, blobs, Consensus::Single(driver), trust, master_key, config.limits.clone(), log);
+                (kyso, None)
+            }
+            Some(cluster) => {
+                let raft_listener = TcpListener::bind(cluster.raft_addr)
+                    .await
+                    .with_context(|| format!("cannot bind Raft peer address {}", cluster.raft_addr))?;
+                let raft_config = raft_config(config, cluster, grpc_addr, raft_listener.local_addr()?);
+                let node = RaftNode::start(raft_config, state.clone()).await.context("cannot start the Raft node")?;
+                let peers = Arc::new(PeerClients::default());
+                let consensus = Consensus::Raft { node: node.clone(), peers: peers.clone() };
+                let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log);
+                if matches!(config.storage, StorageConfig::Local) {
+                    kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs { node, peers }));
+                }
+                (kyso, Some(raft_listener))
+            }
+        };
         Ok(Node {
-            grpc_addr: grpc_listener.local_addr()?,
+            grpc_addr,
             http_addr: http_listener.local_addr()?,
-            kyso,
+            raft_addr: raft_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
+            kyso: Arc::new(kyso),
             public: PublicSettings::from_config(config),
             grpc_listener,
             http_listener,
+            raft_listener,
         })
     }
 
@@ -77,10 +104,39 @@ impl Node {
                 let _ = http_stopped.await;
             });
         let http_task = tokio::spawn(async move { http.await });
+        let (stop_raft, raft_stopped) = tokio::sync::oneshot::channel::<()>();
+        let raft_task = match (self.raft_listener, self.kyso.proposer().raft()) {
+            (Some(listener), Some(node)) => {
+                let peer_service = node.peer_service();
+                let decode_max = self.kyso.limits().grpc_message_size_bytes_max;
+                let internal = crate::api::cluster::NodeInternalApi::new(GrpcApi::new(self.kyso.clone()));
+                Some(tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .tcp_nodelay(true)
+                        .add_service(peer_service)
+                        .add_service(
+                            pb::node_internal_service_server::NodeInternalServiceServer::new(internal)
+                                .max_decoding_message_size(decode_max),
+                        )
+                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                            let _ = raft_stopped.await;
+                        })
+                        .await
+                }))
+            }
+            _ => None,
+        };
         let grpc = grpc_router(self.kyso.clone())?
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), shutdown);
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
+        let _ = stop_raft.send(());
+        if let Some(node) = self.kyso.proposer().raft() {
+            node.shutdown().await;
+        }
+        if let Some(task) = raft_task {
+            task.await.context("Raft peer server task failed")?.context("Raft peer server failed")?;
+        }
         http_task.await.context("HTTP server task failed")?.context("HTTP server failed")?;
         result
     }
@@ -124,7 +180,21 @@ fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
     TrustAnchors::from_pem(&pem).context("trust anchors are not usable")
 }
 
-fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::server::Router> {
+fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, raft_addr: SocketAddr) -> RaftConfig {
+    let client_addr = cluster.advertise_client_addr.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let mut raft = RaftConfig::new(cluster.node_id, raft_addr.to_string(), client_addr, config.data_dir.join("raft"));
+    raft.initial_members = cluster
+        .members
+        .iter()
+        .map(|member| PeerAddress { id: member.id, raft_addr: member.raft_addr.clone(), client_addr: member.client_addr.clone() })
+        .collect();
+    raft.compaction_interval_entries = cluster.compaction_interval_entries;
+    raft.log_retained_entries = cluster.log_retained_entries;
+    raft.tick_interval = std::time::Duration::from_millis(cluster.tick_interval_milliseconds);
+    raft
+}
+
+fn grpc_router(kyso: Arc<Kyso<Consensus>>) -> anyhow::Result<tonic::transport::server::Router> {
     let decode_max = kyso.limits().grpc_message_size_bytes_max;
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -137,12 +207,12 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
     let reflection = reflection_builder().build_v1().context("cannot build reflection service")?;
     let reflection_v1alpha = reflection_builder().build_v1alpha().context("cannot build reflection service")?;
     tokio::spawn(async move {
-        health_reporter.set_serving::<pb::archive_service_server::ArchiveServiceServer<GrpcApi<SingleNode>>>().await;
-        health_reporter.set_serving::<pb::signing_service_server::SigningServiceServer<GrpcApi<SingleNode>>>().await;
+        health_reporter.set_serving::<pb::archive_service_server::ArchiveServiceServer<GrpcApi<Consensus>>>().await;
+        health_reporter.set_serving::<pb::signing_service_server::SigningServiceServer<GrpcApi<Consensus>>>().await;
         health_reporter
-            .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<SingleNode>>>()
+            .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<Consensus>>>()
             .await;
-        health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<SingleNode>>>().await;
+        health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<Consensus>>>().await;
     });
     Ok(tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -156,7 +226,11 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
             pb::verification_service_server::VerificationServiceServer::new(api.clone())
                 .max_decoding_message_size(decode_max),
         )
-        .add_service(pb::log_service_server::LogServiceServer::new(api)))
+        .add_service(pb::log_service_server::LogServiceServer::new(api.clone()))
+        .add_service(
+            pb::cluster_service_server::ClusterServiceServer::new(crate::api::cluster::ClusterApi::new(api))
+                .max_decoding_message_size(decode_max),
+        ))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -31,7 +31,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 
 /// The gRPC face of a node; cheap to clone.
 pub struct GrpcApi<P: Proposer> {
-    kyso: Arc<Kyso<P>>,
+    pub(crate) kyso: Arc<Kyso<P>>,
     uploads: Arc<Semaphore>,
 }
 
@@ -47,12 +47,12 @@ impl<P: Proposer> GrpcApi<P> {
         GrpcApi { kyso, uploads }
     }
 
-    fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.kyso.limits().request_timeout_seconds)
     }
 
     /// Runs a service call under the request timeout.
-    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, ServiceError>>) -> Result<T, Status> {
+    pub(crate) async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, ServiceError>>) -> Result<T, Status> {
         match tokio::time::timeout(self.request_timeout(), call).await {
             Ok(result) => result.map_err(to_status),
             Err(_) => Err(Status::deadline_exceeded(format!(
@@ -63,7 +63,7 @@ impl<P: Proposer> GrpcApi<P> {
     }
 
     /// Next message of a client stream, or a precise error if it stalls.
-    async fn next_message<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
+    pub(crate) async fn next_message<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
         match tokio::time::timeout(self.request_timeout(), stream.message()).await {
             Ok(message) => message,
             Err(_) => Err(Status::deadline_exceeded(format!(

@@ -2,6 +2,7 @@
 //! call a service, encode. Only this module and `cli` know prost and tonic types; service
 //! errors become gRPC statuses in exactly one place ([`status::to_status`]).
 
+pub mod cluster;
 pub mod convert;
 pub mod grpc;
 pub mod http;

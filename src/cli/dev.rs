@@ -74,6 +74,25 @@ fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     crate::node::write_private_file(path, content)
 }
 
+/// `kyso init-keys`: the secrets every node of one cluster must share, plus a dev PKI.
+/// Existing files are kept, so running it twice is harmless.
+pub fn init_keys(dir: &Path, log_origin: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let master = dir.join("master.key");
+    if !master.exists() {
+        crate::crypto::MasterKey::load_or_create(&master)?;
+    }
+    let log_key = dir.join("log.key");
+    if !log_key.exists() {
+        crate::node::write_private_file(&log_key, &crate::tlog::LogSigner::generate()?)?;
+    }
+    let signer = crate::tlog::LogSigner::from_pkcs8(log_origin, &std::fs::read(&log_key)?)?;
+    std::fs::write(dir.join("log.pub"), format!("{}\n", signer.verifier()))?;
+    let pki = ensure_dev_pki(&dir.join("dev-pki"))?;
+    println!("master key {}\nlog key    {}\nlog.pub    {}\ndev CA     {}", master.display(), log_key.display(), dir.join("log.pub").display(), pki.ca_pem.display());
+    Ok(())
+}
+
 /// A small, valid PDF to try the flow with.
 fn ensure_sample(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;

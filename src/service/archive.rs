@@ -56,7 +56,12 @@ impl<P: Proposer> Kyso<P> {
     /// blob store checks the hash again before writing.
     pub async fn store_file(&self, name: String, content_type: String, hash: Sha256, content: Bytes) -> Result<ArchivedFile, ServiceError> {
         let size_bytes = content.len() as u64;
-        self.blobs.put(&hash, content).await?;
+        self.blobs.put(&hash, content.clone()).await?;
+        if let Some(peers) = &self.peer_blobs {
+            peers.replicate(hash, content).await.map_err(|error| {
+                ServiceError::Unavailable(format!("{error}; the dossier was not recorded, retry when the cluster is healthy"))
+            })?;
+        }
         Ok(ArchivedFile { name, content_type, size_bytes, sha256: hash })
     }
 
@@ -96,7 +101,31 @@ impl<P: Proposer> Kyso<P> {
         if !self.state.blob_known(hash)? {
             return Err(ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")));
         }
-        Ok(self.blobs.get(hash).await?)
+        match self.blobs.get(hash).await {
+            Err(crate::archive::ArchiveError::NotFound(_)) if self.peer_blobs.is_some() => self.fetch_from_peers(hash).await,
+            other => Ok(other?),
+        }
+    }
+
+    /// A blob the replicated state references but this node lacks (it missed the upload, or
+    /// caught up from a snapshot): fetch it from a peer, which checked its hash, and keep it.
+    async fn fetch_from_peers(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
+        let peers = self.peer_blobs.as_ref().expect("checked by the caller");
+        let content = peers.fetch(*hash).await.map_err(ServiceError::Unavailable)?;
+        if &Sha256::digest(&content) != hash {
+            return Err(ServiceError::DataLoss(format!("a peer sent bytes that do not hash to {hash}")));
+        }
+        self.blobs.put(hash, content.clone()).await?;
+        tracing::info!(%hash, "fetched a missing blob from a peer");
+        Ok(content)
+    }
+
+    /// Stores a blob replica pushed by another node (hash-checked).
+    pub async fn store_replica(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
+        if Sha256::digest(&content) != hash {
+            return Err(ServiceError::InvalidArgument(format!("replica bytes do not hash to {hash}")));
+        }
+        Ok(self.blobs.put(&hash, content).await?)
     }
 
     fn new_dossier_id(&self) -> Result<String, ServiceError> {

@@ -103,6 +103,26 @@ pub struct Kyso<P: Proposer> {
     pub(crate) limits: Limits,
     pub(crate) random: ring::rand::SystemRandom,
     pub(crate) log: log::LogIdentity,
+    /// Copies of blobs on other nodes (per-node local storage in a cluster); `None` when
+    /// the node is standalone or the object store is shared.
+    pub(crate) peer_blobs: Option<Arc<dyn PeerBlobs>>,
+}
+
+/// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
+/// the node's adapter, which knows how nodes talk.
+pub trait PeerBlobs: Send + Sync + 'static {
+    /// Stores `content` on enough other voters that, with this node's copy, a majority
+    /// holds it. Fails if a majority cannot be reached.
+    fn replicate(
+        &self,
+        hash: crate::domain::Sha256,
+        content: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
+    /// Fetches a blob this node lacks from any peer (hash-checked by the implementation).
+    fn fetch(
+        &self,
+        hash: crate::domain::Sha256,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send + '_>>;
 }
 
 impl<P: Proposer> Kyso<P> {
@@ -115,7 +135,17 @@ impl<P: Proposer> Kyso<P> {
         limits: Limits,
         log: log::LogIdentity,
     ) -> Self {
-        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new(), log }
+        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new(), log, peer_blobs: None }
+    }
+
+    /// Replicates blobs to peers before proposing, and fetches missing ones from them.
+    pub fn with_peer_blobs(mut self, peer_blobs: Arc<dyn PeerBlobs>) -> Self {
+        self.peer_blobs = Some(peer_blobs);
+        self
+    }
+
+    pub fn proposer(&self) -> &P {
+        &self.proposer
     }
 
     pub fn limits(&self) -> &Limits {

@@ -372,10 +372,15 @@ impl StateStore {
         Ok(())
     }
 
-    /// SHA-256 over the canonical snapshot: equal on every node at the same applied index.
+    /// SHA-256 over the canonical encoding of the replicated records, without the applied
+    /// index (log entries that carry no command, such as a new leader's no-op, advance the
+    /// index but not the state). Equal on every replica that applied the same commands.
+    /// Returns the applied index beside it.
     pub fn digest(&self) -> Result<(u64, Sha256), StateError> {
         let (index, bytes) = self.take_snapshot()?;
-        Ok((index, Sha256::digest(&bytes)))
+        let mut snapshot: SnapshotV1 = decode(&bytes[1..])?;
+        snapshot.applied = 0;
+        Ok((index, Sha256::digest(&encode(&snapshot))))
     }
 }
 

@@ -49,6 +49,36 @@ impl TestNode {
         Self::spawn(dir, config_path)
     }
 
+    /// Starts a node from a complete TOML config written to `dir/kyso.toml`.
+    pub fn start_config(dir: &Path, config: &str) -> TestNode {
+        std::fs::create_dir_all(dir).unwrap();
+        let config_path = dir.join("kyso.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::spawn(dir, config_path)
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was already durable.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts a stopped node again on its directory and config.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "node is still running");
+        *self = Self::spawn(&self.dir.clone(), self.config_path.clone());
+    }
+
+    pub async fn cluster(&self) -> pb::cluster_service_client::ClusterServiceClient<Channel> {
+        pb::cluster_service_client::ClusterServiceClient::new(self.channel().await)
+    }
+
     fn spawn(dir: &Path, config_path: PathBuf) -> TestNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
             .args(["node", "--config"])
@@ -306,4 +336,107 @@ pub fn kyso_cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A port that was free a moment ago (the OS hands out ephemeral ports round-robin, so
+/// reuse by another process in the short window before the node binds it is unlikely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Ports and shared secrets of a local test cluster.
+pub struct ClusterLayout {
+    pub dir: PathBuf,
+    pub pki: TestPki,
+    /// (id, grpc port, raft port)
+    pub members: Vec<(u64, u16, u16)>,
+    pub extra_cluster_toml: String,
+}
+
+impl ClusterLayout {
+    pub fn new(dir: &Path, nodes: u64, extra_cluster_toml: &str) -> ClusterLayout {
+        let shared = dir.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        kyso::crypto::MasterKey::load_or_create(&shared.join("master.key")).unwrap();
+        std::fs::write(shared.join("log.key"), kyso::tlog::LogSigner::generate().unwrap()).unwrap();
+        ClusterLayout {
+            pki: TestPki::new(&dir.join("pki")),
+            dir: dir.to_path_buf(),
+            members: (1..=nodes).map(|id| (id, free_port(), free_port())).collect(),
+            extra_cluster_toml: extra_cluster_toml.to_string(),
+        }
+    }
+
+    fn members_toml(&self) -> String {
+        self.members
+            .iter()
+            .map(|(id, grpc, raft)| format!("{{ id = {id}, raft_addr = \"127.0.0.1:{raft}\", client_addr = \"127.0.0.1:{grpc}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The config of member `id`; `join` starts it empty, waiting to be added.
+    pub fn config(&self, id: u64, grpc: u16, raft: u16, join: bool) -> String {
+        let shared = self.dir.join("shared");
+        let membership = if join { "join = true".to_string() } else { format!("members = [{}]", self.members_toml()) };
+        format!(
+            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\nhttp_addr = \"127.0.0.1:0\"\n\
+             master_key_file = {:?}\nlog_key_file = {:?}\ntrust_anchor_files = [{:?}]\n\
+             [cluster]\nnode_id = {id}\nraft_addr = \"127.0.0.1:{raft}\"\ntick_interval_milliseconds = 50\n{}\n{membership}\n",
+            shared.join("master.key").display().to_string(),
+            shared.join("log.key").display().to_string(),
+            self.pki.ca_pem_path.display().to_string(),
+            self.extra_cluster_toml,
+        )
+    }
+
+    pub fn start_all(&self) -> Vec<TestNode> {
+        self.members
+            .iter()
+            .map(|&(id, grpc, raft)| TestNode::start_config(&self.dir.join(format!("node{id}")), &self.config(id, grpc, raft, false)))
+            .collect()
+    }
+}
+
+/// Waits until every running node names the same leader, and that leader says it leads.
+/// Returns the leader's position in `nodes`.
+pub async fn wait_for_leader(nodes: &[TestNode], deadline: Duration) -> usize {
+    let start = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for (position, node) in nodes.iter().enumerate().filter(|(_, node)| node.is_running()) {
+            if let Ok(status) = node.cluster().await.status(pb::ClusterStatusRequest {}).await {
+                views.push((position, status.into_inner()));
+            }
+        }
+        let running = nodes.iter().filter(|node| node.is_running()).count();
+        if views.len() == running && running > 0 {
+            let leader = views[0].1.leader_id;
+            let agreed = leader != 0 && views.iter().all(|(_, view)| view.leader_id == leader);
+            if let (true, Some((position, _))) = (agreed, views.iter().find(|(_, view)| view.role == "leader" && view.node_id == leader)) {
+                return *position;
+            }
+        }
+        assert!(start.elapsed() < deadline, "no agreed leader within {deadline:?}: {views:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every running node reports the same state digest at the same applied index.
+pub async fn wait_for_identical_state(nodes: &[TestNode], deadline: Duration) -> pb::StateDigestResponse {
+    let start = Instant::now();
+    loop {
+        let mut digests = Vec::new();
+        for node in nodes.iter().filter(|node| node.is_running()) {
+            if let Ok(digest) = node.cluster().await.state_digest(pb::StateDigestRequest {}).await {
+                digests.push(digest.into_inner());
+            }
+        }
+        let running = nodes.iter().filter(|node| node.is_running()).count();
+        if digests.len() == running && digests.windows(2).all(|pair| pair[0] == pair[1]) {
+            return digests.remove(0);
+        }
+        assert!(start.elapsed() < deadline, "replicas did not converge within {deadline:?}: {digests:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# A local kyso cluster on 127.0.0.1, one process per node, for trying and testing.
+#
+#   deploy/local/cluster.sh up N         start N nodes (3 or 5), creating keys and configs once
+#   deploy/local/cluster.sh down         stop every node (SIGTERM)
+#   deploy/local/cluster.sh status       each node's view of the cluster
+#   deploy/local/cluster.sh kill I       SIGKILL node I
+#   deploy/local/cluster.sh restart I    start node I again (after kill or down)
+#
+# Node I listens on gRPC 127.0.0.1:741I, HTTP 127.0.0.1:749I, Raft 127.0.0.1:751I. State,
+# logs and pid files live in deploy/local/run/ (override with KYSO_LOCAL_DIR). The binary
+# is target/release/kyso unless KYSO_BIN names another.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+run="${KYSO_LOCAL_DIR:-$here/run}"
+bin="${KYSO_BIN:-$root/target/release/kyso}"
+
+grpc_port() { echo $((7410 + $1)); }
+http_port() { echo $((7490 + $1)); }
+raft_port() { echo $((7510 + $1)); }
+
+ensure_binary() {
+  if [[ ! -x "$bin" ]]; then
+    (cd "$root" && cargo build --release --bin kyso)
+  fi
+}
+
+write_config() { # node count
+  local i=$1 n=$2 members=""
+  for j in $(seq 1 "$n"); do
+    members+="  { id = $j, raft_addr = \"127.0.0.1:$(raft_port "$j")\", client_addr = \"127.0.0.1:$(grpc_port "$j")\" },"$'\n'
+  done
+  mkdir -p "$run/node$i"
+  cat > "$run/node$i/kyso.toml" <<TOML
+data_dir = "data"
+grpc_addr = "127.0.0.1:$(grpc_port "$i")"
+http_addr = "127.0.0.1:$(http_port "$i")"
+master_key_file = "$run/shared/master.key"
+log_key_file = "$run/shared/log.key"
+trust_anchor_files = ["$run/shared/dev-pki/ca.pem"]
+public_base_url = "http://127.0.0.1:$(http_port "$i")"
+
+[cluster]
+node_id = $i
+raft_addr = "127.0.0.1:$(raft_port "$i")"
+members = [
+$members]
+TOML
+}
+
+start_node() { # node
+  local i=$1
+  [[ -f "$run/node$i/kyso.toml" ]] || { echo "node $i has no config; run 'up N' first" >&2; exit 1; }
+  if [[ -f "$run/node$i/pid" ]] && kill -0 "$(cat "$run/node$i/pid")" 2>/dev/null; then
+    echo "node $i already running (pid $(cat "$run/node$i/pid"))"; return
+  fi
+  KYSO_LOG="${KYSO_LOG:-info}" nohup "$bin" node --config "$run/node$i/kyso.toml" >"$run/node$i/stdout.log" 2>"$run/node$i/stderr.log" &
+  echo $! > "$run/node$i/pid"
+  echo "node $i started (pid $!) grpc 127.0.0.1:$(grpc_port "$i")"
+}
+
+case "${1:-}" in
+  up)
+    n="${2:-3}"
+    [[ "$n" == 3 || "$n" == 5 ]] || { echo "up takes 3 or 5" >&2; exit 2; }
+    ensure_binary
+    mkdir -p "$run"
+    "$bin" init-keys --dir "$run/shared" >/dev/null
+    for i in $(seq 1 "$n"); do
+      [[ -f "$run/node$i/kyso.toml" ]] || write_config "$i" "$n"
+      start_node "$i"
+    done
+    echo "signer cert/key for 'kyso signer add': $run/shared/dev-pki/signer.pem $run/shared/dev-pki/signer.key"
+    ;;
+  down)
+    for pidfile in "$run"/node*/pid; do
+      [[ -f "$pidfile" ]] || continue
+      kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+      rm -f "$pidfile"
+    done
+    ;;
+  status)
+    ensure_binary
+    for dir in "$run"/node*; do
+      i="${dir##*node}"
+      echo "--- node $i"
+      "$bin" cluster status --server "http://127.0.0.1:$(grpc_port "$i")" || true
+    done
+    ;;
+  kill)
+    i="${2:?node number}"
+    kill -KILL "$(cat "$run/node$i/pid")" && rm -f "$run/node$i/pid" && echo "node $i killed"
+    ;;
+  restart)
+    i="${2:?node number}"
+    ensure_binary
+    if [[ -f "$run/node$i/pid" ]]; then kill -TERM "$(cat "$run/node$i/pid")" 2>/dev/null || true; rm -f "$run/node$i/pid"; sleep 1; fi
+    start_node "$i"
+    ;;
+  *)
+    sed -n '2,13p' "$0"; exit 2 ;;
+esac
