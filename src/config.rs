@@ -354,11 +354,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The name shown publicly for an agency: its configured display name, else its id.
-    pub fn agency_display_name<'a>(&'a self, agency_id: &'a str) -> &'a str {
-        self.agency_names.get(agency_id).map(String::as_str).unwrap_or(agency_id)
-    }
 }
 
 impl ClusterConfig {
@@ -405,7 +400,7 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.limits.dossier_files_max, 200);
         assert_eq!(config.limits.public_requests_per_minute_max, Limits::default().public_requests_per_minute_max);
-        assert_eq!(config.agency_display_name("xa-demo"), "UBND xã Demo");
+        assert_eq!(config.agency_names["xa-demo"], "UBND xã Demo");
     }
 
     #[test]
@@ -442,14 +437,13 @@ mod tests {
     }
 
     #[test]
-    fn agency_names_map_ids_to_display_names_and_fall_back_to_the_id() {
+    fn agency_names_map_ids_to_display_names() {
         let config: Config = toml::from_str(
             "data_dir = 'x'\ntrust_anchor_files = ['ca.pem']\n[agency_names]\nxa-demo = 'UBND xã Demo'\n",
         )
         .unwrap();
         config.validate().unwrap();
-        assert_eq!(config.agency_display_name("xa-demo"), "UBND xã Demo");
-        assert_eq!(config.agency_display_name("xa-khac"), "xa-khac");
+        assert_eq!(config.agency_names.get("xa-demo").map(String::as_str), Some("UBND xã Demo"));
     }
 
     #[test]

@@ -65,6 +65,7 @@ impl PublicSettings {
         }
     }
 
+    /// The name shown publicly for an agency: its configured display name, else its id.
     fn agency_name<'a>(&'a self, agency_id: &'a str) -> &'a str {
         self.agency_names.get(agency_id).map(String::as_str).unwrap_or(agency_id)
     }
@@ -336,6 +337,15 @@ fn query_value(query: &str, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agencies_without_a_display_name_are_shown_by_their_id() {
+        let mut config = Config::with_data_dir("x");
+        config.agency_names.insert("xa-demo".into(), "UBND xã Demo".into());
+        let settings = PublicSettings::from_config(&config);
+        assert_eq!(settings.agency_name("xa-demo"), "UBND xã Demo");
+        assert_eq!(settings.agency_name("xa-khac"), "xa-khac");
+    }
 
     #[test]
     fn query_values_are_decoded_like_a_form_sends_them() {
