@@ -41,6 +41,10 @@ pub struct Config {
     pub public_base_url: String,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Lets a test harness cut this node's Raft links (`ClusterService.InjectFault`). Never
+    /// in production: the node logs a warning at start when it is on.
+    #[serde(default)]
+    pub fault_injection: bool,
     /// Raft membership. Absent: a standalone single node (the embedded default).
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
@@ -219,6 +223,7 @@ impl Config {
             trust_anchor_files: Vec::new(),
             public_base_url: default_public_base_url(),
             storage: StorageConfig::default(),
+            fault_injection: false,
             cluster: None,
             limits: Limits::default(),
             agency_names: BTreeMap::new(),

@@ -53,6 +53,21 @@ impl Consensus {
             Consensus::Raft { node, .. } => Some(node),
         }
     }
+
+    /// Fault injection: cut Raft messages and kyso's own node-to-node calls to and from
+    /// these members. An empty list heals.
+    pub fn isolate(&self, ids: &[u64]) {
+        if let Consensus::Raft { node, peers } = self {
+            node.set_isolated_peers(ids);
+            let members = node.status().members;
+            peers.set_isolated_addresses(
+                members
+                    .iter()
+                    .filter(|member| ids.contains(&member.id))
+                    .flat_map(|member| [member.raft_addr.clone(), member.client_addr.clone()]),
+            );
+        }
+    }
 }
 
 impl Proposer for Consensus {
@@ -98,10 +113,20 @@ fn leader_raft_addr(node: &RaftNode) -> Option<String> {
 #[derive(Default)]
 pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Addresses cut off by fault injection (test harnesses only).
+    isolated: Mutex<std::collections::HashSet<String>>,
 }
 
 impl PeerClients {
+    /// Fault injection: refuse every call to these addresses (peer and client ports).
+    pub fn set_isolated_addresses(&self, addresses: impl IntoIterator<Item = String>) {
+        *self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = addresses.into_iter().collect();
+    }
+
     fn channel(&self, client_addr: &str) -> Result<Channel, ProposeError> {
+        if self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(client_addr) {
+            return Err(ProposeError::Unavailable(format!("{client_addr} is cut off (fault injection)")));
+        }
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(client_addr) {
             return Ok(channel.clone());

@@ -10,7 +10,6 @@ use kyso_cluster::single::SingleNode;
 use kyso_cluster::DriverConfig;
 use kyso_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::grpc::GrpcApi;
 use crate::api::public::PublicSettings;
@@ -39,12 +38,16 @@ pub struct Node {
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     raft_listener: Option<TcpListener>,
+    fault_injection: bool,
 }
 
 impl Node {
     /// Opens the stores and binds both ports; serving starts with [`Node::serve`].
     pub async fn start(config: &Config) -> anyhow::Result<Node> {
         config.validate()?;
+        if config.fault_injection {
+            tracing::warn!("FAULT INJECTION IS ON: any client can cut this node's Raft links; never run so in production");
+        }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         let state = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
@@ -92,6 +95,7 @@ impl Node {
             grpc_listener,
             http_listener,
             raft_listener,
+            fault_injection: config.fault_injection,
         })
     }
 
@@ -118,7 +122,7 @@ impl Node {
                             pb::node_internal_service_server::NodeInternalServiceServer::new(internal)
                                 .max_decoding_message_size(decode_max),
                         )
-                        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                        .serve_with_incoming_shutdown(nodelay_incoming(listener), async move {
                             let _ = raft_stopped.await;
                         })
                         .await
@@ -126,8 +130,8 @@ impl Node {
             }
             _ => None,
         };
-        let grpc = grpc_router(self.kyso.clone())?
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), shutdown);
+        let grpc = grpc_router(self.kyso.clone(), self.fault_injection)?
+            .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), shutdown);
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
         let _ = stop_raft.send(());
@@ -180,6 +184,13 @@ fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
     TrustAnchors::from_pem(&pem).context("trust anchors are not usable")
 }
 
+/// Accepted sockets with TCP_NODELAY: tonic sets it only on listeners it binds itself, and
+/// without it Nagle's algorithm and delayed ACKs add ~40 ms to every small request/response
+/// (a ReadIndex round, a forwarded command).
+fn nodelay_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, raft_addr: SocketAddr) -> RaftConfig {
     let client_addr = cluster.advertise_client_addr.clone().unwrap_or_else(|| grpc_addr.to_string());
     let mut raft = RaftConfig::new(cluster.node_id, raft_addr.to_string(), client_addr, config.data_dir.join("raft"));
@@ -194,7 +205,7 @@ fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, 
     raft
 }
 
-fn grpc_router(kyso: Arc<Kyso<Consensus>>) -> anyhow::Result<tonic::transport::server::Router> {
+fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Result<tonic::transport::server::Router> {
     let decode_max = kyso.limits().grpc_message_size_bytes_max;
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -228,7 +239,7 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>) -> anyhow::Result<tonic::transport::s
         )
         .add_service(pb::log_service_server::LogServiceServer::new(api.clone()))
         .add_service(
-            pb::cluster_service_server::ClusterServiceServer::new(crate::api::cluster::ClusterApi::new(api))
+            pb::cluster_service_server::ClusterServiceServer::new(crate::api::cluster::ClusterApi::new(api, fault_injection))
                 .max_decoding_message_size(decode_max),
         ))
 }

@@ -164,3 +164,60 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_a_node_can_be_removed()
     let again = nodes[leader].signing().await.certify(certify_request("after-remove", content, AGENCY, &signer_id)).await.unwrap();
     assert_eq!(again.into_inner().document_sha256, sha256(content), "the three remaining voters still commit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_converges() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let nodes: Vec<TestNode> = layout
+        .members
+        .iter()
+        .map(|&(id, grpc, raft)| {
+            let config = layout.config(id, grpc, raft, false).replace("[cluster]", "fault_injection = true\n[cluster]");
+            TestNode::start_config(&dir.path().join(format!("node{id}")), &config)
+        })
+        .collect();
+    let old_leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let documents: Vec<Vec<u8>> = (0..2).map(|seed| document(200 + seed, 1_000)).collect();
+    let signer_id = prepare(&nodes[old_leader], &layout, &documents).await;
+    wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+
+    let id_of = |position: usize| layout.members[position].0;
+    let others: Vec<usize> = (0..3).filter(|&position| position != old_leader).collect();
+    nodes[old_leader].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: others.iter().map(|&p| id_of(p)).collect() }).await.unwrap();
+    for &position in &others {
+        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![id_of(old_leader)] }).await.unwrap();
+    }
+
+    // The isolated old leader cannot commit.
+    let minority = tokio::time::timeout(
+        Duration::from_secs(60),
+        nodes[old_leader].signing().await.certify(certify_request("minority", &documents[0], AGENCY, &signer_id)),
+    )
+    .await;
+    let minority_code = match minority {
+        Ok(Ok(response)) => panic!("the minority side committed {:?}", response.into_inner().lookup_code),
+        Ok(Err(status)) => status.code(),
+        Err(_) => Code::DeadlineExceeded,
+    };
+    assert!(matches!(minority_code, Code::Unavailable | Code::Unknown | Code::DeadlineExceeded), "{minority_code:?}");
+
+    // The majority elects a leader and commits.
+    let majority = certify_with_retry(&nodes[others[0]], certify_request("majority", &documents[1], AGENCY, &signer_id)).await;
+
+    for position in 0..3 {
+        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![] }).await.unwrap();
+    }
+    let healed = wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+    assert_eq!(healed.log_tree_size, 2, "signer and the majority's certification; the minority's write is gone");
+    for node in &nodes {
+        let answer = verify_code(node, &majority.lookup_code).await.unwrap();
+        assert_eq!(answer.certifications[0].summary, "valid");
+        let minority_document = node
+            .verification()
+            .await
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&documents[0]))), correlation_id: String::new() })
+            .await;
+        assert_eq!(minority_document.unwrap_err().code(), Code::NotFound, "the minority's certification never committed");
+    }
+}

@@ -20,11 +20,12 @@ pub const ADMIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone)]
 pub struct ClusterApi {
     api: GrpcApi<Consensus>,
+    fault_injection: bool,
 }
 
 impl ClusterApi {
-    pub fn new(api: GrpcApi<Consensus>) -> Self {
-        ClusterApi { api }
+    pub fn new(api: GrpcApi<Consensus>, fault_injection: bool) -> Self {
+        ClusterApi { api, fault_injection }
     }
 
     fn status_message(&self) -> Result<pb::ClusterStatus, Status> {
@@ -151,6 +152,17 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         let request = request.into_inner();
         let forward = AdminForward::Transfer(request.clone());
         self.admin(move |node| async move { node.transfer_leader(request.id).await }, forward).await
+    }
+
+    async fn inject_fault(&self, request: Request<pb::InjectFaultRequest>) -> Result<Response<pb::InjectFaultResponse>, Status> {
+        if !self.fault_injection {
+            return Err(Status::failed_precondition("fault injection is off on this node (fault_injection = false)"));
+        }
+        self.api.kyso.proposer().raft().ok_or_else(|| Status::failed_precondition("this node is standalone"))?;
+        let isolate_from = request.into_inner().isolate_from;
+        tracing::warn!(?isolate_from, "fault injection: links to these nodes cut");
+        self.api.kyso.proposer().isolate(&isolate_from);
+        Ok(Response::new(pb::InjectFaultResponse {}))
     }
 
     async fn state_digest(&self, _request: Request<pb::StateDigestRequest>) -> Result<Response<pb::StateDigestResponse>, Status> {

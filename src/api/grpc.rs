@@ -213,7 +213,7 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
         let bytes = request.into_inner().sha256;
         let hash = Sha256::from_slice(&bytes)
             .ok_or_else(|| Status::invalid_argument(format!("sha256 must be 32 bytes, got {}", bytes.len())))?;
-        let content = self.bounded(self.kyso.get_blob(&hash)).await?;
+        let content = self.bounded(self.kyso.read_blob(&hash)).await?;
         let chunks: Vec<Result<pb::BlobChunk, Status>> = (0..content.len())
             .step_by(BLOB_CHUNK_SIZE_BYTES)
             .map(|start| Ok(pb::BlobChunk { data: content.slice(start..(start + BLOB_CHUNK_SIZE_BYTES).min(content.len())).to_vec() }))

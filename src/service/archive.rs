@@ -74,7 +74,7 @@ impl<P: Proposer> Kyso<P> {
         }
         dossier.private_fields.sort();
         let request_fingerprint = dossier_fingerprint(&dossier, &files);
-        if let Some(outcome) = self.earlier_outcome(&dossier.request_id, &request_fingerprint)? {
+        if let Some(outcome) = self.earlier_outcome(&dossier.request_id, &request_fingerprint).await? {
             return expect_dossier(outcome);
         }
         let record = Dossier {
@@ -96,7 +96,14 @@ impl<P: Proposer> Kyso<P> {
         self.state.dossier(id)?.ok_or_else(|| ServiceError::NotFound(format!("dossier {id:?} does not exist")))
     }
 
-    /// Reads a blob that some dossier archived (hash-checked).
+    /// Reads a blob that some dossier archived (hash-checked), after a read barrier.
+    pub async fn read_blob(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
+        self.read_barrier().await?;
+        self.get_blob(hash).await
+    }
+
+    /// Reads a blob that some dossier archived (hash-checked). Callers have passed a read
+    /// barrier already.
     pub async fn get_blob(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
         if !self.state.blob_known(hash)? {
             return Err(ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")));

@@ -158,7 +158,12 @@ impl<P: Proposer> Kyso<P> {
 
     /// Returns the stored outcome of an earlier request with this id, if any: the same
     /// request again gets the same answer without new work; a different one is refused.
-    pub(crate) fn earlier_outcome(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
+    ///
+    /// Waits for a read barrier first: every check a write makes against state (the request
+    /// id, the signer, the archived blob) must see every write acknowledged before it, on
+    /// whichever node serves it.
+    pub(crate) async fn earlier_outcome(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
+        self.read_barrier().await?;
         match self.state.request_outcome(request_id)? {
             None => Ok(None),
             Some((stored, outcome)) if &stored == fingerprint => Ok(Some(outcome)),

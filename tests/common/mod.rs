@@ -65,6 +65,10 @@ impl TestNode {
         }
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|child| child.id())
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

@@ -93,6 +93,7 @@ struct Inner {
     inbound: crossbeam_channel::Sender<super::transport::Inbound>,
     status: watch::Receiver<NodeStatus>,
     exited: watch::Receiver<bool>,
+    isolated: super::transport::Isolation,
 }
 
 impl Drop for Inner {
@@ -135,13 +136,15 @@ impl RaftNode {
         };
         let mut hints = config.known_peers.clone();
         hints.extend(config.initial_members.iter().cloned());
-        let outbound = Outbound::new(
+        let isolated = super::transport::Isolation::default();
+        let mut outbound = Outbound::new(
             &config.address(),
             runtime,
             TransportLimits::from_config(&config),
             &hints,
             internal.clone(),
         );
+        outbound.set_isolation(isolated.clone());
         let thread_config = config.clone();
         std::thread::Builder::new()
             .name(format!("raft-{}", config.id))
@@ -176,12 +179,20 @@ impl RaftNode {
             Ok(Err(reason)) => return Err(StartError::Open(reason)),
             Err(_) => return Err(StartError::Open("the driver thread died while opening".into())),
         }
-        let inner = Inner { id: config.id, config, proposals, requests, internal, inbound, status, exited };
+        let inner = Inner { id: config.id, config, proposals, requests, internal, inbound, status, exited, isolated };
         Ok(RaftNode { inner: Arc::new(inner) })
     }
 
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// Fault injection for test harnesses: exchange no Raft messages with these peers
+    /// (outbound dropped and reported unreachable, inbound refused). An empty list heals.
+    pub fn set_isolated_peers(&self, ids: &[u64]) {
+        if let Ok(mut isolated) = self.inner.isolated.write() {
+            *isolated = ids.iter().copied().collect();
+        }
     }
 
     /// The status as of the driver's last turn.
@@ -198,6 +209,7 @@ impl RaftNode {
     /// require mutual TLS between nodes). Message size limits are already set.
     pub fn peer_service(&self) -> pb::raft_peer_server::RaftPeerServer<PeerService> {
         PeerService::new(self.inner.id, self.inner.inbound.clone(), self.inner.config.snapshot_size_bytes_max)
+            .with_isolation(self.inner.isolated.clone())
             .into_server(self.inner.config.grpc_message_size_bytes_max)
     }
 

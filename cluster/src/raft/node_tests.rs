@@ -134,12 +134,21 @@ impl TestNode {
     }
 
     /// Stops the node and its server, and waits until both released their resources.
+    /// A graceful server stop waits for open connections, and on a shared machine a
+    /// stranger may hold one to a recycled ephemeral port: after a bounded wait the server
+    /// task is aborted, which closes the listening socket all the same.
     async fn stop(mut self) -> RaftConfig {
+        eprintln!("STOP a");
         self.node.shutdown().await;
+        eprintln!("STOP b");
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
-        let _ = self.server.await;
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.server).await.is_err() {
+            self.server.abort();
+            let _ = (&mut self.server).await;
+        }
+        eprintln!("STOP c");
         self.config
     }
 }
@@ -386,17 +395,29 @@ async fn a_storage_failure_stops_the_node_instead_of_advancing() {
     let root = tempfile::tempdir().unwrap();
     let nodes = start_cluster(root.path(), 1).await;
     let node = &nodes[0];
+    eprintln!("STEP 3");
     eventually("the single member to lead", || node.node.status().role == Role::Leader).await;
+    eprintln!("STEP 4");
     node.node.propose(Bytes::from_static(b"kept")).await.expect("a healthy node accepts");
+    eprintln!("STEP 5");
     node.state.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("STEP 6");
     let failed = node.node.propose(Bytes::from_static(b"lost")).await.unwrap_err();
+    eprintln!("STEP 7");
     assert!(matches!(failed, ProposeError::Stopped(ref reason) if reason.contains("disk full")), "{failed:?}");
+    eprintln!("STEP 8");
     node.state.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("STEP 9");
     assert!(matches!(node.node.propose(Bytes::from_static(b"refused")).await, Err(ProposeError::Stopped(_))));
+    eprintln!("STEP 10");
     assert!(matches!(node.node.read_barrier().await, Err(ProposeError::Stopped(_))));
+    eprintln!("STEP 11");
     assert!(!node.node.is_healthy());
+    eprintln!("STEP 12");
     assert_eq!(node.state.commands(), vec![Bytes::from_static(b"kept")]);
+    eprintln!("STEP 13");
     for node in nodes {
         node.stop().await;
+    eprintln!("STEP 15");
     }
 }

@@ -34,6 +34,14 @@ use super::PeerAddress;
 use pb::raft_peer_client::RaftPeerClient;
 use pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 
+/// Peers this node exchanges no messages with (fault injection for test harnesses; empty in
+/// normal operation). Shared by the outbound and inbound sides.
+pub(crate) type Isolation = Arc<std::sync::RwLock<std::collections::BTreeSet<u64>>>;
+
+fn is_isolated(isolation: &Isolation, id: u64) -> bool {
+    isolation.read().map(|isolated| isolated.contains(&id)).unwrap_or(false)
+}
+
 /// The transport limits, copied from [`RaftConfig`].
 #[derive(Debug, Clone)]
 pub(crate) struct TransportLimits {
@@ -78,6 +86,7 @@ pub(crate) struct Outbound {
     /// Peers a message could not be queued for: (id, was a snapshot).
     undeliverable: Vec<(u64, bool)>,
     reports: crossbeam_channel::Sender<Internal>,
+    isolated: Isolation,
 }
 
 impl Outbound {
@@ -97,7 +106,13 @@ impl Outbound {
             peers: HashMap::new(),
             undeliverable: Vec::new(),
             reports,
+            isolated: Isolation::default(),
         }
+    }
+
+    /// Shares the set of peers to cut off (see [`Isolation`]).
+    pub fn set_isolation(&mut self, isolation: Isolation) {
+        self.isolated = isolation;
     }
 
     /// Replaces the member addresses by the replicated membership's.
@@ -155,6 +170,10 @@ impl Outbox for Outbound {
         for message in messages {
             let to = message.to;
             let is_snapshot = message.get_msg_type() == MessageType::MsgSnapshot;
+            if is_isolated(&self.isolated, to) {
+                self.undeliverable.push((to, is_snapshot));
+                continue;
+            }
             let queued = match self.queue_for(to) {
                 Some(queue) => queue.try_send(message).is_ok(),
                 None => false,
@@ -282,11 +301,18 @@ pub struct PeerService {
     node_id: u64,
     inbound: crossbeam_channel::Sender<Inbound>,
     snapshot_size_bytes_max: usize,
+    isolated: Isolation,
 }
 
 impl PeerService {
     pub(crate) fn new(node_id: u64, inbound: crossbeam_channel::Sender<Inbound>, snapshot_size_bytes_max: usize) -> Self {
-        PeerService { node_id, inbound, snapshot_size_bytes_max }
+        PeerService { node_id, inbound, snapshot_size_bytes_max, isolated: Isolation::default() }
+    }
+
+    /// Refuses messages from the peers in `isolation` (fault injection).
+    pub(crate) fn with_isolation(mut self, isolation: Isolation) -> Self {
+        self.isolated = isolation;
+        self
     }
 
     pub(crate) fn into_server(self, grpc_message_size_bytes_max: usize) -> RaftPeerServer<PeerService> {
@@ -303,7 +329,11 @@ impl PeerService {
                 self.node_id
             )));
         }
-        Ok(codec::peer_from_pb(&from))
+        let from = codec::peer_from_pb(&from);
+        if is_isolated(&self.isolated, from.id) {
+            return Err(Status::unavailable(format!("node {} is cut off from node {} (fault injection)", self.node_id, from.id)));
+        }
+        Ok(from)
     }
 
     fn decode(&self, bytes: &[u8], from: &PeerAddress) -> Result<Message, Status> {
