@@ -4,6 +4,7 @@
 //! Every limit lives here with its unit last in its name and is checked by
 //! [`Config::validate`] before the node starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,10 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     #[serde(default)]
     pub limits: Limits,
+    /// Display names of agencies on the public page and stamps, by agency id, e.g.
+    /// `xa-demo = "UBND xã Demo"`. An agency without an entry is shown by its id.
+    #[serde(default)]
+    pub agency_names: BTreeMap<String, String>,
 }
 
 /// This node's place in a Raft cluster.
@@ -194,6 +199,15 @@ pub struct Limits {
     /// Parts of one multipart upload in flight at once; memory per upload is about this
     /// times `blob_part_size_bytes`.
     pub blob_parts_in_flight_max: usize,
+    /// Public HTTP requests (lookup page, JSON, QR codes, stamps) one client address may
+    /// make per minute, sustained. IPv6 clients are counted per /64 network.
+    pub public_requests_per_minute_max: u32,
+    /// Public HTTP requests one client address may make at once before the per-minute
+    /// rate applies.
+    pub public_request_burst_max: u32,
+    /// Client addresses the rate limiter remembers. When full, addresses it has not yet
+    /// seen share one bucket, so a flood from many addresses is still limited.
+    pub public_rate_limited_clients_max: usize,
 }
 
 impl Default for Limits {
@@ -213,9 +227,19 @@ impl Default for Limits {
             blob_multipart_threshold_bytes: 16 * 1024 * 1024,
             blob_part_size_bytes: 8 * 1024 * 1024,
             blob_parts_in_flight_max: 2,
+            public_requests_per_minute_max: 120,
+            public_request_burst_max: 60,
+            public_rate_limited_clients_max: 100_000,
         }
     }
 }
+
+/// Longest agency display name, in characters.
+pub const AGENCY_NAME_CHARS_MAX: usize = 200;
+/// Longest `public_base_url`, in bytes (it is printed into every QR code).
+pub const PUBLIC_BASE_URL_BYTES_MAX: usize = 200;
+/// Highest accepted `limits.public_rate_limited_clients_max`.
+pub const PUBLIC_RATE_LIMITED_CLIENTS_CEILING: usize = 10_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -262,6 +286,7 @@ impl Config {
             fault_injection: false,
             cluster: None,
             limits: Limits::default(),
+            agency_names: BTreeMap::new(),
         }
     }
 
@@ -310,6 +335,9 @@ impl Config {
             ("limits.request_timeout_seconds", limits.request_timeout_seconds as usize),
             ("limits.certificate_chain_size_bytes_max", limits.certificate_chain_size_bytes_max),
             ("limits.blob_parts_in_flight_max", limits.blob_parts_in_flight_max),
+            ("limits.public_requests_per_minute_max", limits.public_requests_per_minute_max as usize),
+            ("limits.public_request_burst_max", limits.public_request_burst_max as usize),
+            ("limits.public_rate_limited_clients_max", limits.public_rate_limited_clients_max),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -341,8 +369,58 @@ impl Config {
                 reason: "name at least one CA certificate (PEM) that signer chains lead to".into(),
             });
         }
-        if !self.public_base_url.starts_with("http://") && !self.public_base_url.starts_with("https://") {
+        if limits.public_rate_limited_clients_max > PUBLIC_RATE_LIMITED_CLIENTS_CEILING {
+            return Err(ConfigError::Invalid {
+                key: "limits.public_rate_limited_clients_max",
+                reason: format!("at most {PUBLIC_RATE_LIMITED_CLIENTS_CEILING}: each remembered client costs memory"),
+            });
+        }
+        self.validate_public_base_url()?;
+        self.validate_agency_names()
+    }
+
+    fn validate_public_base_url(&self) -> Result<(), ConfigError> {
+        let url = &self.public_base_url;
+        let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
             return Err(ConfigError::Invalid { key: "public_base_url", reason: "must start with http:// or https://".into() });
+        };
+        // The URL is printed into QR codes and HTML attributes: keep it to plain URL text.
+        let plain = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '<' | '>' | '\\' | '?' | '#');
+        if rest.trim_end_matches('/').is_empty() || url.len() > PUBLIC_BASE_URL_BYTES_MAX || !url.chars().all(plain) {
+            return Err(ConfigError::Invalid {
+                key: "public_base_url",
+                reason: format!(
+                    "must be a host with an optional path, at most {PUBLIC_BASE_URL_BYTES_MAX} bytes, without spaces, quotes, ? or # (e.g. https://tracuu.example.gov.vn)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn validate_agency_names(&self) -> Result<(), ConfigError> {
+        for (id, name) in &self.agency_names {
+            let id_chars = id.chars().count();
+            if id_chars == 0
+                || id_chars > crate::service::validate::IDENTIFIER_CHARS_MAX
+                || !id.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "agency_names",
+                    reason: format!(
+                        "agency id {id:?} must be 1-{} letters, digits and . - _ / like the ids clerks use",
+                        crate::service::validate::IDENTIFIER_CHARS_MAX
+                    ),
+                });
+            }
+            let name_chars = name.chars().count();
+            if name.trim().is_empty() || name_chars > AGENCY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid {
+                    key: "agency_names",
+                    reason: format!(
+                        "the name of {id:?} must be 1-{AGENCY_NAME_CHARS_MAX} characters without control characters"
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -473,6 +551,8 @@ mod tests {
         let config = Config::load(&path).unwrap();
         config.validate().unwrap();
         assert_eq!(config.limits.dossier_files_max, 200);
+        assert_eq!(config.limits.public_requests_per_minute_max, Limits::default().public_requests_per_minute_max);
+        assert_eq!(config.agency_names["xa-demo"], "UBND xã Demo");
     }
 
     #[test]
@@ -514,5 +594,55 @@ mod tests {
         config.trust_anchor_files.push("ca.pem".into());
         config.limits.blob_part_size_bytes = 1024 * 1024;
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.blob_part_size_bytes", .. })));
+    }
+
+    fn valid_config() -> Config {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config
+    }
+
+    #[test]
+    fn zero_public_rate_limits_are_refused() {
+        let mut config = valid_config();
+        config.limits.public_requests_per_minute_max = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.public_requests_per_minute_max", .. })));
+        let mut config = valid_config();
+        config.limits.public_request_burst_max = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.public_request_burst_max", .. })));
+        let mut config = valid_config();
+        config.limits.public_rate_limited_clients_max = PUBLIC_RATE_LIMITED_CLIENTS_CEILING + 1;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.public_rate_limited_clients_max", .. })));
+    }
+
+    #[test]
+    fn agency_names_map_ids_to_display_names() {
+        let config: Config = toml::from_str(
+            "data_dir = 'x'\ntrust_anchor_files = ['ca.pem']\n[agency_names]\nxa-demo = 'UBND xã Demo'\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.agency_names.get("xa-demo").map(String::as_str), Some("UBND xã Demo"));
+    }
+
+    #[test]
+    fn bad_agency_names_are_refused() {
+        for (id, name) in [("xa demo", "UBND"), ("", "UBND"), ("xa-demo", " "), ("xa-demo", "UBND\u{7}")] {
+            let mut config = valid_config();
+            config.agency_names.insert(id.into(), name.into());
+            assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "agency_names", .. })), "{id:?} {name:?}");
+        }
+    }
+
+    #[test]
+    fn public_base_url_must_be_plain_url_text() {
+        for url in ["tracuu.example.gov.vn", "https://", "https://a b", "https://x/\"><script>", "https://x/?a=1"] {
+            let mut config = valid_config();
+            config.public_base_url = url.into();
+            assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "public_base_url", .. })), "{url}");
+        }
+        let mut config = valid_config();
+        config.public_base_url = "https://tracuu.example.gov.vn/kyso/".into();
+        config.validate().unwrap();
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use crate::api::grpc::GrpcApi;
 use crate::api::admin::AdminApi;
 use crate::archive::{s3, ArchiveError, BlobStore, Spool, WriteLimits};
+use crate::api::public::PublicSettings;
 use crate::config::{ClusterConfig, Config, StorageConfig};
 use crate::consensus::{Consensus, PeerClients, RaftPeerBlobs};
 use crate::crypto::{MasterKey, TrustAnchors};
@@ -32,6 +33,9 @@ pub struct Node {
     /// The peer port, when the node is a Raft member.
     pub raft_addr: Option<SocketAddr>,
     pub kyso: Arc<Kyso<Consensus>>,
+    /// Settings of the public lookup routes; `kyso dev` points the base URL at the port
+    /// it bound before serving.
+    pub public: PublicSettings,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     raft_listener: Option<TcpListener>,
@@ -86,6 +90,7 @@ impl Node {
             http_addr: http_listener.local_addr()?,
             raft_addr: raft_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
             kyso: Arc::new(kyso),
+            public: PublicSettings::from_config(config),
             grpc_listener,
             http_listener,
             raft_listener,
@@ -96,7 +101,8 @@ impl Node {
     /// Serves gRPC and HTTP until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = axum::serve(self.http_listener, crate::api::http::router(self.kyso.clone()))
+        let http_router = crate::api::http::router(self.kyso.clone(), self.public);
+        let http = axum::serve(self.http_listener, http_router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.await;
             });

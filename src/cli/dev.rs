@@ -14,6 +14,8 @@ use crate::node::Node;
 use crate::service::signing::NewSigner;
 
 pub const DEMO_AGENCY: &str = "xa-demo";
+/// Display name of the demo agency on the public page (`[agency_names]` in a config file).
+pub const DEMO_AGENCY_NAME: &str = "UBND xã Demo";
 const DEMO_SIGNER_NAME: &str = "Nguyễn Văn An";
 const DEMO_SIGNER_TITLE: &str = "Chủ tịch UBND xã Demo";
 /// Validity of generated development certificates.
@@ -47,7 +49,7 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
     let signer = devpki::issue(
         &CertSpec {
             common_name: DEMO_SIGNER_NAME.into(),
-            organization: Some("UBND xã Demo".into()),
+            organization: Some(DEMO_AGENCY_NAME.into()),
             algorithm: KeyAlgorithm::EcdsaP256,
             not_before_unix: now - 3600,
             not_after_unix: now + DEV_CERT_VALIDITY_SECONDS,
@@ -132,8 +134,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
     config.trust_anchor_files = vec![pki.ca_pem.clone()];
-    let node = Node::start(&config).await.context("dev node failed to start")?;
-    config.public_base_url = format!("http://{}", node.http_addr);
+    config.agency_names.insert(DEMO_AGENCY.into(), DEMO_AGENCY_NAME.into());
+    let mut node = Node::start(&config).await.context("dev node failed to start")?;
+    node.public.base_url = format!("http://{}", node.http_addr);
     let signer = node
         .kyso
         .register_signer(NewSigner {
@@ -154,7 +157,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     println!("kyso dev is running (single node, data in {})", args.data_dir.display());
     println!("  gRPC   {server}");
-    println!("  HTTP   http://{}  (health: /healthz)", node.http_addr);
+    println!("  HTTP   http://{}  (health: /healthz; public lookup: /v/<CODE>)", node.http_addr);
     println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}", signer.id);
     println!("  dev CA {}", pki.ca_pem.display());
     println!("  log key (verifier) {}", args.data_dir.join("log.pub").display());
@@ -163,6 +166,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  {exe} archive{server_flag} --agency {DEMO_AGENCY} --procedure 1.001193 --number HS-0001 {sample}");
     println!("  {exe} certify{server_flag} --kind copy --agency {DEMO_AGENCY} --signer {} --file {sample} --signature-dir sigs", signer.id);
     println!("  {exe} verify{server_flag} --file {sample}");
+    println!("  then open http://{}/v/<CODE> with the lookup code certify printed", node.http_addr);
     println!();
     node.serve(crate::node::shutdown_signal()).await
 }

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod log;
 pub mod scrub;
+pub mod lookup;
 pub mod signing;
 pub mod validate;
 pub mod verify;
