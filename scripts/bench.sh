@@ -6,7 +6,7 @@
 #
 #  1. the machine's limits: fsyncs/s in the run directory, ring signing per core and on
 #     all cores, CMS build and check, SHA-256 bandwidth (kyso-bench limits);
-#  2. kyso under load: a cluster of N real `kyso node` processes (deploy/local/cluster.sh),
+#  2. kyso under load: a cluster of N real `kyso node` processes (scripts/bench-cluster.sh),
 #     certify, verify by hash and verify by lookup code at each client count;
 #  3. the peer in the same run: Debian's etcd-server (installed when missing), three members
 #     on 127.0.0.1 with their defaults (fsync on), puts of one kyso record's size and
@@ -65,7 +65,7 @@ step() { echo "== [$(($(date +%s) - began)) s] $*" >&2; }
 # ---- cleanup: exactly the processes this script started ----------------------------------
 etcd_pids=()
 cleanup() {
-  "$repo/deploy/local/cluster.sh" stop --dir "$out/cluster" 2>/dev/null || true
+  "$repo/scripts/bench-cluster.sh" stop --dir "$out/cluster" 2>/dev/null || true
   shopt -s nullglob
   for pid_file in "$out"/pids/*.pid; do
     kill -TERM "$(cat "$pid_file")" 2>/dev/null || true
@@ -120,12 +120,12 @@ record_bytes=$("$kyso_bench" record-size --bytes-only)
 # ---- 2. kyso under load -----------------------------------------------------------------------
 step "kyso: $nodes-node cluster, certify and verify at $clients clients"
 "$kyso_bench" pki --out "$out/pki"
-"$repo/deploy/local/cluster.sh" start --nodes "$nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
+"$repo/scripts/bench-cluster.sh" start --nodes "$nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
 servers=()
 while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"
 "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$nodes" --clients "$clients" \
   --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
-"$repo/deploy/local/cluster.sh" stop --dir "$out/cluster"
+"$repo/scripts/bench-cluster.sh" stop --dir "$out/cluster"
 
 # ---- 3. etcd, the peer ----------------------------------------------------------------------
 step "etcd: 3 members, puts of $record_bytes bytes and linearizable gets at $clients clients"

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs the independent tools the tests use when they
-# are missing (openssl, grpcurl); a test never skips because a tool is absent — it fails.
+# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core); a test never skips
+# because a tool is absent — it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v openssl >/dev/null || apt_packages+=(openssl)
+command -v chromium >/dev/null || apt_packages+=(chromium)
+command -v node >/dev/null || apt_packages+=(nodejs npm)
 if ((${#apt_packages[@]})); then
   echo "installing ${apt_packages[*]}"
   apt-get update -qq
@@ -17,6 +20,20 @@ if ! command -v grpcurl >/dev/null; then
   hash -r
 fi
 command -v grpcurl >/dev/null || { echo "grpcurl is still missing after install" >&2; exit 1; }
+
+# s3s-fs: the S3 server of the storage tests (checks SigV4 signatures, honours
+# If-None-Match). Built once into a per-user cache, reused by later runs; nothing global.
+S3S_FS_VERSION=0.14.1
+KYSO_TOOLS="${KYSO_TOOLS:-$HOME/.cache/kyso-tools}"
+export PATH="$KYSO_TOOLS/bin:$PATH"
+if ! "$KYSO_TOOLS/bin/s3s-fs" --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; then
+  echo "installing s3s-fs $S3S_FS_VERSION into $KYSO_TOOLS (once; a few minutes on 2 cores)"
+  cargo install --root "$KYSO_TOOLS" --locked --features binary "s3s-fs@$S3S_FS_VERSION"
+fi
+command -v s3s-fs >/dev/null || { echo "s3s-fs is still missing after install" >&2; exit 1; }
+# playwright-core drives Debian's chromium in tests/public_page_browser.rs; the lock file
+# pins it (npm registry only, no browser download: playwright-core ships none).
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
 # One build shared by every test target.
 cargo test --workspace --no-fail-fast "$@"

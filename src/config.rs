@@ -4,6 +4,7 @@
 //! Every limit lives here with its unit last in its name and is checked by
 //! [`Config::validate`] before the node starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -40,8 +41,70 @@ pub struct Config {
     pub public_base_url: String,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Lets a test harness cut this node's Raft links (`ClusterService.InjectFault`). Never
+    /// in production: the node logs a warning at start when it is on.
+    #[serde(default)]
+    pub fault_injection: bool,
+    /// Raft membership. Absent: a standalone single node (the embedded default).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     #[serde(default)]
     pub limits: Limits,
+    /// Display names of agencies on the public page and stamps, by agency id, e.g.
+    /// `xa-demo = "UBND xã Demo"`. An agency without an entry is shown by its id.
+    #[serde(default)]
+    pub agency_names: BTreeMap<String, String>,
+}
+
+/// This node's place in a Raft cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's Raft id: non-zero, unique in the cluster, never reused.
+    pub node_id: u64,
+    /// Address of this node's peer port (Raft messages and snapshots).
+    pub raft_addr: SocketAddr,
+    /// The client address other nodes name when they redirect a write here. Defaults to
+    /// `grpc_addr` (set it when `grpc_addr` binds 0.0.0.0 or port 0).
+    #[serde(default)]
+    pub advertise_client_addr: Option<String>,
+    /// The initial members when the cluster is first created (every node lists the same
+    /// set, itself included). Ignored once the node has state. Empty with `join = true`.
+    #[serde(default)]
+    pub members: Vec<ClusterMember>,
+    /// Start empty and wait to be added by `kyso cluster add` on the leader.
+    #[serde(default)]
+    pub join: bool,
+    /// Take a snapshot and compact the log every this many applied entries.
+    #[serde(default = "default_compaction_interval_entries")]
+    pub compaction_interval_entries: u64,
+    /// Entries kept behind a snapshot so slightly lagging peers catch up from the log.
+    #[serde(default = "default_log_retained_entries")]
+    pub log_retained_entries: u64,
+    /// Milliseconds between Raft ticks; elections time out after 10 ticks.
+    #[serde(default = "default_tick_interval_milliseconds")]
+    pub tick_interval_milliseconds: u64,
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMember {
+    pub id: u64,
+    /// host:port of its peer port.
+    pub raft_addr: String,
+    /// host:port of its gRPC API.
+    pub client_addr: String,
+}
+
+fn default_compaction_interval_entries() -> u64 {
+    10_000
+}
+fn default_log_retained_entries() -> u64 {
+    1_000
+}
+fn default_tick_interval_milliseconds() -> u64 {
+    100
 }
 
 /// Where blobs live.
@@ -51,6 +114,55 @@ pub enum StorageConfig {
     /// The local filesystem under `data_dir/blobs` (the embedded default).
     #[default]
     Local,
+    /// An S3-compatible bucket (see [`S3Config`]).
+    S3(S3Config),
+}
+
+/// An S3-compatible bucket. Credentials never live in this config: they come from
+/// `credentials_file` or, when it is absent, from `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` (and optionally `AWS_SESSION_TOKEN`) in the node's environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint URL, e.g. "https://s3.example.gov.vn" or "http://127.0.0.1:9000".
+    pub endpoint: String,
+    /// Bucket name (created beforehand by the operator, ideally with Object Lock).
+    pub bucket: String,
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// Plain HTTP to the endpoint; only for a store on the same host (tests, development).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `https://BUCKET.host/KEY` instead of path-style `https://host/BUCKET/KEY`. Most
+    /// self-hosted servers want path-style (the default).
+    #[serde(default)]
+    pub virtual_hosted_style: bool,
+    /// TOML file with `access_key_id`, `secret_access_key` and optionally `session_token`,
+    /// readable by its owner only (mode 0600). Relative paths are under `data_dir`.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Seconds one HTTP request to the store may take.
+    #[serde(default = "default_s3_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// Seconds within which failed requests are retried before the node answers UNAVAILABLE.
+    #[serde(default = "default_s3_retry_timeout_seconds")]
+    pub retry_timeout_seconds: u64,
+    /// Retries of one failed request (0 = none).
+    #[serde(default = "default_s3_retries_max")]
+    pub retries_max: usize,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".to_string()
+}
+fn default_s3_request_timeout_seconds() -> u64 {
+    60
+}
+fn default_s3_retry_timeout_seconds() -> u64 {
+    20
+}
+fn default_s3_retries_max() -> usize {
+    4
 }
 
 /// Limits on every input. Defaults suit a commune office; raise them deliberately.
@@ -79,6 +191,23 @@ pub struct Limits {
     pub request_timeout_seconds: u64,
     /// Largest certificate chain accepted at registration.
     pub certificate_chain_size_bytes_max: usize,
+    /// Files up to this size are written to object storage in one conditional PUT (read
+    /// into memory from the spool); larger ones go through multipart upload.
+    pub blob_multipart_threshold_bytes: u64,
+    /// Part size of a multipart upload (S3 wants at least 5 MiB).
+    pub blob_part_size_bytes: usize,
+    /// Parts of one multipart upload in flight at once; memory per upload is about this
+    /// times `blob_part_size_bytes`.
+    pub blob_parts_in_flight_max: usize,
+    /// Public HTTP requests (lookup page, JSON, QR codes, stamps) one client address may
+    /// make per minute, sustained. IPv6 clients are counted per /64 network.
+    pub public_requests_per_minute_max: u32,
+    /// Public HTTP requests one client address may make at once before the per-minute
+    /// rate applies.
+    pub public_request_burst_max: u32,
+    /// Client addresses the rate limiter remembers. When full, addresses it has not yet
+    /// seen share one bucket, so a flood from many addresses is still limited.
+    pub public_rate_limited_clients_max: usize,
 }
 
 impl Default for Limits {
@@ -95,9 +224,22 @@ impl Default for Limits {
             private_fields_max: 32,
             request_timeout_seconds: 60,
             certificate_chain_size_bytes_max: 64 * 1024,
+            blob_multipart_threshold_bytes: 16 * 1024 * 1024,
+            blob_part_size_bytes: 8 * 1024 * 1024,
+            blob_parts_in_flight_max: 2,
+            public_requests_per_minute_max: 120,
+            public_request_burst_max: 60,
+            public_rate_limited_clients_max: 100_000,
         }
     }
 }
+
+/// Longest agency display name, in characters.
+pub const AGENCY_NAME_CHARS_MAX: usize = 200;
+/// Longest `public_base_url`, in bytes (it is printed into every QR code).
+pub const PUBLIC_BASE_URL_BYTES_MAX: usize = 200;
+/// Highest accepted `limits.public_rate_limited_clients_max`.
+pub const PUBLIC_RATE_LIMITED_CLIENTS_CEILING: usize = 10_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -141,7 +283,10 @@ impl Config {
             trust_anchor_files: Vec::new(),
             public_base_url: default_public_base_url(),
             storage: StorageConfig::default(),
+            fault_injection: false,
+            cluster: None,
             limits: Limits::default(),
+            agency_names: BTreeMap::new(),
         }
     }
 
@@ -189,6 +334,10 @@ impl Config {
             ("limits.text_field_chars_max", limits.text_field_chars_max),
             ("limits.request_timeout_seconds", limits.request_timeout_seconds as usize),
             ("limits.certificate_chain_size_bytes_max", limits.certificate_chain_size_bytes_max),
+            ("limits.blob_parts_in_flight_max", limits.blob_parts_in_flight_max),
+            ("limits.public_requests_per_minute_max", limits.public_requests_per_minute_max as usize),
+            ("limits.public_request_burst_max", limits.public_request_burst_max as usize),
+            ("limits.public_rate_limited_clients_max", limits.public_rate_limited_clients_max),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -207,16 +356,188 @@ impl Config {
                 reason: "at most 1000: a batch is one replicated command".into(),
             });
         }
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
+        self.validate_blob_limits()?;
+        if let StorageConfig::S3(s3) = &self.storage {
+            s3.validate()?;
+        }
         if self.trust_anchor_files.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "trust_anchor_files",
                 reason: "name at least one CA certificate (PEM) that signer chains lead to".into(),
             });
         }
-        if !self.public_base_url.starts_with("http://") && !self.public_base_url.starts_with("https://") {
+        if limits.public_rate_limited_clients_max > PUBLIC_RATE_LIMITED_CLIENTS_CEILING {
+            return Err(ConfigError::Invalid {
+                key: "limits.public_rate_limited_clients_max",
+                reason: format!("at most {PUBLIC_RATE_LIMITED_CLIENTS_CEILING}: each remembered client costs memory"),
+            });
+        }
+        self.validate_public_base_url()?;
+        self.validate_agency_names()
+    }
+
+    fn validate_public_base_url(&self) -> Result<(), ConfigError> {
+        let url = &self.public_base_url;
+        let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
             return Err(ConfigError::Invalid { key: "public_base_url", reason: "must start with http:// or https://".into() });
+        };
+        // The URL is printed into QR codes and HTML attributes: keep it to plain URL text.
+        let plain = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '<' | '>' | '\\' | '?' | '#');
+        if rest.trim_end_matches('/').is_empty() || url.len() > PUBLIC_BASE_URL_BYTES_MAX || !url.chars().all(plain) {
+            return Err(ConfigError::Invalid {
+                key: "public_base_url",
+                reason: format!(
+                    "must be a host with an optional path, at most {PUBLIC_BASE_URL_BYTES_MAX} bytes, without spaces, quotes, ? or # (e.g. https://tracuu.example.gov.vn)"
+                ),
+            });
         }
         Ok(())
+    }
+
+    fn validate_agency_names(&self) -> Result<(), ConfigError> {
+        for (id, name) in &self.agency_names {
+            let id_chars = id.chars().count();
+            if id_chars == 0
+                || id_chars > crate::service::validate::IDENTIFIER_CHARS_MAX
+                || !id.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+            {
+                return Err(ConfigError::Invalid {
+                    key: "agency_names",
+                    reason: format!(
+                        "agency id {id:?} must be 1-{} letters, digits and . - _ / like the ids clerks use",
+                        crate::service::validate::IDENTIFIER_CHARS_MAX
+                    ),
+                });
+            }
+            let name_chars = name.chars().count();
+            if name.trim().is_empty() || name_chars > AGENCY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+                return Err(ConfigError::Invalid {
+                    key: "agency_names",
+                    reason: format!(
+                        "the name of {id:?} must be 1-{AGENCY_NAME_CHARS_MAX} characters without control characters"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(ConfigError::Invalid { key: "cluster.node_id", reason: "must be greater than zero".into() });
+        }
+        if self.join && !self.members.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "cluster.members",
+                reason: "a joining node starts empty: remove members or set join = false".into(),
+            });
+        }
+        if !self.join && !self.members.iter().any(|member| member.id == self.node_id) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.members",
+                reason: format!("must list this node (id {}) among the initial members", self.node_id),
+            });
+        }
+        let mut ids: Vec<u64> = self.members.iter().map(|member| member.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.members.len() || ids.contains(&0) {
+            return Err(ConfigError::Invalid { key: "cluster.members", reason: "ids must be unique and non-zero".into() });
+        }
+        if self.compaction_interval_entries == 0 || self.tick_interval_milliseconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "cluster",
+                reason: "compaction_interval_entries and tick_interval_milliseconds must be greater than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Multipart parts: S3 refuses parts under 5 MiB (but the last) and uploads over 10,000 parts.
+pub const BLOB_PART_SIZE_BYTES_MIN: usize = 5 * 1024 * 1024;
+pub const BLOB_PART_SIZE_BYTES_MAX: usize = 512 * 1024 * 1024;
+pub const BLOB_PARTS_PER_UPLOAD_MAX: u64 = 10_000;
+
+impl Config {
+    fn validate_blob_limits(&self) -> Result<(), ConfigError> {
+        let limits = &self.limits;
+        if !(BLOB_PART_SIZE_BYTES_MIN..=BLOB_PART_SIZE_BYTES_MAX).contains(&limits.blob_part_size_bytes) {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_part_size_bytes",
+                reason: format!("must be between {BLOB_PART_SIZE_BYTES_MIN} (5 MiB) and {BLOB_PART_SIZE_BYTES_MAX} bytes"),
+            });
+        }
+        if limits.blob_multipart_threshold_bytes < limits.blob_part_size_bytes as u64
+            || limits.blob_multipart_threshold_bytes > 1024 * 1024 * 1024
+        {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_multipart_threshold_bytes",
+                reason: "must be at least limits.blob_part_size_bytes and at most 1 GiB (files below it are held in memory)".into(),
+            });
+        }
+        if limits.file_size_bytes_max.div_ceil(limits.blob_part_size_bytes as u64) > BLOB_PARTS_PER_UPLOAD_MAX {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_part_size_bytes",
+                reason: format!(
+                    "a file of limits.file_size_bytes_max would need more than {BLOB_PARTS_PER_UPLOAD_MAX} parts; raise the part size"
+                ),
+            });
+        }
+        if limits.blob_parts_in_flight_max > 64 {
+            return Err(ConfigError::Invalid {
+                key: "limits.blob_parts_in_flight_max",
+                reason: "at most 64: each part in flight holds limits.blob_part_size_bytes of memory".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl S3Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let endpoint = self.endpoint.as_str();
+        let scheme_allowed = endpoint.starts_with("https://") || (self.allow_http && endpoint.starts_with("http://"));
+        if !scheme_allowed {
+            return Err(ConfigError::Invalid {
+                key: "storage.endpoint",
+                reason: "must start with https:// (or http:// together with storage.allow_http = true)".into(),
+            });
+        }
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self.bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'))
+            && !self.bucket.starts_with(['-', '.'])
+            && !self.bucket.ends_with(['-', '.']);
+        if !bucket_ok {
+            return Err(ConfigError::Invalid {
+                key: "storage.bucket",
+                reason: "use 3-63 lowercase letters, digits, '-' and '.' (an S3 bucket name)".into(),
+            });
+        }
+        if self.region.is_empty() {
+            return Err(ConfigError::Invalid { key: "storage.region", reason: "must not be empty (e.g. us-east-1)".into() });
+        }
+        for (key, seconds) in
+            [("storage.request_timeout_seconds", self.request_timeout_seconds), ("storage.retry_timeout_seconds", self.retry_timeout_seconds)]
+        {
+            if seconds == 0 || seconds > 3600 {
+                return Err(ConfigError::Invalid { key, reason: "must be between 1 and 3600 seconds".into() });
+            }
+        }
+        if self.retries_max > 20 {
+            return Err(ConfigError::Invalid { key: "storage.retries_max", reason: "at most 20".into() });
+        }
+        Ok(())
+    }
+
+    /// The credentials file, resolved against `data_dir`.
+    pub fn credentials_path(&self, data_dir: &Path) -> Option<PathBuf> {
+        self.credentials_file.as_ref().map(|file| data_dir.join(file))
     }
 }
 
@@ -230,6 +551,8 @@ mod tests {
         let config = Config::load(&path).unwrap();
         config.validate().unwrap();
         assert_eq!(config.limits.dossier_files_max, 200);
+        assert_eq!(config.limits.public_requests_per_minute_max, Limits::default().public_requests_per_minute_max);
+        assert_eq!(config.agency_names["xa-demo"], "UBND xã Demo");
     }
 
     #[test]
@@ -244,5 +567,82 @@ mod tests {
         config.trust_anchor_files.push("ca.pem".into());
         config.limits.dossier_files_max = 0;
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.dossier_files_max", .. })));
+    }
+
+    #[test]
+    fn s3_storage_parses_and_plain_http_needs_allow_http() {
+        let text = "data_dir = 'x'\ntrust_anchor_files = ['ca.pem']\n[storage]\nkind = 's3'\nendpoint = 'http://127.0.0.1:9000'\nbucket = 'kyso-archive'\n";
+        let mut config: Config = toml::from_str(text).unwrap();
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "storage.endpoint", .. })));
+        let StorageConfig::S3(s3) = &mut config.storage else { panic!("expected s3 storage") };
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!s3.virtual_hosted_style);
+        s3.allow_http = true;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn s3_credentials_are_refused_inside_the_config() {
+        let text = "data_dir = 'x'\n[storage]\nkind = 's3'\nendpoint = 'https://s3'\nbucket = 'kyso'\nsecret_access_key = 'x'\n";
+        let error = toml::from_str::<Config>(text).unwrap_err();
+        assert!(error.to_string().contains("secret_access_key"), "{error}");
+    }
+
+    #[test]
+    fn multipart_parts_below_five_mebibytes_are_refused() {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config.limits.blob_part_size_bytes = 1024 * 1024;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.blob_part_size_bytes", .. })));
+    }
+
+    fn valid_config() -> Config {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config
+    }
+
+    #[test]
+    fn zero_public_rate_limits_are_refused() {
+        let mut config = valid_config();
+        config.limits.public_requests_per_minute_max = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.public_requests_per_minute_max", .. })));
+        let mut config = valid_config();
+        config.limits.public_request_burst_max = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.public_request_burst_max", .. })));
+        let mut config = valid_config();
+        config.limits.public_rate_limited_clients_max = PUBLIC_RATE_LIMITED_CLIENTS_CEILING + 1;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.public_rate_limited_clients_max", .. })));
+    }
+
+    #[test]
+    fn agency_names_map_ids_to_display_names() {
+        let config: Config = toml::from_str(
+            "data_dir = 'x'\ntrust_anchor_files = ['ca.pem']\n[agency_names]\nxa-demo = 'UBND xã Demo'\n",
+        )
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.agency_names.get("xa-demo").map(String::as_str), Some("UBND xã Demo"));
+    }
+
+    #[test]
+    fn bad_agency_names_are_refused() {
+        for (id, name) in [("xa demo", "UBND"), ("", "UBND"), ("xa-demo", " "), ("xa-demo", "UBND\u{7}")] {
+            let mut config = valid_config();
+            config.agency_names.insert(id.into(), name.into());
+            assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "agency_names", .. })), "{id:?} {name:?}");
+        }
+    }
+
+    #[test]
+    fn public_base_url_must_be_plain_url_text() {
+        for url in ["tracuu.example.gov.vn", "https://", "https://a b", "https://x/\"><script>", "https://x/?a=1"] {
+            let mut config = valid_config();
+            config.public_base_url = url.into();
+            assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "public_base_url", .. })), "{url}");
+        }
+        let mut config = valid_config();
+        config.public_base_url = "https://tracuu.example.gov.vn/kyso/".into();
+        config.validate().unwrap();
     }
 }

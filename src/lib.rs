@@ -10,6 +10,7 @@ pub mod archive;
 pub mod bundle;
 pub mod cli;
 pub mod config;
+pub mod consensus;
 pub mod crypto;
 pub mod domain;
 pub mod lookup;

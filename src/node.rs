@@ -5,15 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use kyso_cluster::raft::{PeerAddress, RaftConfig, RaftNode};
 use kyso_cluster::single::SingleNode;
 use kyso_cluster::DriverConfig;
 use kyso_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::grpc::GrpcApi;
-use crate::archive::BlobStore;
-use crate::config::{Config, StorageConfig};
+use crate::api::admin::AdminApi;
+use crate::archive::{s3, ArchiveError, BlobStore, Spool, WriteLimits};
+use crate::api::public::PublicSettings;
+use crate::config::{ClusterConfig, Config, StorageConfig};
+use crate::consensus::{Consensus, PeerClients, RaftPeerBlobs};
 use crate::crypto::{MasterKey, TrustAnchors};
 use crate::service::log::LogIdentity;
 use crate::service::Kyso;
@@ -27,59 +30,147 @@ pub const CONCURRENT_STREAMS_PER_CONNECTION_MAX: u32 = 256;
 pub struct Node {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
-    pub kyso: Arc<Kyso<SingleNode>>,
+    /// The peer port, when the node is a Raft member.
+    pub raft_addr: Option<SocketAddr>,
+    pub kyso: Arc<Kyso<Consensus>>,
+    /// Settings of the public lookup routes; `kyso dev` points the base URL at the port
+    /// it bound before serving.
+    pub public: PublicSettings,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    raft_listener: Option<TcpListener>,
+    fault_injection: bool,
 }
 
 impl Node {
     /// Opens the stores and binds both ports; serving starts with [`Node::serve`].
     pub async fn start(config: &Config) -> anyhow::Result<Node> {
         config.validate()?;
+        if config.fault_injection {
+            tracing::warn!("FAULT INJECTION IS ON: any client can cut this node's Raft links; never run so in production");
+        }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
         let state = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
-        let blobs = match &config.storage {
-            StorageConfig::Local => BlobStore::local(&config.data_dir.join("blobs"))?,
-        };
+        let blobs = open_blob_store(config).await?;
         let master_key = MasterKey::load_or_create(&config.master_key_path())
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
         let trust = load_trust_anchors(config)?;
         let log = load_log_identity(config)?;
-        let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
-        let kyso = Arc::new(Kyso::new(state, blobs, driver, trust, master_key, config.limits.clone(), log));
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot bind gRPC address {}", config.grpc_addr))?;
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let (kyso, raft_listener) = match &config.cluster {
+            None => {
+                let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
+                let kyso = Kyso::new(state, blobs, Consensus::Single(driver), trust, master_key, config.limits.clone(), log);
+                (kyso, None)
+            }
+            Some(cluster) => {
+                let raft_listener = TcpListener::bind(cluster.raft_addr)
+                    .await
+                    .with_context(|| format!("cannot bind Raft peer address {}", cluster.raft_addr))?;
+                let raft_config = raft_config(config, cluster, grpc_addr, raft_listener.local_addr()?);
+                let node = RaftNode::start(raft_config, state.clone()).await.context("cannot start the Raft node")?;
+                let peers = Arc::new(PeerClients::default());
+                let consensus = Consensus::Raft { node: node.clone(), peers: peers.clone() };
+                let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log);
+                if matches!(config.storage, StorageConfig::Local) {
+                    kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs { node, peers }));
+                }
+                (kyso, Some(raft_listener))
+            }
+        };
         Ok(Node {
-            grpc_addr: grpc_listener.local_addr()?,
+            grpc_addr,
             http_addr: http_listener.local_addr()?,
-            kyso,
+            raft_addr: raft_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
+            kyso: Arc::new(kyso),
+            public: PublicSettings::from_config(config),
             grpc_listener,
             http_listener,
+            raft_listener,
+            fault_injection: config.fault_injection,
         })
     }
 
     /// Serves gRPC and HTTP until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-        let http = axum::serve(self.http_listener, crate::api::http::router(self.kyso.clone()))
+        let http_router = crate::api::http::router(self.kyso.clone(), self.public);
+        let http = axum::serve(self.http_listener, http_router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.await;
             });
         let http_task = tokio::spawn(async move { http.await });
-        // The builder's `tcp_nodelay` applies only to listeners tonic binds itself; accepted
-        // sockets of our own listener need it set here, or Nagle's algorithm and delayed ACKs
-        // add ~40 ms to every small response.
-        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
-        let grpc = grpc_router(self.kyso.clone())?.serve_with_incoming_shutdown(incoming, shutdown);
+        let (stop_raft, raft_stopped) = tokio::sync::oneshot::channel::<()>();
+        let raft_task = match (self.raft_listener, self.kyso.proposer().raft()) {
+            (Some(listener), Some(node)) => {
+                let peer_service = node.peer_service();
+                let decode_max = self.kyso.limits().grpc_message_size_bytes_max;
+                let internal = crate::api::cluster::NodeInternalApi::new(GrpcApi::new(self.kyso.clone()));
+                Some(tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .tcp_nodelay(true)
+                        .add_service(peer_service)
+                        .add_service(
+                            pb::node_internal_service_server::NodeInternalServiceServer::new(internal)
+                                .max_decoding_message_size(decode_max),
+                        )
+                        .serve_with_incoming_shutdown(nodelay_incoming(listener), async move {
+                            let _ = raft_stopped.await;
+                        })
+                        .await
+                }))
+            }
+            _ => None,
+        };
+        let grpc = grpc_router(self.kyso.clone(), self.fault_injection)?
+            .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), shutdown);
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
+        let _ = stop_raft.send(());
+        if let Some(node) = self.kyso.proposer().raft() {
+            node.shutdown().await;
+        }
+        if let Some(task) = raft_task {
+            task.await.context("Raft peer server task failed")?.context("Raft peer server failed")?;
+        }
         http_task.await.context("HTTP server task failed")?.context("HTTP server failed")?;
         result
+    }
+}
+
+/// Opens the blob store named by `[storage]` and its spool (clearing what a crashed run
+/// left there: the caller holds the state store's lock, so no other process uses it).
+async fn open_blob_store(config: &Config) -> anyhow::Result<BlobStore> {
+    let spool = Spool::open(&config.data_dir.join("spool"))?;
+    let limits = WriteLimits::from_limits(&config.limits);
+    match &config.storage {
+        StorageConfig::Local => Ok(BlobStore::local(&config.data_dir.join("blobs"), spool, limits)?),
+        StorageConfig::S3(s3_config) => {
+            let (store, location) = s3::open(s3_config, &config.data_dir)?;
+            let blobs = BlobStore::new(store, location.clone(), spool, limits);
+            probe_store(&blobs, &location).await?;
+            Ok(blobs)
+        }
+    }
+}
+
+/// Refuses to start with credentials the store rejects; an unreachable store is only
+/// logged, since the node answers UNAVAILABLE until it is back.
+async fn probe_store(blobs: &BlobStore, location: &str) -> anyhow::Result<()> {
+    match blobs.contains(&crate::domain::Sha256([0u8; 32])).await {
+        Ok(_) => Ok(()),
+        Err(error @ ArchiveError::Refused(_)) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, %location, "object storage is not reachable yet; blob reads and writes answer UNAVAILABLE until it is");
+            Ok(())
+        }
     }
 }
 
@@ -121,8 +212,30 @@ fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
     TrustAnchors::from_pem(&pem).context("trust anchors are not usable")
 }
 
-fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::server::Router> {
+/// Accepted sockets with TCP_NODELAY: tonic sets it only on listeners it binds itself, and
+/// without it Nagle's algorithm and delayed ACKs add ~40 ms to every small request/response
+/// (a ReadIndex round, a forwarded command).
+fn nodelay_incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, raft_addr: SocketAddr) -> RaftConfig {
+    let client_addr = cluster.advertise_client_addr.clone().unwrap_or_else(|| grpc_addr.to_string());
+    let mut raft = RaftConfig::new(cluster.node_id, raft_addr.to_string(), client_addr, config.data_dir.join("raft"));
+    raft.initial_members = cluster
+        .members
+        .iter()
+        .map(|member| PeerAddress { id: member.id, raft_addr: member.raft_addr.clone(), client_addr: member.client_addr.clone() })
+        .collect();
+    raft.compaction_interval_entries = cluster.compaction_interval_entries;
+    raft.log_retained_entries = cluster.log_retained_entries;
+    raft.tick_interval = std::time::Duration::from_millis(cluster.tick_interval_milliseconds);
+    raft
+}
+
+fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Result<tonic::transport::server::Router> {
     let decode_max = kyso.limits().grpc_message_size_bytes_max;
+    let admin = AdminApi::new(kyso.clone());
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Both reflection versions: grpcurl 1.8 and many tools still speak only v1alpha.
@@ -134,12 +247,13 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
     let reflection = reflection_builder().build_v1().context("cannot build reflection service")?;
     let reflection_v1alpha = reflection_builder().build_v1alpha().context("cannot build reflection service")?;
     tokio::spawn(async move {
-        health_reporter.set_serving::<pb::archive_service_server::ArchiveServiceServer<GrpcApi<SingleNode>>>().await;
-        health_reporter.set_serving::<pb::signing_service_server::SigningServiceServer<GrpcApi<SingleNode>>>().await;
+        health_reporter.set_serving::<pb::archive_service_server::ArchiveServiceServer<GrpcApi<Consensus>>>().await;
+        health_reporter.set_serving::<pb::signing_service_server::SigningServiceServer<GrpcApi<Consensus>>>().await;
         health_reporter
-            .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<SingleNode>>>()
+            .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<Consensus>>>()
             .await;
-        health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<SingleNode>>>().await;
+        health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<Consensus>>>().await;
+        health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<AdminApi<Consensus>>>().await;
     });
     Ok(tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -153,7 +267,12 @@ fn grpc_router(kyso: Arc<Kyso<SingleNode>>) -> anyhow::Result<tonic::transport::
             pb::verification_service_server::VerificationServiceServer::new(api.clone())
                 .max_decoding_message_size(decode_max),
         )
-        .add_service(pb::log_service_server::LogServiceServer::new(api)))
+        .add_service(pb::log_service_server::LogServiceServer::new(api.clone()))
+        .add_service(
+            pb::cluster_service_server::ClusterServiceServer::new(crate::api::cluster::ClusterApi::new(api, fault_injection))
+                .max_decoding_message_size(decode_max),
+        )
+        .add_service(pb::admin_service_server::AdminServiceServer::new(admin)))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -100,7 +100,10 @@ impl BulkLoader {
     pub fn open(data_dir: &Path, pki: &BenchPki, samples: u64) -> anyhow::Result<BulkLoader> {
         std::fs::create_dir_all(data_dir)?;
         let store = Arc::new(StateStore::open(&data_dir.join("state.redb"))?);
-        let blobs = BlobStore::local(&data_dir.join("blobs"))?;
+        // The node's own layout and default limits: blobs/ and spool/ under the data directory.
+        let spool = kyso::archive::Spool::open(&data_dir.join("spool"))?;
+        let limits = kyso::archive::WriteLimits::from_limits(&kyso::config::Limits::default());
+        let blobs = BlobStore::local(&data_dir.join("blobs"), spool, limits)?;
         let key = pki.signer.signing_key()?;
         let signer = fixtures::Signer { algorithm: key.algorithm(), ca: pki.ca.clone(), leaf: pki.signer.clone(), key };
         let progress_path = data_dir.join(PROGRESS_FILE);

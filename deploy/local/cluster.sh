@@ -1,112 +1,103 @@
 #!/usr/bin/env bash
-# A local kyso cluster of real `kyso node` processes on 127.0.0.1, for benchmarks and
-# trying things out.
+# A local kyso cluster on 127.0.0.1, one process per node, for trying and testing.
 #
-#   deploy/local/cluster.sh start --nodes N --dir DIR --ca CA.pem [--kyso BIN]
-#   deploy/local/cluster.sh stop --dir DIR
+#   deploy/local/cluster.sh up N         start N nodes (3 or 5), creating keys and configs once
+#   deploy/local/cluster.sh down         stop every node (SIGTERM)
+#   deploy/local/cluster.sh status       each node's view of the cluster
+#   deploy/local/cluster.sh kill I       SIGKILL node I
+#   deploy/local/cluster.sh restart I    start node I again (after kill or down)
 #
-# `start` writes DIR/node<i>/kyso.toml (ephemeral ports), starts each node, waits until it
-# prints its addresses, and writes one gRPC URL per line to DIR/servers.txt and each
-# process id to DIR/pids/kyso-<pid>.pid. `stop` sends SIGTERM to exactly those process ids
-# and waits for them. Nothing else is ever signalled.
+# Node I listens on gRPC 127.0.0.1:741I, HTTP 127.0.0.1:749I, Raft 127.0.0.1:751I. State,
+# logs and pid files live in deploy/local/run/ (override with KYSO_LOCAL_DIR). The binary
+# is target/release/kyso unless KYSO_BIN names another.
 set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+run="${KYSO_LOCAL_DIR:-$here/run}"
+bin="${KYSO_BIN:-$root/target/release/kyso}"
 
-NODE_START_SECONDS_MAX=120
-NODE_STOP_SECONDS_MAX=30
+grpc_port() { echo $((7410 + $1)); }
+http_port() { echo $((7490 + $1)); }
+raft_port() { echo $((7510 + $1)); }
 
-usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
-  exit 2
-}
-
-node_config() {
-  local index=$1 nodes=$2 dir=$3 ca=$4
-  if ((nodes > 1)); then
-    # The Raft driver (cluster/src/raft) is not wired into `kyso node` yet, so a node has no
-    # configuration for its peers. When it has, write node <index>'s peer list here.
-    echo "kyso node has no multi-node configuration yet (the Raft driver is not wired into 'kyso node'); only --nodes 1 works" >&2
-    return 1
+ensure_binary() {
+  if [[ ! -x "$bin" ]]; then
+    (cd "$root" && cargo build --release --bin kyso)
   fi
-  cat <<CONFIG
+}
+
+write_config() { # node count
+  local i=$1 n=$2 members=""
+  for j in $(seq 1 "$n"); do
+    members+="  { id = $j, raft_addr = \"127.0.0.1:$(raft_port "$j")\", client_addr = \"127.0.0.1:$(grpc_port "$j")\" },"$'\n'
+  done
+  mkdir -p "$run/node$i"
+  cat > "$run/node$i/kyso.toml" <<TOML
 data_dir = "data"
-grpc_addr = "127.0.0.1:0"
-http_addr = "127.0.0.1:0"
-trust_anchor_files = ["$ca"]
-CONFIG
+grpc_addr = "127.0.0.1:$(grpc_port "$i")"
+http_addr = "127.0.0.1:$(http_port "$i")"
+master_key_file = "$run/shared/master.key"
+log_key_file = "$run/shared/log.key"
+trust_anchor_files = ["$run/shared/dev-pki/ca.pem"]
+public_base_url = "http://127.0.0.1:$(http_port "$i")"
+
+[cluster]
+node_id = $i
+raft_addr = "127.0.0.1:$(raft_port "$i")"
+members = [
+$members]
+TOML
 }
 
-start() {
-  local nodes=1 dir="" ca="" kyso="${KYSO_BIN:-}"
-  while (($#)); do
-    case $1 in
-      --nodes) nodes=$2; shift 2 ;;
-      --dir) dir=$2; shift 2 ;;
-      --ca) ca=$2; shift 2 ;;
-      --kyso) kyso=$2; shift 2 ;;
-      *) usage ;;
-    esac
-  done
-  [[ -n $dir && -n $ca ]] || usage
-  [[ -n $kyso ]] || kyso=$(command -v kyso || true)
-  [[ -x $kyso ]] || { echo "no kyso binary: pass --kyso PATH (e.g. target/release/kyso)" >&2; exit 1; }
-  ca=$(realpath "$ca")
-  mkdir -p "$dir/pids"
-  : >"$dir/servers.txt"
-  for ((index = 1; index <= nodes; index++)); do
-    local node_dir="$dir/node$index"
-    mkdir -p "$node_dir"
-    node_config "$index" "$nodes" "$dir" "$ca" >"$node_dir/kyso.toml"
-    KYSO_LOG=${KYSO_LOG:-warn} "$kyso" node --config "$node_dir/kyso.toml" >"$node_dir/stdout.log" 2>"$node_dir/stderr.log" &
-    local pid=$!
-    echo "$pid" >"$dir/pids/kyso-$pid.pid"
-    local waited=0
-    until grep -q '^kyso node listening' "$node_dir/stdout.log" 2>/dev/null; do
-      if ! kill -0 "$pid" 2>/dev/null; then
-        echo "node $index exited; its log:" >&2
-        cat "$node_dir/stderr.log" >&2
-        exit 1
-      fi
-      if ((waited >= NODE_START_SECONDS_MAX * 10)); then
-        echo "node $index did not start within ${NODE_START_SECONDS_MAX} s" >&2
-        exit 1
-      fi
-      sleep 0.1
-      waited=$((waited + 1))
+start_node() { # node
+  local i=$1
+  [[ -f "$run/node$i/kyso.toml" ]] || { echo "node $i has no config; run 'up N' first" >&2; exit 1; }
+  if [[ -f "$run/node$i/pid" ]] && kill -0 "$(cat "$run/node$i/pid")" 2>/dev/null; then
+    echo "node $i already running (pid $(cat "$run/node$i/pid"))"; return
+  fi
+  KYSO_LOG="${KYSO_LOG:-info}" nohup "$bin" node --config "$run/node$i/kyso.toml" >"$run/node$i/stdout.log" 2>"$run/node$i/stderr.log" &
+  echo $! > "$run/node$i/pid"
+  echo "node $i started (pid $!) grpc 127.0.0.1:$(grpc_port "$i")"
+}
+
+case "${1:-}" in
+  up)
+    n="${2:-3}"
+    [[ "$n" == 3 || "$n" == 5 ]] || { echo "up takes 3 or 5" >&2; exit 2; }
+    ensure_binary
+    mkdir -p "$run"
+    "$bin" init-keys --dir "$run/shared" >/dev/null
+    for i in $(seq 1 "$n"); do
+      [[ -f "$run/node$i/kyso.toml" ]] || write_config "$i" "$n"
+      start_node "$i"
     done
-    local grpc
-    grpc=$(grep -m1 '^kyso node listening' "$node_dir/stdout.log" | sed -E 's/.*grpc=([^ ]+).*/\1/')
-    echo "http://$grpc" >>"$dir/servers.txt"
-    echo "node $index: pid $pid, grpc http://$grpc"
-  done
-}
-
-stop() {
-  local dir=""
-  while (($#)); do
-    case $1 in
-      --dir) dir=$2; shift 2 ;;
-      *) usage ;;
-    esac
-  done
-  [[ -n $dir ]] || usage
-  shopt -s nullglob
-  for pid_file in "$dir"/pids/kyso-*.pid; do
-    local pid
-    pid=$(cat "$pid_file")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for ((waited = 0; waited < NODE_STOP_SECONDS_MAX * 10; waited++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pid_file"
-  done
-}
-
-case ${1:-} in
-  start) shift; start "$@" ;;
-  stop) shift; stop "$@" ;;
-  *) usage ;;
+    echo "signer cert/key for 'kyso signer add': $run/shared/dev-pki/signer.pem $run/shared/dev-pki/signer.key"
+    ;;
+  down)
+    for pidfile in "$run"/node*/pid; do
+      [[ -f "$pidfile" ]] || continue
+      kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+      rm -f "$pidfile"
+    done
+    ;;
+  status)
+    ensure_binary
+    for dir in "$run"/node*; do
+      i="${dir##*node}"
+      echo "--- node $i"
+      "$bin" cluster status --server "http://127.0.0.1:$(grpc_port "$i")" || true
+    done
+    ;;
+  kill)
+    i="${2:?node number}"
+    kill -KILL "$(cat "$run/node$i/pid")" && rm -f "$run/node$i/pid" && echo "node $i killed"
+    ;;
+  restart)
+    i="${2:?node number}"
+    ensure_binary
+    if [[ -f "$run/node$i/pid" ]]; then kill -TERM "$(cat "$run/node$i/pid")" 2>/dev/null || true; rm -f "$run/node$i/pid"; sleep 1; fi
+    start_node "$i"
+    ;;
+  *)
+    sed -n '2,13p' "$0"; exit 2 ;;
 esac

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::Stream;
 use kyso_cluster::Proposer;
 use kyso_proto::v1 as pb;
@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::status::to_status;
+use crate::archive::{SpoolWriter, SpooledBlob};
 use crate::domain::{ArchivedFile, Sha256};
 use crate::service::archive::NewDossier;
 use crate::service::signing::{CertifyItem, NewSigner};
@@ -31,7 +32,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 
 /// The gRPC face of a node; cheap to clone.
 pub struct GrpcApi<P: Proposer> {
-    kyso: Arc<Kyso<P>>,
+    pub(crate) kyso: Arc<Kyso<P>>,
     uploads: Arc<Semaphore>,
 }
 
@@ -47,12 +48,12 @@ impl<P: Proposer> GrpcApi<P> {
         GrpcApi { kyso, uploads }
     }
 
-    fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.kyso.limits().request_timeout_seconds)
     }
 
     /// Runs a service call under the request timeout.
-    async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, ServiceError>>) -> Result<T, Status> {
+    pub(crate) async fn bounded<T>(&self, call: impl std::future::Future<Output = Result<T, ServiceError>>) -> Result<T, Status> {
         match tokio::time::timeout(self.request_timeout(), call).await {
             Ok(result) => result.map_err(to_status),
             Err(_) => Err(Status::deadline_exceeded(format!(
@@ -63,7 +64,7 @@ impl<P: Proposer> GrpcApi<P> {
     }
 
     /// Next message of a client stream, or a precise error if it stalls.
-    async fn next_message<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
+    pub(crate) async fn next_message<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
         match tokio::time::timeout(self.request_timeout(), stream.message()).await {
             Ok(message) => message,
             Err(_) => Err(Status::deadline_exceeded(format!(
@@ -74,18 +75,18 @@ impl<P: Proposer> GrpcApi<P> {
     }
 }
 
-/// A file being received: its bytes so far and their running hash.
+/// A file being received: its bytes so far in a spool file, hashed as they are written.
+/// Dropping it (a failed or abandoned upload) deletes the spool file.
 struct IncomingFile {
     name: String,
     content_type: String,
     declared_size_bytes: u64,
-    content: BytesMut,
-    hasher: ring::digest::Context,
+    content: SpoolWriter,
 }
 
 impl IncomingFile {
-    fn finish(self) -> Result<(String, String, Sha256, Bytes), Status> {
-        let size = self.content.len() as u64;
+    async fn finish(self) -> Result<(String, String, SpooledBlob), Status> {
+        let size = self.content.size_bytes();
         if size == 0 {
             return Err(Status::invalid_argument(format!("file {:?} is empty; send its bytes in chunk messages", self.name)));
         }
@@ -95,9 +96,8 @@ impl IncomingFile {
                 self.name, self.declared_size_bytes, size
             )));
         }
-        let digest = self.hasher.finish();
-        let hash = Sha256::from_slice(digest.as_ref()).expect("SHA-256 digests are 32 bytes");
-        Ok((self.name, self.content_type, hash, self.content.freeze()))
+        let blob = self.content.finish().await.map_err(|error| to_status(error.into()))?;
+        Ok((self.name, self.content_type, blob))
     }
 }
 
@@ -125,9 +125,9 @@ impl<P: Proposer> GrpcApi<P> {
                         files.push(self.store(file).await?);
                     }
                     self.kyso.check_file_start(&start.name, &start.content_type, files.len()).map_err(to_status)?;
-                    current = Some(self.start_file(start)?);
+                    current = Some(self.start_file(start).await?);
                 }
-                Some(Part::Chunk(chunk)) => self.receive_chunk(current.as_mut(), &chunk)?,
+                Some(Part::Chunk(chunk)) => self.receive_chunk(current.as_mut(), &chunk).await?,
                 Some(Part::Metadata(_)) => return Err(Status::invalid_argument("metadata may be sent only once, first")),
                 None => return Err(Status::invalid_argument("empty UploadDossier message")),
             }
@@ -142,7 +142,7 @@ impl<P: Proposer> GrpcApi<P> {
         })
     }
 
-    fn start_file(&self, start: pb::FileStart) -> Result<IncomingFile, Status> {
+    async fn start_file(&self, start: pb::FileStart) -> Result<IncomingFile, Status> {
         let limit = self.kyso.limits().file_size_bytes_max;
         if start.declared_size_bytes > limit {
             return Err(file_too_large(&start.name, start.declared_size_bytes, limit));
@@ -151,12 +151,11 @@ impl<P: Proposer> GrpcApi<P> {
             name: start.name,
             content_type: start.content_type,
             declared_size_bytes: start.declared_size_bytes,
-            content: BytesMut::new(),
-            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            content: self.kyso.new_upload_file().await.map_err(to_status)?,
         })
     }
 
-    fn receive_chunk(&self, current: Option<&mut IncomingFile>, chunk: &[u8]) -> Result<(), Status> {
+    async fn receive_chunk(&self, current: Option<&mut IncomingFile>, chunk: &[u8]) -> Result<(), Status> {
         let file = current.ok_or_else(|| Status::invalid_argument("a chunk arrived before any file_start"))?;
         let limits = self.kyso.limits();
         if chunk.len() > limits.upload_chunk_size_bytes_max {
@@ -166,18 +165,16 @@ impl<P: Proposer> GrpcApi<P> {
                 limits.upload_chunk_size_bytes_max
             )));
         }
-        let size = file.content.len() as u64 + chunk.len() as u64;
+        let size = file.content.size_bytes() + chunk.len() as u64;
         if size > limits.file_size_bytes_max {
             return Err(file_too_large(&file.name, size, limits.file_size_bytes_max));
         }
-        file.hasher.update(chunk);
-        file.content.extend_from_slice(chunk);
-        Ok(())
+        file.content.write(chunk).await.map_err(|error| to_status(error.into()))
     }
 
     async fn store(&self, file: IncomingFile) -> Result<ArchivedFile, Status> {
-        let (name, content_type, hash, content) = file.finish()?;
-        self.bounded(self.kyso.store_file(name, content_type, hash, content)).await
+        let (name, content_type, blob) = file.finish().await?;
+        self.bounded(self.kyso.store_file(name, content_type, blob)).await
     }
 }
 
@@ -213,12 +210,33 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
         let bytes = request.into_inner().sha256;
         let hash = Sha256::from_slice(&bytes)
             .ok_or_else(|| Status::invalid_argument(format!("sha256 must be 32 bytes, got {}", bytes.len())))?;
-        let content = self.bounded(self.kyso.get_blob(&hash)).await?;
-        let chunks: Vec<Result<pb::BlobChunk, Status>> = (0..content.len())
-            .step_by(BLOB_CHUNK_SIZE_BYTES)
-            .map(|start| Ok(pb::BlobChunk { data: content.slice(start..(start + BLOB_CHUNK_SIZE_BYTES).min(content.len())).to_vec() }))
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        let mut blob = self.bounded(self.kyso.open_blob(&hash)).await?;
+        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER_MESSAGES_MAX);
+        let timeout = self.request_timeout();
+        // Streams the blob with at most STREAM_BUFFER_MESSAGES_MAX chunks in memory; the
+        // last message is DATA_LOSS instead of the end when the bytes fail their hash.
+        tokio::spawn(async move {
+            let chunks_max = blob.size_bytes() / BLOB_CHUNK_SIZE_BYTES as u64 + 2;
+            for _ in 0..chunks_max {
+                let item = match tokio::time::timeout(timeout, blob.next_chunk(BLOB_CHUNK_SIZE_BYTES)).await {
+                    Ok(Ok(Some(data))) => Ok(pb::BlobChunk { data: data.to_vec() }),
+                    Ok(Ok(None)) => return,
+                    Ok(Err(error)) => Err(to_status(error.into())),
+                    Err(_) => Err(Status::unavailable(format!(
+                        "object storage sent nothing for {} s while streaming blob {hash}; retry",
+                        timeout.as_secs()
+                    ))),
+                };
+                let failed = item.is_err();
+                if sender.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+            let _ = sender
+                .send(Err(Status::data_loss(format!("blob {hash} is longer than the store reported; run `kyso scrub`"))))
+                .await;
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
     }
 }
 

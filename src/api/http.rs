@@ -1,45 +1,29 @@
-//! The public HTTP port: health and the lookup API. It serves only public facts about a
-//! certification — never dossier contents, applicant data, file names or internal ids.
-//! Reads come from the local replica (`"consistency": "local"`).
+//! The HTTP port's router: health, the transparency-log checkpoint, and the public lookup
+//! routes of [`super::public`]. It serves only public facts about a certification — never
+//! dossier contents, applicant data, file names or internal ids. Every response carries
+//! the Content-Security-Policy of [`super::public::security_headers`].
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use kyso_cluster::Proposer;
-use serde::Serialize;
 
-use crate::lookup::LookupCode;
+use super::public::{self, PublicSettings};
 use crate::service::Kyso;
 
-/// Public facts about one certification, as served at `/api/v1/lookup/{code}`.
-#[derive(Debug, Serialize)]
-pub struct PublicLookup {
-    pub lookup_code: String,
-    /// "result" or "certified-copy".
-    pub kind: &'static str,
-    pub agency_id: String,
-    pub signer_name: String,
-    pub signer_title: String,
-    pub signed_at_unix: i64,
-    /// "valid" or "revoked".
-    pub status: &'static str,
-    pub revocation_reason: Option<String>,
-    pub revoked_at_unix: Option<i64>,
-    pub document_sha256: String,
-    /// Where the answer was read: "local" (this node's replica).
-    pub consistency: &'static str,
-}
-
-pub fn router<P: Proposer>(kyso: Arc<Kyso<P>>) -> Router {
+/// Serve with `into_make_service_with_connect_info::<SocketAddr>()`: the public routes
+/// limit requests per client address.
+pub fn router<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings) -> Router {
     Router::new()
         .route("/healthz", get(health::<P>))
-        .route("/api/v1/lookup/{code}", get(lookup::<P>))
         .route("/checkpoint", get(checkpoint::<P>))
-        .with_state(kyso)
+        .with_state(kyso.clone())
+        .merge(public::routes(kyso, settings))
+        .layer(middleware::from_fn(public::security_headers))
 }
 
 async fn health<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
@@ -56,34 +40,4 @@ async fn checkpoint<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
         Ok(checkpoint) => ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], checkpoint.note).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
-}
-
-async fn lookup<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>, Path(code): Path<String>) -> Response {
-    let not_found = || (StatusCode::NOT_FOUND, Json(serde_json::json!({ "error": "không tìm thấy mã tra cứu (lookup code not found)" })));
-    let Ok(code) = LookupCode::parse(&code) else {
-        return not_found().into_response();
-    };
-    let certification = match kyso.state().certification(&code) {
-        Ok(Some(certification)) => certification,
-        Ok(None) => return not_found().into_response(),
-        Err(error) => return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
-    };
-    let signer = match kyso.state().signer(&certification.signer_id) {
-        Ok(Some(signer)) => signer,
-        _ => return (StatusCode::SERVICE_UNAVAILABLE, "signer record unavailable").into_response(),
-    };
-    Json(PublicLookup {
-        lookup_code: certification.lookup_code.to_string(),
-        kind: certification.kind.as_str(),
-        agency_id: certification.agency_id.clone(),
-        signer_name: signer.name,
-        signer_title: signer.title,
-        signed_at_unix: certification.signed_at_unix,
-        status: if certification.revocation.is_some() { "revoked" } else { "valid" },
-        revocation_reason: certification.revocation.as_ref().map(|revocation| revocation.reason.clone()),
-        revoked_at_unix: certification.revocation.as_ref().map(|revocation| revocation.revoked_at_unix),
-        document_sha256: certification.document_sha256.to_hex(),
-        consistency: "local",
-    })
-    .into_response()
 }

@@ -1,8 +1,11 @@
-//! Adapters: gRPC services (tonic) and HTTP routes (axum). Thin: decode, check shape,
+//! Adapters: gRPC services (tonic), HTTP routes (axum) and the public lookup pages. Thin: decode, check shape,
 //! call a service, encode. Only this module and `cli` know prost and tonic types; service
 //! errors become gRPC statuses in exactly one place ([`status::to_status`]).
 
+pub mod cluster;
+pub mod admin;
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod public;
 pub mod status;

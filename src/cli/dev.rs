@@ -14,6 +14,8 @@ use crate::node::Node;
 use crate::service::signing::NewSigner;
 
 pub const DEMO_AGENCY: &str = "xa-demo";
+/// Display name of the demo agency on the public page (`[agency_names]` in a config file).
+pub const DEMO_AGENCY_NAME: &str = "UBND xã Demo";
 const DEMO_SIGNER_NAME: &str = "Nguyễn Văn An";
 const DEMO_SIGNER_TITLE: &str = "Chủ tịch UBND xã Demo";
 /// Validity of generated development certificates.
@@ -47,7 +49,7 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
     let signer = devpki::issue(
         &CertSpec {
             common_name: DEMO_SIGNER_NAME.into(),
-            organization: Some("UBND xã Demo".into()),
+            organization: Some(DEMO_AGENCY_NAME.into()),
             algorithm: KeyAlgorithm::EcdsaP256,
             not_before_unix: now - 3600,
             not_after_unix: now + DEV_CERT_VALIDITY_SECONDS,
@@ -70,6 +72,25 @@ fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
         std::fs::remove_file(path)?;
     }
     crate::node::write_private_file(path, content)
+}
+
+/// `kyso init-keys`: the secrets every node of one cluster must share, plus a dev PKI.
+/// Existing files are kept, so running it twice is harmless.
+pub fn init_keys(dir: &Path, log_origin: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let master = dir.join("master.key");
+    if !master.exists() {
+        crate::crypto::MasterKey::load_or_create(&master)?;
+    }
+    let log_key = dir.join("log.key");
+    if !log_key.exists() {
+        crate::node::write_private_file(&log_key, &crate::tlog::LogSigner::generate()?)?;
+    }
+    let signer = crate::tlog::LogSigner::from_pkcs8(log_origin, &std::fs::read(&log_key)?)?;
+    std::fs::write(dir.join("log.pub"), format!("{}\n", signer.verifier()))?;
+    let pki = ensure_dev_pki(&dir.join("dev-pki"))?;
+    println!("master key {}\nlog key    {}\nlog.pub    {}\ndev CA     {}", master.display(), log_key.display(), dir.join("log.pub").display(), pki.ca_pem.display());
+    Ok(())
 }
 
 /// A small, valid PDF to try the flow with.
@@ -113,8 +134,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
     config.trust_anchor_files = vec![pki.ca_pem.clone()];
-    let node = Node::start(&config).await.context("dev node failed to start")?;
-    config.public_base_url = format!("http://{}", node.http_addr);
+    config.agency_names.insert(DEMO_AGENCY.into(), DEMO_AGENCY_NAME.into());
+    let mut node = Node::start(&config).await.context("dev node failed to start")?;
+    node.public.base_url = format!("http://{}", node.http_addr);
     let signer = node
         .kyso
         .register_signer(NewSigner {
@@ -135,7 +157,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     println!("kyso dev is running (single node, data in {})", args.data_dir.display());
     println!("  gRPC   {server}");
-    println!("  HTTP   http://{}  (health: /healthz)", node.http_addr);
+    println!("  HTTP   http://{}  (health: /healthz; public lookup: /v/<CODE>)", node.http_addr);
     println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}", signer.id);
     println!("  dev CA {}", pki.ca_pem.display());
     println!("  log key (verifier) {}", args.data_dir.join("log.pub").display());
@@ -144,6 +166,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  {exe} archive{server_flag} --agency {DEMO_AGENCY} --procedure 1.001193 --number HS-0001 {sample}");
     println!("  {exe} certify{server_flag} --kind copy --agency {DEMO_AGENCY} --signer {} --file {sample} --signature-dir sigs", signer.id);
     println!("  {exe} verify{server_flag} --file {sample}");
+    println!("  then open http://{}/v/<CODE> with the lookup code certify printed", node.http_addr);
     println!();
     node.serve(crate::node::shutdown_signal()).await
 }

@@ -2,8 +2,10 @@
 //! command prints a human-readable answer, or JSON with `--json`.
 
 pub mod client;
+pub mod cluster;
 pub mod dev;
 pub mod log;
+pub mod scrub;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,8 +39,17 @@ pub enum Command {
     Verify(client::VerifyArgs),
     /// Revoke a certification.
     Revoke(client::RevokeArgs),
+    /// Create the keys a cluster shares (master key, log key) and a development PKI in a
+    /// directory; for local clusters and tests.
+    InitKeys(InitKeysArgs),
+    /// Operate the Raft cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Witness the transparency log: check the latest checkpoint is consistent with a stored one.
     Audit(log::AuditArgs),
+    /// Re-read and re-hash every archived blob on a node; report (and with --repair-from,
+    /// repair) missing or corrupt copies. Exits non-zero while a bad copy remains.
+    Scrub(scrub::ScrubArgs),
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
@@ -59,6 +70,16 @@ pub struct DevArgs {
     pub grpc_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:7480", env = "KYSO_HTTP_ADDR")]
     pub http_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct InitKeysArgs {
+    /// Directory to write master.key, log.key, log.pub and dev-pki/ into.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Origin (and key name) of the transparency log.
+    #[arg(long, default_value = "kyso.localhost/log")]
+    pub log_origin: String,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +125,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => client::revoke(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
         Command::Audit(args) => log::audit(args).await,
+        Command::Cluster(command) => cluster::run(command).await,
+        Command::InitKeys(args) => dev::init_keys(&args.dir, &args.log_origin),
+        Command::Scrub(args) => scrub::scrub(args).await,
     }
 }
 
@@ -125,5 +149,8 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 
 /// The line tests and scripts read to find the bound ports.
 pub fn print_listening(node: &crate::node::Node) {
-    println!("kyso node listening grpc={} http={}", node.grpc_addr, node.http_addr);
+    match node.raft_addr {
+        Some(raft) => println!("kyso node listening grpc={} http={} raft={}", node.grpc_addr, node.http_addr, raft),
+        None => println!("kyso node listening grpc={} http={}", node.grpc_addr, node.http_addr),
+    }
 }

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use kyso_cluster::Proposer;
 
 use super::{fingerprint, now_unix, validate, Kyso, ServiceError};
+use crate::archive::{BlobStream, SpoolWriter, SpooledBlob};
 use crate::domain::{ArchivedFile, Dossier, Sha256};
 use crate::state::{Command, Outcome};
 
@@ -52,12 +53,24 @@ impl<P: Proposer> Kyso<P> {
         validate::text("content_type", content_type, 127, false)
     }
 
-    /// Stores one received file. The caller hashed the bytes while receiving them; the
-    /// blob store checks the hash again before writing.
-    pub async fn store_file(&self, name: String, content_type: String, hash: Sha256, content: Bytes) -> Result<ArchivedFile, ServiceError> {
-        let size_bytes = content.len() as u64;
-        self.blobs.put(&hash, content).await?;
-        Ok(ArchivedFile { name, content_type, size_bytes, sha256: hash })
+    /// A spool file to receive one uploaded file into (deleted when dropped).
+    pub async fn new_upload_file(&self) -> Result<SpoolWriter, ServiceError> {
+        Ok(self.blobs.spool().create().await?)
+    }
+
+    /// Stores one received file from the spool. The spool hashed the bytes as they were
+    /// written; the blob store hashes them again as it reads them back.
+    pub async fn store_file(&self, name: String, content_type: String, blob: SpooledBlob) -> Result<ArchivedFile, ServiceError> {
+        self.blobs.put_file(&blob).await?;
+        if let Some(peers) = &self.peer_blobs {
+            // Per-node local storage in a cluster: a majority must hold the blob before the
+            // dossier that references it is proposed.
+            let content = self.blobs.get(&blob.hash, blob.size_bytes).await?;
+            peers.replicate(blob.hash, content).await.map_err(|error| {
+                ServiceError::Unavailable(format!("{error}; the dossier was not recorded, retry when the cluster is healthy"))
+            })?;
+        }
+        Ok(ArchivedFile { name, content_type, size_bytes: blob.size_bytes, sha256: blob.hash })
     }
 
     /// Records a dossier whose files are all stored. Returns once the record is committed.
@@ -69,7 +82,7 @@ impl<P: Proposer> Kyso<P> {
         }
         dossier.private_fields.sort();
         let request_fingerprint = dossier_fingerprint(&dossier, &files);
-        if let Some(outcome) = self.earlier_outcome(&dossier.request_id, &request_fingerprint)? {
+        if let Some(outcome) = self.earlier_outcome(&dossier.request_id, &request_fingerprint).await? {
             return expect_dossier(outcome);
         }
         let record = Dossier {
@@ -91,12 +104,58 @@ impl<P: Proposer> Kyso<P> {
         self.state.dossier(id)?.ok_or_else(|| ServiceError::NotFound(format!("dossier {id:?} does not exist")))
     }
 
-    /// Reads a blob that some dossier archived (hash-checked).
+    /// Reads a whole blob that some dossier archived into memory (hash-checked), for
+    /// certify and verify, which need the bytes. Refuses blobs over `file_size_bytes_max`
+    /// (possible when the limit was lowered after they were archived).
     pub async fn get_blob(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
+        let size_bytes = self
+            .state
+            .blob_size(hash)?
+            .ok_or_else(|| ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")))?;
+        if size_bytes > self.limits.file_size_bytes_max {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "document {hash} has {size_bytes} bytes, over limits.file_size_bytes_max ({}) that certify and verify read into memory; ask the operator to raise the limit",
+                self.limits.file_size_bytes_max
+            )));
+        }
+        match self.blobs.get(hash, size_bytes).await {
+            Err(crate::archive::ArchiveError::NotFound(_)) if self.peer_blobs.is_some() => self.fetch_from_peers(hash).await,
+            other => Ok(other?),
+        }
+    }
+
+    /// A blob the replicated state references but this node lacks (it missed the upload, or
+    /// caught up from a snapshot): fetch it from a peer, which checked its hash, and keep it.
+    async fn fetch_from_peers(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
+        let peers = self.peer_blobs.as_ref().expect("checked by the caller");
+        let content = peers.fetch(*hash).await.map_err(ServiceError::Unavailable)?;
+        if &Sha256::digest(&content) != hash {
+            return Err(ServiceError::DataLoss(format!("a peer sent bytes that do not hash to {hash}")));
+        }
+        self.blobs.put(hash, content.clone()).await?;
+        tracing::info!(%hash, "fetched a missing blob from a peer");
+        Ok(content)
+    }
+
+    /// Stores a blob replica pushed by another node (hash-checked).
+    pub async fn store_replica(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
+        if Sha256::digest(&content) != hash {
+            return Err(ServiceError::InvalidArgument(format!("replica bytes do not hash to {hash}")));
+        }
+        Ok(self.blobs.put(&hash, content).await?)
+    }
+
+    /// Opens a blob that some dossier archived for a streamed read; the stream ends with
+    /// DATA_LOSS if the bytes do not hash to `hash`.
+    pub async fn open_blob(&self, hash: &Sha256) -> Result<BlobStream, ServiceError> {
+        self.read_barrier().await?;
         if !self.state.blob_known(hash)? {
             return Err(ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")));
         }
-        Ok(self.blobs.get(hash).await?)
+        if self.peer_blobs.is_some() && !self.blobs.contains(hash).await? {
+            self.get_blob(hash).await?;
+        }
+        Ok(self.blobs.open(hash).await?)
     }
 
     fn new_dossier_id(&self) -> Result<String, ServiceError> {

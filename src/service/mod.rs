@@ -4,6 +4,8 @@
 
 pub mod archive;
 pub mod log;
+pub mod scrub;
+pub mod lookup;
 pub mod signing;
 pub mod validate;
 pub mod verify;
@@ -73,7 +75,9 @@ impl From<ArchiveError> for ServiceError {
         match error {
             ArchiveError::NotFound(_) => ServiceError::NotFound(message),
             ArchiveError::Corrupt { .. } | ArchiveError::SizeMismatch { .. } => ServiceError::DataLoss(message),
-            ArchiveError::Unavailable(_) => ServiceError::Unavailable(message),
+            ArchiveError::Unavailable(_) | ArchiveError::Refused(_) | ArchiveError::Spool(_) => {
+                ServiceError::Unavailable(message)
+            }
         }
     }
 }
@@ -102,6 +106,26 @@ pub struct Kyso<P: Proposer> {
     pub(crate) limits: Limits,
     pub(crate) random: ring::rand::SystemRandom,
     pub(crate) log: log::LogIdentity,
+    /// Copies of blobs on other nodes (per-node local storage in a cluster); `None` when
+    /// the node is standalone or the object store is shared.
+    pub(crate) peer_blobs: Option<Arc<dyn PeerBlobs>>,
+}
+
+/// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
+/// the node's adapter, which knows how nodes talk.
+pub trait PeerBlobs: Send + Sync + 'static {
+    /// Stores `content` on enough other voters that, with this node's copy, a majority
+    /// holds it. Fails if a majority cannot be reached.
+    fn replicate(
+        &self,
+        hash: crate::domain::Sha256,
+        content: Bytes,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
+    /// Fetches a blob this node lacks from any peer (hash-checked by the implementation).
+    fn fetch(
+        &self,
+        hash: crate::domain::Sha256,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send + '_>>;
 }
 
 impl<P: Proposer> Kyso<P> {
@@ -114,7 +138,17 @@ impl<P: Proposer> Kyso<P> {
         limits: Limits,
         log: log::LogIdentity,
     ) -> Self {
-        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new(), log }
+        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new(), log, peer_blobs: None }
+    }
+
+    /// Replicates blobs to peers before proposing, and fetches missing ones from them.
+    pub fn with_peer_blobs(mut self, peer_blobs: Arc<dyn PeerBlobs>) -> Self {
+        self.peer_blobs = Some(peer_blobs);
+        self
+    }
+
+    pub fn proposer(&self) -> &P {
+        &self.proposer
     }
 
     pub fn limits(&self) -> &Limits {
@@ -127,7 +161,12 @@ impl<P: Proposer> Kyso<P> {
 
     /// Returns the stored outcome of an earlier request with this id, if any: the same
     /// request again gets the same answer without new work; a different one is refused.
-    pub(crate) fn earlier_outcome(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
+    ///
+    /// Waits for a read barrier first: every check a write makes against state (the request
+    /// id, the signer, the archived blob) must see every write acknowledged before it, on
+    /// whichever node serves it.
+    pub(crate) async fn earlier_outcome(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
+        self.read_barrier().await?;
         match self.state.request_outcome(request_id)? {
             None => Ok(None),
             Some((stored, outcome)) if &stored == fingerprint => Ok(Some(outcome)),

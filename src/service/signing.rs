@@ -70,7 +70,7 @@ impl<P: Proposer> Kyso<P> {
             &request.certificate_chain,
             &ring::digest::digest(&ring::digest::SHA256, &request.private_key).as_ref()[..],
         ]);
-        if let Some(outcome) = self.earlier_outcome(&request.request_id, &request_fingerprint)? {
+        if let Some(outcome) = self.earlier_outcome(&request.request_id, &request_fingerprint).await? {
             return expect_signer(outcome);
         }
         let chain = crypto::parse_certificates(&request.certificate_chain)?;
@@ -149,7 +149,7 @@ impl<P: Proposer> Kyso<P> {
             )));
         }
         let request_fingerprint = certify_fingerprint(&items);
-        if let Some(outcome) = self.earlier_outcome(request_id, &request_fingerprint)? {
+        if let Some(outcome) = self.earlier_outcome(request_id, &request_fingerprint).await? {
             return expect_certifications(outcome);
         }
         let signed_at_unix = now_unix();
@@ -246,7 +246,7 @@ impl<P: Proposer> Kyso<P> {
         let code = LookupCode::parse(lookup_code).map_err(|error| ServiceError::InvalidArgument(error.to_string()))?;
         validate::text("reason", reason, self.limits.text_field_chars_max, true)?;
         let request_fingerprint = fingerprint(&[b"revoke", code.as_str().as_bytes(), reason.as_bytes()]);
-        if let Some(outcome) = self.earlier_outcome(request_id, &request_fingerprint)? {
+        if let Some(outcome) = self.earlier_outcome(request_id, &request_fingerprint).await? {
             return expect_certifications(outcome).map(first);
         }
         let command = Command::RevokeCertification { lookup_code: code, reason: reason.to_string(), revoked_at_unix: now_unix() };

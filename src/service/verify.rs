@@ -49,7 +49,7 @@ impl<P: Proposer> Kyso<P> {
         }
         let content = match content {
             Some(content) => content,
-            None => self.blobs.get(&document_sha256).await?,
+            None => self.get_blob(&document_sha256).await?,
         };
         let mut verified = Vec::with_capacity(certifications.len());
         for certification in certifications {

@@ -146,6 +146,46 @@ impl StateStore {
         Ok(table.get(hash.0.as_slice())?.is_some())
     }
 
+    /// Size of an archived blob, if a dossier archived it.
+    pub fn blob_size(&self, hash: &Sha256) -> Result<Option<u64>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        Ok(table.get(hash.0.as_slice())?.map(|value| value.value()))
+    }
+
+    /// Up to `limit` archived blobs (hash, size) in hash order, after `after` if given:
+    /// pages for a scrub that must not hold one read transaction for hours.
+    pub fn blobs_after(&self, after: Option<&Sha256>, limit: usize) -> Result<Vec<(Sha256, u64)>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        let rows = match after {
+            Some(hash) => table.range::<&[u8]>((std::ops::Bound::Excluded(hash.0.as_slice()), std::ops::Bound::Unbounded))?,
+            None => table.range::<&[u8]>(..)?,
+        };
+        let mut page = Vec::new();
+        for row in rows.take(limit) {
+            let (key, size) = row?;
+            let hash = Sha256::from_slice(key.value())
+                .ok_or_else(|| StateError::Corrupt(format!("blob key of {} bytes", key.value().len())))?;
+            page.push((hash, size.value()));
+        }
+        Ok(page)
+    }
+
+    /// Number and total size of archived blobs.
+    pub fn blob_totals(&self) -> Result<(u64, u64), StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        let mut count = 0u64;
+        let mut bytes = 0u64;
+        for row in table.iter()? {
+            let (_, size) = row?;
+            count += 1;
+            bytes += size.value();
+        }
+        Ok((count, bytes))
+    }
+
     // ----- transparency log ----------------------------------------------------------
 
     /// Number of leaves in the log.
@@ -372,10 +412,15 @@ impl StateStore {
         Ok(())
     }
 
-    /// SHA-256 over the canonical snapshot: equal on every node at the same applied index.
+    /// SHA-256 over the canonical encoding of the replicated records, without the applied
+    /// index (log entries that carry no command, such as a new leader's no-op, advance the
+    /// index but not the state). Equal on every replica that applied the same commands.
+    /// Returns the applied index beside it.
     pub fn digest(&self) -> Result<(u64, Sha256), StateError> {
         let (index, bytes) = self.take_snapshot()?;
-        Ok((index, Sha256::digest(&bytes)))
+        let mut snapshot: SnapshotV1 = decode(&bytes[1..])?;
+        snapshot.applied = 0;
+        Ok((index, Sha256::digest(&encode(&snapshot))))
     }
 }
 

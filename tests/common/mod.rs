@@ -3,6 +3,8 @@
 //! fixed sleeps: the CI machine is slow and shared.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +29,8 @@ pub struct TestNode {
     pub http_url: String,
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    /// Extra environment variables of the node process (kept across restarts).
+    env: Vec<(String, String)>,
 }
 
 impl TestNode {
@@ -37,6 +41,17 @@ impl TestNode {
 
     /// Like [`TestNode::start`] with extra top-level TOML (before `[limits]`).
     pub fn start_with(dir: &Path, ca_pem: &Path, extra_top_level: &str, extra_limits: &str) -> TestNode {
+        Self::start_with_env(dir, ca_pem, extra_top_level, extra_limits, Vec::new())
+    }
+
+    /// Like [`TestNode::start_with`], with extra environment variables for the process.
+    pub fn start_with_env(
+        dir: &Path,
+        ca_pem: &Path,
+        extra_top_level: &str,
+        extra_limits: &str,
+        env: Vec<(String, String)>,
+    ) -> TestNode {
         std::fs::create_dir_all(dir).unwrap();
         let config_path = dir.join("kyso.toml");
         let config = format!(
@@ -46,14 +61,49 @@ impl TestNode {
             extra_limits
         );
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(dir, config_path)
+        Self::spawn(dir, config_path, env)
     }
 
-    fn spawn(dir: &Path, config_path: PathBuf) -> TestNode {
+    /// Starts a node from a complete TOML config written to `dir/kyso.toml`.
+    pub fn start_config(dir: &Path, config: &str) -> TestNode {
+        std::fs::create_dir_all(dir).unwrap();
+        let config_path = dir.join("kyso.toml");
+        std::fs::write(&config_path, config).unwrap();
+        Self::spawn(dir, config_path, Vec::new())
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was already durable.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|child| child.id())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Starts a stopped node again on its directory and config.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "node is still running");
+        *self = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.env.clone());
+    }
+
+    pub async fn cluster(&self) -> pb::cluster_service_client::ClusterServiceClient<Channel> {
+        pb::cluster_service_client::ClusterServiceClient::new(self.channel().await)
+    }
+
+    fn spawn(dir: &Path, config_path: PathBuf, env: Vec<(String, String)>) -> TestNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
             .args(["node", "--config"])
             .arg(&config_path)
             .env("KYSO_LOG", "warn")
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -87,6 +137,7 @@ impl TestNode {
             child: Some(child),
             dir: dir.to_path_buf(),
             config_path,
+            env,
         }
     }
 
@@ -109,7 +160,7 @@ impl TestNode {
     /// Stops and starts the node on the same directory and config (new ports).
     pub fn restart(&mut self) {
         self.stop();
-        let restarted = Self::spawn(&self.dir.clone(), self.config_path.clone());
+        let restarted = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.env.clone());
         *self = restarted;
     }
 
@@ -266,6 +317,16 @@ pub async fn upload(node: &TestNode, request_id: &str, agency: &str, files: &[(&
     node.archive().await.upload_dossier(futures::stream::iter(messages)).await.map(|response| response.into_inner())
 }
 
+/// Reads a blob with GetBlob, concatenating its chunks; a stream ending in an error is that error.
+pub async fn get_blob(node: &TestNode, hash: &[u8]) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = node.archive().await.get_blob(pb::GetBlobRequest { sha256: hash.to_vec() }).await?.into_inner();
+    let mut content = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        content.extend_from_slice(&chunk.data);
+    }
+    Ok(content)
+}
+
 pub fn sha256(bytes: &[u8]) -> Vec<u8> {
     kyso::domain::Sha256::digest(bytes).0.to_vec()
 }
@@ -306,4 +367,107 @@ pub fn kyso_cli(args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A port that was free a moment ago (the OS hands out ephemeral ports round-robin, so
+/// reuse by another process in the short window before the node binds it is unlikely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Ports and shared secrets of a local test cluster.
+pub struct ClusterLayout {
+    pub dir: PathBuf,
+    pub pki: TestPki,
+    /// (id, grpc port, raft port)
+    pub members: Vec<(u64, u16, u16)>,
+    pub extra_cluster_toml: String,
+}
+
+impl ClusterLayout {
+    pub fn new(dir: &Path, nodes: u64, extra_cluster_toml: &str) -> ClusterLayout {
+        let shared = dir.join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        kyso::crypto::MasterKey::load_or_create(&shared.join("master.key")).unwrap();
+        std::fs::write(shared.join("log.key"), kyso::tlog::LogSigner::generate().unwrap()).unwrap();
+        ClusterLayout {
+            pki: TestPki::new(&dir.join("pki")),
+            dir: dir.to_path_buf(),
+            members: (1..=nodes).map(|id| (id, free_port(), free_port())).collect(),
+            extra_cluster_toml: extra_cluster_toml.to_string(),
+        }
+    }
+
+    fn members_toml(&self) -> String {
+        self.members
+            .iter()
+            .map(|(id, grpc, raft)| format!("{{ id = {id}, raft_addr = \"127.0.0.1:{raft}\", client_addr = \"127.0.0.1:{grpc}\" }}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The config of member `id`; `join` starts it empty, waiting to be added.
+    pub fn config(&self, id: u64, grpc: u16, raft: u16, join: bool) -> String {
+        let shared = self.dir.join("shared");
+        let membership = if join { "join = true".to_string() } else { format!("members = [{}]", self.members_toml()) };
+        format!(
+            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\nhttp_addr = \"127.0.0.1:0\"\n\
+             master_key_file = {:?}\nlog_key_file = {:?}\ntrust_anchor_files = [{:?}]\n\
+             [cluster]\nnode_id = {id}\nraft_addr = \"127.0.0.1:{raft}\"\ntick_interval_milliseconds = 50\n{}\n{membership}\n",
+            shared.join("master.key").display().to_string(),
+            shared.join("log.key").display().to_string(),
+            self.pki.ca_pem_path.display().to_string(),
+            self.extra_cluster_toml,
+        )
+    }
+
+    pub fn start_all(&self) -> Vec<TestNode> {
+        self.members
+            .iter()
+            .map(|&(id, grpc, raft)| TestNode::start_config(&self.dir.join(format!("node{id}")), &self.config(id, grpc, raft, false)))
+            .collect()
+    }
+}
+
+/// Waits until every running node names the same leader, and that leader says it leads.
+/// Returns the leader's position in `nodes`.
+pub async fn wait_for_leader(nodes: &[TestNode], deadline: Duration) -> usize {
+    let start = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for (position, node) in nodes.iter().enumerate().filter(|(_, node)| node.is_running()) {
+            if let Ok(status) = node.cluster().await.status(pb::ClusterStatusRequest {}).await {
+                views.push((position, status.into_inner()));
+            }
+        }
+        let running = nodes.iter().filter(|node| node.is_running()).count();
+        if views.len() == running && running > 0 {
+            let leader = views[0].1.leader_id;
+            let agreed = leader != 0 && views.iter().all(|(_, view)| view.leader_id == leader);
+            if let (true, Some((position, _))) = (agreed, views.iter().find(|(_, view)| view.role == "leader" && view.node_id == leader)) {
+                return *position;
+            }
+        }
+        assert!(start.elapsed() < deadline, "no agreed leader within {deadline:?}: {views:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until every running node reports the same state digest at the same applied index.
+pub async fn wait_for_identical_state(nodes: &[TestNode], deadline: Duration) -> pb::StateDigestResponse {
+    let start = Instant::now();
+    loop {
+        let mut digests = Vec::new();
+        for node in nodes.iter().filter(|node| node.is_running()) {
+            if let Ok(digest) = node.cluster().await.state_digest(pb::StateDigestRequest {}).await {
+                digests.push(digest.into_inner());
+            }
+        }
+        let running = nodes.iter().filter(|node| node.is_running()).count();
+        if digests.len() == running && digests.windows(2).all(|pair| pair[0] == pair[1]) {
+            return digests.remove(0);
+        }
+        assert!(start.elapsed() < deadline, "replicas did not converge within {deadline:?}: {digests:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

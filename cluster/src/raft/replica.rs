@@ -88,7 +88,7 @@ pub(crate) struct ReadyOutcome {
 }
 
 /// A point-in-time view of a replica.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ReplicaStatus {
     pub role: StateRole,
     pub term: u64,
@@ -443,12 +443,16 @@ fn send(outbox: &mut impl Outbox, messages: Vec<Message>) {
 }
 
 fn decode_conf_change(entry: &RaftEntry) -> Result<ConfChangeV2, ReplicaError> {
-    use raft::prelude::ConfChangeI as _;
     let malformed = |error: protobuf::ProtobufError| {
         ReplicaError::Codec(codec::CodecError::Malformed { what: "membership change", reason: error.to_string() })
     };
     match entry.get_entry_type() {
-        EntryType::EntryConfChange => Ok(ConfChange::parse_from_bytes(&entry.data).map_err(malformed)?.into_v2()),
+        EntryType::EntryConfChange => {
+            // This driver proposes only V2 changes; a V1 change is its one-change V2 form.
+            let legacy = ConfChange::parse_from_bytes(&entry.data).map_err(malformed)?;
+            let single = ConfChangeSingle { change_type: legacy.change_type, node_id: legacy.node_id, ..Default::default() };
+            Ok(ConfChangeV2 { changes: vec![single].into(), context: legacy.context, ..ConfChangeV2::default() })
+        }
         _ => ConfChangeV2::parse_from_bytes(&entry.data).map_err(malformed),
     }
 }

@@ -1,0 +1,500 @@
+//! The driver: runs one [`Replica`] on a dedicated thread, turning requests from
+//! [`super::RaftNode`] handles and messages from peers into Ready cycles.
+//!
+//! One turn of the loop: wait for input or the next tick; take everything queued
+//! (proposals up to one group-commit batch, so concurrent writers share one Ready, one
+//! write and one fsync); tick when due; issue pending reads; run the Ready cycle; make a
+//! requested snapshot, compact the log; report unreachable peers; answer the callers whose
+//! entries were applied; publish the status.
+//!
+//! Proposals are tagged with a per-node id and matched on (index, term) when applied: if
+//! the entry at that index was applied with another term or tag, or leadership changed
+//! while it was in flight, the caller gets `ProposeError::Unknown`, never a guess.
+//! A storage failure ends the loop: every caller in flight gets `Stopped`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{select, Receiver};
+use raft::eraftpb::ConfChangeV2;
+use raft::{ReadState, SnapshotStatus, StateRole};
+use tokio::sync::{oneshot, watch};
+
+use super::config::RaftConfig;
+use super::log_store::EngineLog;
+use super::node::{AdminError, NodeStatus, Role};
+use super::replica::{ReadyOutcome, Replica, ReplicaStatus};
+use super::transport::{Inbound, Outbound};
+use crate::{ProposeError, StateMachine};
+
+/// Events from the transport's peer tasks and from the node handle.
+pub(crate) enum Internal {
+    Unreachable(u64),
+    SnapshotStatus(u64, SnapshotStatus),
+    Stop,
+}
+
+pub(crate) struct Proposal {
+    pub command: Bytes,
+    pub reply: oneshot::Sender<Result<Bytes, ProposeError>>,
+}
+
+pub(crate) enum Request {
+    Read { reply: oneshot::Sender<Result<(), ProposeError>> },
+    ChangeMembership { change: ConfChangeV2, reply: oneshot::Sender<Result<(), AdminError>> },
+    TransferLeader { to: u64 },
+}
+
+pub(crate) struct Channels {
+    pub proposals: Receiver<Proposal>,
+    pub requests: Receiver<Request>,
+    pub inbound: Receiver<Inbound>,
+    pub internal: Receiver<Internal>,
+}
+
+enum Waiter {
+    Command(oneshot::Sender<Result<Bytes, ProposeError>>),
+    Membership(oneshot::Sender<Result<(), AdminError>>),
+}
+
+impl Waiter {
+    fn succeed(self, response: Bytes) {
+        match self {
+            Waiter::Command(reply) => drop(reply.send(Ok(response))),
+            Waiter::Membership(reply) => drop(reply.send(Ok(()))),
+        }
+    }
+
+    fn unknown(self) {
+        match self {
+            Waiter::Command(reply) => drop(reply.send(Err(ProposeError::Unknown))),
+            Waiter::Membership(reply) => drop(reply.send(Err(AdminError::Unknown))),
+        }
+    }
+
+    fn not_leader(self, leader: Option<String>) {
+        match self {
+            Waiter::Command(reply) => drop(reply.send(Err(ProposeError::NotLeader { leader }))),
+            Waiter::Membership(reply) => drop(reply.send(Err(AdminError::NotLeader { leader }))),
+        }
+    }
+
+    fn stopped(self, reason: &str) {
+        match self {
+            Waiter::Command(reply) => drop(reply.send(Err(ProposeError::Stopped(reason.to_string())))),
+            Waiter::Membership(reply) => drop(reply.send(Err(AdminError::Stopped(reason.to_string())))),
+        }
+    }
+}
+
+struct Pending {
+    term: u64,
+    tag: u64,
+    waiter: Waiter,
+}
+
+struct ReadWaiter {
+    reply: oneshot::Sender<Result<(), ProposeError>>,
+    deadline: Instant,
+}
+
+/// Read barriers in flight: waiting to be issued, issued as one ReadIndex request per
+/// batch (context = a counter), confirmed at a commit index and waiting for apply.
+#[derive(Default)]
+struct Reads {
+    waiting: Vec<ReadWaiter>,
+    issued: BTreeMap<u64, (Instant, Vec<ReadWaiter>)>,
+    confirmed: Vec<(u64, Vec<ReadWaiter>)>,
+    next_context: u64,
+}
+
+pub(crate) struct Driver<S: StateMachine> {
+    replica: Replica<S, EngineLog>,
+    outbound: Outbound,
+    channels: Channels,
+    status: watch::Sender<NodeStatus>,
+    config: Arc<RaftConfig>,
+    pending: BTreeMap<u64, Pending>,
+    next_tag: u64,
+    reads: Reads,
+    leader_term: Option<u64>,
+    next_tick: Instant,
+}
+
+/// Why the loop ended.
+type Stop = String;
+
+impl<S: StateMachine> Driver<S> {
+    pub fn new(
+        replica: Replica<S, EngineLog>,
+        mut outbound: Outbound,
+        channels: Channels,
+        status: watch::Sender<NodeStatus>,
+        config: Arc<RaftConfig>,
+    ) -> Self {
+        outbound.set_members(&replica.membership().peers);
+        let mut driver = Driver {
+            replica,
+            outbound,
+            channels,
+            status,
+            next_tick: Instant::now() + config.tick_interval,
+            config,
+            pending: BTreeMap::new(),
+            next_tag: 1,
+            reads: Reads::default(),
+            leader_term: None,
+        };
+        driver.publish();
+        driver
+    }
+
+    /// Runs until stopped or a storage failure; returns the reason and fails every caller
+    /// still waiting.
+    pub fn run(mut self) -> String {
+        let reason = loop {
+            if let Err(reason) = self.turn() {
+                break reason;
+            }
+        };
+        tracing::info!(node_id = self.replica.id(), %reason, "raft driver stopped");
+        self.fail_everything(&reason);
+        reason
+    }
+
+    fn turn(&mut self) -> Result<(), Stop> {
+        self.take_inputs()?;
+        let now = Instant::now();
+        if now >= self.next_tick {
+            self.replica.raw.tick();
+            self.next_tick = now + self.config.tick_interval;
+        }
+        self.issue_reads(now);
+        self.replica.maybe_leave_joint();
+        // A Ready cycle can make another one ready (e.g. entries committed by `advance`).
+        for _ in 0..4 {
+            if !self.replica.raw.has_ready() {
+                break;
+            }
+            let outcome = self.replica.handle_ready(&mut self.outbound).map_err(|error| error.to_string())?;
+            self.on_outcome(outcome);
+        }
+        self.replica.prepare_requested_snapshot().map_err(|error| error.to_string())?;
+        self.replica.maybe_compact().map_err(|error| error.to_string())?;
+        for (peer, was_snapshot) in self.outbound.take_undeliverable() {
+            self.replica.raw.report_unreachable(peer);
+            if was_snapshot {
+                self.replica.raw.report_snapshot(peer, SnapshotStatus::Failure);
+            }
+        }
+        self.check_leadership();
+        self.answer_reads(Instant::now());
+        self.publish();
+        Ok(())
+    }
+
+    fn take_inputs(&mut self) -> Result<(), Stop> {
+        let timeout = self.next_tick.saturating_duration_since(Instant::now());
+        select! {
+            recv(self.channels.internal) -> event => {
+                // The driver holds a sender of its own (in the transport): never disconnected.
+                if let Ok(event) = event { self.on_internal(event)?; }
+            }
+            recv(self.channels.inbound) -> inbound => {
+                if let Ok(inbound) = inbound { self.on_inbound(inbound); }
+            }
+            recv(self.channels.requests) -> request => match request {
+                Ok(request) => self.on_request(request),
+                Err(_) => return Err("every node handle was dropped".into()),
+            },
+            recv(self.channels.proposals) -> proposal => match proposal {
+                Ok(proposal) => self.on_proposals(proposal),
+                Err(_) => return Err("every node handle was dropped".into()),
+            },
+            default(timeout) => {}
+        }
+        while let Ok(event) = self.channels.internal.try_recv() {
+            self.on_internal(event)?;
+        }
+        for _ in 0..self.config.inbound_queue_depth_max {
+            match self.channels.inbound.try_recv() {
+                Ok(inbound) => self.on_inbound(inbound),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..self.config.request_queue_depth_max {
+            match self.channels.requests.try_recv() {
+                Ok(request) => self.on_request(request),
+                Err(_) => break,
+            }
+        }
+        if let Ok(proposal) = self.channels.proposals.try_recv() {
+            self.on_proposals(proposal);
+        }
+        Ok(())
+    }
+
+    fn on_internal(&mut self, event: Internal) -> Result<(), Stop> {
+        match event {
+            Internal::Unreachable(peer) => self.replica.raw.report_unreachable(peer),
+            Internal::SnapshotStatus(peer, status) => self.replica.raw.report_snapshot(peer, status),
+            Internal::Stop => return Err("shut down".into()),
+        }
+        Ok(())
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) {
+        self.outbound.learn(inbound.from);
+        self.replica.step(inbound.message);
+    }
+
+    fn on_request(&mut self, request: Request) {
+        match request {
+            Request::Read { reply } => {
+                let deadline = Instant::now() + self.config.read_timeout;
+                self.reads.waiting.push(ReadWaiter { reply, deadline });
+            }
+            Request::ChangeMembership { change, reply } => {
+                let waiter = Waiter::Membership(reply);
+                if !self.replica.is_leader() {
+                    return waiter.not_leader(self.leader_client_addr());
+                }
+                let tag = self.take_tag();
+                let appended = self.replica.propose_membership(tag.to_be_bytes().to_vec(), change);
+                self.track(appended, tag, waiter);
+            }
+            Request::TransferLeader { to } => self.replica.raw.transfer_leader(to),
+        }
+    }
+
+    /// Proposes `first` and whatever else is queued, up to one group-commit batch.
+    fn on_proposals(&mut self, first: Proposal) {
+        let limits = &self.config.driver;
+        let (batch_entries_max, batch_size_bytes_max) = (limits.batch_entries_max, limits.batch_size_bytes_max);
+        let mut size_bytes = 0;
+        let mut count = 0;
+        let mut next = Some(first);
+        while let Some(proposal) = next.take() {
+            size_bytes += proposal.command.len();
+            count += 1;
+            self.propose(proposal);
+            if count < batch_entries_max && size_bytes < batch_size_bytes_max {
+                next = self.channels.proposals.try_recv().ok();
+            }
+        }
+    }
+
+    fn propose(&mut self, proposal: Proposal) {
+        let waiter = Waiter::Command(proposal.reply);
+        if !self.replica.is_leader() {
+            return waiter.not_leader(self.leader_client_addr());
+        }
+        let tag = self.take_tag();
+        let appended = self.replica.propose(tag.to_be_bytes().to_vec(), proposal.command.to_vec());
+        self.track(appended, tag, waiter);
+    }
+
+    fn take_tag(&mut self) -> u64 {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        tag
+    }
+
+    fn track(&mut self, appended: Option<(u64, u64)>, tag: u64, waiter: Waiter) {
+        match appended {
+            Some((index, term)) => {
+                if let Some(replaced) = self.pending.insert(index, Pending { term, tag, waiter }) {
+                    // The entry it waited for was overwritten by a later leader.
+                    replaced.waiter.unknown();
+                }
+            }
+            // Dropped by raft-rs (leadership transfer in progress, or leadership lost).
+            None => waiter.unknown(),
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: ReadyOutcome) {
+        for applied in outcome.applied {
+            if let Some(pending) = self.pending.remove(&applied.index) {
+                let same = pending.term == applied.term && applied.context.as_ref() == pending.tag.to_be_bytes();
+                if same {
+                    pending.waiter.succeed(applied.response);
+                } else {
+                    pending.waiter.unknown();
+                }
+            }
+        }
+        // An index applied without our tag (raft-rs replaced a refused membership change
+        // by an empty entry, or another leader's entry won): the outcome is not ours.
+        let still_pending = self.pending.split_off(&(self.replica.applied_index() + 1));
+        for (_, pending) in std::mem::replace(&mut self.pending, still_pending) {
+            pending.waiter.unknown();
+        }
+        for read_state in outcome.read_states {
+            self.on_read_state(read_state);
+        }
+        if outcome.membership_changed {
+            self.outbound.set_members(&self.replica.membership().peers);
+        }
+    }
+
+    /// On any change of leadership, the outcome of every proposal in flight is unknown.
+    fn check_leadership(&mut self) {
+        let leader_term = self.replica.is_leader().then(|| self.replica.term());
+        if leader_term != self.leader_term {
+            if self.leader_term.is_some() {
+                for (_, pending) in std::mem::take(&mut self.pending) {
+                    pending.waiter.unknown();
+                }
+            }
+            self.leader_term = leader_term;
+        }
+    }
+
+    fn issue_reads(&mut self, now: Instant) {
+        let retry = self.config.read_retry_interval;
+        let stale: Vec<u64> =
+            self.reads.issued.iter().filter(|(_, (issued_at, _))| *issued_at + retry <= now).map(|(context, _)| *context).collect();
+        for context in stale {
+            if let Some((_, waiters)) = self.reads.issued.remove(&context) {
+                self.reads.waiting.extend(waiters);
+            }
+        }
+        if self.reads.waiting.is_empty() || self.replica.leader_id() == raft::INVALID_ID {
+            return;
+        }
+        self.reads.next_context += 1;
+        let context = self.reads.next_context;
+        self.replica.raw.read_index(context.to_be_bytes().to_vec());
+        let waiters = std::mem::take(&mut self.reads.waiting);
+        self.reads.issued.insert(context, (now, waiters));
+    }
+
+    fn on_read_state(&mut self, read_state: ReadState) {
+        let Ok(context) = <[u8; 8]>::try_from(read_state.request_ctx.as_slice()) else {
+            return;
+        };
+        if let Some((_, waiters)) = self.reads.issued.remove(&u64::from_be_bytes(context)) {
+            self.reads.confirmed.push((read_state.index, waiters));
+        }
+    }
+
+    fn answer_reads(&mut self, now: Instant) {
+        let applied = self.replica.applied_index();
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.reads.confirmed).into_iter().partition(|(index, _)| *index <= applied);
+        self.reads.confirmed = waiting;
+        for (_, waiters) in ready {
+            for waiter in waiters {
+                let _ = waiter.reply.send(Ok(()));
+            }
+        }
+        let timeout = self.config.read_timeout;
+        let expire = |waiters: &mut Vec<ReadWaiter>| {
+            let (expired, alive): (Vec<_>, Vec<_>) =
+                std::mem::take(waiters).into_iter().partition(|waiter| waiter.deadline <= now || waiter.reply.is_closed());
+            *waiters = alive;
+            for waiter in expired {
+                let _ = waiter.reply.send(Err(ProposeError::Unavailable(format!(
+                    "no leader confirmed a read point within {} ms",
+                    timeout.as_millis()
+                ))));
+            }
+        };
+        expire(&mut self.reads.waiting);
+        for (_, waiters) in self.reads.issued.values_mut() {
+            expire(waiters);
+        }
+        for (_, waiters) in self.reads.confirmed.iter_mut() {
+            expire(waiters);
+        }
+        self.reads.issued.retain(|_, (_, waiters)| !waiters.is_empty());
+        self.reads.confirmed.retain(|(_, waiters)| !waiters.is_empty());
+    }
+
+    fn leader_client_addr(&self) -> Option<String> {
+        let leader = self.replica.leader_id();
+        if leader == raft::INVALID_ID {
+            return None;
+        }
+        self.outbound.address(leader).map(|peer| peer.client_addr.clone())
+    }
+
+    fn publish(&mut self) {
+        let status = self.replica.status();
+        let next = node_status(self.replica.id(), &status, self);
+        self.status.send_if_modified(|current| {
+            if *current == next {
+                false
+            } else {
+                *current = next;
+                true
+            }
+        });
+    }
+
+    fn fail_everything(&mut self, reason: &str) {
+        // Published first, so that handles stop queueing requests as early as possible.
+        let mut status = self.status.borrow().clone();
+        status.stopped = Some(reason.to_string());
+        status.role = Role::Follower;
+        status.leader_id = None;
+        status.leader_client_addr = None;
+        self.status.send_replace(status);
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            pending.waiter.stopped(reason);
+        }
+        let mut reads = std::mem::take(&mut self.reads.waiting);
+        reads.extend(std::mem::take(&mut self.reads.issued).into_values().flat_map(|(_, waiters)| waiters));
+        reads.extend(std::mem::take(&mut self.reads.confirmed).into_iter().flat_map(|(_, waiters)| waiters));
+        for waiter in reads {
+            let _ = waiter.reply.send(Err(ProposeError::Stopped(reason.to_string())));
+        }
+        while let Ok(proposal) = self.channels.proposals.try_recv() {
+            let _ = proposal.reply.send(Err(ProposeError::Stopped(reason.to_string())));
+        }
+        self.outbound.close();
+    }
+}
+
+fn node_status<S: StateMachine>(id: u64, status: &ReplicaStatus, driver: &Driver<S>) -> NodeStatus {
+    let leader_id = (status.leader_id != raft::INVALID_ID).then_some(status.leader_id);
+    let conf_state = &status.conf_state;
+    let mut voters: Vec<u64> = conf_state.voters.to_vec();
+    for outgoing in &conf_state.voters_outgoing {
+        if !voters.contains(outgoing) {
+            voters.push(*outgoing);
+        }
+    }
+    voters.sort_unstable();
+    let mut learners: Vec<u64> = conf_state.learners.iter().chain(conf_state.learners_next.iter()).copied().collect();
+    learners.sort_unstable();
+    learners.dedup();
+    NodeStatus {
+        id,
+        role: match status.role {
+            StateRole::Follower => Role::Follower,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::Leader => Role::Leader,
+        },
+        term: status.term,
+        leader_id,
+        leader_client_addr: driver.leader_client_addr(),
+        commit_index: status.commit_index,
+        applied_index: status.applied_index,
+        first_log_index: status.first_index,
+        last_log_index: status.last_index,
+        voters,
+        learners,
+        joint: !conf_state.voters_outgoing.is_empty(),
+        members: driver.replica.membership().peers.values().cloned().collect(),
+        matched: status.matched.iter().copied().collect(),
+        stopped: None,
+    }
+}
+
+/// How often a waiting admin operation re-checks its deadline.
+pub(crate) const ADMIN_POLL_INTERVAL: Duration = Duration::from_millis(50);

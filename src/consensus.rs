@@ -1,0 +1,268 @@
+//! The node's consensus driver as the service layer sees it: a standalone single node, or
+//! a Raft member whose writes on a follower are forwarded to the leader, plus the
+//! node-to-node blob replication that per-node local storage needs.
+//!
+//! This is an adapter: it knows tonic (to reach other nodes) and kyso-cluster, but never
+//! a document's meaning. Forwarding happens once per attempt and never chains: a leader
+//! answering a forwarded command proposes it locally or refuses.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kyso_cluster::raft::{RaftNode, Role};
+use kyso_cluster::single::SingleNode;
+use kyso_cluster::{ProposeError, Proposer};
+use kyso_proto::v1 as pb;
+use tonic::transport::Channel;
+
+use crate::domain::Sha256;
+use crate::service::PeerBlobs;
+
+/// Attempts to find and reach a leader before a write gives up.
+pub const FORWARD_ATTEMPTS_MAX: u32 = 8;
+/// Pause between attempts while no leader is known (an election takes ~1-2 s).
+pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Deadline of one node-to-node call.
+pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes per message when pushing a blob replica.
+pub const REPLICA_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
+
+/// A standalone node or a Raft member.
+pub enum Consensus {
+    Single(SingleNode),
+    Raft { node: RaftNode, peers: std::sync::Arc<PeerClients> },
+}
+
+impl Consensus {
+    /// Proposes on this node only, never forwarding: what a leader does with a forwarded
+    /// command.
+    pub async fn propose_here(&self, command: Bytes) -> Result<Bytes, ProposeError> {
+        match self {
+            Consensus::Single(node) => node.propose(command).await,
+            Consensus::Raft { node, .. } => node.propose(command).await,
+        }
+    }
+
+    pub fn raft(&self) -> Option<&RaftNode> {
+        match self {
+            Consensus::Single(_) => None,
+            Consensus::Raft { node, .. } => Some(node),
+        }
+    }
+
+    /// Fault injection: cut Raft messages and kyso's own node-to-node calls to and from
+    /// these members. An empty list heals.
+    pub fn isolate(&self, ids: &[u64]) {
+        if let Consensus::Raft { node, peers } = self {
+            node.set_isolated_peers(ids);
+            let members = node.status().members;
+            peers.set_isolated_addresses(
+                members
+                    .iter()
+                    .filter(|member| ids.contains(&member.id))
+                    .flat_map(|member| [member.raft_addr.clone(), member.client_addr.clone()]),
+            );
+        }
+    }
+}
+
+impl Proposer for Consensus {
+    async fn propose(&self, command: Bytes) -> Result<Bytes, ProposeError> {
+        let (node, peers) = match self {
+            Consensus::Single(node) => return node.propose(command).await,
+            Consensus::Raft { node, peers } => (node, peers),
+        };
+        let mut last_error = ProposeError::Unavailable("no leader elected yet; retry shortly".into());
+        for _ in 0..FORWARD_ATTEMPTS_MAX {
+            match node.propose(command.clone()).await {
+                Err(ProposeError::NotLeader { .. }) => match leader_raft_addr(node) {
+                    Some(leader) => match peers.forward(&leader, command.clone()).await {
+                        Ok(response) => return Ok(response),
+                        Err(error @ ProposeError::Unknown) => return Err(error),
+                        Err(error) => last_error = error,
+                    },
+                    None => {}
+                },
+                outcome => return outcome,
+            }
+            tokio::time::sleep(FORWARD_RETRY_PAUSE).await;
+        }
+        Err(last_error)
+    }
+
+    async fn read_barrier(&self) -> Result<(), ProposeError> {
+        match self {
+            Consensus::Single(node) => node.read_barrier().await,
+            Consensus::Raft { node, .. } => node.read_barrier().await,
+        }
+    }
+}
+
+/// The leader's peer address, if a leader is known.
+fn leader_raft_addr(node: &RaftNode) -> Option<String> {
+    let status = node.status();
+    let leader = status.leader_id?;
+    status.members.iter().find(|member| member.id == leader).map(|member| member.raft_addr.clone())
+}
+
+/// gRPC clients to other nodes (peer ports for internal calls, client ports for reads), one lazily connected channel each.
+#[derive(Default)]
+pub struct PeerClients {
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Addresses cut off by fault injection (test harnesses only).
+    isolated: Mutex<std::collections::HashSet<String>>,
+}
+
+impl PeerClients {
+    /// Fault injection: refuse every call to these addresses (peer and client ports).
+    pub fn set_isolated_addresses(&self, addresses: impl IntoIterator<Item = String>) {
+        *self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = addresses.into_iter().collect();
+    }
+
+    fn channel(&self, client_addr: &str) -> Result<Channel, ProposeError> {
+        if self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(client_addr) {
+            return Err(ProposeError::Unavailable(format!("{client_addr} is cut off (fault injection)")));
+        }
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(client_addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Channel::from_shared(format!("http://{client_addr}"))
+            .map_err(|error| ProposeError::Unavailable(format!("bad peer address {client_addr}: {error}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(PEER_CALL_TIMEOUT)
+            .connect_lazy();
+        channels.insert(client_addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn internal_client(&self, raft_addr: &str) -> Result<pb::node_internal_service_client::NodeInternalServiceClient<Channel>, ProposeError> {
+        Ok(pb::node_internal_service_client::NodeInternalServiceClient::new(self.channel(raft_addr)?)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// Hands a prepared command to the leader. A transport failure after sending means the
+    /// command may have been applied: the outcome is then unknown.
+    async fn forward(&self, leader: &str, command: Bytes) -> Result<Bytes, ProposeError> {
+        let mut client = self.internal_client(leader)?;
+        match client.forward_command(pb::ForwardCommandRequest { command: command.to_vec() }).await {
+            Ok(response) => Ok(Bytes::from(response.into_inner().response)),
+            Err(status) => Err(match status.code() {
+                // The leader refused before proposing: safe to try again.
+                tonic::Code::Unavailable | tonic::Code::FailedPrecondition | tonic::Code::ResourceExhausted => {
+                    ProposeError::Unavailable(format!("leader {leader}: {}", status.message()))
+                }
+                tonic::Code::InvalidArgument => ProposeError::TooLarge { size_bytes: command.len(), limit_bytes: 0 },
+                _ => ProposeError::Unknown,
+            }),
+        }
+    }
+
+    /// Pushes a blob to one peer's peer port.
+    async fn push_blob(&self, raft_addr: &str, hash: Sha256, content: Bytes) -> Result<(), String> {
+        let mut client = self.internal_client(raft_addr).map_err(|error| error.to_string())?;
+        let chunks: Vec<pb::BlobReplicaChunk> = (0..content.len().max(1))
+            .step_by(REPLICA_CHUNK_SIZE_BYTES)
+            .enumerate()
+            .map(|(position, start)| pb::BlobReplicaChunk {
+                sha256: if position == 0 { hash.0.to_vec() } else { Vec::new() },
+                data: content.slice(start..(start + REPLICA_CHUNK_SIZE_BYTES).min(content.len())).to_vec(),
+            })
+            .collect();
+        client.put_blob_replica(futures::stream::iter(chunks)).await.map(|_| ()).map_err(|status| status.message().to_string())
+    }
+
+    /// Reads a blob from a peer and checks its hash.
+    async fn fetch_blob(&self, client_addr: &str, hash: Sha256) -> Result<Bytes, String> {
+        let channel = self.channel(client_addr).map_err(|error| error.to_string())?;
+        let mut client = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
+        let mut stream = client.get_blob(pb::GetBlobRequest { sha256: hash.0.to_vec() }).await.map_err(|status| status.message().to_string())?.into_inner();
+        let mut content = Vec::new();
+        while let Some(chunk) = stream.message().await.map_err(|status| status.message().to_string())? {
+            content.extend_from_slice(&chunk.data);
+        }
+        if Sha256::digest(&content) != hash {
+            return Err(format!("peer {client_addr} sent bytes that do not hash to {hash}"));
+        }
+        Ok(Bytes::from(content))
+    }
+}
+
+/// [`PeerBlobs`] over the cluster's membership.
+pub struct RaftPeerBlobs {
+    pub node: RaftNode,
+    pub peers: std::sync::Arc<PeerClients>,
+}
+
+impl RaftPeerBlobs {
+    /// Other members as (raft_addr, client_addr), and the number of voters.
+    fn other_members(&self) -> (Vec<(String, String)>, usize) {
+        let status = self.node.status();
+        let voters = status.voters.len().max(1);
+        let others = status
+            .members
+            .iter()
+            .filter(|member| member.id != status.id)
+            .map(|member| (member.raft_addr.clone(), member.client_addr.clone()))
+            .collect();
+        (others, voters)
+    }
+}
+
+impl PeerBlobs for RaftPeerBlobs {
+    fn replicate(&self, hash: Sha256, content: Bytes) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+        Box::pin(async move {
+            let (others, voters) = self.other_members();
+            let needed = voters / 2; // with this node's own copy, a majority of voters
+            if needed == 0 {
+                return Ok(());
+            }
+            let mut pending: futures::stream::FuturesUnordered<_> =
+                others.iter().map(|(raft_addr, _)| self.peers.push_blob(raft_addr, hash, content.clone())).collect();
+            let (mut stored, mut failures) = (0usize, Vec::new());
+            use futures::StreamExt;
+            while let Some(outcome) = pending.next().await {
+                match outcome {
+                    Ok(()) => stored += 1,
+                    Err(error) => failures.push(error),
+                }
+                if stored >= needed {
+                    return Ok(());
+                }
+            }
+            Err(format!(
+                "blob {hash} reached {} of the {needed} other nodes a majority needs: {}",
+                stored,
+                failures.join("; ")
+            ))
+        })
+    }
+
+    fn fetch(&self, hash: Sha256) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>> {
+        Box::pin(async move {
+            let (others, _) = self.other_members();
+            let mut errors = Vec::new();
+            for (_, client_addr) in others {
+                match self.peers.fetch_blob(&client_addr, hash).await {
+                    Ok(content) => return Ok(content),
+                    Err(error) => errors.push(error),
+                }
+            }
+            Err(format!("no peer could supply blob {hash}: {}", errors.join("; ")))
+        })
+    }
+}
+
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+    }
+}

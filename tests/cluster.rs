@@ -1,0 +1,223 @@
+//! A real 3-node cluster of `kyso node` processes on 127.0.0.1: writes through a
+//! follower, a leader killed mid-stream, a full restart, a fourth node catching up through
+//! a snapshot after compaction, and a node removed.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kyso::crypto::KeyAlgorithm;
+use kyso_proto::v1 as pb;
+use tonic::Code;
+
+const AGENCY: &str = "xa-cum";
+const ELECTION_DEADLINE: Duration = Duration::from_secs(60);
+const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
+
+async fn verify_code(node: &TestNode, code: &str) -> Result<pb::VerifyResponse, tonic::Status> {
+    node.verification()
+        .await
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.into())), correlation_id: String::new() })
+        .await
+        .map(|response| response.into_inner())
+}
+
+fn follower(leader: usize, nodes: usize) -> usize {
+    (leader + 1) % nodes
+}
+
+/// Retries a write while the cluster elects a leader; same request id, so at most once.
+async fn certify_with_retry(node: &TestNode, request: pb::CertifyRequest) -> pb::Certification {
+    let deadline = std::time::Instant::now() + ELECTION_DEADLINE;
+    loop {
+        match node.signing().await.certify(request.clone()).await {
+            Ok(response) => return response.into_inner(),
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::ResourceExhausted) => {
+                assert!(std::time::Instant::now() < deadline, "certify kept failing: {status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("certify failed: {status:?}"),
+        }
+    }
+}
+
+async fn prepare(node: &TestNode, layout: &ClusterLayout, documents: &[Vec<u8>]) -> String {
+    let signer = register_signer(node, &layout.pki.issue(&signer_spec("Vũ Thị Em", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let files: Vec<(&str, &[u8])> = documents.iter().map(|content| ("scan.pdf", content.as_slice())).collect();
+    upload(node, "dossier", AGENCY, &files).await.unwrap();
+    signer.signer_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_a_follower_are_read_on_every_node() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let nodes = layout.start_all();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let via = &nodes[follower(leader, 3)];
+    let content = document(1, 30_000);
+    let signer_id = prepare(via, &layout, std::slice::from_ref(&content)).await;
+    let certification = via.signing().await.certify(certify_request("c1", &content, AGENCY, &signer_id)).await.unwrap().into_inner();
+    for node in &nodes {
+        let answer = verify_code(node, &certification.lookup_code).await.unwrap();
+        assert_eq!(answer.certifications[0].summary, "valid", "on {}", node.grpc_url);
+    }
+    let digest = wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+    assert_eq!(digest.log_tree_size, 2, "signer registration and certification");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_stream_loses_no_acknowledged_certification() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let mut nodes = layout.start_all();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let via_position = follower(leader, 3);
+    let documents: Vec<Vec<u8>> = (0..24).map(|seed| document(100 + seed, 2_000)).collect();
+    let signer_id = prepare(&nodes[via_position], &layout, &documents).await;
+
+    let mut acknowledged = Vec::new();
+    for (index, content) in documents.iter().enumerate() {
+        if index == 8 {
+            nodes[leader].kill();
+        }
+        let request = certify_request(&format!("kill-{index}"), content, AGENCY, &signer_id);
+        acknowledged.push(certify_with_retry(&nodes[via_position], request).await);
+    }
+    let new_leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    assert_ne!(new_leader, leader);
+    for node in nodes.iter().filter(|node| node.is_running()) {
+        for certification in &acknowledged {
+            let answer = verify_code(node, &certification.lookup_code).await.unwrap();
+            assert_eq!(answer.certifications.len(), 1);
+            assert_eq!(answer.certifications[0].summary, "valid");
+            assert_eq!(answer.certifications[0].certification.as_ref().unwrap().cms_signature, certification.cms_signature);
+        }
+    }
+    nodes[leader].start_again();
+    let digest = wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+    assert_eq!(digest.log_tree_size, 1 + documents.len() as u64, "each certification is in the log exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_every_node_keeps_identical_state() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let mut nodes = layout.start_all();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let documents: Vec<Vec<u8>> = (0..5).map(|seed| document(50 + seed, 1_000)).collect();
+    let signer_id = prepare(&nodes[leader], &layout, &documents).await;
+    for (index, content) in documents.iter().enumerate() {
+        nodes[index % 3].signing().await.certify(certify_request(&format!("r-{index}"), content, AGENCY, &signer_id)).await.unwrap();
+    }
+    let before = wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+    for node in nodes.iter_mut() {
+        node.stop();
+    }
+    for node in nodes.iter_mut() {
+        node.start_again();
+    }
+    wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let after = wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+    assert_eq!(after.sha256, before.sha256, "state after a full restart equals the state before");
+    assert!(after.applied_index >= before.applied_index);
+    assert_eq!(after.log_root_hash, before.log_root_hash);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_catches_up_through_a_snapshot_and_a_node_can_be_removed() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "compaction_interval_entries = 10\nlog_retained_entries = 2");
+    let mut nodes = layout.start_all();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let documents: Vec<Vec<u8>> = (0..30).map(|seed| document(seed, 500)).collect();
+    let signer_id = prepare(&nodes[leader], &layout, &documents).await;
+    let mut codes = Vec::new();
+    for (index, content) in documents.iter().enumerate() {
+        let certification = nodes[leader].signing().await.certify(certify_request(&format!("s-{index}"), content, AGENCY, &signer_id)).await.unwrap();
+        codes.push(certification.into_inner().lookup_code);
+    }
+    let status = nodes[leader].cluster().await.status(pb::ClusterStatusRequest {}).await.unwrap().into_inner();
+    assert!(status.first_log_index > 10, "the leader compacted its log: {status:?}");
+
+    let (grpc, raft) = (free_port(), free_port());
+    let fourth = TestNode::start_config(&dir.path().join("node4"), &layout.config(4, grpc, raft, true));
+    let via = &nodes[follower(leader, 3)];
+    let added = via
+        .cluster()
+        .await
+        .add_node(pb::AddNodeRequest { id: 4, raft_addr: format!("127.0.0.1:{raft}"), client_addr: format!("127.0.0.1:{grpc}") })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(added.members.iter().any(|member| member.id == 4 && member.role == "voter"), "{added:?}");
+    nodes.push(fourth);
+    wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+    let answer = verify_code(&nodes[3], codes.last().unwrap()).await.unwrap();
+    assert_eq!(answer.certifications[0].summary, "valid", "the new node verifies, fetching the blob from a peer");
+
+    let removed = nodes[leader].cluster().await.remove_node(pb::RemoveNodeRequest { id: 4 }).await.unwrap().into_inner();
+    assert!(!removed.members.iter().any(|member| member.id == 4), "{removed:?}");
+    nodes[3].stop();
+    let content = &documents[0];
+    let again = nodes[leader].signing().await.certify(certify_request("after-remove", content, AGENCY, &signer_id)).await.unwrap();
+    assert_eq!(again.into_inner().document_sha256, sha256(content), "the three remaining voters still commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_converges() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let nodes: Vec<TestNode> = layout
+        .members
+        .iter()
+        .map(|&(id, grpc, raft)| {
+            let config = layout.config(id, grpc, raft, false).replace("[cluster]", "fault_injection = true\n[cluster]");
+            TestNode::start_config(&dir.path().join(format!("node{id}")), &config)
+        })
+        .collect();
+    let old_leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let documents: Vec<Vec<u8>> = (0..2).map(|seed| document(200 + seed, 1_000)).collect();
+    let signer_id = prepare(&nodes[old_leader], &layout, &documents).await;
+    wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+
+    let id_of = |position: usize| layout.members[position].0;
+    let others: Vec<usize> = (0..3).filter(|&position| position != old_leader).collect();
+    nodes[old_leader].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: others.iter().map(|&p| id_of(p)).collect() }).await.unwrap();
+    for &position in &others {
+        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![id_of(old_leader)] }).await.unwrap();
+    }
+
+    // The isolated old leader cannot commit.
+    let minority = tokio::time::timeout(
+        Duration::from_secs(60),
+        nodes[old_leader].signing().await.certify(certify_request("minority", &documents[0], AGENCY, &signer_id)),
+    )
+    .await;
+    let minority_code = match minority {
+        Ok(Ok(response)) => panic!("the minority side committed {:?}", response.into_inner().lookup_code),
+        Ok(Err(status)) => status.code(),
+        Err(_) => Code::DeadlineExceeded,
+    };
+    assert!(matches!(minority_code, Code::Unavailable | Code::Unknown | Code::DeadlineExceeded), "{minority_code:?}");
+
+    // The majority elects a leader and commits.
+    let majority = certify_with_retry(&nodes[others[0]], certify_request("majority", &documents[1], AGENCY, &signer_id)).await;
+
+    for position in 0..3 {
+        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![] }).await.unwrap();
+    }
+    let healed = wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
+    assert_eq!(healed.log_tree_size, 2, "signer and the majority's certification; the minority's write is gone");
+    for node in &nodes {
+        let answer = verify_code(node, &majority.lookup_code).await.unwrap();
+        assert_eq!(answer.certifications[0].summary, "valid");
+        let minority_document = node
+            .verification()
+            .await
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&documents[0]))), correlation_id: String::new() })
+            .await;
+        assert_eq!(minority_document.unwrap_err().code(), Code::NotFound, "the minority's certification never committed");
+    }
+}

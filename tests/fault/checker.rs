@@ -1,0 +1,185 @@
+//! The checker: the history against the final state of every node.
+
+use std::collections::{HashMap, HashSet};
+
+use kyso::state::{LogEvent, LogLeaf};
+use kyso::tlog;
+use kyso_proto::v1 as pb;
+
+use futures::StreamExt;
+
+use super::history::{Operation, Outcome};
+
+/// Verify calls in flight per node during the final check.
+const VERIFY_CONCURRENCY: usize = 8;
+use super::workload::Pool;
+use crate::common::TestNode;
+
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub acknowledged: usize,
+    pub lost: usize,
+    pub duplicates: usize,
+    pub inconsistent: usize,
+    pub problems: Vec<String>,
+}
+
+impl Verdict {
+    fn problem(&mut self, counter: fn(&mut Verdict) -> &mut usize, message: String) {
+        *counter(self) += 1;
+        if self.problems.len() < 50 {
+            self.problems.push(message);
+        }
+    }
+}
+
+/// Every leaf of a node's log.
+pub async fn log_entries(node: &TestNode) -> Vec<Vec<u8>> {
+    let size = node.cluster().await.state_digest(pb::StateDigestRequest {}).await.unwrap().into_inner().log_tree_size;
+    let mut entries = Vec::new();
+    let mut log = pb::log_service_client::LogServiceClient::new(node.channel().await);
+    let mut start = 0;
+    while start < size {
+        let end = (start + 1000).min(size);
+        let page = log.get_entries(pb::GetEntriesRequest { start, end }).await.unwrap().into_inner().entries;
+        assert!(!page.is_empty(), "log entries {start}..{end} missing");
+        start += page.len() as u64;
+        entries.extend(page.into_iter().map(|entry| entry.leaf_data));
+    }
+    entries
+}
+
+pub async fn check(nodes: &[TestNode], operations: &[Operation], pool: &Pool, checkpoints: &[(u64, [u8; 32])]) -> Verdict {
+    let mut verdict = Verdict::default();
+    let logs: Vec<Vec<Vec<u8>>> = futures::future::join_all(nodes.iter().map(log_entries)).await;
+    for (position, log) in logs.iter().enumerate().skip(1) {
+        if log != &logs[0] {
+            verdict.problem(|v| &mut v.inconsistent, format!("node at position {position} has a different log ({} vs {} leaves)", log.len(), logs[0].len()));
+        }
+    }
+    let leaves = &logs[0];
+
+    // What the log says happened.
+    let mut certified_codes: HashMap<String, String> = HashMap::new();
+    let mut certifications_per_document: HashMap<String, usize> = HashMap::new();
+    let mut revoked_codes: HashSet<String> = HashSet::new();
+    for leaf in leaves {
+        match LogLeaf::decode(leaf).expect("every leaf decodes").event {
+            LogEvent::Certification(certification) => {
+                let code = certification.lookup_code.to_string();
+                let document = certification.document_sha256.to_hex();
+                *certifications_per_document.entry(document.clone()).or_default() += 1;
+                if certified_codes.insert(code.clone(), document).is_some() {
+                    verdict.problem(|v| &mut v.duplicates, format!("lookup code {code} issued twice"));
+                }
+            }
+            LogEvent::Revocation { lookup_code, .. } => {
+                revoked_codes.insert(lookup_code.to_string());
+            }
+            LogEvent::SignerRegistered(_) => {}
+        }
+    }
+    for (document, count) in &certifications_per_document {
+        if *count > 1 {
+            verdict.problem(|v| &mut v.duplicates, format!("document {document} certified {count} times by one invocation"));
+        }
+    }
+
+    // Every acknowledged write is there; nothing appears that no client asked for.
+    let mut requested_documents: HashMap<String, Outcome> = HashMap::new();
+    for operation in operations {
+        match (operation.kind, &operation.outcome) {
+            ("certify" | "certify_batch", outcome) => {
+                for document in &operation.documents {
+                    requested_documents.insert(document.clone(), outcome.clone());
+                }
+                if *outcome == Outcome::Ok {
+                    verdict.acknowledged += 1;
+                    for code in &operation.codes {
+                        match certified_codes.get(code) {
+                            Some(document) if operation.documents.contains(document) => {}
+                            Some(document) => verdict.problem(|v| &mut v.inconsistent, format!("code {code} certifies {document}, not what {} asked", operation.request_id)),
+                            None => verdict.problem(|v| &mut v.lost, format!("acknowledged certification {code} ({}) is not in the log", operation.request_id)),
+                        }
+                    }
+                }
+            }
+            ("revoke", Outcome::Ok) => {
+                verdict.acknowledged += 1;
+                if !revoked_codes.contains(&operation.codes[0]) {
+                    verdict.problem(|v| &mut v.lost, format!("acknowledged revocation of {} is not in the log", operation.codes[0]));
+                }
+            }
+            ("archive", Outcome::Ok) => verdict.acknowledged += 1,
+            _ => {}
+        }
+    }
+    for (code, document) in &certified_codes {
+        match requested_documents.get(document) {
+            None => verdict.problem(|v| &mut v.inconsistent, format!("certification {code} of {document} was never requested")),
+            Some(Outcome::Error) => verdict.problem(|v| &mut v.inconsistent, format!("certification {code} of {document} was refused to its client but applied")),
+            Some(_) => {}
+        }
+    }
+
+    // Reads: a verify that started after an acknowledgement sees it.
+    for operation in operations.iter().filter(|operation| operation.kind == "verify" && operation.outcome == Outcome::Ok) {
+        let code = &operation.codes[0];
+        if operation.detail == "absent" {
+            verdict.problem(|v| &mut v.inconsistent, format!("verify {} on node {} did not see acknowledged {code}", operation.request_id, operation.node));
+        }
+        if let Some(revoked_at) = pool.revoked.get(code) {
+            if *revoked_at < operation.invoked_ms && !operation.detail.starts_with("revoked") {
+                verdict.problem(|v| &mut v.inconsistent, format!("verify {} saw {code} as {:?} after its revocation was acknowledged", operation.request_id, operation.detail));
+            }
+        }
+    }
+
+    // Final state: every acknowledged certification verifies identically on every node,
+    // and a revoked one stays revoked.
+    for node in nodes {
+        let client = pb::verification_service_client::VerificationServiceClient::new(node.channel().await).max_decoding_message_size(16 << 20);
+        let answers: Vec<(String, String)> = futures::stream::iter(pool.certified.keys().cloned())
+            .map(|code| {
+                let mut client = client.clone();
+                async move {
+                    let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new() };
+                    let summary = match client.verify(request).await {
+                        Ok(response) => response
+                            .into_inner()
+                            .certifications
+                            .into_iter()
+                            .find(|verified| verified.certification.as_ref().map(|c| c.lookup_code == code).unwrap_or(false))
+                            .map(|verified| verified.summary)
+                            .unwrap_or_else(|| "absent".into()),
+                        Err(status) => format!("error {:?}", status.code()),
+                    };
+                    (code, summary)
+                }
+            })
+            .buffer_unordered(VERIFY_CONCURRENCY)
+            .collect()
+            .await;
+        for (code, summary) in answers {
+            let expected_revoked = revoked_codes.contains(&code);
+            let fine = if expected_revoked { summary.starts_with("revoked") } else { summary == "valid" };
+            if !fine {
+                verdict.problem(|v| &mut v.inconsistent, format!("{code} on {} reads {summary:?} (revoked in log: {expected_revoked})", node.grpc_url));
+            }
+        }
+    }
+
+    // Checkpoints seen during the run are all prefixes of the final log.
+    let mut store = tlog::MemoryNodeStore::new();
+    for (size, leaf) in leaves.iter().enumerate() {
+        tlog::append(&mut store, size as u64, leaf).unwrap();
+    }
+    for (size, root) in checkpoints {
+        if *size > leaves.len() as u64 {
+            verdict.problem(|v| &mut v.lost, format!("a checkpoint of size {size} was served but the final log has {}", leaves.len()));
+        } else if *size > 0 && &tlog::root(&store, *size).unwrap() != root {
+            verdict.problem(|v| &mut v.inconsistent, format!("checkpoint of size {size} is not a prefix of the final log"));
+        }
+    }
+    verdict
+}

@@ -1,0 +1,173 @@
+//! The nemesis: a fault schedule fixed by the seed, applied to real node processes.
+
+use std::time::{Duration, Instant};
+
+use kyso_proto::v1 as pb;
+
+use super::history::History;
+use super::rng::Rng;
+use crate::common::{ClusterLayout, TestNode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    Kill,
+    Pause,
+    Partition,
+    Membership,
+    RestartAll,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// Quiet time before the fault starts.
+    pub gap: Duration,
+    pub kind: FaultKind,
+    /// Position of the target node.
+    pub target: usize,
+    /// How long the fault lasts before it is healed.
+    pub duration: Duration,
+}
+
+/// The whole schedule for a run, a pure function of the seed.
+pub fn schedule(seed: u64, nodes: usize, faults_max: usize) -> Vec<Fault> {
+    let mut rng = Rng::new(seed);
+    (0..faults_max)
+        .map(|_| {
+            let kind = match rng.below(100) {
+                0..=29 => FaultKind::Kill,
+                30..=49 => FaultKind::Pause,
+                50..=79 => FaultKind::Partition,
+                80..=91 => FaultKind::Membership,
+                _ => FaultKind::RestartAll,
+            };
+            Fault { gap: rng.millis(1_500, 3_500), kind, target: rng.below(nodes as u64) as usize, duration: rng.millis(800, 3_000) }
+        })
+        .collect()
+}
+
+/// The nodes under test, their current Raft ids and the layout to restart them.
+pub struct Cluster {
+    pub layout: ClusterLayout,
+    pub nodes: Vec<TestNode>,
+    pub ids: Vec<u64>,
+    /// (grpc port, raft port) per position.
+    pub ports: Vec<(u16, u16)>,
+    pub next_id: u64,
+}
+
+fn signal(node: &TestNode, name: &str) {
+    if let Some(pid) = node.pid() {
+        let _ = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+    }
+}
+
+impl Cluster {
+    async fn inject(&self, position: usize, isolate_from: Vec<u64>) {
+        if !self.nodes[position].is_running() {
+            return;
+        }
+        let request = pb::InjectFaultRequest { isolate_from };
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            self.nodes[position].cluster().await.inject_fault(request).await
+        })
+        .await;
+    }
+
+    async fn heal_partitions(&self) {
+        for position in 0..self.nodes.len() {
+            self.inject(position, Vec::new()).await;
+        }
+    }
+
+    async fn partition(&self, target: usize) {
+        let others: Vec<u64> = (0..self.ids.len()).filter(|&p| p != target).map(|p| self.ids[p]).collect();
+        self.inject(target, others).await;
+        for position in (0..self.nodes.len()).filter(|&p| p != target) {
+            self.inject(position, vec![self.ids[target]]).await;
+        }
+    }
+
+    /// Removes the target, wipes it, and adds it back under a fresh id.
+    async fn replace_member(&mut self, target: usize, history: &History) {
+        let helper = (target + 1) % self.nodes.len();
+        let old_id = self.ids[target];
+        let removal = self.nodes[helper].cluster().await.remove_node(pb::RemoveNodeRequest { id: old_id }).await;
+        if let Err(status) = removal {
+            history.fault(format!("remove node {old_id} refused: {}", status.message()));
+            return;
+        }
+        self.nodes[target].kill();
+        let data = self.nodes[target].dir.join("data");
+        let _ = std::fs::remove_dir_all(&data);
+        let new_id = self.next_id;
+        self.next_id += 1;
+        let (grpc, raft) = self.ports[target];
+        let dir = self.nodes[target].dir.clone();
+        self.nodes[target] = TestNode::start_config(&dir, &self.layout.config(new_id, grpc, raft, true).replace("[cluster]", "fault_injection = true\n[cluster]"));
+        self.ids[target] = new_id;
+        let request = pb::AddNodeRequest { id: new_id, raft_addr: format!("127.0.0.1:{raft}"), client_addr: format!("127.0.0.1:{grpc}") };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            match self.nodes[helper].cluster().await.add_node(request.clone()).await {
+                Ok(_) => break,
+                Err(status) if Instant::now() < deadline => {
+                    history.fault(format!("add node {new_id} retry: {}", status.message()));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(status) => panic!("could not add node {new_id} back: {status:?}"),
+            }
+        }
+    }
+
+    /// Applies one fault and heals it.
+    pub async fn apply(&mut self, fault: &Fault, history: &History) {
+        let target = fault.target;
+        let id = self.ids[target];
+        match fault.kind {
+            FaultKind::Kill => {
+                history.fault(format!("kill -9 node {id} for {:?}", fault.duration));
+                self.nodes[target].kill();
+                tokio::time::sleep(fault.duration).await;
+                self.nodes[target].start_again();
+            }
+            FaultKind::Pause => {
+                history.fault(format!("SIGSTOP node {id} for {:?}", fault.duration));
+                signal(&self.nodes[target], "STOP");
+                tokio::time::sleep(fault.duration).await;
+                signal(&self.nodes[target], "CONT");
+            }
+            FaultKind::Partition => {
+                history.fault(format!("isolate node {id} for {:?}", fault.duration));
+                self.partition(target).await;
+                tokio::time::sleep(fault.duration).await;
+                self.heal_partitions().await;
+            }
+            FaultKind::Membership => {
+                history.fault(format!("remove node {id}, add it back as node {}", self.next_id));
+                self.replace_member(target, history).await;
+            }
+            FaultKind::RestartAll => {
+                history.fault("restart the whole cluster".into());
+                for node in self.nodes.iter_mut() {
+                    node.stop();
+                }
+                for node in self.nodes.iter_mut() {
+                    node.start_again();
+                }
+            }
+        }
+    }
+
+    /// Ends every fault: resumes paused nodes, heals partitions, starts stopped nodes.
+    pub async fn heal_all(&mut self) {
+        for node in &self.nodes {
+            signal(node, "CONT");
+        }
+        for node in self.nodes.iter_mut() {
+            if !node.is_running() {
+                node.start_again();
+            }
+        }
+        self.heal_partitions().await;
+    }
+}
