@@ -30,10 +30,10 @@ repo=$(pwd)
 nodes=1,3
 sizes=10000,100000,1000000
 clients=1,16,64,256
-seconds=5
+seconds=3
 warmup_seconds=1
 probe_seconds=1
-criterion_args=(--warm-up-time 1 --measurement-time 2)
+criterion_args=(--warm-up-time 0.5 --measurement-time 1)
 out=""
 keep_data=false
 while (($#)); do
