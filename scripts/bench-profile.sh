@@ -27,9 +27,9 @@ main() {
   [[ -x $bin/kyso && -x $bin/kyso-bench ]] || { echo "build first: cargo build --release -p kyso -p kyso-bench" >&2; exit 1; }
   work=$(mktemp -d -t kyso-profile-XXXXXX)
   # Stop the node (by the pid file cluster.sh wrote) before the directory holding it goes.
-  trap '"$repo/scripts/bench-cluster.sh" stop --dir "$work/cluster" 2>/dev/null || true; rm -rf "$work"' EXIT
+  trap '"$repo/deploy/local/bench-nodes.sh" stop --dir "$work/cluster" 2>/dev/null || true; rm -rf "$work"' EXIT
   "$bin/kyso-bench" pki --out "$work/pki" 2>/dev/null
-  "$repo/scripts/bench-cluster.sh" start --nodes 1 --dir "$work/cluster" --ca "$work/pki/ca.pem" --kyso "$bin/kyso" >/dev/null
+  "$repo/deploy/local/bench-nodes.sh" start --nodes 1 --dir "$work/cluster" --ca "$work/pki/ca.pem" --kyso "$bin/kyso" >/dev/null
   local pid server
   pid=$(cat "$work"/cluster/pids/*.pid)
   server=$(head -1 "$work/cluster/servers.txt")

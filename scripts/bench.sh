@@ -7,7 +7,7 @@
 #  1. the machine's limits: fsyncs/s in the run directory, ring signing per core and on
 #     all cores, CMS build and check, SHA-256 bandwidth (kyso-bench limits);
 #  2. kyso under load: for each cluster size in --nodes (default 1,3), real `kyso node`
-#     processes (scripts/bench-cluster.sh; more than one form a Raft cluster): certify,
+#     processes (deploy/local/bench-nodes.sh; more than one form a Raft cluster): certify,
 #     verify by hash, verify by lookup code and a gRPC health check at each client count;
 #  3. the peer in the same run: Debian's etcd-server (installed when missing), three members
 #     on 127.0.0.1 with their defaults (fsync on), puts of one kyso record's size and
@@ -66,7 +66,7 @@ step() { echo "== [$(($(date +%s) - began)) s] $*" >&2; }
 # ---- cleanup: exactly the processes this script started ----------------------------------
 etcd_pids=()
 cleanup() {
-  "$repo/scripts/bench-cluster.sh" stop --dir "$out/cluster" 2>/dev/null || true
+  "$repo/deploy/local/bench-nodes.sh" stop --dir "$out/cluster" 2>/dev/null || true
   shopt -s nullglob
   for pid_file in "$out"/pids/*.pid; do
     kill -TERM "$(cat "$pid_file")" 2>/dev/null || true
@@ -123,12 +123,12 @@ record_bytes=$("$kyso_bench" record-size --bytes-only)
 for cluster_nodes in ${nodes//,/ }; do
   step "kyso: $cluster_nodes-node cluster, certify and verify at $clients clients"
   rm -rf "$out/cluster"
-  "$repo/scripts/bench-cluster.sh" start --nodes "$cluster_nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
+  "$repo/deploy/local/bench-nodes.sh" start --nodes "$cluster_nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
   servers=()
   while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"
   "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$cluster_nodes" --clients "$clients" \
     --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
-  "$repo/scripts/bench-cluster.sh" stop --dir "$out/cluster"
+  "$repo/deploy/local/bench-nodes.sh" stop --dir "$out/cluster"
 done
 
 # ---- 3. etcd, the peer ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 //! Blobs in a real S3-compatible store (s3s-fs on 127.0.0.1): nodes sharing one bucket,
 //! write-once blobs, a 200 MiB file through multipart upload with bounded memory, and an
-//! outage of the store. The nodes are independent single nodes; under Raft the same
-//! bucket is shared by the members of one cluster.
+//! outage of the store, and a three-member Raft cluster sharing one bucket (the receiving
+//! node writes the blob once before proposing; no node keeps a local copy).
 
 mod common;
 
@@ -297,4 +297,45 @@ async fn scrub_finds_a_corrupt_object_in_the_bucket_and_replaces_it_from_a_peer(
     assert!(ok && stdout.contains("1 bad, 1 repaired"), "{stdout}\n{stderr}");
     assert_eq!(std::fs::read(&object_file).unwrap(), scan);
     assert_eq!(get_blob(&node, &sha256(&scan)).await.unwrap(), scan);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_sharing_one_bucket_archives_certifies_and_verifies_on_every_node() {
+    let dir = tempdir();
+    let s3 = S3Server::start(&dir.path().join("s3"));
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let nodes: Vec<TestNode> = layout
+        .members
+        .iter()
+        .map(|&(id, grpc, raft)| {
+            let storage = s3.storage_toml(Some(&dir.path().join(format!("s3-{id}.toml"))));
+            let config = layout.config(id, grpc, raft, false).replace("[cluster]", &format!("{storage}\n[cluster]"));
+            TestNode::start_config(&dir.path().join(format!("node{id}")), &config)
+        })
+        .collect();
+    let leader = wait_for_leader(&nodes, Duration::from_secs(60)).await;
+    let (first, second) = ((leader + 1) % 3, (leader + 2) % 3);
+    let signer = register_signer(&nodes[first], &layout.pki.issue(&signer_spec("Hoàng Thị Lan", KeyAlgorithm::EcdsaP256)), &[AGENCY])
+        .await
+        .unwrap();
+    let content = document(31, 400_000);
+    upload(&nodes[first], "s3-cluster-dossier", AGENCY, &[("ket-qua.pdf", &content)]).await.unwrap();
+    let stored = s3.client().head(&ObjectPath::from(blob_key(&sha256(&content)))).await.expect("the blob is in the shared bucket");
+    assert_eq!(stored.size, content.len() as u64);
+    for node in &nodes {
+        assert!(!node.dir.join("data/blobs").join(blob_key(&sha256(&content))).exists(), "no node keeps a local copy");
+    }
+    let certification = nodes[second]
+        .signing()
+        .await
+        .certify(certify_request("s3-cluster-certify", &content, AGENCY, &signer.signer_id))
+        .await
+        .unwrap()
+        .into_inner();
+    for node in &nodes {
+        let answer = verify_hash(node, &content).await.unwrap();
+        assert_eq!(answer.certifications[0].summary, "valid", "on {}", node.grpc_url);
+        assert_eq!(answer.certifications[0].certification.as_ref().unwrap().lookup_code, certification.lookup_code);
+    }
+    wait_for_identical_state(&nodes, Duration::from_secs(60)).await;
 }

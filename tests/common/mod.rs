@@ -369,10 +369,36 @@ pub fn kyso_cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// A port that was free a moment ago (the OS hands out ephemeral ports round-robin, so
-/// reuse by another process in the short window before the node binds it is unlikely).
+/// Ports tests hand out: below Linux's ephemeral range (32768-60999), so the source port of
+/// some outgoing connection can never take one between choosing it and the node binding it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port that is free now and that this test process has not handed out before. Nodes
+/// whose peers must know their address up front (Raft members) get their ports here.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 ^ u64::from(std::process::id());
+    let _ = STATE.compare_exchange(0, seed | 1, Ordering::SeqCst, Ordering::SeqCst);
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..10_000 {
+        let mut x = STATE.load(Ordering::SeqCst);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        STATE.store(x, Ordering::SeqCst);
+        let port = TEST_PORTS.start + (x % span) as u16;
+        let mut given = GIVEN.lock().unwrap();
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} after 10000 tries");
 }
 
 /// Ports and shared secrets of a local test cluster.

@@ -3,8 +3,8 @@
 # their own, trusting the benchmark's CA (deploy/local/cluster.sh is the one to try kyso by
 # hand; this one serves scripts/bench.sh).
 #
-#   scripts/bench-cluster.sh start --nodes N --dir DIR --ca CA.pem [--kyso BIN]
-#   scripts/bench-cluster.sh stop --dir DIR
+#   deploy/local/bench-nodes.sh start --nodes N --dir DIR --ca CA.pem [--kyso BIN]
+#   deploy/local/bench-nodes.sh stop --dir DIR
 #
 # One node runs standalone on ephemeral ports. N > 1 nodes form a Raft cluster on fixed
 # ports from BENCH_CLUSTER_PORT_BASE (default 46000): node i takes base+10i (gRPC), +1
