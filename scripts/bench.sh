@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every benchmark of BENCHMARKS.md in one go and writes the report:
 #
-#   scripts/bench.sh [--nodes N] [--out DIR] [--sizes 10000,100000,1000000]
+#   scripts/bench.sh [--nodes 1,3] [--out DIR] [--sizes 10000,100000,1000000]
 #                    [--clients 1,16,64,256] [--seconds S] [--keep-data] [--quick]
 #
 #  1. the machine's limits: fsyncs/s in the run directory, ring signing per core and on
 #     all cores, CMS build and check, SHA-256 bandwidth (kyso-bench limits);
-#  2. kyso under load: a cluster of N real `kyso node` processes (deploy/local/bench-nodes.sh),
-#     certify, verify by hash and verify by lookup code at each client count;
+#  2. kyso under load: for each cluster size in --nodes (default 1,3), real `kyso node`
+#     processes (deploy/local/bench-nodes.sh; more than one form a Raft cluster): certify,
+#     verify by hash, verify by lookup code and a gRPC health check at each client count;
 #  3. the peer in the same run: Debian's etcd-server (installed when missing), three members
 #     on 127.0.0.1 with their defaults (fsync on), puts of one kyso record's size and
 #     linearizable gets at the same client counts;
@@ -26,13 +27,13 @@ main() {
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
-nodes=1
+nodes=1,3
 sizes=10000,100000,1000000
 clients=1,16,64,256
-seconds=5
+seconds=3
 warmup_seconds=1
 probe_seconds=1
-criterion_args=(--warm-up-time 1 --measurement-time 2)
+criterion_args=(--warm-up-time 0.5 --measurement-time 1)
 out=""
 keep_data=false
 while (($#)); do
@@ -117,15 +118,18 @@ step "limits: fsync, signing, SHA-256"
 "$kyso_bench" record-size >>"$results"
 record_bytes=$("$kyso_bench" record-size --bytes-only)
 
-# ---- 2. kyso under load -----------------------------------------------------------------------
-step "kyso: $nodes-node cluster, certify and verify at $clients clients"
+# ---- 2. kyso under load ----------------------------------------------------------------------
 "$kyso_bench" pki --out "$out/pki"
-"$repo/deploy/local/bench-nodes.sh" start --nodes "$nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
-servers=()
-while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"
-"$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$nodes" --clients "$clients" \
-  --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
-"$repo/deploy/local/bench-nodes.sh" stop --dir "$out/cluster"
+for cluster_nodes in ${nodes//,/ }; do
+  step "kyso: $cluster_nodes-node cluster, certify and verify at $clients clients"
+  rm -rf "$out/cluster"
+  "$repo/deploy/local/bench-nodes.sh" start --nodes "$cluster_nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
+  servers=()
+  while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"
+  "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$cluster_nodes" --clients "$clients" \
+    --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
+  "$repo/deploy/local/bench-nodes.sh" stop --dir "$out/cluster"
+done
 
 # ---- 3. etcd, the peer ----------------------------------------------------------------------
 step "etcd: 3 members, puts of $record_bytes bytes and linearizable gets at $clients clients"

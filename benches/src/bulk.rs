@@ -100,6 +100,7 @@ impl BulkLoader {
     pub fn open(data_dir: &Path, pki: &BenchPki, samples: u64) -> anyhow::Result<BulkLoader> {
         std::fs::create_dir_all(data_dir)?;
         let store = Arc::new(StateStore::open(&data_dir.join("state.redb"))?);
+        // The node's own layout and default limits: blobs/ and spool/ under the data directory.
         let spool = kyso::archive::Spool::open(&data_dir.join("spool"))?;
         let limits = kyso::archive::WriteLimits::from_limits(&kyso::config::Limits::default());
         let blobs = BlobStore::local(&data_dir.join("blobs"), spool, limits)?;

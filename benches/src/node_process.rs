@@ -25,11 +25,17 @@ pub struct NodeProcess {
 }
 
 /// Writes a node config for `data_dir` trusting `ca_pem`, with ephemeral ports.
+///
+/// The public API's per-client rate limit (120 requests a minute by default, and every
+/// benchmark client comes from 127.0.0.1) is lifted: the scale test measures the store
+/// behind the lookup API, not the limiter in front of it.
 pub fn write_config(config_path: &Path, data_dir: &Path, ca_pem: &Path) -> anyhow::Result<()> {
     let config = format!(
-        "data_dir = {:?}\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n",
+        "data_dir = {:?}\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n\n[limits]\npublic_requests_per_minute_max = {}\npublic_request_burst_max = {}\n",
         data_dir.display().to_string(),
-        ca_pem.display().to_string()
+        ca_pem.display().to_string(),
+        u32::MAX,
+        1_000_000
     );
     std::fs::write(config_path, config).with_context(|| format!("cannot write {}", config_path.display()))
 }

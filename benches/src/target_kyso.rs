@@ -62,19 +62,28 @@ fn verification(channel: &Channel) -> pb::verification_service_client::Verificat
 /// Registers the benchmark signer with its key (idempotent); returns its id.
 pub async fn register_signer(channel: &Channel, pki: &BenchPki) -> anyhow::Result<String> {
     let request_id = format!("bench-signer-{}", hex::encode(&kyso::domain::Sha256::digest(&pki.signer.cert_der).0[..8]));
-    let signer = signing(channel)
-        .register_signer(pb::RegisterSignerRequest {
-            request_id,
-            name: "Nguyễn Văn Bench".into(),
-            title: "Chủ tịch UBND xã Bench".into(),
-            agency_ids: vec![AGENCY.into()],
-            certificate_chain: pki.signer.cert_pem().into_bytes(),
-            private_key_pkcs8: pki.signer.key_pem().as_bytes().to_vec(),
-        })
-        .await
-        .context("RegisterSigner failed; does the node trust the bench CA (trust_anchor_files)?")?
-        .into_inner();
-    Ok(signer.signer_id)
+    let request = pb::RegisterSignerRequest {
+        request_id,
+        name: "Nguyễn Văn Bench".into(),
+        title: "Chủ tịch UBND xã Bench".into(),
+        agency_ids: vec![AGENCY.into()],
+        certificate_chain: pki.signer.cert_pem().into_bytes(),
+        private_key_pkcs8: pki.signer.key_pem().as_bytes().to_vec(),
+    };
+    // A cluster that just started may still be electing its leader: UNAVAILABLE until then.
+    let deadline = Instant::now() + CONNECT_DEADLINE;
+    loop {
+        match signing(channel).register_signer(request.clone()).await {
+            Ok(signer) => return Ok(signer.into_inner().signer_id),
+            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(status) => {
+                return Err(anyhow::anyhow!("{status}"))
+                    .context("RegisterSigner failed; does the node trust the bench CA (trust_anchor_files)?")
+            }
+        }
+    }
 }
 
 /// Deterministic document bytes: `size` bytes from (seed, index).

@@ -1,37 +1,59 @@
 #!/usr/bin/env bash
-# A local kyso cluster of real `kyso node` processes on 127.0.0.1, for benchmarks and
-# trying things out.
+# The benchmark's kyso clusters: real `kyso node` processes on 127.0.0.1 in a directory of
+# their own, trusting the benchmark's CA (deploy/local/cluster.sh is the one to try kyso by
+# hand; this one serves scripts/bench.sh).
 #
 #   deploy/local/bench-nodes.sh start --nodes N --dir DIR --ca CA.pem [--kyso BIN]
 #   deploy/local/bench-nodes.sh stop --dir DIR
 #
-# `start` writes DIR/node<i>/kyso.toml (ephemeral ports), starts each node, waits until it
-# prints its addresses, and writes one gRPC URL per line to DIR/servers.txt and each
-# process id to DIR/pids/kyso-<pid>.pid. `stop` sends SIGTERM to exactly those process ids
-# and waits for them. Nothing else is ever signalled.
+# One node runs standalone on ephemeral ports. N > 1 nodes form a Raft cluster on fixed
+# ports from BENCH_CLUSTER_PORT_BASE (default 46000): node i takes base+10i (gRPC), +1
+# (HTTP), +2 (Raft), and all share one master key and log key (`kyso init-keys`). `start`
+# waits until each node prints its addresses, then writes one gRPC URL per line to
+# DIR/servers.txt and each process id to DIR/pids/kyso-<pid>.pid. `stop` sends SIGTERM to
+# exactly those process ids and waits for them. Nothing else is ever signalled.
 set -euo pipefail
 
 NODE_START_SECONDS_MAX=120
 NODE_STOP_SECONDS_MAX=30
 
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
+}
+
+port() { # node, offset
+  echo $((${BENCH_CLUSTER_PORT_BASE:-46000} + 10 * $1 + $2))
 }
 
 node_config() {
   local index=$1 nodes=$2 dir=$3 ca=$4
-  if ((nodes > 1)); then
-    # The Raft driver (cluster/src/raft) is not wired into `kyso node` yet, so a node has no
-    # configuration for its peers. When it has, write node <index>'s peer list here.
-    echo "kyso node has no multi-node configuration yet (the Raft driver is not wired into 'kyso node'); only --nodes 1 works" >&2
-    return 1
-  fi
-  cat <<CONFIG
+  if ((nodes == 1)); then
+    cat <<CONFIG
 data_dir = "data"
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 trust_anchor_files = ["$ca"]
+CONFIG
+    return
+  fi
+  local members=""
+  for ((member = 1; member <= nodes; member++)); do
+    members+="  { id = $member, raft_addr = \"127.0.0.1:$(port "$member" 2)\", client_addr = \"127.0.0.1:$(port "$member" 0)\" },"$'\n'
+  done
+  cat <<CONFIG
+data_dir = "data"
+grpc_addr = "127.0.0.1:$(port "$index" 0)"
+http_addr = "127.0.0.1:$(port "$index" 1)"
+master_key_file = "$dir/shared/master.key"
+log_key_file = "$dir/shared/log.key"
+trust_anchor_files = ["$ca"]
+
+[cluster]
+node_id = $index
+raft_addr = "127.0.0.1:$(port "$index" 2)"
+members = [
+$members]
 CONFIG
 }
 
@@ -51,6 +73,18 @@ start() {
   [[ -x $kyso ]] || { echo "no kyso binary: pass --kyso PATH (e.g. target/release/kyso)" >&2; exit 1; }
   ca=$(realpath "$ca")
   mkdir -p "$dir/pids"
+  dir=$(realpath "$dir")
+  if ((nodes > 1)); then
+    for ((index = 1; index <= nodes; index++)); do
+      for offset in 0 1 2; do
+        if ss -ltn "sport = :$(port "$index" "$offset")" | grep -q LISTEN; then
+          echo "port $(port "$index" "$offset") is taken; set BENCH_CLUSTER_PORT_BASE" >&2
+          exit 1
+        fi
+      done
+    done
+    "$kyso" init-keys --dir "$dir/shared" >/dev/null
+  fi
   : >"$dir/servers.txt"
   for ((index = 1; index <= nodes; index++)); do
     local node_dir="$dir/node$index"
