@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kyso_cluster::raft::{AdminError, NodeStatus, Role};
+use kyso_cluster::raft::{AdminError, NodeStatus};
 use kyso_cluster::ProposeError;
 use kyso_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
@@ -123,10 +123,6 @@ pub fn status_to_proto(status: &NodeStatus, log_tree_size: u64) -> pb::ClusterSt
         stopped: status.stopped.clone().unwrap_or_default(),
         log_tree_size,
     }
-}
-
-pub fn is_leader(status: &NodeStatus) -> bool {
-    status.role == Role::Leader
 }
 
 #[tonic::async_trait]
