@@ -24,6 +24,11 @@ pub struct Config {
     /// mode 0600 if missing. Relative paths are under `data_dir`.
     #[serde(default = "default_master_key_file")]
     pub master_key_file: PathBuf,
+    /// During a master key rotation: the old master key. A signer key sealed under it is
+    /// re-sealed under `master_key_file` the next time its signer unlocks it with the PIN.
+    /// Relative paths are under `data_dir`. Remove once every key was re-sealed.
+    #[serde(default)]
+    pub previous_master_key_file: Option<PathBuf>,
     /// PKCS#8 Ed25519 key that signs transparency-log checkpoints. Created when missing.
     /// Every node of a cluster MUST hold the same key. Relative paths are under `data_dir`.
     #[serde(default = "default_log_key_file")]
@@ -43,8 +48,111 @@ pub struct Config {
     /// Raft membership. Absent: a standalone single node (the embedded default).
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Certificates and CAs of the client and peer ports.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Client certificates granted roles by configuration (bootstrap operators).
+    #[serde(default)]
+    pub access: AccessConfig,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// TLS on the client (gRPC) and peer ports. Paths are relative to the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This node's certificate chain (PEM), issued by the cluster CA: its server identity
+    /// on both ports and its client identity toward other nodes. SANs must name the hosts
+    /// clients and peers dial.
+    pub cert_file: Option<PathBuf>,
+    /// The PKCS#8 key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CAs (PEM) whose client certificates the client port accepts (agencies, operators).
+    #[serde(default)]
+    pub client_ca_files: Vec<PathBuf>,
+    /// The CA (PEM) of node certificates. The peer port accepts only its certificates; on
+    /// the client port its certificates are nodes (role `node`). Required in a cluster.
+    pub cluster_ca_file: Option<PathBuf>,
+    /// DANGER: serve the client port without TLS. Callers then have no identity and only
+    /// the public role. Logged loudly at start.
+    #[serde(default)]
+    pub insecure_plaintext_clients: bool,
+    /// DANGER: serve the peer port without TLS and dial peers in plain text. Needed for
+    /// multi-node clusters until kyso-cluster dials its peers over TLS. Logged loudly.
+    #[serde(default)]
+    pub insecure_plaintext_peers: bool,
+    /// Seconds a TLS handshake may take.
+    #[serde(default = "default_handshake_timeout_seconds")]
+    pub handshake_timeout_seconds: u64,
+}
+
+fn default_handshake_timeout_seconds() -> u64 {
+    10
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_files: Vec::new(),
+            cluster_ca_file: None,
+            insecure_plaintext_clients: false,
+            insecure_plaintext_peers: false,
+            handshake_timeout_seconds: default_handshake_timeout_seconds(),
+        }
+    }
+}
+
+/// Principals granted by configuration. Every node of a cluster MUST list the same.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    #[serde(default)]
+    pub principals: Vec<StaticPrincipal>,
+}
+
+/// One client certificate's grants, as written in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticPrincipal {
+    /// Hex SHA-256 of the client certificate's DER (`kyso tls fingerprint FILE` prints it).
+    pub certificate_sha256: String,
+    pub name: String,
+    pub roles: Vec<crate::access::Role>,
+    #[serde(default)]
+    pub agency_ids: Vec<String>,
+    #[serde(default)]
+    pub signer_ids: Vec<String>,
+}
+
+impl AccessConfig {
+    /// The configured principals; fails on a malformed fingerprint.
+    pub fn principals(&self) -> Result<Vec<crate::access::Principal>, ConfigError> {
+        self.principals
+            .iter()
+            .map(|principal| {
+                let hash = crate::domain::Sha256::from_hex(&principal.certificate_sha256).ok_or_else(|| ConfigError::Invalid {
+                    key: "access.principals.certificate_sha256",
+                    reason: format!("{:?} is not 64 hex digits", principal.certificate_sha256),
+                })?;
+                if principal.roles.contains(&crate::access::Role::Node) {
+                    return Err(ConfigError::Invalid {
+                        key: "access.principals.roles",
+                        reason: "the node role comes from the cluster ca; it cannot be granted".into(),
+                    });
+                }
+                Ok(crate::access::Principal {
+                    certificate_sha256: hash,
+                    name: principal.name.clone(),
+                    roles: principal.roles.clone(),
+                    agency_ids: principal.agency_ids.clone(),
+                    signer_ids: principal.signer_ids.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// This node's place in a Raft cluster.
@@ -133,6 +241,21 @@ pub struct Limits {
     pub request_timeout_seconds: u64,
     /// Largest certificate chain accepted at registration.
     pub certificate_chain_size_bytes_max: usize,
+    /// PBKDF2-HMAC-SHA256 iterations that stretch a signer's PIN when its key is sealed
+    /// (at least 100,000; stored with each key, so raising it affects new seals only).
+    pub pin_pbkdf2_iterations: u32,
+    /// Oldest client-side signature (by its signing time) accepted, in seconds.
+    pub client_signature_age_seconds_max: u64,
+    /// Requests per second one client certificate may make to this node (burst: the same).
+    pub client_requests_per_second_max: u32,
+    /// Refused calls recorded in the transparency log per minute, whole node.
+    pub refusal_audits_per_minute_max: u32,
+    /// Refused calls recorded per minute for one client; more are counted, not recorded.
+    pub refusal_audits_per_client_per_minute_max: u32,
+    /// Seconds one upload stream may last in all; an endless stream is cut.
+    pub upload_stream_seconds_max: u64,
+    /// Largest CRL accepted by ImportCrl.
+    pub crl_size_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -149,6 +272,13 @@ impl Default for Limits {
             private_fields_max: 32,
             request_timeout_seconds: 60,
             certificate_chain_size_bytes_max: 64 * 1024,
+            pin_pbkdf2_iterations: 600_000,
+            client_signature_age_seconds_max: 86_400,
+            client_requests_per_second_max: 200,
+            refusal_audits_per_minute_max: 60,
+            refusal_audits_per_client_per_minute_max: 6,
+            upload_stream_seconds_max: 3600,
+            crl_size_bytes_max: 16 * 1024 * 1024,
         }
     }
 }
@@ -190,12 +320,15 @@ impl Config {
             grpc_addr: default_grpc_addr(),
             http_addr: default_http_addr(),
             master_key_file: default_master_key_file(),
+            previous_master_key_file: None,
             log_key_file: default_log_key_file(),
             log_origin: default_log_origin(),
             trust_anchor_files: Vec::new(),
             public_base_url: default_public_base_url(),
             storage: StorageConfig::default(),
             cluster: None,
+            tls: TlsConfig::default(),
+            access: AccessConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -209,6 +342,11 @@ impl Config {
         if let Some(base) = path.parent() {
             config.data_dir = base.join(&config.data_dir);
             config.trust_anchor_files = config.trust_anchor_files.iter().map(|file| base.join(file)).collect();
+            let tls = &mut config.tls;
+            for file in [&mut tls.cert_file, &mut tls.key_file, &mut tls.cluster_ca_file].into_iter().flatten() {
+                *file = base.join(&*file);
+            }
+            tls.client_ca_files = tls.client_ca_files.iter().map(|file| base.join(file)).collect();
         }
         Ok(config)
     }
@@ -244,6 +382,13 @@ impl Config {
             ("limits.text_field_chars_max", limits.text_field_chars_max),
             ("limits.request_timeout_seconds", limits.request_timeout_seconds as usize),
             ("limits.certificate_chain_size_bytes_max", limits.certificate_chain_size_bytes_max),
+            ("limits.client_signature_age_seconds_max", limits.client_signature_age_seconds_max as usize),
+            ("limits.client_requests_per_second_max", limits.client_requests_per_second_max as usize),
+            ("limits.refusal_audits_per_minute_max", limits.refusal_audits_per_minute_max as usize),
+            ("limits.refusal_audits_per_client_per_minute_max", limits.refusal_audits_per_client_per_minute_max as usize),
+            ("limits.upload_stream_seconds_max", limits.upload_stream_seconds_max as usize),
+            ("limits.crl_size_bytes_max", limits.crl_size_bytes_max),
+            ("tls.handshake_timeout_seconds", self.tls.handshake_timeout_seconds as usize),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -262,9 +407,30 @@ impl Config {
                 reason: "at most 1000: a batch is one replicated command".into(),
             });
         }
+        let iterations = crate::crypto::keys::PIN_PBKDF2_ITERATIONS_MIN..=crate::crypto::keys::PIN_PBKDF2_ITERATIONS_MAX;
+        if !iterations.contains(&limits.pin_pbkdf2_iterations) {
+            return Err(ConfigError::Invalid {
+                key: "limits.pin_pbkdf2_iterations",
+                reason: format!("must be {}-{}", iterations.start(), iterations.end()),
+            });
+        }
+        if limits.refusal_audits_per_client_per_minute_max > limits.refusal_audits_per_minute_max {
+            return Err(ConfigError::Invalid {
+                key: "limits.refusal_audits_per_client_per_minute_max",
+                reason: "must not exceed limits.refusal_audits_per_minute_max".into(),
+            });
+        }
+        if limits.crl_size_bytes_max > crate::crypto::crl::CRL_SIZE_BYTES_MAX {
+            return Err(ConfigError::Invalid {
+                key: "limits.crl_size_bytes_max",
+                reason: format!("at most {} bytes", crate::crypto::crl::CRL_SIZE_BYTES_MAX),
+            });
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
+        self.validate_tls()?;
+        self.access.principals()?;
         if self.trust_anchor_files.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "trust_anchor_files",
@@ -273,6 +439,35 @@ impl Config {
         }
         if !self.public_base_url.starts_with("http://") && !self.public_base_url.starts_with("https://") {
             return Err(ConfigError::Invalid { key: "public_base_url", reason: "must start with http:// or https://".into() });
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        let needs_identity = !tls.insecure_plaintext_clients || (self.cluster.is_some() && !tls.insecure_plaintext_peers);
+        if needs_identity && (tls.cert_file.is_none() || tls.key_file.is_none()) {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert_file",
+                reason: "name this node's certificate and key (tls.cert_file, tls.key_file); plain text needs tls.insecure_plaintext_clients = true".into(),
+            });
+        }
+        if !tls.insecure_plaintext_clients && tls.client_ca_files.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "tls.client_ca_files",
+                reason: "name at least one CA (PEM) that issues client certificates".into(),
+            });
+        }
+        if self.cluster.is_some() && !tls.insecure_plaintext_peers && tls.cluster_ca_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.cluster_ca_file",
+                reason: "a cluster member needs the CA of node certificates (or, DANGER, tls.insecure_plaintext_peers = true)".into(),
+            });
+        }
+        if tls.handshake_timeout_seconds > 300 {
+            return Err(ConfigError::Invalid { key: "tls.handshake_timeout_seconds", reason: "at most 300".into() });
         }
         Ok(())
     }
@@ -333,7 +528,59 @@ mod tests {
     fn zero_limits_are_refused() {
         let mut config = Config::with_data_dir("x");
         config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
         config.limits.dossier_files_max = 0;
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.dossier_files_max", .. })));
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+
+    fn plain() -> Config {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
+        config
+    }
+
+    #[test]
+    fn tls_is_required_unless_plain_text_is_asked_for_by_name() {
+        let mut config = plain();
+        config.validate().unwrap();
+        config.tls.insecure_plaintext_clients = false;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "tls.cert_file", .. })));
+        config.tls.cert_file = Some("node.pem".into());
+        config.tls.key_file = Some("node.key".into());
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "tls.client_ca_files", .. })));
+        config.tls.client_ca_files.push("clients.pem".into());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn weak_pin_stretching_and_zero_rates_are_refused() {
+        let mut config = plain();
+        config.limits.pin_pbkdf2_iterations = 10_000;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.pin_pbkdf2_iterations", .. })));
+        let mut config = plain();
+        config.limits.client_requests_per_second_max = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.client_requests_per_second_max", .. })));
+    }
+
+    #[test]
+    fn static_principals_need_a_fingerprint_and_cannot_be_nodes() {
+        let mut config = plain();
+        config.access.principals.push(StaticPrincipal {
+            certificate_sha256: "abc".into(),
+            name: "x".into(),
+            roles: vec![crate::access::Role::Admin],
+            agency_ids: vec![],
+            signer_ids: vec![],
+        });
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "access.principals.certificate_sha256", .. })));
+        config.access.principals[0].certificate_sha256 = "00".repeat(32);
+        config.access.principals[0].roles = vec![crate::access::Role::Node];
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "access.principals.roles", .. })));
     }
 }

@@ -142,7 +142,7 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_a_node_can_be_removed()
     assert!(status.first_log_index > 10, "the leader compacted its log: {status:?}");
 
     let (grpc, raft) = (free_port(), free_port());
-    let fourth = TestNode::start_config(&dir.path().join("node4"), &layout.config(4, grpc, raft, true));
+    let fourth = TestNode::start_config(&dir.path().join("node4"), &layout.config(4, grpc, raft, true), &layout.tls);
     let via = &nodes[follower(leader, 3)];
     let added = via
         .cluster()

@@ -9,7 +9,8 @@ use kyso_cluster::Proposer;
 
 use super::{Kyso, ServiceError};
 use crate::crypto;
-use crate::domain::{Certification, Sha256, Signer};
+use crate::crypto::cert::format_unix_utc;
+use crate::domain::{Certification, Sha256, Signer, SignerRevocation};
 use crate::lookup::LookupCode;
 
 /// What the verifier presents.
@@ -26,6 +27,9 @@ pub struct VerifiedCertification {
     pub signer: Signer,
     pub signature_valid: bool,
     pub chain_valid_at_signing: bool,
+    /// The signer certificate's revocation (from an imported CRL), if any; the summary says
+    /// whether it came before the signature (invalid) or after (still valid).
+    pub signer_revocation: Option<SignerRevocation>,
     pub summary: String,
     /// Proof of inclusion in the transparency log at the current tree size.
     pub inclusion: Option<(crate::state::LogProof, super::log::SignedCheckpoint)>,
@@ -90,17 +94,33 @@ impl<P: Proposer> Kyso<P> {
         })?;
         let signature = crypto::verify_detached(&certification.cms_der, content);
         let chain = crypto::validate_chain(&signer.chain_der, &self.trust, certification.signed_at_unix);
-        let summary = match (&certification.revocation, &signature, &chain) {
-            (_, Err(error), _) => format!("invalid: the signature does not verify ({error})"),
-            (_, _, Err(error)) => format!("invalid: the signer's certificate was not valid at signing time ({error})"),
-            (Some(revocation), _, _) => format!("revoked: {}", revocation.reason),
-            (None, Ok(_), Ok(_)) => "valid".to_string(),
+        let signer_revocation = self.state.signer_status(&signer.id)?.revocation;
+        let revoked_before_signing =
+            signer_revocation.as_ref().filter(|revocation| revocation.revoked_at_unix <= certification.signed_at_unix);
+        let summary = match (&certification.revocation, &signature, &chain, revoked_before_signing, &signer_revocation) {
+            (_, Err(error), _, _, _) => format!("invalid: the signature does not verify ({error})"),
+            (_, _, Err(error), _, _) => format!("invalid: the signer's certificate was not valid at signing time ({error})"),
+            (_, _, _, Some(revocation), _) => format!(
+                "invalid: the signer's certificate was revoked at {} ({}), before this signature was made at {}",
+                format_unix_utc(revocation.revoked_at_unix),
+                revocation.reason,
+                format_unix_utc(certification.signed_at_unix)
+            ),
+            (Some(revocation), _, _, _, _) => format!("revoked: {}", revocation.reason),
+            (None, Ok(_), Ok(_), None, Some(revocation)) => format!(
+                "valid: signed at {}, before the signer's certificate was revoked at {} ({})",
+                format_unix_utc(certification.signed_at_unix),
+                format_unix_utc(revocation.revoked_at_unix),
+                revocation.reason
+            ),
+            (None, Ok(_), Ok(_), None, None) => "valid".to_string(),
         };
         let inclusion = self.current_inclusion(&certification.lookup_code)?;
         Ok(VerifiedCertification {
             inclusion,
             signature_valid: signature.is_ok(),
             chain_valid_at_signing: chain.is_ok(),
+            signer_revocation,
             summary,
             certification,
             signer,
