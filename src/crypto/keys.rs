@@ -453,13 +453,39 @@ fn create_private_file(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
-/// The additional authenticated data: the version byte, then the caller's data, so that a
-/// blob cannot be replayed under another format version.
-fn seal_aad(associated_data: &[u8]) -> Vec<u8> {
+/// The additional authenticated data: the format's version byte, then the caller's data, so
+/// that a blob cannot be replayed under another format version.
+fn versioned_aad(version: u8, associated_data: &[u8]) -> aead::Aad<Vec<u8>> {
     let mut aad = Vec::with_capacity(1 + associated_data.len());
-    aad.push(SEAL_FORMAT_VERSION);
+    aad.push(version);
     aad.extend_from_slice(associated_data);
-    aad
+    aead::Aad::from(aad)
+}
+
+/// AES-256-GCM: `plaintext` encrypted under `key` with `nonce`, the tag appended. Room for
+/// the tag is reserved first so that appending it does not reallocate and leave a copy of
+/// the plaintext behind in freed memory.
+fn aead_seal(key: &aead::LessSafeKey, nonce: [u8; NONCE_LENGTH_BYTES], aad: aead::Aad<Vec<u8>>, plaintext: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let mut in_out = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LENGTH_BYTES));
+    in_out.extend_from_slice(plaintext);
+    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aad, &mut *in_out)
+        .map_err(|_| KeyError::TooLarge {
+            what: "plaintext to seal",
+            size_bytes: plaintext.len(),
+            limit_bytes: SEAL_PLAINTEXT_SIZE_BYTES_MAX,
+        })?;
+    Ok(in_out)
+}
+
+/// Opens what [`aead_seal`] produced; `None` unless the tag verified. The tag bytes are
+/// zeroized and cut off.
+fn aead_open(key: &aead::LessSafeKey, nonce: &[u8], aad: aead::Aad<Vec<u8>>, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut in_out = Zeroizing::new(ciphertext.to_vec());
+    let plaintext_length = key.open_in_place(nonce, aad, &mut in_out).ok()?.len();
+    in_out[plaintext_length..].zeroize();
+    in_out.truncate(plaintext_length);
+    Some(in_out)
 }
 
 /// Encrypts `plaintext` with AES-256-GCM under `master`, binding `associated_data` (for
@@ -481,26 +507,11 @@ pub fn seal(
     SystemRandom::new()
         .fill(&mut nonce)
         .map_err(|_| KeyError::RandomFailed)?;
+    let body = aead_seal(&master.aead_key()?, nonce, versioned_aad(SEAL_FORMAT_VERSION, associated_data), plaintext)?;
     let mut sealed = Vec::with_capacity(SEAL_OVERHEAD_BYTES + plaintext.len());
     sealed.push(SEAL_FORMAT_VERSION);
     sealed.extend_from_slice(&nonce);
-    // Reserve room for the tag so that appending it does not reallocate and leave a copy
-    // of the plaintext behind in freed memory.
-    let mut in_out = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LENGTH_BYTES));
-    in_out.extend_from_slice(plaintext);
-    master
-        .aead_key()?
-        .seal_in_place_append_tag(
-            aead::Nonce::assume_unique_for_key(nonce),
-            aead::Aad::from(seal_aad(associated_data)),
-            &mut *in_out,
-        )
-        .map_err(|_| KeyError::TooLarge {
-            what: "plaintext to seal",
-            size_bytes: plaintext.len(),
-            limit_bytes: SEAL_PLAINTEXT_SIZE_BYTES_MAX,
-        })?;
-    sealed.extend_from_slice(&in_out);
+    sealed.extend_from_slice(&body);
     Ok(sealed)
 }
 
@@ -531,21 +542,7 @@ pub fn open(
     }
     // `rest` holds at least a nonce and a tag: the length was checked above.
     let (nonce, ciphertext) = rest.split_at(NONCE_LENGTH_BYTES);
-    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::OpenFailed)?;
-    let mut in_out = Zeroizing::new(ciphertext.to_vec());
-    let plaintext_length = master
-        .aead_key()?
-        .open_in_place(
-            nonce,
-            aead::Aad::from(seal_aad(associated_data)),
-            &mut in_out,
-        )
-        .map_err(|_| KeyError::OpenFailed)?
-        .len();
-    // Drop the tag bytes (zeroized first) and keep the plaintext.
-    in_out[plaintext_length..].zeroize();
-    in_out.truncate(plaintext_length);
-    Ok(in_out)
+    aead_open(&master.aead_key()?, nonce, versioned_aad(SEAL_FORMAT_VERSION, associated_data), ciphertext).ok_or(KeyError::OpenFailed)
 }
 
 #[cfg(test)]
@@ -913,6 +910,13 @@ fn pin_key_encryption_key(
     Ok(kek)
 }
 
+fn pin_aead_key(master: &MasterKey, pin: &str, salt: &[u8], iterations: u32) -> Result<aead::LessSafeKey, KeyError> {
+    let kek = pin_key_encryption_key(master, pin, salt, iterations)?;
+    // AES-256 takes exactly 32 bytes, which the type guarantees; map the error anyway.
+    let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, kek.as_ref()).map_err(|_| KeyError::OpenFailed)?;
+    Ok(aead::LessSafeKey::new(unbound))
+}
+
 /// A short value that tells a wrong master key from a wrong PIN without revealing either.
 fn master_check(master: &MasterKey, salt: &[u8]) -> [u8; MASTER_CHECK_LENGTH_BYTES] {
     let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, master.0.as_ref());
@@ -922,13 +926,6 @@ fn master_check(master: &MasterKey, salt: &[u8]) -> [u8; MASTER_CHECK_LENGTH_BYT
     let mut check = [0u8; MASTER_CHECK_LENGTH_BYTES];
     check.copy_from_slice(&context.sign().as_ref()[..MASTER_CHECK_LENGTH_BYTES]);
     check
-}
-
-fn pin_aad(associated_data: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(1 + associated_data.len());
-    aad.push(PIN_SEAL_FORMAT_VERSION);
-    aad.extend_from_slice(associated_data);
-    aad
 }
 
 /// Encrypts `plaintext` (a signer's PKCS#8 key) under a key derived from both the master
@@ -958,12 +955,8 @@ pub fn seal_with_pin(
     let mut nonce = [0u8; NONCE_LENGTH_BYTES];
     random.fill(&mut salt).map_err(|_| KeyError::RandomFailed)?;
     random.fill(&mut nonce).map_err(|_| KeyError::RandomFailed)?;
-    let kek = pin_key_encryption_key(master, pin, &salt, iterations)?;
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, kek.as_ref()).map_err(|_| KeyError::OpenFailed)?);
-    let mut in_out = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LENGTH_BYTES));
-    in_out.extend_from_slice(plaintext);
-    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::from(pin_aad(associated_data)), &mut *in_out)
-        .map_err(|_| KeyError::OpenFailed)?;
+    let key = pin_aead_key(master, pin, &salt, iterations)?;
+    let in_out = aead_seal(&key, nonce, versioned_aad(PIN_SEAL_FORMAT_VERSION, associated_data), plaintext)?;
     let mut sealed = Vec::with_capacity(PIN_SEAL_HEADER_BYTES + NONCE_LENGTH_BYTES + in_out.len());
     sealed.push(PIN_SEAL_FORMAT_VERSION);
     sealed.extend_from_slice(&iterations.to_be_bytes());
@@ -1003,18 +996,9 @@ pub fn open_with_pin(
         return Err(KeyError::WrongMasterKey);
     }
     check_pin(pin).map_err(|_| KeyError::WrongPin)?;
-    let kek = pin_key_encryption_key(master, pin, salt, iterations)?;
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, kek.as_ref()).map_err(|_| KeyError::OpenFailed)?);
+    let key = pin_aead_key(master, pin, salt, iterations)?;
     let (nonce, ciphertext) = body.split_at(NONCE_LENGTH_BYTES);
-    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::OpenFailed)?;
-    let mut in_out = Zeroizing::new(ciphertext.to_vec());
-    let length = key
-        .open_in_place(nonce, aead::Aad::from(pin_aad(associated_data)), &mut in_out)
-        .map_err(|_| KeyError::WrongPin)?
-        .len();
-    in_out[length..].zeroize();
-    in_out.truncate(length);
-    Ok(in_out)
+    aead_open(&key, nonce, versioned_aad(PIN_SEAL_FORMAT_VERSION, associated_data), ciphertext).ok_or(KeyError::WrongPin)
 }
 
 #[cfg(test)]
