@@ -106,6 +106,9 @@ struct Shared {
     settings: AuthSettings,
     rates: Mutex<RateLimiter>,
     refusals: Mutex<RefusalLimiter>,
+    /// What a certificate says about its holder (subject, issued by the cluster CA), by
+    /// fingerprint: parsed and checked once, not on every request.
+    certificates: Mutex<HashMap<Sha256, (String, bool)>>,
 }
 
 impl AuthLayer {
@@ -120,6 +123,7 @@ impl AuthLayer {
                     limits.refusal_audits_per_minute_max,
                     limits.refusal_audits_per_client_per_minute_max,
                 )),
+                certificates: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -192,11 +196,12 @@ impl Shared {
             return Caller::public(Actor::anonymous());
         };
         let leaf: &[u8] = leaf.as_ref();
-        let actor = Actor { name: subject_of(leaf), certificate_sha256: Some(Sha256::digest(leaf)) };
-        if self.settings.port == Port::Peer || self.issued_by_cluster_ca(leaf) {
+        let hash = Sha256::digest(leaf);
+        let (subject, is_node) = self.describe_certificate(hash, leaf);
+        let actor = Actor { name: subject, certificate_sha256: Some(hash) };
+        if self.settings.port == Port::Peer || is_node {
             return Caller::node(actor);
         }
-        let hash = Sha256::digest(leaf);
         match self.kyso.principal(&hash) {
             Ok(Some(principal)) => Caller::from_principal(actor, &principal),
             Ok(None) => Caller::public(actor),
@@ -205,6 +210,21 @@ impl Shared {
                 Caller::public(actor)
             }
         }
+    }
+
+    /// The subject of a (TLS-verified) certificate and whether the cluster CA issued it,
+    /// remembered by fingerprint.
+    fn describe_certificate(&self, hash: Sha256, leaf: &[u8]) -> (String, bool) {
+        let mut known = self.certificates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(described) = known.get(&hash) {
+            return described.clone();
+        }
+        if known.len() >= TRACKED_CLIENTS_MAX {
+            known.clear();
+        }
+        let described = (subject_of(leaf), self.issued_by_cluster_ca(leaf));
+        known.insert(hash, described.clone());
+        described
     }
 
     /// Whether the cluster CA signed this (already TLS-verified) certificate.
