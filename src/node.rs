@@ -297,3 +297,18 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(unix)]
+    fn private_files_are_readable_by_their_owner_only_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.key");
+        super::write_private_file(&path, b"secret").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(super::write_private_file(&path, b"again").is_err(), "an existing key is never overwritten");
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+    }
+}

@@ -201,6 +201,12 @@ mod tests {
     }
 
     #[test]
+    fn oversize_crl_is_refused_before_parsing() {
+        let input = vec![0x30; CRL_SIZE_BYTES_MAX + 1];
+        assert!(matches!(verify_crl(&input, &[]), Err(CrlError::TooLarge { .. })));
+    }
+
+    #[test]
     fn altered_crl_does_not_verify() {
         let root = ca();
         let leaf = devpki::issue(&signer_spec("Someone", KeyAlgorithm::EcdsaP256), &root).unwrap();
