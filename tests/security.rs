@@ -501,7 +501,7 @@ async fn a_crl_invalidates_signatures_made_after_its_revocation_time_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_upload_streams_are_cut_and_oversize_messages_refused() {
-    let fixture = fixture("upload_stream_seconds_max = 2\nupload_chunk_size_bytes_max = 1024\ngrpc_message_size_bytes_max = 70000\n");
+    let fixture = fixture("upload_stream_seconds_max = 2\nupload_chunk_size_bytes_max = 1024\ngrpc_message_size_bytes_max = 70000\nverify_stream_requests_max = 3\n");
     let node = &fixture.node;
     // An upload that trickles forever.
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -531,6 +531,17 @@ async fn endless_upload_streams_are_cut_and_oversize_messages_refused() {
         .verify(pb::VerifyRequest { subject: Some(Subject::File(vec![1; 100_000])), correlation_id: String::new() })
         .await;
     assert_status(big, Code::OutOfRange, "message length too large");
+    // A VerifyStream longer than verify_stream_requests_max: three answers, then the stream ends.
+    let requests: Vec<pb::VerifyRequest> = (0..5u8)
+        .map(|index| pb::VerifyRequest { subject: Some(Subject::Sha256(vec![index; 32])), correlation_id: index.to_string() })
+        .collect();
+    let mut answers = node.verification().await.verify_stream(futures::stream::iter(requests)).await.unwrap().into_inner();
+    for index in 0..3 {
+        let answer = answers.message().await.unwrap().unwrap();
+        assert_eq!(answer.correlation_id, index.to_string());
+        assert_eq!(answer.error_code, Code::NotFound as i32, "each unknown document is answered in the stream");
+    }
+    assert_status(answers.message().await, Code::ResourceExhausted, "at most 3 documents");
     // An overlong correlation id.
     let long_id = node
         .verification()
