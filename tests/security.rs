@@ -389,6 +389,40 @@ fn openssl_sign(dir: &std::path::Path, signer: &IssuedCert, content: &[u8], name
     std::fs::read(out).unwrap()
 }
 
+/// The CMS with its ECDSA P-256 signature (r, s) replaced by (r, n - s): the same
+/// signature in other bytes.
+fn with_negated_ecdsa_s(cms_der: &[u8]) -> Vec<u8> {
+    use der::{Decode, Encode};
+    const ORDER: [u8; 32] = [
+        0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xBC, 0xE6, 0xFA, 0xAD,
+        0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+    ];
+    #[derive(der::Sequence)]
+    struct EcdsaSignature<'a> {
+        r: der::asn1::UintRef<'a>,
+        s: der::asn1::UintRef<'a>,
+    }
+    let mut content_info = cms::content_info::ContentInfo::from_der(cms_der).unwrap();
+    let mut signed_data: cms::signed_data::SignedData = content_info.content.decode_as().unwrap();
+    let mut signer_infos = signed_data.signer_infos.0.into_vec();
+    let value = signer_infos[0].signature.as_bytes().to_vec();
+    let signature = EcdsaSignature::from_der(&value).unwrap();
+    let mut s_value = [0u8; 32];
+    s_value[32 - signature.s.as_bytes().len()..].copy_from_slice(signature.s.as_bytes());
+    let mut negated = [0u8; 32];
+    let mut borrow = 0i16;
+    for index in (0..32).rev() {
+        let difference = ORDER[index] as i16 - s_value[index] as i16 - borrow;
+        borrow = i16::from(difference < 0);
+        negated[index] = (difference + 256 * borrow) as u8;
+    }
+    let replaced = EcdsaSignature { r: signature.r, s: der::asn1::UintRef::new(&negated).unwrap() };
+    signer_infos[0].signature = der::asn1::OctetString::new(replaced.to_der().unwrap()).unwrap();
+    signed_data.signer_infos = cms::signed_data::SignerInfos::try_from(signer_infos).unwrap();
+    content_info.content = der::Any::encode_from(&signed_data).unwrap();
+    content_info.to_der().unwrap()
+}
+
 fn submit_request(request_id: &str, content: &[u8], signer_id: &str, cms_signature: Vec<u8>) -> pb::SubmitSignatureRequest {
     pb::SubmitSignatureRequest {
         request_id: request_id.into(),
@@ -435,6 +469,11 @@ async fn a_token_made_signature_is_checked_then_recorded_and_forged_or_reused_on
 
     // Re-used: the same signature again, under a new request id.
     assert_status(signing.submit_signature(submit_request("s-2", &content, &signer.signer_id, signature.clone())).await, Code::AlreadyExists, "already recorded");
+    // The same signature with its ECDSA value made high-s: other bytes, still valid.
+    let malleated = with_negated_ecdsa_s(&signature);
+    assert_ne!(malleated, signature);
+    kyso::crypto::verify_detached(&malleated, &content).expect("the malleated signature still verifies");
+    assert_status(signing.submit_signature(submit_request("s-2b", &content, &signer.signer_id, malleated)).await, Code::AlreadyExists, "already records a signature");
     // A fresh signature of the first document, moved to another one.
     let moved = openssl_sign(work, &token, &content, "moved");
     assert_status(signing.submit_signature(submit_request("s-3", &other, &signer.signer_id, moved)).await, Code::InvalidArgument, "does not verify");

@@ -259,6 +259,20 @@ impl<P: Proposer> Kyso<P> {
             )));
         }
         self.check_signer_may_sign(&signer, signed_at_unix)?;
+        // The same signature in other bytes (an ECDSA signature is malleable, a CMS can be
+        // re-encoded) names the same signer, document and signing time: re-used too.
+        let document_sha256 = Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item");
+        if let Some(earlier) = self
+            .state
+            .certifications_of(&document_sha256)?
+            .into_iter()
+            .find(|earlier| earlier.signer_id == signer.id && earlier.signed_at_unix == signed_at_unix)
+        {
+            return Err(ServiceError::AlreadyExists(format!(
+                "certification {} already records a signature by this signer over this document made at {signed_at_unix}; sign again to certify again",
+                earlier.lookup_code
+            )));
+        }
         let certification = self.new_certification(item, signer.id, signed_at_unix, cms_der)?;
         let outcome = self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(vec![certification])).await?;
         expect_certifications(outcome).map(first)
