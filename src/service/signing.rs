@@ -189,6 +189,9 @@ impl<P: Proposer> Kyso<P> {
             )));
         }
         let request_fingerprint = certify_fingerprint(&items);
+        // The checks below read this replica: it must hold every acknowledged write first
+        // (a dossier uploaded through another node, a grant, a revocation).
+        self.read_barrier().await?;
         if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint)? {
             return expect_certifications(outcome);
         }
@@ -221,6 +224,7 @@ impl<P: Proposer> Kyso<P> {
         validate::request_id(request_id)?;
         let item = submitted.item;
         let request_fingerprint = fingerprint(&[b"submit-signature", &certify_fingerprint(std::slice::from_ref(&item)), &submitted.cms_der]);
+        self.read_barrier().await?;
         if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint)? {
             return expect_certifications(outcome).map(first);
         }
