@@ -126,7 +126,8 @@ for cluster_nodes in ${nodes//,/ }; do
   "$repo/deploy/local/bench-nodes.sh" start --nodes "$cluster_nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
   servers=()
   while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"
-  "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$cluster_nodes" --clients "$clients" \
+  KYSO_CA="$out/cluster/shared/tls/ca.pem" KYSO_CERT="$out/cluster/shared/tls/client.pem" \
+    KYSO_KEY="$out/cluster/shared/tls/client.key" "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$cluster_nodes" --clients "$clients" \
     --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
   "$repo/deploy/local/bench-nodes.sh" stop --dir "$out/cluster"
 done

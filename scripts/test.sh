@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. Installs the independent tools the tests use when they
-# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core); a test never skips
-# because a tool is absent — it fails.
+# Runs every fuzz target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS=0 skips it),
+# then every test of the workspace. Installs the independent tools the tests use when they
+# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz); a test
+# never skips because a tool is absent — it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,5 +36,11 @@ command -v s3s-fs >/dev/null || { echo "s3s-fs is still missing after install" >
 # pins it (npm registry only, no browser download: playwright-core ships none).
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
+status=0
+# Fuzzing first, so that cargo test's summary closes the output.
+if [[ "${FUZZ_SECONDS:-20}" != 0 ]]; then
+  ./scripts/fuzz.sh || status=1
+fi
 # One build shared by every test target.
-cargo test --workspace --no-fail-fast "$@"
+cargo test --workspace --no-fail-fast "$@" || status=$?
+exit "$status"

@@ -25,6 +25,11 @@ pub struct Config {
     /// mode 0600 if missing. Relative paths are under `data_dir`.
     #[serde(default = "default_master_key_file")]
     pub master_key_file: PathBuf,
+    /// During a master key rotation: the old master key. A signer key sealed under it is
+    /// re-sealed under `master_key_file` the next time its signer unlocks it with the PIN.
+    /// Relative paths are under `data_dir`. Remove once every key was re-sealed.
+    #[serde(default)]
+    pub previous_master_key_file: Option<PathBuf>,
     /// PKCS#8 Ed25519 key that signs transparency-log checkpoints. Created when missing.
     /// Every node of a cluster MUST hold the same key. Relative paths are under `data_dir`.
     #[serde(default = "default_log_key_file")]
@@ -48,12 +53,115 @@ pub struct Config {
     /// Raft membership. Absent: a standalone single node (the embedded default).
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Certificates and CAs of the client and peer ports.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Client certificates granted roles by configuration (bootstrap operators).
+    #[serde(default)]
+    pub access: AccessConfig,
     #[serde(default)]
     pub limits: Limits,
     /// Display names of agencies on the public page and stamps, by agency id, e.g.
     /// `xa-demo = "UBND xã Demo"`. An agency without an entry is shown by its id.
     #[serde(default)]
     pub agency_names: BTreeMap<String, String>,
+}
+
+/// TLS on the client (gRPC) and peer ports. Paths are relative to the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This node's certificate chain (PEM), issued by the cluster CA: its server identity
+    /// on both ports and its client identity toward other nodes. SANs must name the hosts
+    /// clients and peers dial.
+    pub cert_file: Option<PathBuf>,
+    /// The PKCS#8 key of `cert_file` (PEM).
+    pub key_file: Option<PathBuf>,
+    /// CAs (PEM) whose client certificates the client port accepts (agencies, operators).
+    #[serde(default)]
+    pub client_ca_files: Vec<PathBuf>,
+    /// The CA (PEM) of node certificates. The peer port accepts only its certificates; on
+    /// the client port its certificates are nodes (role `node`). Required in a cluster.
+    pub cluster_ca_file: Option<PathBuf>,
+    /// DANGER: serve the client port without TLS. Callers then have no identity and only
+    /// the public role. Logged loudly at start.
+    #[serde(default)]
+    pub insecure_plaintext_clients: bool,
+    /// DANGER: serve the peer port without TLS and dial peers in plain text: anyone who
+    /// reaches the port can take part in Raft. Logged loudly.
+    #[serde(default)]
+    pub insecure_plaintext_peers: bool,
+    /// Seconds a TLS handshake may take.
+    #[serde(default = "default_handshake_timeout_seconds")]
+    pub handshake_timeout_seconds: u64,
+}
+
+fn default_handshake_timeout_seconds() -> u64 {
+    10
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: None,
+            key_file: None,
+            client_ca_files: Vec::new(),
+            cluster_ca_file: None,
+            insecure_plaintext_clients: false,
+            insecure_plaintext_peers: false,
+            handshake_timeout_seconds: default_handshake_timeout_seconds(),
+        }
+    }
+}
+
+/// Principals granted by configuration. Every node of a cluster MUST list the same.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    #[serde(default)]
+    pub principals: Vec<StaticPrincipal>,
+}
+
+/// One client certificate's grants, as written in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticPrincipal {
+    /// Hex SHA-256 of the client certificate's DER (`kyso tls fingerprint FILE` prints it).
+    pub certificate_sha256: String,
+    pub name: String,
+    pub roles: Vec<crate::access::Role>,
+    #[serde(default)]
+    pub agency_ids: Vec<String>,
+    #[serde(default)]
+    pub signer_ids: Vec<String>,
+}
+
+impl AccessConfig {
+    /// The configured principals; fails on a malformed fingerprint.
+    pub fn principals(&self) -> Result<Vec<crate::access::Principal>, ConfigError> {
+        self.principals
+            .iter()
+            .map(|principal| {
+                let hash = crate::domain::Sha256::from_hex(&principal.certificate_sha256).ok_or_else(|| ConfigError::Invalid {
+                    key: "access.principals.certificate_sha256",
+                    reason: format!("{:?} is not 64 hex digits", principal.certificate_sha256),
+                })?;
+                if principal.roles.contains(&crate::access::Role::Node) {
+                    return Err(ConfigError::Invalid {
+                        key: "access.principals.roles",
+                        reason: "the node role comes from the cluster ca; it cannot be granted".into(),
+                    });
+                }
+                Ok(crate::access::Principal {
+                    certificate_sha256: hash,
+                    name: principal.name.clone(),
+                    roles: principal.roles.clone(),
+                    agency_ids: principal.agency_ids.clone(),
+                    signer_ids: principal.signer_ids.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// This node's place in a Raft cluster.
@@ -208,6 +316,28 @@ pub struct Limits {
     /// Client addresses the rate limiter remembers. When full, addresses it has not yet
     /// seen share one bucket, so a flood from many addresses is still limited.
     pub public_rate_limited_clients_max: usize,
+    /// PBKDF2-HMAC-SHA256 iterations that stretch a signer's PIN when its key is sealed
+    /// (at least 100,000; stored with each key, so raising it affects new seals only).
+    pub pin_pbkdf2_iterations: u32,
+    /// Oldest client-side signature (by its signing time) accepted, in seconds.
+    pub client_signature_age_seconds_max: u64,
+    /// Requests per second one client certificate may make to this node (burst: the same).
+    pub client_requests_per_second_max: u32,
+    /// Refused calls recorded in the transparency log per minute, whole node.
+    pub refusal_audits_per_minute_max: u32,
+    /// Refused calls recorded per minute for one client; more are counted, not recorded.
+    pub refusal_audits_per_client_per_minute_max: u32,
+    /// Seconds one upload stream may last in all; an endless stream is cut.
+    pub upload_stream_seconds_max: u64,
+    /// Seconds a signer's key stays open in memory after a PIN unlock, so that the
+    /// signer's next requests (each still carrying the PIN, checked against an HMAC) skip
+    /// PBKDF2. Counted from the unlock, not extended by use. 0: every request unlocks.
+    pub unlocked_key_seconds_max: u64,
+    /// Certifications whose signature and chain answers are kept in memory (about 200
+    /// bytes each), so a repeated verify reads no blob and runs no cryptography. 0: none.
+    pub verify_cache_entries_max: usize,
+    /// Largest CRL accepted by ImportCrl.
+    pub crl_size_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -230,6 +360,15 @@ impl Default for Limits {
             public_requests_per_minute_max: 120,
             public_request_burst_max: 60,
             public_rate_limited_clients_max: 100_000,
+            pin_pbkdf2_iterations: 600_000,
+            client_signature_age_seconds_max: 86_400,
+            client_requests_per_second_max: 200,
+            refusal_audits_per_minute_max: 60,
+            refusal_audits_per_client_per_minute_max: 6,
+            upload_stream_seconds_max: 3600,
+            unlocked_key_seconds_max: 300,
+            verify_cache_entries_max: 100_000,
+            crl_size_bytes_max: 16 * 1024 * 1024,
         }
     }
 }
@@ -278,6 +417,7 @@ impl Config {
             grpc_addr: default_grpc_addr(),
             http_addr: default_http_addr(),
             master_key_file: default_master_key_file(),
+            previous_master_key_file: None,
             log_key_file: default_log_key_file(),
             log_origin: default_log_origin(),
             trust_anchor_files: Vec::new(),
@@ -285,6 +425,8 @@ impl Config {
             storage: StorageConfig::default(),
             fault_injection: false,
             cluster: None,
+            tls: TlsConfig::default(),
+            access: AccessConfig::default(),
             limits: Limits::default(),
             agency_names: BTreeMap::new(),
         }
@@ -299,6 +441,11 @@ impl Config {
         if let Some(base) = path.parent() {
             config.data_dir = base.join(&config.data_dir);
             config.trust_anchor_files = config.trust_anchor_files.iter().map(|file| base.join(file)).collect();
+            let tls = &mut config.tls;
+            for file in [&mut tls.cert_file, &mut tls.key_file, &mut tls.cluster_ca_file].into_iter().flatten() {
+                *file = base.join(&*file);
+            }
+            tls.client_ca_files = tls.client_ca_files.iter().map(|file| base.join(file)).collect();
         }
         Ok(config)
     }
@@ -338,6 +485,13 @@ impl Config {
             ("limits.public_requests_per_minute_max", limits.public_requests_per_minute_max as usize),
             ("limits.public_request_burst_max", limits.public_request_burst_max as usize),
             ("limits.public_rate_limited_clients_max", limits.public_rate_limited_clients_max),
+            ("limits.client_signature_age_seconds_max", limits.client_signature_age_seconds_max as usize),
+            ("limits.client_requests_per_second_max", limits.client_requests_per_second_max as usize),
+            ("limits.refusal_audits_per_minute_max", limits.refusal_audits_per_minute_max as usize),
+            ("limits.refusal_audits_per_client_per_minute_max", limits.refusal_audits_per_client_per_minute_max as usize),
+            ("limits.upload_stream_seconds_max", limits.upload_stream_seconds_max as usize),
+            ("limits.crl_size_bytes_max", limits.crl_size_bytes_max),
+            ("tls.handshake_timeout_seconds", self.tls.handshake_timeout_seconds as usize),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -356,6 +510,25 @@ impl Config {
                 reason: "at most 1000: a batch is one replicated command".into(),
             });
         }
+        let iterations = crate::crypto::keys::PIN_PBKDF2_ITERATIONS_MIN..=crate::crypto::keys::PIN_PBKDF2_ITERATIONS_MAX;
+        if !iterations.contains(&limits.pin_pbkdf2_iterations) {
+            return Err(ConfigError::Invalid {
+                key: "limits.pin_pbkdf2_iterations",
+                reason: format!("must be {}-{}", iterations.start(), iterations.end()),
+            });
+        }
+        if limits.refusal_audits_per_client_per_minute_max > limits.refusal_audits_per_minute_max {
+            return Err(ConfigError::Invalid {
+                key: "limits.refusal_audits_per_client_per_minute_max",
+                reason: "must not exceed limits.refusal_audits_per_minute_max".into(),
+            });
+        }
+        if limits.crl_size_bytes_max > crate::crypto::crl::CRL_SIZE_BYTES_MAX {
+            return Err(ConfigError::Invalid {
+                key: "limits.crl_size_bytes_max",
+                reason: format!("at most {} bytes", crate::crypto::crl::CRL_SIZE_BYTES_MAX),
+            });
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
@@ -363,6 +536,8 @@ impl Config {
         if let StorageConfig::S3(s3) = &self.storage {
             s3.validate()?;
         }
+        self.validate_tls()?;
+        self.access.principals()?;
         if self.trust_anchor_files.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "trust_anchor_files",
@@ -421,6 +596,35 @@ impl Config {
                     ),
                 });
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        let needs_identity = !tls.insecure_plaintext_clients || (self.cluster.is_some() && !tls.insecure_plaintext_peers);
+        if needs_identity && (tls.cert_file.is_none() || tls.key_file.is_none()) {
+            return Err(ConfigError::Invalid {
+                key: "tls.cert_file",
+                reason: "name this node's certificate and key (tls.cert_file, tls.key_file); plain text needs tls.insecure_plaintext_clients = true".into(),
+            });
+        }
+        if !tls.insecure_plaintext_clients && tls.client_ca_files.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "tls.client_ca_files",
+                reason: "name at least one CA (PEM) that issues client certificates".into(),
+            });
+        }
+        if self.cluster.is_some() && !tls.insecure_plaintext_peers && tls.cluster_ca_file.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "tls.cluster_ca_file",
+                reason: "a cluster member needs the CA of node certificates (or, DANGER, tls.insecure_plaintext_peers = true)".into(),
+            });
+        }
+        if tls.handshake_timeout_seconds > 300 {
+            return Err(ConfigError::Invalid { key: "tls.handshake_timeout_seconds", reason: "at most 300".into() });
         }
         Ok(())
     }
@@ -565,6 +769,7 @@ mod tests {
     fn zero_limits_are_refused() {
         let mut config = Config::with_data_dir("x");
         config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
         config.limits.dossier_files_max = 0;
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.dossier_files_max", .. })));
     }
@@ -573,6 +778,7 @@ mod tests {
     fn s3_storage_parses_and_plain_http_needs_allow_http() {
         let text = "data_dir = 'x'\ntrust_anchor_files = ['ca.pem']\n[storage]\nkind = 's3'\nendpoint = 'http://127.0.0.1:9000'\nbucket = 'kyso-archive'\n";
         let mut config: Config = toml::from_str(text).unwrap();
+        config.tls.insecure_plaintext_clients = true;
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "storage.endpoint", .. })));
         let StorageConfig::S3(s3) = &mut config.storage else { panic!("expected s3 storage") };
         assert_eq!(s3.region, "us-east-1");
@@ -596,9 +802,11 @@ mod tests {
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.blob_part_size_bytes", .. })));
     }
 
+    /// Valid apart from what a test changes (plain text: TLS files are not the point here).
     fn valid_config() -> Config {
         let mut config = Config::with_data_dir("x");
         config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
         config
     }
 
@@ -617,10 +825,11 @@ mod tests {
 
     #[test]
     fn agency_names_map_ids_to_display_names() {
-        let config: Config = toml::from_str(
+        let mut config: Config = toml::from_str(
             "data_dir = 'x'\ntrust_anchor_files = ['ca.pem']\n[agency_names]\nxa-demo = 'UBND xã Demo'\n",
         )
         .unwrap();
+        config.tls.insecure_plaintext_clients = true;
         config.validate().unwrap();
         assert_eq!(config.agency_names.get("xa-demo").map(String::as_str), Some("UBND xã Demo"));
     }
@@ -644,5 +853,56 @@ mod tests {
         let mut config = valid_config();
         config.public_base_url = "https://tracuu.example.gov.vn/kyso/".into();
         config.validate().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use super::*;
+
+    fn plain() -> Config {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
+        config
+    }
+
+    #[test]
+    fn tls_is_required_unless_plain_text_is_asked_for_by_name() {
+        let mut config = plain();
+        config.validate().unwrap();
+        config.tls.insecure_plaintext_clients = false;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "tls.cert_file", .. })));
+        config.tls.cert_file = Some("node.pem".into());
+        config.tls.key_file = Some("node.key".into());
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "tls.client_ca_files", .. })));
+        config.tls.client_ca_files.push("clients.pem".into());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn weak_pin_stretching_and_zero_rates_are_refused() {
+        let mut config = plain();
+        config.limits.pin_pbkdf2_iterations = 10_000;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.pin_pbkdf2_iterations", .. })));
+        let mut config = plain();
+        config.limits.client_requests_per_second_max = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "limits.client_requests_per_second_max", .. })));
+    }
+
+    #[test]
+    fn static_principals_need_a_fingerprint_and_cannot_be_nodes() {
+        let mut config = plain();
+        config.access.principals.push(StaticPrincipal {
+            certificate_sha256: "abc".into(),
+            name: "x".into(),
+            roles: vec![crate::access::Role::Admin],
+            agency_ids: vec![],
+            signer_ids: vec![],
+        });
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "access.principals.certificate_sha256", .. })));
+        config.access.principals[0].certificate_sha256 = "00".repeat(32);
+        config.access.principals[0].roles = vec![crate::access::Role::Node];
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "access.principals.roles", .. })));
     }
 }

@@ -17,7 +17,7 @@ use kyso_cluster::raft::{RaftNode, Role};
 use kyso_cluster::single::SingleNode;
 use kyso_cluster::{ProposeError, Proposer};
 use kyso_proto::v1 as pb;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::domain::Sha256;
 use crate::service::PeerBlobs;
@@ -68,6 +68,14 @@ impl Consensus {
             );
         }
     }
+
+    /// The clients to other nodes, when this node is a Raft member.
+    pub fn peers(&self) -> Option<&PeerClients> {
+        match self {
+            Consensus::Single(_) => None,
+            Consensus::Raft { peers, .. } => Some(peers),
+        }
+    }
 }
 
 impl Proposer for Consensus {
@@ -109,39 +117,65 @@ fn leader_raft_addr(node: &RaftNode) -> Option<String> {
     status.members.iter().find(|member| member.id == leader).map(|member| member.raft_addr.clone())
 }
 
-/// gRPC clients to other nodes (peer ports for internal calls, client ports for reads), one lazily connected channel each.
-#[derive(Default)]
+/// gRPC clients to other nodes (peer ports for internal calls, client ports for reads and
+/// forwarded admin calls), one lazily connected channel each. With TLS, the node presents
+/// its own certificate and trusts only the cluster CA.
 pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
     /// Addresses cut off by fault injection (test harnesses only).
     isolated: Mutex<std::collections::HashSet<String>>,
+    to_client_ports: Option<ClientTlsConfig>,
+    to_peer_ports: Option<ClientTlsConfig>,
+}
+
+/// Which port of another node a channel reaches.
+#[derive(Clone, Copy)]
+pub enum PeerPort {
+    Client,
+    Peer,
 }
 
 impl PeerClients {
+    /// `None` for a port means it serves plain text.
+    pub fn new(to_client_ports: Option<ClientTlsConfig>, to_peer_ports: Option<ClientTlsConfig>) -> PeerClients {
+        PeerClients { channels: Mutex::new(HashMap::new()), isolated: Mutex::default(), to_client_ports, to_peer_ports }
+    }
+
     /// Fault injection: refuse every call to these addresses (peer and client ports).
     pub fn set_isolated_addresses(&self, addresses: impl IntoIterator<Item = String>) {
         *self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = addresses.into_iter().collect();
     }
 
-    fn channel(&self, client_addr: &str) -> Result<Channel, ProposeError> {
-        if self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(client_addr) {
-            return Err(ProposeError::Unavailable(format!("{client_addr} is cut off (fault injection)")));
+    /// A channel to `address` (host:port) on `port`, created once and reused.
+    pub fn channel(&self, address: &str, port: PeerPort) -> Result<Channel, ProposeError> {
+        if self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(address) {
+            return Err(ProposeError::Unavailable(format!("{address} is cut off (fault injection)")));
         }
+        let tls = match port {
+            PeerPort::Client => &self.to_client_ports,
+            PeerPort::Peer => &self.to_peer_ports,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let key = format!("{scheme}://{address}");
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(channel) = channels.get(client_addr) {
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
-        let channel = Channel::from_shared(format!("http://{client_addr}"))
-            .map_err(|error| ProposeError::Unavailable(format!("bad peer address {client_addr}: {error}")))?
+        let bad_address = |error: &dyn std::fmt::Display| ProposeError::Unavailable(format!("bad peer address {address}: {error}"));
+        let mut endpoint = Channel::from_shared(key.clone())
+            .map_err(|error| bad_address(&error))?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(PEER_CALL_TIMEOUT)
-            .connect_lazy();
-        channels.insert(client_addr.to_string(), channel.clone());
+            .timeout(PEER_CALL_TIMEOUT);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|error| bad_address(&error))?;
+        }
+        let channel = endpoint.connect_lazy();
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 
     fn internal_client(&self, raft_addr: &str) -> Result<pb::node_internal_service_client::NodeInternalServiceClient<Channel>, ProposeError> {
-        Ok(pb::node_internal_service_client::NodeInternalServiceClient::new(self.channel(raft_addr)?)
+        Ok(pb::node_internal_service_client::NodeInternalServiceClient::new(self.channel(raft_addr, PeerPort::Peer)?)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024))
     }
@@ -179,7 +213,7 @@ impl PeerClients {
 
     /// Reads a blob from a peer and checks its hash.
     async fn fetch_blob(&self, client_addr: &str, hash: Sha256) -> Result<Bytes, String> {
-        let channel = self.channel(client_addr).map_err(|error| error.to_string())?;
+        let channel = self.channel(client_addr, PeerPort::Client).map_err(|error| error.to_string())?;
         let mut client = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
         let mut stream = client.get_blob(pb::GetBlobRequest { sha256: hash.0.to_vec() }).await.map_err(|status| status.message().to_string())?.into_inner();
         let mut content = Vec::new();

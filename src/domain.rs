@@ -146,3 +146,41 @@ pub struct Certification {
 }
 
 pub const CERTIFICATION_RECORD_VERSION: u8 = 1;
+
+/// Wrong PINs in a row after which a signer's server-held key locks until an admin unlocks
+/// it. A constant, not configuration: every replica must lock at the same count.
+pub const PIN_FAILURES_MAX: u32 = 5;
+
+/// A signer certificate's revocation, taken from an imported CRL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerRevocation {
+    pub signer_id: String,
+    pub serial_hex: String,
+    /// The CRL issuer (RFC 4514).
+    pub issuer: String,
+    /// The CRL entry's revocationDate: signatures made at or after it are invalid.
+    pub revoked_at_unix: i64,
+    /// RFC 5280 reason name, e.g. "keyCompromise".
+    pub reason: String,
+    /// SHA-256 of the CRL it came from.
+    pub crl_sha256: Sha256,
+}
+
+/// The security state kept beside a signer's record: wrong PINs and revocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerStatus {
+    /// Wrong PINs since the last success or unlock.
+    pub pin_failures: u32,
+    pub revocation: Option<SignerRevocation>,
+}
+
+impl SignerStatus {
+    pub fn locked(&self) -> bool {
+        self.pin_failures >= PIN_FAILURES_MAX
+    }
+
+    /// Whether the certificate was revoked at or before `at_unix`.
+    pub fn revoked_at(&self, at_unix: i64) -> Option<&SignerRevocation> {
+        self.revocation.as_ref().filter(|revocation| revocation.revoked_at_unix <= at_unix)
+    }
+}

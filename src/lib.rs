@@ -5,6 +5,7 @@
 //! [`crypto`] (certificates, CMS, keys) and [`tlog`] (Merkle log), with [`domain`] types
 //! shared by all. See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod api;
 pub mod archive;
 pub mod bundle;

@@ -1,5 +1,10 @@
 //! Wiring of one node: state store, blob store, consensus driver, services, and the gRPC
 //! and HTTP servers. The only place that knows every layer.
+//!
+//! Three ports: the client gRPC port (mutual TLS; agencies, operators, and nodes), the
+//! public HTTP port (lookup page, health; no identity), and the Raft peer port (mutual TLS
+//! with the cluster CA only) where kyso-cluster's RaftPeer and kyso's NodeInternalService
+//! are mounted. Each gRPC port has the auth layer (`api::auth`) in front of its services.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +16,12 @@ use kyso_cluster::DriverConfig;
 use kyso_proto::v1 as pb;
 use tokio::net::TcpListener;
 
+use crate::api::auth::{AuthLayer, AuthSettings, Port};
 use crate::api::grpc::GrpcApi;
 use crate::api::admin::AdminApi;
 use crate::archive::{s3, ArchiveError, BlobStore, Spool, WriteLimits};
 use crate::api::public::PublicSettings;
+use crate::api::tls::NodeTls;
 use crate::config::{ClusterConfig, Config, StorageConfig};
 use crate::consensus::{Consensus, PeerClients, RaftPeerBlobs};
 use crate::crypto::{MasterKey, TrustAnchors};
@@ -25,6 +32,8 @@ use crate::state::StateStore;
 
 /// Streams served at once on one client connection.
 pub const CONCURRENT_STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// Largest request of the services whose requests carry no documents (log, access).
+pub const SMALL_REQUEST_SIZE_BYTES_MAX: usize = 64 * 1024;
 
 /// A started node: its bound addresses and its services.
 pub struct Node {
@@ -36,6 +45,7 @@ pub struct Node {
     /// Settings of the public lookup routes; `kyso dev` points the base URL at the port
     /// it bound before serving.
     pub public: PublicSettings,
+    tls: NodeTls,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     raft_listener: Option<TcpListener>,
@@ -57,6 +67,9 @@ impl Node {
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
         let trust = load_trust_anchors(config)?;
         let log = load_log_identity(config)?;
+        let tls = NodeTls::load(config)?;
+        let principals = config.access.principals()?;
+        let previous_master_key = load_previous_master_key(config)?;
         let grpc_listener = TcpListener::bind(config.grpc_addr)
             .await
             .with_context(|| format!("cannot bind gRPC address {}", config.grpc_addr))?;
@@ -67,18 +80,23 @@ impl Node {
         let (kyso, raft_listener) = match &config.cluster {
             None => {
                 let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
-                let kyso = Kyso::new(state, blobs, Consensus::Single(driver), trust, master_key, config.limits.clone(), log);
+                let kyso = Kyso::new(state, blobs, Consensus::Single(driver), trust, master_key, config.limits.clone(), log)
+                    .with_static_principals(principals)
+                    .with_previous_master_key(previous_master_key);
                 (kyso, None)
             }
             Some(cluster) => {
                 let raft_listener = TcpListener::bind(cluster.raft_addr)
                     .await
                     .with_context(|| format!("cannot bind Raft peer address {}", cluster.raft_addr))?;
-                let raft_config = raft_config(config, cluster, grpc_addr, raft_listener.local_addr()?);
+                let mut raft_config = raft_config(config, cluster, grpc_addr, raft_listener.local_addr()?);
+                raft_config.peer_tls = tls.to_peer_ports.clone();
                 let node = RaftNode::start(raft_config, state.clone()).await.context("cannot start the Raft node")?;
-                let peers = Arc::new(PeerClients::default());
+                let peers = Arc::new(PeerClients::new(tls.to_client_ports.clone(), tls.to_peer_ports.clone()));
                 let consensus = Consensus::Raft { node: node.clone(), peers: peers.clone() };
-                let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log);
+                let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log)
+                    .with_static_principals(principals)
+                    .with_previous_master_key(previous_master_key);
                 if matches!(config.storage, StorageConfig::Local) {
                     kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs { node, peers }));
                 }
@@ -91,6 +109,7 @@ impl Node {
             raft_addr: raft_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
             kyso: Arc::new(kyso),
             public: PublicSettings::from_config(config),
+            tls,
             grpc_listener,
             http_listener,
             raft_listener,
@@ -113,9 +132,18 @@ impl Node {
                 let peer_service = node.peer_service();
                 let decode_max = self.kyso.limits().grpc_message_size_bytes_max;
                 let internal = crate::api::cluster::NodeInternalApi::new(GrpcApi::new(self.kyso.clone()));
+                let mut server = tonic::transport::Server::builder();
+                if let Some(tls) = self.tls.peer_port.clone() {
+                    server = server.tls_config(tls).context("peer port TLS configuration is not usable")?;
+                }
+                let auth = AuthLayer::new(
+                    self.kyso.clone(),
+                    AuthSettings { port: Port::Peer, plaintext: self.tls.peer_port.is_none(), cluster_ca_der: self.tls.cluster_ca_der.clone() },
+                );
                 Some(tokio::spawn(async move {
-                    tonic::transport::Server::builder()
+                    server
                         .tcp_nodelay(true)
+                        .layer(auth)
                         .add_service(peer_service)
                         .add_service(
                             pb::node_internal_service_server::NodeInternalServiceServer::new(internal)
@@ -129,7 +157,7 @@ impl Node {
             }
             _ => None,
         };
-        let grpc = grpc_router(self.kyso.clone(), self.fault_injection)?
+        let grpc = grpc_router(self.kyso.clone(), self.fault_injection, &self.tls)?
             .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), shutdown);
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
@@ -189,6 +217,15 @@ fn load_log_identity(config: &Config) -> anyhow::Result<LogIdentity> {
     Ok(LogIdentity { origin: config.log_origin.clone(), signer })
 }
 
+/// The old master key of a rotation in progress, if configured; it must exist.
+fn load_previous_master_key(config: &Config) -> anyhow::Result<Option<MasterKey>> {
+    let Some(file) = &config.previous_master_key_file else { return Ok(None) };
+    let path = config.data_dir.join(file);
+    let bytes = zeroize::Zeroizing::new(std::fs::read(&path).with_context(|| format!("cannot read previous master key {}", path.display()))?);
+    tracing::warn!(path = %path.display(), "master key rotation: keys sealed under the previous master key are re-sealed on next use");
+    Ok(Some(MasterKey::from_slice(&bytes).with_context(|| format!("previous master key {} is not usable", path.display()))?))
+}
+
 /// Creates a file readable by its owner only.
 pub fn write_private_file(path: &std::path::Path, content: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
@@ -233,9 +270,19 @@ fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, 
     raft
 }
 
-fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Result<tonic::transport::server::Router> {
+type AuthStack = tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>;
+
+fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls) -> anyhow::Result<tonic::transport::server::Router<AuthStack>> {
     let decode_max = kyso.limits().grpc_message_size_bytes_max;
-    let admin = AdminApi::new(kyso.clone());
+    let admin = AdminApi::new(kyso.clone(), tls.to_client_ports.clone());
+    let auth = AuthLayer::new(
+        kyso.clone(),
+        AuthSettings { port: Port::Client, plaintext: tls.client_port.is_none(), cluster_ca_der: tls.cluster_ca_der.clone() },
+    );
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls.client_port.clone() {
+        server = server.tls_config(tls).context("client port TLS configuration is not usable")?;
+    }
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Both reflection versions: grpcurl 1.8 and many tools still speak only v1alpha.
@@ -255,9 +302,10 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Res
         health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<Consensus>>>().await;
         health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<AdminApi<Consensus>>>().await;
     });
-    Ok(tonic::transport::Server::builder()
+    Ok(server
         .tcp_nodelay(true)
         .max_concurrent_streams(CONCURRENT_STREAMS_PER_CONNECTION_MAX)
+        .layer(auth)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -267,7 +315,8 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool) -> anyhow::Res
             pb::verification_service_server::VerificationServiceServer::new(api.clone())
                 .max_decoding_message_size(decode_max),
         )
-        .add_service(pb::log_service_server::LogServiceServer::new(api.clone()))
+        .add_service(pb::log_service_server::LogServiceServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_SIZE_BYTES_MAX))
+        .add_service(pb::access_service_server::AccessServiceServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_SIZE_BYTES_MAX))
         .add_service(
             pb::cluster_service_server::ClusterServiceServer::new(crate::api::cluster::ClusterApi::new(api, fault_injection))
                 .max_decoding_message_size(decode_max),
@@ -296,4 +345,19 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(unix)]
+    fn private_files_are_readable_by_their_owner_only_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.key");
+        super::write_private_file(&path, b"secret").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(super::write_private_file(&path, b"again").is_err(), "an existing key is never overwritten");
+        assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+    }
 }

@@ -11,25 +11,6 @@ use tonic::Code;
 
 const AGENCY: &str = "xa-a";
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    pki: TestPki,
-    node: TestNode,
-}
-
-fn fixture(extra_limits: &str) -> Fixture {
-    let dir = tempdir();
-    let pki = TestPki::new(&dir.path().join("pki"));
-    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, extra_limits);
-    Fixture { _dir: dir, pki, node }
-}
-
-fn assert_status(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
-    let status = result.expect_err("the call should have failed");
-    assert_eq!(status.code(), code, "wrong code for: {}", status.message());
-    assert!(status.message().contains(needle), "message {:?} should mention {needle:?}", status.message());
-}
-
 async fn register_spec(fixture: &Fixture, spec: kyso::crypto::devpki::CertSpec) -> Result<pb::Signer, tonic::Status> {
     register_signer(&fixture.node, &fixture.pki.issue(&spec), &[AGENCY]).await
 }
@@ -48,6 +29,7 @@ async fn malformed_certificate_is_invalid_argument() {
             agency_ids: vec![AGENCY.into()],
             certificate_chain: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec(),
             private_key_pkcs8: vec![],
+            pin: String::new(),
         })
         .await;
     assert_status(result, Code::InvalidArgument, "certificate");
@@ -68,6 +50,7 @@ async fn truncated_certificate_is_invalid_argument() {
             agency_ids: vec![AGENCY.into()],
             certificate_chain: issued.cert_der[..issued.cert_der.len() / 2].to_vec(),
             private_key_pkcs8: vec![],
+            pin: String::new(),
         })
         .await;
     assert_status(result, Code::InvalidArgument, "certificate");
@@ -123,6 +106,7 @@ async fn key_that_does_not_match_the_certificate_is_invalid_argument() {
             agency_ids: vec![AGENCY.into()],
             certificate_chain: issued.cert_pem().into_bytes(),
             private_key_pkcs8: other.key_pem().as_bytes().to_vec(),
+            pin: TEST_PIN.into(),
         })
         .await;
     assert_status(result, Code::InvalidArgument, "does not match");
@@ -254,6 +238,6 @@ async fn signer_acting_for_another_agency_is_permission_denied() {
 async fn oversize_batch_is_invalid_argument() {
     let fixture = fixture("certify_batch_items_max = 2");
     let items = (0..3).map(|index| certify_request("", &document(90 + index, 10), AGENCY, "x")).collect();
-    let result = fixture.node.signing().await.certify_batch(pb::CertifyBatchRequest { request_id: "b".into(), items }).await;
+    let result = fixture.node.signing().await.certify_batch(pb::CertifyBatchRequest { request_id: "b".into(), items, pin: TEST_PIN.into() }).await;
     assert_status(result, Code::InvalidArgument, "1-2 documents");
 }

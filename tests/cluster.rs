@@ -142,7 +142,7 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_a_node_can_be_removed()
     assert!(status.first_log_index > 10, "the leader compacted its log: {status:?}");
 
     let (grpc, raft) = (free_port(), free_port());
-    let fourth = TestNode::start_config(&dir.path().join("node4"), &layout.config(4, grpc, raft, true));
+    let fourth = TestNode::start_config(&dir.path().join("node4"), &layout.config(4, grpc, raft, true), &layout.tls);
     let via = &nodes[follower(leader, 3)];
     let added = via
         .cluster()
@@ -173,8 +173,8 @@ async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_conver
         .members
         .iter()
         .map(|&(id, grpc, raft)| {
-            let config = layout.config(id, grpc, raft, false).replace("[cluster]", "fault_injection = true\n[cluster]");
-            TestNode::start_config(&dir.path().join(format!("node{id}")), &config)
+            let config = layout.config_with(id, grpc, raft, false, "fault_injection = true\n");
+            TestNode::start_config(&dir.path().join(format!("node{id}")), &config, &layout.tls)
         })
         .collect();
     let old_leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;

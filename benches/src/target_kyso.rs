@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use kyso_proto::v1 as pb;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::load::{Operation, PickRandom};
 use crate::pki::{BenchPki, AGENCY};
@@ -23,24 +23,45 @@ pub const DOSSIER_FILES: usize = 100;
 pub const CERTIFY_BATCH_ITEMS: usize = 100;
 /// How long to keep trying to reach a node that is still starting.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// The benchmark signer's PIN (its key is sealed under the master key and this PIN).
+pub const BENCH_PIN: &str = "246810";
 
-/// Opens `connections` HTTP/2 connections spread over `servers`.
+/// Opens `connections` HTTP/2 connections spread over `servers` (TLS as [`connect_one`]).
 pub async fn connect(servers: &[String], connections: usize) -> anyhow::Result<Vec<Channel>> {
+    let tls = match servers.first() {
+        Some(url) if url.starts_with("https://") => Some(client_tls_from_env()?),
+        _ => None,
+    };
+    connect_with(servers, connections, tls.as_ref()).await
+}
+
+/// Like [`connect`] with the given client TLS (`None`: plain text).
+pub async fn connect_with(servers: &[String], connections: usize, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Vec<Channel>> {
     if servers.is_empty() {
         bail!("name at least one --server");
     }
     let mut channels = Vec::with_capacity(connections.max(1));
     for index in 0..connections.max(1) {
-        channels.push(connect_one(&servers[index % servers.len()]).await?);
+        channels.push(connect_one_with(&servers[index % servers.len()], tls).await?);
     }
     Ok(channels)
 }
 
+/// One connection to `url`. An `https://` URL is dialled with mutual TLS: the CA, client
+/// certificate and key come from KYSO_CA, KYSO_CERT and KYSO_KEY, as for the kyso CLI.
 pub async fn connect_one(url: &str) -> anyhow::Result<Channel> {
+    let tls = if url.starts_with("https://") { Some(client_tls_from_env()?) } else { None };
+    connect_one_with(url, tls.as_ref()).await
+}
+
+async fn connect_one_with(url: &str, tls: Option<&ClientTlsConfig>) -> anyhow::Result<Channel> {
     let deadline = Instant::now() + CONNECT_DEADLINE;
-    let endpoint = Channel::from_shared(url.to_string())
-        .with_context(|| format!("{url} is not a URL such as http://127.0.0.1:7400"))?
+    let mut endpoint = Channel::from_shared(url.to_string())
+        .with_context(|| format!("{url} is not a URL such as https://127.0.0.1:7400"))?
         .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone()).context("the TLS files are not usable")?;
+    }
     loop {
         match endpoint.connect().await {
             Ok(channel) => return Ok(channel),
@@ -48,6 +69,19 @@ pub async fn connect_one(url: &str) -> anyhow::Result<Channel> {
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+}
+
+fn client_tls_from_env() -> anyhow::Result<ClientTlsConfig> {
+    let read = |variable: &str| -> anyhow::Result<Vec<u8>> {
+        let path = std::env::var(variable).with_context(|| format!("set {variable} (KYSO_CA, KYSO_CERT, KYSO_KEY) to reach an https:// node"))?;
+        std::fs::read(&path).with_context(|| format!("cannot read {variable}={path}"))
+    };
+    client_tls(read("KYSO_CA")?, read("KYSO_CERT")?, read("KYSO_KEY")?)
+}
+
+/// Client TLS trusting `ca_pem` and presenting the certificate `cert_pem` with `key_pem`.
+pub fn client_tls(ca_pem: Vec<u8>, cert_pem: Vec<u8>, key_pem: Vec<u8>) -> anyhow::Result<ClientTlsConfig> {
+    Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem)).identity(Identity::from_pem(cert_pem, key_pem)))
 }
 
 fn signing(channel: &Channel) -> pb::signing_service_client::SigningServiceClient<Channel> {
@@ -69,6 +103,7 @@ pub async fn register_signer(channel: &Channel, pki: &BenchPki) -> anyhow::Resul
         agency_ids: vec![AGENCY.into()],
         certificate_chain: pki.signer.cert_pem().into_bytes(),
         private_key_pkcs8: pki.signer.key_pem().as_bytes().to_vec(),
+        pin: BENCH_PIN.into(),
     };
     // A cluster that just started may still be electing its leader: UNAVAILABLE until then.
     let deadline = Instant::now() + CONNECT_DEADLINE;
@@ -147,6 +182,7 @@ pub async fn certify_once(channel: &Channel, seed: u64, signer_id: &str, documen
         let request = pb::CertifyBatchRequest {
             request_id: format!("bench-{seed}-verify-batch-{batch}-{}", documents.len()),
             items: items.iter().map(|hash| certify_request(String::new(), hash, signer_id)).collect(),
+            pin: BENCH_PIN.into(),
         };
         let response = signing(channel).certify_batch(request).await.context("CertifyBatch in setup failed")?.into_inner();
         codes.extend(response.certifications.into_iter().map(|certification| certification.lookup_code));
@@ -162,6 +198,7 @@ fn certify_request(request_id: String, hash: &[u8; 32], signer_id: &str) -> pb::
         agency_id: AGENCY.into(),
         signer_id: signer_id.into(),
         dossier_id: String::new(),
+        pin: BENCH_PIN.into(),
     }
 }
 

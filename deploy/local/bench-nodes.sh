@@ -8,7 +8,9 @@
 #
 # One node runs standalone on ephemeral ports. N > 1 nodes form a Raft cluster on fixed
 # ports from BENCH_CLUSTER_PORT_BASE (default 46000): node i takes base+10i (gRPC), +1
-# (HTTP), +2 (Raft), and all share one master key and log key (`kyso init-keys`). `start`
+# (HTTP), +2 (Raft), and all share one master key and log key (`kyso init-keys`). Clients
+# and peers use mutual TLS with the development certificates in DIR/shared/tls (the
+# generator reads KYSO_CA, KYSO_CERT, KYSO_KEY: ca.pem, client.pem, client.key). `start`
 # waits until each node prints its addresses, then writes one gRPC URL per line to
 # DIR/servers.txt and each process id to DIR/pids/kyso-<pid>.pid. `stop` sends SIGTERM to
 # exactly those process ids and waits for them. Nothing else is ever signalled.
@@ -18,7 +20,7 @@ NODE_START_SECONDS_MAX=120
 NODE_STOP_SECONDS_MAX=30
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -26,14 +28,39 @@ port() { # node, offset
   echo $((${BENCH_CLUSTER_PORT_BASE:-46000} + 10 * $1 + $2))
 }
 
+# TLS, the operator's grant, and per-client limits lifted: every benchmark client
+# presents the same certificate from 127.0.0.1.
+security_config() {
+  local dir=$1 kyso=$2
+  cat <<CONFIG
+[tls]
+cert_file = "$dir/shared/tls/node.pem"
+key_file = "$dir/shared/tls/node.key"
+client_ca_files = ["$dir/shared/tls/client-ca.pem"]
+cluster_ca_file = "$dir/shared/tls/ca.pem"
+
+[[access.principals]]
+certificate_sha256 = "$("$kyso" tls fingerprint "$dir/shared/tls/client.pem")"
+name = "benchmark operator"
+roles = ["admin", "clerk", "signer", "verifier"]
+agency_ids = ["*"]
+signer_ids = ["*"]
+
+[limits]
+client_requests_per_second_max = 1000000
+CONFIG
+}
+
 node_config() {
-  local index=$1 nodes=$2 dir=$3 ca=$4
+  local index=$1 nodes=$2 dir=$3 ca=$4 kyso=$5
   if ((nodes == 1)); then
     cat <<CONFIG
 data_dir = "data"
 grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 trust_anchor_files = ["$ca"]
+
+$(security_config "$dir" "$kyso")
 CONFIG
     return
   fi
@@ -48,6 +75,8 @@ http_addr = "127.0.0.1:$(port "$index" 1)"
 master_key_file = "$dir/shared/master.key"
 log_key_file = "$dir/shared/log.key"
 trust_anchor_files = ["$ca"]
+
+$(security_config "$dir" "$kyso")
 
 [cluster]
 node_id = $index
@@ -83,13 +112,13 @@ start() {
         fi
       done
     done
-    "$kyso" init-keys --dir "$dir/shared" >/dev/null
   fi
+  "$kyso" init-keys --dir "$dir/shared" >/dev/null
   : >"$dir/servers.txt"
   for ((index = 1; index <= nodes; index++)); do
     local node_dir="$dir/node$index"
     mkdir -p "$node_dir"
-    node_config "$index" "$nodes" "$dir" "$ca" >"$node_dir/kyso.toml"
+    node_config "$index" "$nodes" "$dir" "$ca" "$kyso" >"$node_dir/kyso.toml"
     KYSO_LOG=${KYSO_LOG:-warn} "$kyso" node --config "$node_dir/kyso.toml" >"$node_dir/stdout.log" 2>"$node_dir/stderr.log" &
     local pid=$!
     echo "$pid" >"$dir/pids/kyso-$pid.pid"
@@ -109,8 +138,8 @@ start() {
     done
     local grpc
     grpc=$(grep -m1 '^kyso node listening' "$node_dir/stdout.log" | sed -E 's/.*grpc=([^ ]+).*/\1/')
-    echo "http://$grpc" >>"$dir/servers.txt"
-    echo "node $index: pid $pid, grpc http://$grpc"
+    echo "https://$grpc" >>"$dir/servers.txt"
+    echo "node $index: pid $pid, grpc https://$grpc"
   done
 }
 

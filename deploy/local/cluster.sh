@@ -10,6 +10,10 @@
 # Node I listens on gRPC 127.0.0.1:741I, HTTP 127.0.0.1:749I, Raft 127.0.0.1:751I. State,
 # logs and pid files live in deploy/local/run/ (override with KYSO_LOCAL_DIR). The binary
 # is target/release/kyso unless KYSO_BIN names another.
+#
+# Clients use mutual TLS with run/shared/tls/ (CA ca.pem, operator client.pem/client.key,
+# which holds every role): export KYSO_CA, KYSO_CERT and KYSO_KEY as `up` prints. Nodes talk
+# mutual TLS on the peer port too, with node.pem from the same cluster CA.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -27,7 +31,8 @@ ensure_binary() {
 }
 
 write_config() { # node count
-  local i=$1 n=$2 members=""
+  local i=$1 n=$2 members="" operator
+  operator="$("$bin" tls fingerprint "$run/shared/tls/client.pem")"
   for j in $(seq 1 "$n"); do
     members+="  { id = $j, raft_addr = \"127.0.0.1:$(raft_port "$j")\", client_addr = \"127.0.0.1:$(grpc_port "$j")\" },"$'\n'
   done
@@ -40,6 +45,19 @@ master_key_file = "$run/shared/master.key"
 log_key_file = "$run/shared/log.key"
 trust_anchor_files = ["$run/shared/dev-pki/ca.pem"]
 public_base_url = "http://127.0.0.1:$(http_port "$i")"
+
+[tls]
+cert_file = "$run/shared/tls/node.pem"
+key_file = "$run/shared/tls/node.key"
+client_ca_files = ["$run/shared/tls/client-ca.pem"]
+cluster_ca_file = "$run/shared/tls/ca.pem"
+
+[[access.principals]]
+certificate_sha256 = "$operator"
+name = "local cluster operator"
+roles = ["admin", "clerk", "signer", "verifier"]
+agency_ids = ["*"]
+signer_ids = ["*"]
 
 [cluster]
 node_id = $i
@@ -72,6 +90,7 @@ case "${1:-}" in
       start_node "$i"
     done
     echo "signer cert/key for 'kyso signer add': $run/shared/dev-pki/signer.pem $run/shared/dev-pki/signer.key"
+    echo "export KYSO_CA=$run/shared/tls/ca.pem KYSO_CERT=$run/shared/tls/client.pem KYSO_KEY=$run/shared/tls/client.key KYSO_SERVER=https://127.0.0.1:$(grpc_port 1)"
     ;;
   down)
     for pidfile in "$run"/node*/pid; do
@@ -85,7 +104,8 @@ case "${1:-}" in
     for dir in "$run"/node*; do
       i="${dir##*node}"
       echo "--- node $i"
-      "$bin" cluster status --server "http://127.0.0.1:$(grpc_port "$i")" || true
+      "$bin" cluster status --server "https://127.0.0.1:$(grpc_port "$i")" --ca "$run/shared/tls/ca.pem" \
+        --cert "$run/shared/tls/client.pem" --key "$run/shared/tls/client.key" || true
     done
     ;;
   kill)

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use kyso_cluster::Proposer;
 use kyso_proto::v1 as pb;
 use tokio::sync::{mpsc, Semaphore};
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::grpc::STREAM_BUFFER_MESSAGES_MAX;
@@ -29,11 +29,14 @@ pub const PEER_MESSAGE_SIZE_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub struct AdminApi<P: Proposer> {
     kyso: Arc<Kyso<P>>,
     scrubs: Arc<Semaphore>,
+    /// TLS toward other nodes' client ports (this node's certificate; the cluster CA as
+    /// root); `None` when this node has no TLS identity.
+    to_nodes: Option<ClientTlsConfig>,
 }
 
 impl<P: Proposer> AdminApi<P> {
-    pub fn new(kyso: Arc<Kyso<P>>) -> Self {
-        AdminApi { kyso, scrubs: Arc::new(Semaphore::new(1)) }
+    pub fn new(kyso: Arc<Kyso<P>>, to_nodes: Option<ClientTlsConfig>) -> Self {
+        AdminApi { kyso, scrubs: Arc::new(Semaphore::new(1)), to_nodes }
     }
 }
 
@@ -49,7 +52,7 @@ impl<P: Proposer> pb::admin_service_server::AdminService for AdminApi<P> {
         let timeout = Duration::from_secs(self.kyso.limits().request_timeout_seconds);
         let peer = match request.repair_from.trim() {
             "" => None,
-            url => Some(GrpcPeer::new(url, timeout)?),
+            url => Some(GrpcPeer::new(url, timeout, self.to_nodes.as_ref())?),
         };
         let permit = self
             .scrubs
@@ -120,15 +123,26 @@ pub struct GrpcPeer {
 }
 
 impl GrpcPeer {
-    pub fn new(url: &str, message_timeout: Duration) -> Result<GrpcPeer, Status> {
+    /// A peer at `url`; an `https://` URL is dialled with `tls` (this node's identity).
+    pub fn new(url: &str, message_timeout: Duration, tls: Option<&ClientTlsConfig>) -> Result<GrpcPeer, Status> {
         if !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(Status::invalid_argument(format!(
-                "repair_from {url:?} must be a gRPC URL such as http://10.0.0.2:7400"
+                "repair_from {url:?} must be a gRPC URL such as https://10.0.0.2:7400"
             )));
         }
-        let endpoint = Endpoint::from_shared(url.to_string())
+        let mut endpoint = Endpoint::from_shared(url.to_string())
             .map_err(|error| Status::invalid_argument(format!("repair_from {url:?} is not a usable URL: {error}")))?
             .connect_timeout(Duration::from_secs(PEER_CONNECT_TIMEOUT_SECONDS));
+        if url.starts_with("https://") {
+            let tls = tls.ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "repair_from {url:?} needs TLS, but this node has no certificate to present (tls.cert_file, tls.cluster_ca_file)"
+                ))
+            })?;
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|error| Status::invalid_argument(format!("repair_from {url:?}: TLS is not usable: {error}")))?;
+        }
         Ok(GrpcPeer { url: url.to_string(), endpoint, message_timeout })
     }
 

@@ -9,9 +9,10 @@ use kyso_cluster::ProposeError;
 use kyso_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::grpc::GrpcApi;
+use super::grpc::{caller_of, GrpcApi};
 use super::status::to_status;
-use crate::consensus::{role_name, Consensus};
+use crate::access::{self, Caller};
+use crate::consensus::{role_name, Consensus, PeerPort};
 use crate::domain::Sha256;
 
 /// Deadline of a membership change forwarded to the leader (it waits for catch-up).
@@ -43,7 +44,9 @@ impl ClusterApi {
     }
 
     /// Runs a membership operation; on a follower, sends the same request to the leader.
-    async fn admin<F, Fut>(&self, operation: F, forward: AdminForward) -> Result<Response<pb::ClusterStatus>, Status>
+    /// The node that an admin called records the change in the log (a forwarded call,
+    /// whose caller is a node, is not recorded twice).
+    async fn admin<F, Fut>(&self, caller: &Caller, operation: F, forward: AdminForward) -> Result<Response<pb::ClusterStatus>, Status>
     where
         F: FnOnce(kyso_cluster::raft::RaftNode) -> Fut,
         Fut: std::future::Future<Output = Result<(), AdminError>>,
@@ -55,10 +58,35 @@ impl ClusterApi {
             .raft()
             .cloned()
             .ok_or_else(|| Status::failed_precondition("this node is standalone; start it with a [cluster] section"))?;
-        match operation(node).await {
-            Ok(()) => Ok(Response::new(self.status_message()?)),
-            Err(AdminError::NotLeader { leader: Some(leader) }) => forward_admin(&leader, forward).await,
-            Err(error) => Err(admin_status(error)),
+        let change = forward.describe();
+        let response = match operation(node).await {
+            Ok(()) => Response::new(self.status_message()?),
+            Err(AdminError::NotLeader { leader: Some(leader) }) => self.forward_admin(&leader, forward).await?,
+            Err(error) => return Err(admin_status(error)),
+        };
+        if !caller.has(access::Role::Node) {
+            if let Err(error) = self.api.kyso.audit_cluster_change(&caller.actor, &change).await {
+                tracing::error!(%error, change, "the membership change is done but could not be recorded in the log");
+            }
+        }
+        Ok(response)
+    }
+
+    async fn forward_admin(&self, leader: &str, request: AdminForward) -> Result<Response<pb::ClusterStatus>, Status> {
+        let peers = self.api.kyso.proposer().peers().ok_or_else(|| Status::internal("a standalone node has no leader to forward to"))?;
+        let channel = peers
+            .channel(leader, PeerPort::Client)
+            .map_err(|error| Status::unavailable(format!("cannot reach the leader at {leader}: {error}")))?;
+        let mut client = pb::cluster_service_client::ClusterServiceClient::new(channel);
+        fn call<T>(message: T) -> tonic::Request<T> {
+            let mut request = tonic::Request::new(message);
+            request.set_timeout(ADMIN_FORWARD_TIMEOUT);
+            request
+        }
+        match request {
+            AdminForward::Add(request) => client.add_node(call(request)).await,
+            AdminForward::Remove(request) => client.remove_node(call(request)).await,
+            AdminForward::Transfer(request) => client.transfer_leader(call(request)).await,
         }
     }
 }
@@ -70,18 +98,13 @@ pub enum AdminForward {
     Transfer(pb::TransferLeaderRequest),
 }
 
-async fn forward_admin(leader: &str, request: AdminForward) -> Result<Response<pb::ClusterStatus>, Status> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{leader}"))
-        .map_err(|error| Status::internal(format!("bad leader address {leader}: {error}")))?
-        .timeout(ADMIN_FORWARD_TIMEOUT)
-        .connect()
-        .await
-        .map_err(|error| Status::unavailable(format!("cannot reach the leader at {leader}: {error}")))?;
-    let mut client = pb::cluster_service_client::ClusterServiceClient::new(channel);
-    match request {
-        AdminForward::Add(request) => client.add_node(request).await,
-        AdminForward::Remove(request) => client.remove_node(request).await,
-        AdminForward::Transfer(request) => client.transfer_leader(request).await,
+impl AdminForward {
+    fn describe(&self) -> String {
+        match self {
+            AdminForward::Add(request) => format!("add node {} raft {} client {}", request.id, request.raft_addr, request.client_addr),
+            AdminForward::Remove(request) => format!("remove node {}", request.id),
+            AdminForward::Transfer(request) => format!("transfer leadership to node {}", request.id),
+        }
     }
 }
 
@@ -132,22 +155,25 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
     }
 
     async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let forward = AdminForward::Add(request.clone());
-        self.admin(move |node| async move { node.add_node(request.id, request.raft_addr, request.client_addr).await }, forward)
+        self.admin(&caller, move |node| async move { node.add_node(request.id, request.raft_addr, request.client_addr).await }, forward)
             .await
     }
 
     async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let forward = AdminForward::Remove(request.clone());
-        self.admin(move |node| async move { node.remove_node(request.id).await }, forward).await
+        self.admin(&caller, move |node| async move { node.remove_node(request.id).await }, forward).await
     }
 
     async fn transfer_leader(&self, request: Request<pb::TransferLeaderRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let forward = AdminForward::Transfer(request.clone());
-        self.admin(move |node| async move { node.transfer_leader(request.id).await }, forward).await
+        self.admin(&caller, move |node| async move { node.transfer_leader(request.id).await }, forward).await
     }
 
     async fn inject_fault(&self, request: Request<pb::InjectFaultRequest>) -> Result<Response<pb::InjectFaultResponse>, Status> {

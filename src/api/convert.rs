@@ -2,7 +2,8 @@
 
 use kyso_proto::v1 as pb;
 
-use crate::domain::{ArchivedFile, Certification, CertificationKind, Dossier, Signer};
+use crate::access::{Principal, Role};
+use crate::domain::{ArchivedFile, Certification, CertificationKind, Dossier, Sha256, Signer, SignerRevocation};
 use crate::service::log::SignedCheckpoint;
 use crate::service::verify::{Verification, VerifiedCertification};
 use crate::state::LogProof;
@@ -108,7 +109,54 @@ fn verified_to_proto(verified: &VerifiedCertification) -> pb::VerifiedCertificat
         signature_valid: verified.signature_valid,
         chain_valid_at_signing: verified.chain_valid_at_signing,
         summary: verified.summary.clone(),
+        signer_revocation: verified.signer_revocation.as_ref().map(signer_revocation_to_proto),
     }
+}
+
+pub fn signer_revocation_to_proto(revocation: &SignerRevocation) -> pb::SignerRevocation {
+    pb::SignerRevocation {
+        signer_id: revocation.signer_id.clone(),
+        serial_hex: revocation.serial_hex.clone(),
+        issuer: revocation.issuer.clone(),
+        revoked_at_unix: revocation.revoked_at_unix,
+        reason: revocation.reason.clone(),
+        crl_sha256: revocation.crl_sha256.0.to_vec(),
+    }
+}
+
+pub fn principal_to_proto(principal: &Principal) -> pb::Principal {
+    pb::Principal {
+        certificate_sha256: principal.certificate_sha256.0.to_vec(),
+        name: principal.name.clone(),
+        roles: principal.roles.iter().map(|role| role.as_str().to_string()).collect(),
+        agency_ids: principal.agency_ids.clone(),
+        signer_ids: principal.signer_ids.clone(),
+    }
+}
+
+pub fn principal_from_proto(request: &pb::SetAccessRequest) -> Result<Principal, tonic::Status> {
+    let certificate_sha256 = Sha256::from_slice(&request.certificate_sha256).ok_or_else(|| {
+        tonic::Status::invalid_argument(format!("certificate_sha256 must be 32 bytes, got {}", request.certificate_sha256.len()))
+    })?;
+    if request.roles.len() > 8 {
+        return Err(tonic::Status::invalid_argument("at most 8 roles"));
+    }
+    let roles = request
+        .roles
+        .iter()
+        .map(|name| {
+            Role::parse(name).ok_or_else(|| {
+                tonic::Status::invalid_argument(format!("unknown role {name:?}; use admin, clerk, signer, verifier or public"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Principal {
+        certificate_sha256,
+        name: request.name.clone(),
+        roles,
+        agency_ids: request.agency_ids.clone(),
+        signer_ids: request.signer_ids.clone(),
+    })
 }
 
 pub fn verification_to_proto(verification: &Verification, correlation_id: String) -> pb::VerifyResponse {

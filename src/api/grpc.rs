@@ -1,5 +1,7 @@
 //! tonic services for kyso.v1. Each handler decodes, calls one service method under the
-//! request timeout, and encodes; streams are bounded in message size, count and idle time.
+//! request timeout, and encodes; streams are bounded in message size, count, idle time and
+//! total time. The caller ([`Caller`]) comes from the auth layer (`api::auth`), which has
+//! already checked the RPC's roles; services check agency and signer scopes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +19,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use super::status::to_status;
 use crate::archive::{SpoolWriter, SpooledBlob};
+use crate::access::{Actor, Caller};
 use crate::domain::{ArchivedFile, Sha256};
 use crate::service::archive::NewDossier;
-use crate::service::signing::{CertifyItem, NewSigner};
+use crate::service::signing::{CertifyItem, NewSigner, SubmittedSignature};
 use crate::service::verify::VerifySubject;
 use crate::service::{Kyso, ServiceError};
 
@@ -27,6 +30,14 @@ use crate::service::{Kyso, ServiceError};
 pub const BLOB_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
 /// Responses buffered per outbound stream before the handler waits for the client.
 pub const STREAM_BUFFER_MESSAGES_MAX: usize = 16;
+/// Longest `correlation_id` of a verify request, in bytes.
+pub const CORRELATION_ID_BYTES_MAX: usize = 128;
+
+/// The caller the auth layer attached to this request. A request that did not pass the
+/// layer (an in-process call) is anonymous, with the public role only.
+pub(crate) fn caller_of<T>(request: &Request<T>) -> Caller {
+    request.extensions().get::<Caller>().cloned().unwrap_or_else(|| Caller::public(Actor::anonymous()))
+}
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -102,7 +113,7 @@ impl IncomingFile {
 }
 
 impl<P: Proposer> GrpcApi<P> {
-    async fn receive_dossier(&self, mut stream: Streaming<pb::UploadDossierRequest>) -> Result<pb::UploadDossierResponse, Status> {
+    async fn receive_dossier(&self, caller: &Caller, mut stream: Streaming<pb::UploadDossierRequest>) -> Result<pb::UploadDossierResponse, Status> {
         let metadata = match self.next_message(&mut stream).await?.and_then(|message| message.part) {
             Some(Part::Metadata(metadata)) => metadata,
             _ => return Err(Status::invalid_argument("the first message of UploadDossier must be metadata")),
@@ -115,7 +126,7 @@ impl<P: Proposer> GrpcApi<P> {
             received_date: metadata.received_date,
             private_fields: metadata.private_fields.into_iter().collect(),
         };
-        self.kyso.check_new_dossier(&dossier).map_err(to_status)?;
+        self.kyso.check_new_dossier(caller, &dossier).map_err(to_status)?;
         let mut files: Vec<ArchivedFile> = Vec::new();
         let mut current: Option<IncomingFile> = None;
         while let Some(message) = self.next_message(&mut stream).await? {
@@ -135,7 +146,7 @@ impl<P: Proposer> GrpcApi<P> {
         if let Some(file) = current.take() {
             files.push(self.store(file).await?);
         }
-        let record = self.bounded(self.kyso.archive_dossier(dossier, files)).await?;
+        let record = self.bounded(self.kyso.archive_dossier(caller, dossier, files)).await?;
         Ok(pb::UploadDossierResponse {
             dossier_id: record.id.clone(),
             files: record.files.iter().map(convert::file_to_proto).collect(),
@@ -195,12 +206,21 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
             .await
             .map_err(|_| Status::resource_exhausted("too many uploads in progress; retry shortly"))?
             .map_err(|_| Status::unavailable("node is shutting down"))?;
-        self.receive_dossier(request.into_inner()).await.map(Response::new)
+        let caller = caller_of(&request);
+        let stream_max = Duration::from_secs(self.kyso.limits().upload_stream_seconds_max);
+        match tokio::time::timeout(stream_max, self.receive_dossier(&caller, request.into_inner())).await {
+            Ok(result) => result.map(Response::new),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the upload lasted more than {} s and was cut; split the dossier or ask the operator to raise limits.upload_stream_seconds_max",
+                stream_max.as_secs()
+            ))),
+        }
     }
 
     async fn get_dossier(&self, request: Request<pb::GetDossierRequest>) -> Result<Response<pb::Dossier>, Status> {
+        let caller = caller_of(&request);
         let id = request.into_inner().dossier_id;
-        let dossier = self.bounded(self.kyso.get_dossier(&id)).await?;
+        let dossier = self.bounded(self.kyso.get_dossier(&caller, &id)).await?;
         Ok(Response::new(convert::dossier_to_proto(&dossier)))
     }
 
@@ -244,6 +264,7 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
 impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn register_signer(&self, request: Request<pb::RegisterSignerRequest>) -> Result<Response<pb::Signer>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let new = NewSigner {
             request_id: request.request_id,
@@ -252,25 +273,30 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
             agency_ids: request.agency_ids,
             certificate_chain: request.certificate_chain,
             private_key: request.private_key_pkcs8,
+            pin: request.pin,
         };
-        let signer = self.bounded(self.kyso.register_signer(new)).await?;
+        let signer = self.bounded(self.kyso.register_signer(&caller, new)).await?;
         Ok(Response::new(convert::signer_to_proto(&signer)))
     }
 
     #[tracing::instrument(skip_all)]
     async fn certify(&self, request: Request<pb::CertifyRequest>) -> Result<Response<pb::Certification>, Status> {
-        let request = request.into_inner();
+        let caller = caller_of(&request);
+        let mut request = request.into_inner();
         let request_id = request.request_id.clone();
-        let mut certifications = self.bounded(self.kyso.certify(&request_id, vec![certify_item(request)])).await?;
+        let pin = zeroize::Zeroizing::new(std::mem::take(&mut request.pin));
+        let mut certifications = self.bounded(self.kyso.certify(&caller, &request_id, vec![certify_item(request)], &pin)).await?;
         let certification = certifications.pop().ok_or_else(|| Status::internal("certify produced no certification"))?;
         Ok(Response::new(convert::certification_to_proto(&certification)))
     }
 
     #[tracing::instrument(skip_all)]
     async fn certify_batch(&self, request: Request<pb::CertifyBatchRequest>) -> Result<Response<pb::CertifyBatchResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
+        let pin = zeroize::Zeroizing::new(request.pin);
         let items = request.items.into_iter().map(certify_item).collect();
-        let certifications = self.bounded(self.kyso.certify(&request.request_id, items)).await?;
+        let certifications = self.bounded(self.kyso.certify(&caller, &request.request_id, items, &pin)).await?;
         Ok(Response::new(pb::CertifyBatchResponse {
             certifications: certifications.iter().map(convert::certification_to_proto).collect(),
         }))
@@ -281,9 +307,57 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
         &self,
         request: Request<pb::RevokeCertificationRequest>,
     ) -> Result<Response<pb::Certification>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
-        let certification = self.bounded(self.kyso.revoke(&request.request_id, &request.lookup_code, &request.reason)).await?;
+        let certification = self.bounded(self.kyso.revoke(&caller, &request.request_id, &request.lookup_code, &request.reason)).await?;
         Ok(Response::new(convert::certification_to_proto(&certification)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn submit_signature(&self, request: Request<pb::SubmitSignatureRequest>) -> Result<Response<pb::Certification>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let submitted = SubmittedSignature {
+            item: CertifyItem {
+                document_sha256: request.document_sha256,
+                kind: convert::kind_from_proto(request.kind),
+                agency_id: request.agency_id,
+                signer_id: request.signer_id,
+                dossier_id: request.dossier_id,
+            },
+            cms_der: request.cms_signature,
+        };
+        let certification = self.bounded(self.kyso.submit_signature(&caller, &request.request_id, submitted)).await?;
+        Ok(Response::new(convert::certification_to_proto(&certification)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn import_crl(&self, request: Request<pb::ImportCrlRequest>) -> Result<Response<pb::ImportCrlResponse>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let limit = self.kyso.limits().crl_size_bytes_max;
+        if request.crl.len() > limit {
+            return Err(Status::invalid_argument(format!("crl is {} bytes; the limit is {limit}", request.crl.len())));
+        }
+        let revoked = self.bounded(self.kyso.import_crl(&caller, &request.request_id, &request.crl)).await?;
+        Ok(Response::new(pb::ImportCrlResponse { revoked: revoked.iter().map(convert::signer_revocation_to_proto).collect() }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn unlock_signer(&self, request: Request<pb::UnlockSignerRequest>) -> Result<Response<pb::Signer>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let signer = self.bounded(self.kyso.unlock_signer(&caller, &request.request_id, &request.signer_id)).await?;
+        Ok(Response::new(convert::signer_to_proto(&signer)))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn change_signer_pin(&self, request: Request<pb::ChangeSignerPinRequest>) -> Result<Response<pb::Signer>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let (pin, new_pin) = (zeroize::Zeroizing::new(request.pin), zeroize::Zeroizing::new(request.new_pin));
+        let signer = self.bounded(self.kyso.change_pin(&caller, &request.request_id, &request.signer_id, &pin, &new_pin)).await?;
+        Ok(Response::new(convert::signer_to_proto(&signer)))
     }
 }
 
@@ -308,6 +382,9 @@ fn verify_subject(subject: Option<Subject>) -> Result<VerifySubject, ServiceErro
 
 impl<P: Proposer> GrpcApi<P> {
     async fn verify_one(&self, request: pb::VerifyRequest) -> Result<pb::VerifyResponse, Status> {
+        if request.correlation_id.len() > CORRELATION_ID_BYTES_MAX {
+            return Err(Status::invalid_argument(format!("correlation_id is longer than {CORRELATION_ID_BYTES_MAX} bytes")));
+        }
         let subject = verify_subject(request.subject).map_err(to_status)?;
         let verification = self.bounded(self.kyso.verify(subject)).await?;
         Ok(convert::verification_to_proto(&verification, request.correlation_id))
@@ -402,6 +479,29 @@ impl<P: Proposer> pb::log_service_server::LogService for GrpcApi<P> {
         let entries = self.bounded(self.kyso.log_entries(request.start, request.end)).await?;
         Ok(Response::new(pb::GetEntriesResponse {
             entries: entries.into_iter().map(|(leaf_index, leaf_data)| pb::LogEntry { leaf_index, leaf_data }).collect(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<P: Proposer> pb::access_service_server::AccessService for GrpcApi<P> {
+    #[tracing::instrument(skip_all)]
+    async fn set_access(&self, request: Request<pb::SetAccessRequest>) -> Result<Response<pb::Principal>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let principal = convert::principal_from_proto(&request)?;
+        let principal = self.bounded(self.kyso.set_access(&caller, &request.request_id, principal)).await?;
+        Ok(Response::new(convert::principal_to_proto(&principal)))
+    }
+
+    async fn who_am_i(&self, request: Request<pb::WhoAmIRequest>) -> Result<Response<pb::Principal>, Status> {
+        let caller = caller_of(&request);
+        Ok(Response::new(pb::Principal {
+            certificate_sha256: caller.actor.certificate_sha256.map(|hash| hash.0.to_vec()).unwrap_or_default(),
+            name: caller.actor.name.clone(),
+            roles: caller.roles.iter().map(|role| role.as_str().to_string()).collect(),
+            agency_ids: caller.agency_ids.clone(),
+            signer_ids: caller.signer_ids.clone(),
         }))
     }
 }

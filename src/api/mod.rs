@@ -2,6 +2,7 @@
 //! call a service, encode. Only this module and `cli` know prost and tonic types; service
 //! errors become gRPC statuses in exactly one place ([`status::to_status`]).
 
+pub mod auth;
 pub mod cluster;
 pub mod admin;
 pub mod convert;
@@ -9,3 +10,4 @@ pub mod grpc;
 pub mod http;
 pub mod public;
 pub mod status;
+pub mod tls;

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kyso_proto::v1 as pb;
 use serde_json::json;
 use tokio::io::AsyncReadExt;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::domain::Sha256;
 
@@ -19,20 +19,40 @@ pub const CLIENT_MESSAGE_SIZE_BYTES_MAX: usize = 66 * 1024 * 1024;
 
 #[derive(Debug, Args, Clone)]
 pub struct Connection {
-    /// gRPC address of any node.
-    #[arg(long, default_value = "http://127.0.0.1:7400", env = "KYSO_SERVER")]
+    /// gRPC address of any node: https://HOST:PORT (mutual TLS), or http://HOST:PORT only
+    /// for a node started with tls.insecure_plaintext_clients (public calls only).
+    #[arg(long, default_value = "https://127.0.0.1:7400", env = "KYSO_SERVER")]
     pub server: String,
+    /// PEM of the CA that issued the node's certificate (the cluster CA).
+    #[arg(long, default_value = "kyso-data/tls/ca.pem", env = "KYSO_CA")]
+    pub ca: PathBuf,
+    /// Your client certificate (PEM): it decides your roles.
+    #[arg(long, default_value = "kyso-data/tls/client.pem", env = "KYSO_CERT")]
+    pub cert: PathBuf,
+    /// The PKCS#8 key (PEM) of --cert.
+    #[arg(long, default_value = "kyso-data/tls/client.key", env = "KYSO_KEY")]
+    pub key: PathBuf,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub(crate) async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
-    Channel::from_shared(connection.server.clone())
-        .context("--server must be a URL such as http://127.0.0.1:7400")?
+    let mut endpoint = Channel::from_shared(connection.server.clone())
+        .context("--server must be a URL such as https://127.0.0.1:7400")?;
+    if connection.server.starts_with("https://") {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read the {what} {} (see --ca, --cert, --key)", path.display()))
+        };
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&connection.ca, "CA certificate")?))
+            .identity(Identity::from_pem(read(&connection.cert, "client certificate")?, read(&connection.key, "client key")?));
+        endpoint = endpoint.tls_config(tls).context("the TLS files are not usable")?;
+    }
+    endpoint
         .connect()
         .await
-        .with_context(|| format!("cannot reach kyso at {}; is the node running?", connection.server))
+        .with_context(|| format!("cannot reach kyso at {}; is the node running, and do --ca, --cert and --key fit it?", connection.server))
 }
 
 /// A fresh random request id (retries of one command reuse it).
@@ -205,6 +225,32 @@ pub enum KindArg {
     Copy,
 }
 
+impl KindArg {
+    pub fn to_proto(self) -> pb::CertificationKind {
+        match self {
+            KindArg::Result => pb::CertificationKind::Result,
+            KindArg::Copy => pb::CertificationKind::CertifiedCopy,
+        }
+    }
+}
+
+/// What a certification says, server-side or client-side.
+#[derive(Debug, Args)]
+pub struct CertificationArgs {
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    #[arg(long)]
+    pub agency: String,
+    /// Signer id (hex fingerprint printed by `kyso signer add` or `kyso dev`).
+    #[arg(long)]
+    pub signer: String,
+    #[arg(long, default_value = "")]
+    pub dossier: String,
+    /// Idempotency key; reuse it to retry safely.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct CertifyArgs {
     #[command(flatten)]
@@ -215,20 +261,14 @@ pub struct CertifyArgs {
     /// An archived document's file (hashed locally); repeatable.
     #[arg(long = "file")]
     pub files: Vec<PathBuf>,
-    #[arg(long, value_enum)]
-    pub kind: KindArg,
-    #[arg(long)]
-    pub agency: String,
-    /// Signer id (hex fingerprint printed by `kyso signer add` or `kyso dev`).
-    #[arg(long)]
-    pub signer: String,
-    #[arg(long, default_value = "")]
-    pub dossier: String,
-    #[arg(long)]
-    pub request_id: Option<String>,
+    #[command(flatten)]
+    pub certification: CertificationArgs,
     /// Write each CMS signature to DIR/<lookup code>.p7s.
     #[arg(long)]
     pub signature_dir: Option<PathBuf>,
+    /// The signer's PIN, which unlocks its server-held key (once for the whole batch).
+    #[arg(long, env = "KYSO_PIN", hide_env_values = true)]
+    pub pin: String,
 }
 
 fn hash_file(path: &std::path::Path) -> anyhow::Result<Sha256> {
@@ -247,20 +287,19 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
     if hashes.is_empty() {
         bail!("name at least one document with --hash or --file");
     }
-    let kind = match args.kind {
-        KindArg::Result => pb::CertificationKind::Result,
-        KindArg::Copy => pb::CertificationKind::CertifiedCopy,
-    };
-    let request_id = args.request_id.clone().unwrap_or_else(new_request_id);
+    let target = &args.certification;
+    let kind = target.kind.to_proto();
+    let request_id = target.request_id.clone().unwrap_or_else(new_request_id);
     let items: Vec<pb::CertifyRequest> = hashes
         .iter()
         .map(|hash| pb::CertifyRequest {
             request_id: request_id.clone(),
             document_sha256: hash.0.to_vec(),
             kind: kind as i32,
-            agency_id: args.agency.clone(),
-            signer_id: args.signer.clone(),
-            dossier_id: args.dossier.clone(),
+            agency_id: target.agency.clone(),
+            signer_id: target.signer.clone(),
+            dossier_id: target.dossier.clone(),
+            pin: args.pin.clone(),
         })
         .collect();
     let mut client = pb::signing_service_client::SigningServiceClient::new(channel(&args.connection).await?)
@@ -269,7 +308,7 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
         let item = items.into_iter().next().expect("one item");
         vec![client.certify(item).await.map_err(status_error)?.into_inner()]
     } else {
-        let batch = pb::CertifyBatchRequest { request_id, items };
+        let batch = pb::CertifyBatchRequest { request_id, items, pin: args.pin.clone() };
         client.certify_batch(batch).await.map_err(status_error)?.into_inner().certifications
     };
     if let Some(dir) = &args.signature_dir {
@@ -361,7 +400,8 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let all_valid = response.certifications.iter().all(|verified| verified.summary == "valid");
+    // "valid" or "valid: signed before the signer's certificate was revoked ...".
+    let all_valid = response.certifications.iter().all(|verified| verified.summary == "valid" || verified.summary.starts_with("valid: "));
     if let Some(path) = &args.bundle {
         let bundle = super::log::bundle_from_response(&response)?;
         std::fs::write(path, bundle.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
@@ -453,8 +493,11 @@ pub struct SignerAddArgs {
     #[arg(long)]
     pub cert: PathBuf,
     /// PKCS#8 private key (PEM or DER) for server-side signing.
-    #[arg(long)]
+    #[arg(long = "private-key")]
     pub key: Option<PathBuf>,
+    /// The signer's PIN (8-128 characters) sealing --private-key with the master key.
+    #[arg(long, env = "KYSO_PIN", hide_env_values = true)]
+    pub pin: Option<String>,
     #[arg(long)]
     pub request_id: Option<String>,
 }
@@ -473,6 +516,7 @@ pub async fn signer_add(args: SignerAddArgs) -> anyhow::Result<()> {
         agency_ids: args.agencies.clone(),
         certificate_chain,
         private_key_pkcs8,
+        pin: args.pin.clone().unwrap_or_default(),
     };
     let signer = client.register_signer(request).await.map_err(status_error)?.into_inner();
     if args.connection.json {

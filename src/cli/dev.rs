@@ -1,14 +1,18 @@
 //! `kyso dev`: the embedded default. One node in ./kyso-data with local blob storage, a
 //! generated development CA, one demo agency (`xa-demo`) and one demo signer whose key the
-//! node holds. Nothing here is fit for production: the CA key sits beside the data.
+//! node holds under its demo PIN, and every TLS certificate it needs (`kyso-data/tls`: a
+//! cluster CA and the node's certificate, a client CA and client certificates for an
+//! operator, a clerk, a signer and a verifier, granted roles in the node's config). Nothing
+//! here is fit for production: the CA keys sit beside the data.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::DevArgs;
-use crate::config::Config;
-use crate::crypto::devpki::{self, CertSpec, IssuedCert, KeyUsages};
+use crate::access::{Caller, Role, ANY};
+use crate::config::{Config, StaticPrincipal, TlsConfig};
+use crate::crypto::devpki::{self, CertSpec, IssuedCert, KeyUsages, TlsUsage};
 use crate::crypto::KeyAlgorithm;
 use crate::node::Node;
 use crate::service::signing::NewSigner;
@@ -18,8 +22,103 @@ pub const DEMO_AGENCY: &str = "xa-demo";
 pub const DEMO_AGENCY_NAME: &str = "UBND xã Demo";
 const DEMO_SIGNER_NAME: &str = "Nguyễn Văn An";
 const DEMO_SIGNER_TITLE: &str = "Chủ tịch UBND xã Demo";
+/// The demo signer's PIN: a development convenience, printed at start.
+pub const DEMO_PIN: &str = "12345678";
 /// Validity of generated development certificates.
 const DEV_CERT_VALIDITY_SECONDS: i64 = 2 * 365 * 86_400;
+
+/// The generated TLS files of a development node or local cluster.
+pub struct DevTls {
+    /// The cluster CA: issues node certificates; clients trust it (`--ca`).
+    pub ca_pem: PathBuf,
+    pub node_pem: PathBuf,
+    pub node_key: PathBuf,
+    /// The client CA: issues the client certificates below.
+    pub client_ca_pem: PathBuf,
+    /// (name, certificate, key) of each client: `client` (operator), `clerk`, `signer`,
+    /// `verifier`.
+    pub clients: Vec<(&'static str, PathBuf, PathBuf)>,
+}
+
+impl DevTls {
+    pub fn client(&self, name: &str) -> (&PathBuf, &PathBuf) {
+        let (_, cert, key) = self.clients.iter().find(|(client, _, _)| *client == name).expect("dev clients are fixed");
+        (cert, key)
+    }
+
+    /// The node's TLS section.
+    pub fn tls_config(&self) -> TlsConfig {
+        TlsConfig {
+            cert_file: Some(self.node_pem.clone()),
+            key_file: Some(self.node_key.clone()),
+            client_ca_files: vec![self.client_ca_pem.clone()],
+            cluster_ca_file: Some(self.ca_pem.clone()),
+            ..TlsConfig::default()
+        }
+    }
+
+    /// Grants for the development clients: the operator holds every role everywhere, the
+    /// others one role each, for the demo agency and `signer_ids`.
+    pub fn principals(&self, signer_ids: &[String]) -> anyhow::Result<Vec<StaticPrincipal>> {
+        let grant = |name: &str, roles: Vec<Role>, agencies: Vec<String>, signers: Vec<String>| -> anyhow::Result<StaticPrincipal> {
+            let (cert, _) = self.client(name);
+            Ok(StaticPrincipal {
+                certificate_sha256: super::security::certificate_fingerprint(cert)?.to_hex(),
+                name: format!("kyso dev {name}"),
+                roles,
+                agency_ids: agencies,
+                signer_ids: signers,
+            })
+        };
+        Ok(vec![
+            grant("client", vec![Role::Admin, Role::Clerk, Role::Signer, Role::Verifier], vec![ANY.into()], vec![ANY.into()])?,
+            grant("clerk", vec![Role::Clerk], vec![DEMO_AGENCY.into()], vec![])?,
+            grant("signer", vec![Role::Signer], vec![], signer_ids.to_vec())?,
+            grant("verifier", vec![Role::Verifier], vec![], vec![])?,
+        ])
+    }
+}
+
+/// Creates the development TLS CAs and certificates under `dir` unless they exist. The
+/// node certificate names `localhost`, `127.0.0.1` and `::1`.
+pub fn ensure_dev_tls(dir: &Path) -> anyhow::Result<DevTls> {
+    let path = |name: &str| dir.join(name);
+    let clients = ["client", "clerk", "signer", "verifier"];
+    let tls = DevTls {
+        ca_pem: path("ca.pem"),
+        node_pem: path("node.pem"),
+        node_key: path("node.key"),
+        client_ca_pem: path("client-ca.pem"),
+        clients: clients.iter().map(|name| (*name, path(&format!("{name}.pem")), path(&format!("{name}.key")))).collect(),
+    };
+    if tls.ca_pem.exists() && tls.clients.iter().all(|(_, cert, key)| cert.exists() && key.exists()) {
+        return Ok(tls);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let now = crate::service::now_unix();
+    let (not_before, not_after) = (now - 3600, now + DEV_CERT_VALIDITY_SECONDS);
+    let ca_spec = |name: &str| CertSpec {
+        organization: Some("kyso dev".into()),
+        path_length_max: Some(0),
+        ..CertSpec::certificate_authority(name, KeyAlgorithm::EcdsaP256, not_before, not_after)
+    };
+    let cluster_ca = devpki::self_signed_ca(&ca_spec("kyso dev cluster CA"))?;
+    let client_ca = devpki::self_signed_ca(&ca_spec("kyso dev client CA"))?;
+    let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let node = devpki::issue_tls("kyso dev node", &hosts, TlsUsage::ServerAndClient, not_before, not_after, &cluster_ca)?;
+    write_private(&path("ca.key"), cluster_ca.key_pem().as_bytes())?;
+    write_private(&path("client-ca.key"), client_ca.key_pem().as_bytes())?;
+    write_private(&tls.node_key, node.key_pem().as_bytes())?;
+    std::fs::write(&tls.node_pem, node.cert_pem())?;
+    std::fs::write(&tls.client_ca_pem, client_ca.cert_pem())?;
+    for (name, cert, key) in &tls.clients {
+        let client = devpki::issue_tls(&format!("kyso dev {name}"), &[], TlsUsage::Client, not_before, not_after, &client_ca)?;
+        write_private(key, client.key_pem().as_bytes())?;
+        std::fs::write(cert, client.cert_pem())?;
+    }
+    std::fs::write(&tls.ca_pem, cluster_ca.cert_pem())?;
+    Ok(tls)
+}
 
 /// Paths of the generated development PKI.
 pub struct DevPki {
@@ -89,7 +188,9 @@ pub fn init_keys(dir: &Path, log_origin: &str) -> anyhow::Result<()> {
     let signer = crate::tlog::LogSigner::from_pkcs8(log_origin, &std::fs::read(&log_key)?)?;
     std::fs::write(dir.join("log.pub"), format!("{}\n", signer.verifier()))?;
     let pki = ensure_dev_pki(&dir.join("dev-pki"))?;
+    let tls = ensure_dev_tls(&dir.join("tls"))?;
     println!("master key {}\nlog key    {}\nlog.pub    {}\ndev CA     {}", master.display(), log_key.display(), dir.join("log.pub").display(), pki.ca_pem.display());
+    println!("TLS        {} (cluster CA), {} (client CA), node.pem, client.pem", tls.ca_pem.display(), tls.client_ca_pem.display());
     Ok(())
 }
 
@@ -129,42 +230,56 @@ fn sample_pdf() -> Vec<u8> {
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let pki = ensure_dev_pki(&args.data_dir.join("dev-pki"))?;
+    let tls = ensure_dev_tls(&args.data_dir.join("tls"))?;
     let sample = ensure_sample(&args.data_dir.join("samples"))?;
+    let demo_signer_id = super::security::certificate_fingerprint(&pki.signer_pem)?.to_hex();
     let mut config = Config::with_data_dir(&args.data_dir);
     config.grpc_addr = args.grpc_addr;
     config.http_addr = args.http_addr;
     config.trust_anchor_files = vec![pki.ca_pem.clone()];
     config.agency_names.insert(DEMO_AGENCY.into(), DEMO_AGENCY_NAME.into());
+    config.tls = tls.tls_config();
+    config.access.principals = tls.principals(std::slice::from_ref(&demo_signer_id))?;
     let mut node = Node::start(&config).await.context("dev node failed to start")?;
     node.public.base_url = format!("http://{}", node.http_addr);
     let signer = node
         .kyso
-        .register_signer(NewSigner {
-            request_id: "dev-demo-signer".into(),
-            name: DEMO_SIGNER_NAME.into(),
-            title: DEMO_SIGNER_TITLE.into(),
-            agency_ids: vec![DEMO_AGENCY.into()],
-            certificate_chain: std::fs::read(&pki.signer_pem)?,
-            private_key: std::fs::read(&pki.signer_key)?,
-        })
+        .register_signer(
+            &Caller::local_operator("kyso-dev"),
+            NewSigner {
+                request_id: "dev-demo-signer".into(),
+                name: DEMO_SIGNER_NAME.into(),
+                title: DEMO_SIGNER_TITLE.into(),
+                agency_ids: vec![DEMO_AGENCY.into()],
+                certificate_chain: std::fs::read(&pki.signer_pem)?,
+                private_key: std::fs::read(&pki.signer_key)?,
+                pin: DEMO_PIN.into(),
+            },
+        )
         .await
         .context("cannot register the demo signer")?;
     super::print_listening(&node);
     let exe = std::env::args().next().unwrap_or_else(|| "kyso".into());
-    let server = format!("http://{}", node.grpc_addr);
-    let server_flag = if node.grpc_addr.port() == 7400 { String::new() } else { format!(" --server {server}") };
+    let server = format!("https://{}", node.grpc_addr);
+    let (client_cert, client_key) = tls.client("client");
+    let defaults = node.grpc_addr.port() == 7400 && args.data_dir == Path::new("kyso-data");
+    let server_flag = if defaults {
+        String::new()
+    } else {
+        format!(" --server {server} --ca {} --cert {} --key {}", tls.ca_pem.display(), client_cert.display(), client_key.display())
+    };
     let sample = sample.display();
     println!();
     println!("kyso dev is running (single node, data in {})", args.data_dir.display());
-    println!("  gRPC   {server}");
+    println!("  gRPC   {server}  (mutual TLS: CA {}, client certificates in {})", tls.ca_pem.display(), args.data_dir.join("tls").display());
     println!("  HTTP   http://{}  (health: /healthz; public lookup: /v/<CODE>)", node.http_addr);
-    println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}", signer.id);
+    println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}, pin {DEMO_PIN}", signer.id);
     println!("  dev CA {}", pki.ca_pem.display());
     println!("  log key (verifier) {}", args.data_dir.join("log.pub").display());
     println!();
     println!("Try, in another terminal:");
     println!("  {exe} archive{server_flag} --agency {DEMO_AGENCY} --procedure 1.001193 --number HS-0001 {sample}");
-    println!("  {exe} certify{server_flag} --kind copy --agency {DEMO_AGENCY} --signer {} --file {sample} --signature-dir sigs", signer.id);
+    println!("  {exe} certify{server_flag} --kind copy --agency {DEMO_AGENCY} --signer {} --pin {DEMO_PIN} --file {sample} --signature-dir sigs", signer.id);
     println!("  {exe} verify{server_flag} --file {sample}");
     println!("  then open http://{}/v/<CODE> with the lookup code certify printed", node.http_addr);
     println!();

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod dev;
 pub mod log;
 pub mod scrub;
+pub mod security;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,12 +54,39 @@ pub enum Command {
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
+    /// Grant client certificates roles; see your own.
+    #[command(subcommand)]
+    Access(security::AccessCommand),
+    /// Certificate revocation lists.
+    #[command(subcommand)]
+    Crl(CrlCommand),
+    /// TLS helpers.
+    #[command(subcommand)]
+    Tls(TlsCommand),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SignerCommand {
-    /// Register a signer's certificate (and optionally its key) for agencies.
+    /// Register a signer's certificate (and optionally its key, sealed under a PIN) for agencies.
     Add(client::SignerAddArgs),
+    /// Clear a signer's wrong-PIN count after its key locked (admin).
+    Unlock(security::SignerIdArgs),
+    /// Re-seal your key under a new PIN (signer).
+    ChangePin(security::ChangePinArgs),
+    /// Record a detached CMS signature made with your own token (client-side signing).
+    Submit(security::SubmitArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CrlCommand {
+    /// Import a CRL (PEM or DER): registered signers it lists are revoked (admin).
+    Import(security::CrlImportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Print the SHA-256 fingerprint of a certificate (what grants are keyed by).
+    Fingerprint { certificate: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +152,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => client::verify(args).await,
         Command::Revoke(args) => client::revoke(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
+        Command::Signer(SignerCommand::Unlock(args)) => security::signer_unlock(args).await,
+        Command::Signer(SignerCommand::ChangePin(args)) => security::signer_change_pin(args).await,
+        Command::Signer(SignerCommand::Submit(args)) => security::signer_submit(args).await,
+        Command::Access(command) => security::access(command).await,
+        Command::Crl(CrlCommand::Import(args)) => security::crl_import(args).await,
+        Command::Tls(TlsCommand::Fingerprint { certificate }) => security::tls_fingerprint(&certificate),
         Command::Audit(args) => log::audit(args).await,
         Command::Cluster(command) => cluster::run(command).await,
         Command::InitKeys(args) => dev::init_keys(&args.dir, &args.log_origin),

@@ -418,18 +418,20 @@ fn bit_length(big_endian: &[u8]) -> usize {
     (significant.len() - 1) * 8 + (8 - significant[0].leading_zeros() as usize)
 }
 
+/// Signature algorithms accepted on certificates (and CRLs) of a chain: SHA-2 only.
+pub(crate) const ISSUER_SIGNATURE_ALGORITHMS: [&Oid<'static>; 6] = [
+    &OID_PKCS1_SHA256WITHRSA,
+    &OID_PKCS1_SHA384WITHRSA,
+    &OID_PKCS1_SHA512WITHRSA,
+    &OID_SIG_ECDSA_WITH_SHA256,
+    &OID_SIG_ECDSA_WITH_SHA384,
+    &OID_SIG_ED25519,
+];
+
 /// Certificate signature algorithms accepted in a chain: SHA-2 only.
 fn check_signature_algorithm(certificate: &X509Certificate<'_>) -> Result<(), CertError> {
-    let allowed: [&Oid<'static>; 6] = [
-        &OID_PKCS1_SHA256WITHRSA,
-        &OID_PKCS1_SHA384WITHRSA,
-        &OID_PKCS1_SHA512WITHRSA,
-        &OID_SIG_ECDSA_WITH_SHA256,
-        &OID_SIG_ECDSA_WITH_SHA384,
-        &OID_SIG_ED25519,
-    ];
     let algorithm = &certificate.signature_algorithm.algorithm;
-    if allowed.contains(&algorithm) {
+    if ISSUER_SIGNATURE_ALGORITHMS.contains(&algorithm) {
         Ok(())
     } else {
         Err(CertError::UnsupportedAlgorithm(format!(
@@ -668,7 +670,7 @@ fn describe_leaf(
     }
 }
 
-fn serial_hex(raw_serial: &[u8]) -> String {
+pub(crate) fn serial_hex(raw_serial: &[u8]) -> String {
     let first_significant = raw_serial
         .iter()
         .position(|byte| *byte != 0)

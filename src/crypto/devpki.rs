@@ -416,6 +416,111 @@ fn distinguished_name(name: &X509Name<'_>) -> Result<DistinguishedName, DevPkiEr
     Ok(result)
 }
 
+/// What a TLS certificate is for: the extended key usages it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsUsage {
+    /// serverAuth: a node's identity on its ports.
+    Server,
+    /// clientAuth: an agency client or an operator.
+    Client,
+    /// Both: a node that serves its ports and calls its peers with one certificate.
+    ServerAndClient,
+}
+
+/// An ECDSA P-256 TLS certificate issued by `issuer`: `common_name` as subject, the
+/// subject alternative names (DNS names or IP addresses) and the extended key usage of
+/// `usage`, digitalSignature, valid from `not_before_unix` to `not_after_unix`.
+pub fn issue_tls(
+    common_name: &str,
+    subject_alt_names: &[String],
+    usage: TlsUsage,
+    not_before_unix: i64,
+    not_after_unix: i64,
+    issuer: &IssuedCert,
+) -> Result<IssuedCert, DevPkiError> {
+    let spec = CertSpec {
+        key_usage: KeyUsages { digital_signature: true, ..KeyUsages::NONE },
+        ..CertSpec::signer(common_name, KeyAlgorithm::EcdsaP256, not_before_unix, not_after_unix)
+    };
+    let mut params = params(&spec)?;
+    params.subject_alt_names = CertificateParams::new(subject_alt_names.to_vec())?.subject_alt_names;
+    params.extended_key_usages = match usage {
+        TlsUsage::Server => vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
+        TlsUsage::Client => vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+        TlsUsage::ServerAndClient => {
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth]
+        }
+    };
+    let key = generate_key(KeyAlgorithm::EcdsaP256)?;
+    let certificate = params.signed_by(&key, &issuer_from(issuer)?)?;
+    Ok(IssuedCert { cert_der: certificate.der().to_vec(), key_pkcs8_der: Zeroizing::new(key.serialize_der()) })
+}
+
+/// One entry of a CRL made by [`issue_crl`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrlEntrySpec {
+    /// The revoked certificate's DER, whose serial number the entry names.
+    pub certificate_der: Vec<u8>,
+    pub revoked_at_unix: i64,
+    /// RFC 5280 reason code (1 = keyCompromise); `None` for no reason extension.
+    pub reason_code: Option<u8>,
+}
+
+/// A DER CRL signed by `issuer`, valid from `this_update_unix` for `validity_seconds`.
+pub fn issue_crl(
+    issuer: &IssuedCert,
+    entries: &[CrlEntrySpec],
+    this_update_unix: i64,
+    validity_seconds: i64,
+) -> Result<Vec<u8>, DevPkiError> {
+    let time = |unix: i64| {
+        u64::try_from(unix)
+            .map(|seconds| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs(seconds))
+            .map_err(|_| DevPkiError::InvalidSpec(format!("time {unix} is before 1970")))
+    };
+    let mut revoked_certs = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let certificate = parse_certificate(&entry.certificate_der).map_err(|error| DevPkiError::InvalidSpec(error.to_string()))?;
+        revoked_certs.push(rcgen::RevokedCertParams {
+            serial_number: SerialNumber::from_slice(certificate.raw_serial()),
+            revocation_time: time(entry.revoked_at_unix)?,
+            reason_code: entry.reason_code.map(reason_from_code).transpose()?,
+            invalidity_date: None,
+        });
+    }
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: time(this_update_unix)?,
+        next_update: time(this_update_unix + validity_seconds.max(1))?,
+        crl_number: random_serial()?,
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let mut issuer_params = CertificateParams::default();
+    let certificate = parse_certificate(&issuer.cert_der).map_err(|error| DevPkiError::Issuer(error.to_string()))?;
+    issuer_params.distinguished_name = distinguished_name(certificate.subject())?;
+    issuer_params.key_usages = vec![KeyUsagePurpose::CrlSign, KeyUsagePurpose::KeyCertSign];
+    let key = KeyPair::try_from(issuer.key_pkcs8_der.as_slice())?;
+    Ok(params.signed_by(&Issuer::new(issuer_params, key))?.der().to_vec())
+}
+
+fn reason_from_code(code: u8) -> Result<rcgen::RevocationReason, DevPkiError> {
+    use rcgen::RevocationReason::*;
+    Ok(match code {
+        0 => Unspecified,
+        1 => KeyCompromise,
+        2 => CaCompromise,
+        3 => AffiliationChanged,
+        4 => Superseded,
+        5 => CessationOfOperation,
+        6 => CertificateHold,
+        8 => RemoveFromCrl,
+        9 => PrivilegeWithdrawn,
+        10 => AaCompromise,
+        other => return Err(DevPkiError::InvalidSpec(format!("crl reason code {other} is not defined"))),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,7 +34,21 @@ pub const SEAL_PLAINTEXT_SIZE_BYTES_MAX: usize = 1024 * 1024;
 /// The largest PKCS#8 input (DER or PEM) accepted; an 8192-bit RSA key is about 5 KB.
 pub const PRIVATE_KEY_INPUT_SIZE_BYTES_MAX: usize = 64 * 1024;
 
+/// The first byte of a key sealed under the master key AND a signer's PIN.
+pub const PIN_SEAL_FORMAT_VERSION: u8 = 2;
+/// Fewest PBKDF2-HMAC-SHA256 iterations a PIN-sealed key may use.
+pub const PIN_PBKDF2_ITERATIONS_MIN: u32 = 100_000;
+/// Most iterations (bounds the work an attacker-chosen sealed blob can demand).
+pub const PIN_PBKDF2_ITERATIONS_MAX: u32 = 10_000_000;
+/// Shortest PIN, in characters: PBKDF2 makes each guess slow, the length makes guesses many.
+pub const PIN_CHARS_MIN: usize = 8;
+/// Longest PIN, in characters.
+pub const PIN_CHARS_MAX: usize = 128;
+
 const NONCE_LENGTH_BYTES: usize = 12;
+const SALT_LENGTH_BYTES: usize = 16;
+const MASTER_CHECK_LENGTH_BYTES: usize = 8;
+const PIN_SEAL_HEADER_BYTES: usize = 1 + 4 + SALT_LENGTH_BYTES + MASTER_CHECK_LENGTH_BYTES;
 const TAG_LENGTH_BYTES: usize = 16;
 const SEAL_OVERHEAD_BYTES: usize = 1 + NONCE_LENGTH_BYTES + TAG_LENGTH_BYTES;
 
@@ -89,6 +103,21 @@ pub enum KeyError {
     /// Authentication failed.
     #[error("sealed data failed authentication: wrong master key, wrong associated data, or the data was altered")]
     OpenFailed,
+    /// The PIN does not open the key (the master key matched).
+    #[error("wrong pin")]
+    WrongPin,
+    /// The key was sealed under another master key: no PIN can open it here.
+    #[error("the key was sealed under another master key: restore this node's master key")]
+    WrongMasterKey,
+    /// A PIN outside the allowed length.
+    #[error("a pin must be {PIN_CHARS_MIN}-{PIN_CHARS_MAX} characters without control characters, got {chars} characters")]
+    BadPin { chars: usize },
+    /// An iteration count outside the allowed range.
+    #[error("pbkdf2 iterations must be {PIN_PBKDF2_ITERATIONS_MIN}-{PIN_PBKDF2_ITERATIONS_MAX}, got {iterations}")]
+    BadIterations { iterations: u32 },
+    /// Sealed without a PIN (format 1) where a PIN-sealed key is required.
+    #[error("the key is sealed without a pin; register the key again with a pin")]
+    NotPinSealed,
 }
 
 /// A private key that signs with one fixed algorithm:
@@ -313,6 +342,7 @@ fn rsa_modulus_bits(rsa_private_key_der: &[u8]) -> der::Result<usize> {
 }
 
 /// The 32-byte key that seals secrets at rest. Zeroized on drop; `Debug` prints no key.
+#[derive(Clone)]
 pub struct MasterKey(Zeroizing<[u8; MASTER_KEY_LENGTH_BYTES]>);
 
 impl std::fmt::Debug for MasterKey {
@@ -423,13 +453,39 @@ fn create_private_file(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
-/// The additional authenticated data: the version byte, then the caller's data, so that a
-/// blob cannot be replayed under another format version.
-fn seal_aad(associated_data: &[u8]) -> Vec<u8> {
+/// The additional authenticated data: the format's version byte, then the caller's data, so
+/// that a blob cannot be replayed under another format version.
+fn versioned_aad(version: u8, associated_data: &[u8]) -> aead::Aad<Vec<u8>> {
     let mut aad = Vec::with_capacity(1 + associated_data.len());
-    aad.push(SEAL_FORMAT_VERSION);
+    aad.push(version);
     aad.extend_from_slice(associated_data);
-    aad
+    aead::Aad::from(aad)
+}
+
+/// AES-256-GCM: `plaintext` encrypted under `key` with `nonce`, the tag appended. Room for
+/// the tag is reserved first so that appending it does not reallocate and leave a copy of
+/// the plaintext behind in freed memory.
+fn aead_seal(key: &aead::LessSafeKey, nonce: [u8; NONCE_LENGTH_BYTES], aad: aead::Aad<Vec<u8>>, plaintext: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let mut in_out = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LENGTH_BYTES));
+    in_out.extend_from_slice(plaintext);
+    key.seal_in_place_append_tag(aead::Nonce::assume_unique_for_key(nonce), aad, &mut *in_out)
+        .map_err(|_| KeyError::TooLarge {
+            what: "plaintext to seal",
+            size_bytes: plaintext.len(),
+            limit_bytes: SEAL_PLAINTEXT_SIZE_BYTES_MAX,
+        })?;
+    Ok(in_out)
+}
+
+/// Opens what [`aead_seal`] produced; `None` unless the tag verified. The tag bytes are
+/// zeroized and cut off.
+fn aead_open(key: &aead::LessSafeKey, nonce: &[u8], aad: aead::Aad<Vec<u8>>, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut in_out = Zeroizing::new(ciphertext.to_vec());
+    let plaintext_length = key.open_in_place(nonce, aad, &mut in_out).ok()?.len();
+    in_out[plaintext_length..].zeroize();
+    in_out.truncate(plaintext_length);
+    Some(in_out)
 }
 
 /// Encrypts `plaintext` with AES-256-GCM under `master`, binding `associated_data` (for
@@ -451,26 +507,11 @@ pub fn seal(
     SystemRandom::new()
         .fill(&mut nonce)
         .map_err(|_| KeyError::RandomFailed)?;
+    let body = aead_seal(&master.aead_key()?, nonce, versioned_aad(SEAL_FORMAT_VERSION, associated_data), plaintext)?;
     let mut sealed = Vec::with_capacity(SEAL_OVERHEAD_BYTES + plaintext.len());
     sealed.push(SEAL_FORMAT_VERSION);
     sealed.extend_from_slice(&nonce);
-    // Reserve room for the tag so that appending it does not reallocate and leave a copy
-    // of the plaintext behind in freed memory.
-    let mut in_out = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LENGTH_BYTES));
-    in_out.extend_from_slice(plaintext);
-    master
-        .aead_key()?
-        .seal_in_place_append_tag(
-            aead::Nonce::assume_unique_for_key(nonce),
-            aead::Aad::from(seal_aad(associated_data)),
-            &mut *in_out,
-        )
-        .map_err(|_| KeyError::TooLarge {
-            what: "plaintext to seal",
-            size_bytes: plaintext.len(),
-            limit_bytes: SEAL_PLAINTEXT_SIZE_BYTES_MAX,
-        })?;
-    sealed.extend_from_slice(&in_out);
+    sealed.extend_from_slice(&body);
     Ok(sealed)
 }
 
@@ -501,21 +542,7 @@ pub fn open(
     }
     // `rest` holds at least a nonce and a tag: the length was checked above.
     let (nonce, ciphertext) = rest.split_at(NONCE_LENGTH_BYTES);
-    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::OpenFailed)?;
-    let mut in_out = Zeroizing::new(ciphertext.to_vec());
-    let plaintext_length = master
-        .aead_key()?
-        .open_in_place(
-            nonce,
-            aead::Aad::from(seal_aad(associated_data)),
-            &mut in_out,
-        )
-        .map_err(|_| KeyError::OpenFailed)?
-        .len();
-    // Drop the tag bytes (zeroized first) and keep the plaintext.
-    in_out[plaintext_length..].zeroize();
-    in_out.truncate(plaintext_length);
-    Ok(in_out)
+    aead_open(&master.aead_key()?, nonce, versioned_aad(SEAL_FORMAT_VERSION, associated_data), ciphertext).ok_or(KeyError::OpenFailed)
 }
 
 #[cfg(test)]
@@ -849,5 +876,164 @@ mod tests {
         assert!(leaf_key.public_key_matches(&leaf.cert_der));
         assert!(!leaf_key.public_key_matches(&root.cert_der));
         assert!(!leaf_key.public_key_matches(b"not a certificate"));
+    }
+}
+
+/// Checks a PIN's length and characters.
+pub fn check_pin(pin: &str) -> Result<(), KeyError> {
+    let chars = pin.chars().count();
+    if !(PIN_CHARS_MIN..=PIN_CHARS_MAX).contains(&chars) || pin.chars().any(char::is_control) {
+        return Err(KeyError::BadPin { chars });
+    }
+    Ok(())
+}
+
+/// The key-encryption key: HMAC-SHA256 under the master key over the PBKDF2-HMAC-SHA256
+/// stretch of the PIN. Neither secret alone yields it.
+fn pin_key_encryption_key(
+    master: &MasterKey,
+    pin: &str,
+    salt: &[u8],
+    iterations: u32,
+) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+    let iterations_nonzero =
+        std::num::NonZeroU32::new(iterations).ok_or(KeyError::BadIterations { iterations })?;
+    let mut stretched = Zeroizing::new([0u8; 32]);
+    ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, iterations_nonzero, salt, pin.as_bytes(), stretched.as_mut());
+    let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, master.0.as_ref());
+    let mut context = ring::hmac::Context::with_key(&mac_key);
+    context.update(b"kyso/pin-sealed-key/v2");
+    context.update(salt);
+    context.update(stretched.as_ref());
+    let mut kek = Zeroizing::new([0u8; 32]);
+    kek.copy_from_slice(context.sign().as_ref());
+    Ok(kek)
+}
+
+fn pin_aead_key(master: &MasterKey, pin: &str, salt: &[u8], iterations: u32) -> Result<aead::LessSafeKey, KeyError> {
+    let kek = pin_key_encryption_key(master, pin, salt, iterations)?;
+    // AES-256 takes exactly 32 bytes, which the type guarantees; map the error anyway.
+    let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, kek.as_ref()).map_err(|_| KeyError::OpenFailed)?;
+    Ok(aead::LessSafeKey::new(unbound))
+}
+
+/// A short value that tells a wrong master key from a wrong PIN without revealing either.
+fn master_check(master: &MasterKey, salt: &[u8]) -> [u8; MASTER_CHECK_LENGTH_BYTES] {
+    let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, master.0.as_ref());
+    let mut context = ring::hmac::Context::with_key(&mac_key);
+    context.update(b"kyso/master-check/v2");
+    context.update(salt);
+    let mut check = [0u8; MASTER_CHECK_LENGTH_BYTES];
+    check.copy_from_slice(&context.sign().as_ref()[..MASTER_CHECK_LENGTH_BYTES]);
+    check
+}
+
+/// Encrypts `plaintext` (a signer's PKCS#8 key) under a key derived from both the master
+/// key and `pin` (PBKDF2-HMAC-SHA256 with `iterations` and a random salt), binding
+/// `associated_data`. Output: version (2) || iterations (u32, big-endian) || salt (16) ||
+/// master-key check (8) || nonce (12) || ciphertext || tag (16).
+pub fn seal_with_pin(
+    master: &MasterKey,
+    pin: &str,
+    iterations: u32,
+    associated_data: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, KeyError> {
+    check_pin(pin)?;
+    if !(PIN_PBKDF2_ITERATIONS_MIN..=PIN_PBKDF2_ITERATIONS_MAX).contains(&iterations) {
+        return Err(KeyError::BadIterations { iterations });
+    }
+    if plaintext.len() > SEAL_PLAINTEXT_SIZE_BYTES_MAX {
+        return Err(KeyError::TooLarge {
+            what: "plaintext to seal",
+            size_bytes: plaintext.len(),
+            limit_bytes: SEAL_PLAINTEXT_SIZE_BYTES_MAX,
+        });
+    }
+    let random = SystemRandom::new();
+    let mut salt = [0u8; SALT_LENGTH_BYTES];
+    let mut nonce = [0u8; NONCE_LENGTH_BYTES];
+    random.fill(&mut salt).map_err(|_| KeyError::RandomFailed)?;
+    random.fill(&mut nonce).map_err(|_| KeyError::RandomFailed)?;
+    let key = pin_aead_key(master, pin, &salt, iterations)?;
+    let in_out = aead_seal(&key, nonce, versioned_aad(PIN_SEAL_FORMAT_VERSION, associated_data), plaintext)?;
+    let mut sealed = Vec::with_capacity(PIN_SEAL_HEADER_BYTES + NONCE_LENGTH_BYTES + in_out.len());
+    sealed.push(PIN_SEAL_FORMAT_VERSION);
+    sealed.extend_from_slice(&iterations.to_be_bytes());
+    sealed.extend_from_slice(&salt);
+    sealed.extend_from_slice(&master_check(master, &salt));
+    sealed.extend_from_slice(&nonce);
+    sealed.extend_from_slice(&in_out);
+    Ok(sealed)
+}
+
+/// Decrypts what [`seal_with_pin`] produced. A wrong PIN is [`KeyError::WrongPin`]; a key
+/// sealed under another master key is [`KeyError::WrongMasterKey`] (no PIN was tried, so
+/// it must not count as a wrong PIN).
+pub fn open_with_pin(
+    master: &MasterKey,
+    pin: &str,
+    associated_data: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    match sealed.first() {
+        Some(&PIN_SEAL_FORMAT_VERSION) => {}
+        Some(&SEAL_FORMAT_VERSION) => return Err(KeyError::NotPinSealed),
+        Some(&version) => return Err(KeyError::UnsupportedSealVersion { version }),
+        None => return Err(KeyError::SealedTooShort { length_bytes: 0 }),
+    }
+    if sealed.len() < PIN_SEAL_HEADER_BYTES + NONCE_LENGTH_BYTES + TAG_LENGTH_BYTES {
+        return Err(KeyError::SealedTooShort { length_bytes: sealed.len() });
+    }
+    let (header, body) = sealed.split_at(PIN_SEAL_HEADER_BYTES);
+    let iterations = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    if !(PIN_PBKDF2_ITERATIONS_MIN..=PIN_PBKDF2_ITERATIONS_MAX).contains(&iterations) {
+        return Err(KeyError::BadIterations { iterations });
+    }
+    let salt = &header[5..5 + SALT_LENGTH_BYTES];
+    let check = &header[5 + SALT_LENGTH_BYTES..];
+    if master_check(master, salt) != check {
+        return Err(KeyError::WrongMasterKey);
+    }
+    check_pin(pin).map_err(|_| KeyError::WrongPin)?;
+    let key = pin_aead_key(master, pin, salt, iterations)?;
+    let (nonce, ciphertext) = body.split_at(NONCE_LENGTH_BYTES);
+    aead_open(&key, nonce, versioned_aad(PIN_SEAL_FORMAT_VERSION, associated_data), ciphertext).ok_or(KeyError::WrongPin)
+}
+
+#[cfg(test)]
+mod pin_tests {
+    use super::*;
+
+    const ITERATIONS: u32 = PIN_PBKDF2_ITERATIONS_MIN;
+
+    #[test]
+    fn pin_sealed_key_opens_only_with_both_the_master_key_and_the_pin() {
+        let master = MasterKey::generate().unwrap();
+        let sealed = seal_with_pin(&master, "correct horse", ITERATIONS, b"signer-1", b"secret pkcs8").unwrap();
+        assert_eq!(open_with_pin(&master, "correct horse", b"signer-1", &sealed).unwrap().as_slice(), b"secret pkcs8");
+        assert!(matches!(open_with_pin(&master, "wrong horse!", b"signer-1", &sealed), Err(KeyError::WrongPin)));
+        let other_master = MasterKey::generate().unwrap();
+        assert!(matches!(open_with_pin(&other_master, "correct horse", b"signer-1", &sealed), Err(KeyError::WrongMasterKey)));
+        // The master key alone (the format-1 opener) cannot open it either.
+        assert!(open(&master, b"signer-1", &sealed).is_err());
+        assert!(matches!(open_with_pin(&master, "correct horse", b"signer-2", &sealed), Err(KeyError::WrongPin)));
+    }
+
+    #[test]
+    fn short_pins_and_weak_iteration_counts_are_refused() {
+        let master = MasterKey::generate().unwrap();
+        assert!(matches!(seal_with_pin(&master, "1234", ITERATIONS, b"a", b"k"), Err(KeyError::BadPin { chars: 4 })));
+        assert!(matches!(seal_with_pin(&master, "12345678", 1000, b"a", b"k"), Err(KeyError::BadIterations { .. })));
+        let mut sealed = seal_with_pin(&master, "12345678", ITERATIONS, b"a", b"k").unwrap();
+        sealed[1..5].copy_from_slice(&1u32.to_be_bytes());
+        assert!(matches!(open_with_pin(&master, "12345678", b"a", &sealed), Err(KeyError::BadIterations { iterations: 1 })));
+    }
+
+    #[test]
+    fn a_master_key_only_seal_is_not_accepted_as_pin_sealed() {
+        let master = MasterKey::generate().unwrap();
+        let sealed = seal(&master, b"a", b"k").unwrap();
+        assert!(matches!(open_with_pin(&master, "12345678", b"a", &sealed), Err(KeyError::NotPinSealed)));
     }
 }

@@ -7,16 +7,19 @@
 //!
 //! It must never know about storage, gRPC, configuration files or any other part of kyso,
 //! never read the wall clock (callers pass the time they mean), never fetch anything over
-//! the network (no AIA chasing, no CRL or OCSP), and never log secret material.
+//! the network (no AIA chasing, no CRL download or OCSP: CRLs are imported by an operator), and never log secret material.
 //!
 //! Submodules:
 //! - [`cert`]: parse PEM/DER certificates, hold trust anchors, validate a signer's chain.
-//! - [`keys`]: signing keys loaded from PKCS#8, the master key, and `seal`/`open` with it.
+//! - [`keys`]: signing keys loaded from PKCS#8, the master key, `seal`/`open` with it, and
+//!   `seal_with_pin`/`open_with_pin` under the master key and a signer's PIN.
 //! - [`cms`]: detached CMS (RFC 5652) signatures with CAdES signed attributes.
+//! - [`crl`]: certificate revocation lists, their signature checked against trusted CAs.
 //! - [`devpki`]: a throwaway certificate authority for `kyso dev` and for tests.
 
 pub mod cert;
 pub mod cms;
+pub mod crl;
 pub mod devpki;
 pub mod keys;
 
@@ -28,7 +31,8 @@ use std::fmt;
 pub use cert::{parse_certificates, validate_chain, CertError, TrustAnchors, ValidatedChain};
 pub use cms::{sign_detached, verify_detached, CmsError, VerifiedCms};
 pub use devpki::DevPkiError;
-pub use keys::{open, seal, KeyError, MasterKey, SigningKey};
+pub use crl::{verify_crl, CrlError, VerifiedCrl};
+pub use keys::{check_pin, open, open_with_pin, seal, seal_with_pin, KeyError, MasterKey, SigningKey};
 
 /// The public key algorithms a signer may use. This is the whole allow-list: a signer
 /// certificate or key of any other kind is rejected.

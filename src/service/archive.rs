@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use kyso_cluster::Proposer;
 
-use super::{fingerprint, now_unix, validate, Kyso, ServiceError};
+use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
+use crate::access::{Caller, Role};
 use crate::archive::{BlobStream, SpoolWriter, SpooledBlob};
 use crate::domain::{ArchivedFile, Dossier, Sha256};
 use crate::state::{Command, Outcome};
@@ -20,10 +21,18 @@ pub struct NewDossier {
 }
 
 impl<P: Proposer> Kyso<P> {
-    /// Checks dossier metadata before any file is received, so a bad request fails fast.
-    pub fn check_new_dossier(&self, dossier: &NewDossier) -> Result<(), ServiceError> {
+    /// Checks dossier metadata, and that the caller is a clerk of its agency, before any
+    /// file is received, so a bad request fails fast.
+    pub fn check_new_dossier(&self, caller: &Caller, dossier: &NewDossier) -> Result<(), ServiceError> {
+        require_role(caller, Role::Clerk, "archiving a dossier")?;
         validate::request_id(&dossier.request_id)?;
         validate::identifier("agency_id", &dossier.agency_id)?;
+        if !caller.acts_for_agency(&dossier.agency_id) {
+            return Err(ServiceError::PermissionDenied(format!(
+                "{} is not a clerk of agency {}",
+                caller.actor, dossier.agency_id
+            )));
+        }
         validate::identifier("procedure_code", &dossier.procedure_code)?;
         validate::identifier("dossier_number", &dossier.dossier_number)?;
         validate::date("received_date", &dossier.received_date)?;
@@ -75,14 +84,14 @@ impl<P: Proposer> Kyso<P> {
 
     /// Records a dossier whose files are all stored. Returns once the record is committed.
     #[tracing::instrument(skip(self, dossier, files), fields(request_id = %dossier.request_id, files = files.len()))]
-    pub async fn archive_dossier(&self, mut dossier: NewDossier, files: Vec<ArchivedFile>) -> Result<Dossier, ServiceError> {
-        self.check_new_dossier(&dossier)?;
+    pub async fn archive_dossier(&self, caller: &Caller, mut dossier: NewDossier, files: Vec<ArchivedFile>) -> Result<Dossier, ServiceError> {
+        self.check_new_dossier(caller, &dossier)?;
         if files.is_empty() {
             return Err(ServiceError::InvalidArgument("a dossier needs at least one file".into()));
         }
         dossier.private_fields.sort();
         let request_fingerprint = dossier_fingerprint(&dossier, &files);
-        if let Some(outcome) = self.earlier_outcome(&dossier.request_id, &request_fingerprint).await? {
+        if let Some(outcome) = self.earlier_outcome(&caller.actor, &dossier.request_id, &request_fingerprint).await? {
             return expect_dossier(outcome);
         }
         let record = Dossier {
@@ -95,13 +104,20 @@ impl<P: Proposer> Kyso<P> {
             files,
             archived_at_unix: now_unix(),
         };
-        let outcome = self.propose(&dossier.request_id, request_fingerprint, Command::ArchiveDossier(record)).await?;
+        let outcome = self.propose(&caller.actor, &dossier.request_id, request_fingerprint, Command::ArchiveDossier(record)).await?;
         expect_dossier(outcome)
     }
 
-    pub async fn get_dossier(&self, id: &str) -> Result<Dossier, ServiceError> {
+    /// A dossier, to a clerk of its agency.
+    pub async fn get_dossier(&self, caller: &Caller, id: &str) -> Result<Dossier, ServiceError> {
+        require_role(caller, Role::Clerk, "reading a dossier")?;
+        validate::text("dossier_id", id, validate::IDENTIFIER_CHARS_MAX, true)?;
         self.read_barrier().await?;
-        self.state.dossier(id)?.ok_or_else(|| ServiceError::NotFound(format!("dossier {id:?} does not exist")))
+        let dossier = self.state.dossier(id)?.ok_or_else(|| ServiceError::NotFound(format!("dossier {id:?} does not exist")))?;
+        if !caller.acts_for_agency(&dossier.agency_id) {
+            return Err(ServiceError::PermissionDenied(format!("{} is not a clerk of the dossier's agency", caller.actor)));
+        }
+        Ok(dossier)
     }
 
     /// Reads a whole blob that some dossier archived into memory (hash-checked), for

@@ -4,9 +4,11 @@
 
 pub mod archive;
 pub mod log;
-pub mod scrub;
 pub mod lookup;
+pub mod scrub;
+pub mod security;
 pub mod signing;
+pub mod unlocked;
 pub mod validate;
 pub mod verify;
 
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kyso_cluster::{ProposeError, Proposer};
 
+use crate::access::{Actor, Caller, Role};
 use crate::archive::{ArchiveError, BlobStore};
 use crate::config::Limits;
 use crate::crypto::{MasterKey, TrustAnchors};
@@ -103,12 +106,20 @@ pub struct Kyso<P: Proposer> {
     pub(crate) proposer: P,
     pub(crate) trust: TrustAnchors,
     pub(crate) master_key: MasterKey,
+    /// The master key before a rotation: keys sealed under it are re-sealed on next use.
+    pub(crate) previous_master_key: Option<MasterKey>,
     pub(crate) limits: Limits,
+    /// Certificates granted roles by configuration (bootstrap operators), by fingerprint.
+    pub(crate) static_principals: Vec<crate::access::Principal>,
     pub(crate) random: ring::rand::SystemRandom,
     pub(crate) log: log::LogIdentity,
     /// Copies of blobs on other nodes (per-node local storage in a cluster); `None` when
     /// the node is standalone or the object store is shared.
     pub(crate) peer_blobs: Option<Arc<dyn PeerBlobs>>,
+    /// Signer keys opened by a recent PIN unlock (`limits.unlocked_key_seconds_max`).
+    pub(crate) unlocked_keys: unlocked::UnlockedKeys,
+    /// Signature and chain answers per certification (`limits.verify_cache_entries_max`).
+    pub(crate) check_cache: verify::CheckCache,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -138,7 +149,45 @@ impl<P: Proposer> Kyso<P> {
         limits: Limits,
         log: log::LogIdentity,
     ) -> Self {
-        Kyso { state, blobs, proposer, trust, master_key, limits, random: ring::rand::SystemRandom::new(), log, peer_blobs: None }
+        let random = ring::rand::SystemRandom::new();
+        // Fails only when the OS has no random source, in which case nothing here works.
+        let unlocked_keys = unlocked::UnlockedKeys::new(std::time::Duration::from_secs(limits.unlocked_key_seconds_max), &random)
+            .expect("the system random source is unavailable");
+        Kyso {
+            unlocked_keys,
+            check_cache: verify::CheckCache::new(limits.verify_cache_entries_max),
+            state,
+            blobs,
+            proposer,
+            trust,
+            master_key,
+            previous_master_key: None,
+            limits,
+            static_principals: Vec::new(),
+            random,
+            log,
+            peer_blobs: None,
+        }
+    }
+
+    /// Accepts keys sealed under `previous` (a master key rotation in progress).
+    pub fn with_previous_master_key(mut self, previous: Option<MasterKey>) -> Self {
+        self.previous_master_key = previous;
+        self
+    }
+
+    /// Grants roles to certificates by configuration (checked before replicated grants).
+    pub fn with_static_principals(mut self, principals: Vec<crate::access::Principal>) -> Self {
+        self.static_principals = principals;
+        self
+    }
+
+    /// The grants of a client certificate: configuration first, then replicated state.
+    pub fn principal(&self, certificate_sha256: &crate::domain::Sha256) -> Result<Option<crate::access::Principal>, ServiceError> {
+        if let Some(principal) = self.static_principals.iter().find(|principal| &principal.certificate_sha256 == certificate_sha256) {
+            return Ok(Some(principal.clone()));
+        }
+        Ok(self.state.principal(certificate_sha256)?)
     }
 
     /// Replicates blobs to peers before proposing, and fetches missing ones from them.
@@ -165,23 +214,28 @@ impl<P: Proposer> Kyso<P> {
     /// Waits for a read barrier first: every check a write makes against state (the request
     /// id, the signer, the archived blob) must see every write acknowledged before it, on
     /// whichever node serves it.
-    pub(crate) async fn earlier_outcome(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
+    ///
+    /// The fingerprint is bound to the actor: another caller reusing the id is refused
+    /// rather than shown the first caller's answer.
+    pub(crate) async fn earlier_outcome(&self, actor: &Actor, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
         self.read_barrier().await?;
+        let fingerprint = bind_actor(fingerprint, actor);
         match self.state.request_outcome(request_id)? {
             None => Ok(None),
-            Some((stored, outcome)) if &stored == fingerprint => Ok(Some(outcome)),
+            Some((stored, outcome)) if stored == fingerprint => Ok(Some(outcome)),
             Some(_) => Err(Rejection::RequestIdReused(request_id.to_string()).into()),
         }
     }
 
     /// Proposes a command and waits for it to be committed and applied.
-    pub(crate) async fn propose(&self, request_id: &str, fingerprint: [u8; 32], command: Command) -> Result<Outcome, ServiceError> {
+    pub(crate) async fn propose(&self, actor: &Actor, request_id: &str, fingerprint: [u8; 32], command: Command) -> Result<Outcome, ServiceError> {
         let envelope = CommandEnvelope {
             version: COMMAND_VERSION,
             request_id: request_id.to_string(),
-            request_fingerprint: fingerprint,
+            request_fingerprint: bind_actor(&fingerprint, actor),
             issued_at_unix: now_unix(),
             command,
+            actor: actor.clone(),
         };
         let response = self.proposer.propose(Bytes::from(envelope.encode())).await?;
         match Outcome::decode(&response)? {
@@ -194,6 +248,19 @@ impl<P: Proposer> Kyso<P> {
     pub(crate) async fn read_barrier(&self) -> Result<(), ServiceError> {
         Ok(self.proposer.read_barrier().await?)
     }
+}
+
+/// Refuses a caller that lacks `role`. The RPC table in `api::auth` already checked the
+/// role of network callers; services check again for calls that do not pass through it.
+pub(crate) fn require_role(caller: &Caller, role: Role, what: &str) -> Result<(), ServiceError> {
+    if caller.has(role) {
+        return Ok(());
+    }
+    Err(ServiceError::PermissionDenied(format!("{what} needs the {role} role; {} does not hold it", caller.actor)))
+}
+
+fn bind_actor(fingerprint: &[u8; 32], actor: &Actor) -> [u8; 32] {
+    crate::service::fingerprint(&[fingerprint, &actor.fingerprint_part()])
 }
 
 /// Seconds since the Unix epoch. Called only before proposing, never while applying.

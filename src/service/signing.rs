@@ -1,18 +1,23 @@
-//! Signing use cases: register signers, certify documents (one or a batch), revoke.
+//! Signing use cases: register signers, certify documents (one or a batch, server-side with
+//! the signer's PIN), record a signature the signer made with its own token (client-side),
+//! revoke.
 //!
-//! The node checks the signer's authority and certificate, reads the archived document
-//! (hash-checked), builds a detached CMS signature with the signer's sealed key, checks
-//! that signature, and only then proposes the whole signed record: the signing time, the
-//! lookup code and the signature are fixed before the command enters the log.
+//! The node checks the caller may act as the signer, the signer's authority for the agency
+//! and its certificate (valid and unrevoked now), reads the archived document
+//! (hash-checked), unlocks the signer's key with the master key AND the signer's PIN (once
+//! per batch), builds a detached CMS signature, checks it, and only then proposes the whole
+//! signed record: the signing time, the lookup code and the signature are fixed before the
+//! command enters the log.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use kyso_cluster::Proposer;
 
-use super::{fingerprint, now_unix, validate, Kyso, ServiceError};
-use crate::crypto::{self, CertError, SigningKey};
-use crate::domain::{Certification, CertificationKind, Sha256, Signer, CERTIFICATION_RECORD_VERSION};
+use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
+use crate::access::{Caller, Role};
+use crate::crypto::{self, CertError, KeyError, MasterKey, SigningKey};
+use crate::domain::{Certification, CertificationKind, Sha256, Signer, CERTIFICATION_RECORD_VERSION, PIN_FAILURES_MAX};
 use crate::lookup::LookupCode;
 use crate::state::{Command, Outcome};
 
@@ -29,7 +34,20 @@ pub struct NewSigner {
     pub certificate_chain: Vec<u8>,
     /// PKCS#8, PEM or DER; empty when the node holds no key for this signer.
     pub private_key: Vec<u8>,
+    /// The signer's own secret that, with the master key, seals `private_key`. Required
+    /// with a key.
+    pub pin: String,
 }
+
+/// A detached CMS signature the signer made with its own token, for an archived document.
+#[derive(Debug, Clone)]
+pub struct SubmittedSignature {
+    pub item: CertifyItem,
+    pub cms_der: Vec<u8>,
+}
+
+/// Seconds a client-side signing time may lie ahead of the node's clock.
+pub const CLOCK_SKEW_SECONDS_MAX: i64 = 300;
 
 #[derive(Debug, Clone)]
 pub struct CertifyItem {
@@ -59,8 +77,9 @@ impl From<CertError> for ServiceError {
 }
 
 impl<P: Proposer> Kyso<P> {
-    #[tracing::instrument(skip(self, request), fields(request_id = %request.request_id))]
-    pub async fn register_signer(&self, request: NewSigner) -> Result<Signer, ServiceError> {
+    #[tracing::instrument(skip(self, caller, request), fields(request_id = %request.request_id))]
+    pub async fn register_signer(&self, caller: &Caller, request: NewSigner) -> Result<Signer, ServiceError> {
+        require_role(caller, Role::Admin, "registering a signer")?;
         self.check_new_signer(&request)?;
         let request_fingerprint = fingerprint(&[
             b"register-signer",
@@ -69,14 +88,15 @@ impl<P: Proposer> Kyso<P> {
             request.agency_ids.join("\n").as_bytes(),
             &request.certificate_chain,
             &ring::digest::digest(&ring::digest::SHA256, &request.private_key).as_ref()[..],
+            &ring::digest::digest(&ring::digest::SHA256, request.pin.as_bytes()).as_ref()[..],
         ]);
-        if let Some(outcome) = self.earlier_outcome(&request.request_id, &request_fingerprint).await? {
+        if let Some(outcome) = self.earlier_outcome(&caller.actor, &request.request_id, &request_fingerprint).await? {
             return expect_signer(outcome);
         }
         let chain = crypto::parse_certificates(&request.certificate_chain)?;
         let validated = crypto::validate_chain(&chain, &self.trust, now_unix())?;
         let id = hex::encode(validated.fingerprint_sha256);
-        let sealed_key = self.seal_signer_key(&id, &request.private_key, &validated.chain_der[0])?;
+        let sealed_key = self.seal_signer_key(&id, &request.private_key, &request.pin, &validated.chain_der[0]).await?;
         let signer = Signer {
             id,
             name: request.name,
@@ -92,7 +112,7 @@ impl<P: Proposer> Kyso<P> {
             sealed_key,
             registered_at_unix: now_unix(),
         };
-        expect_signer(self.propose(&request.request_id, request_fingerprint, Command::RegisterSigner(signer)).await?)
+        expect_signer(self.propose(&caller.actor, &request.request_id, request_fingerprint, Command::RegisterSigner(signer)).await?)
     }
 
     fn check_new_signer(&self, request: &NewSigner) -> Result<(), ServiceError> {
@@ -119,11 +139,21 @@ impl<P: Proposer> Kyso<P> {
     }
 
     /// Parses the key, checks it matches the certificate, and seals it under the master
-    /// key bound to the signer id. The clear key never leaves this function.
-    fn seal_signer_key(&self, signer_id: &str, key_input: &[u8], leaf_der: &[u8]) -> Result<Option<Vec<u8>>, ServiceError> {
+    /// key and the signer's PIN, bound to the signer id. The clear key never leaves this
+    /// function.
+    async fn seal_signer_key(&self, signer_id: &str, key_input: &[u8], pin: &str, leaf_der: &[u8]) -> Result<Option<Vec<u8>>, ServiceError> {
         if key_input.is_empty() {
+            if !pin.is_empty() {
+                return Err(ServiceError::InvalidArgument("a pin was sent without a private key; send both or neither".into()));
+            }
             return Ok(None);
         }
+        if pin.is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "a server-held key needs the signer's pin: the key is sealed under the master key and the pin".into(),
+            ));
+        }
+        crypto::check_pin(pin).map_err(|error| ServiceError::InvalidArgument(error.to_string()))?;
         let pkcs8 = pkcs8_der(key_input)?;
         let key = SigningKey::from_pkcs8_der(&pkcs8)
             .map_err(|error| ServiceError::InvalidArgument(format!("private key is not usable: {error}")))?;
@@ -132,14 +162,24 @@ impl<P: Proposer> Kyso<P> {
                 "private key does not match the certificate's public key; send the key issued with this certificate".into(),
             ));
         }
-        let sealed = crypto::seal(&self.master_key, signer_id.as_bytes(), &pkcs8)
-            .map_err(|error| ServiceError::Internal(format!("cannot seal key: {error}")))?;
-        Ok(Some(sealed))
+        Ok(Some(self.seal_with_pin(signer_id, pin, pkcs8).await?))
     }
 
-    /// Signs every item and records them in one command: all or nothing.
-    #[tracing::instrument(skip(self, items), fields(request_id = %request_id, items = items.len()))]
-    pub async fn certify(&self, request_id: &str, items: Vec<CertifyItem>) -> Result<Vec<Certification>, ServiceError> {
+    /// Seals a PKCS#8 key under the master key and `pin` on a blocking thread (PBKDF2 takes
+    /// a fraction of a second by design).
+    pub(crate) async fn seal_with_pin(&self, signer_id: &str, pin: &str, pkcs8: zeroize::Zeroizing<Vec<u8>>) -> Result<Vec<u8>, ServiceError> {
+        let (master, pin, id, iterations) = (self.master_key.clone(), zeroize::Zeroizing::new(pin.to_string()), signer_id.to_string(), self.limits.pin_pbkdf2_iterations);
+        tokio::task::spawn_blocking(move || crypto::seal_with_pin(&master, &pin, iterations, id.as_bytes(), &pkcs8))
+            .await
+            .map_err(|error| ServiceError::Internal(format!("sealing task failed: {error}")))?
+            .map_err(|error| ServiceError::Internal(format!("cannot seal key: {error}")))
+    }
+
+    /// Signs every item and records them in one command: all or nothing. Each signer's key
+    /// is unlocked once with `pin`, however many items it signs.
+    #[tracing::instrument(skip(self, caller, items, pin), fields(request_id = %request_id, items = items.len()))]
+    pub async fn certify(&self, caller: &Caller, request_id: &str, items: Vec<CertifyItem>, pin: &str) -> Result<Vec<Certification>, ServiceError> {
+        require_role(caller, Role::Signer, "signing")?;
         validate::request_id(request_id)?;
         if items.is_empty() || items.len() > self.limits.certify_batch_items_max {
             return Err(ServiceError::InvalidArgument(format!(
@@ -149,43 +189,132 @@ impl<P: Proposer> Kyso<P> {
             )));
         }
         let request_fingerprint = certify_fingerprint(&items);
-        if let Some(outcome) = self.earlier_outcome(request_id, &request_fingerprint).await? {
+        if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint).await? {
             return expect_certifications(outcome);
         }
         let signed_at_unix = now_unix();
         let mut keys: HashMap<String, std::sync::Arc<SigningKey>> = HashMap::new();
         let mut certifications = Vec::with_capacity(items.len());
         for item in items {
-            let (signer, document) = self.check_certify_item(&item, signed_at_unix).await?;
+            let (signer, document) = self.check_certify_item(caller, &item, signed_at_unix).await?;
             let key = match keys.get(&signer.id) {
                 Some(key) => key.clone(),
                 None => {
-                    let key = std::sync::Arc::new(self.unseal_signer_key(&signer)?);
+                    let key = self.unseal_signer_key(caller, &signer, pin).await?;
                     keys.insert(signer.id.clone(), key.clone());
                     key
                 }
             };
             let cms_der = sign_and_check(document, signed_at_unix, signer.chain_der.clone(), key).await?;
-            certifications.push(Certification {
-                version: CERTIFICATION_RECORD_VERSION,
-                lookup_code: LookupCode::generate(&self.random)
-                    .map_err(|_| ServiceError::Internal("system random source failed".into()))?,
-                document_sha256: Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item"),
-                kind: item.kind.expect("checked in check_certify_item"),
-                agency_id: item.agency_id,
-                signer_id: signer.id,
-                dossier_id: item.dossier_id,
-                signed_at_unix,
-                cms_der,
-                revocation: None,
-            });
+            certifications.push(self.new_certification(item, signer.id, signed_at_unix, cms_der)?);
         }
-        expect_certifications(self.propose(request_id, request_fingerprint, Command::Certify(certifications)).await?)
+        expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(certifications)).await?)
+    }
+
+    /// Records a detached CMS signature that the signer made with its own token: it must
+    /// verify over the archived document, be made with the signer's registered
+    /// certificate, at a signing time when that certificate was valid and unrevoked, be
+    /// recent, and never have been recorded before.
+    #[tracing::instrument(skip(self, caller, submitted), fields(request_id = %request_id))]
+    pub async fn submit_signature(&self, caller: &Caller, request_id: &str, submitted: SubmittedSignature) -> Result<Certification, ServiceError> {
+        require_role(caller, Role::Signer, "submitting a signature")?;
+        validate::request_id(request_id)?;
+        let item = submitted.item;
+        let request_fingerprint = fingerprint(&[b"submit-signature", &certify_fingerprint(std::slice::from_ref(&item)), &submitted.cms_der]);
+        self.read_barrier().await?;
+        if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint).await? {
+            return expect_certifications(outcome).map(first);
+        }
+        if let Some(code) = self.state.signature_recorded(&submitted.cms_der)? {
+            return Err(ServiceError::AlreadyExists(format!(
+                "this signature was already recorded as certification {code}; sign again to certify again"
+            )));
+        }
+        let now = now_unix();
+        let (signer, document) = self.check_certify_item(caller, &item, now).await?;
+        let cms_der = submitted.cms_der;
+        let verified = tokio::task::spawn_blocking({
+            let cms_der = cms_der.clone();
+            move || crypto::verify_detached(&cms_der, &document)
+        })
+        .await
+        .map_err(|error| ServiceError::Internal(format!("verification task failed: {error}")))?
+        .map_err(|error| ServiceError::InvalidArgument(format!("the signature does not verify over the archived document: {error}")))?;
+        if hex::encode(Sha256::digest(&verified.signer_cert_der).0) != signer.id {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the signature was made with another certificate than signer {}'s registered one; sign with the registered certificate",
+                signer.id
+            )));
+        }
+        let signed_at_unix = verified.signing_time_unix;
+        if signed_at_unix > now + CLOCK_SKEW_SECONDS_MAX {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the signing time {signed_at_unix} is in the future; check the signing computer's clock"
+            )));
+        }
+        let age_max = self.limits.client_signature_age_seconds_max as i64;
+        if now - signed_at_unix > age_max {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "the signature was made {} s ago, more than {age_max} s; sign the document again",
+                now - signed_at_unix
+            )));
+        }
+        self.check_signer_may_sign(&signer, signed_at_unix)?;
+        // The same signature in other bytes (an ECDSA signature is malleable, a CMS can be
+        // re-encoded) names the same signer, document and signing time: re-used too.
+        let document_sha256 = Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item");
+        if let Some(earlier) = self
+            .state
+            .certifications_of(&document_sha256)?
+            .into_iter()
+            .find(|earlier| earlier.signer_id == signer.id && earlier.signed_at_unix == signed_at_unix)
+        {
+            return Err(ServiceError::AlreadyExists(format!(
+                "certification {} already records a signature by this signer over this document made at {signed_at_unix}; sign again to certify again",
+                earlier.lookup_code
+            )));
+        }
+        let certification = self.new_certification(item, signer.id, signed_at_unix, cms_der)?;
+        let outcome = self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(vec![certification])).await?;
+        expect_certifications(outcome).map(first)
+    }
+
+    /// A certification of an item that passed `check_certify_item`, with a fresh lookup code.
+    fn new_certification(&self, item: CertifyItem, signer_id: String, signed_at_unix: i64, cms_der: Vec<u8>) -> Result<Certification, ServiceError> {
+        Ok(Certification {
+            version: CERTIFICATION_RECORD_VERSION,
+            lookup_code: LookupCode::generate(&self.random).map_err(|_| ServiceError::Internal("system random source failed".into()))?,
+            document_sha256: Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item"),
+            kind: item.kind.expect("checked in check_certify_item"),
+            agency_id: item.agency_id,
+            signer_id,
+            dossier_id: item.dossier_id,
+            signed_at_unix,
+            cms_der,
+            revocation: None,
+        })
+    }
+
+    /// The signer's chain is valid at `at_unix` and its certificate not revoked by then.
+    fn check_signer_may_sign(&self, signer: &Signer, at_unix: i64) -> Result<(), ServiceError> {
+        crypto::validate_chain(&signer.chain_der, &self.trust, at_unix).map_err(|error| {
+            ServiceError::PermissionDenied(format!("signer {} cannot sign now: {error}", signer.id))
+        })?;
+        if let Some(revocation) = self.state.signer_status(&signer.id)?.revoked_at(at_unix) {
+            return Err(ServiceError::PermissionDenied(format!(
+                "signer {} cannot sign: its certificate was revoked at {} ({}) by a crl of {}",
+                signer.id,
+                crate::crypto::cert::format_unix_utc(revocation.revoked_at_unix),
+                revocation.reason,
+                revocation.issuer
+            )));
+        }
+        Ok(())
     }
 
     /// Everything a certification needs that can be checked before signing; returns the
     /// signer and the document's bytes.
-    async fn check_certify_item(&self, item: &CertifyItem, at_unix: i64) -> Result<(Signer, Bytes), ServiceError> {
+    async fn check_certify_item(&self, caller: &Caller, item: &CertifyItem, at_unix: i64) -> Result<(Signer, Bytes), ServiceError> {
         let hash = Sha256::from_slice(&item.document_sha256).ok_or_else(|| {
             ServiceError::InvalidArgument(format!(
                 "document_sha256 must be 32 bytes, got {}",
@@ -197,6 +326,12 @@ impl<P: Proposer> Kyso<P> {
         }
         validate::identifier("agency_id", &item.agency_id)?;
         validate::text("signer_id", &item.signer_id, 64, true)?;
+        if !caller.acts_as_signer(&item.signer_id) {
+            return Err(ServiceError::PermissionDenied(format!(
+                "{} may not sign as signer {}; an admin grants signer ids with kyso access set",
+                caller.actor, item.signer_id
+            )));
+        }
         let signer = self
             .state
             .signer(&item.signer_id)?
@@ -212,9 +347,7 @@ impl<P: Proposer> Kyso<P> {
         if !item.dossier_id.is_empty() && self.state.dossier(&item.dossier_id)?.is_none() {
             return Err(ServiceError::NotFound(format!("dossier {:?} does not exist", item.dossier_id)));
         }
-        crypto::validate_chain(&signer.chain_der, &self.trust, at_unix).map_err(|error| {
-            ServiceError::FailedPrecondition(format!("signer {} cannot sign now: {error}", signer.id))
-        })?;
+        self.check_signer_may_sign(&signer, at_unix)?;
         let document = self.get_blob(&hash).await.map_err(|error| match error {
             ServiceError::NotFound(_) => {
                 ServiceError::NotFound(format!("document {hash} is not archived; upload it in a dossier first"))
@@ -224,33 +357,131 @@ impl<P: Proposer> Kyso<P> {
         Ok((signer, document))
     }
 
-    fn unseal_signer_key(&self, signer: &Signer) -> Result<SigningKey, ServiceError> {
-        let sealed = signer.sealed_key.as_ref().ok_or_else(|| {
-            ServiceError::FailedPrecondition(format!(
-                "the node holds no private key for signer {}; register the signer with its key",
-                signer.id
-            ))
-        })?;
-        let pkcs8 = crypto::open(&self.master_key, signer.id.as_bytes(), sealed).map_err(|error| {
-            ServiceError::FailedPrecondition(format!(
-                "the key of signer {} cannot be unsealed with this node's master key: {error}",
-                signer.id
-            ))
-        })?;
-        SigningKey::from_pkcs8_der(&pkcs8).map_err(|error| ServiceError::Internal(format!("sealed key is unusable: {error}")))
+    /// Opens the signer's key with the master key and `pin`. A wrong PIN is counted in
+    /// replicated state (so every node sees it) before the caller hears of it; at
+    /// [`PIN_FAILURES_MAX`] the key locks until an admin unlocks it.
+    ///
+    /// A key opened with the same PIN within `limits.unlocked_key_seconds_max` is served
+    /// from memory without PBKDF2 ([`super::unlocked`]); a lock applies either way.
+    pub(crate) async fn unseal_signer_key(&self, caller: &Caller, signer: &Signer, pin: &str) -> Result<std::sync::Arc<SigningKey>, ServiceError> {
+        if let Some(sealed) = &signer.sealed_key {
+            if self.state.signer_status(&signer.id)?.locked() {
+                self.unlocked_keys.forget(&signer.id);
+                return Err(locked(&signer.id));
+            }
+            if let Some(key) = self.unlocked_keys.get(&signer.id, sealed, pin) {
+                return Ok(key);
+            }
+        }
+        let pkcs8 = self.unseal_signer_pkcs8(caller, signer, pin).await?;
+        let key = std::sync::Arc::new(
+            SigningKey::from_pkcs8_der(&pkcs8).map_err(|error| ServiceError::Internal(format!("sealed key is unusable: {error}")))?,
+        );
+        if let Some(sealed) = &signer.sealed_key {
+            self.unlocked_keys.insert(&signer.id, sealed, pin, key.clone());
+        }
+        Ok(key)
     }
 
-    #[tracing::instrument(skip(self, reason), fields(request_id = %request_id))]
-    pub async fn revoke(&self, request_id: &str, lookup_code: &str, reason: &str) -> Result<Certification, ServiceError> {
+    /// The signer's PKCS#8 key, opened as [`Kyso::unseal_signer_key`] describes.
+    pub(crate) async fn unseal_signer_pkcs8(&self, caller: &Caller, signer: &Signer, pin: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
+        let sealed = signer.sealed_key.as_ref().ok_or_else(|| {
+            ServiceError::FailedPrecondition(format!(
+                "the node holds no private key for signer {}; register the signer with its key and pin, or submit a client-side signature",
+                signer.id
+            ))
+        })?;
+        if self.state.signer_status(&signer.id)?.locked() {
+            return Err(locked(&signer.id));
+        }
+        if pin.is_empty() {
+            return Err(ServiceError::InvalidArgument("send the signer's pin to unlock its key".into()));
+        }
+        let open = |master: MasterKey| {
+            let (pin, id, sealed) = (zeroize::Zeroizing::new(pin.to_string()), signer.id.clone(), sealed.clone());
+            async move {
+                tokio::task::spawn_blocking(move || crypto::open_with_pin(&master, &pin, id.as_bytes(), &sealed))
+                    .await
+                    .map_err(|error| ServiceError::Internal(format!("unlock task failed: {error}")))
+            }
+        };
+        let mut opened = open(self.master_key.clone()).await?;
+        if let (Err(KeyError::WrongMasterKey), Some(previous)) = (&opened, &self.previous_master_key) {
+            opened = open(previous.clone()).await?;
+            if let Ok(pkcs8) = &opened {
+                self.reseal_under_current_master_key(caller, &signer.id, pin, pkcs8.clone()).await?;
+            }
+        }
+        match opened {
+            Ok(pkcs8) => Ok(pkcs8),
+            Err(KeyError::WrongPin) => Err(self.count_wrong_pin(caller, &signer.id).await),
+            Err(error) => Err(ServiceError::FailedPrecondition(format!("the key of signer {} cannot be unsealed: {error}", signer.id))),
+        }
+    }
+
+    /// Master key rotation: a key that opened under the previous master key is sealed
+    /// again under the current one (same PIN) and recorded, so the old key can be retired.
+    async fn reseal_under_current_master_key(&self, caller: &Caller, signer_id: &str, pin: &str, pkcs8: zeroize::Zeroizing<Vec<u8>>) -> Result<(), ServiceError> {
+        let sealed_key = self.seal_with_pin(signer_id, pin, pkcs8).await?;
+        let request_id = self.random_request_id("reseal")?;
+        let command = Command::ReplaceSignerKey { signer_id: signer_id.to_string(), sealed_key };
+        match self.propose(&caller.actor, &request_id, fingerprint(&[request_id.as_bytes()]), command).await? {
+            Outcome::Rejected(rejection) => Err(rejection.into()),
+            _ => {
+                tracing::info!(signer_id, "re-sealed a signer key under the current master key");
+                Ok(())
+            }
+        }
+    }
+
+    async fn count_wrong_pin(&self, caller: &Caller, signer_id: &str) -> ServiceError {
+        let request_id = match self.random_request_id("pin") {
+            Ok(request_id) => request_id,
+            Err(error) => return error,
+        };
+        let command = Command::PinRejected { signer_id: signer_id.to_string() };
+        match self.propose(&caller.actor, &request_id, fingerprint(&[request_id.as_bytes()]), command).await {
+            Ok(Outcome::SignerStatus(status)) if status.locked() => locked(signer_id),
+            Ok(Outcome::SignerStatus(status)) => ServiceError::PermissionDenied(format!(
+                "wrong pin for signer {signer_id}; {} more wrong pins lock the key",
+                PIN_FAILURES_MAX - status.pin_failures
+            )),
+            Ok(other) => ServiceError::Internal(format!("unexpected outcome: {other:?}")),
+            Err(error) => error,
+        }
+    }
+
+    /// A fresh request id for a command the node proposes on its own (audit, PIN count).
+    pub(crate) fn random_request_id(&self, prefix: &str) -> Result<String, ServiceError> {
+        let mut bytes = [0u8; 16];
+        ring::rand::SecureRandom::fill(&self.random, &mut bytes)
+            .map_err(|_| ServiceError::Internal("system random source failed".into()))?;
+        Ok(format!("{prefix}-{}", hex::encode(bytes)))
+    }
+
+    /// Revokes a certification: an admin may revoke any, a signer those of the signers it
+    /// acts as.
+    #[tracing::instrument(skip(self, caller, reason), fields(request_id = %request_id))]
+    pub async fn revoke(&self, caller: &Caller, request_id: &str, lookup_code: &str, reason: &str) -> Result<Certification, ServiceError> {
         validate::request_id(request_id)?;
         let code = LookupCode::parse(lookup_code).map_err(|error| ServiceError::InvalidArgument(error.to_string()))?;
         validate::text("reason", reason, self.limits.text_field_chars_max, true)?;
         let request_fingerprint = fingerprint(&[b"revoke", code.as_str().as_bytes(), reason.as_bytes()]);
-        if let Some(outcome) = self.earlier_outcome(request_id, &request_fingerprint).await? {
+        if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint).await? {
             return expect_certifications(outcome).map(first);
         }
+        if !caller.has(Role::Admin) {
+            let certification = self.state.certification(&code)?;
+            let own = certification.is_some_and(|certification| caller.has(Role::Signer) && caller.acts_as_signer(&certification.signer_id));
+            if !own {
+                return Err(ServiceError::PermissionDenied(format!(
+                    "{} may revoke only certifications of the signers it acts as",
+                    caller.actor
+                )));
+            }
+        }
         let command = Command::RevokeCertification { lookup_code: code, reason: reason.to_string(), revoked_at_unix: now_unix() };
-        expect_certifications(self.propose(request_id, request_fingerprint, command).await?).map(first)
+        expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, command).await?).map(first)
     }
 }
 
@@ -302,12 +533,18 @@ fn certify_fingerprint(items: &[CertifyItem]) -> [u8; 32] {
     fingerprint(&borrowed)
 }
 
+fn locked(signer_id: &str) -> ServiceError {
+    ServiceError::PermissionDenied(format!(
+        "the key of signer {signer_id} is locked after {PIN_FAILURES_MAX} wrong pins; an admin unlocks it with kyso signer unlock"
+    ))
+}
+
 fn first(mut certifications: Vec<Certification>) -> Certification {
     // A revocation outcome always carries exactly the revoked certification.
     certifications.swap_remove(0)
 }
 
-fn expect_signer(outcome: Outcome) -> Result<Signer, ServiceError> {
+pub(crate) fn expect_signer(outcome: Outcome) -> Result<Signer, ServiceError> {
     match outcome {
         Outcome::Signer(signer) => Ok(signer),
         Outcome::Rejected(rejection) => Err(rejection.into()),

@@ -31,6 +31,12 @@ pub fn identifier(field: &str, value: &str) -> Result<(), ServiceError> {
             "{field} contains {bad:?}; use letters, digits and . - _ / only"
         )));
     }
+    // Never a path, should anything ever use it as one: no "..", ".", empty or leading segment.
+    if value.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+        return Err(ServiceError::InvalidArgument(format!(
+            "{field} {value:?} looks like a path; use a plain identifier such as xa-demo or 123/QĐ-UBND"
+        )));
+    }
     Ok(())
 }
 
@@ -86,6 +92,15 @@ mod tests {
         assert!(file_name("a\\b.pdf").is_err());
         assert!(file_name("..").is_err());
         assert!(file_name("giấy khai sinh.pdf").is_ok());
+    }
+
+    #[test]
+    fn identifiers_are_never_paths() {
+        assert!(identifier("agency_id", "../xa").is_err());
+        assert!(identifier("agency_id", "/xa").is_err());
+        assert!(identifier("agency_id", "xa//b").is_err());
+        assert!(identifier("dossier_number", "123/QĐ-UBND").is_ok());
+        assert!(identifier("procedure_code", "1.001193").is_ok());
     }
 
     #[test]

@@ -3,13 +3,21 @@
 //!
 //! Reads are linearizable: they wait for a read barrier, so a verify that starts after a
 //! certify was acknowledged sees it.
+//!
+//! Whether a certification's signature holds over its document and whether the signer's
+//! chain was valid at signing time never change: the document is content-addressed, the
+//! CMS and the chain are written once, the trust anchors are fixed for the process. Those
+//! two answers are kept per lookup code in a bounded [`CheckCache`], so a repeated verify
+//! reads neither the blob nor re-runs the cryptography. What can change (revocation of the
+//! certification or of the signer's certificate, the log proof) is read fresh every time.
 
 use bytes::Bytes;
 use kyso_cluster::Proposer;
 
 use super::{Kyso, ServiceError};
 use crate::crypto;
-use crate::domain::{Certification, Sha256, Signer};
+use crate::crypto::cert::format_unix_utc;
+use crate::domain::{Certification, Sha256, Signer, SignerRevocation};
 use crate::lookup::LookupCode;
 
 /// What the verifier presents.
@@ -26,6 +34,9 @@ pub struct VerifiedCertification {
     pub signer: Signer,
     pub signature_valid: bool,
     pub chain_valid_at_signing: bool,
+    /// The signer certificate's revocation (from an imported CRL), if any; the summary says
+    /// whether it came before the signature (invalid) or after (still valid).
+    pub signer_revocation: Option<SignerRevocation>,
     pub summary: String,
     /// Proof of inclusion in the transparency log at the current tree size.
     pub inclusion: Option<(crate::state::LogProof, super::log::SignedCheckpoint)>,
@@ -47,13 +58,33 @@ impl<P: Proposer> Kyso<P> {
                 "no certification of document {document_sha256} is recorded; check the file or ask the issuing office"
             )));
         }
+        let cached: Vec<Option<Checked>> =
+            certifications.iter().map(|certification| self.check_cache.get(&certification.lookup_code)).collect();
         let content = match content {
-            Some(content) => content,
-            None => self.get_blob(&document_sha256).await?,
+            Some(content) => Some(content),
+            None if cached.iter().any(Option::is_none) => Some(self.get_blob(&document_sha256).await?),
+            None => None,
         };
         let mut verified = Vec::with_capacity(certifications.len());
-        for certification in certifications {
-            verified.push(self.check_certification(certification, &content)?);
+        for (certification, cached) in certifications.into_iter().zip(cached) {
+            let signer = self.state.signer(&certification.signer_id)?.ok_or_else(|| {
+                ServiceError::DataLoss(format!("certification names signer {} that is not recorded", certification.signer_id))
+            })?;
+            let checked = match (cached, &content) {
+                (Some(checked), _) => checked,
+                (None, Some(content)) => {
+                    let checked = Checked {
+                        signature: crypto::verify_detached(&certification.cms_der, content).map(drop).map_err(|error| error.to_string()),
+                        chain: crypto::validate_chain(&signer.chain_der, &self.trust, certification.signed_at_unix)
+                            .map(drop)
+                            .map_err(|error| error.to_string()),
+                    };
+                    self.check_cache.put(certification.lookup_code.clone(), checked.clone());
+                    checked
+                }
+                (None, None) => return Err(ServiceError::Internal("a verify check was neither cached nor given the document".into())),
+            };
+            verified.push(self.check_certification(certification, signer, checked)?);
         }
         Ok(Verification { document_sha256, certifications: verified })
     }
@@ -84,26 +115,71 @@ impl<P: Proposer> Kyso<P> {
         }
     }
 
-    fn check_certification(&self, certification: Certification, content: &[u8]) -> Result<VerifiedCertification, ServiceError> {
-        let signer = self.state.signer(&certification.signer_id)?.ok_or_else(|| {
-            ServiceError::DataLoss(format!("certification names signer {} that is not recorded", certification.signer_id))
-        })?;
-        let signature = crypto::verify_detached(&certification.cms_der, content);
-        let chain = crypto::validate_chain(&signer.chain_der, &self.trust, certification.signed_at_unix);
-        let summary = match (&certification.revocation, &signature, &chain) {
-            (_, Err(error), _) => format!("invalid: the signature does not verify ({error})"),
-            (_, _, Err(error)) => format!("invalid: the signer's certificate was not valid at signing time ({error})"),
-            (Some(revocation), _, _) => format!("revoked: {}", revocation.reason),
-            (None, Ok(_), Ok(_)) => "valid".to_string(),
+    fn check_certification(&self, certification: Certification, signer: Signer, checked: Checked) -> Result<VerifiedCertification, ServiceError> {
+        let Checked { signature, chain } = checked;
+        let signer_revocation = self.state.signer_status(&signer.id)?.revocation;
+        let revoked_before_signing =
+            signer_revocation.as_ref().filter(|revocation| revocation.revoked_at_unix <= certification.signed_at_unix);
+        let summary = match (&certification.revocation, &signature, &chain, revoked_before_signing, &signer_revocation) {
+            (_, Err(error), _, _, _) => format!("invalid: the signature does not verify ({error})"),
+            (_, _, Err(error), _, _) => format!("invalid: the signer's certificate was not valid at signing time ({error})"),
+            (_, _, _, Some(revocation), _) => format!(
+                "invalid: the signer's certificate was revoked at {} ({}), before this signature was made at {}",
+                format_unix_utc(revocation.revoked_at_unix),
+                revocation.reason,
+                format_unix_utc(certification.signed_at_unix)
+            ),
+            (Some(revocation), _, _, _, _) => format!("revoked: {}", revocation.reason),
+            (None, Ok(_), Ok(_), None, Some(revocation)) => format!(
+                "valid: signed at {}, before the signer's certificate was revoked at {} ({})",
+                format_unix_utc(certification.signed_at_unix),
+                format_unix_utc(revocation.revoked_at_unix),
+                revocation.reason
+            ),
+            (None, Ok(_), Ok(_), None, None) => "valid".to_string(),
         };
         let inclusion = self.current_inclusion(&certification.lookup_code)?;
         Ok(VerifiedCertification {
             inclusion,
             signature_valid: signature.is_ok(),
             chain_valid_at_signing: chain.is_ok(),
+            signer_revocation,
             summary,
             certification,
             signer,
         })
+    }
+}
+
+/// The answers about one certification that never change (see the module comment).
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    signature: Result<(), String>,
+    chain: Result<(), String>,
+}
+
+/// [`Checked`] answers by lookup code, least recently used dropped first; at most
+/// `limits.verify_cache_entries_max` (0: nothing is kept).
+pub(crate) struct CheckCache {
+    entries: Option<std::sync::Mutex<lru::LruCache<LookupCode, Checked>>>,
+}
+
+impl CheckCache {
+    pub fn new(capacity: usize) -> CheckCache {
+        CheckCache { entries: std::num::NonZeroUsize::new(capacity).map(|capacity| std::sync::Mutex::new(lru::LruCache::new(capacity))) }
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, lru::LruCache<LookupCode, Checked>>> {
+        self.entries.as_ref().map(|entries| entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    fn get(&self, code: &LookupCode) -> Option<Checked> {
+        self.lock()?.get(code).cloned()
+    }
+
+    fn put(&self, code: LookupCode, checked: Checked) {
+        if let Some(mut entries) = self.lock() {
+            entries.put(code, checked);
+        }
     }
 }

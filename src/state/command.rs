@@ -4,11 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Certification, Dossier, Signer};
+use crate::access::{Actor, Principal};
+use crate::domain::{Certification, Dossier, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 
-/// Version of the command encoding this build writes and applies.
-pub const COMMAND_VERSION: u8 = 1;
+/// Version of the command encoding this build writes and applies. Version 2 added the
+/// actor and the security commands.
+pub const COMMAND_VERSION: u8 = 2;
 
 /// A command with what every command carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +24,8 @@ pub struct CommandEnvelope {
     /// When the proposing node accepted the request.
     pub issued_at_unix: i64,
     pub command: Command,
+    /// Who asked: recorded in every log leaf the command appends.
+    pub actor: Actor,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +35,29 @@ pub enum Command {
     /// One or many certifications, applied all or nothing.
     Certify(Vec<Certification>),
     RevokeCertification { lookup_code: LookupCode, reason: String, revoked_at_unix: i64 },
+    /// Grants (or, with no roles, withdraws) a client certificate's access.
+    SetAccess(Principal),
+    /// Records a security-relevant event that changes no other state (a refused call, a
+    /// membership change).
+    Audit(AuditEvent),
+    /// Signer certificates found revoked in a verified CRL.
+    RevokeSignerCertificates { crl_sha256: Sha256, issuer: String, revocations: Vec<SignerRevocation> },
+    /// A wrong PIN for a signer's server-held key: counts toward the lock.
+    PinRejected { signer_id: String },
+    /// An admin clears a signer's wrong-PIN count.
+    UnlockSigner { signer_id: String },
+    /// The signer re-sealed its key under a new PIN.
+    ReplaceSignerKey { signer_id: String, sealed_key: Vec<u8> },
+}
+
+/// Events recorded by [`Command::Audit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditEvent {
+    /// A call refused with PERMISSION_DENIED. `suppressed_before` counts refusals of the
+    /// same actor that the node did not record (rate limit) since its previous entry.
+    Refused { action: String, reason: String, suppressed_before: u64 },
+    /// A cluster membership change an admin made.
+    ClusterChanged { change: String },
 }
 
 /// What applying a command produced; the response to the proposer.
@@ -40,6 +67,11 @@ pub enum Outcome {
     Dossier(Dossier),
     Certifications(Vec<Certification>),
     Rejected(Rejection),
+    Principal(Principal),
+    /// An audit entry was appended at this leaf index.
+    Audited(u64),
+    SignerRevocations(Vec<SignerRevocation>),
+    SignerStatus(SignerStatus),
 }
 
 /// Why the state machine refused a command (it was applied as a no-op).

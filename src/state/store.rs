@@ -13,10 +13,11 @@ use redb::{
     WriteTransaction,
 };
 
-use super::command::{Command, CommandEnvelope, Outcome, Rejection};
+use super::command::{AuditEvent, Command, CommandEnvelope, Outcome, Rejection};
 use super::leaf::{LogEvent, LogLeaf};
+use crate::access::{Actor, Principal};
 use crate::tlog;
-use crate::domain::{Certification, Dossier, Revocation, Sha256, Signer};
+use crate::domain::{Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -35,6 +36,20 @@ const TLOG_NODES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog
 const TLOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaves");
 /// Lookup-code key -> index of the certification's leaf.
 const CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("certification_leaves");
+/// Security records, by key prefix: `principal/<certificate sha256 hex>` -> Principal,
+/// `signer-status/<signer id>` -> SignerStatus, `signature/<sha256 hex of a CMS>` -> the
+/// lookup code of the certification that recorded it (replay detection).
+const SECURITY: TableDefinition<&str, &[u8]> = TableDefinition::new("security");
+
+fn principal_key(hash: &Sha256) -> String {
+    format!("principal/{hash}")
+}
+fn signer_status_key(signer_id: &str) -> String {
+    format!("signer-status/{signer_id}")
+}
+fn signature_key(cms_der: &[u8]) -> String {
+    format!("signature/{}", Sha256::digest(cms_der))
+}
 
 const APPLIED_INDEX: &str = "applied_index";
 const TLOG_SIZE: &str = "tlog_size";
@@ -84,6 +99,7 @@ impl StateStore {
             txn.open_table(TLOG_NODES)?;
             txn.open_table(TLOG_LEAVES)?;
             txn.open_table(CERTIFICATION_LEAVES)?;
+            txn.open_table(SECURITY)?;
         }
         txn.commit()?;
         Ok(StateStore { db })
@@ -115,6 +131,38 @@ impl StateStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SIGNERS)?;
         table.get(id)?.map(|value| decode(value.value())).transpose()
+    }
+
+    /// Every registered signer, in id order.
+    pub fn signers(&self) -> Result<Vec<Signer>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SIGNERS)?;
+        let mut signers = Vec::new();
+        for row in table.iter()? {
+            signers.push(decode(row?.1.value())?);
+        }
+        Ok(signers)
+    }
+
+    /// A client certificate's replicated grants.
+    pub fn principal(&self, certificate_sha256: &Sha256) -> Result<Option<Principal>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SECURITY)?;
+        table.get(principal_key(certificate_sha256).as_str())?.map(|value| decode(value.value())).transpose()
+    }
+
+    /// A signer's wrong-PIN count and revocation (default when none was recorded).
+    pub fn signer_status(&self, signer_id: &str) -> Result<SignerStatus, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SECURITY)?;
+        Ok(table.get(signer_status_key(signer_id).as_str())?.map(|value| decode(value.value())).transpose()?.unwrap_or_default())
+    }
+
+    /// The lookup code of the certification that recorded exactly this CMS signature.
+    pub fn signature_recorded(&self, cms_der: &[u8]) -> Result<Option<String>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SECURITY)?;
+        table.get(signature_key(cms_der).as_str())?.map(|value| decode(value.value())).transpose()
     }
 
     pub fn certification(&self, code: &LookupCode) -> Result<Option<Certification>, StateError> {
@@ -282,7 +330,7 @@ impl StateStore {
 
 /// The whole state as one record: what a lagging node installs instead of old log entries.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-struct SnapshotV1 {
+struct SnapshotV2 {
     applied: u64,
     requests: Vec<(String, Vec<u8>)>,
     dossiers: Vec<(String, Vec<u8>)>,
@@ -294,16 +342,18 @@ struct SnapshotV1 {
     tlog_nodes: Vec<((u8, u64), Vec<u8>)>,
     tlog_leaves: Vec<(u64, Vec<u8>)>,
     certification_leaves: Vec<(Vec<u8>, u64)>,
+    security: Vec<(String, Vec<u8>)>,
 }
 
-const SNAPSHOT_VERSION: u8 = 1;
+/// Version 2 added the security table.
+const SNAPSHOT_VERSION: u8 = 2;
 
 impl StateStore {
     fn take_snapshot(&self) -> Result<(u64, Bytes), StateError> {
         let txn = self.db.begin_read()?;
-        let mut snapshot = SnapshotV1 {
+        let mut snapshot = SnapshotV2 {
             applied: txn.open_table(META)?.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0),
-            ..SnapshotV1::default()
+            ..SnapshotV2::default()
         };
         for row in txn.open_table(REQUESTS)?.iter()? {
             let (key, value) = row?;
@@ -344,6 +394,10 @@ impl StateStore {
             let (key, value) = row?;
             snapshot.certification_leaves.push((key.value().to_vec(), value.value()));
         }
+        for row in txn.open_table(SECURITY)?.iter()? {
+            let (key, value) = row?;
+            snapshot.security.push((key.value().to_string(), value.value().to_vec()));
+        }
         let mut bytes = vec![SNAPSHOT_VERSION];
         bytes.extend(encode(&snapshot));
         Ok((snapshot.applied, Bytes::from(bytes)))
@@ -353,7 +407,7 @@ impl StateStore {
         let Some((&SNAPSHOT_VERSION, body)) = data.split_first() else {
             return Err(StateError::Corrupt("snapshot has an unknown version; upgrade this node".into()));
         };
-        let snapshot: SnapshotV1 = decode(body)?;
+        let snapshot: SnapshotV2 = decode(body)?;
         if snapshot.applied != index {
             return Err(StateError::Corrupt(format!("snapshot holds index {} but was offered as {index}", snapshot.applied)));
         }
@@ -367,6 +421,7 @@ impl StateStore {
         txn.delete_table(TLOG_NODES)?;
         txn.delete_table(TLOG_LEAVES)?;
         txn.delete_table(CERTIFICATION_LEAVES)?;
+        txn.delete_table(SECURITY)?;
         {
             let mut table = txn.open_table(REQUESTS)?;
             for (key, value) in &snapshot.requests {
@@ -404,6 +459,10 @@ impl StateStore {
             for (key, value) in &snapshot.certification_leaves {
                 table.insert(key.as_slice(), *value)?;
             }
+            let mut table = txn.open_table(SECURITY)?;
+            for (key, value) in &snapshot.security {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
             let mut meta = txn.open_table(META)?;
             meta.insert(TLOG_SIZE, snapshot.tlog_size)?;
             meta.insert(APPLIED_INDEX, index)?;
@@ -418,7 +477,7 @@ impl StateStore {
     /// Returns the applied index beside it.
     pub fn digest(&self) -> Result<(u64, Sha256), StateError> {
         let (index, bytes) = self.take_snapshot()?;
-        let mut snapshot: SnapshotV1 = decode(&bytes[1..])?;
+        let mut snapshot: SnapshotV2 = decode(&bytes[1..])?;
         snapshot.applied = 0;
         Ok((index, Sha256::digest(&encode(&snapshot))))
     }
@@ -457,20 +516,27 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         }
         return Ok(Outcome::Rejected(Rejection::RequestIdReused(envelope.request_id.clone())));
     }
+    let actor = &envelope.actor;
     let outcome = match envelope.command {
-        Command::RegisterSigner(signer) => register_signer(txn, signer)?,
+        Command::RegisterSigner(signer) => register_signer(txn, actor, signer)?,
         Command::ArchiveDossier(dossier) => archive_dossier(txn, dossier)?,
-        Command::Certify(certifications) => certify(txn, certifications)?,
+        Command::Certify(certifications) => certify(txn, actor, certifications)?,
         Command::RevokeCertification { lookup_code, reason, revoked_at_unix } => {
-            revoke(txn, &lookup_code, Revocation { reason, revoked_at_unix })?
+            revoke(txn, actor, &lookup_code, Revocation { reason, revoked_at_unix })?
         }
+        Command::SetAccess(principal) => set_access(txn, actor, principal)?,
+        Command::Audit(event) => audit(txn, actor, event)?,
+        Command::RevokeSignerCertificates { revocations, .. } => revoke_signers(txn, actor, revocations)?,
+        Command::PinRejected { signer_id } => pin_rejected(txn, actor, &signer_id)?,
+        Command::UnlockSigner { signer_id } => unlock_signer(txn, actor, &signer_id)?,
+        Command::ReplaceSignerKey { signer_id, sealed_key } => replace_signer_key(txn, actor, &signer_id, sealed_key)?,
     };
     // Rejected requests are remembered too: a retry gets the same answer.
     requests.insert(envelope.request_id.as_str(), encode(&(envelope.request_fingerprint, &outcome)).as_slice())?;
     Ok(outcome)
 }
 
-fn register_signer(txn: &WriteTransaction, signer: Signer) -> Result<Outcome, StateError> {
+fn register_signer(txn: &WriteTransaction, actor: &Actor, signer: Signer) -> Result<Outcome, StateError> {
     let mut signers = txn.open_table(SIGNERS)?;
     if signers.get(signer.id.as_str())?.is_some() {
         return Ok(Outcome::Rejected(Rejection::AlreadyExists(format!(
@@ -480,7 +546,7 @@ fn register_signer(txn: &WriteTransaction, signer: Signer) -> Result<Outcome, St
     }
     signers.insert(signer.id.as_str(), encode(&signer).as_slice())?;
     let public = Signer { sealed_key: None, ..signer.clone() };
-    append_leaf(txn, &LogLeaf::new(LogEvent::SignerRegistered(public)))?;
+    append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::SignerRegistered(public)))?;
     Ok(Outcome::Signer(signer))
 }
 
@@ -497,7 +563,7 @@ fn archive_dossier(txn: &WriteTransaction, dossier: Dossier) -> Result<Outcome, 
     Ok(Outcome::Dossier(dossier))
 }
 
-fn certify(txn: &WriteTransaction, certifications: Vec<Certification>) -> Result<Outcome, StateError> {
+fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certification>) -> Result<Outcome, StateError> {
     if let Some(rejection) = check_certifiable(txn, &certifications)? {
         return Ok(Outcome::Rejected(rejection));
     }
@@ -508,8 +574,13 @@ fn certify(txn: &WriteTransaction, certifications: Vec<Certification>) -> Result
         let key = certification.lookup_code.index_key();
         table.insert(key.as_slice(), encode(certification).as_slice())?;
         by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
-        let leaf_index = append_leaf(txn, &LogLeaf::new(LogEvent::Certification(certification.clone())))?;
+        let leaf_index = append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::Certification(certification.clone())))?;
         leaves.insert(key.as_slice(), leaf_index)?;
+        let code = certification.lookup_code.to_string();
+        txn.open_table(SECURITY)?.insert(signature_key(&certification.cms_der).as_str(), encode(&code).as_slice())?;
+        // A signature made with the key is a correct PIN (or a client-side signature): the
+        // wrong-PIN count starts again.
+        update_signer_status(txn, &certification.signer_id, |status| status.pin_failures = 0)?;
     }
     Ok(Outcome::Certifications(certifications))
 }
@@ -520,7 +591,9 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
     let blobs = txn.open_table(BLOBS)?;
     let dossiers = txn.open_table(DOSSIERS)?;
     let table = txn.open_table(CERTIFICATIONS)?;
+    let security = txn.open_table(SECURITY)?;
     let mut codes = std::collections::BTreeSet::new();
+    let mut signatures = std::collections::BTreeSet::new();
     for certification in certifications {
         let Some(signer) = signers.get(certification.signer_id.as_str())? else {
             return Ok(Some(Rejection::NotFound(format!("signer {} is not registered", certification.signer_id))));
@@ -531,6 +604,22 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
                 "signer {} is not registered for agency {}",
                 signer.id, certification.agency_id
             ))));
+        }
+        if let Some(revocation) = read_signer_status(&security, &signer.id)?.revoked_at(certification.signed_at_unix) {
+            return Ok(Some(Rejection::PermissionDenied(format!(
+                "signer {}'s certificate was revoked at {} ({}); it cannot sign",
+                signer.id, revocation.revoked_at_unix, revocation.reason
+            ))));
+        }
+        let signature = signature_key(&certification.cms_der);
+        if let Some(existing) = security.get(signature.as_str())? {
+            let code: String = decode(existing.value())?;
+            return Ok(Some(Rejection::AlreadyExists(format!(
+                "this signature was already recorded as certification {code}; a signature is recorded once"
+            ))));
+        }
+        if !signatures.insert(signature) {
+            return Ok(Some(Rejection::AlreadyExists("the batch holds the same signature twice".into())));
         }
         if blobs.get(certification.document_sha256.0.as_slice())?.is_none() {
             return Ok(Some(Rejection::NotFound(format!(
@@ -552,7 +641,7 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
     Ok(None)
 }
 
-fn revoke(txn: &WriteTransaction, code: &LookupCode, revocation: Revocation) -> Result<Outcome, StateError> {
+fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: Revocation) -> Result<Outcome, StateError> {
     let mut table = txn.open_table(CERTIFICATIONS)?;
     let key = code.index_key();
     let Some(stored) = table.get(key.as_slice())? else {
@@ -568,7 +657,7 @@ fn revoke(txn: &WriteTransaction, code: &LookupCode, revocation: Revocation) -> 
     }
     append_leaf(
         txn,
-        &LogLeaf::new(LogEvent::Revocation {
+        &LogLeaf::new(actor.clone(), LogEvent::Revocation {
             lookup_code: code.clone(),
             document_sha256: certification.document_sha256,
             reason: revocation.reason.clone(),
@@ -578,6 +667,110 @@ fn revoke(txn: &WriteTransaction, code: &LookupCode, revocation: Revocation) -> 
     certification.revocation = Some(revocation);
     table.insert(key.as_slice(), encode(&certification).as_slice())?;
     Ok(Outcome::Certifications(vec![certification]))
+}
+
+fn read_signer_status(security: &impl ReadableTable<&'static str, &'static [u8]>, signer_id: &str) -> Result<SignerStatus, StateError> {
+    Ok(security.get(signer_status_key(signer_id).as_str())?.map(|value| decode(value.value())).transpose()?.unwrap_or_default())
+}
+
+/// Applies `change` to a signer's status and writes it back if it changed; returns it.
+fn update_signer_status(txn: &WriteTransaction, signer_id: &str, change: impl FnOnce(&mut SignerStatus)) -> Result<SignerStatus, StateError> {
+    let mut security = txn.open_table(SECURITY)?;
+    let before = read_signer_status(&security, signer_id)?;
+    let mut status = before.clone();
+    change(&mut status);
+    if status != before {
+        security.insert(signer_status_key(signer_id).as_str(), encode(&status).as_slice())?;
+    }
+    Ok(status)
+}
+
+/// A rejection when `signer_id` is not registered.
+fn unknown_signer(txn: &WriteTransaction, signer_id: &str) -> Result<Option<Outcome>, StateError> {
+    Ok(txn
+        .open_table(SIGNERS)?
+        .get(signer_id)?
+        .is_none()
+        .then(|| Outcome::Rejected(Rejection::NotFound(format!("signer {signer_id} is not registered")))))
+}
+
+fn set_access(txn: &WriteTransaction, actor: &Actor, principal: Principal) -> Result<Outcome, StateError> {
+    let mut security = txn.open_table(SECURITY)?;
+    security.insert(principal_key(&principal.certificate_sha256).as_str(), encode(&principal).as_slice())?;
+    drop(security);
+    append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::AccessChanged(principal.clone())))?;
+    Ok(Outcome::Principal(principal))
+}
+
+fn audit(txn: &WriteTransaction, actor: &Actor, event: AuditEvent) -> Result<Outcome, StateError> {
+    let event = match event {
+        AuditEvent::Refused { action, reason, suppressed_before } => LogEvent::Refused { action, reason, suppressed_before },
+        AuditEvent::ClusterChanged { change } => LogEvent::ClusterChanged { change },
+    };
+    Ok(Outcome::Audited(append_leaf(txn, &LogLeaf::new(actor.clone(), event))?))
+}
+
+/// Records each revocation of a registered signer, keeping the earliest time when a
+/// certificate appears in several CRLs. Returns the revocations that changed state.
+fn revoke_signers(txn: &WriteTransaction, actor: &Actor, revocations: Vec<SignerRevocation>) -> Result<Outcome, StateError> {
+    let signers = txn.open_table(SIGNERS)?;
+    let mut recorded = Vec::new();
+    for revocation in revocations {
+        if signers.get(revocation.signer_id.as_str())?.is_none() {
+            continue;
+        }
+        let earlier_known = read_signer_status(&txn.open_table(SECURITY)?, &revocation.signer_id)?
+            .revocation
+            .is_some_and(|existing| existing.revoked_at_unix <= revocation.revoked_at_unix);
+        if earlier_known {
+            continue;
+        }
+        update_signer_status(txn, &revocation.signer_id, |status| status.revocation = Some(revocation.clone()))?;
+        append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::SignerCertificateRevoked(revocation.clone())))?;
+        recorded.push(revocation);
+    }
+    Ok(Outcome::SignerRevocations(recorded))
+}
+
+fn pin_rejected(txn: &WriteTransaction, actor: &Actor, signer_id: &str) -> Result<Outcome, StateError> {
+    if let Some(rejected) = unknown_signer(txn, signer_id)? {
+        return Ok(rejected);
+    }
+    let status = update_signer_status(txn, signer_id, |status| {
+        if !status.locked() {
+            status.pin_failures += 1;
+        }
+    })?;
+    let event = LogEvent::PinRejected { signer_id: signer_id.to_string(), failures: status.pin_failures, locked: status.locked() };
+    append_leaf(txn, &LogLeaf::new(actor.clone(), event))?;
+    Ok(Outcome::SignerStatus(status))
+}
+
+fn unlock_signer(txn: &WriteTransaction, actor: &Actor, signer_id: &str) -> Result<Outcome, StateError> {
+    if let Some(rejected) = unknown_signer(txn, signer_id)? {
+        return Ok(rejected);
+    }
+    let status = update_signer_status(txn, signer_id, |status| status.pin_failures = 0)?;
+    append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::SignerUnlocked { signer_id: signer_id.to_string() }))?;
+    Ok(Outcome::SignerStatus(status))
+}
+
+fn replace_signer_key(txn: &WriteTransaction, actor: &Actor, signer_id: &str, sealed_key: Vec<u8>) -> Result<Outcome, StateError> {
+    let mut signers = txn.open_table(SIGNERS)?;
+    let Some(stored) = signers.get(signer_id)? else {
+        return Ok(Outcome::Rejected(Rejection::NotFound(format!("signer {signer_id} is not registered"))));
+    };
+    let mut signer: Signer = decode(stored.value())?;
+    drop(stored);
+    if signer.sealed_key.is_none() {
+        return Ok(Outcome::Rejected(Rejection::FailedPrecondition(format!("the node holds no key for signer {signer_id}"))));
+    }
+    signer.sealed_key = Some(sealed_key);
+    signers.insert(signer_id, encode(&signer).as_slice())?;
+    drop(signers);
+    update_signer_status(txn, signer_id, |status| status.pin_failures = 0)?;
+    append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::SignerKeyReplaced { signer_id: signer_id.to_string() }))?;
+    Ok(Outcome::Signer(Signer { sealed_key: None, ..signer }))
 }
 
 /// Appends a leaf to the Merkle log; returns its index. O(log n) node writes.

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: a real `kyso node` process on 127.0.0.1 with
-//! ephemeral ports, a test PKI, and gRPC clients. Waits use generous deadlines, never
-//! fixed sleeps: the CI machine is slow and shared.
+//! ephemeral ports, a test PKI (signing CA, and TLS: a cluster CA, a client CA, the node's
+//! certificate and an operator client certificate holding every role), and gRPC clients
+//! over mutual TLS. Waits use generous deadlines, never fixed sleeps: the CI machine is
+//! slow and shared.
 #![allow(dead_code)]
 
 pub mod s3;
@@ -10,10 +12,116 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kyso::crypto::devpki::{self, CertSpec, IssuedCert, KeyUsages};
+use kyso::crypto::devpki::{self, CertSpec, IssuedCert, KeyUsages, TlsUsage};
 use kyso::crypto::KeyAlgorithm;
 use kyso_proto::v1 as pb;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// The PIN every test signer's key is sealed under.
+pub const TEST_PIN: &str = "test-pin-2468";
+/// Limits every test node gets: the weakest PIN stretching allowed, to keep tests fast.
+pub const TEST_LIMITS: &str = "pin_pbkdf2_iterations = 100000\n";
+
+/// TLS material of a test deployment, in `dir` (created once, then read back).
+#[derive(Clone)]
+pub struct TestTls {
+    pub dir: PathBuf,
+    pub cluster_ca: IssuedCert,
+    pub client_ca: IssuedCert,
+    pub node: IssuedCert,
+    /// Holds admin, clerk, signer and verifier for every agency and signer.
+    pub operator: IssuedCert,
+}
+
+fn write_issued(dir: &Path, name: &str, issued: &IssuedCert) {
+    std::fs::write(dir.join(format!("{name}.pem")), issued.cert_pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), issued.key_pem().as_bytes()).unwrap();
+}
+
+fn read_issued(dir: &Path, name: &str) -> IssuedCert {
+    let cert = pem::parse(std::fs::read(dir.join(format!("{name}.pem"))).unwrap()).unwrap().into_contents();
+    let key = pem::parse(std::fs::read(dir.join(format!("{name}.key"))).unwrap()).unwrap().into_contents();
+    IssuedCert { cert_der: cert, key_pkcs8_der: zeroize::Zeroizing::new(key) }
+}
+
+impl TestTls {
+    pub fn ensure(dir: &Path) -> TestTls {
+        if dir.join("operator.pem").exists() {
+            return TestTls {
+                dir: dir.to_path_buf(),
+                cluster_ca: read_issued(dir, "cluster-ca"),
+                client_ca: read_issued(dir, "client-ca"),
+                node: read_issued(dir, "node"),
+                operator: read_issued(dir, "operator"),
+            };
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let cluster_ca = devpki::self_signed_ca(&ca_spec("kyso test cluster CA")).unwrap();
+        let client_ca = devpki::self_signed_ca(&ca_spec("kyso test client CA")).unwrap();
+        let hosts = ["localhost".to_string(), "127.0.0.1".to_string()];
+        let node = tls_leaf("kyso test node", &hosts, TlsUsage::ServerAndClient, &cluster_ca);
+        let operator = tls_leaf("kyso test operator", &[], TlsUsage::Client, &client_ca);
+        for (name, issued) in [("cluster-ca", &cluster_ca), ("client-ca", &client_ca), ("node", &node), ("operator", &operator)] {
+            write_issued(dir, name, issued);
+        }
+        TestTls { dir: dir.to_path_buf(), cluster_ca, client_ca, node, operator }
+    }
+
+    pub fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// A client certificate from the client CA (no grants until some are given).
+    pub fn issue_client(&self, name: &str) -> IssuedCert {
+        tls_leaf(name, &[], TlsUsage::Client, &self.client_ca)
+    }
+
+    /// The `[tls]` section and the operator's grant, to append after top-level keys.
+    pub fn toml(&self) -> String {
+        format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_files = [{:?}]\ncluster_ca_file = {:?}\n\n\
+             [[access.principals]]\ncertificate_sha256 = {:?}\nname = \"test operator\"\nroles = [\"admin\", \"clerk\", \"signer\", \"verifier\"]\n\
+             agency_ids = [\"*\"]\nsigner_ids = [\"*\"]\n\n",
+            self.path("node.pem"),
+            self.path("node.key"),
+            self.path("client-ca.pem"),
+            self.path("cluster-ca.pem"),
+            fingerprint(&self.operator),
+        )
+    }
+
+    /// Client TLS trusting the cluster CA and presenting `client`.
+    pub fn client_tls(&self, client: &IssuedCert) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.cluster_ca.cert_pem()))
+            .identity(Identity::from_pem(client.cert_pem(), client.key_pem().as_bytes()))
+    }
+
+    /// A mutual-TLS channel to `url` presenting `client`.
+    pub async fn channel_as(&self, url: &str, client: &IssuedCert) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(url.to_string()).unwrap().tls_config(self.client_tls(client))?.connect().await
+    }
+
+    /// Environment for the kyso CLI acting as the operator.
+    pub fn cli_env(&self) -> Vec<(&'static str, String)> {
+        vec![("KYSO_CA", self.path("cluster-ca.pem")), ("KYSO_CERT", self.path("operator.pem")), ("KYSO_KEY", self.path("operator.key"))]
+    }
+}
+
+fn tls_leaf(name: &str, hosts: &[String], usage: TlsUsage, issuer: &IssuedCert) -> IssuedCert {
+    let now = now_unix();
+    devpki::issue_tls(name, hosts, usage, now - 3600, now + 30 * 86_400, issuer).unwrap()
+}
+
+/// Hex SHA-256 of a certificate's DER: what grants are keyed by.
+pub fn fingerprint(issued: &IssuedCert) -> String {
+    kyso::domain::Sha256::digest(&issued.cert_der).to_hex()
+}
+
+/// The TLS material of the PKI whose signing CA is `ca_pem` (see [`TestPki::new`]).
+pub fn tls_beside(ca_pem: &Path) -> TestTls {
+    TestTls::ensure(&ca_pem.parent().unwrap().join("tls"))
+}
 
 /// How long a node may take to print its listening line.
 pub const NODE_START_DEADLINE: Duration = Duration::from_secs(90);
@@ -31,6 +139,7 @@ pub struct TestNode {
     pub config_path: PathBuf,
     /// Extra environment variables of the node process (kept across restarts).
     env: Vec<(String, String)>,
+    pub tls: TestTls,
 }
 
 impl TestNode {
@@ -54,22 +163,25 @@ impl TestNode {
     ) -> TestNode {
         std::fs::create_dir_all(dir).unwrap();
         let config_path = dir.join("kyso.toml");
+        let tls = tls_beside(ca_pem);
         let config = format!(
-            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n{}\n[limits]\n{}\n",
+            "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:0\"\nhttp_addr = \"127.0.0.1:0\"\ntrust_anchor_files = [{:?}]\n{}\n{}[limits]\n{TEST_LIMITS}{}\n",
             ca_pem.display().to_string(),
             extra_top_level,
+            tls.toml(),
             extra_limits
         );
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(dir, config_path, env)
+        Self::spawn(dir, config_path, tls, env)
     }
 
-    /// Starts a node from a complete TOML config written to `dir/kyso.toml`.
-    pub fn start_config(dir: &Path, config: &str) -> TestNode {
+    /// Starts a node from a complete TOML config written to `dir/kyso.toml`; clients use
+    /// `tls`.
+    pub fn start_config(dir: &Path, config: &str, tls: &TestTls) -> TestNode {
         std::fs::create_dir_all(dir).unwrap();
         let config_path = dir.join("kyso.toml");
         std::fs::write(&config_path, config).unwrap();
-        Self::spawn(dir, config_path, Vec::new())
+        Self::spawn(dir, config_path, tls.clone(), Vec::new())
     }
 
     /// SIGKILL: no shutdown, no flush beyond what was already durable.
@@ -91,14 +203,14 @@ impl TestNode {
     /// Starts a stopped node again on its directory and config.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "node is still running");
-        *self = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.env.clone());
+        *self = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.tls.clone(), self.env.clone());
     }
 
     pub async fn cluster(&self) -> pb::cluster_service_client::ClusterServiceClient<Channel> {
         pb::cluster_service_client::ClusterServiceClient::new(self.channel().await)
     }
 
-    fn spawn(dir: &Path, config_path: PathBuf, env: Vec<(String, String)>) -> TestNode {
+    fn spawn(dir: &Path, config_path: PathBuf, tls: TestTls, env: Vec<(String, String)>) -> TestNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
             .args(["node", "--config"])
             .arg(&config_path)
@@ -132,12 +244,13 @@ impl TestNode {
                 .to_string()
         };
         TestNode {
-            grpc_url: format!("http://{}", field("grpc")),
+            grpc_url: format!("https://{}", field("grpc")),
             http_url: format!("http://{}", field("http")),
             child: Some(child),
             dir: dir.to_path_buf(),
             config_path,
             env,
+            tls,
         }
     }
 
@@ -160,14 +273,20 @@ impl TestNode {
     /// Stops and starts the node on the same directory and config (new ports).
     pub fn restart(&mut self) {
         self.stop();
-        let restarted = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.env.clone());
+        let restarted = Self::spawn(&self.dir.clone(), self.config_path.clone(), self.tls.clone(), self.env.clone());
         *self = restarted;
     }
 
+    /// A channel presenting the operator's certificate (every role).
     pub async fn channel(&self) -> Channel {
+        self.channel_as(&self.tls.operator.clone()).await
+    }
+
+    /// A channel presenting `client`'s certificate.
+    pub async fn channel_as(&self, client: &IssuedCert) -> Channel {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match Channel::from_shared(self.grpc_url.clone()).unwrap().connect().await {
+            match self.tls.channel_as(&self.grpc_url, client).await {
                 Ok(channel) => return channel,
                 Err(error) if Instant::now() > deadline => panic!("cannot connect to {}: {error}", self.grpc_url),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -199,6 +318,28 @@ impl Drop for TestNode {
             let _ = child.wait();
         }
     }
+}
+
+/// One node on its own PKI in a temporary directory.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub pki: TestPki,
+    pub node: TestNode,
+}
+
+/// Starts a node with `extra_limits` appended to its `[limits]`.
+pub fn fixture(extra_limits: &str) -> Fixture {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, extra_limits);
+    Fixture { dir, pki, node }
+}
+
+/// The call failed with `code` and a message that mentions `needle`.
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: tonic::Code, needle: &str) {
+    let status = result.expect_err("the call should have failed");
+    assert_eq!(status.code(), code, "wrong code for: {}", status.message());
+    assert!(status.message().contains(needle), "message {:?} should mention {needle:?}", status.message());
 }
 
 /// A CA and helpers to issue good and bad signer certificates.
@@ -279,6 +420,7 @@ pub async fn register_signer(
             agency_ids: agencies.iter().map(|agency| agency.to_string()).collect(),
             certificate_chain: issued.cert_pem().into_bytes(),
             private_key_pkcs8: issued.key_pem().as_bytes().to_vec(),
+            pin: TEST_PIN.into(),
         })
         .await
         .map(|response| response.into_inner())
@@ -339,6 +481,7 @@ pub fn certify_request(request_id: &str, document: &[u8], agency: &str, signer_i
         agency_id: agency.into(),
         signer_id: signer_id.into(),
         dossier_id: String::new(),
+        pin: TEST_PIN.into(),
     }
 }
 
@@ -361,7 +504,21 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// Runs the kyso binary with arguments; returns (success, stdout, stderr).
 pub fn kyso_cli(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kyso")).args(args).env("KYSO_LOG", "warn").output().unwrap();
+    kyso_cli_env(args, &[])
+}
+
+/// Runs the kyso binary as `node`'s operator (its CA, client certificate and key).
+pub fn kyso_cli_for(node: &TestNode, args: &[&str]) -> (bool, String, String) {
+    kyso_cli_env(args, &node.tls.cli_env())
+}
+
+fn kyso_cli_env(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kyso"));
+    command.args(args).env("KYSO_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -405,6 +562,7 @@ pub fn free_port() -> u16 {
 pub struct ClusterLayout {
     pub dir: PathBuf,
     pub pki: TestPki,
+    pub tls: TestTls,
     /// (id, grpc port, raft port)
     pub members: Vec<(u64, u16, u16)>,
     pub extra_cluster_toml: String,
@@ -416,8 +574,10 @@ impl ClusterLayout {
         std::fs::create_dir_all(&shared).unwrap();
         kyso::crypto::MasterKey::load_or_create(&shared.join("master.key")).unwrap();
         std::fs::write(shared.join("log.key"), kyso::tlog::LogSigner::generate().unwrap()).unwrap();
+        let pki = TestPki::new(&dir.join("pki"));
         ClusterLayout {
-            pki: TestPki::new(&dir.join("pki")),
+            tls: tls_beside(&pki.ca_pem_path),
+            pki,
             dir: dir.to_path_buf(),
             members: (1..=nodes).map(|id| (id, free_port(), free_port())).collect(),
             extra_cluster_toml: extra_cluster_toml.to_string(),
@@ -432,17 +592,26 @@ impl ClusterLayout {
             .join(", ")
     }
 
-    /// The config of member `id`; `join` starts it empty, waiting to be added.
+    /// The config of member `id`; `join` starts it empty, waiting to be added. Peers talk
+    /// mutual TLS with certificates of the cluster CA.
     pub fn config(&self, id: u64, grpc: u16, raft: u16, join: bool) -> String {
+        self.config_with(id, grpc, raft, join, "")
+    }
+
+    /// Like [`ClusterLayout::config`] with `extra` TOML after the top-level keys (more
+    /// top-level keys, or whole sections such as `[storage]`).
+    pub fn config_with(&self, id: u64, grpc: u16, raft: u16, join: bool, extra: &str) -> String {
         let shared = self.dir.join("shared");
         let membership = if join { "join = true".to_string() } else { format!("members = [{}]", self.members_toml()) };
         format!(
             "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\nhttp_addr = \"127.0.0.1:0\"\n\
-             master_key_file = {:?}\nlog_key_file = {:?}\ntrust_anchor_files = [{:?}]\n\
+             master_key_file = {:?}\nlog_key_file = {:?}\ntrust_anchor_files = [{:?}]\n{extra}\n\
+             {}[limits]\n{TEST_LIMITS}\n\
              [cluster]\nnode_id = {id}\nraft_addr = \"127.0.0.1:{raft}\"\ntick_interval_milliseconds = 50\n{}\n{membership}\n",
             shared.join("master.key").display().to_string(),
             shared.join("log.key").display().to_string(),
             self.pki.ca_pem_path.display().to_string(),
+            self.tls.toml(),
             self.extra_cluster_toml,
         )
     }
@@ -450,7 +619,7 @@ impl ClusterLayout {
     pub fn start_all(&self) -> Vec<TestNode> {
         self.members
             .iter()
-            .map(|&(id, grpc, raft)| TestNode::start_config(&self.dir.join(format!("node{id}")), &self.config(id, grpc, raft, false)))
+            .map(|&(id, grpc, raft)| TestNode::start_config(&self.dir.join(format!("node{id}")), &self.config(id, grpc, raft, false), &self.tls))
             .collect()
     }
 }

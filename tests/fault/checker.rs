@@ -76,7 +76,7 @@ pub async fn check(nodes: &[TestNode], operations: &[Operation], pool: &Pool, ch
             LogEvent::Revocation { lookup_code, .. } => {
                 revoked_codes.insert(lookup_code.to_string());
             }
-            LogEvent::SignerRegistered(_) => {}
+            _ => {}
         }
     }
     for (document, count) in &certifications_per_document {

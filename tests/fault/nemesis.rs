@@ -103,7 +103,7 @@ impl Cluster {
         self.next_id += 1;
         let (grpc, raft) = self.ports[target];
         let dir = self.nodes[target].dir.clone();
-        self.nodes[target] = TestNode::start_config(&dir, &self.layout.config(new_id, grpc, raft, true).replace("[cluster]", "fault_injection = true\n[cluster]"));
+        self.nodes[target] = TestNode::start_config(&dir, &self.layout.config_with(new_id, grpc, raft, true, "fault_injection = true\n"), &self.layout.tls);
         self.ids[target] = new_id;
         let request = pb::AddNodeRequest { id: new_id, raft_addr: format!("127.0.0.1:{raft}"), client_addr: format!("127.0.0.1:{grpc}") };
         let deadline = Instant::now() + Duration::from_secs(90);

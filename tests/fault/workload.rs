@@ -38,6 +38,7 @@ pub struct Client {
     pub pool: Arc<Mutex<Pool>>,
     pub rng: Rng,
     channels: HashMap<usize, Channel>,
+    tls: tonic::transport::ClientTlsConfig,
     counter: u64,
 }
 
@@ -51,16 +52,28 @@ fn classify(status: &tonic::Status) -> Outcome {
 }
 
 impl Client {
-    pub fn new(index: usize, urls: Vec<String>, signer_id: String, history: Arc<History>, pool: Arc<Mutex<Pool>>, seed: u64) -> Client {
-        Client { index, urls, signer_id, history, pool, rng: Rng::new(seed ^ (index as u64 + 1) * 0x51_7CC1), channels: HashMap::new(), counter: 0 }
+    /// A client of the nodes at `urls`, presenting the certificate of `tls`.
+    pub fn new(
+        index: usize,
+        urls: Vec<String>,
+        tls: tonic::transport::ClientTlsConfig,
+        signer_id: String,
+        history: Arc<History>,
+        pool: Arc<Mutex<Pool>>,
+        seed: u64,
+    ) -> Client {
+        let rng = Rng::new(seed ^ (index as u64 + 1) * 0x51_7CC1);
+        Client { index, urls, signer_id, history, pool, rng, channels: HashMap::new(), tls, counter: 0 }
     }
 
     fn channel(&mut self, node: usize) -> Channel {
         let url = self.urls[node].clone();
+        let tls = self.tls.clone();
         self.channels
             .entry(node)
             .or_insert_with(|| {
-                Channel::from_shared(url).unwrap().connect_timeout(Duration::from_secs(2)).timeout(OPERATION_TIMEOUT).connect_lazy()
+                let endpoint = Channel::from_shared(url).unwrap().tls_config(tls).expect("test TLS configuration is usable");
+                endpoint.connect_timeout(Duration::from_secs(2)).timeout(OPERATION_TIMEOUT).connect_lazy()
             })
             .clone()
     }
@@ -139,6 +152,7 @@ impl Client {
                 agency_id: AGENCY.into(),
                 signer_id: self.signer_id.clone(),
                 dossier_id: String::new(),
+                pin: crate::common::TEST_PIN.into(),
             })
             .collect();
         let mut client = pb::signing_service_client::SigningServiceClient::new(self.channel(node));
@@ -147,7 +161,7 @@ impl Client {
             let item = items.into_iter().next().unwrap();
             ("certify", tokio::time::timeout(OPERATION_TIMEOUT, client.certify(item)).await.map(|result| result.map(|response| vec![response.into_inner()])))
         } else {
-            let batch = pb::CertifyBatchRequest { request_id: request_id.clone(), items };
+            let batch = pb::CertifyBatchRequest { request_id: request_id.clone(), items, pin: crate::common::TEST_PIN.into() };
             ("certify_batch", tokio::time::timeout(OPERATION_TIMEOUT, client.certify_batch(batch)).await.map(|result| result.map(|response| response.into_inner().certifications)))
         };
         let (outcome, codes, detail) = match result {

@@ -72,6 +72,10 @@ pub struct RaftConfig {
     pub admin_timeout: Duration,
     /// The proposal pipeline: queue depth, group-commit batch bounds, command size.
     pub driver: DriverConfig,
+    /// TLS for dialling peers (the cluster CA as the only root, this node's certificate as
+    /// its client identity); `None` dials `http://`. The serving side is the embedder's:
+    /// it serves [`super::RaftNode::peer_service`] behind its own TLS acceptor.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl RaftConfig {
@@ -108,6 +112,7 @@ impl RaftConfig {
             catch_up_timeout: Duration::from_secs(60),
             admin_timeout: Duration::from_secs(10),
             driver: DriverConfig::default(),
+            peer_tls: None,
         }
     }
 

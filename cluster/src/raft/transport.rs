@@ -52,6 +52,8 @@ pub(crate) struct TransportLimits {
     pub snapshot_chunk_size_bytes: usize,
     pub peer_connect_timeout: std::time::Duration,
     pub peer_request_timeout: std::time::Duration,
+    /// TLS toward peers (`https://`), or plain text when `None`.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl TransportLimits {
@@ -64,6 +66,7 @@ impl TransportLimits {
             snapshot_chunk_size_bytes: config.snapshot_chunk_size_bytes,
             peer_connect_timeout: config.peer_connect_timeout,
             peer_request_timeout: config.peer_request_timeout,
+            peer_tls: config.peer_tls.clone(),
         }
     }
 }
@@ -199,11 +202,16 @@ async fn run_peer(
     limits: Arc<TransportLimits>,
     reports: crossbeam_channel::Sender<Internal>,
 ) {
-    let endpoint = match Endpoint::from_shared(format!("http://{raft_addr}")) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(limits.peer_connect_timeout)
-            .timeout(limits.peer_request_timeout)
-            .tcp_nodelay(true),
+    let scheme = if limits.peer_tls.is_some() { "https" } else { "http" };
+    let endpoint = Endpoint::from_shared(format!("{scheme}://{raft_addr}")).and_then(|endpoint| {
+        let endpoint = endpoint.connect_timeout(limits.peer_connect_timeout).timeout(limits.peer_request_timeout).tcp_nodelay(true);
+        match &limits.peer_tls {
+            Some(tls) => endpoint.tls_config(tls.clone()),
+            None => Ok(endpoint),
+        }
+    });
+    let endpoint = match endpoint {
+        Ok(endpoint) => endpoint,
         Err(error) => {
             tracing::error!(peer_id, %raft_addr, %error, "peer address is not usable; messages to it are dropped");
             return;
