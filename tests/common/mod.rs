@@ -530,8 +530,12 @@ fn kyso_cli_env(args: &[&str], env: &[(&str, String)]) -> (bool, String, String)
 /// some outgoing connection can never take one between choosing it and the node binding it.
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A port that is free now and that this test process has not handed out before. Nodes
-/// whose peers must know their address up front (Raft members) get their ports here.
+/// A port that is free now and that no running test process has handed out before. Nodes
+/// whose peers must know their address up front (Raft members) get their ports here, and
+/// keep them across restarts: while such a node is down its port looks free, so ports are
+/// also reserved across processes (a file per port naming the process that holds it, in
+/// the temp directory) — two test runs at once, say a soak beside the suite, never take
+/// each other's ports.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
@@ -550,12 +554,40 @@ pub fn free_port() -> u16 {
         if given.contains(&port) {
             continue;
         }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() && reserve_port_across_processes(port) {
             given.push(port);
             return port;
         }
     }
     panic!("no free port in {TEST_PORTS:?} after 10000 tries");
+}
+
+/// Claims `port` for this process unless a live process claimed it first.
+fn reserve_port_across_processes(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("kyso-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(port.to_string());
+    let claim = || std::fs::OpenOptions::new().write(true).create_new(true).open(&path);
+    let mut file = match claim() {
+        Ok(file) => file,
+        Err(_) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let alive = holder.trim().parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if alive {
+                return false;
+            }
+            // The holder has exited: its claim is stale. Whoever removes and re-creates the
+            // file first wins; a loser sees create_new fail.
+            let _ = std::fs::remove_file(&path);
+            match claim() {
+                Ok(file) => file,
+                Err(_) => return false,
+            }
+        }
+    };
+    use std::io::Write;
+    file.write_all(std::process::id().to_string().as_bytes()).unwrap();
+    true
 }
 
 /// Ports and shared secrets of a local test cluster.
