@@ -216,14 +216,19 @@ impl BlobStore {
     /// Reads a whole blob of `expected_bytes` (as recorded when it was archived) into
     /// memory and checks its hash before returning it; an object of another size is
     /// refused before it is read. The caller bounds `expected_bytes`.
+    ///
+    /// One read, not a stream: for a local file object_store's `bytes()` is a single
+    /// blocking read, where its stream takes one thread-pool round trip per 8 KiB.
     pub async fn get(&self, hash: &Sha256, expected_bytes: u64) -> Result<Bytes, ArchiveError> {
-        let mut stream = self.open(hash).await?;
-        self.expect_size(hash, stream.size_bytes(), expected_bytes)?;
-        let mut content = BytesMut::with_capacity(expected_bytes as usize);
-        while let Some(chunk) = stream.next_chunk(READ_GATHER_BYTES).await? {
-            content.extend_from_slice(&chunk);
+        let result = self.store.get(&blob_key(hash)).await.map_err(|error| self.read_error(hash, error))?;
+        self.expect_size(hash, result.meta.size, expected_bytes)?;
+        let content = result.bytes().await.map_err(|error| self.read_error(hash, error))?;
+        self.expect_size(hash, content.len() as u64, expected_bytes)?;
+        let actual = Sha256::digest(&content);
+        if actual != *hash {
+            return Err(ArchiveError::Corrupt { hash: *hash, actual });
         }
-        Ok(content.freeze())
+        Ok(content)
     }
 
     /// Opens a blob for a streamed, hash-checked read.

@@ -120,6 +120,8 @@ pub struct Kyso<P: Proposer> {
     pub(crate) unlocked_keys: unlocked::UnlockedKeys,
     /// Signature and chain answers per certification (`limits.verify_cache_entries_max`).
     pub(crate) check_cache: verify::CheckCache,
+    /// The checkpoint signed last (see `log::sign_checkpoint`).
+    pub(crate) last_checkpoint: std::sync::Mutex<Option<log::SignedCheckpoint>>,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -156,6 +158,7 @@ impl<P: Proposer> Kyso<P> {
         Kyso {
             unlocked_keys,
             check_cache: verify::CheckCache::new(limits.verify_cache_entries_max),
+            last_checkpoint: std::sync::Mutex::new(None),
             state,
             blobs,
             proposer,
