@@ -92,15 +92,67 @@ impl<L: LogStore> raft::Storage for RaftStorage<L> {
         Ok(self.log.last_index())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    /// The cached snapshot if it is recent enough for `to`: at or past `request_index` and
+    /// the log's head, and made when `to` was already a member. A snapshot made before `to`
+    /// was added (say for an earlier joiner) names a membership without it; the receiver
+    /// refuses to restore it ("not in the ConfState") and would wait forever, so a new one
+    /// is requested instead.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let truncated = self.log.truncated().index;
         if let Some(snapshot) = &self.cached_snapshot {
-            let index = snapshot.get_metadata().index;
-            if index >= request_index && index >= truncated {
+            let metadata = snapshot.get_metadata();
+            let conf_state = metadata.get_conf_state();
+            let names_receiver = [conf_state.get_voters(), conf_state.get_learners(), conf_state.get_learners_next()]
+                .iter()
+                .any(|ids| ids.contains(&to));
+            if metadata.index >= request_index && metadata.index >= truncated && names_receiver {
                 return Ok(snapshot.clone());
             }
         }
         self.snapshot_requested.set(Some(request_index.max(truncated)));
         Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use raft::eraftpb::ConfState;
+    use raft::Storage;
+
+    use super::*;
+    use crate::raft::log_store::MemLog;
+
+    fn snapshot_for(index: u64, voters: Vec<u64>, learners: Vec<u64>) -> Snapshot {
+        let mut snapshot = Snapshot::default();
+        snapshot.mut_metadata().index = index;
+        snapshot.mut_metadata().set_conf_state(ConfState { voters, learners, ..ConfState::default() });
+        snapshot
+    }
+
+    fn temporarily_unavailable(result: raft::Result<Snapshot>) -> bool {
+        matches!(result, Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable)))
+    }
+
+    /// Found by the 5-node soak: node 10 was added while the leader still cached the
+    /// snapshot it had made for node 9; node 10 refused it again and again and never joined.
+    #[test]
+    fn a_cached_snapshot_made_before_the_receiver_joined_is_not_sent_to_it() {
+        let mut storage = RaftStorage::new(MemLog::default());
+        storage.cache_snapshot(snapshot_for(50, vec![1, 5, 7, 8], vec![9]));
+        assert!(storage.snapshot(0, 9).is_ok(), "a learner named in the snapshot receives it");
+        assert!(storage.snapshot(0, 7).is_ok(), "so does a voter");
+        assert_eq!(storage.take_snapshot_request(), None);
+        assert!(temporarily_unavailable(storage.snapshot(0, 10)), "node 10 is not in the cached membership");
+        assert_eq!(storage.take_snapshot_request(), Some(0), "a new snapshot is asked for");
+        storage.cache_snapshot(snapshot_for(80, vec![1, 5, 7, 9], vec![10]));
+        assert_eq!(storage.snapshot(0, 10).unwrap().get_metadata().index, 80);
+    }
+
+    #[test]
+    fn a_cached_snapshot_older_than_the_request_is_not_sent() {
+        let mut storage = RaftStorage::new(MemLog::default());
+        storage.cache_snapshot(snapshot_for(50, vec![1, 2, 3], vec![]));
+        assert!(temporarily_unavailable(storage.snapshot(60, 2)));
+        assert_eq!(storage.take_snapshot_request(), Some(60));
     }
 }
