@@ -336,6 +336,9 @@ pub struct Limits {
     /// Certifications whose signature and chain answers are kept in memory (about 200
     /// bytes each), so a repeated verify reads no blob and runs no cryptography. 0: none.
     pub verify_cache_entries_max: usize,
+    /// Bytes of the state store's page cache (redb). The node's memory stays bounded by
+    /// this, the verify cache and transport buffers, however many records it holds.
+    pub state_cache_size_bytes_max: usize,
     /// Largest CRL accepted by ImportCrl.
     pub crl_size_bytes_max: usize,
 }
@@ -368,6 +371,7 @@ impl Default for Limits {
             upload_stream_seconds_max: 3600,
             unlocked_key_seconds_max: 300,
             verify_cache_entries_max: 100_000,
+            state_cache_size_bytes_max: 256 * 1024 * 1024,
             crl_size_bytes_max: 16 * 1024 * 1024,
         }
     }
@@ -490,6 +494,7 @@ impl Config {
             ("limits.refusal_audits_per_minute_max", limits.refusal_audits_per_minute_max as usize),
             ("limits.refusal_audits_per_client_per_minute_max", limits.refusal_audits_per_client_per_minute_max as usize),
             ("limits.upload_stream_seconds_max", limits.upload_stream_seconds_max as usize),
+            ("limits.state_cache_size_bytes_max", limits.state_cache_size_bytes_max),
             ("limits.crl_size_bytes_max", limits.crl_size_bytes_max),
             ("tls.handshake_timeout_seconds", self.tls.handshake_timeout_seconds as usize),
         ];

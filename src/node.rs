@@ -61,7 +61,7 @@ impl Node {
         }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-        let state = Arc::new(StateStore::open(&config.data_dir.join("state.redb"))?);
+        let state = Arc::new(StateStore::open_with_cache(&config.data_dir.join("state.redb"), config.limits.state_cache_size_bytes_max)?);
         let blobs = open_blob_store(config).await?;
         let master_key = MasterKey::load_or_create(&config.master_key_path())
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;

@@ -78,6 +78,9 @@ impl<E: Into<redb::Error>> From<E> for StateError {
     }
 }
 
+/// redb's own default read cache.
+pub const DEFAULT_CACHE_SIZE_BYTES: usize = 1024 * 1024 * 1024;
+
 /// The replicated state of one node.
 pub struct StateStore {
     db: Database,
@@ -85,8 +88,15 @@ pub struct StateStore {
 
 impl StateStore {
     /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store with redb's default read cache (1 GiB).
     pub fn open(path: &Path) -> Result<StateStore, StateError> {
-        let db = Database::create(path)?;
+        Self::open_with_cache(path, DEFAULT_CACHE_SIZE_BYTES)
+    }
+
+    /// Opens (or creates) the store; redb's page cache holds at most `cache_size_bytes`,
+    /// which bounds the node's memory however many records the store holds.
+    pub fn open_with_cache(path: &Path, cache_size_bytes: usize) -> Result<StateStore, StateError> {
+        let db = redb::Builder::new().set_cache_size(cache_size_bytes).create(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
