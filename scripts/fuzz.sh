@@ -10,9 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
-if ! command -v cargo-fuzz >/dev/null; then
-  echo "installing cargo-fuzz (crates.io)"
-  cargo install cargo-fuzz --locked
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION (crates.io)"
+  cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 seconds="${FUZZ_SECONDS:-20}"
 target_dir=()
