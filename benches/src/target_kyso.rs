@@ -24,7 +24,7 @@ pub const CERTIFY_BATCH_ITEMS: usize = 100;
 /// How long to keep trying to reach a node that is still starting.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// The benchmark signer's PIN (its key is sealed under the master key and this PIN).
-pub const BENCH_PIN: &str = "246810";
+pub const BENCH_PIN: &str = "2468101214";
 
 /// Opens `connections` HTTP/2 connections spread over `servers` (TLS as [`connect_one`]).
 pub async fn connect(servers: &[String], connections: usize) -> anyhow::Result<Vec<Channel>> {
