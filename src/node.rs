@@ -126,6 +126,7 @@ impl Node {
                 let _ = http_stopped.await;
             });
         let http_task = tokio::spawn(async move { http.await });
+        let blob_fill_task = tokio::spawn(fill_missing_blobs(self.kyso.clone()));
         let (stop_raft, raft_stopped) = tokio::sync::oneshot::channel::<()>();
         let raft_task = match (self.raft_listener, self.kyso.proposer().raft()) {
             (Some(listener), Some(node)) => {
@@ -162,6 +163,7 @@ impl Node {
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
         let _ = stop_raft.send(());
+        blob_fill_task.abort();
         if let Some(node) = self.kyso.proposer().raft() {
             node.shutdown().await;
         }
@@ -247,6 +249,34 @@ fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
         pem.push(b'\n');
     }
     TrustAnchors::from_pem(&pem).context("trust anchors are not usable")
+}
+
+/// How often a cluster node with its own blob storage checks for archived blobs it lacks.
+const BLOB_FILL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keeps this node's own storage holding every archived blob (see
+/// `Kyso::fill_missing_blobs`): a pass whenever the number of archived blobs changed or
+/// the last pass left some missing, at most every [`BLOB_FILL_INTERVAL`].
+async fn fill_missing_blobs(kyso: Arc<Kyso<Consensus>>) {
+    let mut last_count = None;
+    let mut complete = false;
+    loop {
+        tokio::time::sleep(BLOB_FILL_INTERVAL).await;
+        let Ok(count) = kyso.state().blob_count() else { continue };
+        if complete && last_count == Some(count) {
+            continue;
+        }
+        match kyso.fill_missing_blobs().await {
+            Ok((fetched, missing)) => {
+                if fetched > 0 || missing > 0 {
+                    tracing::info!(fetched, missing, "filled in missing blob copies from peers");
+                }
+                complete = missing == 0;
+                last_count = Some(count);
+            }
+            Err(error) => tracing::warn!(%error, "checking for missing blob copies failed"),
+        }
+    }
 }
 
 /// Accepted sockets with TCP_NODELAY: tonic sets it only on listeners it binds itself, and

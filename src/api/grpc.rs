@@ -227,10 +227,14 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
     type GetBlobStream = ResponseStream<pb::BlobChunk>;
 
     async fn get_blob(&self, request: Request<pb::GetBlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
+        // Another node asking is looking for a copy: it gets this node's own copy or
+        // NOT_FOUND, never a fetch onward (nodes asking each other in turn would fan out
+        // until every call timed out).
+        let from_node = caller_of(&request).has(crate::access::Role::Node);
         let bytes = request.into_inner().sha256;
         let hash = Sha256::from_slice(&bytes)
             .ok_or_else(|| Status::invalid_argument(format!("sha256 must be 32 bytes, got {}", bytes.len())))?;
-        let mut blob = self.bounded(self.kyso.open_blob(&hash)).await?;
+        let mut blob = self.bounded(self.kyso.open_blob(&hash, !from_node)).await?;
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER_MESSAGES_MAX);
         let timeout = self.request_timeout();
         // Streams the blob with at most STREAM_BUFFER_MESSAGES_MAX chunks in memory; the

@@ -9,6 +9,9 @@ use crate::archive::{BlobStream, SpoolWriter, SpooledBlob};
 use crate::domain::{ArchivedFile, Dossier, Sha256};
 use crate::state::{Command, Outcome};
 
+/// Blobs read from the state per page by [`Kyso::fill_missing_blobs`].
+const BLOB_FILL_PAGE: usize = 256;
+
 /// Dossier metadata as the client sent it, before validation.
 #[derive(Debug, Clone, Default)]
 pub struct NewDossier {
@@ -153,6 +156,38 @@ impl<P: Proposer> Kyso<P> {
         Ok(content)
     }
 
+    /// Fetches from peers every archived blob this node has no copy of: after it joined
+    /// through a snapshot (a replaced member starts with no blobs), or when an archive was
+    /// replicated to a majority that did not include it. Without this, each replacement of
+    /// a member drops copies for good, and enough of them lose documents (found by the
+    /// 5-node soak). Returns (fetched, still missing). Pages through the state, one fetch at
+    /// a time, so a large archive costs time, not memory.
+    pub async fn fill_missing_blobs(&self) -> Result<(u64, u64), ServiceError> {
+        if self.peer_blobs.is_none() {
+            return Ok((0, 0));
+        }
+        let (mut fetched, mut missing) = (0, 0);
+        let mut after: Option<Sha256> = None;
+        loop {
+            let page = self.state.blobs_after(after.as_ref(), BLOB_FILL_PAGE)?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(*last);
+            for (hash, _) in page {
+                if self.blobs.contains(&hash).await? {
+                    continue;
+                }
+                match self.fetch_from_peers(&hash).await {
+                    Ok(_) => fetched += 1,
+                    Err(error) => {
+                        missing += 1;
+                        tracing::warn!(%hash, %error, "no peer could supply a missing blob yet");
+                    }
+                }
+            }
+        }
+        Ok((fetched, missing))
+    }
+
     /// Stores a blob replica pushed by another node (hash-checked).
     pub async fn store_replica(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
         if Sha256::digest(&content) != hash {
@@ -162,13 +197,14 @@ impl<P: Proposer> Kyso<P> {
     }
 
     /// Opens a blob that some dossier archived for a streamed read; the stream ends with
-    /// DATA_LOSS if the bytes do not hash to `hash`.
-    pub async fn open_blob(&self, hash: &Sha256) -> Result<BlobStream, ServiceError> {
+    /// DATA_LOSS if the bytes do not hash to `hash`. A copy this node lacks is fetched from
+    /// a peer only when `fetch_missing` (never for a peer's own request: no fan-out).
+    pub async fn open_blob(&self, hash: &Sha256, fetch_missing: bool) -> Result<BlobStream, ServiceError> {
         self.read_barrier().await?;
         if !self.state.blob_known(hash)? {
             return Err(ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")));
         }
-        if self.peer_blobs.is_some() && !self.blobs.contains(hash).await? {
+        if fetch_missing && self.peer_blobs.is_some() && !self.blobs.contains(hash).await? {
             self.get_blob(hash).await?;
         }
         Ok(self.blobs.open(hash).await?)

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use kyso_cluster::{Entry, StateMachine, StateMachineError};
-use redb::{
+use redb::{ReadableTableMetadata, 
     Database, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable, ReadableTable, TableDefinition,
     WriteTransaction,
 };
@@ -228,6 +228,12 @@ impl StateStore {
             page.push((hash, size.value()));
         }
         Ok(page)
+    }
+
+    /// Number of archived blobs (cheap: redb keeps table lengths).
+    pub fn blob_count(&self) -> Result<u64, StateError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(BLOBS)?.len()?)
     }
 
     /// Number and total size of archived blobs.

@@ -21,6 +21,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 pub const TEST_PIN: &str = "test-pin-2468";
 /// Limits every test node gets: the weakest PIN stretching allowed, to keep tests fast.
 pub const TEST_LIMITS: &str = "pin_pbkdf2_iterations = 100000\n";
+/// Cluster harnesses drive many simulated clients (and the final checks) through one
+/// operator certificate: its per-client rate limit is lifted there.
+const CLUSTER_TEST_LIMITS: &str = "client_requests_per_second_max = 1000000\n";
 
 /// TLS material of a test deployment, in `dir` (created once, then read back).
 #[derive(Clone)]
@@ -638,7 +641,7 @@ impl ClusterLayout {
         format!(
             "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\nhttp_addr = \"127.0.0.1:0\"\n\
              master_key_file = {:?}\nlog_key_file = {:?}\ntrust_anchor_files = [{:?}]\n{extra}\n\
-             {}[limits]\n{TEST_LIMITS}\n\
+             {}[limits]\n{TEST_LIMITS}{CLUSTER_TEST_LIMITS}\n\
              [cluster]\nnode_id = {id}\nraft_addr = \"127.0.0.1:{raft}\"\ntick_interval_milliseconds = 50\n{}\n{membership}\n",
             shared.join("master.key").display().to_string(),
             shared.join("log.key").display().to_string(),

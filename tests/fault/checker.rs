@@ -12,6 +12,8 @@ use super::history::{Operation, Outcome};
 
 /// Verify calls in flight per node during the final check.
 const VERIFY_CONCURRENCY: usize = 8;
+/// One call of the final check; beyond this the answer counts as an error.
+const CHECK_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 use super::workload::Pool;
 use crate::common::TestNode;
 
@@ -144,7 +146,8 @@ pub async fn check(nodes: &[TestNode], operations: &[Operation], pool: &Pool, ch
                 let mut client = client.clone();
                 async move {
                     let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new() };
-                    let summary = match client.verify(request).await {
+                    let answer = tokio::time::timeout(CHECK_CALL_TIMEOUT, client.verify(request)).await;
+                    let summary = match answer.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("checker timeout"))) {
                         Ok(response) => response
                             .into_inner()
                             .certifications
@@ -167,6 +170,40 @@ pub async fn check(nodes: &[TestNode], operations: &[Operation], pool: &Pool, ch
                 verdict.problem(|v| &mut v.inconsistent, format!("{code} on {} reads {summary:?} (revoked in log: {expected_revoked})", node.grpc_url));
             }
         }
+    }
+
+    // The documents themselves: every acknowledged certification's document can still be
+    // read from the cluster (a node without a copy fetches one from a peer). Verify alone
+    // could answer from its cache without reading the document.
+    let mut archives = Vec::new();
+    for node in nodes {
+        archives.push(pb::archive_service_client::ArchiveServiceClient::new(node.channel().await).max_decoding_message_size(16 << 20));
+    }
+    let documents: HashSet<String> = pool.certified.values().map(|(document, _)| document.clone()).collect();
+    let unreadable: Vec<(String, String)> = futures::stream::iter(documents.into_iter().enumerate())
+        .map(|(position, document)| {
+            let mut client = archives[position % archives.len()].clone();
+            async move {
+                let request = pb::GetBlobRequest { sha256: hex::decode(&document).unwrap() };
+                let read = tokio::time::timeout(CHECK_CALL_TIMEOUT, async {
+                    let mut stream = client.get_blob(request).await?.into_inner();
+                    while stream.message().await?.is_some() {}
+                    Ok::<(), tonic::Status>(())
+                })
+                .await;
+                match read {
+                    Ok(Ok(())) => None,
+                    Ok(Err(status)) => Some((document, format!("{:?}: {}", status.code(), status.message()))),
+                    Err(_) => Some((document, "timeout".to_string())),
+                }
+            }
+        })
+        .buffer_unordered(VERIFY_CONCURRENCY)
+        .filter_map(|outcome| async move { outcome })
+        .collect()
+        .await;
+    for (document, error) in unreadable {
+        verdict.problem(|v| &mut v.lost, format!("document {document} of an acknowledged certification cannot be read: {error}"));
     }
 
     // Checkpoints seen during the run are all prefixes of the final log.
