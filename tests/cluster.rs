@@ -221,3 +221,55 @@ async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_conver
         assert_eq!(minority_document.unwrap_err().code(), Code::NotFound, "the minority's certification never committed");
     }
 }
+
+/// Found by the 5-node soak: replacing members one after another (remove, wipe, add back
+/// under a new id) dropped their blob copies for good, until no node held the documents.
+/// Each replaced member refills its own storage from its peers; here every member is
+/// replaced in turn, each only once the one before holds the document again, and the
+/// document is still there at the end, on every node's own disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacing_every_member_in_turn_keeps_every_document() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let mut nodes = layout.start_all();
+    let mut ids: Vec<u64> = layout.members.iter().map(|&(id, _, _)| id).collect();
+    let ports: Vec<(u16, u16)> = layout.members.iter().map(|&(_, grpc, raft)| (grpc, raft)).collect();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let content = document(7, 20_000);
+    let signer_id = prepare(&nodes[leader], &layout, std::slice::from_ref(&content)).await;
+    let blob = |node: &TestNode| node.dir.join("data/blobs").join(kyso::archive::blob_key(&kyso::domain::Sha256::digest(&content)).as_ref());
+    for position in 0..3 {
+        let mut leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+        if leader == position {
+            let to = ids[(position + 1) % 3];
+            nodes[leader].cluster().await.transfer_leader(pb::TransferLeaderRequest { id: to }).await.unwrap();
+            leader = (position + 1) % 3;
+            while wait_for_leader(&nodes, ELECTION_DEADLINE).await != leader {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        nodes[leader].cluster().await.remove_node(pb::RemoveNodeRequest { id: ids[position] }).await.unwrap();
+        nodes[position].kill();
+        std::fs::remove_dir_all(nodes[position].dir.join("data")).unwrap();
+        let new_id = 4 + position as u64;
+        let (grpc, raft) = ports[position];
+        let dir = nodes[position].dir.clone();
+        nodes[position] = TestNode::start_config(&dir, &layout.config(new_id, grpc, raft, true), &layout.tls);
+        ids[position] = new_id;
+        let request = pb::AddNodeRequest { id: new_id, raft_addr: format!("127.0.0.1:{raft}"), client_addr: format!("127.0.0.1:{grpc}") };
+        nodes[leader].cluster().await.add_node(request).await.unwrap();
+        // The new member refills itself in the background; nothing here reads the document
+        // through it (a read would fetch it on demand and hide a missing refill).
+        let deadline = std::time::Instant::now() + CONVERGE_DEADLINE;
+        while !blob(&nodes[position]).exists() {
+            assert!(std::time::Instant::now() < deadline, "replaced member {new_id} never refilled the document");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for node in &nodes {
+        assert_eq!(std::fs::read(blob(node)).unwrap(), content, "{} holds the document", node.grpc_url);
+    }
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let certification = certify_with_retry(&nodes[leader], certify_request("after-replacements", &content, AGENCY, &signer_id)).await;
+    assert_eq!(certification.document_sha256, sha256(&content));
+}
