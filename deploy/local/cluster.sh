@@ -89,7 +89,7 @@ case "${1:-}" in
       [[ -f "$run/node$i/kyso.toml" ]] || write_config "$i" "$n"
       start_node "$i"
     done
-    echo "signer cert/key for 'kyso signer add': $run/shared/dev-pki/signer.pem $run/shared/dev-pki/signer.key"
+    echo "for 'kyso signer add': --signer-cert $run/shared/dev-pki/signer.pem --private-key $run/shared/dev-pki/signer.key"
     echo "export KYSO_CA=$run/shared/tls/ca.pem KYSO_CERT=$run/shared/tls/client.pem KYSO_KEY=$run/shared/tls/client.key KYSO_SERVER=https://127.0.0.1:$(grpc_port 1)"
     ;;
   down)

@@ -489,12 +489,13 @@ pub struct SignerAddArgs {
     /// Agency id; repeatable.
     #[arg(long = "agency", required = true)]
     pub agencies: Vec<String>,
-    /// Certificate chain, PEM or DER, leaf first.
-    #[arg(long)]
-    pub cert: PathBuf,
+    /// The signer's certificate chain, PEM or DER, leaf first (--cert is your own client
+    /// certificate).
+    #[arg(long = "signer-cert")]
+    pub signer_cert: PathBuf,
     /// PKCS#8 private key (PEM or DER) for server-side signing.
     #[arg(long = "private-key")]
-    pub key: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
     /// The signer's PIN (8-128 characters) sealing --private-key with the master key.
     #[arg(long, env = "KYSO_PIN", hide_env_values = true)]
     pub pin: Option<String>,
@@ -503,8 +504,9 @@ pub struct SignerAddArgs {
 }
 
 pub async fn signer_add(args: SignerAddArgs) -> anyhow::Result<()> {
-    let certificate_chain = std::fs::read(&args.cert).with_context(|| format!("cannot read {}", args.cert.display()))?;
-    let private_key_pkcs8 = match &args.key {
+    let certificate_chain =
+        std::fs::read(&args.signer_cert).with_context(|| format!("cannot read {}", args.signer_cert.display()))?;
+    let private_key_pkcs8 = match &args.private_key {
         Some(path) => std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
         None => Vec::new(),
     };

@@ -188,3 +188,15 @@ pub fn print_listening(node: &crate::node::Node) {
         None => println!("kyso node listening grpc={} http={}", node.grpc_addr, node.http_addr),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks a command's definition only when it is built: two arguments with one
+    /// name (say a subcommand's --cert beside the connection's --cert) panic at run time in
+    /// debug builds and silently shadow each other in release ones. Check them all here.
+    #[test]
+    fn every_subcommand_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
