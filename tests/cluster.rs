@@ -169,14 +169,8 @@ async fn a_fourth_node_catches_up_through_a_snapshot_and_a_node_can_be_removed()
 async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_converges() {
     let dir = tempdir();
     let layout = ClusterLayout::new(dir.path(), 3, "");
-    let nodes: Vec<TestNode> = layout
-        .members
-        .iter()
-        .map(|&(id, grpc, raft)| {
-            let config = layout.config_with(id, grpc, raft, false, "fault_injection = true\n");
-            TestNode::start_config(&dir.path().join(format!("node{id}")), &config, &layout.tls)
-        })
-        .collect();
+    let nodes = layout.start_all_with(|_| "fault_injection = true
+".to_string());
     let old_leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
     let documents: Vec<Vec<u8>> = (0..2).map(|seed| document(200 + seed, 1_000)).collect();
     let signer_id = prepare(&nodes[old_leader], &layout, &documents).await;

@@ -54,14 +54,8 @@ async fn nothing_acknowledged_is_lost_under_faults() {
 
     let dir = tempdir();
     let layout = ClusterLayout::new(dir.path(), node_count as u64, "");
-    let nodes: Vec<TestNode> = layout
-        .members
-        .iter()
-        .map(|&(id, grpc, raft)| {
-            let config = layout.config_with(id, grpc, raft, false, "fault_injection = true\n");
-            TestNode::start_config(&dir.path().join(format!("node{id}")), &config, &layout.tls)
-        })
-        .collect();
+    let nodes = layout.start_all_with(|_| "fault_injection = true
+".to_string());
     let ports = layout.members.iter().map(|&(_, grpc, raft)| (grpc, raft)).collect();
     let ids = layout.members.iter().map(|&(id, _, _)| id).collect();
     let mut cluster = Cluster { layout, nodes, ids, ports, next_id: node_count as u64 + 1 };

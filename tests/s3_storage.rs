@@ -305,15 +305,7 @@ async fn a_three_node_cluster_sharing_one_bucket_archives_certifies_and_verifies
     let dir = tempdir();
     let s3 = S3Server::start(&dir.path().join("s3"));
     let layout = ClusterLayout::new(dir.path(), 3, "");
-    let nodes: Vec<TestNode> = layout
-        .members
-        .iter()
-        .map(|&(id, grpc, raft)| {
-            let storage = s3.storage_toml(Some(&dir.path().join(format!("s3-{id}.toml"))));
-            let config = layout.config_with(id, grpc, raft, false, &storage);
-            TestNode::start_config(&dir.path().join(format!("node{id}")), &config, &layout.tls)
-        })
-        .collect();
+    let nodes = layout.start_all_with(|id| s3.storage_toml(Some(&dir.path().join(format!("s3-{id}.toml")))));
     let leader = wait_for_leader(&nodes, Duration::from_secs(60)).await;
     let (first, second) = ((leader + 1) % 3, (leader + 2) % 3);
     let signer = register_signer(&nodes[first], &layout.pki.issue(&signer_spec("Hoàng Thị Lan", KeyAlgorithm::EcdsaP256)), &[AGENCY])

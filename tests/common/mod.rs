@@ -652,9 +652,17 @@ impl ClusterLayout {
     }
 
     pub fn start_all(&self) -> Vec<TestNode> {
+        self.start_all_with(|_| String::new())
+    }
+
+    /// Starts every founding member in `dir/node<id>`, with `extra(id)` in its config (see
+    /// [`ClusterLayout::config_with`]).
+    pub fn start_all_with(&self, extra: impl Fn(u64) -> String) -> Vec<TestNode> {
         self.members
             .iter()
-            .map(|&(id, grpc, raft)| TestNode::start_config(&self.dir.join(format!("node{id}")), &self.config(id, grpc, raft, false), &self.tls))
+            .map(|&(id, grpc, raft)| {
+                TestNode::start_config(&self.dir.join(format!("node{id}")), &self.config_with(id, grpc, raft, false, &extra(id)), &self.tls)
+            })
             .collect()
     }
 }
