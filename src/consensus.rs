@@ -211,6 +211,12 @@ impl PeerClients {
         client.put_blob_replica(futures::stream::iter(chunks)).await.map(|_| ()).map_err(|status| status.message().to_string())
     }
 
+    /// Asks another node (peer port) to fill in the blobs it lacks and to say what it holds.
+    pub async fn fill_blobs(&self, raft_addr: &str) -> Result<pb::FillBlobsResponse, String> {
+        let mut client = self.internal_client(raft_addr).map_err(|error| error.to_string())?;
+        client.fill_blobs(pb::FillBlobsRequest {}).await.map(tonic::Response::into_inner).map_err(|status| status.message().to_string())
+    }
+
     /// Reads a blob from a peer and checks its hash.
     async fn fetch_blob(&self, client_addr: &str, hash: Sha256) -> Result<Bytes, String> {
         let channel = self.channel(client_addr, PeerPort::Client).map_err(|error| error.to_string())?;
@@ -227,62 +233,102 @@ impl PeerClients {
     }
 }
 
+/// Replicate calls whose pushes to the remaining members (beyond the majority the client
+/// waited for) may run in the background at once; past it those members catch up by their
+/// own fill passes.
+const BACKGROUND_PUSHES_MAX: usize = 64;
+
 /// [`PeerBlobs`] over the cluster's membership.
 pub struct RaftPeerBlobs {
-    pub node: RaftNode,
-    pub peers: std::sync::Arc<PeerClients>,
+    node: RaftNode,
+    peers: std::sync::Arc<PeerClients>,
+    background: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Another member, as blob replication sees it.
+struct OtherMember {
+    raft_addr: String,
+    client_addr: String,
+    voter: bool,
 }
 
 impl RaftPeerBlobs {
-    /// Other members as (raft_addr, client_addr), and the number of voters.
-    fn other_members(&self) -> (Vec<(String, String)>, usize) {
+    pub fn new(node: RaftNode, peers: std::sync::Arc<PeerClients>) -> RaftPeerBlobs {
+        RaftPeerBlobs { node, peers, background: std::sync::Arc::new(tokio::sync::Semaphore::new(BACKGROUND_PUSHES_MAX)) }
+    }
+
+    /// The other members, and the number of voters.
+    fn other_members(&self) -> (Vec<OtherMember>, usize) {
         let status = self.node.status();
         let voters = status.voters.len().max(1);
         let others = status
             .members
             .iter()
             .filter(|member| member.id != status.id)
-            .map(|member| (member.raft_addr.clone(), member.client_addr.clone()))
+            .map(|member| OtherMember {
+                raft_addr: member.raft_addr.clone(),
+                client_addr: member.client_addr.clone(),
+                voter: status.voters.contains(&member.id),
+            })
             .collect();
         (others, voters)
     }
 }
 
 impl PeerBlobs for RaftPeerBlobs {
+    /// Pushes to every other member at once and returns when, with this node's copy, a
+    /// majority of the voters holds the blob (a learner's copy does not count). The pushes
+    /// still running then go on in the background, so every member normally holds every
+    /// blob and a later removal does not take the only copies with it.
     fn replicate(&self, hash: Sha256, content: Bytes) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
+            use futures::StreamExt;
             let (others, voters) = self.other_members();
             let needed = voters / 2; // with this node's own copy, a majority of voters
-            if needed == 0 {
-                return Ok(());
-            }
-            let mut pending: futures::stream::FuturesUnordered<_> =
-                others.iter().map(|(raft_addr, _)| self.peers.push_blob(raft_addr, hash, content.clone())).collect();
+            let mut pending: futures::stream::FuturesUnordered<_> = others
+                .into_iter()
+                .map(|member| {
+                    let (peers, content) = (self.peers.clone(), content.clone());
+                    async move { (member.voter, peers.push_blob(&member.raft_addr, hash, content).await) }
+                })
+                .collect();
             let (mut stored, mut failures) = (0usize, Vec::new());
-            use futures::StreamExt;
-            while let Some(outcome) = pending.next().await {
-                match outcome {
-                    Ok(()) => stored += 1,
-                    Err(error) => failures.push(error),
-                }
-                if stored >= needed {
-                    return Ok(());
+            while stored < needed {
+                match pending.next().await {
+                    Some((voter, Ok(()))) => stored += usize::from(voter),
+                    Some((_, Err(error))) => failures.push(error),
+                    None => {
+                        return Err(format!(
+                            "blob {hash} reached {stored} of the {needed} other voters a majority needs: {}",
+                            failures.join("; ")
+                        ))
+                    }
                 }
             }
-            Err(format!(
-                "blob {hash} reached {} of the {needed} other nodes a majority needs: {}",
-                stored,
-                failures.join("; ")
-            ))
+            if !pending.is_empty() {
+                if let Ok(permit) = self.background.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        while pending.next().await.is_some() {}
+                    });
+                }
+            }
+            Ok(())
         })
     }
 
+    /// Asks the other members in turn, starting at a place that depends on the hash, so
+    /// that a member that is down does not delay every fetch and the load spreads.
     fn fetch(&self, hash: Sha256) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>> {
         Box::pin(async move {
-            let (others, _) = self.other_members();
+            let (mut others, _) = self.other_members();
+            if !others.is_empty() {
+                let start = usize::from(hash.0[0]) % others.len();
+                others.rotate_left(start);
+            }
             let mut errors = Vec::new();
-            for (_, client_addr) in others {
-                match self.peers.fetch_blob(&client_addr, hash).await {
+            for member in others {
+                match self.peers.fetch_blob(&member.client_addr, hash).await {
                     Ok(content) => return Ok(content),
                     Err(error) => errors.push(error),
                 }

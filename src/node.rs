@@ -98,7 +98,7 @@ impl Node {
                     .with_static_principals(principals)
                     .with_previous_master_key(previous_master_key);
                 if matches!(config.storage, StorageConfig::Local) {
-                    kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs { node, peers }));
+                    kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs::new(node, peers)));
                 }
                 (kyso, Some(raft_listener))
             }
@@ -251,30 +251,42 @@ fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {
     TrustAnchors::from_pem(&pem).context("trust anchors are not usable")
 }
 
-/// How often a cluster node with its own blob storage checks for archived blobs it lacks.
-const BLOB_FILL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How soon a cluster node with its own blob storage looks again after a pass that left
+/// blobs missing (or ran out of time).
+const BLOB_FILL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// How often it looks when the last pass found everything but blobs were archived since
+/// (they normally arrive by the archiving node's push; this catches the ones it missed
+/// while down or cut off).
+const BLOB_FILL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest single background pass.
+const BLOB_FILL_BUDGET: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Keeps this node's own storage holding every archived blob (see
-/// `Kyso::fill_missing_blobs`): a pass whenever the number of archived blobs changed or
-/// the last pass left some missing, at most every [`BLOB_FILL_INTERVAL`].
+/// `Kyso::fill_missing_blobs`): soon after start, then again [`BLOB_FILL_RETRY`] after a
+/// pass that left some missing, or [`BLOB_FILL_INTERVAL`] after a complete one if blobs
+/// were archived since.
 async fn fill_missing_blobs(kyso: Arc<Kyso<Consensus>>) {
-    let mut last_count = None;
-    let mut complete = false;
+    let mut checked: Option<u64> = None;
+    let mut wait = BLOB_FILL_RETRY;
     loop {
-        tokio::time::sleep(BLOB_FILL_INTERVAL).await;
+        tokio::time::sleep(wait).await;
         let Ok(count) = kyso.state().blob_count() else { continue };
-        if complete && last_count == Some(count) {
+        if checked == Some(count) {
             continue;
         }
-        match kyso.fill_missing_blobs().await {
-            Ok((fetched, missing)) => {
-                if fetched > 0 || missing > 0 {
-                    tracing::info!(fetched, missing, "filled in missing blob copies from peers");
+        match kyso.fill_missing_blobs(BLOB_FILL_BUDGET).await {
+            Ok(fill) => {
+                if fill.fetched > 0 || fill.missing > 0 || !fill.complete {
+                    tracing::info!(fetched = fill.fetched, missing = fill.missing, complete = fill.complete, "filled in missing blob copies from peers");
                 }
-                complete = missing == 0;
-                last_count = Some(count);
+                let holds_all = fill.holds_all(count);
+                checked = holds_all.then_some(count);
+                wait = if holds_all { BLOB_FILL_INTERVAL } else { BLOB_FILL_RETRY };
             }
-            Err(error) => tracing::warn!(%error, "checking for missing blob copies failed"),
+            Err(error) => {
+                tracing::warn!(%error, "checking for missing blob copies failed");
+                wait = BLOB_FILL_RETRY;
+            }
         }
     }
 }

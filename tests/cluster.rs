@@ -218,9 +218,9 @@ async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_conver
 
 /// Found by the 5-node soak: replacing members one after another (remove, wipe, add back
 /// under a new id) dropped their blob copies for good, until no node held the documents.
-/// Each replaced member refills its own storage from its peers; here every member is
-/// replaced in turn, each only once the one before holds the document again, and the
-/// document is still there at the end, on every node's own disk.
+/// A new member now fetches every archived blob before AddNode promotes it; here every
+/// member is replaced in turn, and the document is still there at the end, on every
+/// node's own disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_every_member_in_turn_keeps_every_document() {
     let dir = tempdir();
@@ -252,13 +252,10 @@ async fn replacing_every_member_in_turn_keeps_every_document() {
         ids[position] = new_id;
         let request = pb::AddNodeRequest { id: new_id, raft_addr: format!("127.0.0.1:{raft}"), client_addr: format!("127.0.0.1:{grpc}") };
         nodes[leader].cluster().await.add_node(request).await.unwrap();
-        // The new member refills itself in the background; nothing here reads the document
-        // through it (a read would fetch it on demand and hide a missing refill).
-        let deadline = std::time::Instant::now() + CONVERGE_DEADLINE;
-        while !blob(&nodes[position]).exists() {
-            assert!(std::time::Instant::now() < deadline, "replaced member {new_id} never refilled the document");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // AddNode promotes a member only once it holds every archived document, so it must
+        // be on its disk now. Nothing here reads the document through it (a read would
+        // fetch it on demand and hide a missing refill).
+        assert!(blob(&nodes[position]).exists(), "member {new_id} was promoted without the document");
     }
     for node in &nodes {
         assert_eq!(std::fs::read(blob(node)).unwrap(), content, "{} holds the document", node.grpc_url);
@@ -266,4 +263,55 @@ async fn replacing_every_member_in_turn_keeps_every_document() {
     let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
     let certification = certify_with_retry(&nodes[leader], certify_request("after-replacements", &content, AGENCY, &signer_id)).await;
     assert_eq!(certification.document_sha256, sha256(&content));
+}
+
+/// Found by the 5-node soak: a member was removed (and its disk wiped) while the members
+/// that stayed had not fetched their copies of recent documents yet, so the removal took
+/// the last copies with it. The leader now removes a voter only when a majority of the
+/// voters that remain hold every archived document; asking them makes them fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_is_removed_only_while_a_majority_of_the_rest_hold_every_document() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let nodes = layout.start_all_with(|_| "fault_injection = true\n".to_string());
+    let ids: Vec<u64> = layout.members.iter().map(|&(id, _, _)| id).collect();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let (kept, lagging) = (follower(leader, 3), (leader + 2) % 3);
+    prepare(&nodes[leader], &layout, &[document(1, 1_000)]).await;
+
+    // The lagging member is cut off while a document is archived: the leader and the
+    // other follower hold it, the lagging member does not.
+    let isolate = |position: usize, from: Vec<u64>| {
+        let node = &nodes[position];
+        async move { node.cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: from }).await.unwrap() }
+    };
+    isolate(lagging, vec![ids[leader], ids[kept]]).await;
+    isolate(leader, vec![ids[lagging]]).await;
+    isolate(kept, vec![ids[lagging]]).await;
+    let content = document(2, 30_000);
+    upload(&nodes[leader], "while-cut-off", AGENCY, &[("scan.pdf", content.as_slice())]).await.unwrap();
+    let blob = |node: &TestNode| node.dir.join("data/blobs").join(kyso::archive::blob_key(&kyso::domain::Sha256::digest(&content)).as_ref());
+    assert!(blob(&nodes[kept]).exists() && !blob(&nodes[lagging]).exists());
+
+    let refused = nodes[leader].cluster().await.remove_node(pb::RemoveNodeRequest { id: ids[kept] }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("fewer than a majority"), "{}", refused.message());
+    assert!(nodes[leader].cluster().await.status(pb::ClusterStatusRequest {}).await.unwrap().into_inner().members.len() == 3);
+
+    for position in 0..3 {
+        isolate(position, Vec::new()).await;
+    }
+    // Once the lagging member caught up with the log, the leader's check makes it fetch
+    // the document, and the removal goes through.
+    let deadline = std::time::Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        match nodes[leader].cluster().await.remove_node(pb::RemoveNodeRequest { id: ids[kept] }).await {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::FailedPrecondition && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
+            Err(status) => panic!("removal still refused after healing: {status:?}"),
+        }
+    }
+    assert_eq!(std::fs::read(blob(&nodes[lagging])).unwrap(), content, "the remaining follower holds the document");
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use kyso_cluster::raft::{AdminError, NodeStatus};
+use kyso_cluster::raft::{AdminError, NodeStatus, RaftNode};
 use kyso_cluster::ProposeError;
 use kyso_proto::v1 as pb;
 use tonic::{Request, Response, Status, Streaming};
@@ -14,6 +14,7 @@ use super::status::to_status;
 use crate::access::{self, Caller};
 use crate::consensus::{role_name, Consensus, PeerPort};
 use crate::domain::Sha256;
+use crate::service::archive::BlobFill;
 
 /// Deadline of a membership change forwarded to the leader (it waits for catch-up).
 pub const ADMIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -91,6 +92,103 @@ impl ClusterApi {
     }
 }
 
+/// How long AddNode waits for a new member to fetch every archived blob before it gives
+/// up (the member keeps fetching; calling AddNode again promotes it once it holds them).
+const BLOB_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest fill pass one FillBlobs call runs (under the peer call deadline).
+const FILL_BLOBS_BUDGET: Duration = Duration::from_secs(20);
+
+/// Membership changes with per-node local storage: the leader makes sure no archived
+/// document ends up on fewer than a majority of the voters. (With a shared object store
+/// there is one copy for everyone and nothing to check.)
+impl ClusterApi {
+    fn per_node_storage(&self) -> bool {
+        self.api.kyso.peer_blobs.is_some()
+    }
+
+    /// Fills in the blobs member `id` lacks (on this node, or through its FillBlobs) and
+    /// says what it then holds.
+    async fn blob_holdings(&self, node: &RaftNode, id: u64) -> Result<BlobFill, String> {
+        if id == node.status().id {
+            return self.api.kyso.fill_missing_blobs(FILL_BLOBS_BUDGET).await.map_err(|error| error.to_string());
+        }
+        let status = node.status();
+        let member = status.members.iter().find(|member| member.id == id).ok_or_else(|| format!("node {id} is not a member"))?;
+        let peers = self.api.kyso.proposer().peers().ok_or_else(|| "a standalone node has no peers".to_string())?;
+        let answer = peers.fill_blobs(&member.raft_addr).await?;
+        Ok(BlobFill {
+            archived: answer.archived_blobs,
+            fetched: answer.fetched_blobs,
+            missing: answer.missing_blobs,
+            complete: answer.complete,
+        })
+    }
+
+    /// Before a learner is promoted: it must hold every blob archived so far, so that
+    /// promoting it never lowers the share of voters that hold a document.
+    async fn wait_until_member_holds_every_blob(&self, node: &RaftNode, id: u64) -> Result<(), AdminError> {
+        if !self.per_node_storage() || node.status().voters.contains(&id) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + BLOB_CATCH_UP_TIMEOUT;
+        loop {
+            let archived = self.archived_blob_count()?;
+            let holdings = self.blob_holdings(node, id).await;
+            if let Ok(fill) = &holdings {
+                if fill.holds_all(archived) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let progress = match holdings {
+                    Ok(fill) => format!("{} of {archived} archived documents still missing", fill.missing),
+                    Err(error) => format!("it did not answer: {error}"),
+                };
+                return Err(AdminError::Timeout(format!(
+                    "node {id} caught up with the log but not yet with the archive ({progress}); it stays a learner and keeps fetching — call AddNode again to promote it once it holds every document"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Before a voter is removed: a majority of the voters that remain must each hold every
+    /// archived blob, or the removal (a replaced member's disk is usually wiped) could take
+    /// the last copies of some document with it. Asking them also makes them fill in.
+    async fn check_removal_keeps_every_blob(&self, node: &RaftNode, id: u64) -> Result<(), AdminError> {
+        let status = node.status();
+        if !self.per_node_storage() || status.role != kyso_cluster::raft::Role::Leader || !status.voters.contains(&id) {
+            return Ok(()); // a follower forwards; removing a learner drops no voter's copy
+        }
+        let archived = self.archived_blob_count()?;
+        let remaining: Vec<u64> = status.voters.iter().copied().filter(|voter| *voter != id).collect();
+        let answers = futures::future::join_all(remaining.iter().map(|voter| self.blob_holdings(node, *voter))).await;
+        let mut complete = 0;
+        let mut lacking = Vec::new();
+        for (voter, answer) in remaining.iter().zip(answers) {
+            match answer {
+                Ok(fill) if fill.holds_all(archived) => complete += 1,
+                Ok(fill) if !fill.complete => lacking.push(format!("node {voter} is still checking its copies")),
+                Ok(fill) => lacking.push(format!("node {voter} lacks {} documents", fill.missing.max(1))),
+                Err(error) => lacking.push(format!("node {voter} did not answer: {error}")),
+            }
+        }
+        let needed = remaining.len() / 2 + 1;
+        if complete < needed {
+            return Err(AdminError::Invalid(format!(
+                "removing node {id} now could leave archived documents on fewer than a majority of the remaining voters: {complete} of {} hold all {archived}, {needed} must ({}); they fetch missing copies from each other in the background — retry shortly",
+                remaining.len(),
+                lacking.join("; ")
+            )));
+        }
+        Ok(())
+    }
+
+    fn archived_blob_count(&self) -> Result<u64, AdminError> {
+        self.api.kyso.state().blob_count().map_err(|error| AdminError::Stopped(format!("cannot read the state: {error}")))
+    }
+}
+
 /// A membership request that a follower sends on to the leader.
 pub enum AdminForward {
     Add(pb::AddNodeRequest),
@@ -158,21 +256,31 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         let caller = caller_of(&request);
         let request = request.into_inner();
         let forward = AdminForward::Add(request.clone());
-        self.admin(&caller, move |node| async move { node.add_node(request.id, request.raft_addr, request.client_addr).await }, forward)
-            .await
+        let this = self.clone();
+        let add = move |node: RaftNode| async move {
+            node.add_learner(request.id, request.raft_addr, request.client_addr).await?;
+            this.wait_until_member_holds_every_blob(&node, request.id).await?;
+            node.promote(request.id).await
+        };
+        self.admin(&caller, add, forward).await
     }
 
     async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
-        let forward = AdminForward::Remove(request.clone());
-        self.admin(&caller, move |node| async move { node.remove_node(request.id).await }, forward).await
+        let forward = AdminForward::Remove(request);
+        let this = self.clone();
+        let remove = move |node: RaftNode| async move {
+            this.check_removal_keeps_every_blob(&node, request.id).await?;
+            node.remove_node(request.id).await
+        };
+        self.admin(&caller, remove, forward).await
     }
 
     async fn transfer_leader(&self, request: Request<pb::TransferLeaderRequest>) -> Result<Response<pb::ClusterStatus>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
-        let forward = AdminForward::Transfer(request.clone());
+        let forward = AdminForward::Transfer(request);
         self.admin(&caller, move |node| async move { node.transfer_leader(request.id).await }, forward).await
     }
 
@@ -247,5 +355,15 @@ impl pb::node_internal_service_server::NodeInternalService for NodeInternalApi {
         let hash = hash.ok_or_else(|| Status::invalid_argument("empty replica stream"))?;
         self.api.bounded(self.api.kyso.store_replica(hash, Bytes::from(content))).await?;
         Ok(Response::new(pb::PutBlobReplicaResponse {}))
+    }
+
+    async fn fill_blobs(&self, _request: Request<pb::FillBlobsRequest>) -> Result<Response<pb::FillBlobsResponse>, Status> {
+        let fill = self.api.kyso.fill_missing_blobs(FILL_BLOBS_BUDGET).await.map_err(to_status)?;
+        Ok(Response::new(pb::FillBlobsResponse {
+            archived_blobs: fill.archived,
+            fetched_blobs: fill.fetched,
+            missing_blobs: fill.missing,
+            complete: fill.complete,
+        }))
     }
 }

@@ -130,7 +130,7 @@ fn crl_der(input: &[u8]) -> Result<Vec<u8>, CrlError> {
 }
 
 fn check_algorithm(algorithm: &Oid<'_>) -> Result<(), CrlError> {
-    if ISSUER_SIGNATURE_ALGORITHMS.iter().any(|allowed| *allowed == algorithm) {
+    if ISSUER_SIGNATURE_ALGORITHMS.contains(&algorithm) {
         Ok(())
     } else {
         Err(CrlError::UnsupportedAlgorithm(algorithm.to_id_string()))

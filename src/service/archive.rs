@@ -1,6 +1,9 @@
 //! Archive use cases: store a dossier's files as blobs, then record the dossier.
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use futures::StreamExt;
 use kyso_cluster::Proposer;
 
 use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
@@ -9,8 +12,29 @@ use crate::archive::{BlobStream, SpoolWriter, SpooledBlob};
 use crate::domain::{ArchivedFile, Dossier, Sha256};
 use crate::state::{Command, Outcome};
 
-/// Blobs read from the state per page by [`Kyso::fill_missing_blobs`].
-const BLOB_FILL_PAGE: usize = 256;
+/// Blobs fetched from peers at once by [`Kyso::fill_missing_blobs`].
+const BLOB_FILL_CONCURRENCY: usize = 8;
+
+/// What one pass of [`Kyso::fill_missing_blobs`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlobFill {
+    /// Archived blobs in the state when the pass started.
+    pub archived: u64,
+    /// Blobs fetched from peers.
+    pub fetched: u64,
+    /// Blobs no peer could supply (yet).
+    pub missing: u64,
+    /// The pass checked every one of the `archived` blobs (it did not run out of time).
+    pub complete: bool,
+}
+
+impl BlobFill {
+    /// The node holds every blob of an archive that had `archived` blobs (blobs are only
+    /// ever added, so a state with at least as many includes them all).
+    pub fn holds_all(&self, archived: u64) -> bool {
+        self.complete && self.missing == 0 && self.archived >= archived
+    }
+}
 
 /// Dossier metadata as the client sent it, before validation.
 #[derive(Debug, Clone, Default)]
@@ -157,35 +181,61 @@ impl<P: Proposer> Kyso<P> {
     }
 
     /// Fetches from peers every archived blob this node has no copy of: after it joined
-    /// through a snapshot (a replaced member starts with no blobs), or when an archive was
-    /// replicated to a majority that did not include it. Without this, each replacement of
-    /// a member drops copies for good, and enough of them lose documents (found by the
-    /// 5-node soak). Returns (fetched, still missing). Pages through the state, one fetch at
-    /// a time, so a large archive costs time, not memory.
-    pub async fn fill_missing_blobs(&self) -> Result<(u64, u64), ServiceError> {
+    /// through a snapshot (a replaced member starts with no blobs), or when an archive's
+    /// copies went out while it was down or cut off. Without this, each replacement of a
+    /// member drops copies for good, and enough of them lose documents (found by the
+    /// 5-node soak). The archive is compared with the store in 256 slices by the hash's
+    /// first byte (one listing per slice, so memory follows the slice, not the archive);
+    /// absent blobs are fetched [`BLOB_FILL_CONCURRENCY`] at a time. One pass runs at a
+    /// time; a pass stops at `budget` and then says it is not complete.
+    pub async fn fill_missing_blobs(&self, budget: Duration) -> Result<BlobFill, ServiceError> {
+        let deadline = tokio::time::Instant::now() + budget;
         if self.peer_blobs.is_none() {
-            return Ok((0, 0));
+            return Ok(BlobFill { archived: self.state.blob_count()?, complete: true, ..BlobFill::default() });
         }
-        let (mut fetched, mut missing) = (0, 0);
-        let mut after: Option<Sha256> = None;
-        loop {
-            let page = self.state.blobs_after(after.as_ref(), BLOB_FILL_PAGE)?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(*last);
-            for (hash, _) in page {
-                if self.blobs.contains(&hash).await? {
-                    continue;
-                }
-                match self.fetch_from_peers(&hash).await {
-                    Ok(_) => fetched += 1,
+        let Ok(_pass) = tokio::time::timeout_at(deadline, self.blob_fill.lock()).await else {
+            return Ok(BlobFill::default());
+        };
+        // Blobs are never removed from the state, so every blob counted here is in the
+        // slices read below, even if more arrive meanwhile.
+        let mut fill = BlobFill { archived: self.state.blob_count()?, ..BlobFill::default() };
+        let mut first_error = None;
+        for first in 0..=u8::MAX {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(fill);
+            }
+            let wanted = self.state.blob_hashes_with_first_byte(first)?;
+            if wanted.is_empty() {
+                continue;
+            }
+            let present = self.blobs.hashes_with_first_byte(first).await?;
+            let absent: Vec<Sha256> = wanted.into_iter().filter(|hash| !present.contains(hash)).collect();
+            let outcomes: Vec<Result<(), String>> = futures::stream::iter(absent)
+                .map(|hash| async move {
+                    match tokio::time::timeout_at(deadline, self.fetch_from_peers(&hash)).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(error)) => Err(format!("{hash}: {error}")),
+                        Err(_) => Err(format!("{hash}: the pass ran out of time")),
+                    }
+                })
+                .buffer_unordered(BLOB_FILL_CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                match outcome {
+                    Ok(()) => fill.fetched += 1,
                     Err(error) => {
-                        missing += 1;
-                        tracing::warn!(%hash, %error, "no peer could supply a missing blob yet");
+                        fill.missing += 1;
+                        first_error.get_or_insert(error);
                     }
                 }
             }
         }
-        Ok((fetched, missing))
+        if let Some(error) = first_error {
+            tracing::warn!(missing = fill.missing, %error, "no peer could supply some missing blobs yet");
+        }
+        fill.complete = true;
+        Ok(fill)
     }
 
     /// Stores a blob replica pushed by another node (hash-checked).

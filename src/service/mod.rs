@@ -122,6 +122,8 @@ pub struct Kyso<P: Proposer> {
     pub(crate) check_cache: verify::CheckCache,
     /// The checkpoint signed last (see `log::sign_checkpoint`).
     pub(crate) last_checkpoint: std::sync::Mutex<Option<log::SignedCheckpoint>>,
+    /// Held by the one blob fill pass that runs at a time (`fill_missing_blobs`).
+    pub(crate) blob_fill: tokio::sync::Mutex<()>,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -159,6 +161,7 @@ impl<P: Proposer> Kyso<P> {
             unlocked_keys,
             check_cache: verify::CheckCache::new(limits.verify_cache_entries_max),
             last_checkpoint: std::sync::Mutex::new(None),
+            blob_fill: tokio::sync::Mutex::new(()),
             state,
             blobs,
             proposer,

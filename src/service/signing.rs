@@ -87,7 +87,7 @@ impl<P: Proposer> Kyso<P> {
             request.title.as_bytes(),
             request.agency_ids.join("\n").as_bytes(),
             &request.certificate_chain,
-            &ring::digest::digest(&ring::digest::SHA256, &request.private_key).as_ref()[..],
+            ring::digest::digest(&ring::digest::SHA256, &request.private_key).as_ref(),
             &ring::digest::digest(&ring::digest::SHA256, request.pin.as_bytes()).as_ref()[..],
         ]);
         if let Some(outcome) = self.earlier_outcome(&caller.actor, &request.request_id, &request_fingerprint).await? {

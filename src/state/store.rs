@@ -211,6 +211,27 @@ impl StateStore {
         Ok(table.get(hash.0.as_slice())?.map(|value| value.value()))
     }
 
+    /// The archived blobs whose hash starts with byte `first`, in hash order: one of 256
+    /// slices of the archive, which is how `Kyso::fill_missing_blobs` compares the state
+    /// with a node's storage without holding the whole list.
+    pub fn blob_hashes_with_first_byte(&self, first: u8) -> Result<Vec<Sha256>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        let start = [first];
+        let rows = match first.checked_add(1) {
+            Some(next) => table.range::<&[u8]>(start.as_slice()..[next].as_slice())?,
+            None => table.range::<&[u8]>(start.as_slice()..)?,
+        };
+        let mut hashes = Vec::new();
+        for row in rows {
+            let (key, _) = row?;
+            let hash = Sha256::from_slice(key.value())
+                .ok_or_else(|| StateError::Corrupt(format!("blob key of {} bytes", key.value().len())))?;
+            hashes.push(hash);
+        }
+        Ok(hashes)
+    }
+
     /// Up to `limit` archived blobs (hash, size) in hash order, after `after` if given:
     /// pages for a scrub that must not hold one read transaction for hours.
     pub fn blobs_after(&self, after: Option<&Sha256>, limit: usize) -> Result<Vec<(Sha256, u64)>, StateError> {

@@ -106,7 +106,9 @@ impl Cluster {
         self.nodes[target] = TestNode::start_config(&dir, &self.layout.config_with(new_id, grpc, raft, true, "fault_injection = true\n"), &self.layout.tls);
         self.ids[target] = new_id;
         let request = pb::AddNodeRequest { id: new_id, raft_addr: format!("127.0.0.1:{raft}"), client_addr: format!("127.0.0.1:{grpc}") };
-        let deadline = Instant::now() + Duration::from_secs(90);
+        // AddNode promotes the new member only once it holds every archived document, which
+        // takes a while on a large archive; it answers DEADLINE_EXCEEDED and is called again.
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             match self.nodes[helper].cluster().await.add_node(request.clone()).await {
                 Ok(_) => break,

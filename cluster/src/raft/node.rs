@@ -223,8 +223,16 @@ impl RaftNode {
     /// voting), then, once it caught up with the commit index, promotes it to voter through
     /// a joint configuration that is left explicitly. Call it on the leader, after the new
     /// node was started with an empty `initial_members`. Idempotent: adding a voter again
-    /// succeeds.
+    /// succeeds. [`add_learner`](Self::add_learner) and [`promote`](Self::promote) are the
+    /// two halves, for callers that have more to wait for in between.
     pub async fn add_node(&self, id: u64, raft_addr: String, client_addr: String) -> Result<(), AdminError> {
+        self.add_learner(id, raft_addr, client_addr).await?;
+        self.promote(id).await
+    }
+
+    /// Adds a node as a learner, unless it is already a member, and waits until it caught
+    /// up with the commit index. Call it on the leader.
+    pub async fn add_learner(&self, id: u64, raft_addr: String, client_addr: String) -> Result<(), AdminError> {
         if id == 0 || raft_addr.is_empty() || client_addr.is_empty() {
             return Err(AdminError::Invalid("a node needs a non-zero id and both addresses".into()));
         }
@@ -237,10 +245,24 @@ impl RaftNode {
             let change = single_change(ConfChangeType::AddLearnerNode, id, codec::encode_peer(&peer));
             self.change_membership(change).await?;
         }
-        self.wait_caught_up(id).await?;
-        let mut promote = single_change(ConfChangeType::AddNode, id, Vec::new());
-        promote.set_transition(ConfChangeTransition::Explicit);
-        self.change_membership(promote).await?;
+        self.wait_caught_up(id).await
+    }
+
+    /// Promotes learner `id` to voter and waits until the configuration settled. Promoting
+    /// a voter succeeds. Call it on the leader.
+    pub async fn promote(&self, id: u64) -> Result<(), AdminError> {
+        let status = self.leader_status()?;
+        if status.voters.contains(&id) && !status.joint {
+            return Ok(());
+        }
+        if !status.voters.contains(&id) {
+            if !status.learners.contains(&id) {
+                return Err(AdminError::Invalid(format!("node {id} is not a member; add it first")));
+            }
+            let mut promote = single_change(ConfChangeType::AddNode, id, Vec::new());
+            promote.set_transition(ConfChangeTransition::Explicit);
+            self.change_membership(promote).await?;
+        }
         let timeout = self.inner.config.admin_timeout;
         self.wait_for("the promoted node to become a voter", timeout, |status| {
             status.voters.contains(&id) && !status.joint
