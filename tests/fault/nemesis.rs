@@ -91,7 +91,14 @@ impl Cluster {
     async fn replace_member(&mut self, target: usize, history: &History) {
         let helper = (target + 1) % self.nodes.len();
         let old_id = self.ids[target];
-        let removal = self.nodes[helper].cluster().await.remove_node(pb::RemoveNodeRequest { id: old_id }).await;
+        let mut removal = self.nodes[helper].cluster().await.remove_node(pb::RemoveNodeRequest { id: old_id }).await;
+        if matches!(&removal, Err(status) if status.message().contains("transfer leadership")) {
+            // The leader cannot remove itself: hand leadership to the helper first.
+            let to = self.ids[helper];
+            history.fault(format!("node {old_id} leads: transfer leadership to node {to} first"));
+            let _ = self.nodes[helper].cluster().await.transfer_leader(pb::TransferLeaderRequest { id: to }).await;
+            removal = self.nodes[helper].cluster().await.remove_node(pb::RemoveNodeRequest { id: old_id }).await;
+        }
         if let Err(status) = removal {
             history.fault(format!("remove node {old_id} refused: {}", status.message()));
             return;
