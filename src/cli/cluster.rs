@@ -11,9 +11,11 @@ use super::client::{channel, print_json, status_error, Connection};
 pub enum ClusterCommand {
     /// Role, term, leader, indexes and members as this node sees them.
     Status(Connection),
-    /// Add a node: learner first, promoted to voter once it caught up.
+    /// Add a node: learner first, promoted to voter once it caught up with the log and, with
+    /// per-node storage, holds every archived document (run it again if it times out).
     Add(AddArgs),
-    /// Remove a node (demoted first if it is a voter).
+    /// Remove a node (demoted first if it is a voter). With per-node storage a voter is
+    /// removed only while a majority of the voters that remain hold every document.
     Remove(IdArgs),
     /// Hand leadership to another voter.
     TransferLeader(IdArgs),
