@@ -13,7 +13,7 @@ use crate::domain::{ArchivedFile, Dossier, Sha256};
 use crate::state::{Command, Outcome};
 
 /// Blobs fetched from peers at once by [`Kyso::fill_missing_blobs`].
-const BLOB_FILL_CONCURRENCY: usize = 8;
+const BLOB_FILL_CONCURRENCY: usize = 16;
 
 /// What one pass of [`Kyso::fill_missing_blobs`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -249,8 +249,14 @@ impl<P: Proposer> Kyso<P> {
     /// Opens a blob that some dossier archived for a streamed read; the stream ends with
     /// DATA_LOSS if the bytes do not hash to `hash`. A copy this node lacks is fetched from
     /// a peer only when `fetch_missing` (never for a peer's own request: no fan-out).
+    /// A node's request (`fetch_missing` false) skips the read barrier: it asks for a blob
+    /// its own state references, and a node whose state does not know it yet answers
+    /// NOT_FOUND and the asker tries another (a refill fetches thousands; a ReadIndex round
+    /// each would make it crawl).
     pub async fn open_blob(&self, hash: &Sha256, fetch_missing: bool) -> Result<BlobStream, ServiceError> {
-        self.read_barrier().await?;
+        if fetch_missing {
+            self.read_barrier().await?;
+        }
         if !self.state.blob_known(hash)? {
             return Err(ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")));
         }

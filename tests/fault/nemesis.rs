@@ -115,7 +115,7 @@ impl Cluster {
         let request = pb::AddNodeRequest { id: new_id, raft_addr: format!("127.0.0.1:{raft}"), client_addr: format!("127.0.0.1:{grpc}") };
         // AddNode promotes the new member only once it holds every archived document, which
         // takes a while on a large archive; it answers DEADLINE_EXCEEDED and is called again.
-        let deadline = Instant::now() + Duration::from_secs(300);
+        let deadline = Instant::now() + Duration::from_secs(900);
         loop {
             match self.nodes[helper].cluster().await.add_node(request.clone()).await {
                 Ok(_) => break,
