@@ -160,12 +160,43 @@ impl ClusterApi {
         if !self.per_node_storage() || status.role != kyso_cluster::raft::Role::Leader || !status.voters.contains(&id) {
             return Ok(()); // a follower forwards; removing a learner drops no voter's copy
         }
-        let archived = self.archived_blob_count()?;
         let remaining: Vec<u64> = status.voters.iter().copied().filter(|voter| *voter != id).collect();
-        let answers = futures::future::join_all(remaining.iter().map(|voter| self.blob_holdings(node, *voter))).await;
+        self.majority_holds_every_blob(node, &remaining).await.map_err(|why| {
+            AdminError::Invalid(format!(
+                "removing node {id} now could leave archived documents on fewer than a majority of the remaining voters: {why}; they fetch missing copies from each other in the background — retry shortly"
+            ))
+        })
+    }
+
+    /// After a removal: a document acknowledged while the removal was checked may have its
+    /// first copies on the removed member and a bare majority that included it; wait until
+    /// a majority of the voters now holds every blob, so the removed member's disk can go.
+    async fn wait_after_removal(&self, node: &RaftNode, id: u64) -> Result<(), AdminError> {
+        if !self.per_node_storage() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + BLOB_CATCH_UP_TIMEOUT;
+        loop {
+            let voters = node.status().voters;
+            match self.majority_holds_every_blob(node, &voters).await {
+                Ok(()) => return Ok(()),
+                Err(why) if tokio::time::Instant::now() >= deadline => {
+                    return Err(AdminError::Timeout(format!(
+                        "node {id} left the membership, but recent documents are not yet on a majority of the voters ({why}); keep its disk until `kyso cluster remove --id {id}` succeeds"
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// Whether a majority of `voters` each hold every archived blob; if not, who lacks what.
+    async fn majority_holds_every_blob(&self, node: &RaftNode, voters: &[u64]) -> Result<(), String> {
+        let archived = self.archived_blob_count().map_err(|error| error.to_string())?;
+        let answers = futures::future::join_all(voters.iter().map(|voter| self.blob_holdings(node, *voter))).await;
         let mut complete = 0;
         let mut lacking = Vec::new();
-        for (voter, answer) in remaining.iter().zip(answers) {
+        for (voter, answer) in voters.iter().zip(answers) {
             match answer {
                 Ok(fill) if fill.holds_all(archived) => complete += 1,
                 Ok(fill) if !fill.complete => lacking.push(format!("node {voter} is still checking its copies")),
@@ -173,13 +204,9 @@ impl ClusterApi {
                 Err(error) => lacking.push(format!("node {voter} did not answer: {error}")),
             }
         }
-        let needed = remaining.len() / 2 + 1;
+        let needed = voters.len() / 2 + 1;
         if complete < needed {
-            return Err(AdminError::Invalid(format!(
-                "removing node {id} now could leave archived documents on fewer than a majority of the remaining voters: {complete} of {} hold all {archived}, {needed} must ({}); they fetch missing copies from each other in the background — retry shortly",
-                remaining.len(),
-                lacking.join("; ")
-            )));
+            return Err(format!("{complete} of {} hold all {archived}, {needed} must ({})", voters.len(), lacking.join("; ")));
         }
         Ok(())
     }
@@ -272,7 +299,8 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         let this = self.clone();
         let remove = move |node: RaftNode| async move {
             this.check_removal_keeps_every_blob(&node, request.id).await?;
-            node.remove_node(request.id).await
+            node.remove_node(request.id).await?;
+            this.wait_after_removal(&node, request.id).await
         };
         self.admin(&caller, remove, forward).await
     }
