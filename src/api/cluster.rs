@@ -95,6 +95,8 @@ impl ClusterApi {
 /// How long AddNode waits for a new member to fetch every archived blob before it gives
 /// up (the member keeps fetching; calling AddNode again promotes it once it holds them).
 const BLOB_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest wait for the read barrier a FillBlobs call starts with.
+const FILL_BLOBS_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest fill pass one FillBlobs call runs (under the peer call deadline).
 const FILL_BLOBS_BUDGET: Duration = Duration::from_secs(20);
 
@@ -200,7 +202,10 @@ impl ClusterApi {
             match answer {
                 Ok(fill) if fill.holds_all(archived) => complete += 1,
                 Ok(fill) if !fill.complete => lacking.push(format!("node {voter} is still checking its copies")),
-                Ok(fill) => lacking.push(format!("node {voter} lacks {} documents", fill.missing.max(1))),
+                Ok(fill) if fill.archived < archived => {
+                    lacking.push(format!("node {voter} has applied {} of the {archived} archived documents", fill.archived))
+                }
+                Ok(fill) => lacking.push(format!("node {voter} lacks {} documents", fill.missing)),
                 Err(error) => lacking.push(format!("node {voter} did not answer: {error}")),
             }
         }
@@ -386,6 +391,11 @@ impl pb::node_internal_service_server::NodeInternalService for NodeInternalApi {
     }
 
     async fn fill_blobs(&self, _request: Request<pb::FillBlobsRequest>) -> Result<Response<pb::FillBlobsResponse>, Status> {
+        // The leader compares the answer with the archive as it knew it before asking; catch
+        // up with it first, so that a follower applying a little behind under load is not
+        // taken for one that lacks documents. Best effort: a node that cannot reach the
+        // leader answers from what it has (and may be found incomplete).
+        let _ = tokio::time::timeout(FILL_BLOBS_BARRIER_TIMEOUT, self.api.kyso.read_barrier()).await;
         let fill = self.api.kyso.fill_missing_blobs(FILL_BLOBS_BUDGET).await.map_err(to_status)?;
         Ok(Response::new(pb::FillBlobsResponse {
             archived_blobs: fill.archived,
