@@ -146,8 +146,15 @@ impl PeerClients {
         *self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = addresses.into_iter().collect();
     }
 
-    /// A channel to `address` (host:port) on `port`, created once and reused.
+    /// A channel to `address` (host:port) on `port`, created once and reused; each call on
+    /// it is bounded by [`PEER_CALL_TIMEOUT`].
     pub fn channel(&self, address: &str, port: PeerPort) -> Result<Channel, ProposeError> {
+        self.channel_with_timeout(address, port, PEER_CALL_TIMEOUT)
+    }
+
+    /// Like [`channel`](Self::channel), with calls bounded by `timeout` instead (a
+    /// forwarded membership change waits much longer than an ordinary call).
+    pub fn channel_with_timeout(&self, address: &str, port: PeerPort, timeout: Duration) -> Result<Channel, ProposeError> {
         if self.isolated.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(address) {
             return Err(ProposeError::Unavailable(format!("{address} is cut off (fault injection)")));
         }
@@ -156,16 +163,17 @@ impl PeerClients {
             PeerPort::Peer => &self.to_peer_ports,
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let key = format!("{scheme}://{address}");
+        let url = format!("{scheme}://{address}");
+        let key = format!("{url} {}ms", timeout.as_millis());
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
         let bad_address = |error: &dyn std::fmt::Display| ProposeError::Unavailable(format!("bad peer address {address}: {error}"));
-        let mut endpoint = Channel::from_shared(key.clone())
+        let mut endpoint = Channel::from_shared(url)
             .map_err(|error| bad_address(&error))?
             .connect_timeout(Duration::from_secs(2))
-            .timeout(PEER_CALL_TIMEOUT);
+            .timeout(timeout);
         if let Some(tls) = tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(|error| bad_address(&error))?;
         }
@@ -233,10 +241,10 @@ impl PeerClients {
     }
 }
 
-/// Replicate calls whose pushes to the remaining members (beyond the majority the client
-/// waited for) may run in the background at once; past it those members catch up by their
-/// own fill passes.
-const BACKGROUND_PUSHES_MAX: usize = 64;
+/// Blob bytes (in MiB, counted once per member still to receive them) that pushes beyond
+/// the majority the client waited for may hold in the background at once; past it those
+/// members catch up by their own fill passes.
+const BACKGROUND_PUSH_MIB_MAX: usize = 256;
 
 /// [`PeerBlobs`] over the cluster's membership.
 pub struct RaftPeerBlobs {
@@ -254,13 +262,14 @@ struct OtherMember {
 
 impl RaftPeerBlobs {
     pub fn new(node: RaftNode, peers: std::sync::Arc<PeerClients>) -> RaftPeerBlobs {
-        RaftPeerBlobs { node, peers, background: std::sync::Arc::new(tokio::sync::Semaphore::new(BACKGROUND_PUSHES_MAX)) }
+        RaftPeerBlobs { node, peers, background: std::sync::Arc::new(tokio::sync::Semaphore::new(BACKGROUND_PUSH_MIB_MAX)) }
     }
 
-    /// The other members, and the number of voters.
-    fn other_members(&self) -> (Vec<OtherMember>, usize) {
+    /// The other members, the number of voters, and whether this node is one of them.
+    fn other_members(&self) -> (Vec<OtherMember>, usize, bool) {
         let status = self.node.status();
         let voters = status.voters.len().max(1);
+        let is_voter = status.voters.contains(&status.id);
         let others = status
             .members
             .iter()
@@ -271,20 +280,20 @@ impl RaftPeerBlobs {
                 voter: status.voters.contains(&member.id),
             })
             .collect();
-        (others, voters)
+        (others, voters, is_voter)
     }
 }
 
 impl PeerBlobs for RaftPeerBlobs {
-    /// Pushes to every other member at once and returns when, with this node's copy, a
-    /// majority of the voters holds the blob (a learner's copy does not count). The pushes
+    /// Pushes to every other member at once and returns when, with this node's copy if it
+    /// is a voter, a majority of the voters holds the blob (a learner's copy does not count). The pushes
     /// still running then go on in the background, so every member normally holds every
     /// blob and a later removal does not take the only copies with it.
     fn replicate(&self, hash: Sha256, content: Bytes) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
             use futures::StreamExt;
-            let (others, voters) = self.other_members();
-            let needed = voters / 2; // with this node's own copy, a majority of voters
+            let (others, voters, is_voter) = self.other_members();
+            let needed = other_voter_copies_needed(voters, is_voter);
             let mut pending: futures::stream::FuturesUnordered<_> = others
                 .into_iter()
                 .map(|member| {
@@ -306,7 +315,9 @@ impl PeerBlobs for RaftPeerBlobs {
                 }
             }
             if !pending.is_empty() {
-                if let Ok(permit) = self.background.clone().try_acquire_owned() {
+                let mib = content.len().div_ceil(1 << 20).max(1) * pending.len();
+                let permits = u32::try_from(mib).unwrap_or(u32::MAX);
+                if let Ok(permit) = self.background.clone().try_acquire_many_owned(permits) {
                     tokio::spawn(async move {
                         let _permit = permit;
                         while pending.next().await.is_some() {}
@@ -321,7 +332,7 @@ impl PeerBlobs for RaftPeerBlobs {
     /// that a member that is down does not delay every fetch and the load spreads.
     fn fetch(&self, hash: Sha256) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>> {
         Box::pin(async move {
-            let (mut others, _) = self.other_members();
+            let (mut others, _, _) = self.other_members();
             if !others.is_empty() {
                 let start = usize::from(hash.0[0]) % others.len();
                 others.rotate_left(start);
@@ -338,11 +349,33 @@ impl PeerBlobs for RaftPeerBlobs {
     }
 }
 
+/// Copies on other voters an upload needs before it is acknowledged: with this node's own
+/// copy, a majority of the voters; its own copy counts only if it is a voter (a learner,
+/// or a member being removed, takes uploads too).
+fn other_voter_copies_needed(voters: usize, is_voter: bool) -> usize {
+    (voters / 2 + 1).saturating_sub(usize::from(is_voter))
+}
+
 pub fn role_name(role: Role) -> &'static str {
     match role {
         Role::Leader => "leader",
         Role::Follower => "follower",
         Role::Candidate => "candidate",
         Role::PreCandidate => "pre-candidate",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::other_voter_copies_needed;
+
+    #[test]
+    fn a_learners_own_copy_does_not_count_toward_an_uploads_majority() {
+        assert_eq!(other_voter_copies_needed(1, true), 0, "a single voter holds it alone");
+        assert_eq!(other_voter_copies_needed(3, true), 1);
+        assert_eq!(other_voter_copies_needed(3, false), 2, "a learner needs two voters of three");
+        assert_eq!(other_voter_copies_needed(4, true), 2);
+        assert_eq!(other_voter_copies_needed(5, true), 2);
+        assert_eq!(other_voter_copies_needed(5, false), 3);
     }
 }

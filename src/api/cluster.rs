@@ -16,8 +16,10 @@ use crate::consensus::{role_name, Consensus, PeerPort};
 use crate::domain::Sha256;
 use crate::service::archive::BlobFill;
 
-/// Deadline of a membership change forwarded to the leader (it waits for catch-up).
-pub const ADMIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deadline of a membership change forwarded to the leader (it waits for catch-up and,
+/// with per-node storage, for blob copies: up to ~2 × `BLOB_CATCH_UP_TIMEOUT`). Past it the
+/// follower answers DEADLINE_EXCEEDED while the leader carries on; the calls are idempotent.
+pub const ADMIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(240);
 
 #[derive(Clone)]
 pub struct ClusterApi {
@@ -76,7 +78,7 @@ impl ClusterApi {
     async fn forward_admin(&self, leader: &str, request: AdminForward) -> Result<Response<pb::ClusterStatus>, Status> {
         let peers = self.api.kyso.proposer().peers().ok_or_else(|| Status::internal("a standalone node has no leader to forward to"))?;
         let channel = peers
-            .channel(leader, PeerPort::Client)
+            .channel_with_timeout(leader, PeerPort::Client, ADMIN_FORWARD_TIMEOUT)
             .map_err(|error| Status::unavailable(format!("cannot reach the leader at {leader}: {error}")))?;
         let mut client = pb::cluster_service_client::ClusterServiceClient::new(channel);
         fn call<T>(message: T) -> tonic::Request<T> {
@@ -143,6 +145,8 @@ impl ClusterApi {
             }
             if tokio::time::Instant::now() >= deadline {
                 let progress = match holdings {
+                    Ok(fill) if !fill.complete => "it has not finished checking its copies".to_string(),
+                    Ok(fill) if fill.archived < archived => format!("it has applied {} of the {archived} archived documents", fill.archived),
                     Ok(fill) => format!("{} of {archived} archived documents still missing", fill.missing),
                     Err(error) => format!("it did not answer: {error}"),
                 };
@@ -159,10 +163,16 @@ impl ClusterApi {
     /// the last copies of some document with it. Asking them also makes them fill in.
     async fn check_removal_keeps_every_blob(&self, node: &RaftNode, id: u64) -> Result<(), AdminError> {
         let status = node.status();
-        if !self.per_node_storage() || status.role != kyso_cluster::raft::Role::Leader || !status.voters.contains(&id) {
-            return Ok(()); // a follower forwards; removing a learner drops no voter's copy
+        if !self.per_node_storage() || status.role != kyso_cluster::raft::Role::Leader || !status.voters.contains(&id) || id == status.id {
+            // A follower forwards; removing a learner drops no voter's copy (a learner's
+            // copy never counts toward an upload's majority); the leader's own removal and
+            // the last voter's are refused by `remove_node` with their own reasons.
+            return Ok(());
         }
         let remaining: Vec<u64> = status.voters.iter().copied().filter(|voter| *voter != id).collect();
+        if remaining.is_empty() {
+            return Ok(());
+        }
         self.majority_holds_every_blob(node, &remaining).await.map_err(|why| {
             AdminError::Invalid(format!(
                 "removing node {id} now could leave archived documents on fewer than a majority of the remaining voters: {why}; they fetch missing copies from each other in the background — retry shortly"
@@ -170,10 +180,11 @@ impl ClusterApi {
         })
     }
 
-    /// After a removal: a document acknowledged while the removal was checked may have its
-    /// first copies on the removed member and a bare majority that included it; wait until
-    /// a majority of the voters now holds every blob, so the removed member's disk can go.
-    async fn wait_after_removal(&self, node: &RaftNode, id: u64) -> Result<(), AdminError> {
+    /// After a membership change: a document acknowledged while it was checked had its first
+    /// copies on a majority of the old voters (for a removal, maybe including the removed
+    /// member; for an addition, maybe not the new one); wait until a majority of the voters
+    /// now holds every blob. `then` says what to do if that does not happen in time.
+    async fn wait_after_change(&self, node: &RaftNode, change: &str, then: &str) -> Result<(), AdminError> {
         if !self.per_node_storage() {
             return Ok(());
         }
@@ -184,7 +195,7 @@ impl ClusterApi {
                 Ok(()) => return Ok(()),
                 Err(why) if tokio::time::Instant::now() >= deadline => {
                     return Err(AdminError::Timeout(format!(
-                        "node {id} left the membership, but recent documents are not yet on a majority of the voters ({why}); keep its disk until `kyso cluster remove --id {id}` succeeds"
+                        "{change}, but documents archived meanwhile are not yet on a majority of the voters ({why}); {then}"
                     )))
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
@@ -290,9 +301,11 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         let forward = AdminForward::Add(request.clone());
         let this = self.clone();
         let add = move |node: RaftNode| async move {
-            node.add_learner(request.id, request.raft_addr, request.client_addr).await?;
-            this.wait_until_member_holds_every_blob(&node, request.id).await?;
-            node.promote(request.id).await
+            let id = request.id;
+            node.add_learner(id, request.raft_addr, request.client_addr).await?;
+            this.wait_until_member_holds_every_blob(&node, id).await?;
+            node.promote(id).await?;
+            this.wait_after_change(&node, &format!("node {id} is a voter"), "call AddNode again to check again").await
         };
         self.admin(&caller, add, forward).await
     }
@@ -303,9 +316,11 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         let forward = AdminForward::Remove(request);
         let this = self.clone();
         let remove = move |node: RaftNode| async move {
-            this.check_removal_keeps_every_blob(&node, request.id).await?;
-            node.remove_node(request.id).await?;
-            this.wait_after_removal(&node, request.id).await
+            let id = request.id;
+            this.check_removal_keeps_every_blob(&node, id).await?;
+            node.remove_node(id).await?;
+            let then = format!("keep its disk (a copy there can be restored with `kyso scrub --repair-from`) until `kyso cluster remove --id {id}` succeeds");
+            this.wait_after_change(&node, &format!("node {id} left the membership"), &then).await
         };
         self.admin(&caller, remove, forward).await
     }
