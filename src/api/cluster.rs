@@ -113,10 +113,10 @@ impl ClusterApi {
     /// Fills in the blobs member `id` lacks (on this node, or through its FillBlobs) and
     /// says what it then holds.
     async fn blob_holdings(&self, node: &RaftNode, id: u64) -> Result<BlobFill, String> {
-        if id == node.status().id {
+        let status = node.status();
+        if id == status.id {
             return self.api.kyso.fill_missing_blobs(FILL_BLOBS_BUDGET).await.map_err(|error| error.to_string());
         }
-        let status = node.status();
         let member = status.members.iter().find(|member| member.id == id).ok_or_else(|| format!("node {id} is not a member"))?;
         let peers = self.api.kyso.proposer().peers().ok_or_else(|| "a standalone node has no peers".to_string())?;
         let answer = peers.fill_blobs(&member.raft_addr).await?;
@@ -126,36 +126,6 @@ impl ClusterApi {
             missing: answer.missing_blobs,
             complete: answer.complete,
         })
-    }
-
-    /// Before a learner is promoted: it must hold every blob archived so far, so that
-    /// promoting it never lowers the share of voters that hold a document.
-    async fn wait_until_member_holds_every_blob(&self, node: &RaftNode, id: u64) -> Result<(), AdminError> {
-        if !self.per_node_storage() || node.status().voters.contains(&id) {
-            return Ok(());
-        }
-        let deadline = tokio::time::Instant::now() + BLOB_CATCH_UP_TIMEOUT;
-        loop {
-            let archived = self.archived_blob_count()?;
-            let holdings = self.blob_holdings(node, id).await;
-            if let Ok(fill) = &holdings {
-                if fill.holds_all(archived) {
-                    return Ok(());
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let progress = match holdings {
-                    Ok(fill) if !fill.complete => "it has not finished checking its copies".to_string(),
-                    Ok(fill) if fill.archived < archived => format!("it has applied {} of the {archived} archived documents", fill.archived),
-                    Ok(fill) => format!("{} of {archived} archived documents still missing", fill.missing),
-                    Err(error) => format!("it did not answer: {error}"),
-                };
-                return Err(AdminError::Timeout(format!(
-                    "node {id} caught up with the log but not yet with the archive ({progress}); it stays a learner and keeps fetching — call AddNode again to promote it once it holds every document"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
     }
 
     /// Before a voter is removed: a majority of the voters that remain must each hold every
@@ -180,24 +150,29 @@ impl ClusterApi {
         })
     }
 
-    /// After a membership change: a document acknowledged while it was checked had its first
-    /// copies on a majority of the old voters (for a removal, maybe including the removed
-    /// member; for an addition, maybe not the new one); wait until a majority of the voters
-    /// now holds every blob. `then` says what to do if that does not happen in time.
-    async fn wait_after_change(&self, node: &RaftNode, change: &str, then: &str) -> Result<(), AdminError> {
+    /// Waits until a majority of the members `voters_of` names (read afresh each round) each
+    /// hold every archived blob; past [`BLOB_CATCH_UP_TIMEOUT`], `timed_out` turns the
+    /// last shortfall into the error. Serves three checks: a learner before its promotion
+    /// (a "majority" of that one member: it must hold every blob archived so far, so that
+    /// promoting it never lowers the share of voters that hold a document), and the voters
+    /// after an addition or a removal (a document acknowledged while the change was
+    /// checked had its first copies on a majority of the old voters: for a removal maybe
+    /// including the removed member, for an addition maybe not the new one).
+    async fn wait_until_majority_holds_every_blob(
+        &self,
+        node: &RaftNode,
+        voters_of: impl Fn(&NodeStatus) -> Vec<u64>,
+        timed_out: impl Fn(&str) -> AdminError,
+    ) -> Result<(), AdminError> {
         if !self.per_node_storage() {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + BLOB_CATCH_UP_TIMEOUT;
         loop {
-            let voters = node.status().voters;
+            let voters = voters_of(&node.status());
             match self.majority_holds_every_blob(node, &voters).await {
                 Ok(()) => return Ok(()),
-                Err(why) if tokio::time::Instant::now() >= deadline => {
-                    return Err(AdminError::Timeout(format!(
-                        "{change}, but documents archived meanwhile are not yet on a majority of the voters ({why}); {then}"
-                    )))
-                }
+                Err(why) if tokio::time::Instant::now() >= deadline => return Err(timed_out(&why)),
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
         }
@@ -230,6 +205,11 @@ impl ClusterApi {
     fn archived_blob_count(&self) -> Result<u64, AdminError> {
         self.api.kyso.state().blob_count().map_err(|error| AdminError::Stopped(format!("cannot read the state: {error}")))
     }
+}
+
+/// The voters, for [`ClusterApi::wait_until_majority_holds_every_blob`].
+fn voters(status: &NodeStatus) -> Vec<u64> {
+    status.voters.clone()
 }
 
 /// A membership request that a follower sends on to the leader.
@@ -303,9 +283,22 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
         let add = move |node: RaftNode| async move {
             let id = request.id;
             node.add_learner(id, request.raft_addr, request.client_addr).await?;
-            this.wait_until_member_holds_every_blob(&node, id).await?;
+            if !node.status().voters.contains(&id) {
+                let learner = |_: &NodeStatus| vec![id];
+                this.wait_until_majority_holds_every_blob(&node, learner, |why| {
+                    AdminError::Timeout(format!(
+                        "node {id} caught up with the log but not yet with the archive ({why}); it stays a learner and keeps fetching — call AddNode again to promote it once it holds every document"
+                    ))
+                })
+                .await?;
+            }
             node.promote(id).await?;
-            this.wait_after_change(&node, &format!("node {id} is a voter"), "call AddNode again to check again").await
+            this.wait_until_majority_holds_every_blob(&node, voters, |why| {
+                AdminError::Timeout(format!(
+                    "node {id} is a voter, but documents archived meanwhile are not yet on a majority of the voters ({why}); call AddNode again to check again"
+                ))
+            })
+            .await
         };
         self.admin(&caller, add, forward).await
     }
@@ -319,8 +312,12 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
             let id = request.id;
             this.check_removal_keeps_every_blob(&node, id).await?;
             node.remove_node(id).await?;
-            let then = format!("keep its disk (a copy there can be restored with `kyso scrub --repair-from`) until `kyso cluster remove --id {id}` succeeds");
-            this.wait_after_change(&node, &format!("node {id} left the membership"), &then).await
+            this.wait_until_majority_holds_every_blob(&node, voters, |why| {
+                AdminError::Timeout(format!(
+                    "node {id} left the membership, but documents archived meanwhile are not yet on a majority of the voters ({why}); keep its disk (a copy there can be restored with `kyso scrub --repair-from`) until `kyso cluster remove --id {id}` succeeds"
+                ))
+            })
+            .await
         };
         self.admin(&caller, remove, forward).await
     }
