@@ -23,6 +23,16 @@ use kyso_proto::v1 as pb;
 const RUN_SECONDS_MAX: u64 = 4 * 3600;
 const CLIENTS: usize = 4;
 
+/// Prints a line of the run's report past libtest's output capture (which takes only the
+/// print macros), so that the seed and the verdict appear in CI's log even when the test
+/// passes.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
@@ -49,8 +59,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     let seed = env_u64("KYSO_FAULT_SEED", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000);
     let node_count = env_u64("KYSO_FAULT_NODES", 3) as usize;
     let run_seconds = env_u64("KYSO_FAULT_SECONDS", 60).min(RUN_SECONDS_MAX);
-    println!("seed {seed} (replay with KYSO_FAULT_SEED={seed}), {node_count} nodes, {run_seconds} s");
-    eprintln!("seed {seed}");
+    report!("seed {seed} (replay with KYSO_FAULT_SEED={seed}), {node_count} nodes, {run_seconds} s");
 
     let dir = tempdir();
     let layout = ClusterLayout::new(dir.path(), node_count as u64, "");
@@ -78,6 +87,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     tasks.push(tokio::spawn(sample_checkpoints(urls.clone(), tls.clone(), until, checkpoints.clone(), seed)));
 
     let mut faults = 0;
+    let mut faults_by_kind = std::collections::BTreeMap::<String, usize>::new();
     for fault in schedule(seed, node_count, 100_000) {
         if Instant::now() + fault.gap + fault.duration > until {
             break;
@@ -85,7 +95,9 @@ async fn nothing_acknowledged_is_lost_under_faults() {
         tokio::time::sleep(fault.gap).await;
         cluster.apply(&fault, &history).await;
         faults += 1;
+        *faults_by_kind.entry(format!("{:?}", fault.kind)).or_default() += 1;
     }
+    report!("faults by kind: {faults_by_kind:?}");
     for task in tasks {
         task.await.unwrap();
     }
@@ -93,7 +105,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     cluster.heal_all().await;
     wait_for_leader(&cluster.nodes, Duration::from_secs(120)).await;
     wait_for_identical_state(&cluster.nodes, Duration::from_secs(180)).await;
-    println!("healed and converged in {:?}", phase.elapsed());
+    report!("healed and converged in {:?}", phase.elapsed());
 
     let history_path = dir.path().join(format!("history-{seed}.jsonl"));
     history.write(&history_path).unwrap();
@@ -101,15 +113,15 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let kept = artifacts.join(format!("history-{seed}.jsonl"));
     std::fs::copy(&history_path, &kept).unwrap();
-    println!("history: {}", kept.display());
+    report!("history: {}", kept.display());
 
     let operations = history.operations.lock().unwrap().clone();
     let verdict = fault::checker::check(&cluster.nodes, &operations, &pool.lock().unwrap(), &checkpoints.lock().unwrap()).await;
-    println!("checked in {:?}", phase.elapsed());
+    report!("checked in {:?}", phase.elapsed());
     for problem in &verdict.problems {
-        println!("PROBLEM: {problem}");
+        report!("PROBLEM: {problem}");
     }
-    println!(
+    report!(
         "faults {faults}, ops {}, acknowledged {}, lost {}, duplicates {}, inconsistent {}",
         operations.len(),
         verdict.acknowledged,

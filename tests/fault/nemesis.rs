@@ -28,6 +28,21 @@ pub struct Fault {
     pub duration: Duration,
 }
 
+impl Fault {
+    /// The positions a partition cuts off: the target alone, or (on odd draws, and only
+    /// where that is more than one node) the largest minority, the target and the
+    /// positions after it. A function of the schedule, so a seed replays the same sides.
+    pub fn minority(&self, nodes: usize) -> Vec<usize> {
+        let size = if self.gap.as_millis() % 2 == 1 { (nodes - 1) / 2 } else { 1 };
+        (0..size.max(1)).map(|offset| (self.target + offset) % nodes).collect()
+    }
+
+    /// Whether a whole-cluster restart is a power loss (SIGKILL) rather than SIGTERM.
+    pub fn hard(&self) -> bool {
+        self.target % 2 == 0
+    }
+}
+
 /// The whole schedule for a run, a pure function of the seed.
 pub fn schedule(seed: u64, nodes: usize, faults_max: usize) -> Vec<Fault> {
     let mut rng = Rng::new(seed);
@@ -79,11 +94,13 @@ impl Cluster {
         }
     }
 
-    async fn partition(&self, target: usize) {
-        let others: Vec<u64> = (0..self.ids.len()).filter(|&p| p != target).map(|p| self.ids[p]).collect();
-        self.inject(target, others).await;
-        for position in (0..self.nodes.len()).filter(|&p| p != target) {
-            self.inject(position, vec![self.ids[target]]).await;
+    /// Cuts the positions in `minority` off from every other node, both ways; the two
+    /// sides still talk among themselves.
+    async fn partition(&self, minority: &[usize]) {
+        let side_of = |position: usize| minority.contains(&position);
+        for position in 0..self.nodes.len() {
+            let across: Vec<u64> = (0..self.ids.len()).filter(|&other| side_of(other) != side_of(position)).map(|other| self.ids[other]).collect();
+            self.inject(position, across).await;
         }
     }
 
@@ -174,8 +191,10 @@ impl Cluster {
                 signal(&self.nodes[target], "CONT");
             }
             FaultKind::Partition => {
-                history.fault(format!("isolate node {id} for {:?}", fault.duration));
-                self.partition(target).await;
+                let minority = fault.minority(self.nodes.len());
+                let ids: Vec<u64> = minority.iter().map(|&position| self.ids[position]).collect();
+                history.fault(format!("partition nodes {ids:?} from the rest for {:?}", fault.duration));
+                self.partition(&minority).await;
                 tokio::time::sleep(fault.duration).await;
                 self.heal_partitions().await;
             }
@@ -183,8 +202,17 @@ impl Cluster {
                 history.fault(format!("remove node {id}, add it back as node {}", self.next_id));
                 self.replace_member(target, history).await;
             }
+            FaultKind::RestartAll if fault.hard() => {
+                history.fault("power loss: kill -9 every node at once, then start them all".into());
+                for node in self.nodes.iter_mut() {
+                    node.kill();
+                }
+                for node in self.nodes.iter_mut() {
+                    node.start_again();
+                }
+            }
             FaultKind::RestartAll => {
-                history.fault("restart the whole cluster".into());
+                history.fault("restart the whole cluster (SIGTERM)".into());
                 for node in self.nodes.iter_mut() {
                     node.stop();
                 }
