@@ -16,6 +16,12 @@ use super::rng::Rng;
 /// Deadline of one client operation.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 pub const AGENCY: &str = "xa-fault";
+/// Pause after a node refused the connection (it is down or restarting), as a real client
+/// backs off; without it a client spins through thousands of calls while a whole-cluster
+/// restart lasts, and the history fills with them.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
+/// What tonic answers when the TCP connection could not be opened: nothing was sent.
+const CONNECT_FAILED: &str = "tcp connect error";
 
 /// What clients know has been acknowledged, shared between clients.
 #[derive(Default)]
@@ -40,10 +46,14 @@ pub struct Client {
     channels: HashMap<usize, Channel>,
     tls: tonic::transport::ClientTlsConfig,
     counter: u64,
+    /// Whether the last call found its node unreachable.
+    unreachable: bool,
 }
 
 fn classify(status: &tonic::Status) -> Outcome {
     match status.code() {
+        // The request never left the client, so it certainly did not take effect.
+        Code::Unavailable if status.message().starts_with(CONNECT_FAILED) => Outcome::Error,
         Code::InvalidArgument | Code::NotFound | Code::AlreadyExists | Code::PermissionDenied | Code::FailedPrecondition | Code::ResourceExhausted => {
             Outcome::Error
         }
@@ -63,7 +73,7 @@ impl Client {
         seed: u64,
     ) -> Client {
         let rng = Rng::new(seed ^ (index as u64 + 1) * 0x51_7CC1);
-        Client { index, urls, signer_id, history, pool, rng, channels: HashMap::new(), tls, counter: 0 }
+        Client { index, urls, signer_id, history, pool, rng, channels: HashMap::new(), tls, counter: 0, unreachable: false }
     }
 
     fn channel(&mut self, node: usize) -> Channel {
@@ -86,6 +96,9 @@ impl Client {
     /// Runs operations until `deadline`.
     pub async fn run(mut self, deadline: Instant) {
         while Instant::now() < deadline {
+            if self.unreachable {
+                tokio::time::sleep(UNREACHABLE_BACKOFF).await;
+            }
             let node = self.rng.below(self.urls.len() as u64) as usize;
             match self.rng.below(100) {
                 0..=24 => self.archive(node).await,
@@ -97,7 +110,8 @@ impl Client {
         }
     }
 
-    fn finish(&self, kind: &'static str, request_id: String, node: usize, invoked_ms: u64, outcome: Outcome, documents: Vec<String>, codes: Vec<String>, detail: String) {
+    fn finish(&mut self, kind: &'static str, request_id: String, node: usize, invoked_ms: u64, outcome: Outcome, documents: Vec<String>, codes: Vec<String>, detail: String) {
+        self.unreachable = outcome == Outcome::Error && detail.starts_with(CONNECT_FAILED);
         self.history.record(Operation {
             client: self.index,
             kind,
