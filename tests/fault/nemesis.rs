@@ -39,7 +39,7 @@ impl Fault {
 
     /// Whether a whole-cluster restart is a power loss (SIGKILL) rather than SIGTERM.
     pub fn hard(&self) -> bool {
-        self.target % 2 == 0
+        self.target.is_multiple_of(2)
     }
 }
 
@@ -202,19 +202,15 @@ impl Cluster {
                 history.fault(format!("remove node {id}, add it back as node {}", self.next_id));
                 self.replace_member(target, history).await;
             }
-            FaultKind::RestartAll if fault.hard() => {
-                history.fault("power loss: kill -9 every node at once, then start them all".into());
-                for node in self.nodes.iter_mut() {
-                    node.kill();
-                }
-                for node in self.nodes.iter_mut() {
-                    node.start_again();
-                }
-            }
             FaultKind::RestartAll => {
-                history.fault("restart the whole cluster (SIGTERM)".into());
+                let (description, halt): (&str, fn(&mut TestNode)) = if fault.hard() {
+                    ("power loss: kill -9 every node at once, then start them all", TestNode::kill)
+                } else {
+                    ("restart the whole cluster (SIGTERM)", TestNode::stop)
+                };
+                history.fault(description.into());
                 for node in self.nodes.iter_mut() {
-                    node.stop();
+                    halt(node);
                 }
                 for node in self.nodes.iter_mut() {
                     node.start_again();
