@@ -129,12 +129,16 @@ pub struct Caller {
     pub roles: Vec<Role>,
     pub agency_ids: Vec<String>,
     pub signer_ids: Vec<String>,
+    /// The cluster node id the caller's certificate is bound to (`urn:kyso:node:<id>`),
+    /// for a node; `None` for everyone else (and for peers on an insecure plain-text peer
+    /// port, which have no certificate).
+    pub node_id: Option<u64>,
 }
 
 impl Caller {
     /// A caller with only the public role.
     pub fn public(actor: Actor) -> Caller {
-        Caller { actor, roles: Vec::new(), agency_ids: Vec::new(), signer_ids: Vec::new() }
+        Caller { actor, roles: Vec::new(), agency_ids: Vec::new(), signer_ids: Vec::new(), node_id: None }
     }
 
     /// A caller holding a principal's grants.
@@ -144,12 +148,13 @@ impl Caller {
             roles: principal.roles.clone(),
             agency_ids: principal.agency_ids.clone(),
             signer_ids: principal.signer_ids.clone(),
+            node_id: None,
         }
     }
 
-    /// Another node of the cluster.
-    pub fn node(actor: Actor) -> Caller {
-        Caller { actor, roles: vec![Role::Node], agency_ids: vec![ANY.into()], signer_ids: Vec::new() }
+    /// Another node of the cluster, `node_id` as its certificate binds it.
+    pub fn node(actor: Actor, node_id: Option<u64>) -> Caller {
+        Caller { actor, roles: vec![Role::Node], agency_ids: vec![ANY.into()], signer_ids: Vec::new(), node_id }
     }
 
     /// The node acting on its own behalf (in-process): every role but `Node`, every scope.
@@ -160,6 +165,7 @@ impl Caller {
             roles: vec![Role::Admin, Role::Clerk, Role::Signer, Role::Verifier],
             agency_ids: vec![ANY.into()],
             signer_ids: vec![ANY.into()],
+            node_id: None,
         }
     }
 

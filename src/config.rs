@@ -65,6 +65,12 @@ pub struct Config {
     /// `xa-demo = "UBND xã Demo"`. An agency without an entry is shown by its id.
     #[serde(default)]
     pub agency_names: BTreeMap<String, String>,
+    /// Reverse proxies in front of the HTTP port, by address. Only for a connection from
+    /// one of them does the public rate limiter take the client's address from
+    /// `X-Forwarded-For` (the rightmost address that is not itself a trusted proxy);
+    /// everyone else is counted by the connection's own address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// TLS on the client (gRPC) and peer ports. Paths are relative to the config file.
@@ -341,6 +347,29 @@ pub struct Limits {
     pub state_cache_size_bytes_max: usize,
     /// Largest CRL accepted by ImportCrl.
     pub crl_size_bytes_max: usize,
+    /// Uploads one client certificate may have in progress at once on a node, so one
+    /// client cannot take every upload slot.
+    pub uploads_per_client_max: usize,
+    /// Slowest an upload may arrive once `upload_grace_seconds` have passed, averaged over
+    /// the whole stream, in bytes per second; a slower stream gives its slot back.
+    pub upload_throughput_bytes_per_second_min: u64,
+    /// Seconds an upload may take before its throughput is checked.
+    pub upload_grace_seconds: u64,
+    /// gRPC calls (streams included) one client certificate may have in flight on a node.
+    pub calls_in_flight_per_client_max: usize,
+    /// Largest Verify or VerifyStream message (a file sent to be checked): larger files
+    /// are verified by hash.
+    pub verify_message_size_bytes_max: usize,
+    /// Connections the HTTP port holds at once; more are closed on accept.
+    pub http_connections_max: usize,
+    /// Seconds a client may take to send a request's headers on the HTTP port.
+    pub http_header_read_timeout_seconds: u64,
+    /// Seconds an HTTP connection may stay silent (between or within requests) before it
+    /// is closed.
+    pub http_idle_timeout_seconds: u64,
+    /// Seconds between HTTP/2 keepalive pings on the gRPC ports; a peer that does not
+    /// answer within as long again is disconnected.
+    pub grpc_keepalive_interval_seconds: u64,
 }
 
 impl Default for Limits {
@@ -373,6 +402,15 @@ impl Default for Limits {
             verify_cache_entries_max: 100_000,
             state_cache_size_bytes_max: 256 * 1024 * 1024,
             crl_size_bytes_max: 16 * 1024 * 1024,
+            uploads_per_client_max: 4,
+            upload_throughput_bytes_per_second_min: 4 * 1024,
+            upload_grace_seconds: 20,
+            calls_in_flight_per_client_max: 128,
+            verify_message_size_bytes_max: 16 * 1024 * 1024,
+            http_connections_max: 1024,
+            http_header_read_timeout_seconds: 10,
+            http_idle_timeout_seconds: 60,
+            grpc_keepalive_interval_seconds: 30,
         }
     }
 }
@@ -433,6 +471,7 @@ impl Config {
             access: AccessConfig::default(),
             limits: Limits::default(),
             agency_names: BTreeMap::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -496,6 +535,15 @@ impl Config {
             ("limits.upload_stream_seconds_max", limits.upload_stream_seconds_max as usize),
             ("limits.state_cache_size_bytes_max", limits.state_cache_size_bytes_max),
             ("limits.crl_size_bytes_max", limits.crl_size_bytes_max),
+            ("limits.uploads_per_client_max", limits.uploads_per_client_max),
+            ("limits.upload_throughput_bytes_per_second_min", limits.upload_throughput_bytes_per_second_min as usize),
+            ("limits.upload_grace_seconds", limits.upload_grace_seconds as usize),
+            ("limits.calls_in_flight_per_client_max", limits.calls_in_flight_per_client_max),
+            ("limits.verify_message_size_bytes_max", limits.verify_message_size_bytes_max),
+            ("limits.http_connections_max", limits.http_connections_max),
+            ("limits.http_header_read_timeout_seconds", limits.http_header_read_timeout_seconds as usize),
+            ("limits.http_idle_timeout_seconds", limits.http_idle_timeout_seconds as usize),
+            ("limits.grpc_keepalive_interval_seconds", limits.grpc_keepalive_interval_seconds as usize),
             ("tls.handshake_timeout_seconds", self.tls.handshake_timeout_seconds as usize),
         ];
         for (key, value) in positive {

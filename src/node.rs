@@ -59,8 +59,8 @@ impl Node {
         if config.fault_injection {
             tracing::warn!("FAULT INJECTION IS ON: any client can cut this node's Raft links; never run so in production");
         }
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        prepare_data_dir(&config.data_dir)?;
+        check_private_key_files(config)?;
         let state = Arc::new(StateStore::open_with_cache(&config.data_dir.join("state.redb"), config.limits.state_cache_size_bytes_max)?);
         let blobs = open_blob_store(config).await?;
         let master_key = MasterKey::load_or_create(&config.master_key_path())
@@ -120,12 +120,12 @@ impl Node {
     /// Serves gRPC and HTTP until `shutdown` completes.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_limits = crate::api::http_server::HttpServerLimits::from_limits(self.kyso.limits());
         let http_router = crate::api::http::router(self.kyso.clone(), self.public);
-        let http = axum::serve(self.http_listener, http_router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.await;
-            });
-        let http_task = tokio::spawn(async move { http.await });
+        let http = crate::api::http_server::serve(self.http_listener, http_router, http_limits, async move {
+            let _ = http_stopped.await;
+        });
+        let http_task = tokio::spawn(http);
         let blob_fill_task = tokio::spawn(fill_missing_blobs(self.kyso.clone()));
         let (stop_raft, raft_stopped) = tokio::sync::oneshot::channel::<()>();
         let raft_task = match (self.raft_listener, self.kyso.proposer().raft()) {
@@ -141,9 +141,14 @@ impl Node {
                     self.kyso.clone(),
                     AuthSettings { port: Port::Peer, plaintext: self.tls.peer_port.is_none(), cluster_ca_der: self.tls.cluster_ca_der.clone() },
                 );
+                let keepalive = std::time::Duration::from_secs(self.kyso.limits().grpc_keepalive_interval_seconds);
+                let call_timeout = server_call_timeout(self.kyso.limits());
                 Some(tokio::spawn(async move {
                     server
                         .tcp_nodelay(true)
+                        .http2_keepalive_interval(Some(keepalive))
+                        .http2_keepalive_timeout(Some(keepalive))
+                        .timeout(call_timeout)
                         .layer(auth)
                         .add_service(peer_service)
                         .add_service(
@@ -226,6 +231,67 @@ fn load_previous_master_key(config: &Config) -> anyhow::Result<Option<MasterKey>
     let bytes = zeroize::Zeroizing::new(std::fs::read(&path).with_context(|| format!("cannot read previous master key {}", path.display()))?);
     tracing::warn!(path = %path.display(), "master key rotation: keys sealed under the previous master key are re-sealed on next use");
     Ok(Some(MasterKey::from_slice(&bytes).with_context(|| format!("previous master key {} is not usable", path.display()))?))
+}
+
+/// Creates the data directory readable by its owner only (0700), or tightens an existing
+/// one that others could enter: it holds the state (dossier metadata, sealed keys) and
+/// every archived scan.
+pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        }
+        let mode = std::fs::metadata(dir).with_context(|| format!("cannot read data directory {}", dir.display()))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777), "the data directory was open to other users; setting it to 0700");
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot restrict data directory {} to its owner (chmod 700)", dir.display()))?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// Refuses to start with a private key file that its group or other users may read: such
+/// a key may already be copied, and starting would hide that.
+pub fn refuse_if_readable_by_others(path: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Ok(metadata) = std::fs::metadata(path) else { return Ok(()) };
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{what} {} is readable by other users (mode {mode:o}); run `chmod 600 {}` and consider the key exposed if others had access",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, what);
+    Ok(())
+}
+
+/// Every key file the configuration names that exists already (missing ones are created
+/// 0600 by the node itself).
+fn check_private_key_files(config: &Config) -> anyhow::Result<()> {
+    refuse_if_readable_by_others(&config.master_key_path(), "the master key")?;
+    refuse_if_readable_by_others(&config.log_key_path(), "the log key")?;
+    if let Some(file) = &config.previous_master_key_file {
+        refuse_if_readable_by_others(&config.data_dir.join(file), "the previous master key")?;
+    }
+    if let Some(file) = &config.tls.key_file {
+        refuse_if_readable_by_others(file, "tls.key_file")?;
+    }
+    Ok(())
 }
 
 /// Creates a file readable by its owner only.
@@ -325,6 +391,7 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
     if let Some(tls) = tls.client_port.clone() {
         server = server.tls_config(tls).context("client port TLS configuration is not usable")?;
     }
+    let limits = kyso.limits().clone();
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Both reflection versions: grpcurl 1.8 and many tools still speak only v1alpha.
@@ -344,9 +411,16 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
         health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<Consensus>>>().await;
         health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<AdminApi<Consensus>>>().await;
     });
+    let keepalive = std::time::Duration::from_secs(limits.grpc_keepalive_interval_seconds);
     Ok(server
         .tcp_nodelay(true)
         .max_concurrent_streams(CONCURRENT_STREAMS_PER_CONNECTION_MAX)
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive))
+        .tcp_keepalive(Some(keepalive))
+        // The outer bound of any call: handlers bound unary calls by request_timeout_seconds
+        // and streams by their own limits; nothing outlives the longest of them.
+        .timeout(server_call_timeout(&limits))
         .layer(auth)
         .add_service(health_service)
         .add_service(reflection)
@@ -354,8 +428,9 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
         .add_service(pb::archive_service_server::ArchiveServiceServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(pb::signing_service_server::SigningServiceServer::new(api.clone()).max_decoding_message_size(decode_max))
         .add_service(
+            // A file sent to Verify has its own, smaller limit: anyone may call Verify.
             pb::verification_service_server::VerificationServiceServer::new(api.clone())
-                .max_decoding_message_size(decode_max),
+                .max_decoding_message_size(limits.verify_message_size_bytes_max),
         )
         .add_service(pb::log_service_server::LogServiceServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_SIZE_BYTES_MAX))
         .add_service(pb::access_service_server::AccessServiceServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_SIZE_BYTES_MAX))
@@ -364,6 +439,12 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
                 .max_decoding_message_size(decode_max),
         )
         .add_service(pb::admin_service_server::AdminServiceServer::new(admin)))
+}
+
+/// The longest any gRPC call may last on a node: an upload stream's limit, or the unary
+/// request timeout, plus a minute for the answer.
+pub fn server_call_timeout(limits: &crate::config::Limits) -> std::time::Duration {
+    std::time::Duration::from_secs(limits.upload_stream_seconds_max.max(limits.request_timeout_seconds) + 60)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

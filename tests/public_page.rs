@@ -258,5 +258,7 @@ async fn clients_beyond_their_rate_get_429_with_retry_after() {
     assert_eq!(limited_json.status, 429);
     assert!(limited_json.body.contains("\"error\""), "{}", limited_json.body);
     assert!(limited_json.header("retry-after").is_some());
-    assert_eq!(get(url, "/healthz", &[]).await.status, 200, "health checks are not rate limited");
+    // Every route counts: health and checkpoint too (each checkpoint costs a read barrier).
+    assert_eq!(get(url, "/healthz", &[]).await.status, 429, "health checks are rate limited like every route");
+    assert_eq!(get(url, "/checkpoint", &[]).await.status, 429, "checkpoints are rate limited like every route");
 }

@@ -26,22 +26,6 @@ fn assert_refused_by_tls<T: std::fmt::Debug>(result: Result<T, tonic::Status>, w
     assert!(status.metadata().get("content-type").is_none(), "{what}: a server answered instead of refusing the handshake: {status:?}");
 }
 
-/// Grants `client` roles through the operator (an admin).
-async fn grant(node: &TestNode, client: &IssuedCert, roles: &[&str], agencies: &[&str], signers: &[&str]) {
-    let mut access = pb::access_service_client::AccessServiceClient::new(node.channel().await);
-    access
-        .set_access(pb::SetAccessRequest {
-            request_id: format!("grant-{}", fingerprint(client)),
-            certificate_sha256: kyso::domain::Sha256::digest(&client.cert_der).0.to_vec(),
-            name: "Lê Thị Thu, bộ phận một cửa".into(),
-            roles: roles.iter().map(|role| role.to_string()).collect(),
-            agency_ids: agencies.iter().map(|agency| agency.to_string()).collect(),
-            signer_ids: signers.iter().map(|signer| signer.to_string()).collect(),
-        })
-        .await
-        .unwrap();
-}
-
 /// Every leaf of the node's transparency log, decoded.
 async fn leaves(node: &TestNode) -> Vec<LogLeaf> {
     let mut log = pb::log_service_client::LogServiceClient::new(node.channel().await);
@@ -146,10 +130,11 @@ async fn peer_port_accepts_only_certificates_of_the_cluster_ca() {
             .forward_command(pb::ForwardCommandRequest { command: b"not a command".to_vec() })
             .await
     };
-    // A node certificate (cluster CA) reaches the service: the answer is the service's own.
+    // A node certificate (cluster CA, bound to a node id) reaches the service: the answer
+    // is the service's own refusal of bytes that are no command (nothing is proposed).
     let as_node = tls.channel_as(&peer_url, &tls.node).await.expect("a node certificate connects");
     let answer = forward(as_node).await;
-    assert!(answer.is_ok(), "a node reaches NodeInternalService: {answer:?}");
+    assert_status(answer.map(|_| ()), Code::InvalidArgument, "cannot be decoded");
     // The operator's certificate is from the client CA: refused by the peer port.
     match tls.channel_as(&peer_url, &tls.operator).await {
         Err(_) => {}
@@ -267,10 +252,10 @@ async fn a_signer_signs_only_as_its_own_signer_and_a_request_id_is_bound_to_its_
     let mut signing = pb::signing_service_client::SigningServiceClient::new(node.channel_as(&leader).await);
     let own = signing.certify(certify_request("c-own", &content, AGENCY, &first.signer_id)).await.unwrap().into_inner();
     assert_status(signing.certify(certify_request("c-other", &content, AGENCY, &second.signer_id)).await, Code::PermissionDenied, "may not sign as signer");
-    // The operator reusing the leader's request id for the same request is refused, not
-    // handed the leader's answer.
-    let replay = node.signing().await.certify(certify_request("c-own", &content, AGENCY, &first.signer_id)).await;
-    assert_status(replay, Code::AlreadyExists, "request id");
+    // Request ids belong to their caller: the operator using the leader's request id is
+    // neither handed the leader's answer nor told the id is taken; it is its own request.
+    let replay = node.signing().await.certify(certify_request("c-own", &content, AGENCY, &first.signer_id)).await.unwrap().into_inner();
+    assert_ne!(replay.lookup_code, own.lookup_code, "another caller's request id is a new request");
     // The signer may revoke its own certification.
     let revoked = signing
         .revoke_certification(pb::RevokeCertificationRequest { request_id: "r-own".into(), lookup_code: own.lookup_code, reason: "ký nhầm".into() })
@@ -547,7 +532,7 @@ async fn a_crl_invalidates_signatures_made_after_its_revocation_time_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endless_upload_streams_are_cut_and_oversize_messages_refused() {
-    let fixture = fixture("upload_stream_seconds_max = 2\nupload_chunk_size_bytes_max = 1024\ngrpc_message_size_bytes_max = 70000\nverify_stream_requests_max = 3\n");
+    let fixture = fixture("upload_stream_seconds_max = 2\nupload_chunk_size_bytes_max = 1024\ngrpc_message_size_bytes_max = 70000\nverify_message_size_bytes_max = 70000\nverify_stream_requests_max = 3\n");
     let node = &fixture.node;
     // An upload that trickles forever.
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -570,7 +555,7 @@ async fn endless_upload_streams_are_cut_and_oversize_messages_refused() {
     assert_status(result, Code::DeadlineExceeded, "more than 2 s");
     assert!(started.elapsed() < Duration::from_secs(20), "cut after {:?}", started.elapsed());
     trickle.abort();
-    // A message over grpc_message_size_bytes_max.
+    // A Verify message over verify_message_size_bytes_max.
     let big = node
         .verification()
         .await

@@ -164,7 +164,7 @@ async fn witness_accepts_growth_and_detects_a_rewritten_history() {
     let dir = tempdir();
     let pki = TestPki::new(&dir.path().join("pki"));
     let shared_key = dir.path().join("shared-log.key");
-    std::fs::write(&shared_key, tlog::LogSigner::generate().unwrap()).unwrap();
+    write_private(&shared_key, &tlog::LogSigner::generate().unwrap());
     let top = format!("log_key_file = {:?}", shared_key.display().to_string());
     let honest = TestNode::start_with(&dir.path().join("honest"), &pki.ca_pem_path, &top, "");
     // A second log under the same key but with a different history: what a rewrite looks like.

@@ -30,12 +30,12 @@ port() { # node, offset
 
 # TLS, the operator's grant, and per-client limits lifted: every benchmark client
 # presents the same certificate from 127.0.0.1.
-security_config() {
-  local dir=$1 kyso=$2
+security_config() { # dir, kyso, node index (each member has its own certificate)
+  local dir=$1 kyso=$2 index=$3
   cat <<CONFIG
 [tls]
-cert_file = "$dir/shared/tls/node.pem"
-key_file = "$dir/shared/tls/node.key"
+cert_file = "$dir/shared/tls/node-$index.pem"
+key_file = "$dir/shared/tls/node-$index.key"
 client_ca_files = ["$dir/shared/tls/client-ca.pem"]
 cluster_ca_file = "$dir/shared/tls/ca.pem"
 
@@ -60,7 +60,7 @@ grpc_addr = "127.0.0.1:0"
 http_addr = "127.0.0.1:0"
 trust_anchor_files = ["$ca"]
 
-$(security_config "$dir" "$kyso")
+$(security_config "$dir" "$kyso" "$index")
 CONFIG
     return
   fi
@@ -76,7 +76,7 @@ master_key_file = "$dir/shared/master.key"
 log_key_file = "$dir/shared/log.key"
 trust_anchor_files = ["$ca"]
 
-$(security_config "$dir" "$kyso")
+$(security_config "$dir" "$kyso" "$index")
 
 [cluster]
 node_id = $index

@@ -47,8 +47,8 @@ trust_anchor_files = ["$run/shared/dev-pki/ca.pem"]
 public_base_url = "http://127.0.0.1:$(http_port "$i")"
 
 [tls]
-cert_file = "$run/shared/tls/node.pem"
-key_file = "$run/shared/tls/node.key"
+cert_file = "$run/shared/tls/node-$i.pem"
+key_file = "$run/shared/tls/node-$i.key"
 client_ca_files = ["$run/shared/tls/client-ca.pem"]
 cluster_ca_file = "$run/shared/tls/ca.pem"
 

@@ -49,7 +49,7 @@ pub enum Port {
 const CLIENT_PORT_RULES: &[(&str, &[Role])] = &[
     ("/kyso.v1.ArchiveService/UploadDossier", &[Role::Clerk]),
     ("/kyso.v1.ArchiveService/GetDossier", &[Role::Clerk]),
-    ("/kyso.v1.ArchiveService/GetBlob", &[Role::Clerk, Role::Signer, Role::Node]),
+    ("/kyso.v1.ArchiveService/GetBlob", &[Role::Clerk, Role::Signer, Role::Verifier, Role::Node]),
     ("/kyso.v1.SigningService/RegisterSigner", &[Role::Admin]),
     ("/kyso.v1.SigningService/Certify", &[Role::Signer]),
     ("/kyso.v1.SigningService/CertifyBatch", &[Role::Signer]),
@@ -107,9 +107,19 @@ struct Shared {
     settings: AuthSettings,
     rates: Mutex<RateLimiter>,
     refusals: Mutex<RefusalLimiter>,
-    /// What a certificate says about its holder (subject, issued by the cluster CA), by
-    /// fingerprint: parsed and checked once, not on every request.
-    certificates: Mutex<HashMap<Sha256, (String, bool)>>,
+    /// What a certificate says about its holder, by fingerprint: parsed and checked
+    /// once, not on every request.
+    certificates: Mutex<HashMap<Sha256, DescribedCertificate>>,
+    /// Calls in flight per client (certificate fingerprint, or address without one).
+    in_flight: crate::api::slots::PerClientSlots,
+}
+
+/// A client certificate as the layer understood it.
+#[derive(Clone)]
+struct DescribedCertificate {
+    subject: String,
+    /// The node id it is bound to, when a cluster CA issued it directly and it names one.
+    node_id: Option<u64>,
 }
 
 impl AuthLayer {
@@ -125,6 +135,7 @@ impl AuthLayer {
                     limits.refusal_audits_per_client_per_minute_max,
                 )),
                 certificates: Mutex::new(HashMap::new()),
+                in_flight: Default::default(),
             }),
         }
     }
@@ -173,9 +184,16 @@ where
             if let Err(status) = shared.admit_rate(&caller, request.extensions()) {
                 return Ok(status.into_http());
             }
+            let _in_flight = match shared.admit_in_flight(&caller, request.extensions()) {
+                Ok(slot) => slot,
+                Err(status) => return Ok(status.into_http()),
+            };
             if let Err(reason) = shared.authorize(&caller, &path) {
                 shared.record_refusal(&caller, &path, &reason).await;
                 return Ok(Status::permission_denied(reason).into_http());
+            }
+            if let Some(node_id) = caller.node_id {
+                request.extensions_mut().insert(kyso_cluster::raft::AuthenticatedPeer(node_id));
             }
             request.extensions_mut().insert(caller.clone());
             let response = inner.call(request).await?;
@@ -192,16 +210,22 @@ impl Shared {
         let certificates = extensions.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|info| info.peer_certs());
         let Some(leaf) = certificates.as_ref().and_then(|certificates| certificates.first()) else {
             if self.settings.port == Port::Peer && self.settings.plaintext {
-                return Caller::node(Actor { name: "unauthenticated peer (insecure_plaintext_peers)".into(), certificate_sha256: None });
+                let actor = Actor { name: "unauthenticated peer (insecure_plaintext_peers)".into(), certificate_sha256: None };
+                return Caller::node(actor, None);
             }
             return Caller::public(Actor::anonymous());
         };
         let leaf: &[u8] = leaf.as_ref();
         let hash = Sha256::digest(leaf);
-        let (subject, is_node) = self.describe_certificate(hash, leaf);
-        let actor = Actor { name: subject, certificate_sha256: Some(hash) };
-        if self.settings.port == Port::Peer || is_node {
-            return Caller::node(actor);
+        let described = self.describe_certificate(hash, leaf);
+        let actor = Actor { name: described.subject, certificate_sha256: Some(hash) };
+        if let Some(node_id) = described.node_id {
+            return Caller::node(actor, Some(node_id));
+        }
+        if self.settings.port == Port::Peer {
+            // TLS let it in (some chain to the cluster CA), but it is no member: refused by
+            // the role table, and the refusal is recorded.
+            return Caller::public(actor);
         }
         match self.kyso.principal(&hash) {
             Ok(Some(principal)) => Caller::from_principal(actor, &principal),
@@ -213,9 +237,8 @@ impl Shared {
         }
     }
 
-    /// The subject of a (TLS-verified) certificate and whether the cluster CA issued it,
-    /// remembered by fingerprint.
-    fn describe_certificate(&self, hash: Sha256, leaf: &[u8]) -> (String, bool) {
+    /// What a (TLS-verified) certificate says about its holder, remembered by fingerprint.
+    fn describe_certificate(&self, hash: Sha256, leaf: &[u8]) -> DescribedCertificate {
         let mut known = self.certificates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(described) = known.get(&hash) {
             return described.clone();
@@ -223,12 +246,14 @@ impl Shared {
         if known.len() >= TRACKED_CLIENTS_MAX {
             known.clear();
         }
-        let described = (subject_of(leaf), self.issued_by_cluster_ca(leaf));
+        let node_id = if self.issued_by_cluster_ca(leaf) { crate::crypto::cert::node_id_of_certificate(leaf) } else { None };
+        let described = DescribedCertificate { subject: subject_of(leaf), node_id };
         known.insert(hash, described.clone());
         described
     }
 
-    /// Whether the cluster CA signed this (already TLS-verified) certificate.
+    /// Whether a cluster CA signed this (already TLS-verified) certificate itself: a leaf
+    /// under an intermediate of the cluster CA is never a node.
     fn issued_by_cluster_ca(&self, leaf: &[u8]) -> bool {
         let Ok((_, certificate)) = x509_parser::certificate::X509Certificate::from_der(leaf) else { return false };
         self.settings.cluster_ca_der.iter().any(|ca_der| {
@@ -253,6 +278,27 @@ impl Shared {
                 "more than {} requests per second from {}; slow down and retry",
                 rates.per_second, caller.actor
             )))
+        }
+    }
+
+    /// One of the caller's `calls_in_flight_per_client_max` slots, held until the call's
+    /// response is produced (for a stream: until its handler returned the stream). Nodes
+    /// are not limited: their calls are the cluster's own traffic.
+    fn admit_in_flight(&self, caller: &Caller, extensions: &http::Extensions) -> Result<Option<crate::api::slots::Slot>, Status> {
+        if caller.has(Role::Node) {
+            return Ok(None);
+        }
+        let key = match &caller.actor.certificate_sha256 {
+            Some(hash) => hash.to_hex(),
+            None => remote_address(extensions),
+        };
+        let limit = self.kyso.limits().calls_in_flight_per_client_max;
+        match self.in_flight.take(key, limit) {
+            Some(slot) => Ok(Some(slot)),
+            None => Err(Status::resource_exhausted(format!(
+                "{} has {limit} calls in flight on this node; wait for some to finish",
+                caller.actor
+            ))),
         }
     }
 

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::grpc::{caller_of, GrpcApi};
 use super::status::to_status;
-use crate::access::{self, Caller};
+use crate::access::Caller;
 use crate::consensus::{role_name, Consensus, PeerPort};
 use crate::domain::Sha256;
 use crate::service::archive::BlobFill;
@@ -47,8 +47,8 @@ impl ClusterApi {
     }
 
     /// Runs a membership operation; on a follower, sends the same request to the leader.
-    /// The node that an admin called records the change in the log (a forwarded call,
-    /// whose caller is a node, is not recorded twice).
+    /// Both record it: the node an admin called in the admin's name, the leader in the
+    /// forwarding node's.
     async fn admin<F, Fut>(&self, caller: &Caller, operation: F, forward: AdminForward) -> Result<Response<pb::ClusterStatus>, Status>
     where
         F: FnOnce(kyso_cluster::raft::RaftNode) -> Fut,
@@ -67,10 +67,10 @@ impl ClusterApi {
             Err(AdminError::NotLeader { leader: Some(leader) }) => self.forward_admin(&leader, forward).await?,
             Err(error) => return Err(admin_status(error)),
         };
-        if !caller.has(access::Role::Node) {
-            if let Err(error) = self.api.kyso.audit_cluster_change(&caller.actor, &change).await {
-                tracing::error!(%error, change, "the membership change is done but could not be recorded in the log");
-            }
+        // Every change is a log entry, whoever asked: an admin on the node it called, and
+        // a node (a forwarded call, or a node certificate used directly) on the leader.
+        if let Err(error) = self.api.kyso.audit_cluster_change(&caller.actor, &change).await {
+            tracing::error!(%error, change, "the membership change is done but could not be recorded in the log");
         }
         Ok(response)
     }
@@ -378,8 +378,14 @@ fn propose_status(error: ProposeError) -> Status {
 #[tonic::async_trait]
 impl pb::node_internal_service_server::NodeInternalService for NodeInternalApi {
     async fn forward_command(&self, request: Request<pb::ForwardCommandRequest>) -> Result<Response<pb::ForwardCommandResponse>, Status> {
-        let command = Bytes::from(request.into_inner().command);
-        let response = self.api.kyso.proposer().propose_here(command).await.map_err(propose_status)?;
+        let forwarder = caller_of(&request);
+        if let (Some(node), Some(id)) = (self.api.kyso.proposer().raft(), forwarder.node_id) {
+            if !node.status().members.iter().any(|member| member.id == id) {
+                return Err(Status::permission_denied(format!("node {id} is not a member of this cluster; it may not forward commands")));
+            }
+        }
+        let command = self.api.kyso.admit_forwarded(&forwarder, &request.into_inner().command).map_err(to_status)?;
+        let response = self.api.kyso.proposer().propose_here(Bytes::from(command)).await.map_err(propose_status)?;
         Ok(Response::new(pb::ForwardCommandResponse { response: response.to_vec() }))
     }
 

@@ -45,18 +45,78 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 pub struct GrpcApi<P: Proposer> {
     pub(crate) kyso: Arc<Kyso<P>>,
     uploads: Arc<Semaphore>,
+    /// Uploads in progress per client (certificate fingerprint, or actor name).
+    uploads_per_client: super::slots::PerClientSlots,
 }
 
 impl<P: Proposer> Clone for GrpcApi<P> {
     fn clone(&self) -> Self {
-        GrpcApi { kyso: self.kyso.clone(), uploads: self.uploads.clone() }
+        GrpcApi { kyso: self.kyso.clone(), uploads: self.uploads.clone(), uploads_per_client: self.uploads_per_client.clone() }
+    }
+}
+
+/// The pace an upload must keep: after the grace period, on average at least
+/// `bytes_per_second_min` since the stream began.
+struct UploadPace {
+    started: tokio::time::Instant,
+    received_bytes: u64,
+    bytes_per_second_min: u64,
+    grace: Duration,
+}
+
+impl UploadPace {
+    /// The latest moment the next bytes may arrive without the stream falling below pace.
+    fn deadline(&self) -> tokio::time::Instant {
+        self.started + self.grace + Duration::from_secs_f64(self.received_bytes as f64 / self.bytes_per_second_min as f64)
+    }
+
+    fn too_slow(&self) -> Status {
+        Status::resource_exhausted(format!(
+            "the upload sent {} bytes in {} s, slower than the minimum of {} bytes/s; it gave its slot back, send it again over a better connection",
+            self.received_bytes,
+            self.started.elapsed().as_secs(),
+            self.bytes_per_second_min
+        ))
     }
 }
 
 impl<P: Proposer> GrpcApi<P> {
     pub fn new(kyso: Arc<Kyso<P>>) -> Self {
         let uploads = Arc::new(Semaphore::new(kyso.limits().concurrent_uploads_max));
-        GrpcApi { kyso, uploads }
+        GrpcApi { kyso, uploads, uploads_per_client: Default::default() }
+    }
+
+    /// Takes one of the caller's own upload slots, or refuses at once when it holds
+    /// `uploads_per_client_max` already.
+    fn client_upload_slot(&self, caller: &Caller) -> Result<super::slots::Slot, Status> {
+        let client = caller.actor.certificate_sha256.map(|hash| hash.to_hex()).unwrap_or_else(|| caller.actor.name.clone());
+        let limit = self.kyso.limits().uploads_per_client_max;
+        self.uploads_per_client.take(client, limit).ok_or_else(|| {
+            Status::resource_exhausted(format!("{} already has {limit} uploads in progress on this node; wait for one to finish", caller.actor))
+        })
+    }
+
+    /// Next message of an upload, or a precise error if the stream stalls or falls below
+    /// the minimum pace.
+    async fn next_upload_message(
+        &self,
+        stream: &mut Streaming<pb::UploadDossierRequest>,
+        pace: &mut UploadPace,
+    ) -> Result<Option<pb::UploadDossierRequest>, Status> {
+        let stall = tokio::time::Instant::now() + self.request_timeout();
+        let deadline = pace.deadline().min(stall);
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(message))) => {
+                pace.received_bytes += prost::Message::encoded_len(&message) as u64;
+                Ok(Some(message))
+            }
+            Ok(other) => other,
+            Err(_) if deadline < stall => Err(pace.too_slow()),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no message for {} s; the upload stalled and was abandoned",
+                self.request_timeout().as_secs()
+            ))),
+        }
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {
@@ -113,8 +173,18 @@ impl IncomingFile {
 }
 
 impl<P: Proposer> GrpcApi<P> {
+    /// Receives an upload. The slots (the caller's own, then one of the node's) are taken
+    /// only after the metadata passed its checks, and the stream must keep the minimum pace
+    /// from its first byte: a client cannot hold a slot by trickling.
     async fn receive_dossier(&self, caller: &Caller, mut stream: Streaming<pb::UploadDossierRequest>) -> Result<pb::UploadDossierResponse, Status> {
-        let metadata = match self.next_message(&mut stream).await?.and_then(|message| message.part) {
+        let limits = self.kyso.limits();
+        let mut pace = UploadPace {
+            started: tokio::time::Instant::now(),
+            received_bytes: 0,
+            bytes_per_second_min: limits.upload_throughput_bytes_per_second_min,
+            grace: Duration::from_secs(limits.upload_grace_seconds),
+        };
+        let metadata = match self.next_upload_message(&mut stream, &mut pace).await?.and_then(|message| message.part) {
             Some(Part::Metadata(metadata)) => metadata,
             _ => return Err(Status::invalid_argument("the first message of UploadDossier must be metadata")),
         };
@@ -127,9 +197,17 @@ impl<P: Proposer> GrpcApi<P> {
             private_fields: metadata.private_fields.into_iter().collect(),
         };
         self.kyso.check_new_dossier(caller, &dossier).map_err(to_status)?;
+        let _client_slot = self.client_upload_slot(caller)?;
+        let _node_slot = tokio::time::timeout(self.request_timeout(), self.uploads.acquire())
+            .await
+            .map_err(|_| Status::resource_exhausted("too many uploads in progress on this node; retry shortly"))?
+            .map_err(|_| Status::unavailable("node is shutting down"))?;
+        // Waiting for a slot is the node's delay, not the client's: the pace starts now.
+        pace.started = tokio::time::Instant::now();
+        pace.received_bytes = 0;
         let mut files: Vec<ArchivedFile> = Vec::new();
         let mut current: Option<IncomingFile> = None;
-        while let Some(message) = self.next_message(&mut stream).await? {
+        while let Some(message) = self.next_upload_message(&mut stream, &mut pace).await? {
             match message.part {
                 Some(Part::FileStart(start)) => {
                     if let Some(file) = current.take() {
@@ -202,10 +280,6 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
         &self,
         request: Request<Streaming<pb::UploadDossierRequest>>,
     ) -> Result<Response<pb::UploadDossierResponse>, Status> {
-        let _permit = tokio::time::timeout(self.request_timeout(), self.uploads.acquire())
-            .await
-            .map_err(|_| Status::resource_exhausted("too many uploads in progress; retry shortly"))?
-            .map_err(|_| Status::unavailable("node is shutting down"))?;
         let caller = caller_of(&request);
         let stream_max = Duration::from_secs(self.kyso.limits().upload_stream_seconds_max);
         match tokio::time::timeout(stream_max, self.receive_dossier(&caller, request.into_inner())).await {
@@ -230,11 +304,11 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
         // Another node asking is looking for a copy: it gets this node's own copy or
         // NOT_FOUND, never a fetch onward (nodes asking each other in turn would fan out
         // until every call timed out).
-        let from_node = caller_of(&request).has(crate::access::Role::Node);
+        let caller = caller_of(&request);
         let bytes = request.into_inner().sha256;
         let hash = Sha256::from_slice(&bytes)
             .ok_or_else(|| Status::invalid_argument(format!("sha256 must be 32 bytes, got {}", bytes.len())))?;
-        let mut blob = self.bounded(self.kyso.open_blob(&hash, !from_node)).await?;
+        let mut blob = self.bounded(self.kyso.open_blob(&caller, &hash)).await?;
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER_MESSAGES_MAX);
         let timeout = self.request_timeout();
         // Streams the blob with at most STREAM_BUFFER_MESSAGES_MAX chunks in memory; the

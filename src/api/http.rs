@@ -15,15 +15,14 @@ use kyso_cluster::Proposer;
 use super::public::{self, PublicSettings};
 use crate::service::Kyso;
 
-/// Serve with `into_make_service_with_connect_info::<SocketAddr>()`: the public routes
-/// limit requests per client address.
+/// Serve with `api::http_server::serve`, which tells the routes each client's address:
+/// every route, health and checkpoint included, is limited per client address.
 pub fn router<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings) -> Router {
-    Router::new()
+    let operational = Router::new()
         .route("/healthz", get(health::<P>))
         .route("/checkpoint", get(checkpoint::<P>))
-        .with_state(kyso.clone())
-        .merge(public::routes(kyso, settings))
-        .layer(middleware::from_fn(public::security_headers))
+        .with_state(kyso.clone());
+    public::routes(kyso, settings, operational).layer(middleware::from_fn(public::security_headers))
 }
 
 async fn health<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {

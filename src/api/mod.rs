@@ -8,6 +8,8 @@ pub mod admin;
 pub mod convert;
 pub mod grpc;
 pub mod http;
+pub mod http_server;
 pub mod public;
+pub mod slots;
 pub mod status;
 pub mod tls;

@@ -46,6 +46,14 @@ impl NodeTls {
                 .collect(),
             None => Vec::new(),
         };
+        let mut client_ca_der = Vec::new();
+        for file in &tls.client_ca_files {
+            client_ca_der.extend(certificates_in(&read_pem(file, "CERTIFICATE")?, file)?);
+        }
+        refuse_overlapping_cas(&client_ca_der, &cluster_ca_der)?;
+        if let (Some(cluster), Some(cert_file), false) = (&config.cluster, &tls.cert_file, tls.insecure_plaintext_peers) {
+            check_node_certificate(cert_file, cluster.node_id)?;
+        }
         let client_port = if tls.insecure_plaintext_clients {
             warn_plaintext("the client port serves PLAIN TEXT (tls.insecure_plaintext_clients = true): callers have no identity and only the public role");
             None
@@ -87,6 +95,66 @@ impl NodeTls {
             peer_port,
             cluster_ca_der,
         })
+    }
+}
+
+/// The DER of every certificate in a PEM text.
+fn certificates_in(pem_text: &[u8], file: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(pem::parse_many(pem_text)
+        .with_context(|| format!("{} is not PEM", file.display()))?
+        .into_iter()
+        .filter(|block| block.tag() == "CERTIFICATE")
+        .map(|block| block.into_contents())
+        .collect())
+}
+
+/// Refuses a client CA that is, or is issued by, a cluster CA (or the reverse): the peer
+/// port and node recognition trust the cluster CA's certificates as cluster members, so a
+/// client CA inside its tree could mint nodes, and one CA serving both makes every client
+/// certificate look like a node's.
+pub fn refuse_overlapping_cas(client_ca_der: &[Vec<u8>], cluster_ca_der: &[Vec<u8>]) -> anyhow::Result<()> {
+    use x509_parser::prelude::FromDer as _;
+    fn parse(der: &[u8]) -> Option<x509_parser::certificate::X509Certificate<'_>> {
+        x509_parser::certificate::X509Certificate::from_der(der).map(|(_, certificate)| certificate).ok()
+    }
+    for client_der in client_ca_der {
+        let Some(client) = parse(client_der) else { anyhow::bail!("tls.client_ca_files holds a certificate that cannot be parsed") };
+        for cluster_der in cluster_ca_der {
+            let Some(cluster) = parse(cluster_der) else { anyhow::bail!("tls.cluster_ca_file holds a certificate that cannot be parsed") };
+            let same_key = client.public_key().raw == cluster.public_key().raw;
+            let issued = |child: &x509_parser::certificate::X509Certificate, parent: &x509_parser::certificate::X509Certificate| {
+                child.issuer().as_raw() == parent.subject().as_raw() && child.verify_signature(Some(parent.public_key())).is_ok()
+            };
+            if same_key || issued(&client, &cluster) || issued(&cluster, &client) {
+                anyhow::bail!(
+                    "the client CA {:?} and the cluster CA {:?} overlap (same key, or one issued the other): a client certificate could pass for a node; use a separate client CA",
+                    crate::crypto::cert::display_name(client.subject().as_raw()),
+                    crate::crypto::cert::display_name(cluster.subject().as_raw())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A member's own certificate must be bound to its configured node id: peers take its
+/// identity from the certificate and refuse messages it sends under any other id.
+fn check_node_certificate(cert_file: &std::path::Path, node_id: u64) -> anyhow::Result<()> {
+    let leaf = certificates_in(&read_pem(cert_file, "CERTIFICATE")?, cert_file)?
+        .into_iter()
+        .next()
+        .with_context(|| format!("{} holds no certificate", cert_file.display()))?;
+    match crate::crypto::cert::node_id_of_certificate(&leaf) {
+        Some(id) if id == node_id => Ok(()),
+        Some(id) => anyhow::bail!(
+            "tls.cert_file {} is node {id}'s certificate but cluster.node_id is {node_id}; give each node its own certificate",
+            cert_file.display()
+        ),
+        None => anyhow::bail!(
+            "tls.cert_file {} names no node id; a cluster member's certificate carries the URI subject alternative name {}{node_id} (kyso init-keys writes one per node)",
+            cert_file.display(),
+            crate::crypto::cert::NODE_ID_URI_PREFIX
+        ),
     }
 }
 

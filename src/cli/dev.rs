@@ -105,7 +105,7 @@ pub fn ensure_dev_tls(dir: &Path) -> anyhow::Result<DevTls> {
     let cluster_ca = devpki::self_signed_ca(&ca_spec("kyso dev cluster CA"))?;
     let client_ca = devpki::self_signed_ca(&ca_spec("kyso dev client CA"))?;
     let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let node = devpki::issue_tls("kyso dev node", &hosts, TlsUsage::ServerAndClient, not_before, not_after, &cluster_ca)?;
+    let node = devpki::issue_node_tls(1, "kyso dev node 1", &hosts, not_before, not_after, &cluster_ca)?;
     write_private(&path("ca.key"), cluster_ca.key_pem().as_bytes())?;
     write_private(&path("client-ca.key"), client_ca.key_pem().as_bytes())?;
     write_private(&tls.node_key, node.key_pem().as_bytes())?;
@@ -189,8 +189,37 @@ pub fn init_keys(dir: &Path, log_origin: &str) -> anyhow::Result<()> {
     std::fs::write(dir.join("log.pub"), format!("{}\n", signer.verifier()))?;
     let pki = ensure_dev_pki(&dir.join("dev-pki"))?;
     let tls = ensure_dev_tls(&dir.join("tls"))?;
+    ensure_node_certificates(&dir.join("tls"), LOCAL_CLUSTER_NODES_MAX)?;
     println!("master key {}\nlog key    {}\nlog.pub    {}\ndev CA     {}", master.display(), log_key.display(), dir.join("log.pub").display(), pki.ca_pem.display());
-    println!("TLS        {} (cluster CA), {} (client CA), node.pem, client.pem", tls.ca_pem.display(), tls.client_ca_pem.display());
+    println!(
+        "TLS        {} (cluster CA), {} (client CA), node-1.pem … node-{LOCAL_CLUSTER_NODES_MAX}.pem, client.pem",
+        tls.ca_pem.display(),
+        tls.client_ca_pem.display()
+    );
+    Ok(())
+}
+
+/// Node certificates `kyso init-keys` writes for a local cluster (`node-<id>.pem`).
+pub const LOCAL_CLUSTER_NODES_MAX: u64 = 5;
+
+/// Writes `node-<id>.pem` and `.key` for ids 1..=`count` under the TLS directory `dir`
+/// (whose cluster CA `ensure_dev_tls` made), each bound to its node id: a cluster member
+/// needs a certificate of its own.
+fn ensure_node_certificates(dir: &Path, count: u64) -> anyhow::Result<()> {
+    let ca_cert = pem::parse(std::fs::read(dir.join("ca.pem"))?).context("ca.pem is not PEM")?.into_contents();
+    let ca_key = pem::parse(std::fs::read(dir.join("ca.key"))?).context("ca.key is not PEM")?.into_contents();
+    let cluster_ca = IssuedCert { cert_der: ca_cert, key_pkcs8_der: zeroize::Zeroizing::new(ca_key) };
+    let now = crate::service::now_unix();
+    let hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    for id in 1..=count {
+        let (cert, key) = (dir.join(format!("node-{id}.pem")), dir.join(format!("node-{id}.key")));
+        if cert.exists() && key.exists() {
+            continue;
+        }
+        let node = devpki::issue_node_tls(id, &format!("kyso local node {id}"), &hosts, now - 3600, now + DEV_CERT_VALIDITY_SECONDS, &cluster_ca)?;
+        write_private(&key, node.key_pem().as_bytes())?;
+        std::fs::write(&cert, node.cert_pem())?;
+    }
     Ok(())
 }
 

@@ -193,6 +193,27 @@ impl TrustAnchors {
 /// Parses PEM (one or more CERTIFICATE blocks; text between blocks is ignored) or a single
 /// DER certificate, and returns each certificate's DER encoding after checking that it
 /// parses as X.509.
+/// The prefix of the URI subject alternative name that binds a node certificate to its
+/// cluster node id: `urn:kyso:node:<id>`.
+pub const NODE_ID_URI_PREFIX: &str = "urn:kyso:node:";
+
+/// The cluster node id a (node) certificate is bound to: the single
+/// `urn:kyso:node:<id>` URI in its subject alternative names. `None` when it names none,
+/// several, or an id that is not a positive integer.
+pub fn node_id_of_certificate(der: &[u8]) -> Option<u64> {
+    let (_, certificate) = X509Certificate::from_der(der).ok()?;
+    let names = certificate.subject_alternative_name().ok()??;
+    let mut ids = names.value.general_names.iter().filter_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => uri.strip_prefix(NODE_ID_URI_PREFIX),
+        _ => None,
+    });
+    let id = ids.next()?;
+    if ids.next().is_some() || id.is_empty() || !id.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    id.parse::<u64>().ok().filter(|id| *id > 0)
+}
+
 pub fn parse_certificates(input: &[u8]) -> Result<Vec<Vec<u8>>, CertError> {
     if input.len() > CERTIFICATE_INPUT_SIZE_BYTES_MAX {
         return Err(CertError::TooLarge {

@@ -55,6 +55,23 @@ pub struct VerifiedCrl {
     pub entries: Vec<CrlEntry>,
     /// SHA-256 of the CRL's DER.
     pub sha256: [u8; 32],
+    /// DER of the trusted certificates whose key verified the CRL's signature. A CRL
+    /// speaks only for certificates that one of these keys issued: two CAs may share a
+    /// subject name, and one's CRL must never revoke the other's certificates.
+    pub verified_by_der: Vec<Vec<u8>>,
+}
+
+impl VerifiedCrl {
+    /// Whether `certificate_der` was issued under the name AND the key that signed this
+    /// CRL (its issuer field names the CRL's issuer and its signature verifies with the
+    /// key of a certificate that verified the CRL).
+    pub fn covers(&self, certificate_der: &[u8]) -> bool {
+        let Ok(certificate) = parse_certificate(certificate_der) else { return false };
+        certificate.issuer().as_raw() == self.issuer_der.as_slice()
+            && self.verified_by_der.iter().any(|issuer_der| {
+                parse_certificate(issuer_der).is_ok_and(|issuer| certificate.verify_signature(Some(issuer.public_key())).is_ok())
+            })
+    }
 }
 
 /// Parses `input` (DER, or PEM with one "X509 CRL" block) and checks its signature with the
@@ -78,7 +95,9 @@ pub fn verify_crl(input: &[u8], issuers_der: &[Vec<u8>]) -> Result<VerifiedCrl, 
         return Err(CrlError::Malformed("the signature algorithm inside the crl differs from the outer one".into()));
     }
     let issuer_raw = crl.issuer().as_raw();
-    let signed_by_trusted = issuers_der.iter().any(|issuer_der| {
+    let verified_by_der: Vec<Vec<u8>> = issuers_der
+        .iter()
+        .filter(|issuer_der| {
         let Ok(issuer) = parse_certificate(issuer_der) else { return false };
         let is_ca = issuer.basic_constraints().ok().flatten().is_some_and(|constraints| constraints.value.ca);
         let may_sign_crls = match issuer.key_usage() {
@@ -87,8 +106,10 @@ pub fn verify_crl(input: &[u8], issuers_der: &[Vec<u8>]) -> Result<VerifiedCrl, 
             Err(_) => false,
         };
         issuer.subject().as_raw() == issuer_raw && is_ca && may_sign_crls && crl.verify_signature(issuer.public_key()).is_ok()
-    });
-    if !signed_by_trusted {
+        })
+        .cloned()
+        .collect();
+    if verified_by_der.is_empty() {
         return Err(CrlError::UntrustedIssuer { issuer: display_name(issuer_raw) });
     }
     let count = crl.iter_revoked_certificates().count();
@@ -112,6 +133,7 @@ pub fn verify_crl(input: &[u8], issuers_der: &[Vec<u8>]) -> Result<VerifiedCrl, 
         next_update_unix: crl.next_update().map(|time| time.timestamp()),
         entries,
         sha256,
+        verified_by_der,
     })
 }
 

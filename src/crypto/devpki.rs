@@ -438,12 +438,28 @@ pub fn issue_tls(
     not_after_unix: i64,
     issuer: &IssuedCert,
 ) -> Result<IssuedCert, DevPkiError> {
+    issue_tls_with(common_name, subject_alt_names, None, usage, not_before_unix, not_after_unix, issuer)
+}
+
+/// [`issue_tls`], plus the URI subject alternative name `uri` when given.
+fn issue_tls_with(
+    common_name: &str,
+    subject_alt_names: &[String],
+    uri: Option<String>,
+    usage: TlsUsage,
+    not_before_unix: i64,
+    not_after_unix: i64,
+    issuer: &IssuedCert,
+) -> Result<IssuedCert, DevPkiError> {
     let spec = CertSpec {
         key_usage: KeyUsages { digital_signature: true, ..KeyUsages::NONE },
         ..CertSpec::signer(common_name, KeyAlgorithm::EcdsaP256, not_before_unix, not_after_unix)
     };
     let mut params = params(&spec)?;
     params.subject_alt_names = CertificateParams::new(subject_alt_names.to_vec())?.subject_alt_names;
+    if let Some(uri) = uri {
+        params.subject_alt_names.push(rcgen::SanType::URI(rcgen::string::Ia5String::try_from(uri)?));
+    }
     params.extended_key_usages = match usage {
         TlsUsage::Server => vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth],
         TlsUsage::Client => vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
@@ -454,6 +470,21 @@ pub fn issue_tls(
     let key = generate_key(KeyAlgorithm::EcdsaP256)?;
     let certificate = params.signed_by(&key, &issuer_from(issuer)?)?;
     Ok(IssuedCert { cert_der: certificate.der().to_vec(), key_pkcs8_der: Zeroizing::new(key.serialize_der()) })
+}
+
+/// A node's TLS certificate (serverAuth and clientAuth) bound to cluster node `node_id`
+/// by the URI subject alternative name `urn:kyso:node:<id>` beside `hosts`: the peer port
+/// takes a member's identity from it.
+pub fn issue_node_tls(
+    node_id: u64,
+    common_name: &str,
+    hosts: &[String],
+    not_before_unix: i64,
+    not_after_unix: i64,
+    issuer: &IssuedCert,
+) -> Result<IssuedCert, DevPkiError> {
+    let uri = format!("{}{node_id}", super::cert::NODE_ID_URI_PREFIX);
+    issue_tls_with(common_name, hosts, Some(uri), TlsUsage::ServerAndClient, not_before_unix, not_after_unix, issuer)
 }
 
 /// One entry of a CRL made by [`issue_crl`].

@@ -247,23 +247,71 @@ impl<P: Proposer> Kyso<P> {
     }
 
     /// Opens a blob that some dossier archived for a streamed read; the stream ends with
-    /// DATA_LOSS if the bytes do not hash to `hash`. A copy this node lacks is fetched from
-    /// a peer only when `fetch_missing` (never for a peer's own request: no fan-out).
-    /// A node's request (`fetch_missing` false) skips the read barrier: it asks for a blob
-    /// its own state references, and a node whose state does not know it yet answers
+    /// DATA_LOSS if the bytes do not hash to `hash`. Only a caller allowed to read the
+    /// document gets it ([`Kyso::check_may_read_document`]).
+    ///
+    /// A copy this node lacks is fetched from a peer, except for another node's request
+    /// (no fan-out). A node's request also skips the read barrier: it asks for a blob its
+    /// own state references, and a node whose state does not know it yet answers
     /// NOT_FOUND and the asker tries another (a refill fetches thousands; a ReadIndex round
     /// each would make it crawl).
-    pub async fn open_blob(&self, hash: &Sha256, fetch_missing: bool) -> Result<BlobStream, ServiceError> {
-        if fetch_missing {
+    pub async fn open_blob(&self, caller: &Caller, hash: &Sha256) -> Result<BlobStream, ServiceError> {
+        let from_node = caller.has(Role::Node);
+        if !from_node {
             self.read_barrier().await?;
         }
         if !self.state.blob_known(hash)? {
             return Err(ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")));
         }
-        if fetch_missing && self.peer_blobs.is_some() && !self.blobs.contains(hash).await? {
+        if !from_node {
+            self.check_may_read_document(caller, hash)?;
+        }
+        if !from_node && self.peer_blobs.is_some() && !self.blobs.contains(hash).await? {
             self.get_blob(hash).await?;
         }
         Ok(self.blobs.open(hash).await?)
+    }
+
+    /// Dossier content is read only within an agency: a clerk reads the files its agencies
+    /// archived; a signer the files of the agencies its signers sign for, and the
+    /// documents it certified; a verifier the files of the agencies it was granted. Nodes
+    /// read everything (they hold the copies). Document hashes are public (log, lookup
+    /// page), so nothing weaker than this would keep agencies apart.
+    pub fn check_may_read_document(&self, caller: &Caller, hash: &Sha256) -> Result<(), ServiceError> {
+        if caller.has(Role::Node) {
+            return Ok(());
+        }
+        for agency in self.state.blob_agencies(hash)? {
+            if (caller.has(Role::Clerk) || caller.has(Role::Verifier)) && caller.acts_for_agency(&agency) {
+                return Ok(());
+            }
+            if caller.has(Role::Signer) && self.signs_for_agency(caller, &agency)? {
+                return Ok(());
+            }
+        }
+        if caller.has(Role::Signer) {
+            let certified = self.state.certifications_of(hash)?;
+            if certified.iter().any(|certification| caller.acts_as_signer(&certification.signer_id)) {
+                return Ok(());
+            }
+        }
+        Err(ServiceError::PermissionDenied(format!(
+            "{} may read only documents of its own agencies; document {hash} is not one of them (ask an admin for a grant with kyso access set)",
+            caller.actor
+        )))
+    }
+
+    /// Whether one of the signers the caller acts as is registered for `agency_id`.
+    fn signs_for_agency(&self, caller: &Caller, agency_id: &str) -> Result<bool, ServiceError> {
+        if caller.signer_ids.iter().any(|id| id == crate::access::ANY) {
+            return Ok(self.state.signers()?.iter().any(|signer| signer.may_sign_for(agency_id)));
+        }
+        for id in &caller.signer_ids {
+            if self.state.signer(id)?.is_some_and(|signer| signer.may_sign_for(agency_id)) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn new_dossier_id(&self) -> Result<String, ServiceError> {

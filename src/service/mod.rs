@@ -3,6 +3,7 @@
 //! gRPC or HTTP; adapters in `api` convert at the edge and map [`ServiceError`] to statuses.
 
 pub mod archive;
+pub mod forward;
 pub mod log;
 pub mod lookup;
 pub mod scrub;
@@ -226,7 +227,7 @@ impl<P: Proposer> Kyso<P> {
     pub(crate) async fn earlier_outcome(&self, actor: &Actor, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<Outcome>, ServiceError> {
         self.read_barrier().await?;
         let fingerprint = bind_actor(fingerprint, actor);
-        match self.state.request_outcome(request_id)? {
+        match self.state.request_outcome(actor, request_id, &fingerprint)? {
             None => Ok(None),
             Some((stored, outcome)) if stored == fingerprint => Ok(Some(outcome)),
             Some(_) => Err(Rejection::RequestIdReused(request_id.to_string()).into()),

@@ -73,7 +73,7 @@ impl<P: Proposer> Kyso<P> {
         let crl_sha256 = Sha256(verified.sha256);
         let revocations: Vec<SignerRevocation> = signers
             .iter()
-            .filter(|signer| issued_by(signer, &verified.issuer_der))
+            .filter(|signer| signer.chain_der.first().is_some_and(|leaf| verified.covers(leaf)))
             .filter_map(|signer| {
                 let entry = verified.entries.iter().find(|entry| entry.serial_hex == signer.serial_hex)?;
                 Some(SignerRevocation {
@@ -159,15 +159,6 @@ impl<P: Proposer> Kyso<P> {
 }
 
 /// Whether the signer's leaf names `issuer_der` as its issuer.
-fn issued_by(signer: &Signer, issuer_der: &[u8]) -> bool {
-    use x509_parser::prelude::FromDer as _;
-    signer
-        .chain_der
-        .first()
-        .and_then(|leaf| x509_parser::certificate::X509Certificate::from_der(leaf).ok())
-        .is_some_and(|(_, leaf)| leaf.issuer().as_raw() == issuer_der)
-}
-
 fn truncate(text: &str) -> String {
     let cleaned: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     cleaned.chars().take(AUDIT_TEXT_CHARS_MAX).collect()

@@ -344,9 +344,7 @@ impl<P: Proposer> Kyso<P> {
                 signer.agency_ids.join(", ")
             )));
         }
-        if !item.dossier_id.is_empty() && self.state.dossier(&item.dossier_id)?.is_none() {
-            return Err(ServiceError::NotFound(format!("dossier {:?} does not exist", item.dossier_id)));
-        }
+        self.check_document_of_agency(&hash, &item.agency_id, &item.dossier_id)?;
         self.check_signer_may_sign(&signer, at_unix)?;
         let document = self.get_blob(&hash).await.map_err(|error| match error {
             ServiceError::NotFound(_) => {
@@ -355,6 +353,30 @@ impl<P: Proposer> Kyso<P> {
             other => other,
         })?;
         Ok((signer, document))
+    }
+
+    /// The document must be a file of a dossier of the request's agency (of `dossier_id`
+    /// when one is named); apply checks the same against replicated state.
+    fn check_document_of_agency(&self, hash: &Sha256, agency_id: &str, dossier_id: &str) -> Result<(), ServiceError> {
+        if dossier_id.is_empty() {
+            if self.state.blob_agencies(hash)?.iter().any(|agency| agency == agency_id) {
+                return Ok(());
+            }
+            if !self.state.blob_known(hash)? {
+                return Err(ServiceError::NotFound(format!("document {hash} is not archived; upload it in a dossier first")));
+            }
+            return Err(ServiceError::PermissionDenied(crate::state::store::document_not_of_agency(hash, agency_id)));
+        }
+        let dossier = self
+            .state
+            .dossier(dossier_id)?
+            .ok_or_else(|| ServiceError::NotFound(format!("dossier {dossier_id:?} does not exist")))?;
+        if dossier.agency_id != agency_id || !dossier.files.iter().any(|file| &file.sha256 == hash) {
+            return Err(ServiceError::PermissionDenied(format!(
+                "document {hash} is not a file of dossier {dossier_id} of agency {agency_id}; certify only documents your agency archived"
+            )));
+        }
+        Ok(())
     }
 
     /// Opens the signer's key with the master key and `pin`. A wrong PIN is counted in

@@ -115,6 +115,16 @@ impl CommandEnvelope {
 }
 
 impl Outcome {
+    /// The outcome as a request row keeps it after its retention: no private dossier
+    /// fields, no sealed key. Ids, hashes and certifications (all public) stay.
+    pub fn without_private_details(&self) -> Outcome {
+        match self {
+            Outcome::Dossier(dossier) => Outcome::Dossier(Dossier { private_fields: Vec::new(), ..dossier.clone() }),
+            Outcome::Signer(signer) => Outcome::Signer(Signer { sealed_key: None, ..signer.clone() }),
+            other => other.clone(),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("postcard serialisation of owned data into a Vec")
     }

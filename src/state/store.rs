@@ -21,7 +21,15 @@ use crate::domain::{Certification, Dossier, Revocation, Sha256, Signer, SignerRe
 use crate::lookup::LookupCode;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Request outcomes for deduplication. Keys are `caller <actor hex> <request id>` (request
+/// ids are scoped per caller: printable ASCII without spaces, so the forms never meet) ->
+/// `RequestRow`; rows written before scoping are keyed by the bare request id ->
+/// `(fingerprint, Outcome)` and are only read, never written again.
 const REQUESTS: TableDefinition<&str, &[u8]> = TableDefinition::new("requests");
+/// Request rows still holding their full outcome, by the time they were issued:
+/// (issued_at_unix, key) -> (). Derived from REQUESTS (rebuilt on open and after a
+/// snapshot install), never part of a snapshot or of the state digest.
+const REQUEST_DETAILS: TableDefinition<(i64, &str), ()> = TableDefinition::new("request_details");
 const DOSSIERS: TableDefinition<&str, &[u8]> = TableDefinition::new("dossiers");
 const SIGNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("signers");
 /// Certifications keyed by the SHA-256 of their lookup code (see `LookupCode::index_key`).
@@ -36,6 +44,10 @@ const TLOG_NODES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog
 const TLOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaves");
 /// Lookup-code key -> index of the certification's leaf.
 const CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("certification_leaves");
+/// Agencies whose dossiers hold a blob: hash -> agency id. Derived from DOSSIERS (kept in
+/// the same apply transaction, rebuilt on open when missing and after a snapshot install):
+/// never part of a snapshot or of the state digest.
+const BLOB_AGENCIES: MultimapTableDefinition<&[u8], &str> = MultimapTableDefinition::new("blob_agencies");
 /// Security records, by key prefix: `principal/<certificate sha256 hex>` -> Principal,
 /// `signer-status/<signer id>` -> SignerStatus, `signature/<sha256 hex of a CMS>` -> the
 /// lookup code of the certification that recorded it (replay detection).
@@ -53,6 +65,38 @@ fn signature_key(cms_der: &[u8]) -> String {
 
 const APPLIED_INDEX: &str = "applied_index";
 const TLOG_SIZE: &str = "tlog_size";
+/// Set once BLOB_AGENCIES holds every dossier's files (data directories from before it
+/// existed are indexed on first open).
+const BLOB_AGENCIES_INDEXED: &str = "blob_agencies_indexed";
+/// Set once REQUEST_DETAILS indexes every request row.
+const REQUEST_DETAILS_INDEXED: &str = "request_details_indexed";
+
+/// How long a request row keeps its full outcome (a retry within it gets the same answer,
+/// private dossier fields included). After it a row keeps what deduplication needs: the
+/// fingerprint and the outcome without private fields or sealed keys. Measured by the
+/// commands' own issue times, so every replica strips the same rows at the same entry.
+pub const REQUEST_DETAILS_RETENTION_SECONDS: i64 = 30 * 86_400;
+/// Rows stripped while applying one entry, so apply stays bounded however many expire.
+const REQUEST_DETAILS_STRIPPED_PER_ENTRY_MAX: usize = 64;
+
+/// A request's stored outcome.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RequestRow {
+    fingerprint: [u8; 32],
+    issued_at_unix: i64,
+    /// False once the retention passed and the outcome lost its private details.
+    detailed: bool,
+    outcome: Outcome,
+}
+
+/// The key of a request row: request ids belong to the caller that chose them.
+pub fn request_key(actor: &Actor, request_id: &str) -> String {
+    format!("caller {} {request_id}", hex::encode(actor.fingerprint_part()))
+}
+
+fn is_scoped_request_key(key: &str) -> bool {
+    key.starts_with("caller ")
+}
 
 /// A leaf with its audit path to the root of a tree of `tree_size`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,9 +154,30 @@ impl StateStore {
             txn.open_table(TLOG_LEAVES)?;
             txn.open_table(CERTIFICATION_LEAVES)?;
             txn.open_table(SECURITY)?;
+            txn.open_multimap_table(BLOB_AGENCIES)?;
+            txn.open_table(REQUEST_DETAILS)?;
+            let indexed = txn.open_table(META)?.get(BLOB_AGENCIES_INDEXED)?.is_some();
+            if !indexed {
+                rebuild_blob_agencies(&txn)?;
+            }
+            let indexed = txn.open_table(META)?.get(REQUEST_DETAILS_INDEXED)?.is_some();
+            if !indexed {
+                rebuild_request_details(&txn)?;
+            }
         }
         txn.commit()?;
         Ok(StateStore { db })
+    }
+
+    /// The agencies whose dossiers hold the blob `hash` (empty when none does).
+    pub fn blob_agencies(&self, hash: &Sha256) -> Result<Vec<String>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_multimap_table(BLOB_AGENCIES)?;
+        let mut agencies = Vec::new();
+        for value in table.get(hash.0.as_slice())? {
+            agencies.push(value?.value().to_string());
+        }
+        Ok(agencies)
     }
 
     // ----- queries -------------------------------------------------------------------
@@ -123,12 +188,14 @@ impl StateStore {
         Ok(table.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0))
     }
 
-    /// The outcome stored for a request id, with the fingerprint of the request that
-    /// produced it.
-    pub fn request_outcome(&self, request_id: &str) -> Result<Option<([u8; 32], Outcome)>, StateError> {
+    /// The outcome stored for `actor`'s request id, with the fingerprint of the request
+    /// that produced it. A row from before request ids were scoped per caller counts only
+    /// when its fingerprint (bound to the caller) is `fingerprint`: another caller's id is
+    /// never an answer, nor an error.
+    pub fn request_outcome(&self, actor: &Actor, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<([u8; 32], Outcome)>, StateError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(REQUESTS)?;
-        table.get(request_id)?.map(|value| decode(value.value())).transpose()
+        find_request(&table, actor, request_id, fingerprint)
     }
 
     pub fn dossier(&self, id: &str) -> Result<Option<Dossier>, StateError> {
@@ -504,6 +571,10 @@ impl StateStore {
             meta.insert(TLOG_SIZE, snapshot.tlog_size)?;
             meta.insert(APPLIED_INDEX, index)?;
         }
+        txn.delete_multimap_table(BLOB_AGENCIES)?;
+        rebuild_blob_agencies(&txn)?;
+        txn.delete_table(REQUEST_DETAILS)?;
+        rebuild_request_details(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -545,9 +616,11 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         Ok(envelope) => envelope,
         Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
-    let mut requests = txn.open_table(REQUESTS)?;
-    if let Some(stored) = requests.get(envelope.request_id.as_str())? {
-        let (fingerprint, outcome): ([u8; 32], Outcome) = decode(stored.value())?;
+    strip_expired_request_details(txn, envelope.issued_at_unix)?;
+    let key = request_key(&envelope.actor, &envelope.request_id);
+    if let Some((fingerprint, outcome)) =
+        find_request(&txn.open_table(REQUESTS)?, &envelope.actor, &envelope.request_id, &envelope.request_fingerprint)?
+    {
         if fingerprint == envelope.request_fingerprint {
             return Ok(outcome);
         }
@@ -569,8 +642,86 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         Command::ReplaceSignerKey { signer_id, sealed_key } => replace_signer_key(txn, actor, &signer_id, sealed_key)?,
     };
     // Rejected requests are remembered too: a retry gets the same answer.
-    requests.insert(envelope.request_id.as_str(), encode(&(envelope.request_fingerprint, &outcome)).as_slice())?;
-    Ok(outcome)
+    let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed: true, outcome };
+    txn.open_table(REQUESTS)?.insert(key.as_str(), encode(&row).as_slice())?;
+    txn.open_table(REQUEST_DETAILS)?.insert((envelope.issued_at_unix, key.as_str()), ())?;
+    Ok(row.outcome)
+}
+
+/// The stored answer to `actor`'s `request_id` (see [`StateStore::request_outcome`]).
+fn find_request(
+    requests: &impl ReadableTable<&'static str, &'static [u8]>,
+    actor: &Actor,
+    request_id: &str,
+    fingerprint: &[u8; 32],
+) -> Result<Option<([u8; 32], Outcome)>, StateError> {
+    if let Some(stored) = requests.get(request_key(actor, request_id).as_str())? {
+        let row: RequestRow = decode(stored.value())?;
+        return Ok(Some((row.fingerprint, row.outcome)));
+    }
+    if let Some(stored) = requests.get(request_id)? {
+        let (stored_fingerprint, outcome): ([u8; 32], Outcome) = decode(stored.value())?;
+        if &stored_fingerprint == fingerprint {
+            return Ok(Some((stored_fingerprint, outcome)));
+        }
+    }
+    Ok(None)
+}
+
+/// Strips, from at most [`REQUEST_DETAILS_STRIPPED_PER_ENTRY_MAX`] request rows issued
+/// more than [`REQUEST_DETAILS_RETENTION_SECONDS`] before `now_unix` (the applied command's
+/// own issue time), everything deduplication does not need.
+fn strip_expired_request_details(txn: &WriteTransaction, now_unix: i64) -> Result<(), StateError> {
+    let cutoff = now_unix.saturating_sub(REQUEST_DETAILS_RETENTION_SECONDS);
+    let mut details = txn.open_table(REQUEST_DETAILS)?;
+    let mut expired: Vec<(i64, String)> = Vec::new();
+    for row in details.range((i64::MIN, "")..(cutoff, ""))?.take(REQUEST_DETAILS_STRIPPED_PER_ENTRY_MAX) {
+        let (key, _) = row?;
+        let (issued_at, request_key) = key.value();
+        expired.push((issued_at, request_key.to_string()));
+    }
+    let mut requests = txn.open_table(REQUESTS)?;
+    for (issued_at, key) in expired {
+        details.remove((issued_at, key.as_str()))?;
+        let Some(stored) = requests.get(key.as_str())? else { continue };
+        let bytes = stored.value().to_vec();
+        drop(stored);
+        let stripped = if is_scoped_request_key(&key) {
+            let mut row: RequestRow = decode(&bytes)?;
+            row.outcome = row.outcome.without_private_details();
+            row.detailed = false;
+            encode(&row)
+        } else {
+            let (fingerprint, outcome): ([u8; 32], Outcome) = decode(&bytes)?;
+            encode(&(fingerprint, outcome.without_private_details()))
+        };
+        requests.insert(key.as_str(), stripped.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Indexes every request row that still holds its full outcome (rows from before the
+/// index count as issued at time 0: the first entry applied strips them).
+fn rebuild_request_details(txn: &WriteTransaction) -> Result<(), StateError> {
+    let requests = txn.open_table(REQUESTS)?;
+    let mut details = txn.open_table(REQUEST_DETAILS)?;
+    for row in requests.iter()? {
+        let (key, value) = row?;
+        let key = key.value();
+        if !is_scoped_request_key(key) {
+            let (_, outcome): ([u8; 32], Outcome) = decode(value.value())?;
+            if outcome.without_private_details() != outcome {
+                details.insert((0, key), ())?;
+            }
+            continue;
+        }
+        let row: RequestRow = decode(value.value())?;
+        if row.detailed {
+            details.insert((row.issued_at_unix, key), ())?;
+        }
+    }
+    txn.open_table(META)?.insert(REQUEST_DETAILS_INDEXED, 1)?;
+    Ok(())
 }
 
 fn register_signer(txn: &WriteTransaction, actor: &Actor, signer: Signer) -> Result<Outcome, StateError> {
@@ -593,8 +744,10 @@ fn archive_dossier(txn: &WriteTransaction, dossier: Dossier) -> Result<Outcome, 
         return Ok(Outcome::Rejected(Rejection::AlreadyExists(format!("dossier {} already exists", dossier.id))));
     }
     let mut blobs = txn.open_table(BLOBS)?;
+    let mut agencies = txn.open_multimap_table(BLOB_AGENCIES)?;
     for file in &dossier.files {
         blobs.insert(file.sha256.0.as_slice(), file.size_bytes)?;
+        agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
     }
     dossiers.insert(dossier.id.as_str(), encode(&dossier).as_slice())?;
     Ok(Outcome::Dossier(dossier))
@@ -627,6 +780,7 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
     let signers = txn.open_table(SIGNERS)?;
     let blobs = txn.open_table(BLOBS)?;
     let dossiers = txn.open_table(DOSSIERS)?;
+    let blob_agencies = txn.open_multimap_table(BLOB_AGENCIES)?;
     let table = txn.open_table(CERTIFICATIONS)?;
     let security = txn.open_table(SECURITY)?;
     let mut codes = std::collections::BTreeSet::new();
@@ -664,8 +818,8 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
                 certification.document_sha256
             ))));
         }
-        if !certification.dossier_id.is_empty() && dossiers.get(certification.dossier_id.as_str())?.is_none() {
-            return Ok(Some(Rejection::NotFound(format!("dossier {} does not exist", certification.dossier_id))));
+        if let Some(rejection) = check_document_belongs(&dossiers, &blob_agencies, certification)? {
+            return Ok(Some(rejection));
         }
         let key = certification.lookup_code.index_key();
         if table.get(key.as_slice())?.is_some() || !codes.insert(key) {
@@ -676,6 +830,56 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
         }
     }
     Ok(None)
+}
+
+/// A certification's document must be a file of a dossier of the certification's agency
+/// (of the named dossier, when it names one): a signer of one agency never certifies
+/// another agency's files.
+fn check_document_belongs(
+    dossiers: &impl ReadableTable<&'static str, &'static [u8]>,
+    blob_agencies: &impl ReadableMultimapTable<&'static [u8], &'static str>,
+    certification: &Certification,
+) -> Result<Option<Rejection>, StateError> {
+    let hash = &certification.document_sha256;
+    if certification.dossier_id.is_empty() {
+        for agency in blob_agencies.get(hash.0.as_slice())? {
+            if agency?.value() == certification.agency_id {
+                return Ok(None);
+            }
+        }
+        return Ok(Some(Rejection::PermissionDenied(document_not_of_agency(hash, &certification.agency_id))));
+    }
+    let Some(stored) = dossiers.get(certification.dossier_id.as_str())? else {
+        return Ok(Some(Rejection::NotFound(format!("dossier {} does not exist", certification.dossier_id))));
+    };
+    let dossier: Dossier = decode(stored.value())?;
+    if dossier.agency_id != certification.agency_id || !dossier.files.iter().any(|file| &file.sha256 == hash) {
+        return Ok(Some(Rejection::PermissionDenied(format!(
+            "document {hash} is not a file of dossier {} of agency {}; certify only documents your agency archived",
+            certification.dossier_id, certification.agency_id
+        ))));
+    }
+    Ok(None)
+}
+
+/// The refusal of a document that no dossier of `agency_id` holds.
+pub fn document_not_of_agency(hash: &Sha256, agency_id: &str) -> String {
+    format!("document {hash} is not a file of any dossier of agency {agency_id}; certify only documents your agency archived")
+}
+
+/// Indexes every dossier's files by agency (data from before the index, or a snapshot).
+fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
+    let dossiers = txn.open_table(DOSSIERS)?;
+    let mut agencies = txn.open_multimap_table(BLOB_AGENCIES)?;
+    for row in dossiers.iter()? {
+        let (_, value) = row?;
+        let dossier: Dossier = decode(value.value())?;
+        for file in &dossier.files {
+            agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
+        }
+    }
+    txn.open_table(META)?.insert(BLOB_AGENCIES_INDEXED, 1)?;
+    Ok(())
 }
 
 fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: Revocation) -> Result<Outcome, StateError> {
@@ -865,4 +1069,116 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StateError> {
     postcard::from_bytes(bytes).map_err(|error| StateError::Corrupt(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ArchivedFile;
+
+    fn dossier(id: &str, agency: &str, content: &[u8]) -> Dossier {
+        Dossier {
+            id: id.into(),
+            agency_id: agency.into(),
+            procedure_code: "1.001193".into(),
+            dossier_number: "HS-1".into(),
+            received_date: "2026-12-01".into(),
+            private_fields: vec![("applicant_name".into(), "Lê Văn Cường".into())],
+            files: vec![ArchivedFile { name: "a.pdf".into(), content_type: "application/pdf".into(), size_bytes: content.len() as u64, sha256: Sha256::digest(content) }],
+            archived_at_unix: 0,
+        }
+    }
+
+    fn envelope(actor: &Actor, request_id: &str, issued_at_unix: i64, command: Command) -> Bytes {
+        let envelope = CommandEnvelope {
+            version: super::super::command::COMMAND_VERSION,
+            request_id: request_id.into(),
+            request_fingerprint: [1; 32],
+            issued_at_unix,
+            command,
+            actor: actor.clone(),
+        };
+        Bytes::from(envelope.encode())
+    }
+
+    fn apply(store: &StateStore, data: Vec<Bytes>) -> Vec<Outcome> {
+        let first = store.applied().unwrap() + 1;
+        let entries: Vec<Entry> = data.into_iter().enumerate().map(|(offset, data)| Entry { index: first + offset as u64, term: 1, data }).collect();
+        store.apply_batch(&entries).unwrap().iter().map(|bytes| Outcome::decode(bytes).unwrap()).collect()
+    }
+
+    #[test]
+    fn request_rows_lose_private_details_after_the_retention_and_still_deduplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        let clerk = Actor { name: "clerk".into(), certificate_sha256: Some(Sha256([9; 32])) };
+        let day = 86_400;
+        apply(&store, vec![envelope(&clerk, "r-1", 1_000_000, Command::ArchiveDossier(dossier("d1", "xa-a", b"one")))]);
+        let (_, outcome) = store.request_outcome(&clerk, "r-1", &[1; 32]).unwrap().unwrap();
+        assert!(matches!(&outcome, Outcome::Dossier(kept) if !kept.private_fields.is_empty()), "within the retention the full answer is kept");
+        // A command issued within the retention strips nothing; one issued after it does.
+        apply(&store, vec![envelope(&clerk, "r-2", 1_000_000 + 29 * day, Command::ArchiveDossier(dossier("d2", "xa-a", b"two")))]);
+        assert!(matches!(store.request_outcome(&clerk, "r-1", &[1; 32]).unwrap().unwrap().1, Outcome::Dossier(kept) if !kept.private_fields.is_empty()));
+        apply(&store, vec![envelope(&clerk, "r-3", 1_000_000 + 31 * day, Command::ArchiveDossier(dossier("d3", "xa-a", b"three")))]);
+        let (fingerprint, outcome) = store.request_outcome(&clerk, "r-1", &[1; 32]).unwrap().unwrap();
+        assert_eq!(fingerprint, [1; 32]);
+        let Outcome::Dossier(stripped) = outcome else { panic!("{outcome:?}") };
+        assert!(stripped.private_fields.is_empty(), "the row keeps no private field after the retention");
+        assert_eq!(stripped.id, "d1", "deduplication still answers with the same dossier");
+        // A retry of r-1 by its caller gets that answer; the same id from another caller is a new request.
+        let retry = apply(&store, vec![envelope(&clerk, "r-1", 1_000_000 + 32 * day, Command::ArchiveDossier(dossier("d9", "xa-a", b"nine")))]);
+        assert!(matches!(&retry[0], Outcome::Dossier(answer) if answer.id == "d1"), "{retry:?}");
+        let other = Actor { name: "other".into(), certificate_sha256: Some(Sha256([8; 32])) };
+        let theirs = apply(&store, vec![envelope(&other, "r-1", 1_000_000 + 32 * day, Command::ArchiveDossier(dossier("d9", "xa-a", b"nine")))]);
+        assert!(matches!(&theirs[0], Outcome::Dossier(answer) if answer.id == "d9"), "{theirs:?}");
+        // The derived index survives a restart (rebuilt, not replicated).
+        drop(store);
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        apply(&store, vec![envelope(&clerk, "r-4", 1_000_000 + 70 * day, Command::ArchiveDossier(dossier("d4", "xa-a", b"four")))]);
+        let Outcome::Dossier(stripped) = store.request_outcome(&other, "r-1", &[1; 32]).unwrap().unwrap().1 else { panic!() };
+        assert!(stripped.private_fields.is_empty());
+    }
+
+    #[test]
+    fn apply_refuses_a_certification_of_another_agencys_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        let actor = Actor::local("test");
+        apply(&store, vec![envelope(&actor, "d", 1, Command::ArchiveDossier(dossier("d1", "xa-b", b"scan of b")))]);
+        assert_eq!(store.blob_agencies(&Sha256::digest(b"scan of b")).unwrap(), vec!["xa-b".to_string()]);
+        let signer = Signer {
+            id: "s1".into(),
+            name: "Người Ký".into(),
+            title: "Chủ tịch".into(),
+            agency_ids: vec!["xa-a".into()],
+            subject: "CN=Người Ký".into(),
+            issuer: "CN=CA".into(),
+            serial_hex: "01".into(),
+            not_before_unix: 0,
+            not_after_unix: i64::MAX,
+            key_algorithm: "ecdsa-p256".into(),
+            chain_der: Vec::new(),
+            sealed_key: None,
+            registered_at_unix: 0,
+        };
+        apply(&store, vec![envelope(&actor, "s", 1, Command::RegisterSigner(signer))]);
+        let certification = Certification {
+            version: crate::domain::CERTIFICATION_RECORD_VERSION,
+            lookup_code: crate::lookup::LookupCode::generate(&ring::rand::SystemRandom::new()).unwrap(),
+            document_sha256: Sha256::digest(b"scan of b"),
+            kind: crate::domain::CertificationKind::CertifiedCopy,
+            agency_id: "xa-a".into(),
+            signer_id: "s1".into(),
+            dossier_id: String::new(),
+            signed_at_unix: 1,
+            cms_der: vec![1, 2, 3],
+            revocation: None,
+        };
+        let outcome = apply(&store, vec![envelope(&actor, "c", 1, Command::Certify(vec![certification]))]);
+        assert!(
+            matches!(&outcome[0], Outcome::Rejected(Rejection::PermissionDenied(message)) if message.contains("not a file of any dossier of agency xa-a")),
+            "{outcome:?}"
+        );
+        assert_eq!(store.tlog_size().unwrap(), 1, "only the signer's registration reached the log");
+    }
 }

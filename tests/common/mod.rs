@@ -38,7 +38,14 @@ pub struct TestTls {
 
 fn write_issued(dir: &Path, name: &str, issued: &IssuedCert) {
     std::fs::write(dir.join(format!("{name}.pem")), issued.cert_pem()).unwrap();
-    std::fs::write(dir.join(format!("{name}.key")), issued.key_pem().as_bytes()).unwrap();
+    write_private(&dir.join(format!("{name}.key")), issued.key_pem().as_bytes());
+}
+
+/// Writes a key file readable by its owner only (a node refuses looser key files).
+pub fn write_private(path: &Path, content: &[u8]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn read_issued(dir: &Path, name: &str) -> IssuedCert {
@@ -61,8 +68,7 @@ impl TestTls {
         std::fs::create_dir_all(dir).unwrap();
         let cluster_ca = devpki::self_signed_ca(&ca_spec("kyso test cluster CA")).unwrap();
         let client_ca = devpki::self_signed_ca(&ca_spec("kyso test client CA")).unwrap();
-        let hosts = ["localhost".to_string(), "127.0.0.1".to_string()];
-        let node = tls_leaf("kyso test node", &hosts, TlsUsage::ServerAndClient, &cluster_ca);
+        let node = node_leaf(1, &cluster_ca);
         let operator = tls_leaf("kyso test operator", &[], TlsUsage::Client, &client_ca);
         for (name, issued) in [("cluster-ca", &cluster_ca), ("client-ca", &client_ca), ("node", &node), ("operator", &operator)] {
             write_issued(dir, name, issued);
@@ -72,6 +78,25 @@ impl TestTls {
 
     pub fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()
+    }
+
+    /// The `[tls]` section and operator grant of cluster member `id`: its own certificate,
+    /// bound to its node id (written once as `node-<id>.pem`).
+    pub fn toml_for_node(&self, id: u64) -> String {
+        let (cert, key) = (self.dir.join(format!("node-{id}.pem")), self.dir.join(format!("node-{id}.key")));
+        if !cert.exists() {
+            let node = node_leaf(id, &self.cluster_ca);
+            // Written beside, then renamed: tests starting members at once never read half a file.
+            let (cert_tmp, key_tmp) = (self.dir.join(format!("node-{id}.pem.{}", std::process::id())), self.dir.join(format!("node-{id}.key.{}", std::process::id())));
+            write_private(&key_tmp, node.key_pem().as_bytes());
+            std::fs::write(&cert_tmp, node.cert_pem()).unwrap();
+            std::fs::rename(&key_tmp, &key).unwrap();
+            std::fs::rename(&cert_tmp, &cert).unwrap();
+        }
+        self.toml().replace(&format!("{:?}", self.path("node.pem")), &format!("{:?}", cert.display().to_string())).replace(
+            &format!("{:?}", self.path("node.key")),
+            &format!("{:?}", key.display().to_string()),
+        )
     }
 
     /// A client certificate from the client CA (no grants until some are given).
@@ -114,6 +139,13 @@ impl TestTls {
 fn tls_leaf(name: &str, hosts: &[String], usage: TlsUsage, issuer: &IssuedCert) -> IssuedCert {
     let now = now_unix();
     devpki::issue_tls(name, hosts, usage, now - 3600, now + 30 * 86_400, issuer).unwrap()
+}
+
+/// A node certificate of the cluster CA bound to node `id`.
+pub fn node_leaf(id: u64, cluster_ca: &IssuedCert) -> IssuedCert {
+    let now = now_unix();
+    let hosts = ["localhost".to_string(), "127.0.0.1".to_string()];
+    devpki::issue_node_tls(id, &format!("kyso test node {id}"), &hosts, now - 3600, now + 30 * 86_400, cluster_ca).unwrap()
 }
 
 /// Hex SHA-256 of a certificate's DER: what grants are keyed by.
@@ -608,7 +640,7 @@ impl ClusterLayout {
         let shared = dir.join("shared");
         std::fs::create_dir_all(&shared).unwrap();
         kyso::crypto::MasterKey::load_or_create(&shared.join("master.key")).unwrap();
-        std::fs::write(shared.join("log.key"), kyso::tlog::LogSigner::generate().unwrap()).unwrap();
+        write_private(&shared.join("log.key"), &kyso::tlog::LogSigner::generate().unwrap());
         let pki = TestPki::new(&dir.join("pki"));
         ClusterLayout {
             tls: tls_beside(&pki.ca_pem_path),
@@ -646,7 +678,7 @@ impl ClusterLayout {
             shared.join("master.key").display().to_string(),
             shared.join("log.key").display().to_string(),
             self.pki.ca_pem_path.display().to_string(),
-            self.tls.toml(),
+            self.tls.toml_for_node(id),
             self.extra_cluster_toml,
         )
     }
@@ -708,4 +740,20 @@ pub async fn wait_for_identical_state(nodes: &[TestNode], deadline: Duration) ->
         assert!(start.elapsed() < deadline, "replicas did not converge within {deadline:?}: {digests:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Grants `client` roles through the operator (an admin), for `agencies` and `signers`.
+pub async fn grant(node: &TestNode, client: &IssuedCert, roles: &[&str], agencies: &[&str], signers: &[&str]) {
+    let mut access = pb::access_service_client::AccessServiceClient::new(node.channel().await);
+    access
+        .set_access(pb::SetAccessRequest {
+            request_id: format!("grant-{}", fingerprint(client)),
+            certificate_sha256: kyso::domain::Sha256::digest(&client.cert_der).0.to_vec(),
+            name: "Lê Thị Thu, bộ phận một cửa".into(),
+            roles: roles.iter().map(|role| role.to_string()).collect(),
+            agency_ids: agencies.iter().map(|agency| agency.to_string()).collect(),
+            signer_ids: signers.iter().map(|signer| signer.to_string()).collect(),
+        })
+        .await
+        .unwrap();
 }

@@ -31,7 +31,7 @@ mod simulation;
 
 pub use config::RaftConfig;
 pub use node::{AdminError, NodeStatus, RaftNode, Role, StartError};
-pub use transport::{serve_peers, PeerService};
+pub use transport::{serve_peers, AuthenticatedPeer, PeerService};
 
 /// Where a member can be reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -296,6 +296,14 @@ async fn send_snapshot(
     Ok(())
 }
 
+/// The node id the caller's TLS certificate is bound to, attached to each request by the
+/// embedding server's authentication layer (kyso's `api::auth`). When present, a batch or
+/// snapshot that claims another sender is refused: a member's certificate speaks for that
+/// member only. Absent only where the embedder serves peers without identities (plain
+/// text on a trusted network, tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthenticatedPeer(pub u64);
+
 /// A message from a peer, for the driver.
 pub(crate) struct Inbound {
     pub message: Message,
@@ -329,8 +337,16 @@ impl PeerService {
             .max_encoding_message_size(grpc_message_size_bytes_max)
     }
 
-    fn check_sender(&self, from: Option<pb::PeerAddress>, to: u64) -> Result<PeerAddress, Status> {
+    fn check_sender(&self, from: Option<pb::PeerAddress>, to: u64, authenticated: Option<AuthenticatedPeer>) -> Result<PeerAddress, Status> {
         let from = from.ok_or_else(|| Status::invalid_argument("the sender's address is missing"))?;
+        if let Some(AuthenticatedPeer(id)) = authenticated {
+            if id != from.id {
+                return Err(Status::permission_denied(format!(
+                    "a batch claiming to come from node {} arrived with node {id}'s certificate; a member speaks only for itself",
+                    from.id
+                )));
+            }
+        }
         if to != self.node_id {
             return Err(Status::invalid_argument(format!(
                 "messages for node {to} reached node {}: check the peer addresses",
@@ -367,8 +383,9 @@ impl PeerService {
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
     async fn send(&self, request: Request<pb::MessageBatch>) -> Result<Response<pb::SendAck>, Status> {
+        let authenticated = request.extensions().get::<AuthenticatedPeer>().copied();
         let batch = request.into_inner();
-        let from = self.check_sender(batch.from, batch.to)?;
+        let from = self.check_sender(batch.from, batch.to, authenticated)?;
         let messages = batch
             .messages
             .iter()
@@ -381,9 +398,10 @@ impl RaftPeer for PeerService {
     }
 
     async fn send_snapshot(&self, request: Request<Streaming<pb::SnapshotChunk>>) -> Result<Response<pb::SendAck>, Status> {
+        let authenticated = request.extensions().get::<AuthenticatedPeer>().copied();
         let mut chunks = request.into_inner();
         let first = chunks.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let from = self.check_sender(first.from, first.to)?;
+        let from = self.check_sender(first.from, first.to, authenticated)?;
         let mut message = self.decode(&first.message, &from)?;
         if message.get_msg_type() != MessageType::MsgSnapshot {
             return Err(Status::invalid_argument("the snapshot stream does not carry a snapshot message"));

@@ -54,6 +54,8 @@ pub struct PublicSettings {
     pub base_url: String,
     pub agency_names: BTreeMap<String, String>,
     pub limits: Limits,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (config `trusted_proxies`).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl PublicSettings {
@@ -62,6 +64,7 @@ impl PublicSettings {
             base_url: config.public_base_url.trim_end_matches('/').to_string(),
             agency_names: config.agency_names.clone(),
             limits: config.limits.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
 
@@ -98,10 +101,11 @@ impl<P: Proposer> Public<P> {
     }
 }
 
-/// The public routes, rate limited per client. Serve them with
-/// `into_make_service_with_connect_info::<SocketAddr>()` so the limiter sees client
-/// addresses; without it every client shares one bucket.
-pub fn routes<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings) -> Router {
+/// The public routes and `operational` (health, checkpoint), every one of them rate
+/// limited per client. Requests must carry `ConnectInfo<SocketAddr>` (as
+/// `api::http_server` attaches it) so the limiter sees client addresses; without it every
+/// client shares one bucket.
+pub fn routes<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings, operational: Router) -> Router {
     let limiter = RateLimiter::new(&settings.limits);
     let public = Arc::new(Public { kyso, settings, limiter });
     Router::new()
@@ -115,8 +119,9 @@ pub fn routes<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings) -> Rout
         .route("/static/lookup.js", get(|| async { static_asset("text/javascript; charset=utf-8", include_str!("assets/lookup.js")) }))
         .route("/static/favicon.svg", get(|| async { static_asset("image/svg+xml", include_str!("assets/favicon.svg")) }))
         .fallback(not_found_fallback)
-        .layer(middleware::from_fn_with_state(public.clone(), limit_rate::<P>))
-        .with_state(public)
+        .with_state(public.clone())
+        .merge(operational)
+        .layer(middleware::from_fn_with_state(public, limit_rate::<P>))
 }
 
 /// Headers on every response of the HTTP port: the Content-Security-Policy and friends.
@@ -150,12 +155,31 @@ fn negotiate(query: Option<&str>, headers: &HeaderMap) -> Lang {
     Lang::negotiate(query, accept_language)
 }
 
-async fn limit_rate<P: Proposer>(State(public): State<Arc<Public<P>>>, request: Request, next: Next) -> Response {
-    let client = request
+/// The address a request is counted under: the connection's, or, for a connection from a
+/// trusted proxy, the rightmost `X-Forwarded-For` address that is not itself a trusted
+/// proxy (the leftmost entries are the client's own claim and prove nothing).
+fn client_address(request: &Request, trusted_proxies: &[IpAddr]) -> IpAddr {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(address)| address.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if !trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
+        .collect();
+    forwarded.into_iter().rev().find(|address| !trusted_proxies.contains(address)).unwrap_or(peer)
+}
+
+async fn limit_rate<P: Proposer>(State(public): State<Arc<Public<P>>>, request: Request, next: Next) -> Response {
+    let client = client_address(&request, &public.settings.trusted_proxies);
     match public.limiter.check(client, Instant::now()) {
         Decision::Allowed => next.run(request).await,
         Decision::Limited { retry_after_seconds } => {
@@ -164,7 +188,8 @@ async fn limit_rate<P: Proposer>(State(public): State<Arc<Public<P>>>, request: 
             let mut response = if request.uri().path().starts_with("/api/") {
                 error_json(StatusCode::TOO_MANY_REQUESTS, "too many requests from this address; retry after Retry-After seconds")
             } else {
-                let page = page::message_page(lang, request.uri().path(), texts.too_many_title, texts.too_many_explained);
+                // The language link leads home: a requested path is never echoed into a link.
+                let page = page::message_page(lang, "/", texts.too_many_title, texts.too_many_explained);
                 html(StatusCode::TOO_MANY_REQUESTS, lang, page)
             };
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));

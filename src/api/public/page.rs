@@ -19,6 +19,7 @@ pub struct LookupView<'a> {
 
 /// The frame of every page: header with the site name and the language switch, footer.
 fn layout(lang: Lang, path: &str, title: &str, body: Markup) -> Markup {
+    let path = canonical_path(path);
     let texts = lang.texts();
     let other = lang.other();
     html! {
@@ -233,6 +234,16 @@ pub fn home_page(lang: Lang) -> Markup {
         }
     };
     layout(lang, "/", texts.search_heading, body)
+}
+
+/// `path` when it is a plain absolute path of this site (letters, digits, `/ - . _`, no
+/// empty segment), else `/`: a link built from it can never leave the site (`//host/x` and
+/// `/\host` are links to another host in browsers).
+pub fn canonical_path(path: &str) -> &str {
+    let plain = path.starts_with('/')
+        && !path.contains("//")
+        && path.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'.' | b'_'));
+    if plain { path } else { "/" }
 }
 
 /// An error page (not found, too many requests, unavailable). It never repeats the code
