@@ -32,6 +32,15 @@ use crate::state::StateStore;
 
 /// Streams served at once on one client connection.
 pub const CONCURRENT_STREAMS_PER_CONNECTION_MAX: u32 = 256;
+/// HTTP/2 flow-control windows of the client port. The h2 library closes a connection
+/// (GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames") when the small DATA frames it holds
+/// unread cost more than half the connection window (each frame under 256 bytes costs 256
+/// less its size). A stream window far below half the connection window keeps one stream
+/// of tiny messages (VerifyStream requests, ~45 bytes each: 64 KiB of them cost ~300 KB)
+/// well within the 8 MiB budget that a 16 MiB connection window gives, however fast the
+/// client sends.
+pub const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// Largest request of the services whose requests carry no documents (log, access).
 pub const SMALL_REQUEST_SIZE_BYTES_MAX: usize = 64 * 1024;
 
@@ -415,6 +424,8 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
     Ok(server
         .tcp_nodelay(true)
         .max_concurrent_streams(CONCURRENT_STREAMS_PER_CONNECTION_MAX)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive))
         .tcp_keepalive(Some(keepalive))

@@ -460,11 +460,16 @@ fn verify_subject(subject: Option<Subject>) -> Result<VerifySubject, ServiceErro
 
 impl<P: Proposer> GrpcApi<P> {
     async fn verify_one(&self, request: pb::VerifyRequest) -> Result<pb::VerifyResponse, Status> {
+        self.bounded(self.kyso.verify_barrier()).await?;
+        self.verify_one_after_barrier(request).await
+    }
+
+    async fn verify_one_after_barrier(&self, request: pb::VerifyRequest) -> Result<pb::VerifyResponse, Status> {
         if request.correlation_id.len() > CORRELATION_ID_BYTES_MAX {
             return Err(Status::invalid_argument(format!("correlation_id is longer than {CORRELATION_ID_BYTES_MAX} bytes")));
         }
         let subject = verify_subject(request.subject).map_err(to_status)?;
-        let verification = self.bounded(self.kyso.verify(subject)).await?;
+        let verification = self.bounded(self.kyso.verify_after_barrier(subject)).await?;
         Ok(convert::verification_to_proto(&verification, request.correlation_id))
     }
 }
@@ -478,42 +483,110 @@ impl<P: Proposer> pb::verification_service_server::VerificationService for GrpcA
 
     type VerifyStreamStream = ResponseStream<pb::VerifyResponse>;
 
+    /// Bulk verification. Requests are read as fast as they arrive, whatever the pace of
+    /// the answers: HTTP/2 (the h2 library) closes a connection whose peer keeps many small
+    /// DATA frames unread (GOAWAY ENHANCE_YOUR_CALM "too_many_data_frames"), which killed
+    /// every call on the channel of a client that sent thousands of requests without
+    /// waiting. Read requests wait in a queue bounded by `verify_stream_requests_max` and
+    /// by [`VERIFY_STREAM_QUEUED_BYTES_MAX`] (only requests carrying files can reach that:
+    /// their large frames cost h2 nothing to hold). Requests that arrived before a batch
+    /// starts share one read barrier (at most [`VERIFY_STREAM_BATCH_MAX`] a batch); answers
+    /// keep the requests' order and wait for the client (at most
+    /// [`STREAM_BUFFER_MESSAGES_MAX`] buffered).
     #[tracing::instrument(skip_all)]
     async fn verify_stream(
         &self,
         request: Request<Streaming<pb::VerifyRequest>>,
     ) -> Result<Response<Self::VerifyStreamStream>, Status> {
-        let mut inbound = request.into_inner();
+        let inbound = request.into_inner();
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER_MESSAGES_MAX);
-        let api = self.clone();
-        tokio::spawn(async move {
-            let limit = api.kyso.limits().verify_stream_requests_max;
-            let mut count = 0usize;
-            loop {
-                let item = match api.next_message(&mut inbound).await {
-                    Ok(Some(request)) if count < limit => {
-                        count += 1;
+        let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
+        let bytes = Arc::new(Semaphore::new(VERIFY_STREAM_QUEUED_BYTES_MAX));
+        tokio::spawn(self.clone().read_verify_requests(inbound, queue, bytes));
+        tokio::spawn(self.clone().answer_verify_requests(queued, sender));
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+}
+
+/// A request read from a VerifyStream, with the queue bytes it holds; or the end of the
+/// stream's requests with an error to answer last.
+enum Queued {
+    Request(pb::VerifyRequest, tokio::sync::OwnedSemaphorePermit),
+    Failed(Status),
+}
+
+/// Bytes of VerifyStream requests read but not yet answered, per stream.
+pub const VERIFY_STREAM_QUEUED_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Requests that share one read barrier.
+pub const VERIFY_STREAM_BATCH_MAX: usize = 256;
+
+impl<P: Proposer> GrpcApi<P> {
+    /// Reads a VerifyStream's requests into `queue` as they arrive (see `verify_stream`).
+    async fn read_verify_requests(
+        self,
+        mut inbound: Streaming<pb::VerifyRequest>,
+        queue: tokio::sync::mpsc::UnboundedSender<Queued>,
+        bytes: Arc<Semaphore>,
+    ) {
+        let limit = self.kyso.limits().verify_stream_requests_max;
+        for count in 0..=limit {
+            let request = match self.next_message(&mut inbound).await {
+                Ok(Some(request)) if count < limit => request,
+                Ok(Some(_)) => {
+                    let status = Status::resource_exhausted(format!(
+                        "a VerifyStream call checks at most {limit} documents; open a new stream for the rest"
+                    ));
+                    let _ = queue.send(Queued::Failed(status));
+                    return;
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = queue.send(Queued::Failed(status));
+                    return;
+                }
+            };
+            let size = u32::try_from(prost::Message::encoded_len(&request).clamp(1, VERIFY_STREAM_QUEUED_BYTES_MAX)).unwrap_or(u32::MAX);
+            let Ok(permit) = bytes.clone().acquire_many_owned(size).await else { return };
+            if queue.send(Queued::Request(request, permit)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Answers queued VerifyStream requests in order, a batch per read barrier.
+    async fn answer_verify_requests(
+        self,
+        mut queued: tokio::sync::mpsc::UnboundedReceiver<Queued>,
+        sender: tokio::sync::mpsc::Sender<Result<pb::VerifyResponse, Status>>,
+    ) {
+        let mut batch = Vec::with_capacity(VERIFY_STREAM_BATCH_MAX);
+        while queued.recv_many(&mut batch, VERIFY_STREAM_BATCH_MAX).await > 0 {
+            let barrier = self.bounded(self.kyso.verify_barrier()).await;
+            for item in batch.drain(..) {
+                let answer = match item {
+                    Queued::Failed(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        return;
+                    }
+                    Queued::Request(request, _permit) => {
                         let correlation_id = request.correlation_id.clone();
-                        Ok(api.verify_one(request).await.unwrap_or_else(|status| pb::VerifyResponse {
+                        let verified = match &barrier {
+                            Ok(()) => self.verify_one_after_barrier(request).await,
+                            Err(status) => Err(status.clone()),
+                        };
+                        verified.unwrap_or_else(|status| pb::VerifyResponse {
                             correlation_id,
                             error_code: status.code() as i32,
                             error_message: status.message().to_string(),
                             ..Default::default()
-                        }))
+                        })
                     }
-                    Ok(Some(_)) => Err(Status::resource_exhausted(format!(
-                        "a VerifyStream call checks at most {limit} documents; open a new stream for the rest"
-                    ))),
-                    Ok(None) => break,
-                    Err(status) => Err(status),
                 };
-                let stop = item.is_err();
-                if sender.send(item).await.is_err() || stop {
-                    break;
+                if sender.send(Ok(answer)).await.is_err() {
+                    return;
                 }
             }
-        });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+        }
     }
 }
 

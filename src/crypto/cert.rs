@@ -83,6 +83,14 @@ pub enum CertError {
     /// a signing certificate must say that it is one.
     #[error("certificate \"{subject}\" may not sign documents: its keyUsage must include digitalSignature or nonRepudiation")]
     WrongKeyUsage { subject: String },
+    /// A signing certificate that asserts keyCertSign without basicConstraints cA=true:
+    /// RFC 5280 4.2.1.3 allows keyCertSign only on CA certificates, so it is malformed,
+    /// and one that is a CA is no signer.
+    #[error("certificate \"{subject}\" asserts keyCertSign without basicConstraints cA=true (RFC 5280 4.2.1.3 forbids it); a signer needs a certificate without keyCertSign")]
+    KeyCertSignWithoutCa { subject: String },
+    /// A CA certificate offered as a signing certificate.
+    #[error("certificate \"{subject}\" is a CA certificate (basicConstraints cA=true); sign with an end-entity certificate the CA issued")]
+    CaAsSigner { subject: String },
     /// An issuer in the chain is not a CA (basicConstraints cA absent or false, or keyUsage
     /// present without keyCertSign).
     #[error("certificate \"{subject}\" is used as an issuer but is not a CA: it needs basicConstraints cA=true and, if keyUsage is present, keyCertSign")]
@@ -602,11 +610,22 @@ fn check_leaf(leaf: &X509Certificate<'_>, at_unix: i64) -> Result<KeyAlgorithm, 
         .key_usage()
         .map_err(|error| malformed_extension(leaf, error))?;
     let may_sign = key_usage
+        .as_ref()
         .is_some_and(|usage| usage.value.digital_signature() || usage.value.non_repudiation());
     if !may_sign {
         return Err(CertError::WrongKeyUsage {
             subject: display_name(leaf.subject().as_raw()),
         });
+    }
+    let is_ca = leaf
+        .basic_constraints()
+        .map_err(|error| malformed_extension(leaf, error))?
+        .is_some_and(|constraints| constraints.value.ca);
+    if is_ca {
+        return Err(CertError::CaAsSigner { subject: display_name(leaf.subject().as_raw()) });
+    }
+    if key_usage.is_some_and(|usage| usage.value.key_cert_sign()) {
+        return Err(CertError::KeyCertSignWithoutCa { subject: display_name(leaf.subject().as_raw()) });
     }
     check_validity(leaf, at_unix)?;
     Ok(algorithm)
@@ -987,6 +1006,23 @@ mod tests {
             matches!(error, CertError::WrongKeyUsage { .. }),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn a_leaf_asserting_key_cert_sign_without_ca_is_refused_as_a_signer() {
+        let root = ecdsa_root();
+        let mut spec = signer_spec("Not A CA", KeyAlgorithm::EcdsaP256);
+        spec.key_usage = KeyUsages { digital_signature: true, key_cert_sign: true, ..KeyUsages::NONE };
+        let leaf = issue_leaf(&spec, &root);
+        let error = validate_chain(&[leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("keyCertSign without cA");
+        assert!(matches!(error, CertError::KeyCertSignWithoutCa { .. }), "{error:?}");
+        assert!(error.to_string().contains("RFC 5280 4.2.1.3"), "{error}");
+        let mut ca_spec = signer_spec("A CA", KeyAlgorithm::EcdsaP256);
+        ca_spec.is_ca = true;
+        ca_spec.key_usage = KeyUsages { digital_signature: true, key_cert_sign: true, ..KeyUsages::NONE };
+        let ca_leaf = issue_leaf(&ca_spec, &root);
+        let error = validate_chain(&[ca_leaf.cert_der], &anchors_of(&root), NOW_UNIX).expect_err("a CA as signer");
+        assert!(matches!(error, CertError::CaAsSigner { .. }), "{error:?}");
     }
 
     #[test]

@@ -52,6 +52,19 @@ impl<P: Proposer> Kyso<P> {
     #[tracing::instrument(skip_all)]
     pub async fn verify(&self, subject: VerifySubject) -> Result<Verification, ServiceError> {
         self.read_barrier().await?;
+        self.verify_after_barrier(subject).await
+    }
+
+    /// Waits until this replica holds every write acknowledged before the call; one wait
+    /// covers every verification of requests that had arrived before it began (what
+    /// VerifyStream shares among a batch).
+    pub async fn verify_barrier(&self) -> Result<(), ServiceError> {
+        self.read_barrier().await
+    }
+
+    /// [`Kyso::verify`] without its read barrier: the caller MUST have completed
+    /// [`Kyso::verify_barrier`] after the request arrived.
+    pub async fn verify_after_barrier(&self, subject: VerifySubject) -> Result<Verification, ServiceError> {
         let (document_sha256, certifications, content) = self.find_certifications(subject)?;
         if certifications.is_empty() {
             return Err(ServiceError::NotFound(format!(
