@@ -630,22 +630,23 @@ impl Config {
             let id_chars = id.chars().count();
             if id_chars == 0
                 || id_chars > crate::service::validate::IDENTIFIER_CHARS_MAX
-                || !id.chars().all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))
+                || crate::text::nfc(id) != *id
+                || crate::text::check_identifier_characters(id).is_err()
             {
                 return Err(ConfigError::Invalid {
                     key: "agency_names",
                     reason: format!(
-                        "agency id {id:?} must be 1-{} letters, digits and . - _ / like the ids clerks use",
+                        "agency id {id:?} must be 1-{} Latin letters (in NFC), digits and . - _ / like the ids clerks use",
                         crate::service::validate::IDENTIFIER_CHARS_MAX
                     ),
                 });
             }
             let name_chars = name.chars().count();
-            if name.trim().is_empty() || name_chars > AGENCY_NAME_CHARS_MAX || name.chars().any(char::is_control) {
+            if name.trim().is_empty() || name_chars > AGENCY_NAME_CHARS_MAX || crate::text::check_human_text(name).is_err() {
                 return Err(ConfigError::Invalid {
                     key: "agency_names",
                     reason: format!(
-                        "the name of {id:?} must be 1-{AGENCY_NAME_CHARS_MAX} characters without control characters"
+                        "the name of {id:?} must be 1-{AGENCY_NAME_CHARS_MAX} characters without control, bidirectional or invisible characters"
                     ),
                 });
             }

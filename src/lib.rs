@@ -18,4 +18,5 @@ pub mod lookup;
 pub mod node;
 pub mod service;
 pub mod state;
+pub mod text;
 pub mod tlog;

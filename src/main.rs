@@ -15,7 +15,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(kyso::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The message may quote a server's answer or a certificate: never raw.
+            eprintln!("error: {}", kyso::text::for_terminal_lines(&format!("{error:#}")));
             std::process::ExitCode::FAILURE
         }
     }

@@ -188,7 +188,7 @@ impl<P: Proposer> GrpcApi<P> {
             Some(Part::Metadata(metadata)) => metadata,
             _ => return Err(Status::invalid_argument("the first message of UploadDossier must be metadata")),
         };
-        let dossier = NewDossier {
+        let mut dossier = NewDossier {
             request_id: metadata.request_id,
             agency_id: metadata.agency_id,
             procedure_code: metadata.procedure_code,
@@ -196,7 +196,7 @@ impl<P: Proposer> GrpcApi<P> {
             received_date: metadata.received_date,
             private_fields: metadata.private_fields.into_iter().collect(),
         };
-        self.kyso.check_new_dossier(caller, &dossier).map_err(to_status)?;
+        self.kyso.check_new_dossier(caller, &mut dossier).map_err(to_status)?;
         let _client_slot = self.client_upload_slot(caller)?;
         let _node_slot = tokio::time::timeout(self.request_timeout(), self.uploads.acquire())
             .await
@@ -213,8 +213,8 @@ impl<P: Proposer> GrpcApi<P> {
                     if let Some(file) = current.take() {
                         files.push(self.store(file).await?);
                     }
-                    self.kyso.check_file_start(&start.name, &start.content_type, files.len()).map_err(to_status)?;
-                    current = Some(self.start_file(start).await?);
+                    let (name, content_type) = self.kyso.check_file_start(&start.name, &start.content_type, files.len()).map_err(to_status)?;
+                    current = Some(self.start_file(pb::FileStart { name, content_type, ..start }).await?);
                 }
                 Some(Part::Chunk(chunk)) => self.receive_chunk(current.as_mut(), &chunk).await?,
                 Some(Part::Metadata(_)) => return Err(Status::invalid_argument("metadata may be sent only once, first")),

@@ -70,7 +70,8 @@ pub(crate) fn status_error(status: tonic::Status) -> anyhow::Error {
 }
 
 pub(crate) fn print_json(value: serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string()));
+    let json = serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string());
+    println!("{}", crate::text::json_for_terminal(&json));
 }
 
 // ----- archive --------------------------------------------------------------------------
@@ -158,9 +159,9 @@ pub async fn archive(args: ArchiveArgs) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
         }));
     } else {
-        println!("archived dossier {}", response.dossier_id);
+        out!("archived dossier {}", response.dossier_id);
         for file in &response.files {
-            println!("  {}  {:>10} bytes  {}", hex::encode(&file.sha256), file.size_bytes, file.name);
+            out!("  {}  {:>10} bytes  {}", hex::encode(&file.sha256), file.size_bytes, file.name);
         }
     }
     Ok(())
@@ -321,7 +322,7 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
         print_json(json!(certifications.iter().map(certification_json).collect::<Vec<_>>()));
     } else {
         for certification in &certifications {
-            println!(
+            out!(
                 "certified {}  lookup code {}  ({} bytes of CMS)",
                 hex::encode(&certification.document_sha256),
                 certification.lookup_code,
@@ -406,7 +407,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         let bundle = super::log::bundle_from_response(&response)?;
         std::fs::write(path, bundle.to_json()).with_context(|| format!("cannot write {}", path.display()))?;
         if !args.connection.json {
-            println!("wrote offline bundle {}", path.display());
+            out!("wrote offline bundle {}", path.display());
         }
     }
     if args.connection.json {
@@ -423,11 +424,11 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
         }));
     } else {
-        println!("document {}", hex::encode(&response.document_sha256));
+        out!("document {}", hex::encode(&response.document_sha256));
         for verified in &response.certifications {
             let certification = verified.certification.clone().unwrap_or_default();
             let signer = verified.signer.clone().unwrap_or_default();
-            println!(
+            out!(
                 "  {}  {}  signed by {} ({}) for {} at {}",
                 certification.lookup_code,
                 verified.summary,
@@ -469,7 +470,7 @@ pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     if args.connection.json {
         print_json(certification_json(&certification));
     } else {
-        println!("revoked {}: {}", certification.lookup_code, certification.revocation_reason);
+        out!("revoked {}: {}", certification.lookup_code, certification.revocation_reason);
     }
     Ok(())
 }
@@ -529,7 +530,7 @@ pub async fn signer_add(args: SignerAddArgs) -> anyhow::Result<()> {
             "has_server_key": signer.has_server_key,
         }));
     } else {
-        println!("registered signer {} ({}, {}) for {}", signer.signer_id, signer.name, signer.title, signer.agency_ids.join(", "));
+        out!("registered signer {} ({}, {}) for {}", signer.signer_id, signer.name, signer.title, signer.agency_ids.join(", "));
     }
     Ok(())
 }

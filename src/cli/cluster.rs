@@ -75,7 +75,7 @@ pub async fn run(command: ClusterCommand) -> anyhow::Result<()> {
                     "log_tree_size": digest.log_tree_size, "log_root_hash": hex::encode(&digest.log_root_hash),
                 }));
             } else {
-                println!("applied {}  state {}  log size {}  root {}", digest.applied_index, hex::encode(&digest.sha256), digest.log_tree_size, hex::encode(&digest.log_root_hash));
+                out!("applied {}  state {}  log size {}  root {}", digest.applied_index, hex::encode(&digest.sha256), digest.log_tree_size, hex::encode(&digest.log_root_hash));
             }
             return Ok(());
         }
@@ -98,7 +98,7 @@ fn print_status(connection: &Connection, status: &pb::ClusterStatus) {
         }));
         return;
     }
-    println!(
+    out!(
         "node {} {} term {} leader {} ({})  commit {} applied {} log [{}..{}] tree {}",
         status.node_id,
         status.role,
@@ -112,12 +112,12 @@ fn print_status(connection: &Connection, status: &pb::ClusterStatus) {
         status.log_tree_size
     );
     for member in &status.members {
-        println!("  {} {:7} raft {} client {}", member.id, member.role, member.raft_addr, member.client_addr);
+        out!("  {} {:7} raft {} client {}", member.id, member.role, member.raft_addr, member.client_addr);
     }
     if status.joint {
-        println!("  (membership change in progress)");
+        out!("  (membership change in progress)");
     }
     if !status.stopped.is_empty() {
-        println!("  STOPPED: {}", status.stopped);
+        out!("  STOPPED: {}", status.stopped);
     }
 }

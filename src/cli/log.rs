@@ -67,9 +67,9 @@ pub fn verify_offline(args: &VerifyArgs) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
         }));
     } else {
-        println!("document {} verified offline", bundle.document_sha256);
+        out!("document {} verified offline", bundle.document_sha256);
         for item in &checked {
-            println!(
+            out!(
                 "  {}  signature, chain and log inclusion OK: signed by {} for {} at {}; leaf {} of {}; status when exported: {}",
                 item.lookup_code, item.signer_subject, item.agency_id, item.signed_at_unix, item.leaf_index, item.tree_size, item.status_at_export
             );
@@ -132,7 +132,7 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<()> {
     if args.connection.json {
         print_json(json!({ "outcome": outcome, "tree_size": new.size(), "root_hash": hex::encode(new.root()) }));
     } else {
-        println!("{outcome}; stored checkpoint in {}", args.from.display());
+        out!("{outcome}; stored checkpoint in {}", args.from.display());
     }
     Ok(())
 }

@@ -1,6 +1,14 @@
 //! Command-line interface: `kyso dev`, `kyso node` and the client subcommands. Every client
 //! command prints a human-readable answer, or JSON with `--json`.
 
+/// Prints a line of human output: text that came from a server or a certificate never
+/// reaches the terminal raw (`text::for_terminal_lines`).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::text::for_terminal_lines(&format!($($arg)*)))
+    };
+}
+
 pub mod client;
 pub mod cluster;
 pub mod dev;

@@ -44,7 +44,7 @@ pub async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
         progress.set_message(format!("{}/{} blobs, {} bad", report.blobs_checked, report.blobs_total, report.problems_found));
         if let Some(problem) = &report.problem {
             if !args.connection.json {
-                progress.suspend(|| println!("{}", describe(problem)));
+                progress.suspend(|| out!("{}", describe(problem)));
             }
             problems.push(problem.clone());
         }
@@ -63,7 +63,7 @@ pub async fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
             "unrepaired": unrepaired,
         }));
     } else {
-        println!(
+        out!(
             "scrub checked {} blobs ({} bytes): {} bad, {} repaired",
             last.blobs_checked, last.bytes_checked, last.problems_found, last.problems_repaired
         );

@@ -131,7 +131,7 @@ fn print_principal(connection: &Connection, principal: &pb::Principal) {
             "roles": principal.roles, "agency_ids": principal.agency_ids, "signer_ids": principal.signer_ids,
         }));
     } else {
-        println!(
+        out!(
             "{} ({})  roles: {}  agencies: {}  signers: {}",
             principal.name,
             hex::encode(&principal.certificate_sha256),
@@ -153,9 +153,9 @@ pub async fn crl_import(args: CrlImportArgs) -> anyhow::Result<()> {
             "revoked_at_unix": revocation.revoked_at_unix, "reason": revocation.reason,
         })).collect::<Vec<_>>()));
     } else {
-        println!("crl imported; {} registered signer(s) newly revoked", response.revoked.len());
+        out!("crl imported; {} registered signer(s) newly revoked", response.revoked.len());
         for revocation in &response.revoked {
-            println!("  {}  serial {}  at {}  ({})", revocation.signer_id, revocation.serial_hex, revocation.revoked_at_unix, revocation.reason);
+            out!("  {}  serial {}  at {}  ({})", revocation.signer_id, revocation.serial_hex, revocation.revoked_at_unix, revocation.reason);
         }
     }
     Ok(())
@@ -165,7 +165,7 @@ pub async fn signer_unlock(args: SignerIdArgs) -> anyhow::Result<()> {
     let mut client = pb::signing_service_client::SigningServiceClient::new(channel(&args.connection).await?);
     let request = pb::UnlockSignerRequest { request_id: args.request_id.clone().unwrap_or_else(new_request_id), signer_id: args.signer.clone() };
     let signer = client.unlock_signer(request).await.map_err(status_error)?.into_inner();
-    println!("unlocked the key of signer {} ({})", signer.signer_id, signer.name);
+    out!("unlocked the key of signer {} ({})", signer.signer_id, signer.name);
     Ok(())
 }
 
@@ -178,7 +178,7 @@ pub async fn signer_change_pin(args: ChangePinArgs) -> anyhow::Result<()> {
         new_pin: args.new_pin.clone(),
     };
     let signer = client.change_signer_pin(request).await.map_err(status_error)?.into_inner();
-    println!("the key of signer {} is now sealed under the new pin", signer.signer_id);
+    out!("the key of signer {} is now sealed under the new pin", signer.signer_id);
     Ok(())
 }
 
@@ -200,7 +200,7 @@ pub async fn signer_submit(args: SubmitArgs) -> anyhow::Result<()> {
     if args.connection.json {
         print_json(json!({ "lookup_code": certification.lookup_code, "signed_at_unix": certification.signed_at_unix }));
     } else {
-        println!("recorded the client-side signature; lookup code {}", certification.lookup_code);
+        out!("recorded the client-side signature; lookup code {}", certification.lookup_code);
     }
     Ok(())
 }
@@ -213,6 +213,6 @@ pub fn certificate_fingerprint(path: &std::path::Path) -> anyhow::Result<Sha256>
 }
 
 pub fn tls_fingerprint(path: &std::path::Path) -> anyhow::Result<()> {
-    println!("{}", certificate_fingerprint(path)?);
+    out!("{}", certificate_fingerprint(path)?);
     Ok(())
 }

@@ -344,15 +344,18 @@ pub(crate) fn parse_certificate(der: &[u8]) -> Result<X509Certificate<'_>, CertE
     Ok(certificate)
 }
 
-/// An RFC 4514 rendering of a DER Name, for messages and records.
+/// An RFC 4514 rendering of a DER Name, for messages and records, with every character
+/// that could reorder or hide text escaped (`text::for_terminal`): it reaches error
+/// messages, logs and terminals. The certificate itself is kept as signed.
 pub(crate) fn display_name(name_der: &[u8]) -> String {
-    match x509_cert::name::Name::from_der(name_der) {
+    let rendered = match x509_cert::name::Name::from_der(name_der) {
         Ok(name) => name.to_string(),
         Err(_) => match x509_parser::x509::X509Name::from_der(name_der) {
             Ok((_, name)) => name.to_string(),
             Err(_) => format!("<unparsable name {}>", hex::encode(name_der)),
         },
-    }
+    };
+    crate::text::for_terminal(&rendered).into_owned()
 }
 
 /// Formats unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).

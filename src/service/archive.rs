@@ -49,19 +49,21 @@ pub struct NewDossier {
 
 impl<P: Proposer> Kyso<P> {
     /// Checks dossier metadata, and that the caller is a clerk of its agency, before any
-    /// file is received, so a bad request fails fast.
-    pub fn check_new_dossier(&self, caller: &Caller, dossier: &NewDossier) -> Result<(), ServiceError> {
+    /// file is received, so a bad request fails fast. Text fields are normalised (NFC) in
+    /// place: the record and the request fingerprint hold the normalised form.
+    pub fn check_new_dossier(&self, caller: &Caller, dossier: &mut NewDossier) -> Result<(), ServiceError> {
         require_role(caller, Role::Clerk, "archiving a dossier")?;
         validate::request_id(&dossier.request_id)?;
-        validate::identifier("agency_id", &dossier.agency_id)?;
+        dossier.agency_id = validate::identifier("agency_id", &dossier.agency_id)?;
         if !caller.acts_for_agency(&dossier.agency_id) {
             return Err(ServiceError::PermissionDenied(format!(
                 "{} is not a clerk of agency {}",
                 caller.actor, dossier.agency_id
             )));
         }
-        validate::identifier("procedure_code", &dossier.procedure_code)?;
-        validate::identifier("dossier_number", &dossier.dossier_number)?;
+        self.check_agency_not_confusable(&dossier.agency_id)?;
+        dossier.procedure_code = validate::identifier("procedure_code", &dossier.procedure_code)?;
+        dossier.dossier_number = validate::identifier("dossier_number", &dossier.dossier_number)?;
         validate::date("received_date", &dossier.received_date)?;
         if dossier.private_fields.len() > self.limits.private_fields_max {
             return Err(ServiceError::InvalidArgument(format!(
@@ -70,23 +72,32 @@ impl<P: Proposer> Kyso<P> {
                 self.limits.private_fields_max
             )));
         }
-        for (key, value) in &dossier.private_fields {
-            validate::identifier("private field name", key)?;
-            validate::text("private field value", value, self.limits.text_field_chars_max, false)?;
+        for (key, value) in &mut dossier.private_fields {
+            *key = validate::identifier("private field name", key)?;
+            *value = validate::text("private field value", value, self.limits.text_field_chars_max, false)?;
         }
         Ok(())
     }
 
-    /// Checks one file's name and type before its bytes arrive.
-    pub fn check_file_start(&self, name: &str, content_type: &str, files_so_far: usize) -> Result<(), ServiceError> {
+    /// Refuses an agency id that a reader could mistake for another agency kyso knows (the
+    /// agencies of registered signers and of grants).
+    pub(crate) fn check_agency_not_confusable(&self, agency_id: &str) -> Result<(), ServiceError> {
+        let mut known = self.state.known_agencies()?;
+        for principal in &self.static_principals {
+            known.extend(principal.agency_ids.iter().filter(|agency| agency.as_str() != crate::access::ANY).cloned());
+        }
+        validate::not_confusable("agency_id", agency_id, known.iter().map(String::as_str))
+    }
+
+    /// Checks one file's name and type before its bytes arrive; returns them normalised.
+    pub fn check_file_start(&self, name: &str, content_type: &str, files_so_far: usize) -> Result<(String, String), ServiceError> {
         if files_so_far >= self.limits.dossier_files_max {
             return Err(ServiceError::ResourceExhausted(format!(
                 "a dossier holds at most {} files; split it or ask the operator to raise limits.dossier_files_max",
                 self.limits.dossier_files_max
             )));
         }
-        validate::file_name(name)?;
-        validate::text("content_type", content_type, 127, false)
+        Ok((validate::file_name(name)?, validate::text("content_type", content_type, 127, false)?))
     }
 
     /// A spool file to receive one uploaded file into (deleted when dropped).
@@ -112,7 +123,7 @@ impl<P: Proposer> Kyso<P> {
     /// Records a dossier whose files are all stored. Returns once the record is committed.
     #[tracing::instrument(skip(self, dossier, files), fields(request_id = %dossier.request_id, files = files.len()))]
     pub async fn archive_dossier(&self, caller: &Caller, mut dossier: NewDossier, files: Vec<ArchivedFile>) -> Result<Dossier, ServiceError> {
-        self.check_new_dossier(caller, &dossier)?;
+        self.check_new_dossier(caller, &mut dossier)?;
         if files.is_empty() {
             return Err(ServiceError::InvalidArgument("a dossier needs at least one file".into()));
         }
@@ -138,7 +149,8 @@ impl<P: Proposer> Kyso<P> {
     /// A dossier, to a clerk of its agency.
     pub async fn get_dossier(&self, caller: &Caller, id: &str) -> Result<Dossier, ServiceError> {
         require_role(caller, Role::Clerk, "reading a dossier")?;
-        validate::text("dossier_id", id, validate::IDENTIFIER_CHARS_MAX, true)?;
+        let id = validate::text("dossier_id", id, validate::IDENTIFIER_CHARS_MAX, true)?;
+        let id = id.as_str();
         self.read_barrier().await?;
         let dossier = self.state.dossier(id)?.ok_or_else(|| ServiceError::NotFound(format!("dossier {id:?} does not exist")))?;
         if !caller.acts_for_agency(&dossier.agency_id) {

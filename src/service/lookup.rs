@@ -37,15 +37,19 @@ impl<P: Proposer> Kyso<P> {
         let signer = self.state.signer(&certification.signer_id)?.ok_or_else(|| {
             ServiceError::DataLoss("a certification refers to a signer the state does not hold".into())
         })?;
+        // Text recorded before the text rule (src/text.rs) existed may hold characters that
+        // reorder or hide what is around them: the page, its JSON and the stamp show them
+        // escaped, never raw.
+        let shown = |text: String| crate::text::for_html(&text).into_owned();
         Ok(Some(PublicCertification {
             lookup_code: certification.lookup_code,
             kind: certification.kind,
-            agency_id: certification.agency_id,
-            signer_name: signer.name,
-            signer_title: signer.title,
+            agency_id: shown(certification.agency_id),
+            signer_name: shown(signer.name),
+            signer_title: shown(signer.title),
             signed_at_unix: certification.signed_at_unix,
             document_sha256: certification.document_sha256,
-            revocation: certification.revocation,
+            revocation: certification.revocation.map(|revocation| Revocation { reason: shown(revocation.reason), ..revocation }),
         }))
     }
 }

@@ -18,17 +18,20 @@ pub const AUDIT_TEXT_CHARS_MAX: usize = 300;
 impl<P: Proposer> Kyso<P> {
     /// Grants a client certificate roles and scopes (no roles withdraws access).
     #[tracing::instrument(skip(self, caller, principal), fields(request_id = %request_id))]
-    pub async fn set_access(&self, caller: &Caller, request_id: &str, principal: Principal) -> Result<Principal, ServiceError> {
+    pub async fn set_access(&self, caller: &Caller, request_id: &str, mut principal: Principal) -> Result<Principal, ServiceError> {
         require_role(caller, Role::Admin, "granting access")?;
         validate::request_id(request_id)?;
-        validate::text("name", &principal.name, self.limits.text_field_chars_max, true)?;
-        for (field, values) in [("agency_ids", &principal.agency_ids), ("signer_ids", &principal.signer_ids)] {
+        principal.name = validate::text("name", &principal.name, self.limits.text_field_chars_max, true)?;
+        for (field, values) in [("agency_ids", &mut principal.agency_ids), ("signer_ids", &mut principal.signer_ids)] {
             if values.len() > PRINCIPAL_SCOPE_ENTRIES_MAX {
                 return Err(ServiceError::InvalidArgument(format!("{field} holds at most {PRINCIPAL_SCOPE_ENTRIES_MAX} entries")));
             }
-            for value in values.iter().filter(|value| value.as_str() != ANY) {
-                validate::identifier(field, value)?;
+            for value in values.iter_mut().filter(|value| value.as_str() != ANY) {
+                *value = validate::identifier(field, value)?;
             }
+        }
+        for agency in principal.agency_ids.iter().filter(|agency| agency.as_str() != ANY) {
+            self.check_agency_not_confusable(agency)?;
         }
         if principal.roles.contains(&Role::Node) {
             return Err(ServiceError::InvalidArgument("the node role comes from the cluster ca and cannot be granted".into()));
@@ -153,7 +156,7 @@ impl<P: Proposer> Kyso<P> {
     }
 
     fn registered_signer(&self, signer_id: &str) -> Result<Signer, ServiceError> {
-        validate::text("signer_id", signer_id, 64, true)?;
+        let _ = validate::text("signer_id", signer_id, 64, true)?;
         self.state.signer(signer_id)?.ok_or_else(|| ServiceError::NotFound(format!("signer {signer_id:?} is not registered")))
     }
 }

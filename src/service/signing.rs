@@ -78,9 +78,9 @@ impl From<CertError> for ServiceError {
 
 impl<P: Proposer> Kyso<P> {
     #[tracing::instrument(skip(self, caller, request), fields(request_id = %request.request_id))]
-    pub async fn register_signer(&self, caller: &Caller, request: NewSigner) -> Result<Signer, ServiceError> {
+    pub async fn register_signer(&self, caller: &Caller, mut request: NewSigner) -> Result<Signer, ServiceError> {
         require_role(caller, Role::Admin, "registering a signer")?;
-        self.check_new_signer(&request)?;
+        self.check_new_signer(&mut request)?;
         let request_fingerprint = fingerprint(&[
             b"register-signer",
             request.name.as_bytes(),
@@ -115,19 +115,25 @@ impl<P: Proposer> Kyso<P> {
         expect_signer(self.propose(&caller.actor, &request.request_id, request_fingerprint, Command::RegisterSigner(signer)).await?)
     }
 
-    fn check_new_signer(&self, request: &NewSigner) -> Result<(), ServiceError> {
+    /// Checks a registration and normalises its text (NFC) in place. A name a reader could
+    /// mistake for another registered signer's, or an agency id for another known
+    /// agency's, is refused with the look-alike named.
+    fn check_new_signer(&self, request: &mut NewSigner) -> Result<(), ServiceError> {
         validate::request_id(&request.request_id)?;
-        validate::text("name", &request.name, self.limits.text_field_chars_max, true)?;
-        validate::text("title", &request.title, self.limits.text_field_chars_max, true)?;
+        request.name = validate::text("name", &request.name, self.limits.text_field_chars_max, true)?;
+        request.title = validate::text("title", &request.title, self.limits.text_field_chars_max, true)?;
         if request.agency_ids.is_empty() || request.agency_ids.len() > SIGNER_AGENCIES_MAX {
             return Err(ServiceError::InvalidArgument(format!(
                 "a signer is registered to 1-{SIGNER_AGENCIES_MAX} agencies, got {}",
                 request.agency_ids.len()
             )));
         }
-        for agency in &request.agency_ids {
-            validate::identifier("agency_ids", agency)?;
+        for agency in &mut request.agency_ids {
+            *agency = validate::identifier("agency_ids", agency)?;
+            self.check_agency_not_confusable(agency)?;
         }
+        let signers = self.state.signers()?;
+        validate::not_confusable("name", &request.name, signers.iter().map(|signer| signer.name.as_str()))?;
         if request.certificate_chain.len() > self.limits.certificate_chain_size_bytes_max {
             return Err(ServiceError::InvalidArgument(format!(
                 "certificate chain is {} bytes; the limit is {}",
@@ -178,9 +184,12 @@ impl<P: Proposer> Kyso<P> {
     /// Signs every item and records them in one command: all or nothing. Each signer's key
     /// is unlocked once with `pin`, however many items it signs.
     #[tracing::instrument(skip(self, caller, items, pin), fields(request_id = %request_id, items = items.len()))]
-    pub async fn certify(&self, caller: &Caller, request_id: &str, items: Vec<CertifyItem>, pin: &str) -> Result<Vec<Certification>, ServiceError> {
+    pub async fn certify(&self, caller: &Caller, request_id: &str, mut items: Vec<CertifyItem>, pin: &str) -> Result<Vec<Certification>, ServiceError> {
         require_role(caller, Role::Signer, "signing")?;
         validate::request_id(request_id)?;
+        for item in &mut items {
+            item.agency_id = validate::identifier("agency_id", &item.agency_id)?;
+        }
         if items.is_empty() || items.len() > self.limits.certify_batch_items_max {
             return Err(ServiceError::InvalidArgument(format!(
                 "a batch holds 1-{} documents, got {}",
@@ -219,7 +228,8 @@ impl<P: Proposer> Kyso<P> {
     pub async fn submit_signature(&self, caller: &Caller, request_id: &str, submitted: SubmittedSignature) -> Result<Certification, ServiceError> {
         require_role(caller, Role::Signer, "submitting a signature")?;
         validate::request_id(request_id)?;
-        let item = submitted.item;
+        let mut item = submitted.item;
+        item.agency_id = validate::identifier("agency_id", &item.agency_id)?;
         let request_fingerprint = fingerprint(&[b"submit-signature", &certify_fingerprint(std::slice::from_ref(&item)), &submitted.cms_der]);
         self.read_barrier().await?;
         if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint).await? {
@@ -324,7 +334,6 @@ impl<P: Proposer> Kyso<P> {
         if item.kind.is_none() {
             return Err(ServiceError::InvalidArgument("kind must be RESULT or CERTIFIED_COPY".into()));
         }
-        validate::identifier("agency_id", &item.agency_id)?;
         validate::text("signer_id", &item.signer_id, 64, true)?;
         if !caller.acts_as_signer(&item.signer_id) {
             return Err(ServiceError::PermissionDenied(format!(
@@ -487,7 +496,8 @@ impl<P: Proposer> Kyso<P> {
     pub async fn revoke(&self, caller: &Caller, request_id: &str, lookup_code: &str, reason: &str) -> Result<Certification, ServiceError> {
         validate::request_id(request_id)?;
         let code = LookupCode::parse(lookup_code).map_err(|error| ServiceError::InvalidArgument(error.to_string()))?;
-        validate::text("reason", reason, self.limits.text_field_chars_max, true)?;
+        let reason = validate::text("reason", reason, self.limits.text_field_chars_max, true)?;
+        let reason = reason.as_str();
         let request_fingerprint = fingerprint(&[b"revoke", code.as_str().as_bytes(), reason.as_bytes()]);
         if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint).await? {
             return expect_certifications(outcome).map(first);

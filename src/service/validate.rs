@@ -2,6 +2,7 @@
 //! `InvalidArgument` naming the field and what to do.
 
 use super::ServiceError;
+use crate::text;
 
 /// Longest request id, in bytes.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
@@ -19,29 +20,29 @@ pub fn request_id(value: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// An identifier such as an agency id or a procedure code: 1-64 characters of letters,
-/// digits and `.-_/`.
-pub fn identifier(field: &str, value: &str) -> Result<(), ServiceError> {
+/// An identifier such as an agency id or a procedure code, returned in NFC: 1-64
+/// characters of ASCII digits, Latin letters (Vietnamese included) and `.-_/`, never a
+/// path (see [`crate::text`]).
+pub fn identifier(field: &str, value: &str) -> Result<String, ServiceError> {
+    let value = text::nfc(value);
     let length = value.chars().count();
     if length == 0 || length > IDENTIFIER_CHARS_MAX {
         return Err(ServiceError::InvalidArgument(format!("{field} must be 1-{IDENTIFIER_CHARS_MAX} characters, got {length}")));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'))) {
-        return Err(ServiceError::InvalidArgument(format!(
-            "{field} contains {bad:?}; use letters, digits and . - _ / only"
-        )));
-    }
+    text::check_identifier_characters(&value).map_err(|refused| ServiceError::InvalidArgument(format!("{field} {}", refused.0)))?;
     // Never a path, should anything ever use it as one: no "..", ".", empty or leading segment.
     if value.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
         return Err(ServiceError::InvalidArgument(format!(
             "{field} {value:?} looks like a path; use a plain identifier such as xa-demo or 123/QĐ-UBND"
         )));
     }
-    Ok(())
+    Ok(value)
 }
 
-/// Free text shown to people (names, titles, reasons): no control characters.
-pub fn text(field: &str, value: &str, chars_max: usize, required: bool) -> Result<(), ServiceError> {
+/// Free text shown to people (names, titles, reasons), returned in NFC: no control,
+/// format (bidi, zero-width), private-use or unassigned characters.
+pub fn text(field: &str, value: &str, chars_max: usize, required: bool) -> Result<String, ServiceError> {
+    let value = text::nfc(value);
     let length = value.chars().count();
     if required && value.trim().is_empty() {
         return Err(ServiceError::InvalidArgument(format!("{field} is required")));
@@ -49,21 +50,33 @@ pub fn text(field: &str, value: &str, chars_max: usize, required: bool) -> Resul
     if length > chars_max {
         return Err(ServiceError::InvalidArgument(format!("{field} is {length} characters; the limit is {chars_max}")));
     }
-    if value.chars().any(char::is_control) {
-        return Err(ServiceError::InvalidArgument(format!("{field} contains control characters; remove them")));
-    }
-    Ok(())
+    text::check_human_text(&value).map_err(|refused| ServiceError::InvalidArgument(format!("{field} {}", refused.0)))?;
+    Ok(value)
 }
 
-/// A file name as shown to clerks: never a path.
-pub fn file_name(value: &str) -> Result<(), ServiceError> {
-    text("file name", value, FILE_NAME_CHARS_MAX, true)?;
+/// A file name as shown to clerks, returned in NFC: never a path.
+pub fn file_name(value: &str) -> Result<String, ServiceError> {
+    let value = text("file name", value, FILE_NAME_CHARS_MAX, true)?;
     if value.contains(['/', '\\']) || value == "." || value == ".." {
         return Err(ServiceError::InvalidArgument(format!(
             "file name {value:?} looks like a path; send the bare file name"
         )));
     }
-    Ok(())
+    Ok(value)
+}
+
+/// Refuses `candidate` (a name or identifier already in NFC) when a reader could mistake
+/// it for one of `existing` (the same UTS #39 skeleton, a different string), naming the
+/// look-alike.
+pub fn not_confusable<'a>(field: &str, candidate: &str, existing: impl IntoIterator<Item = &'a str>) -> Result<(), ServiceError> {
+    match text::look_alike(candidate, existing) {
+        Some(other) => Err(ServiceError::InvalidArgument(format!(
+            "{field} {:?} can be mistaken for the existing {:?}; choose one that cannot",
+            text::for_terminal(candidate),
+            text::for_terminal(other)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A calendar date "YYYY-MM-DD" with a plausible month and day.
@@ -107,7 +120,18 @@ mod tests {
     fn control_characters_are_refused() {
         assert!(text("name", "Nguyễn\u{0}Văn", 100, true).is_err());
         assert!(text("name", "Nguyễn\nVăn", 100, true).is_err());
-        assert!(text("name", "Nguyễn Văn An", 100, true).is_ok());
+        assert!(text("name", "Nguyễn\u{202E}Văn", 100, true).is_err());
+        assert!(text("name", "Nguyễn\u{0085}Văn", 100, true).is_err());
+        assert_eq!(text("name", "Nguye\u{0302}\u{0303}n Văn An", 100, true).unwrap(), "Nguyễn Văn An", "NFD arrives as NFC");
+    }
+
+    #[test]
+    fn identifiers_arrive_in_nfc_and_in_one_script() {
+        assert_eq!(identifier("agency_id", "xa\u{0303}-demo").unwrap(), "xã-demo");
+        let refused = identifier("agency_id", "UBND-\u{0445}\u{00E3}-demo").unwrap_err().to_string();
+        assert!(refused.contains("Cyrillic"), "{refused}");
+        let refused = not_confusable("agency_id", "xa-rnoc", ["xa-moc"]).unwrap_err().to_string();
+        assert!(refused.contains("\"xa-moc\""), "{refused}");
     }
 
     #[test]

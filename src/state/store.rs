@@ -169,6 +169,25 @@ impl StateStore {
         Ok(StateStore { db })
     }
 
+    /// The agencies kyso knows by name: those of registered signers and of grants (not
+    /// the wildcard). Small: one entry per agency, read when a new id is checked for
+    /// look-alikes.
+    pub fn known_agencies(&self) -> Result<std::collections::BTreeSet<String>, StateError> {
+        let txn = self.db.begin_read()?;
+        let mut agencies = std::collections::BTreeSet::new();
+        for row in txn.open_table(SIGNERS)?.iter()? {
+            let (_, value) = row?;
+            let signer: Signer = decode(value.value())?;
+            agencies.extend(signer.agency_ids);
+        }
+        for row in txn.open_table(SECURITY)?.range("principal/".."principal0")? {
+            let (_, value) = row?;
+            let principal: Principal = decode(value.value())?;
+            agencies.extend(principal.agency_ids.into_iter().filter(|agency| agency != crate::access::ANY));
+        }
+        Ok(agencies)
+    }
+
     /// The agencies whose dossiers hold the blob `hash` (empty when none does).
     pub fn blob_agencies(&self, hash: &Sha256) -> Result<Vec<String>, StateError> {
         let txn = self.db.begin_read()?;
