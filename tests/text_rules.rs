@@ -4,8 +4,10 @@
 //! as signed) reaches terminals, JSON and error messages escaped.
 
 mod common;
+mod public_fixture;
 
 use common::*;
+use public_fixture::get;
 use kyso::crypto::devpki::{self, CertSpec, IssuedCert};
 use kyso::crypto::KeyAlgorithm;
 use kyso_proto::v1 as pb;
@@ -123,4 +125,107 @@ async fn certificate_text_reaches_terminals_and_errors_escaped() {
     assert!(!ok, "{stdout}");
     assert_escaped("the CLI's error", &stderr);
     assert!(stderr.contains("expired"), "{stderr}");
+}
+
+/// Text stored before the rule existed (written here straight into a stopped node's state,
+/// as an older release could have) is shown escaped on the public page and in its JSON;
+/// a headless browser's rendering of the page is kept under
+/// `<target>/test-artifacts/text-rules/` to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_recorded_before_the_rule_is_shown_escaped_on_the_public_page() {
+    use kyso::access::Actor;
+    use kyso::domain::{ArchivedFile, Certification, CertificationKind, Dossier, Sha256, Signer};
+    use kyso::state::command::COMMAND_VERSION;
+    use kyso::state::{Command as StateCommand, CommandEnvelope, StateStore};
+    use kyso_cluster::StateMachine as _;
+
+    let fixture = fixture("");
+    let mut node = fixture.node;
+    node.archive().await;
+    node.stop();
+    let store = StateStore::open(&node.dir.join("data/state.redb")).unwrap();
+    let content = b"scan recorded by an older release";
+    let signer = Signer {
+        id: "legacy-signer".into(),
+        name: "Nguyễn Văn An\u{202E}fdp.exe".into(),
+        title: "Chủ tịch \u{2067}UBND\u{2069}".into(),
+        agency_ids: vec!["xa-cu".into()],
+        subject: "CN=legacy".into(),
+        issuer: "CN=legacy CA".into(),
+        serial_hex: "01".into(),
+        not_before_unix: 0,
+        not_after_unix: i64::MAX,
+        key_algorithm: "ecdsa-p256".into(),
+        chain_der: Vec::new(),
+        sealed_key: None,
+        registered_at_unix: 0,
+    };
+    let dossier = Dossier {
+        id: "legacy-dossier".into(),
+        agency_id: "xa-cu".into(),
+        procedure_code: "1.001193".into(),
+        dossier_number: "HS-1".into(),
+        received_date: "2026-01-02".into(),
+        private_fields: Vec::new(),
+        files: vec![ArchivedFile { name: "a.pdf".into(), content_type: "application/pdf".into(), size_bytes: content.len() as u64, sha256: Sha256::digest(content) }],
+        archived_at_unix: 0,
+    };
+    let code = kyso::lookup::LookupCode::generate(&ring::rand::SystemRandom::new()).unwrap();
+    let certification = Certification {
+        version: kyso::domain::CERTIFICATION_RECORD_VERSION,
+        lookup_code: code.clone(),
+        document_sha256: Sha256::digest(content),
+        kind: CertificationKind::CertifiedCopy,
+        agency_id: "xa-cu".into(),
+        signer_id: "legacy-signer".into(),
+        dossier_id: String::new(),
+        signed_at_unix: now_unix(),
+        cms_der: vec![0x30, 0x00],
+        revocation: None,
+    };
+    let first = store.applied_index().unwrap() + 1;
+    let entries: Vec<kyso_cluster::Entry> = [StateCommand::RegisterSigner(signer), StateCommand::ArchiveDossier(dossier), StateCommand::Certify(vec![certification])]
+        .into_iter()
+        .enumerate()
+        .map(|(offset, command)| {
+            let envelope = CommandEnvelope { version: COMMAND_VERSION, request_id: format!("legacy-{offset}"), request_fingerprint: [0; 32], issued_at_unix: now_unix(), command, actor: Actor::local("older release") };
+            kyso_cluster::Entry { index: first + offset as u64, term: 1, data: envelope.encode().into() }
+        })
+        .collect();
+    let outcomes = store.apply(&entries).unwrap();
+    let applied = kyso::state::Outcome::decode(&outcomes[2]).unwrap();
+    assert!(matches!(applied, kyso::state::Outcome::Certifications(_)), "{applied:?}");
+    drop(store);
+    node.start_again();
+    node.archive().await;
+
+    let page = get(&node.http_url, &format!("/v/{code}"), &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_escaped("the lookup page", &page.body);
+    assert!(page.body.contains("Nguyễn Văn An\\u{202E}fdp.exe"), "the name is shown with its override visible");
+    let json = get(&node.http_url, &format!("/api/v1/lookup/{code}"), &[]).await;
+    assert_eq!(json.status, 200);
+    assert_escaped("the lookup JSON", &json.body);
+    let stamp = get(&node.http_url, &format!("/v/{code}/stamp.svg"), &[]).await;
+    assert_escaped("the stamp", &stamp.body);
+
+    let target_tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let artifacts = target_tmp.parent().unwrap_or(target_tmp).join("test-artifacts/text-rules");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("legacy-bidi-name.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let profile = tempdir();
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|path| std::path::Path::new(path).exists())
+        .expect("chromium is required for this test: apt-get install -y chromium (./scripts/test.sh installs it)");
+    let status = std::process::Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--window-size=800,1000")
+        .arg(format!("--screenshot={}", screenshot.display()))
+        .arg(format!("{}/v/{code}", node.http_url))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success() && screenshot.exists(), "chromium rendered no screenshot");
 }
