@@ -72,6 +72,16 @@ impl Proposer for SingleNode {
             Err(ProposeError::Stopped("state storage failed".into()))
         }
     }
+
+    /// A single node is its own quorum and applies before it answers: only a stopped
+    /// driver makes it unhealthy.
+    fn check_health(&self, _bounds: &crate::HealthBounds) -> Result<(), crate::Unhealthy> {
+        if self.is_healthy() {
+            Ok(())
+        } else {
+            Err(crate::Unhealthy::Stopped("state storage failed".into()))
+        }
+    }
 }
 
 async fn run<S: StateMachine>(
