@@ -198,6 +198,22 @@ pub struct ClusterConfig {
     /// Milliseconds between Raft ticks; elections time out after 10 ticks.
     #[serde(default = "default_tick_interval_milliseconds")]
     pub tick_interval_milliseconds: u64,
+    /// The node stops calling itself ready (`/readyz`, `/healthz` 503, gRPC health
+    /// NOT_SERVING, public lookups "temporarily unavailable") after this long without
+    /// contact with a quorum. At least one election timeout (10 ticks).
+    #[serde(default = "default_quorum_contact_milliseconds_max")]
+    pub quorum_contact_milliseconds_max: u64,
+    /// ... and while its applied index trails the commit index by more than this.
+    #[serde(default = "default_apply_lag_entries_max")]
+    pub apply_lag_entries_max: u64,
+}
+
+fn default_quorum_contact_milliseconds_max() -> u64 {
+    5_000
+}
+
+fn default_apply_lag_entries_max() -> u64 {
+    1_000
 }
 
 /// One member of the initial cluster.
@@ -685,6 +701,14 @@ impl Config {
 }
 
 impl ClusterConfig {
+    /// The readiness bounds of `kyso_cluster::health`.
+    pub fn health_bounds(&self) -> kyso_cluster::HealthBounds {
+        kyso_cluster::HealthBounds {
+            quorum_contact_age_max: std::time::Duration::from_millis(self.quorum_contact_milliseconds_max),
+            apply_lag_entries_max: self.apply_lag_entries_max,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(ConfigError::Invalid { key: "cluster.node_id", reason: "must be greater than zero".into() });
@@ -711,6 +735,12 @@ impl ClusterConfig {
             return Err(ConfigError::Invalid {
                 key: "cluster",
                 reason: "compaction_interval_entries and tick_interval_milliseconds must be greater than zero".into(),
+            });
+        }
+        if self.quorum_contact_milliseconds_max < 10 * self.tick_interval_milliseconds || self.apply_lag_entries_max == 0 {
+            return Err(ConfigError::Invalid {
+                key: "cluster.quorum_contact_milliseconds_max",
+                reason: "must be at least one election timeout (10 ticks), and apply_lag_entries_max greater than zero".into(),
             });
         }
         Ok(())

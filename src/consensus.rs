@@ -108,6 +108,13 @@ impl Proposer for Consensus {
             Consensus::Raft { node, .. } => node.read_barrier().await,
         }
     }
+
+    fn check_health(&self, bounds: &kyso_cluster::HealthBounds) -> Result<(), kyso_cluster::Unhealthy> {
+        match self {
+            Consensus::Single(node) => node.check_health(bounds),
+            Consensus::Raft { node, .. } => node.check_health(bounds),
+        }
+    }
 }
 
 /// The leader's peer address, if a leader is known.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod consensus;
 pub mod crypto;
 pub mod domain;
+pub mod fault;
 pub mod lookup;
 pub mod node;
 pub mod service;

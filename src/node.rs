@@ -25,6 +25,7 @@ use crate::api::tls::NodeTls;
 use crate::config::{ClusterConfig, Config, StorageConfig};
 use crate::consensus::{Consensus, PeerClients, RaftPeerBlobs};
 use crate::crypto::{MasterKey, TrustAnchors};
+use crate::fault::{FaultableState, StorageFault};
 use crate::service::log::LogIdentity;
 use crate::service::Kyso;
 use crate::tlog::LogSigner;
@@ -59,6 +60,8 @@ pub struct Node {
     http_listener: TcpListener,
     raft_listener: Option<TcpListener>,
     fault_injection: bool,
+    /// Fails the Raft state machine's writes when set (fault injection only).
+    storage_fault: StorageFault,
 }
 
 impl Node {
@@ -86,6 +89,7 @@ impl Node {
             .await
             .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
         let grpc_addr = grpc_listener.local_addr()?;
+        let storage_fault = StorageFault::default();
         let (kyso, raft_listener) = match &config.cluster {
             None => {
                 let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
@@ -100,12 +104,14 @@ impl Node {
                     .with_context(|| format!("cannot bind Raft peer address {}", cluster.raft_addr))?;
                 let mut raft_config = raft_config(config, cluster, grpc_addr, raft_listener.local_addr()?);
                 raft_config.peer_tls = tls.to_peer_ports.clone();
-                let node = RaftNode::start(raft_config, state.clone()).await.context("cannot start the Raft node")?;
+                let faultable = Arc::new(FaultableState::new(state.clone(), storage_fault.clone()));
+                let node = RaftNode::start(raft_config, faultable).await.context("cannot start the Raft node")?;
                 let peers = Arc::new(PeerClients::new(tls.to_client_ports.clone(), tls.to_peer_ports.clone()));
                 let consensus = Consensus::Raft { node: node.clone(), peers: peers.clone() };
                 let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log)
                     .with_static_principals(principals)
-                    .with_previous_master_key(previous_master_key);
+                    .with_previous_master_key(previous_master_key)
+                    .with_health_bounds(cluster.health_bounds());
                 if matches!(config.storage, StorageConfig::Local) {
                     kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs::new(node, peers)));
                 }
@@ -123,6 +129,7 @@ impl Node {
             http_listener,
             raft_listener,
             fault_injection: config.fault_injection,
+            storage_fault,
         })
     }
 
@@ -172,7 +179,7 @@ impl Node {
             }
             _ => None,
         };
-        let grpc = grpc_router(self.kyso.clone(), self.fault_injection, &self.tls)?
+        let grpc = grpc_router(self.kyso.clone(), self.fault_injection.then(|| self.storage_fault.clone()), &self.tls)?
             .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), shutdown);
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
@@ -389,7 +396,7 @@ fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, 
 
 type AuthStack = tower::layer::util::Stack<AuthLayer, tower::layer::util::Identity>;
 
-fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls) -> anyhow::Result<tonic::transport::server::Router<AuthStack>> {
+fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: Option<StorageFault>, tls: &NodeTls) -> anyhow::Result<tonic::transport::server::Router<AuthStack>> {
     let decode_max = kyso.limits().grpc_message_size_bytes_max;
     let admin = AdminApi::new(kyso.clone(), tls.to_client_ports.clone());
     let auth = AuthLayer::new(
@@ -401,6 +408,7 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
         server = server.tls_config(tls).context("client port TLS configuration is not usable")?;
     }
     let limits = kyso.limits().clone();
+    let health_kyso = kyso.clone();
     let api = GrpcApi::new(kyso);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // Both reflection versions: grpcurl 1.8 and many tools still speak only v1alpha.
@@ -411,15 +419,16 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
     };
     let reflection = reflection_builder().build_v1().context("cannot build reflection service")?;
     let reflection_v1alpha = reflection_builder().build_v1alpha().context("cannot build reflection service")?;
-    tokio::spawn(async move {
-        health_reporter.set_serving::<pb::archive_service_server::ArchiveServiceServer<GrpcApi<Consensus>>>().await;
-        health_reporter.set_serving::<pb::signing_service_server::SigningServiceServer<GrpcApi<Consensus>>>().await;
-        health_reporter
-            .set_serving::<pb::verification_service_server::VerificationServiceServer<GrpcApi<Consensus>>>()
-            .await;
-        health_reporter.set_serving::<pb::log_service_server::LogServiceServer<GrpcApi<Consensus>>>().await;
-        health_reporter.set_serving::<pb::admin_service_server::AdminServiceServer<AdminApi<Consensus>>>().await;
-    });
+    use tonic::server::NamedService;
+    let services = vec![
+        "",
+        <pb::archive_service_server::ArchiveServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
+        <pb::signing_service_server::SigningServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
+        <pb::verification_service_server::VerificationServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
+        <pb::log_service_server::LogServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
+        <pb::admin_service_server::AdminServiceServer<AdminApi<Consensus>> as NamedService>::NAME,
+    ];
+    tokio::spawn(report_grpc_health(health_reporter, health_kyso, services));
     let keepalive = std::time::Duration::from_secs(limits.grpc_keepalive_interval_seconds);
     Ok(server
         .tcp_nodelay(true)
@@ -456,6 +465,31 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: bool, tls: &NodeTls)
 /// request timeout, plus a minute for the answer.
 pub fn server_call_timeout(limits: &crate::config::Limits) -> std::time::Duration {
     std::time::Duration::from_secs(limits.upload_stream_seconds_max.max(limits.request_timeout_seconds) + 60)
+}
+
+/// How often gRPC health re-judges the node (`Kyso::check_health`).
+const GRPC_HEALTH_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Keeps gRPC health true for the node's lifetime: every service (and "", the server)
+/// is SERVING exactly while `Kyso::check_health` passes. Watchers hear only changes.
+async fn report_grpc_health(reporter: tonic_health::server::HealthReporter, kyso: Arc<Kyso<Consensus>>, services: Vec<&'static str>) {
+    use tonic_health::ServingStatus;
+    let mut reported: Option<ServingStatus> = None;
+    loop {
+        let health = kyso.check_health();
+        let status = if health.is_ok() { ServingStatus::Serving } else { ServingStatus::NotServing };
+        if reported != Some(status) {
+            match &health {
+                Ok(()) => tracing::info!("node ready: grpc health SERVING"),
+                Err(reason) => tracing::warn!(%reason, "node not ready: grpc health NOT_SERVING"),
+            }
+            for service in &services {
+                reporter.set_service_status(*service, status).await;
+            }
+            reported = Some(status);
+        }
+        tokio::time::sleep(GRPC_HEALTH_REFRESH_INTERVAL).await;
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

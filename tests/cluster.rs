@@ -178,9 +178,9 @@ async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_conver
 
     let id_of = |position: usize| layout.members[position].0;
     let others: Vec<usize> = (0..3).filter(|&position| position != old_leader).collect();
-    nodes[old_leader].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: others.iter().map(|&p| id_of(p)).collect() }).await.unwrap();
+    nodes[old_leader].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: others.iter().map(|&p| id_of(p)).collect(), ..Default::default() }).await.unwrap();
     for &position in &others {
-        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![id_of(old_leader)] }).await.unwrap();
+        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![id_of(old_leader)], ..Default::default() }).await.unwrap();
     }
 
     // The isolated old leader cannot commit.
@@ -200,7 +200,7 @@ async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_conver
     let majority = certify_with_retry(&nodes[others[0]], certify_request("majority", &documents[1], AGENCY, &signer_id)).await;
 
     for position in 0..3 {
-        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![] }).await.unwrap();
+        nodes[position].cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: vec![], ..Default::default() }).await.unwrap();
     }
     let healed = wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
     assert_eq!(healed.log_tree_size, 2, "signer and the majority's certification; the minority's write is gone");
@@ -283,7 +283,7 @@ async fn a_voter_is_removed_only_while_a_majority_of_the_rest_hold_every_documen
     // other follower hold it, the lagging member does not.
     let isolate = |position: usize, from: Vec<u64>| {
         let node = &nodes[position];
-        async move { node.cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: from }).await.unwrap() }
+        async move { node.cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: from, ..Default::default() }).await.unwrap() }
     };
     isolate(lagging, vec![ids[leader], ids[kept]]).await;
     isolate(leader, vec![ids[lagging]]).await;

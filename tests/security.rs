@@ -124,17 +124,24 @@ async fn peer_port_accepts_only_certificates_of_the_cluster_ca() {
     );
     let node = TestNode::start_config(&dir.path().join("node"), &config, &tls);
     wait_for_leader(std::slice::from_ref(&node), Duration::from_secs(60)).await;
+    // The node works end to end through its client port (and its log holds an archive).
+    let signer = register_signer(&node, &pki.issue(&signer_spec("Một Mình", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let content = document(3, 2000);
+    upload(&node, "d-peer", AGENCY, &[("a.pdf", &content)]).await.unwrap();
+    node.signing().await.certify(certify_request("c-peer", &content, AGENCY, &signer.signer_id)).await.unwrap();
     let peer_url = format!("https://127.0.0.1:{raft}");
+    // FillBlobs proves the connection with a read: a node holding every blob changes nothing,
+    // so the probe leaves no entry in the Raft log.
     let forward = |channel: tonic::transport::Channel| async move {
-        pb::node_internal_service_client::NodeInternalServiceClient::new(channel)
-            .forward_command(pb::ForwardCommandRequest { command: b"not a command".to_vec() })
-            .await
+        pb::node_internal_service_client::NodeInternalServiceClient::new(channel).fill_blobs(pb::FillBlobsRequest {}).await
     };
-    // A node certificate (cluster CA, bound to a node id) reaches the service: the answer
-    // is the service's own refusal of bytes that are no command (nothing is proposed).
+    let applied_before = node.cluster().await.state_digest(pb::StateDigestRequest {}).await.unwrap().into_inner().applied_index;
+    // A node certificate (cluster CA) reaches the service: the answer is the service's own.
     let as_node = tls.channel_as(&peer_url, &tls.node).await.expect("a node certificate connects");
-    let answer = forward(as_node).await;
-    assert_status(answer.map(|_| ()), Code::InvalidArgument, "cannot be decoded");
+    let answer = forward(as_node).await.expect("a node reaches NodeInternalService").into_inner();
+    assert!(answer.complete && answer.missing_blobs == 0, "{answer:?}");
+    let applied_after = node.cluster().await.state_digest(pb::StateDigestRequest {}).await.unwrap().into_inner().applied_index;
+    assert_eq!(applied_after, applied_before, "the probe wrote to the raft log");
     // The operator's certificate is from the client CA: refused by the peer port.
     match tls.channel_as(&peer_url, &tls.operator).await {
         Err(_) => {}
@@ -145,11 +152,6 @@ async fn peer_port_accepts_only_certificates_of_the_cluster_ca() {
         .ca_certificate(tonic::transport::Certificate::from_pem(tls.cluster_ca.cert_pem()));
     let channel = tonic::transport::Channel::from_shared(peer_url.clone()).unwrap().tls_config(no_identity).unwrap().connect_lazy();
     assert_refused_by_tls(forward(channel).await, "no certificate on the peer port");
-    // The node itself still works end to end through its client port.
-    let signer = register_signer(&node, &pki.issue(&signer_spec("Một Mình", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
-    let content = document(3, 2000);
-    upload(&node, "d-peer", AGENCY, &[("a.pdf", &content)]).await.unwrap();
-    node.signing().await.certify(certify_request("c-peer", &content, AGENCY, &signer.signer_id)).await.unwrap();
 }
 
 // ----- roles and audit -------------------------------------------------------------------
@@ -334,6 +336,116 @@ async fn wrong_pins_lock_the_key_until_an_admin_unlocks_it_and_a_batch_unlocks_o
     let mut new_pin = certify_request("c-new-pin", &extra, AGENCY, &signer.signer_id);
     new_pin.pin = "chỉ tôi biết 2026".into();
     signing.certify(new_pin).await.unwrap();
+}
+
+/// Every value a PIN could leave at rest through a careless hash: the PIN itself, its
+/// SHA-256 (raw and hex), HMAC-SHA256 with the PIN as key or as message (under the master
+/// key, the signer id, nothing), and the request fingerprints a PIN-bearing request would
+/// have had if the PIN were part of it (before and after binding to the caller).
+fn pin_derived_values(pins: &[&str], signer_id: &str, master_key: &[u8], actor_part: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use kyso::service::fingerprint;
+    let hmac = |key: &[u8], message: &[u8]| ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), message).as_ref().to_vec();
+    let mut values = Vec::new();
+    for pin in pins {
+        let bytes = pin.as_bytes();
+        let sha = sha256(bytes);
+        values.push((format!("{pin:?} itself"), bytes.to_vec()));
+        values.push((format!("sha256({pin:?})"), sha.clone()));
+        values.push((format!("hex sha256({pin:?})"), hex::encode(&sha).into_bytes()));
+        values.push((format!("fingerprint([{pin:?}])"), fingerprint(&[bytes]).to_vec()));
+        for (name, other) in [("empty", &b""[..]), ("signer id", signer_id.as_bytes()), ("master key", master_key)] {
+            values.push((format!("hmac(key={pin:?}, {name})"), hmac(bytes, other)));
+            values.push((format!("hmac(key={name}, {pin:?})"), hmac(other, bytes)));
+        }
+        for new_pin in pins {
+            let change = fingerprint(&[b"change-pin", signer_id.as_bytes(), bytes, new_pin.as_bytes()]);
+            values.push((format!("change-pin fingerprint {pin:?}->{new_pin:?}"), change.to_vec()));
+            values.push((format!("bound change-pin fingerprint {pin:?}->{new_pin:?}"), fingerprint(&[&change, actor_part]).to_vec()));
+        }
+    }
+    values
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// Every regular file under `dir`, read whole.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_pin_or_pin_derived_value_reaches_the_state_file_a_snapshot_or_the_raft_log() {
+    use kyso_cluster::StateMachine as _;
+    const NEW_PIN: &str = "mã mới của tôi 77";
+    const WRONG_PIN: &str = "not-the-pin-1357";
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 1, "");
+    let mut node = layout.start_all().pop().unwrap();
+    wait_for_leader(std::slice::from_ref(&node), Duration::from_secs(60)).await;
+    let signer = register_signer(&node, &layout.pki.issue(&signer_spec("Giữ Bí Mật", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let content = document(40, 900);
+    upload(&node, "d-at-rest", AGENCY, &[("a.pdf", &content)]).await.unwrap();
+    let mut signing = node.signing().await;
+    let mut wrong = certify_request("c-rest-wrong", &content, AGENCY, &signer.signer_id);
+    wrong.pin = WRONG_PIN.into();
+    assert_status(signing.certify(wrong).await, Code::PermissionDenied, "wrong pin");
+    let change = |new_pin: &str| pb::ChangeSignerPinRequest {
+        request_id: "pin-at-rest".into(),
+        signer_id: signer.signer_id.clone(),
+        pin: TEST_PIN.into(),
+        new_pin: new_pin.into(),
+    };
+    signing.change_signer_pin(change(NEW_PIN)).await.unwrap();
+    // A retry with the same id answers as the first call did only if it names the PIN
+    // now in force: the fingerprint no longer tells the two apart, the sealed key does.
+    signing.change_signer_pin(change(NEW_PIN)).await.unwrap();
+    assert_status(signing.change_signer_pin(change("một mã khác 99")).await, Code::PermissionDenied, "wrong pin");
+    let mut with_new = certify_request("c-rest-new", &content, AGENCY, &signer.signer_id);
+    with_new.pin = NEW_PIN.into();
+    signing.certify(with_new).await.unwrap();
+    node.stop();
+
+    let data = node.dir.join("data");
+    let state = kyso::state::StateStore::open(&data.join("state.redb")).unwrap();
+    let (_, snapshot) = state.snapshot().unwrap();
+    drop(state);
+    let mut stored: Vec<(String, Vec<u8>)> = vec![
+        ("state.redb".into(), std::fs::read(data.join("state.redb")).unwrap()),
+        ("a state snapshot".into(), snapshot.to_vec()),
+    ];
+    let raft_files = files_under(&data.join("raft"));
+    assert!(!raft_files.is_empty(), "the node wrote no raft log under {}", data.display());
+    stored.extend(raft_files.into_iter().map(|(path, bytes)| (path.display().to_string(), bytes)));
+
+    let master_key = std::fs::read(layout.dir.join("shared/master.key")).unwrap();
+    let actor_part = sha256(&layout.tls.operator.cert_der);
+    // The search finds a request fingerprint where one is stored: the change-PIN request's
+    // own (without PINs) is in the state file, the snapshot and the log.
+    let control = kyso::service::fingerprint(&[&kyso::service::fingerprint(&[b"change-pin", signer.signer_id.as_bytes()]), &actor_part]);
+    for (name, bytes) in &stored[..2] {
+        assert!(contains(bytes, &control), "the search is blind: the change-pin fingerprint is not found in {name}");
+    }
+    assert!(stored[2..].iter().any(|(_, bytes)| contains(bytes, &control)), "the search is blind: no raft file holds the change-pin fingerprint");
+    let suspects = pin_derived_values(&[TEST_PIN, NEW_PIN, WRONG_PIN, "một mã khác 99"], &signer.signer_id, &master_key, &actor_part);
+    for (name, bytes) in &stored {
+        for (what, value) in &suspects {
+            assert!(!contains(bytes, value), "{name} holds {what}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,11 @@
 //! and the Raft driver ([`raft::RaftNode`], raft-rs with a raft-engine log and a tonic peer
 //! transport). See `cluster/README.md` for the write and read paths step by step.
 
+pub mod health;
 pub mod raft;
 pub mod single;
+
+pub use health::{HealthBounds, Unhealthy};
 
 use bytes::Bytes;
 
@@ -104,6 +107,10 @@ pub trait Proposer: Send + Sync + 'static {
     /// Waits until the local state reflects every write acknowledged before this call
     /// (a linearizable read point).
     fn read_barrier(&self) -> impl std::future::Future<Output = Result<(), ProposeError>> + Send;
+
+    /// Whether this node may serve from its replica now (see [`health`]): an error names
+    /// why not, and whether only a restart helps ([`Unhealthy::is_fatal`]).
+    fn check_health(&self, bounds: &HealthBounds) -> Result<(), Unhealthy>;
 }
 
 /// Limits of the proposal pipeline.

@@ -72,6 +72,16 @@ impl Proposer for SingleNode {
             Err(ProposeError::Stopped("state storage failed".into()))
         }
     }
+
+    /// A single node is its own quorum and applies before it answers: only a stopped
+    /// driver makes it unhealthy.
+    fn check_health(&self, _bounds: &crate::HealthBounds) -> Result<(), crate::Unhealthy> {
+        if self.is_healthy() {
+            Ok(())
+        } else {
+            Err(crate::Unhealthy::Stopped("state storage failed".into()))
+        }
+    }
 }
 
 async fn run<S: StateMachine>(
@@ -155,12 +165,20 @@ mod tests {
         log: Mutex<Vec<(u64, Bytes)>>,
         batches: Mutex<Vec<usize>>,
         fail: AtomicBool,
+        /// When set, the first apply signals `entered` and waits here until released.
+        hold_first: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        entered: AtomicBool,
     }
 
     impl StateMachine for Recorder {
         fn apply(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
             if self.fail.load(Ordering::Acquire) {
                 return Err(StateMachineError("disk full".into()));
+            }
+            let hold = self.hold_first.lock().unwrap().take();
+            if let Some(release) = hold {
+                self.entered.store(true, Ordering::Release);
+                release.recv_timeout(std::time::Duration::from_secs(60)).expect("the test releases the first batch");
             }
             let mut log = self.log.lock().unwrap();
             for entry in entries {
@@ -198,6 +216,44 @@ mod tests {
         indexes.sort_unstable();
         assert_eq!(indexes, (1..=200).collect::<Vec<u64>>());
         assert_eq!(state.log.lock().unwrap().len(), 200);
+    }
+
+    /// Waits, bounded in count and time, until `condition` holds.
+    async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+        for _ in 0..6000 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn proposals_queued_behind_a_slow_batch_are_applied_in_batches_of_the_bound() {
+        let (release, hold) = std::sync::mpsc::channel();
+        let state = Arc::new(Recorder { hold_first: Mutex::new(Some(hold)), ..Recorder::default() });
+        let config = DriverConfig { batch_entries_max: 16, ..DriverConfig::default() };
+        let node = SingleNode::start(state.clone(), config).unwrap();
+        let first = tokio::spawn({
+            let node = node.clone();
+            async move { node.propose(Bytes::from_static(b"first")).await }
+        });
+        wait_until("the first batch is being applied", || state.entered.load(Ordering::Acquire)).await;
+        let mut tasks = Vec::new();
+        for i in 0..100u32 {
+            let node = node.clone();
+            tasks.push(tokio::spawn(async move { node.propose(Bytes::from(i.to_string())).await }));
+        }
+        let queued = || node.queue.max_capacity() - node.queue.capacity();
+        wait_until("100 proposals are queued", || queued() == 100).await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // One fsync for the first proposal, then the 100 queued ones share seven.
+        assert_eq!(*state.batches.lock().unwrap(), vec![1, 16, 16, 16, 16, 16, 16, 4]);
     }
 
     #[tokio::test]

@@ -24,11 +24,12 @@ pub const ADMIN_FORWARD_TIMEOUT: Duration = Duration::from_secs(240);
 #[derive(Clone)]
 pub struct ClusterApi {
     api: GrpcApi<Consensus>,
-    fault_injection: bool,
+    /// Present only when the node runs with `fault_injection = true`.
+    fault_injection: Option<crate::fault::StorageFault>,
 }
 
 impl ClusterApi {
-    pub fn new(api: GrpcApi<Consensus>, fault_injection: bool) -> Self {
+    pub fn new(api: GrpcApi<Consensus>, fault_injection: Option<crate::fault::StorageFault>) -> Self {
         ClusterApi { api, fault_injection }
     }
 
@@ -330,11 +331,16 @@ impl pb::cluster_service_server::ClusterService for ClusterApi {
     }
 
     async fn inject_fault(&self, request: Request<pb::InjectFaultRequest>) -> Result<Response<pb::InjectFaultResponse>, Status> {
-        if !self.fault_injection {
+        let Some(storage_fault) = &self.fault_injection else {
             return Err(Status::failed_precondition("fault injection is off on this node (fault_injection = false)"));
-        }
+        };
         self.api.kyso.proposer().raft().ok_or_else(|| Status::failed_precondition("this node is standalone"))?;
-        let isolate_from = request.into_inner().isolate_from;
+        let request = request.into_inner();
+        if request.fail_storage {
+            tracing::warn!("fault injection: state store writes fail from now on");
+            storage_fault.fail_from_now_on();
+        }
+        let isolate_from = request.isolate_from;
         tracing::warn!(?isolate_from, "fault injection: links to these nodes cut");
         self.api.kyso.proposer().isolate(&isolate_from);
         Ok(Response::new(pb::InjectFaultResponse {}))

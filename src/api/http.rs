@@ -18,20 +18,77 @@ use crate::service::Kyso;
 /// Serve with `api::http_server::serve`, which tells the routes each client's address:
 /// every route, health and checkpoint included, is limited per client address.
 pub fn router<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings) -> Router {
+    // Every route is rate limited per client (public::routes); the readiness gate refuses
+    // replica reads (public routes, checkpoint) while the node is not ready, never probes.
     let operational = Router::new()
-        .route("/healthz", get(health::<P>))
+        .route("/healthz", get(ready::<P>))
+        .route("/readyz", get(ready::<P>))
+        .route("/livez", get(live::<P>))
         .route("/checkpoint", get(checkpoint::<P>))
         .with_state(kyso.clone());
-    public::routes(kyso, settings, operational).layer(middleware::from_fn(public::security_headers))
+    public::routes(kyso.clone(), settings, operational)
+        .layer(middleware::from_fn_with_state(kyso, unavailable_unless_ready::<P>))
+        .layer(middleware::from_fn(public::security_headers))
 }
 
-async fn health<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
-    match kyso.state().applied() {
+/// Health probes answer for themselves, ready or not.
+const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/livez"];
+
+/// Seconds a client is told to wait before asking a node that is not ready again.
+const NOT_READY_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Readiness (`/readyz`, and `/healthz` for older probes): 200 only while the node may
+/// answer from its replica ([`Kyso::check_health`]) and its state store reads.
+async fn ready<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
+    let applied = kyso.check_health().map_err(|reason| reason.to_string()).and_then(|()| kyso.state().applied().map_err(|error| error.to_string()));
+    match applied {
         Ok(applied) => Json(serde_json::json!({ "status": "ok", "applied_index": applied })).into_response(),
-        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "unavailable", "error": error.to_string() })))
-            .into_response(),
+        Err(reason) => unavailable_json(&reason),
     }
 }
+
+/// Liveness (`/livez`): 503 only when a restart is needed (the consensus driver stopped);
+/// a node that is merely cut off or catching up stays alive.
+async fn live<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
+    match kyso.check_health() {
+        Err(reason) if reason.is_fatal() => unavailable_json(&reason.to_string()),
+        _ => Json(serde_json::json!({ "status": "ok" })).into_response(),
+    }
+}
+
+fn unavailable_json(reason: &str) -> Response {
+    let retry_after = [(axum::http::header::RETRY_AFTER, NOT_READY_RETRY_AFTER_SECONDS.to_string())];
+    (StatusCode::SERVICE_UNAVAILABLE, retry_after, Json(serde_json::json!({ "status": "unavailable", "error": reason }))).into_response()
+}
+
+/// Public lookups and the checkpoint read this node's replica without a read barrier: a
+/// node that knows its replica may be stale says "temporarily unavailable" (503) instead.
+/// The reason stays in the node's log; the public answer names none.
+async fn unavailable_unless_ready<P: Proposer>(
+    State(kyso): State<Arc<Kyso<P>>>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if PROBE_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let Err(reason) = kyso.check_health() else {
+        return next.run(request).await;
+    };
+    tracing::debug!(%reason, path = request.uri().path(), "public read refused: node not ready");
+    let retry_after = [(axum::http::header::RETRY_AFTER, NOT_READY_RETRY_AFTER_SECONDS.to_string())];
+    if request.uri().path().starts_with("/api/") {
+        let body = Json(serde_json::json!({ "error": "temporarily unavailable; retry shortly" }));
+        return (StatusCode::SERVICE_UNAVAILABLE, retry_after, body).into_response();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, retry_after, axum::response::Html(TEMPORARILY_UNAVAILABLE_HTML)).into_response()
+}
+
+/// In Vietnamese first, like every public page; no script, no outside resource.
+const TEMPORARILY_UNAVAILABLE_HTML: &str = "<!doctype html>\n<html lang=\"vi\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>Tạm thời không phục vụ</title></head>\
+<body><h1>Tạm thời không phục vụ</h1><p>Máy chủ này đang mất liên lạc với hệ thống; vui lòng thử lại sau ít phút.</p>\
+<p lang=\"en\">Temporarily unavailable: this server cannot confirm its copy is current. Please try again in a few minutes.</p></body></html>\n";
 
 /// The latest checkpoint as a C2SP signed note (text/plain).
 async fn checkpoint<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {

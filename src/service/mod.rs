@@ -125,6 +125,8 @@ pub struct Kyso<P: Proposer> {
     pub(crate) last_checkpoint: std::sync::Mutex<Option<log::SignedCheckpoint>>,
     /// Held by the one blob fill pass that runs at a time (`fill_missing_blobs`).
     pub(crate) blob_fill: tokio::sync::Mutex<()>,
+    /// When this node stops answering from its replica (see [`Kyso::check_health`]).
+    pub(crate) health_bounds: kyso_cluster::HealthBounds,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -174,7 +176,21 @@ impl<P: Proposer> Kyso<P> {
             random,
             log,
             peer_blobs: None,
+            health_bounds: kyso_cluster::HealthBounds::default(),
         }
+    }
+
+    /// Bounds of quorum contact and apply lag past which the node is not ready.
+    pub fn with_health_bounds(mut self, bounds: kyso_cluster::HealthBounds) -> Self {
+        self.health_bounds = bounds;
+        self
+    }
+
+    /// Whether this node may answer from its replica: its driver runs, it heard from a
+    /// quorum recently and applied what it knows is committed. Callers that serve reads
+    /// without a read barrier (the public page, health) MUST check this first.
+    pub fn check_health(&self) -> Result<(), kyso_cluster::Unhealthy> {
+        self.proposer.check_health(&self.health_bounds)
     }
 
     /// Accepts keys sealed under `previous` (a master key rotation in progress).

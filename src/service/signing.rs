@@ -88,10 +88,16 @@ impl<P: Proposer> Kyso<P> {
             request.agency_ids.join("\n").as_bytes(),
             &request.certificate_chain,
             ring::digest::digest(&ring::digest::SHA256, &request.private_key).as_ref(),
-            &ring::digest::digest(&ring::digest::SHA256, request.pin.as_bytes()).as_ref()[..],
         ]);
+        // The PIN is not in the fingerprint (stored for good: a hash of it would be a
+        // PBKDF2-free guessing oracle). A retry proves it by opening the sealed key instead.
         if let Some(outcome) = self.earlier_outcome(&caller.actor, &request.request_id, &request_fingerprint).await? {
-            return expect_signer(outcome);
+            let signer = expect_signer(outcome)?;
+            if signer.sealed_key.is_some() {
+                let current = self.state.signer(&signer.id)?.ok_or_else(|| ServiceError::Internal(format!("registered signer {} is gone", signer.id)))?;
+                self.unseal_signer_pkcs8(caller, &current, &request.pin).await?;
+            }
+            return Ok(signer);
         }
         let chain = crypto::parse_certificates(&request.certificate_chain)?;
         let validated = crypto::validate_chain(&chain, &self.trust, now_unix())?;

@@ -81,7 +81,7 @@ impl Cluster {
         if !self.nodes[position].is_running() {
             return;
         }
-        let request = pb::InjectFaultRequest { isolate_from };
+        let request = pb::InjectFaultRequest { isolate_from, ..Default::default() };
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             self.nodes[position].cluster().await.inject_fault(request).await
         })

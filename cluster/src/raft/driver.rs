@@ -27,6 +27,7 @@ use super::log_store::EngineLog;
 use super::node::{AdminError, NodeStatus, Role};
 use super::replica::{ReadyOutcome, Replica, ReplicaStatus};
 use super::transport::{Inbound, Outbound};
+use crate::health::{self, QuorumContact};
 use crate::{ProposeError, StateMachine};
 
 /// Events from the transport's peer tasks and from the node handle.
@@ -121,6 +122,9 @@ pub(crate) struct Driver<S: StateMachine> {
     reads: Reads,
     leader_term: Option<u64>,
     next_tick: Instant,
+    /// When each peer's last message arrived.
+    heard: BTreeMap<u64, Instant>,
+    contact: Arc<QuorumContact>,
 }
 
 /// Why the loop ended.
@@ -133,6 +137,7 @@ impl<S: StateMachine> Driver<S> {
         channels: Channels,
         status: watch::Sender<NodeStatus>,
         config: Arc<RaftConfig>,
+        contact: Arc<QuorumContact>,
     ) -> Self {
         outbound.set_members(&replica.membership().peers);
         let mut driver = Driver {
@@ -146,6 +151,8 @@ impl<S: StateMachine> Driver<S> {
             next_tag: 1,
             reads: Reads::default(),
             leader_term: None,
+            heard: BTreeMap::new(),
+            contact,
         };
         driver.publish();
         driver
@@ -190,6 +197,7 @@ impl<S: StateMachine> Driver<S> {
             }
         }
         self.check_leadership();
+        self.record_quorum_contact(Instant::now());
         self.answer_reads(Instant::now());
         self.publish();
         Ok(())
@@ -246,6 +254,7 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn on_inbound(&mut self, inbound: Inbound) {
+        self.heard.insert(inbound.message.from, Instant::now());
         self.outbound.learn(inbound.from);
         self.replica.step(inbound.message);
     }
@@ -420,6 +429,26 @@ impl<S: StateMachine> Driver<S> {
             return None;
         }
         self.outbound.address(leader).map(|peer| peer.client_addr.clone())
+    }
+
+    /// A leader has quorum contact when a majority of the voters (itself included) spoke
+    /// to it; a follower or learner when its current leader did (under check_quorum a
+    /// leader without a majority steps down). A candidate records nothing: its contact ages.
+    fn record_quorum_contact(&mut self, now: Instant) {
+        let id = self.replica.id();
+        let heard = if self.replica.is_leader() {
+            let status = self.replica.status();
+            let voters: Vec<u64> = status.conf_state.voters.to_vec();
+            health::majority_heard(&voters, id, |peer| self.heard.get(&peer).copied(), now)
+        } else {
+            match self.replica.leader_id() {
+                raft::INVALID_ID => None,
+                leader => self.heard.get(&leader).copied(),
+            }
+        };
+        if let Some(at) = heard {
+            self.contact.record(at);
+        }
     }
 
     fn publish(&mut self) {

@@ -298,11 +298,20 @@ impl LogStore for EngineLog {
 }
 
 /// The in-memory twin of [`EngineLog`], for the deterministic simulation tests. Same
-/// contract; "durable" means it survives a simulated restart (the value is moved into the
-/// restarted replica).
+/// contract; "durable" means synced: a write made with `sync` (and everything before it)
+/// survives [`MemLog::lose_unsynced`], the simulated power loss a crash applies; writes
+/// made without it since the last synced one are thrown away, as a page cache would.
 #[cfg(test)]
 #[derive(Default)]
 pub(crate) struct MemLog {
+    current: MemLogImage,
+    /// The image as of the last synced write.
+    synced: MemLogImage,
+}
+
+#[cfg(test)]
+#[derive(Default, Clone, PartialEq, Debug)]
+pub(crate) struct MemLogImage {
     entries: std::collections::VecDeque<Entry>,
     hard_state: HardState,
     membership: Membership,
@@ -311,29 +320,60 @@ pub(crate) struct MemLog {
 }
 
 #[cfg(test)]
-impl LogStore for MemLog {
-    fn hard_state(&self) -> HardState {
-        self.hard_state.clone()
-    }
-
-    fn membership(&self) -> Membership {
-        self.membership.clone()
-    }
-
-    fn truncated(&self) -> Truncated {
-        self.truncated
-    }
-
-    fn last_index(&self) -> u64 {
+impl MemLogImage {
+    pub fn last_index(&self) -> u64 {
         self.truncated.index + self.entries.len() as u64
     }
 
+    /// The image with the commit index cleared: a replica writes the commit index unsynced
+    /// and recomputes it at start, so a restart may legitimately change it.
+    pub fn without_commit(mut self) -> MemLogImage {
+        self.hard_state.commit = 0;
+        self
+    }
+}
+
+#[cfg(test)]
+impl MemLog {
+    /// A power loss: everything written since the last synced write is gone.
+    pub fn lose_unsynced(&mut self) {
+        self.current = self.synced.clone();
+    }
+
+    /// What a power loss would leave.
+    pub fn synced_image(&self) -> &MemLogImage {
+        &self.synced
+    }
+
+    pub fn image(&self) -> &MemLogImage {
+        &self.current
+    }
+}
+
+#[cfg(test)]
+impl LogStore for MemLog {
+    fn hard_state(&self) -> HardState {
+        self.current.hard_state.clone()
+    }
+
+    fn membership(&self) -> Membership {
+        self.current.membership.clone()
+    }
+
+    fn truncated(&self) -> Truncated {
+        self.current.truncated
+    }
+
+    fn last_index(&self) -> u64 {
+        self.current.truncated.index + self.current.entries.len() as u64
+    }
+
     fn entries(&self, low: u64, high: u64, max_size_bytes: Option<u64>) -> Result<Vec<Entry>, LogError> {
-        let offset = self.truncated.index + 1;
+        let offset = self.current.truncated.index + 1;
         let mut found = Vec::new();
         let mut size_bytes = 0u64;
         for index in low..high {
-            let entry = &self.entries[(index - offset) as usize];
+            let entry = &self.current.entries[(index - offset) as usize];
             size_bytes += u64::from(entry.compute_size());
             if !found.is_empty() && max_size_bytes.is_some_and(|max| size_bytes > max) {
                 break;
@@ -344,45 +384,52 @@ impl LogStore for MemLog {
     }
 
     fn term(&self, index: u64) -> Result<u64, LogError> {
-        Ok(self.entries[(index - self.truncated.index - 1) as usize].term)
+        Ok(self.current.entries[(index - self.current.truncated.index - 1) as usize].term)
     }
 
     fn write(&mut self, write: LogWrite) -> Result<(), LogError> {
         if let Some(point) = write.reset_to {
-            self.entries.clear();
-            self.truncated = point;
+            self.current.entries.clear();
+            self.current.truncated = point;
         }
         if let Some(first) = write.entries.first() {
-            assert!(first.index > self.truncated.index, "append below the truncation point");
+            assert!(first.index > self.current.truncated.index, "append below the truncation point");
             assert!(first.index <= self.last_index() + 1, "append leaves a hole in the log");
-            self.entries.truncate((first.index - self.truncated.index - 1) as usize);
-            self.entries.extend(write.entries.iter().cloned());
+            self.current.entries.truncate((first.index - self.current.truncated.index - 1) as usize);
+            self.current.entries.extend(write.entries.iter().cloned());
         }
         if let Some(hard_state) = write.hard_state {
-            self.hard_state = hard_state;
+            self.current.hard_state = hard_state;
         }
         if let Some(membership) = write.membership {
-            self.membership = membership;
+            self.current.membership = membership;
         }
         if let Some(point) = write.compact_to {
-            let count = (point.index - self.truncated.index) as usize;
-            self.entries.drain(..count.min(self.entries.len()));
-            self.truncated = point;
+            let count = (point.index - self.current.truncated.index) as usize;
+            self.current.entries.drain(..count.min(self.current.entries.len()));
+            self.current.truncated = point;
+        }
+        if write.sync {
+            self.synced = self.current.clone();
         }
         Ok(())
     }
 
     fn stage_snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), LogError> {
-        self.staged = Some((index, data.to_vec()));
+        // EngineLog syncs the staged file and its directory.
+        self.current.staged = Some((index, data.to_vec()));
+        self.synced = self.current.clone();
         Ok(())
     }
 
     fn staged_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        Ok(self.staged.clone())
+        Ok(self.current.staged.clone())
     }
 
     fn clear_staged_snapshot(&mut self) -> Result<(), LogError> {
-        self.staged = None;
+        // EngineLog removes the file without syncing its directory: until the next synced
+        // write a power loss may bring the staged snapshot back.
+        self.current.staged = None;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use super::log_store::EngineLog;
 use super::replica::{Replica, ReplicaConfig};
 use super::transport::{Outbound, PeerService, TransportLimits};
 use super::PeerAddress;
+use crate::health::{self, HealthBounds, QuorumContact, Unhealthy};
 use crate::{ProposeError, Proposer, StateMachine};
 
 /// A member's role in the current term.
@@ -94,6 +95,7 @@ struct Inner {
     status: watch::Receiver<NodeStatus>,
     exited: watch::Receiver<bool>,
     isolated: super::transport::Isolation,
+    contact: Arc<QuorumContact>,
 }
 
 impl Drop for Inner {
@@ -146,6 +148,8 @@ impl RaftNode {
         );
         outbound.set_isolation(isolated.clone());
         let thread_config = config.clone();
+        let contact = Arc::new(QuorumContact::default());
+        let thread_contact = contact.clone();
         std::thread::Builder::new()
             .name(format!("raft-{}", config.id))
             .spawn(move || {
@@ -158,7 +162,7 @@ impl RaftNode {
                     }
                 };
                 // `Driver::new` publishes the opened state: `status()` is current on return.
-                let driver = Driver::new(replica, outbound, channels, status_sender, thread_config);
+                let driver = Driver::new(replica, outbound, channels, status_sender, thread_config, thread_contact);
                 let _ = opened_sender.send(Ok(()));
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.run()));
                 if let Err(panic) = outcome {
@@ -177,7 +181,7 @@ impl RaftNode {
             Ok(Err(reason)) => return Err(StartError::Open(reason)),
             Err(_) => return Err(StartError::Open("the driver thread died while opening".into())),
         }
-        let inner = Inner { id: config.id, config, proposals, requests, internal, inbound, status, exited, isolated };
+        let inner = Inner { id: config.id, config, proposals, requests, internal, inbound, status, exited, isolated, contact };
         Ok(RaftNode { inner: Arc::new(inner) })
     }
 
@@ -456,6 +460,17 @@ impl Proposer for RaftNode {
             crossbeam_channel::TrySendError::Disconnected(_) => ProposeError::Stopped("driver exited".into()),
         })?;
         self.reply(outcome).await.unwrap_or_else(|| Err(ProposeError::Stopped("driver exited".into())))
+    }
+
+    fn check_health(&self, bounds: &HealthBounds) -> Result<(), Unhealthy> {
+        let status = self.inner.status.borrow().clone();
+        let stopped = match (&status.stopped, *self.inner.exited.borrow()) {
+            (Some(reason), _) => Some(reason.clone()),
+            (None, true) => Some("driver exited".to_string()),
+            (None, false) => None,
+        };
+        let age = self.inner.contact.age(std::time::Instant::now());
+        health::judge(stopped.as_deref(), age, status.commit_index, status.applied_index, bounds)
     }
 }
 

@@ -16,7 +16,7 @@ use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, Conf
 use raft::{SnapshotStatus, StateRole};
 
 use super::codec;
-use super::log_store::MemLog;
+use super::log_store::{MemLog, MemLogImage};
 use super::replica::{Outbox, Replica, ReplicaConfig};
 use super::PeerAddress;
 use crate::{Entry, StateMachine, StateMachineError};
@@ -222,13 +222,25 @@ impl Cluster {
         self.cut.clear();
     }
 
-    /// Stops a node at an arbitrary point between two Ready cycles: everything written
-    /// survives, everything in memory is lost.
+    /// Stops a node at an arbitrary point between two Ready cycles, as a power loss would:
+    /// everything synced survives, unsynced log writes and everything in memory are lost.
     pub fn crash(&mut self, id: u64) {
         let node = self.nodes.get_mut(&id).expect("known node");
         if let Some(mut replica) = node.replica.take() {
-            node.stored_log = Some(std::mem::take(&mut replica.raw.mut_store().log));
+            let mut log = std::mem::take(&mut replica.raw.mut_store().log);
+            log.lose_unsynced();
+            node.stored_log = Some(log);
         }
+    }
+
+    /// The log image a power loss on node `id` would leave now.
+    pub fn synced_log(&self, id: u64) -> MemLogImage {
+        self.replica(id).raw.store().log.synced_image().clone()
+    }
+
+    /// The log image node `id` reads after its restart.
+    pub fn log_image(&self, id: u64) -> MemLogImage {
+        self.replica(id).raw.store().log.image().clone()
     }
 
     pub fn restart(&mut self, id: u64) {
@@ -499,11 +511,21 @@ fn restarted_members_keep_their_state_and_rejoin() {
         assert!(cluster.run_until(STEPS_MAX, |cluster| cluster.all_applied_equal(&[1, 2, 3])
             && cluster.commands(1).len() == 10));
         let before = cluster.history(1);
+        // What a crash touches: the Raft log and hard state (unsynced writes are lost) and
+        // every in-memory value (term, vote, applied index). Each must come back as synced.
+        let synced: Vec<MemLogImage> = (1..=3).map(|id| cluster.synced_log(id).without_commit()).collect();
+        let terms: Vec<u64> = (1..=3).map(|id| cluster.replica(id).term()).collect();
+        let applied: Vec<u64> = (1..=3).map(|id| cluster.replica(id).applied_index()).collect();
         for id in 1..=3 {
             cluster.crash(id);
         }
         for id in 1..=3 {
             cluster.restart(id);
+            let at = (id - 1) as usize;
+            assert_eq!(cluster.log_image(id).without_commit(), synced[at], "seed {seed}: node {id} did not read back its synced log");
+            assert_eq!(cluster.replica(id).term(), terms[at], "seed {seed}: node {id} forgot its term");
+            assert_eq!(cluster.replica(id).applied_index(), applied[at], "seed {seed}: node {id} forgot what it applied");
+            assert!(cluster.log_image(id).last_index() >= applied[at], "seed {seed}: node {id} lost applied entries");
             assert_eq!(cluster.history(id), before, "seed {seed}: node {id} changed across a restart");
         }
         let leader = elect(&mut cluster);

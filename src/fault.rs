@@ -1,0 +1,63 @@
+//! Storage faults for test harnesses: a switch that makes every later state-machine write
+//! fail, as a dead or read-only disk would, so that tests can watch a running node stop and
+//! say so. Flipped only through `ClusterService.InjectFault` on a node that runs with
+//! `fault_injection = true`; otherwise the switch exists but nothing can reach it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kyso_cluster::{Entry, StateMachine, StateMachineError};
+
+/// The shared switch. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct StorageFault(Arc<AtomicBool>);
+
+impl StorageFault {
+    pub fn fail_from_now_on(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn failing(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn check(&self) -> Result<(), StateMachineError> {
+        if self.failing() {
+            return Err(StateMachineError("injected storage failure: the state store refuses writes".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A state machine whose writes fail once its [`StorageFault`] is set; reads still work.
+pub struct FaultableState<S> {
+    inner: Arc<S>,
+    fault: StorageFault,
+}
+
+impl<S: StateMachine> FaultableState<S> {
+    pub fn new(inner: Arc<S>, fault: StorageFault) -> Self {
+        FaultableState { inner, fault }
+    }
+}
+
+impl<S: StateMachine> StateMachine for FaultableState<S> {
+    fn apply(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
+        self.fault.check()?;
+        self.inner.apply(entries)
+    }
+
+    fn applied_index(&self) -> Result<u64, StateMachineError> {
+        self.inner.applied_index()
+    }
+
+    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError> {
+        self.inner.snapshot()
+    }
+
+    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError> {
+        self.fault.check()?;
+        self.inner.restore(index, data)
+    }
+}
