@@ -113,11 +113,17 @@ impl BlobStore {
     /// A store on the local filesystem under `root` (created if missing), fsyncing every
     /// blob before a write returns.
     pub fn local(root: &Path, spool: Spool, limits: WriteLimits) -> Result<BlobStore, ArchiveError> {
+        Self::local_with_fsync(root, spool, limits, true)
+    }
+
+    /// Like [`BlobStore::local`]; `fsync = false` is for tests that prove a power loss is
+    /// caught, never for production.
+    pub fn local_with_fsync(root: &Path, spool: Spool, limits: WriteLimits, fsync: bool) -> Result<BlobStore, ArchiveError> {
         std::fs::create_dir_all(root)
             .map_err(|error| ArchiveError::Unavailable(format!("cannot create {}: {error}", root.display())))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(root)
             .map_err(|error| ArchiveError::Unavailable(error.to_string()))?
-            .with_fsync(true);
+            .with_fsync(fsync);
         Ok(BlobStore::new(Arc::new(store), format!("local directory {}", root.display()), spool, limits))
     }
 
