@@ -162,6 +162,7 @@ async fn run(node_count: usize, run_seconds: u64, extra_cluster_toml: &str, make
         verdict.inconsistent
     );
     report!("files whose unsynced writes a power loss dropped: {}", mounted.switch.dropped_files());
+    report!("operations of unknown outcome retried with their request id on every node: {}", verdict.retried);
     assert!(verdict.acknowledged > 0, "no operation was acknowledged: the run proves nothing");
     assert_eq!((verdict.lost, verdict.duplicates, verdict.inconsistent), (0, 0, 0), "seed {seed}: see PROBLEM lines and {}", kept.display());
     // The nodes stop before the filesystem under them is unmounted.
