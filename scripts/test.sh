@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS=0 skips it),
 # then every test of the workspace. Installs the independent tools the tests use when they
-# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz); a test
+# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, fuse3 when
+# not root); a test
 # never skips because a tool is absent — it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,9 @@ apt_packages=()
 command -v openssl >/dev/null || apt_packages+=(openssl)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v node >/dev/null || apt_packages+=(nodejs npm)
+# kyso-testfs (the power-loss tests' FUSE filesystem) mounts /dev/fuse directly as root;
+# other users go through fusermount3.
+if [[ "$(id -u)" != 0 ]]; then command -v fusermount3 >/dev/null || apt_packages+=(fuse3); fi
 if ((${#apt_packages[@]})); then
   echo "installing ${apt_packages[*]}"
   apt-get update -qq
@@ -21,6 +25,7 @@ if ! command -v grpcurl >/dev/null; then
   hash -r
 fi
 command -v grpcurl >/dev/null || { echo "grpcurl is still missing after install" >&2; exit 1; }
+[[ -c /dev/fuse ]] || { echo "/dev/fuse is missing: the power-loss tests (tests/fault_injection.rs) need FUSE" >&2; exit 1; }
 
 # s3s-fs: the S3 server of the storage tests (checks SigV4 signatures, honours
 # If-None-Match). Built once into a per-user cache, reused by later runs; nothing global.

@@ -113,11 +113,17 @@ impl BlobStore {
     /// A store on the local filesystem under `root` (created if missing), fsyncing every
     /// blob before a write returns.
     pub fn local(root: &Path, spool: Spool, limits: WriteLimits) -> Result<BlobStore, ArchiveError> {
+        Self::local_with_fsync(root, spool, limits, true)
+    }
+
+    /// Like [`BlobStore::local`]; `fsync = false` is for tests that prove a power loss is
+    /// caught, never for production.
+    pub fn local_with_fsync(root: &Path, spool: Spool, limits: WriteLimits, fsync: bool) -> Result<BlobStore, ArchiveError> {
         std::fs::create_dir_all(root)
             .map_err(|error| ArchiveError::Unavailable(format!("cannot create {}: {error}", root.display())))?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(root)
             .map_err(|error| ArchiveError::Unavailable(error.to_string()))?
-            .with_fsync(true);
+            .with_fsync(fsync);
         Ok(BlobStore::new(Arc::new(store), format!("local directory {}", root.display()), spool, limits))
     }
 
@@ -130,7 +136,7 @@ impl BlobStore {
     /// hash is checked again here before anything is written. Idempotent: storing a blob
     /// that already exists (same hash, same size) succeeds without writing.
     pub async fn put(&self, hash: &Sha256, content: Bytes) -> Result<(), ArchiveError> {
-        let actual = Sha256::digest(&content);
+        let actual = sha256_off_executor(&content).await;
         assert_eq!(&actual, hash, "caller passed a hash that does not match the content");
         let size_bytes = content.len() as u64;
         match self.put_create(hash, content).await {
@@ -224,7 +230,7 @@ impl BlobStore {
         self.expect_size(hash, result.meta.size, expected_bytes)?;
         let content = result.bytes().await.map_err(|error| self.read_error(hash, error))?;
         self.expect_size(hash, content.len() as u64, expected_bytes)?;
-        let actual = Sha256::digest(&content);
+        let actual = sha256_off_executor(&content).await;
         if actual != *hash {
             return Err(ArchiveError::Corrupt { hash: *hash, actual });
         }
@@ -429,17 +435,26 @@ impl BlobStream {
     }
 }
 
+/// SHA-256 of a whole file on a blocking thread: hashing hundreds of MiB must not hold an
+/// async executor thread (every other request on it would wait).
+pub async fn sha256_off_executor(content: &Bytes) -> Sha256 {
+    let shared = content.clone();
+    // The closure cannot panic, so the join fails only while the runtime shuts down; then
+    // hashing here is still correct, just not off the executor.
+    tokio::task::spawn_blocking(move || Sha256::digest(&shared)).await.unwrap_or_else(|_| Sha256::digest(content))
+}
+
 fn finish_hash(hasher: ring::digest::Context) -> Sha256 {
     Sha256::from_slice(hasher.finish().as_ref()).expect("SHA-256 digests are 32 bytes")
 }
 
 async fn read_spooled(blob: &SpooledBlob) -> Result<Bytes, ArchiveError> {
-    let content = tokio::fs::read(blob.path()).await.map_err(|error| spool_error(blob, error))?;
-    let actual = Sha256::digest(&content);
+    let content = Bytes::from(tokio::fs::read(blob.path()).await.map_err(|error| spool_error(blob, error))?);
+    let actual = sha256_off_executor(&content).await;
     if actual != blob.hash || content.len() as u64 != blob.size_bytes {
         return Err(spool_changed(blob, &actual));
     }
-    Ok(Bytes::from(content))
+    Ok(content)
 }
 
 fn spool_changed(blob: &SpooledBlob, actual: &Sha256) -> ArchiveError {

@@ -241,10 +241,11 @@ impl PeerClients {
         while let Some(chunk) = stream.message().await.map_err(|status| status.message().to_string())? {
             content.extend_from_slice(&chunk.data);
         }
-        if Sha256::digest(&content) != hash {
+        let content = Bytes::from(content);
+        if crate::archive::sha256_off_executor(&content).await != hash {
             return Err(format!("peer {client_addr} sent bytes that do not hash to {hash}"));
         }
-        Ok(Bytes::from(content))
+        Ok(content)
     }
 }
 

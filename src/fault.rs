@@ -2,6 +2,10 @@
 //! fail, as a dead or read-only disk would, so that tests can watch a running node stop and
 //! say so. Flipped only through `ClusterService.InjectFault` on a node that runs with
 //! `fault_injection = true`; otherwise the switch exists but nothing can reach it.
+//!
+//! Also the test-only fsync switches: `KYSO_UNSAFE_SKIP_FSYNC=raft-log,state,blobs` (any
+//! subset) makes those stores write without fsync, so that the power-loss test can show it
+//! catches a store that forgot to sync. Never set it in production: the node says so loudly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,4 +64,34 @@ impl<S: StateMachine> StateMachine for FaultableState<S> {
         self.fault.check()?;
         self.inner.restore(index, data)
     }
+}
+
+/// A store whose fsync a test may switch off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durable {
+    RaftLog,
+    State,
+    Blobs,
+}
+
+impl Durable {
+    fn name(self) -> &'static str {
+        match self {
+            Durable::RaftLog => "raft-log",
+            Durable::State => "state",
+            Durable::Blobs => "blobs",
+        }
+    }
+}
+
+/// The environment variable of the test-only fsync switches.
+pub const SKIP_FSYNC_VARIABLE: &str = "KYSO_UNSAFE_SKIP_FSYNC";
+
+/// Whether `KYSO_UNSAFE_SKIP_FSYNC` names `store` (logged as an error when it does).
+pub fn skips_fsync(store: Durable) -> bool {
+    let skipped = std::env::var(SKIP_FSYNC_VARIABLE).is_ok_and(|value| value.split(',').any(|name| name.trim() == store.name()));
+    if skipped {
+        tracing::error!(store = store.name(), "{SKIP_FSYNC_VARIABLE}: this store writes WITHOUT fsync; a power loss loses data (tests only)");
+    }
+    skipped
 }

@@ -73,7 +73,11 @@ impl Node {
         }
         prepare_data_dir(&config.data_dir)?;
         check_private_key_files(config)?;
-        let state = Arc::new(StateStore::open_with_cache(&config.data_dir.join("state.redb"), config.limits.state_cache_size_bytes_max)?);
+        let mut state = StateStore::open_with_cache(&config.data_dir.join("state.redb"), config.limits.state_cache_size_bytes_max)?;
+        if crate::fault::skips_fsync(crate::fault::Durable::State) {
+            state = state.without_fsync();
+        }
+        let state = Arc::new(state);
         let blobs = open_blob_store(config).await?;
         let master_key = MasterKey::load_or_create(&config.master_key_path())
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
@@ -104,6 +108,7 @@ impl Node {
                     .with_context(|| format!("cannot bind Raft peer address {}", cluster.raft_addr))?;
                 let mut raft_config = raft_config(config, cluster, grpc_addr, raft_listener.local_addr()?);
                 raft_config.peer_tls = tls.to_peer_ports.clone();
+                raft_config.unsafe_skip_log_fsync = crate::fault::skips_fsync(crate::fault::Durable::RaftLog);
                 let faultable = Arc::new(FaultableState::new(state.clone(), storage_fault.clone()));
                 let node = RaftNode::start(raft_config, faultable).await.context("cannot start the Raft node")?;
                 let peers = Arc::new(PeerClients::new(tls.to_client_ports.clone(), tls.to_peer_ports.clone()));
@@ -202,7 +207,10 @@ async fn open_blob_store(config: &Config) -> anyhow::Result<BlobStore> {
     let spool = Spool::open(&config.data_dir.join("spool"))?;
     let limits = WriteLimits::from_limits(&config.limits);
     match &config.storage {
-        StorageConfig::Local => Ok(BlobStore::local(&config.data_dir.join("blobs"), spool, limits)?),
+        StorageConfig::Local => {
+            let fsync = !crate::fault::skips_fsync(crate::fault::Durable::Blobs);
+            Ok(BlobStore::local_with_fsync(&config.data_dir.join("blobs"), spool, limits, fsync)?)
+        }
         StorageConfig::S3(s3_config) => {
             let (store, location) = s3::open(s3_config, &config.data_dir)?;
             let blobs = BlobStore::new(store, location.clone(), spool, limits);

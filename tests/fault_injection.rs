@@ -2,7 +2,10 @@
 //! nemesis kills, pauses, partitions, replaces and restarts nodes; then a checker over the
 //! history and every node's final state.
 //!
-//! CI runs a short run (3 nodes, KYSO_FAULT_SECONDS, default 60 s of faults). A soak:
+//! Every node's data directory lives on a FUSE filesystem that keeps unsynced writes in
+//! memory (`kyso-testfs`); a power loss drops them for every node at once, then kills them.
+//! CI runs a short run (3 nodes, KYSO_FAULT_SECONDS, default 60 s of faults) and a run of
+//! power losses only (3 nodes, KYSO_POWER_LOSS_SECONDS, default 30 s). A soak:
 //! `KYSO_FAULT_NODES=5 KYSO_FAULT_SECONDS=1800 cargo test --release --test fault_injection -- --nocapture`.
 //! Replay a schedule with `KYSO_FAULT_SEED=<seed>`.
 
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use fault::history::History;
-use fault::nemesis::{schedule, Cluster};
+use fault::nemesis::{power_loss_schedule, schedule, Cluster};
 use fault::workload::{Client, Pool, AGENCY};
 use kyso::crypto::KeyAlgorithm;
 use kyso_proto::v1 as pb;
@@ -56,18 +59,48 @@ async fn sample_checkpoints(urls: Vec<String>, tls: tonic::transport::ClientTlsC
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nothing_acknowledged_is_lost_under_faults() {
+    let seconds = env_u64("KYSO_FAULT_SECONDS", 60);
+    run(env_u64("KYSO_FAULT_NODES", 3) as usize, seconds, "", schedule).await;
+}
+
+/// Power losses only, every few seconds, on a filesystem that drops unsynced writes: the
+/// run CI uses to prove that every store syncs what it acknowledges. Compaction is frequent,
+/// so that a state store that lost applied entries cannot be saved by the Raft log.
+/// `KYSO_UNSAFE_SKIP_FSYNC=raft-log` (or `state`, `blobs`) must make it fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_acknowledged_is_lost_across_power_losses() {
+    let seconds = env_u64("KYSO_POWER_LOSS_SECONDS", 30);
+    run(3, seconds, "compaction_interval_entries = 50\nlog_retained_entries = 10\n", power_loss_schedule).await;
+}
+
+/// Where the nodes live: a [`kyso_testfs::LazyFs`] over `backing/`, mounted at `mnt/`. Only
+/// the nodes' data directories cache unsynced writes; the harness's own files (PKI,
+/// configs, logs) are written through, as an operator's provisioning would sync them.
+fn mount_lazy(dir: &std::path::Path) -> (kyso_testfs::Mounted, std::path::PathBuf) {
+    let (backing, mountpoint) = (dir.join("backing"), dir.join("mnt"));
+    std::fs::create_dir_all(&backing).unwrap();
+    std::fs::create_dir_all(&mountpoint).unwrap();
+    let lazy = |path: &std::path::Path| path.components().any(|part| part.as_os_str() == "data");
+    let mounted = kyso_testfs::LazyFs::mount(&backing, &mountpoint, lazy)
+        .expect("mounting the test filesystem needs /dev/fuse and root (scripts/test.sh runs as root in CI)");
+    (mounted, mountpoint)
+}
+
+async fn run(node_count: usize, run_seconds: u64, extra_cluster_toml: &str, make_schedule: fn(u64, usize, usize) -> Vec<fault::nemesis::Fault>) {
     let seed = env_u64("KYSO_FAULT_SEED", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 % 1_000_000);
-    let node_count = env_u64("KYSO_FAULT_NODES", 3) as usize;
-    let run_seconds = env_u64("KYSO_FAULT_SECONDS", 60).min(RUN_SECONDS_MAX);
-    report!("seed {seed} (replay with KYSO_FAULT_SEED={seed}), {node_count} nodes, {run_seconds} s");
+    let run_seconds = run_seconds.min(RUN_SECONDS_MAX);
+    let skipped = std::env::var(kyso::fault::SKIP_FSYNC_VARIABLE).unwrap_or_default();
+    report!("seed {seed} (replay with KYSO_FAULT_SEED={seed}), {node_count} nodes, {run_seconds} s, fsync skipped in [{skipped}]");
 
     let dir = tempdir();
-    let layout = ClusterLayout::new(dir.path(), node_count as u64, "");
+    let (mounted, root) = mount_lazy(dir.path());
+    let layout = ClusterLayout::new(&root, node_count as u64, extra_cluster_toml);
     let nodes = layout.start_all_with(|_| "fault_injection = true
 ".to_string());
     let ports = layout.members.iter().map(|&(_, grpc, raft)| (grpc, raft)).collect();
     let ids = layout.members.iter().map(|&(id, _, _)| id).collect();
-    let mut cluster = Cluster { layout, nodes, ids, ports, next_id: node_count as u64 + 1 };
+    let power = mounted.switch.clone();
+    let mut cluster = Cluster { power, layout, nodes, ids, ports, next_id: node_count as u64 + 1 };
     let leader = wait_for_leader(&cluster.nodes, Duration::from_secs(90)).await;
     let signer = register_signer(&cluster.nodes[leader], &cluster.layout.pki.issue(&signer_spec("Đỗ Văn Giang", KeyAlgorithm::EcdsaP256)), &[AGENCY])
         .await
@@ -87,7 +120,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     tasks.push(tokio::spawn(sample_checkpoints(urls.clone(), tls.clone(), until, checkpoints.clone(), seed)));
 
     let mut faults_by_kind = std::collections::BTreeMap::<String, usize>::new();
-    for fault in schedule(seed, node_count, 100_000) {
+    for fault in make_schedule(seed, node_count, 100_000) {
         if Instant::now() + fault.gap + fault.duration > until {
             break;
         }
@@ -128,6 +161,11 @@ async fn nothing_acknowledged_is_lost_under_faults() {
         verdict.duplicates,
         verdict.inconsistent
     );
+    report!("files whose unsynced writes a power loss dropped: {}", mounted.switch.dropped_files());
+    report!("operations of unknown outcome retried with their request id on every node: {}", verdict.retried);
     assert!(verdict.acknowledged > 0, "no operation was acknowledged: the run proves nothing");
     assert_eq!((verdict.lost, verdict.duplicates, verdict.inconsistent), (0, 0, 0), "seed {seed}: see PROBLEM lines and {}", kept.display());
+    // The nodes stop before the filesystem under them is unmounted.
+    drop(cluster);
+    drop(mounted);
 }

@@ -184,7 +184,7 @@ impl<P: Proposer> Kyso<P> {
     async fn fetch_from_peers(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
         let peers = self.peer_blobs.as_ref().expect("checked by the caller");
         let content = peers.fetch(*hash).await.map_err(ServiceError::Unavailable)?;
-        if &Sha256::digest(&content) != hash {
+        if &crate::archive::sha256_off_executor(&content).await != hash {
             return Err(ServiceError::DataLoss(format!("a peer sent bytes that do not hash to {hash}")));
         }
         self.blobs.put(hash, content.clone()).await?;
@@ -252,7 +252,7 @@ impl<P: Proposer> Kyso<P> {
 
     /// Stores a blob replica pushed by another node (hash-checked).
     pub async fn store_replica(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
-        if Sha256::digest(&content) != hash {
+        if crate::archive::sha256_off_executor(&content).await != hash {
             return Err(ServiceError::InvalidArgument(format!("replica bytes do not hash to {hash}")));
         }
         Ok(self.blobs.put(&hash, content).await?)

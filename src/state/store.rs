@@ -128,6 +128,8 @@ pub const DEFAULT_CACHE_SIZE_BYTES: usize = 1024 * 1024 * 1024;
 /// The replicated state of one node.
 pub struct StateStore {
     db: Database,
+    /// TEST ONLY: commit without fsync (see `crate::fault::skips_fsync`).
+    skip_fsync: bool,
 }
 
 impl StateStore {
@@ -166,7 +168,7 @@ impl StateStore {
             }
         }
         txn.commit()?;
-        Ok(StateStore { db })
+        Ok(StateStore { db, skip_fsync: false })
     }
 
     /// The agencies kyso knows by name: those of registered signers and of grants (not
@@ -431,8 +433,22 @@ impl StateStore {
 
     // ----- apply ---------------------------------------------------------------------
 
+    /// TEST ONLY (power-loss tests prove they catch it): commit applies without fsync.
+    pub fn without_fsync(mut self) -> Self {
+        self.skip_fsync = true;
+        self
+    }
+
+    fn begin_apply(&self) -> Result<WriteTransaction, StateError> {
+        let mut txn = self.db.begin_write()?;
+        if self.skip_fsync {
+            txn.set_durability(redb::Durability::None).map_err(|error| StateError::Storage(error.to_string()))?;
+        }
+        Ok(txn)
+    }
+
     fn apply_batch(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_apply()?;
         let mut responses = Vec::with_capacity(entries.len());
         let mut applied = txn.open_table(META)?.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0);
         for entry in entries {
@@ -534,7 +550,7 @@ impl StateStore {
         if snapshot.applied != index {
             return Err(StateError::Corrupt(format!("snapshot holds index {} but was offered as {index}", snapshot.applied)));
         }
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_apply()?;
         txn.delete_table(REQUESTS)?;
         txn.delete_table(DOSSIERS)?;
         txn.delete_table(SIGNERS)?;

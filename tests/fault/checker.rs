@@ -14,7 +14,7 @@ use super::history::{Operation, Outcome};
 const VERIFY_CONCURRENCY: usize = 8;
 /// One call of the final check; beyond this the answer counts as an error.
 const CHECK_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-use super::workload::Pool;
+use super::workload::{Pool, Retry};
 use crate::common::TestNode;
 
 #[derive(Debug, Default)]
@@ -23,6 +23,8 @@ pub struct Verdict {
     pub lost: usize,
     pub duplicates: usize,
     pub inconsistent: usize,
+    /// Operations of unknown outcome sent again (same request id) on every node.
+    pub retried: usize,
     pub problems: Vec<String>,
 }
 
@@ -206,6 +208,8 @@ pub async fn check(nodes: &[TestNode], operations: &[Operation], pool: &Pool, ch
         verdict.problem(|v| &mut v.lost, format!("document {document} of an acknowledged certification cannot be read: {error}"));
     }
 
+    check_archives(nodes, operations, &mut verdict).await;
+
     // Checkpoints seen during the run are all prefixes of the final log.
     let mut store = tlog::MemoryNodeStore::new();
     for (size, leaf) in leaves.iter().enumerate() {
@@ -218,5 +222,118 @@ pub async fn check(nodes: &[TestNode], operations: &[Operation], pool: &Pool, ch
             verdict.problem(|v| &mut v.inconsistent, format!("checkpoint of size {size} is not a prefix of the final log"));
         }
     }
+    // Last, since a retry may apply what never was: it changes the state checked above.
+    retry_unknown(nodes, &pool.unknown, &mut verdict).await;
     verdict
+}
+
+/// Every acknowledged archive, on every node: its dossier lists exactly the archived files,
+/// and every file's bytes read back and hash to its address.
+async fn check_archives(nodes: &[TestNode], operations: &[Operation], verdict: &mut Verdict) {
+    let archived: Vec<&Operation> = operations.iter().filter(|operation| operation.kind == "archive" && operation.outcome == Outcome::Ok).collect();
+    for node in nodes {
+        let client = pb::archive_service_client::ArchiveServiceClient::new(node.channel().await).max_decoding_message_size(16 << 20);
+        let problems: Vec<String> = futures::stream::iter(archived.iter().copied())
+            .map(|operation| {
+                let client = client.clone();
+                async move { check_archive(client, operation).await.err().map(|why| format!("acknowledged archive {} on {}: {why}", operation.request_id, node.grpc_url)) }
+            })
+            .buffer_unordered(VERIFY_CONCURRENCY)
+            .filter_map(|problem| async move { problem })
+            .collect()
+            .await;
+        for problem in problems {
+            verdict.problem(|v| &mut v.lost, problem);
+        }
+    }
+}
+
+async fn check_archive(mut client: pb::archive_service_client::ArchiveServiceClient<tonic::transport::Channel>, operation: &Operation) -> Result<(), String> {
+    let dossier_id = operation.codes.first().ok_or("no dossier id was recorded")?.clone();
+    let dossier = tokio::time::timeout(CHECK_CALL_TIMEOUT, client.get_dossier(pb::GetDossierRequest { dossier_id }))
+        .await
+        .map_err(|_| "dossier read timed out".to_string())?
+        .map_err(|status| format!("dossier unreadable: {:?} {}", status.code(), status.message()))?
+        .into_inner();
+    let mut listed: Vec<String> = dossier.files.iter().map(|file| hex::encode(&file.sha256)).collect();
+    let mut archived = operation.documents.clone();
+    listed.sort();
+    archived.sort();
+    if listed != archived {
+        return Err(format!("dossier lists {listed:?}, the client archived {archived:?}"));
+    }
+    for hash in &archived {
+        let read = tokio::time::timeout(CHECK_CALL_TIMEOUT, async {
+            let mut stream = client.get_blob(pb::GetBlobRequest { sha256: hex::decode(hash).unwrap() }).await?.into_inner();
+            let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+            while let Some(chunk) = stream.message().await? {
+                context.update(&chunk.data);
+            }
+            Ok::<String, tonic::Status>(hex::encode(context.finish()))
+        })
+        .await
+        .map_err(|_| format!("blob {hash} read timed out"))?
+        .map_err(|status| format!("blob {hash} unreadable: {:?} {}", status.code(), status.message()))?;
+        if &read != hash {
+            return Err(format!("blob {hash} reads back as bytes hashing to {read}"));
+        }
+    }
+    Ok(())
+}
+
+/// Attempts per node to get a definite answer to a retried request.
+const RETRY_ATTEMPTS_MAX: u32 = 10;
+
+/// Sends every request whose outcome was unknown again, with its request id, to every
+/// node: each must give one definite outcome, the same on every node.
+async fn retry_unknown(nodes: &[TestNode], unknown: &[(String, Retry)], verdict: &mut Verdict) {
+    for (request_id, retry) in unknown {
+        let mut answers = Vec::new();
+        for node in nodes {
+            answers.push(definite_answer(node, retry).await);
+        }
+        verdict.retried += 1;
+        if answers.iter().any(|answer| answer.is_none()) {
+            verdict.problem(|v| &mut v.inconsistent, format!("retried {request_id}: no definite outcome from every node: {answers:?}"));
+        } else if answers.iter().any(|answer| answer != &answers[0]) {
+            verdict.problem(|v| &mut v.inconsistent, format!("retried {request_id}: nodes answer differently: {answers:?}"));
+        }
+    }
+}
+
+/// The outcome of `retry` on `node` as comparable text, or None if every attempt ended
+/// without one (unavailable, unknown, timeout).
+async fn definite_answer(node: &TestNode, retry: &Retry) -> Option<String> {
+    for _ in 0..RETRY_ATTEMPTS_MAX {
+        let channel = node.channel().await;
+        let answer = tokio::time::timeout(CHECK_CALL_TIMEOUT, send(channel, retry)).await.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("checker timeout")));
+        match answer {
+            Ok(text) => return Some(text),
+            Err(status) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded | tonic::Code::ResourceExhausted) => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(status) => return Some(format!("refused {:?}", status.code())),
+        }
+    }
+    None
+}
+
+async fn send(channel: tonic::transport::Channel, retry: &Retry) -> Result<String, tonic::Status> {
+    let mut signing = pb::signing_service_client::SigningServiceClient::new(channel.clone());
+    Ok(match retry.clone() {
+        Retry::Archive(messages) => {
+            let mut archive = pb::archive_service_client::ArchiveServiceClient::new(channel);
+            format!("dossier {}", archive.upload_dossier(futures::stream::iter(messages)).await?.into_inner().dossier_id)
+        }
+        Retry::Certify(request) => format!("codes {}", signing.certify(request).await?.into_inner().lookup_code),
+        Retry::CertifyBatch(request) => {
+            let mut codes: Vec<String> = signing.certify_batch(request).await?.into_inner().certifications.into_iter().map(|c| c.lookup_code).collect();
+            codes.sort();
+            format!("codes {}", codes.join(","))
+        }
+        Retry::Revoke(request) => {
+            let revoked = signing.revoke_certification(request).await?.into_inner();
+            format!("revoked {}", revoked.lookup_code)
+        }
+    })
 }

@@ -60,8 +60,23 @@ pub fn schedule(seed: u64, nodes: usize, faults_max: usize) -> Vec<Fault> {
         .collect()
 }
 
+/// A schedule of power losses only, one every few seconds, for the bounded power-loss
+/// run: each drops every node's unsynced writes at once and then kills every node.
+pub fn power_loss_schedule(seed: u64, nodes: usize, faults_max: usize) -> Vec<Fault> {
+    let mut rng = Rng::new(seed);
+    (0..faults_max)
+        .map(|_| {
+            // An even target makes `hard()` true: a power loss, never a clean restart.
+            let target = (rng.below(nodes as u64) as usize / 2) * 2;
+            Fault { gap: rng.millis(2_000, 4_000), kind: FaultKind::RestartAll, target, duration: Duration::ZERO }
+        })
+        .collect()
+}
+
 /// The nodes under test, their current Raft ids and the layout to restart them.
 pub struct Cluster {
+    /// The power of the filesystem every node's data directory lives on.
+    pub power: kyso_testfs::PowerSwitch,
     pub layout: ClusterLayout,
     pub nodes: Vec<TestNode>,
     pub ids: Vec<u64>,
@@ -203,14 +218,20 @@ impl Cluster {
                 self.replace_member(target, history).await;
             }
             FaultKind::RestartAll => {
-                let (description, halt): (&str, fn(&mut TestNode)) = if fault.hard() {
-                    ("power loss: kill -9 every node at once, then start them all", TestNode::kill)
+                if fault.hard() {
+                    // The filesystem drops every unsynced write of every node at once and
+                    // refuses writes until the power is back; only then are the nodes killed.
+                    let files = self.power.power_loss();
+                    history.fault(format!("power loss: unsynced writes of every node dropped ({files} files), kill -9 every node, start them all"));
+                    for node in self.nodes.iter_mut() {
+                        node.kill();
+                    }
+                    self.power.power_on();
                 } else {
-                    ("restart the whole cluster (SIGTERM)", TestNode::stop)
-                };
-                history.fault(description.into());
-                for node in self.nodes.iter_mut() {
-                    halt(node);
+                    history.fault("restart the whole cluster (SIGTERM)".into());
+                    for node in self.nodes.iter_mut() {
+                        node.stop();
+                    }
                 }
                 for node in self.nodes.iter_mut() {
                     node.start_again();

@@ -34,6 +34,18 @@ pub struct Pool {
     pub revoke_claimed: HashSet<String>,
     /// Acknowledged revocations: code -> acknowledged at ms.
     pub revoked: HashMap<String, u64>,
+    /// Requests whose outcome the client never learned, kept whole so that the checker can
+    /// send each again with the same request id once the cluster is healed.
+    pub unknown: Vec<(String, Retry)>,
+}
+
+/// A request to send again, exactly as first sent.
+#[derive(Clone)]
+pub enum Retry {
+    Archive(Vec<pb::UploadDossierRequest>),
+    Certify(pb::CertifyRequest),
+    CertifyBatch(pb::CertifyBatchRequest),
+    Revoke(pb::RevokeCertificationRequest),
 }
 
 pub struct Client {
@@ -110,6 +122,12 @@ impl Client {
         }
     }
 
+    fn keep_if_unknown(&self, outcome: &Outcome, request_id: &str, retry: Retry) {
+        if *outcome == Outcome::Unknown {
+            self.pool.lock().unwrap().unknown.push((request_id.to_string(), retry));
+        }
+    }
+
     fn finish(&mut self, kind: &'static str, request_id: String, node: usize, invoked_ms: u64, outcome: Outcome, documents: Vec<String>, codes: Vec<String>, detail: String) {
         self.unreachable = outcome == Outcome::Error && detail.starts_with(CONNECT_FAILED);
         self.history.record(Operation {
@@ -134,16 +152,18 @@ impl Client {
         let messages = crate::common::upload_messages(&request_id, AGENCY, &files, 16 * 1024);
         let mut client = pb::archive_service_client::ArchiveServiceClient::new(self.channel(node));
         let invoked = self.history.now_ms();
-        let result = tokio::time::timeout(OPERATION_TIMEOUT, client.upload_dossier(futures::stream::iter(messages))).await;
-        let (outcome, detail) = match result {
-            Ok(Ok(_)) => {
+        let result = tokio::time::timeout(OPERATION_TIMEOUT, client.upload_dossier(futures::stream::iter(messages.clone()))).await;
+        // An acknowledged archive records its dossier id as its one code.
+        let (outcome, codes, detail) = match result {
+            Ok(Ok(response)) => {
                 self.pool.lock().unwrap().uncertified.extend(hashes.iter().cloned());
-                (Outcome::Ok, String::new())
+                (Outcome::Ok, vec![response.into_inner().dossier_id], String::new())
             }
-            Ok(Err(status)) => (classify(&status), status.message().to_string()),
-            Err(_) => (Outcome::Unknown, "client timeout".into()),
+            Ok(Err(status)) => (classify(&status), vec![], status.message().to_string()),
+            Err(_) => (Outcome::Unknown, vec![], "client timeout".into()),
         };
-        self.finish("archive", request_id, node, invoked, outcome, hashes, vec![], detail);
+        self.keep_if_unknown(&outcome, &request_id, Retry::Archive(messages));
+        self.finish("archive", request_id, node, invoked, outcome, hashes, codes, detail);
     }
 
     async fn certify(&mut self, node: usize, count: usize) {
@@ -171,12 +191,15 @@ impl Client {
             .collect();
         let mut client = pb::signing_service_client::SigningServiceClient::new(self.channel(node));
         let invoked = self.history.now_ms();
-        let (kind, result) = if items.len() == 1 {
+        let (kind, retry, result) = if items.len() == 1 {
             let item = items.into_iter().next().unwrap();
-            ("certify", tokio::time::timeout(OPERATION_TIMEOUT, client.certify(item)).await.map(|result| result.map(|response| vec![response.into_inner()])))
+            let retry = Retry::Certify(item.clone());
+            ("certify", retry, tokio::time::timeout(OPERATION_TIMEOUT, client.certify(item)).await.map(|result| result.map(|response| vec![response.into_inner()])))
         } else {
             let batch = pb::CertifyBatchRequest { request_id: request_id.clone(), items, pin: crate::common::TEST_PIN.into() };
-            ("certify_batch", tokio::time::timeout(OPERATION_TIMEOUT, client.certify_batch(batch)).await.map(|result| result.map(|response| response.into_inner().certifications)))
+            let retry = Retry::CertifyBatch(batch.clone());
+            let answer = tokio::time::timeout(OPERATION_TIMEOUT, client.certify_batch(batch)).await;
+            ("certify_batch", retry, answer.map(|result| result.map(|response| response.into_inner().certifications)))
         };
         let (outcome, codes, detail) = match result {
             Ok(Ok(certifications)) => {
@@ -190,6 +213,7 @@ impl Client {
             Ok(Err(status)) => (classify(&status), vec![], status.message().to_string()),
             Err(_) => (Outcome::Unknown, vec![], "client timeout".into()),
         };
+        self.keep_if_unknown(&outcome, &request_id, retry);
         self.finish(kind, request_id, node, invoked, outcome, documents, codes, detail);
     }
 
@@ -210,6 +234,7 @@ impl Client {
         let mut client = pb::signing_service_client::SigningServiceClient::new(self.channel(node));
         let invoked = self.history.now_ms();
         let request = pb::RevokeCertificationRequest { request_id: request_id.clone(), lookup_code: code.clone(), reason: format!("fault test {request_id}") };
+        let retry = Retry::Revoke(request.clone());
         let (outcome, detail) = match tokio::time::timeout(OPERATION_TIMEOUT, client.revoke_certification(request)).await {
             Ok(Ok(_)) => {
                 let now = self.history.now_ms();
@@ -219,6 +244,7 @@ impl Client {
             Ok(Err(status)) => (classify(&status), status.message().to_string()),
             Err(_) => (Outcome::Unknown, "client timeout".into()),
         };
+        self.keep_if_unknown(&outcome, &request_id, retry);
         self.finish("revoke", request_id, node, invoked, outcome, vec![], vec![code], detail);
     }
 

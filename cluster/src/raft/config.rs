@@ -76,6 +76,8 @@ pub struct RaftConfig {
     /// its client identity); `None` dials `http://`. The serving side is the embedder's:
     /// it serves [`super::RaftNode::peer_service`] behind its own TLS acceptor.
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// TEST ONLY (power-loss tests prove they catch it): write the log without fsync.
+    pub unsafe_skip_log_fsync: bool,
 }
 
 impl RaftConfig {
@@ -113,6 +115,7 @@ impl RaftConfig {
             admin_timeout: Duration::from_secs(10),
             driver: DriverConfig::default(),
             peer_tls: None,
+            unsafe_skip_log_fsync: false,
         }
     }
 

@@ -505,7 +505,7 @@ fn initial_status(id: u64) -> NodeStatus {
 }
 
 fn open_replica<S: StateMachine>(config: &RaftConfig, state: Arc<S>) -> Result<Replica<S, EngineLog>, String> {
-    let log = EngineLog::open(&config.data_dir).map_err(|error| error.to_string())?;
+    let log = EngineLog::open_with(&config.data_dir, config.unsafe_skip_log_fsync).map_err(|error| error.to_string())?;
     let replica_config = ReplicaConfig {
         id: config.id,
         election_ticks: config.election_ticks,
