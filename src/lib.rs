@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod domain;
 pub mod lookup;
 pub mod node;
+pub mod pdf;
 pub mod service;
 pub mod state;
 pub mod tlog;

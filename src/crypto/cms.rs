@@ -246,6 +246,17 @@ pub fn sign_detached(
     signer_chain_der: &[Vec<u8>],
     key: &SigningKey,
 ) -> Result<Vec<u8>, CmsError> {
+    sign_detached_parts(&[content], signing_time_unix, signer_chain_der, key)
+}
+
+/// [`sign_detached`] over content given as consecutive parts: a PDF signature covers the
+/// file except its /Contents hole, two byte ranges that are never copied together.
+pub fn sign_detached_parts(
+    content_parts: &[&[u8]],
+    signing_time_unix: i64,
+    signer_chain_der: &[Vec<u8>],
+    key: &SigningKey,
+) -> Result<Vec<u8>, CmsError> {
     let leaf_der = signer_chain_der.first().ok_or(CmsError::SignerChainEmpty)?;
     if signer_chain_der.len() > CHAIN_LENGTH_MAX {
         return Err(CertError::ChainTooLong {
@@ -267,7 +278,7 @@ pub fn sign_detached(
     let leaf = &certificates[0];
     let suite = suite(key.algorithm());
 
-    let content_digest = digest::digest(suite.digest, content);
+    let content_digest = digest_parts(suite.digest, content_parts);
     let signed_attributes =
         signed_attributes(content_digest.as_ref(), signing_time_unix, leaf_der, leaf)?;
     // `SetOfVec` encodes with the SET tag (0x31), which is what RFC 5652 section 5.4 says to
@@ -325,6 +336,11 @@ pub fn sign_detached(
 /// `cert::validate_chain` on the signer's chain at `signing_time_unix` (or at the time it
 /// recorded) against its trust anchors.
 pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, CmsError> {
+    verify_detached_parts(cms_der, &[content])
+}
+
+/// [`verify_detached`] over content given as consecutive parts (see [`sign_detached_parts`]).
+pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<VerifiedCms, CmsError> {
     if cms_der.len() > CMS_SIZE_BYTES_MAX {
         return Err(CmsError::TooLarge {
             size_bytes: cms_der.len(),
@@ -364,7 +380,7 @@ pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, Cm
         .signed_attributes
         .ok_or(CmsError::SignedAttributesMissing)?;
     check_content_type_attribute(attributes)?;
-    check_message_digest_attribute(attributes, suite.digest, content)?;
+    check_message_digest_attribute(attributes, suite.digest, content_parts)?;
 
     check_signature_value(raw_attributes, signer_info, &signer_certificate, &suite)?;
     check_signing_certificate_attribute(attributes, signer_cert_der, signer_id)?;
@@ -396,6 +412,14 @@ fn check_signature_value(
     signature::UnparsedPublicKey::new(suite.verification, public_key)
         .verify(&signed_bytes, signer_info.signature.as_bytes())
         .map_err(|_| CmsError::SignatureInvalid)
+}
+
+fn digest_parts(algorithm: &'static digest::Algorithm, parts: &[&[u8]]) -> digest::Digest {
+    let mut context = digest::Context::new(algorithm);
+    for part in parts {
+        context.update(part);
+    }
+    context.finish()
 }
 
 fn malformed(error: der::Error) -> CmsError {
@@ -606,12 +630,12 @@ fn check_content_type_attribute(attributes: &SignedAttributes) -> Result<(), Cms
 fn check_message_digest_attribute(
     attributes: &SignedAttributes,
     digest_algorithm: &'static digest::Algorithm,
-    content: &[u8],
+    content_parts: &[&[u8]],
 ) -> Result<(), CmsError> {
     const NAME: &str = "message-digest";
     let value = single_attribute_value(attributes, OID_MESSAGE_DIGEST, NAME)?;
     let claimed: OctetString = decode_attribute(value, NAME)?;
-    let actual = digest::digest(digest_algorithm, content);
+    let actual = digest_parts(digest_algorithm, content_parts);
     if claimed.as_bytes() != actual.as_ref() {
         return Err(CmsError::DigestMismatch);
     }
