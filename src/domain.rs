@@ -143,9 +143,25 @@ pub struct Certification {
     /// Detached CMS SignedData, DER.
     pub cms_der: Vec<u8>,
     pub revocation: Option<Revocation>,
+    /// The certified PDF the citizen receives (a PDF, JPEG or PNG scan); `None` for other
+    /// files and for signatures made on the signer's own token.
+    pub delivered_pdf: Option<DeliveredPdf>,
 }
 
-pub const CERTIFICATION_RECORD_VERSION: u8 = 1;
+/// Version 2 added the delivered PDF and its register number.
+pub const CERTIFICATION_RECORD_VERSION: u8 = 2;
+
+/// The certified PDF a certification delivered and its entry in the agency's register
+/// (sổ chứng thực). The PDF is a blob of its own, addressed by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredPdf {
+    pub sha256: Sha256,
+    pub size_bytes: u64,
+    /// The register's year (Vietnam time of the signing).
+    pub register_year: i64,
+    /// The number in the agency's register for that year: 1, 2, 3… without gaps.
+    pub register_number: u64,
+}
 
 /// Wrong PINs in a row after which a signer's server-held key locks until an admin unlocks
 /// it. A constant, not configuration: every replica must lock at the same count.

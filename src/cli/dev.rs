@@ -199,12 +199,14 @@ fn ensure_sample(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("giay-khai-sinh.pdf");
     if !path.exists() {
-        std::fs::write(&path, sample_pdf())?;
+        std::fs::write(&path, sample_pdf("kyso dev sample"))?;
     }
     Ok(path)
 }
 
-fn sample_pdf() -> Vec<u8> {
+/// A one-page PDF with a correct cross-reference table; `note` (one line) goes into a
+/// comment after the header, so that tests can make distinct documents.
+pub fn sample_pdf(note: &str) -> Vec<u8> {
     let text = "BT /F1 18 Tf 72 720 Td (Giay khai sinh - ban sao mau) Tj ET";
     let objects = [
         "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
@@ -213,7 +215,7 @@ fn sample_pdf() -> Vec<u8> {
         format!("<< /Length {} >>\nstream\n{}\nendstream", text.len(), text),
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
     ];
-    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut pdf = format!("%PDF-1.7\n% {}\n", note.replace(['\r', '\n'], " ")).into_bytes();
     let mut offsets = Vec::new();
     for (number, body) in objects.iter().enumerate() {
         offsets.push(pdf.len());

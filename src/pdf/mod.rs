@@ -79,6 +79,11 @@ pub enum PdfError {
     Font(String),
 }
 
+/// The year in Vietnam at `unix`: the year of the register a certification is numbered in.
+pub fn vietnam_year(unix: i64) -> i64 {
+    block::vietnam_date(unix).2
+}
+
 /// Builds the document a certification signs, before any signature: the scan as a PDF
 /// (an image becomes an A4 page) with the certification block added as an incremental
 /// update. A PDF scan's own bytes stay its prefix.
