@@ -151,6 +151,21 @@ pub struct Certification {
 /// Version 2 added the delivered PDF and its register number.
 pub const CERTIFICATION_RECORD_VERSION: u8 = 2;
 
+/// An agency's organisation certificate and its key, for the agency's signature on its
+/// certified PDFs. The key is sealed under the master key alone (associated data: the
+/// agency id); kyso opens it only while making a certification whose performer has just
+/// signed the same PDF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgencySeal {
+    pub agency_id: String,
+    /// RFC 4514 subject of the organisation certificate.
+    pub subject: String,
+    /// DER certificates, leaf first.
+    pub chain_der: Vec<Vec<u8>>,
+    pub sealed_key: Vec<u8>,
+    pub registered_at_unix: i64,
+}
+
 /// The certified PDF a certification delivered and its entry in the agency's register
 /// (sổ chứng thực). The PDF is a blob of its own, addressed by its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -313,8 +313,13 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
     };
     if let Some(dir) = &args.signature_dir {
         std::fs::create_dir_all(dir)?;
+        let archive = channel(&args.connection).await?;
         for certification in &certifications {
             std::fs::write(dir.join(format!("{}.p7s", certification.lookup_code)), &certification.cms_signature)?;
+            if !certification.delivered_pdf_sha256.is_empty() {
+                let pdf = download_blob(archive.clone(), &certification.delivered_pdf_sha256).await?;
+                std::fs::write(dir.join(format!("{}.pdf", certification.lookup_code)), pdf)?;
+            }
         }
     }
     if args.connection.json {
@@ -327,9 +332,29 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
                 certification.lookup_code,
                 certification.cms_signature.len()
             );
+            if !certification.delivered_pdf_sha256.is_empty() {
+                println!(
+                    "  certified pdf {}  register {}/{}{}",
+                    hex::encode(&certification.delivered_pdf_sha256),
+                    certification.register_number,
+                    certification.register_year,
+                    args.signature_dir.as_ref().map(|dir| format!("  saved as {}", dir.join(format!("{}.pdf", certification.lookup_code)).display())).unwrap_or_default()
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// A blob's bytes through ArchiveService.GetBlob (the node checks its hash as it streams).
+async fn download_blob(channel: tonic::transport::Channel, sha256: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut client = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX);
+    let mut stream = client.get_blob(pb::GetBlobRequest { sha256: sha256.to_vec() }).await.map_err(status_error)?.into_inner();
+    let mut content = Vec::new();
+    while let Some(chunk) = stream.message().await.map_err(status_error)? {
+        content.extend_from_slice(&chunk.data);
+    }
+    Ok(content)
 }
 
 fn certification_json(certification: &pb::Certification) -> serde_json::Value {
@@ -341,6 +366,9 @@ fn certification_json(certification: &pb::Certification) -> serde_json::Value {
         "signer_id": certification.signer_id,
         "dossier_id": certification.dossier_id,
         "signed_at_unix": certification.signed_at_unix,
+        "delivered_pdf_sha256": hex::encode(&certification.delivered_pdf_sha256),
+        "register_year": certification.register_year,
+        "register_number": certification.register_number,
         "status": pb::CertificationStatus::try_from(certification.status).map(|status| status.as_str_name()).unwrap_or("UNKNOWN"),
         "revocation_reason": certification.revocation_reason,
         "revoked_at_unix": certification.revoked_at_unix,

@@ -17,9 +17,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kyso_cluster::Proposer;
 
-use super::{Kyso, ServiceError};
+use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
 use crate::crypto::{self, SigningKey};
-use crate::domain::{Certification, DeliveredPdf, Sha256, Signer};
+use crate::access::{Caller, Role};
+use crate::domain::{AgencySeal, Certification, DeliveredPdf, Sha256, Signer};
+use crate::state::{Command, Outcome};
 use crate::pdf::{self, Block, BlockPlacement, BlockText, PdfError, ScanFormat, SignatureFields};
 
 /// Attempts at numbering one batch before the caller hears UNAVAILABLE.
@@ -70,13 +72,59 @@ impl<P: Proposer> Kyso<P> {
             };
             next.insert(slot, number + 1);
             let block = self.block(certification, &item.signer, year, number);
-            let delivered = sign_pdf(item.document.clone(), block, certification.signed_at_unix, item.signer.chain_der.clone(), item.key.clone()).await?;
+            let agency = self.agency_signer(&certification.agency_id)?;
+            let performer = (item.signer.chain_der.clone(), item.key.clone());
+            let delivered = sign_pdf(item.document.clone(), block, certification.signed_at_unix, performer, agency).await?;
             let hash = Sha256::digest(&delivered);
             let size_bytes = delivered.len() as u64;
             self.store_delivered(hash, Bytes::from(delivered)).await?;
             certification.delivered_pdf = Some(DeliveredPdf { sha256: hash, size_bytes, register_year: year, register_number: number });
         }
         Ok(())
+    }
+
+    /// Registers (or replaces) an agency's organisation certificate and key. Admin only.
+    /// The chain must be valid now; the key is sealed under the master key alone, bound
+    /// to the agency id.
+    pub async fn register_agency_seal(&self, caller: &Caller, request_id: &str, agency_id: &str, certificate_chain: &[u8], private_key: &[u8]) -> Result<AgencySeal, ServiceError> {
+        require_role(caller, Role::Admin, "registering an agency's organisation certificate")?;
+        validate::request_id(request_id)?;
+        validate::identifier("agency_id", agency_id)?;
+        let request_fingerprint = fingerprint(&[b"register-agency-seal", agency_id.as_bytes(), certificate_chain, &Sha256::digest(private_key).0]);
+        if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint).await? {
+            return expect_seal(outcome);
+        }
+        let chain = crypto::parse_certificates(certificate_chain)?;
+        let validated = crypto::validate_chain(&chain, &self.trust, now_unix())?;
+        let key = SigningKey::from_pem(private_key)
+            .or_else(|_| SigningKey::from_pkcs8_der(private_key))
+            .map_err(|error| ServiceError::InvalidArgument(format!("the agency's private key is not usable: {error}")))?;
+        if !key.public_key_matches(&validated.chain_der[0]) {
+            return Err(ServiceError::InvalidArgument("the agency's private key does not match its certificate; send the key issued with it".into()));
+        }
+        let pkcs8 = super::signing::pkcs8_der(private_key)?;
+        let sealed_key = crypto::seal(&self.master_key, &seal_associated_data(agency_id), &pkcs8)
+            .map_err(|error| ServiceError::Internal(format!("cannot seal the agency key: {error}")))?;
+        let seal = AgencySeal {
+            agency_id: agency_id.to_string(),
+            subject: validated.subject,
+            chain_der: validated.chain_der,
+            sealed_key,
+            registered_at_unix: now_unix(),
+        };
+        expect_seal(self.propose(&caller.actor, request_id, request_fingerprint, Command::RegisterAgencySeal(seal)).await?)
+    }
+
+    /// The agency's chain and opened key, when it has a seal. Called only from
+    /// `deliver_pdfs`, after the performer's key was unlocked for the same certification.
+    fn agency_signer(&self, agency_id: &str) -> Result<Option<(Vec<Vec<u8>>, Arc<SigningKey>)>, ServiceError> {
+        let Some(seal) = self.state.agency_seal(agency_id)? else {
+            return Ok(None);
+        };
+        let pkcs8 = crypto::open(&self.master_key, &seal_associated_data(agency_id), &seal.sealed_key)
+            .map_err(|error| ServiceError::FailedPrecondition(format!("the key of agency {agency_id} cannot be unsealed: {error}; register the agency certificate again")))?;
+        let key = SigningKey::from_pkcs8_der(&pkcs8).map_err(|error| ServiceError::Internal(format!("sealed agency key is unusable: {error}")))?;
+        Ok(Some((seal.chain_der, Arc::new(key))))
     }
 
     fn block(&self, certification: &Certification, signer: &Signer, year: i64, number: u64) -> Block {
@@ -117,27 +165,50 @@ pub(crate) fn delivers_pdf(document: &[u8]) -> bool {
     ScanFormat::sniff(document).is_some()
 }
 
-/// Builds the PDF and signs it as the performer, on a blocking thread; checks the CMS over
-/// the signed ranges before returning.
-async fn sign_pdf(document: Bytes, block: Block, signed_at_unix: i64, chain_der: Vec<Vec<u8>>, key: Arc<SigningKey>) -> Result<Vec<u8>, ServiceError> {
+type ChainAndKey = (Vec<Vec<u8>>, Arc<SigningKey>);
+
+/// Builds the PDF and signs it as the performer, then (when the agency has a seal) as the
+/// agency, on a blocking thread; each CMS is checked over its ranges before it is kept.
+async fn sign_pdf(document: Bytes, block: Block, signed_at_unix: i64, performer: ChainAndKey, agency: Option<ChainAndKey>) -> Result<Vec<u8>, ServiceError> {
     tokio::task::spawn_blocking(move || {
         let unsigned = pdf::build_unsigned(&document, &block).map_err(pdf_error)?;
-        let fields = SignatureFields {
-            field_name: "kyso-performer".into(),
-            signer_name: block.text.performer_name.clone(),
-            reason: "Người thực hiện chứng thực".into(),
-            signed_at_unix,
-            contents_capacity_bytes: chain_der.iter().map(Vec::len).sum::<usize>() + TIMESTAMP_TOKEN_ROOM_BYTES + SIGNATURE_MARGIN_BYTES,
-        };
-        let prepared = pdf::prepare_signature(unsigned, &fields).map_err(pdf_error)?;
-        let cms = crypto::sign_detached_parts(&prepared.signed_parts(), signed_at_unix, &chain_der, &key)
-            .map_err(|error| ServiceError::Internal(format!("signing the pdf failed: {error}")))?;
-        crypto::verify_detached_parts(&cms, &prepared.signed_parts())
-            .map_err(|error| ServiceError::Internal(format!("fresh pdf signature does not verify: {error}")))?;
-        prepared.complete(&cms).map_err(pdf_error)
+        let performer_name = block.text.performer_name.clone();
+        let signed = sign_once(unsigned, "kyso-performer", &performer_name, "Người thực hiện chứng thực", signed_at_unix, &performer)?;
+        match &agency {
+            Some(agency) => sign_once(signed, "kyso-agency", &block.text.agency_name, "Cơ quan thực hiện chứng thực", signed_at_unix, agency),
+            None => Ok(signed),
+        }
     })
     .await
     .map_err(|error| ServiceError::Internal(format!("pdf task failed: {error}")))?
+}
+
+fn sign_once(pdf: Vec<u8>, field_name: &str, signer_name: &str, reason: &str, signed_at_unix: i64, (chain_der, key): &ChainAndKey) -> Result<Vec<u8>, ServiceError> {
+    let fields = SignatureFields {
+        field_name: field_name.into(),
+        signer_name: signer_name.into(),
+        reason: reason.into(),
+        signed_at_unix,
+        contents_capacity_bytes: chain_der.iter().map(Vec::len).sum::<usize>() + TIMESTAMP_TOKEN_ROOM_BYTES + SIGNATURE_MARGIN_BYTES,
+    };
+    let prepared = pdf::prepare_signature(pdf, &fields).map_err(pdf_error)?;
+    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), signed_at_unix, chain_der, key)
+        .map_err(|error| ServiceError::Internal(format!("signing the pdf failed: {error}")))?;
+    crypto::verify_detached_parts(&cms, &prepared.signed_parts())
+        .map_err(|error| ServiceError::Internal(format!("fresh pdf signature does not verify: {error}")))?;
+    prepared.complete(&cms).map_err(pdf_error)
+}
+
+fn seal_associated_data(agency_id: &str) -> Vec<u8> {
+    format!("agency-seal/{agency_id}").into_bytes()
+}
+
+fn expect_seal(outcome: Outcome) -> Result<AgencySeal, ServiceError> {
+    match outcome {
+        Outcome::AgencySeal(seal) => Ok(seal),
+        Outcome::Rejected(rejection) => Err(rejection.into()),
+        other => Err(ServiceError::Internal(format!("unexpected outcome: {other:?}"))),
+    }
 }
 
 /// A scan kyso cannot turn into a certified PDF is the archived document's problem, not

@@ -541,7 +541,7 @@ async fn sign_and_check(
 }
 
 /// Accepts a PKCS#8 key as PEM ("PRIVATE KEY") or DER.
-fn pkcs8_der(input: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
+pub(crate) fn pkcs8_der(input: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
     if input.starts_with(b"-----BEGIN") {
         let block = pem::parse(input)
             .map_err(|error| ServiceError::InvalidArgument(format!("private key PEM is malformed: {error}")))?;

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Actor, Principal};
-use crate::domain::{Certification, Dossier, Sha256, Signer, SignerRevocation, SignerStatus};
+use crate::domain::{AgencySeal, Certification, Dossier, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 
 /// Version of the command encoding this build writes and applies. Version 2 added the
@@ -48,6 +48,8 @@ pub enum Command {
     UnlockSigner { signer_id: String },
     /// The signer re-sealed its key under a new PIN.
     ReplaceSignerKey { signer_id: String, sealed_key: Vec<u8> },
+    /// Registers (or replaces) an agency's organisation certificate and sealed key.
+    RegisterAgencySeal(AgencySeal),
 }
 
 /// Events recorded by [`Command::Audit`].
@@ -72,6 +74,7 @@ pub enum Outcome {
     Audited(u64),
     SignerRevocations(Vec<SignerRevocation>),
     SignerStatus(SignerStatus),
+    AgencySeal(AgencySeal),
 }
 
 /// Why the state machine refused a command (it was applied as a no-op).

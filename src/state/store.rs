@@ -17,7 +17,7 @@ use super::command::{AuditEvent, Command, CommandEnvelope, Outcome, Rejection};
 use super::leaf::{LogEvent, LogLeaf};
 use crate::access::{Actor, Principal};
 use crate::tlog;
-use crate::domain::{Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
+use crate::domain::{AgencySeal, Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -41,11 +41,15 @@ const CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("
 /// lookup code of the certification that recorded it (replay detection).
 const SECURITY: TableDefinition<&str, &[u8]> = TableDefinition::new("security");
 /// The agencies' registers (sổ chứng thực): `last/<agency>/<year>` -> the last number
-/// given, `entry/<agency>/<year>/<number, 12 digits>` -> the lookup code it went to.
+/// given, `entry/<agency>/<year>/<number, 12 digits>` -> the lookup code it went to;
+/// and their seals: `seal/<agency>` -> AgencySeal.
 const REGISTER: TableDefinition<&str, &[u8]> = TableDefinition::new("register");
 
 fn register_last_key(agency_id: &str, year: i64) -> String {
     format!("last/{agency_id}/{year}")
+}
+fn agency_seal_key(agency_id: &str) -> String {
+    format!("seal/{agency_id}")
 }
 fn register_entry_key(agency_id: &str, year: i64, number: u64) -> String {
     format!("entry/{agency_id}/{year}/{number:012}")
@@ -348,6 +352,12 @@ impl StateStore {
         Ok(entries)
     }
 
+    /// The agency's organisation certificate and sealed key, when one is registered.
+    pub fn agency_seal(&self, agency_id: &str) -> Result<Option<AgencySeal>, StateError> {
+        let txn = self.db.begin_read()?;
+        txn.open_table(REGISTER)?.get(agency_seal_key(agency_id).as_str())?.map(|value| decode(value.value())).transpose()
+    }
+
     /// The next number of an agency's register for `year` (1 for a fresh register).
     pub fn register_next(&self, agency_id: &str, year: i64) -> Result<u64, StateError> {
         let txn = self.db.begin_read()?;
@@ -609,6 +619,11 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         Command::PinRejected { signer_id } => pin_rejected(txn, actor, &signer_id)?,
         Command::UnlockSigner { signer_id } => unlock_signer(txn, actor, &signer_id)?,
         Command::ReplaceSignerKey { signer_id, sealed_key } => replace_signer_key(txn, actor, &signer_id, sealed_key)?,
+        Command::RegisterAgencySeal(seal) => {
+            // Kept beside the register: both are the agency's, both in the snapshot.
+            txn.open_table(REGISTER)?.insert(agency_seal_key(&seal.agency_id).as_str(), encode(&seal).as_slice())?;
+            Outcome::AgencySeal(seal)
+        }
     };
     // Rejected requests are remembered too: a retry gets the same answer. Except a taken
     // register number: the proposer signs again under the next one, with the same id.
