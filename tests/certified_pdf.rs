@@ -77,6 +77,19 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     let pyhanko = tool("pyhanko", &["sign", "validate", "--trust", pki.ca_pem_path.to_str().unwrap(), "--trust-replace", "--no-revocation-check", path.to_str().unwrap()]);
     assert!(pyhanko.contains("INTACT:TRUSTED"), "pyhanko:\n{pyhanko}");
 
+    let year = second.register_year.to_string();
+    let (ok, csv, stderr) = kyso_cli_for(&node, &["register", "--server", &node.grpc_url, "--agency", AGENCY, "--year", &year, "--csv"]);
+    assert!(ok, "kyso register --csv: {stderr}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two entries, the refused and the non-scan certifications absent:\n{csv}");
+    assert!(lines[1].starts_with(&format!("1,01/{year}-SCTĐT/BS,{}", first.lookup_code)), "{csv}");
+    assert!(lines[2].starts_with(&format!("2,02/{year}-SCTĐT/BS,{}", second.lookup_code)), "{csv}");
+    let (ok, json, stderr) = kyso_cli_for(&node, &["register", "--server", &node.grpc_url, "--agency", AGENCY, "--year", &year, "--json"]);
+    assert!(ok, "kyso register --json: {stderr}");
+    let rows: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(rows[1]["delivered_pdf_sha256"], hex::encode(&second.delivered_pdf_sha256));
+
     for subject in [pb::verify_request::Subject::File(delivered.clone()), pb::verify_request::Subject::Sha256(second.delivered_pdf_sha256.clone())] {
         let answer = node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.unwrap().into_inner();
         assert_eq!(answer.certifications.len(), 1);

@@ -398,6 +398,24 @@ impl<P: Proposer> GrpcApi<P> {
 #[tonic::async_trait]
 impl<P: Proposer> pb::verification_service_server::VerificationService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
+    async fn list_register(&self, request: Request<pb::ListRegisterRequest>) -> Result<Response<pb::ListRegisterResponse>, Status> {
+        let request = request.into_inner();
+        let page_size = request.page_size as usize;
+        let page = self.bounded(self.kyso.register_page(&request.agency_id, request.year, request.after_number, page_size)).await?;
+        let full = page.len() >= if page_size == 0 { crate::service::certified_pdf::REGISTER_PAGE_ENTRIES_MAX } else { page_size };
+        let next_after_number = if full { page.last().map_or(0, |(number, _, _)| *number) } else { 0 };
+        let entries = page
+            .iter()
+            .map(|(number, label, certification)| pb::RegisterEntry {
+                number: *number,
+                label: label.clone(),
+                certification: Some(convert::certification_to_proto(certification)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListRegisterResponse { entries, next_after_number }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         self.verify_one(request.into_inner()).await.map(Response::new)
     }

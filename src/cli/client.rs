@@ -346,6 +346,81 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Debug, clap::Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The agency whose register to list.
+    #[arg(long)]
+    pub agency: String,
+    /// The register's year (Vietnam time).
+    #[arg(long)]
+    pub year: i64,
+    /// Comma-separated values with a header line instead of text.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+/// Pages fetched for one register listing: 1,000 entries each, so 10 million entries.
+const REGISTER_PAGES_MAX: usize = 10_000;
+
+pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let mut client = pb::verification_service_client::VerificationServiceClient::new(channel(&args.connection).await?)
+        .max_decoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX);
+    let mut entries = Vec::new();
+    let mut after_number = 0;
+    for _ in 0..REGISTER_PAGES_MAX {
+        let request = pb::ListRegisterRequest { agency_id: args.agency.clone(), year: args.year, after_number, page_size: 0 };
+        let page = client.list_register(request).await.map_err(status_error)?.into_inner();
+        entries.extend(page.entries);
+        if page.next_after_number == 0 {
+            break;
+        }
+        after_number = page.next_after_number;
+    }
+    let rows: Vec<serde_json::Value> = entries.iter().map(register_row).collect();
+    if args.connection.json {
+        print_json(json!(rows));
+    } else if args.csv {
+        println!("number,label,lookup_code,kind,signed_at_unix,signer_id,document_sha256,delivered_pdf_sha256,status");
+        for row in &rows {
+            let fields: Vec<String> = ["number", "label", "lookup_code", "kind", "signed_at_unix", "signer_id", "document_sha256", "delivered_pdf_sha256", "status"]
+                .iter()
+                .map(|key| csv_field(&row[key]))
+                .collect();
+            println!("{}", fields.join(","));
+        }
+    } else {
+        println!("register of {} for {}: {} entries", args.agency, args.year, rows.len());
+        for entry in &entries {
+            let certification = entry.certification.clone().unwrap_or_default();
+            println!("  {:>6}  {}  lookup code {}  pdf {}", entry.number, entry.label, certification.lookup_code, hex::encode(&certification.delivered_pdf_sha256));
+        }
+    }
+    Ok(())
+}
+
+fn register_row(entry: &pb::RegisterEntry) -> serde_json::Value {
+    let mut row = certification_json(&entry.certification.clone().unwrap_or_default());
+    row["number"] = json!(entry.number);
+    row["label"] = json!(entry.label);
+    row
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
+fn csv_field(value: &serde_json::Value) -> String {
+    let text = match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
 /// A blob's bytes through ArchiveService.GetBlob (the node checks its hash as it streams).
 async fn download_blob(channel: tonic::transport::Channel, sha256: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut client = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX);

@@ -38,6 +38,8 @@ pub enum Command {
     Certify(client::CertifyArgs),
     /// Verify a document by file, SHA-256 or lookup code.
     Verify(client::VerifyArgs),
+    /// An agency's register (sổ chứng thực) for one year, for an inspector.
+    Register(client::RegisterArgs),
     /// Revoke a certification.
     Revoke(client::RevokeArgs),
     /// Create the keys a cluster shares (master key, log key) and a development PKI in a
@@ -150,6 +152,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archive(args) => client::archive(args).await,
         Command::Certify(args) => client::certify(args).await,
         Command::Verify(args) => client::verify(args).await,
+        Command::Register(args) => client::register(args).await,
         Command::Revoke(args) => client::revoke(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
         Command::Signer(SignerCommand::Unlock(args)) => security::signer_unlock(args).await,

@@ -26,6 +26,8 @@ use crate::pdf::{self, Block, BlockPlacement, BlockText, PdfError, ScanFormat, S
 
 /// Attempts at numbering one batch before the caller hears UNAVAILABLE.
 pub const REGISTER_ATTEMPTS_MAX: usize = 8;
+/// Register entries in one ListRegister page.
+pub const REGISTER_PAGE_ENTRIES_MAX: usize = 1_000;
 /// Bytes reserved in each signature for the timestamp token issue 15 adds.
 const TIMESTAMP_TOKEN_ROOM_BYTES: usize = 8 * 1024;
 /// Bytes reserved beyond the chain and the timestamp: attributes, signature, DER headers.
@@ -127,6 +129,27 @@ impl<P: Proposer> Kyso<P> {
         Ok(Some((seal.chain_der, Arc::new(key))))
     }
 
+    /// A page of an agency's register for `year`: (number, printed label, certification).
+    pub async fn register_page(&self, agency_id: &str, year: i64, after_number: u64, page_size: usize) -> Result<Vec<(u64, String, Certification)>, ServiceError> {
+        validate::identifier("agency_id", agency_id)?;
+        if !(2000..=9999).contains(&year) {
+            return Err(ServiceError::InvalidArgument(format!("year must be 2000-9999, got {year}")));
+        }
+        self.read_barrier().await?;
+        let page_size = if page_size == 0 { REGISTER_PAGE_ENTRIES_MAX } else { page_size.min(REGISTER_PAGE_ENTRIES_MAX) };
+        let format = self.pdf_settings.agencies.get(agency_id).cloned().unwrap_or_default();
+        let mut page = Vec::new();
+        for (number, code) in self.state.register(agency_id, year, after_number, page_size)? {
+            let code = crate::lookup::LookupCode::parse(&code).map_err(|error| ServiceError::DataLoss(format!("register entry {number}: {error}")))?;
+            let certification = self
+                .state
+                .certification(&code)?
+                .ok_or_else(|| ServiceError::DataLoss(format!("register entry {number} names a missing certification {code}")))?;
+            page.push((number, number_label(&format, number, year), certification));
+        }
+        Ok(page)
+    }
+
     fn block(&self, certification: &Certification, signer: &Signer, year: i64, number: u64) -> Block {
         let settings = &self.pdf_settings;
         let agency = settings.agencies.get(&certification.agency_id).cloned().unwrap_or_default();
@@ -134,7 +157,7 @@ impl<P: Proposer> Kyso<P> {
         Block {
             text: BlockText {
                 kind: certification.kind,
-                register_number: agency.number_format.replace("{number}", &format!("{number:02}")).replace("{year}", &year.to_string()),
+                register_number: number_label(&agency, number, year),
                 register_book: agency.book_format.replace("{year}", &year.to_string()),
                 signed_at_unix: certification.signed_at_unix,
                 performer_name: signer.name.clone(),
@@ -158,6 +181,11 @@ impl<P: Proposer> Kyso<P> {
         }
         Ok(())
     }
+}
+
+/// The certification number as the agency prints it.
+fn number_label(agency: &crate::config::AgencyPdfConfig, number: u64, year: i64) -> String {
+    agency.number_format.replace("{number}", &format!("{number:02}")).replace("{year}", &year.to_string())
 }
 
 /// Whether kyso delivers a certified PDF for this scan.

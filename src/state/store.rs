@@ -364,13 +364,15 @@ impl StateStore {
         Ok(read_register_last(&txn.open_table(REGISTER)?, agency_id, year)? + 1)
     }
 
-    /// An agency's register for `year`: (number, lookup code), in number order.
-    pub fn register(&self, agency_id: &str, year: i64) -> Result<Vec<(u64, String)>, StateError> {
+    /// An agency's register for `year`: (number, lookup code), in number order, numbers
+    /// above `after_number`, at most `limit` of them.
+    pub fn register(&self, agency_id: &str, year: i64, after_number: u64, limit: usize) -> Result<Vec<(u64, String)>, StateError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(REGISTER)?;
         let prefix = format!("entry/{agency_id}/{year}/");
+        let start = register_entry_key(agency_id, year, after_number.saturating_add(1));
         let mut entries = Vec::new();
-        for row in table.range(prefix.as_str()..)? {
+        for row in table.range(start.as_str()..)?.take(limit) {
             let (key, value) = row?;
             let Some(number) = key.value().strip_prefix(prefix.as_str()) else { break };
             let number = number.parse().map_err(|_| StateError::Corrupt(format!("register key {:?}", key.value())))?;
