@@ -84,7 +84,7 @@ fn a_50_mb_pdf_is_certified_with_bounded_memory() {
     };
     let prepared = prepare_signature(unsigned, &fields).expect("prepare");
     let key = performer.signing_key().expect("key");
-    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), SIGNED_AT_UNIX, &chain, &key).expect("cms");
+    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), SIGNED_AT_UNIX, &chain, &key, crypto::RsaPadding::Pss).expect("cms");
     let signed = prepared.complete(&cms).expect("complete");
     assert!(signed.starts_with(&scan));
     let peak = peak_resident_bytes();

@@ -66,7 +66,7 @@ fn sign(pdf: Vec<u8>, signer: &IssuedCert, ca: &IssuedCert, field_name: &str, re
     };
     let prepared = prepare_signature(pdf, &fields).expect("prepare");
     let key = signer.signing_key().expect("key");
-    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), SIGNED_AT_UNIX, &chain, &key).expect("cms");
+    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), SIGNED_AT_UNIX, &chain, &key, crypto::RsaPadding::Pss).expect("cms");
     crypto::verify_detached_parts(&cms, &prepared.signed_parts()).expect("fresh cms verifies");
     prepared.complete(&cms).expect("complete")
 }
@@ -332,4 +332,21 @@ fn hostile_pdfs_get_precise_errors() {
     assert!(matches!(build_unsigned(&shifted, &block), Err(PdfError::MalformedXref(_))), "{:?}", build_unsigned(&shifted, &block));
 
     assert!(matches!(build_unsigned(b"%PDF-1.7\n garbage", &block), Err(PdfError::MalformedXref(_)) | Err(PdfError::Unparseable(_))));
+}
+
+#[test]
+fn an_rsa_performer_signs_the_pdf_with_rsassa_pss() {
+    let pki = pki();
+    let key = tool("openssl", &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]);
+    assert!(key.status.success(), "openssl genpkey: {}", text(&key));
+    let key_der = pem::parse(&key.stdout).expect("pem key").into_contents();
+    let performer = devpki::issue_with_key(&CertSpec::signer("Lê Văn Cường", KeyAlgorithm::Rsa, NOT_BEFORE_UNIX, NOT_AFTER_UNIX), &key_der, &pki.ca)
+        .expect("rsa signer");
+    let rsa_pki = Pki { ca: pki.ca.clone(), performer, agency: pki.agency.clone() };
+    let certified = certify(&scanned_pdf(), &block(CertificationKind::CertifiedCopy, BlockPlacement::LastPage), &rsa_pki);
+    // id-RSASSA-PSS (1.2.840.113549.1.1.10), as the hex of /Contents shows it.
+    assert!(certified.windows(22).any(|window| window == b"06092A864886F70D01010A"), "the rsa signature is rsassa-pss");
+    let path = write("certified-copy-rsa-pss.pdf", &certified);
+    qpdf_check(&path);
+    assert_both_signatures_valid(&path, &rsa_pki);
 }

@@ -220,7 +220,7 @@ fn sign_once(pdf: Vec<u8>, field_name: &str, signer_name: &str, reason: &str, si
         contents_capacity_bytes: chain_der.iter().map(Vec::len).sum::<usize>() + TIMESTAMP_TOKEN_ROOM_BYTES + SIGNATURE_MARGIN_BYTES,
     };
     let prepared = pdf::prepare_signature(pdf, &fields).map_err(pdf_error)?;
-    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), signed_at_unix, chain_der, key)
+    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), signed_at_unix, chain_der, key, crypto::RsaPadding::Pss)
         .map_err(|error| ServiceError::Internal(format!("signing the pdf failed: {error}")))?;
     crypto::verify_detached_parts(&cms, &prepared.signed_parts())
         .map_err(|error| ServiceError::Internal(format!("fresh pdf signature does not verify: {error}")))?;
