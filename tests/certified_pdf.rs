@@ -36,6 +36,15 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     );
     let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &top_level, "");
     let signer = register_signer(&node, &pki.issue(&signer_spec("Trần Thị Bình", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let agency_certificate = pki.issue(&signer_spec("UBND xã Đông Hưng", KeyAlgorithm::EcdsaP256));
+    let (cert_path, key_path) = (dir.path().join("agency.pem"), dir.path().join("agency.key"));
+    std::fs::write(&cert_path, agency_certificate.cert_pem()).unwrap();
+    std::fs::write(&key_path, agency_certificate.key_pem().as_bytes()).unwrap();
+    let (ok, stdout, stderr) = kyso_cli_for(
+        &node,
+        &["agency", "seal", "--server", &node.grpc_url, "--agency", AGENCY, "--org-cert", cert_path.to_str().unwrap(), "--org-key", key_path.to_str().unwrap()],
+    );
+    assert!(ok && stdout.contains("signs its certified pdfs"), "kyso agency seal: {stdout}{stderr}");
     let scans: Vec<Vec<u8>> = (0..2).map(|seed| kyso::cli::dev::sample_pdf(&format!("scan {seed}"))).collect();
     let other_file = document(7, 5_000);
     let encrypted_path = artefacts().join("encrypted-input.pdf");
@@ -72,10 +81,13 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     tool("certutil", &["-N", "-d", &database, "--empty-password"]);
     tool("certutil", &["-A", "-d", &database, "-n", "kyso-test-ca", "-t", "CT,C,C", "-i", pki.ca_pem_path.to_str().unwrap()]);
     let pdfsig = tool("pdfsig", &["-nssdir", &database, path.to_str().unwrap()]);
-    assert!(pdfsig.contains("Signature is Valid.") && pdfsig.contains("Certificate is Trusted."), "pdfsig:\n{pdfsig}");
+    assert_eq!(pdfsig.matches("Signature is Valid.").count(), 2, "the performer's and the agency's signatures:\n{pdfsig}");
+    assert_eq!(pdfsig.matches("Certificate is Trusted.").count(), 2, "pdfsig:\n{pdfsig}");
+    assert!(pdfsig.contains("kyso-performer") && pdfsig.contains("kyso-agency"), "pdfsig:\n{pdfsig}");
     assert!(pdfsig.contains("Số chứng thực") || pdfsig.contains("ETSI.CAdES.detached"), "pdfsig:\n{pdfsig}");
     let pyhanko = tool("pyhanko", &["sign", "validate", "--trust", pki.ca_pem_path.to_str().unwrap(), "--trust-replace", "--no-revocation-check", path.to_str().unwrap()]);
-    assert!(pyhanko.contains("INTACT:TRUSTED"), "pyhanko:\n{pyhanko}");
+    assert_eq!(pyhanko.matches("INTACT:TRUSTED").count(), 2, "pyhanko:\n{pyhanko}");
+    assert!(!first.delivered_pdf_sha256.is_empty());
 
     let year = second.register_year.to_string();
     let (ok, csv, stderr) = kyso_cli_for(&node, &["register", "--server", &node.grpc_url, "--agency", AGENCY, "--year", &year, "--csv"]);

@@ -51,6 +51,7 @@ const CLIENT_PORT_RULES: &[(&str, &[Role])] = &[
     ("/kyso.v1.ArchiveService/GetDossier", &[Role::Clerk]),
     ("/kyso.v1.ArchiveService/GetBlob", &[Role::Clerk, Role::Signer, Role::Node]),
     ("/kyso.v1.SigningService/RegisterSigner", &[Role::Admin]),
+    ("/kyso.v1.SigningService/RegisterAgencySeal", &[Role::Admin]),
     ("/kyso.v1.SigningService/Certify", &[Role::Signer]),
     ("/kyso.v1.SigningService/CertifyBatch", &[Role::Signer]),
     ("/kyso.v1.SigningService/SubmitSignature", &[Role::Signer]),

@@ -267,6 +267,16 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
 #[tonic::async_trait]
 impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
+    async fn register_agency_seal(&self, request: Request<pb::RegisterAgencySealRequest>) -> Result<Response<pb::AgencySeal>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let seal = self
+            .bounded(self.kyso.register_agency_seal(&caller, &request.request_id, &request.agency_id, &request.certificate_chain, &request.private_key_pkcs8))
+            .await?;
+        Ok(Response::new(pb::AgencySeal { agency_id: seal.agency_id, subject: seal.subject, registered_at_unix: seal.registered_at_unix }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn register_signer(&self, request: Request<pb::RegisterSignerRequest>) -> Result<Response<pb::Signer>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();

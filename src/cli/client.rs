@@ -606,6 +606,40 @@ pub struct SignerAddArgs {
     pub request_id: Option<String>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct AgencySealArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[arg(long)]
+    pub agency: String,
+    /// The organisation certificate chain, PEM or DER, leaf first.
+    #[arg(long = "org-cert")]
+    pub org_cert: PathBuf,
+    /// Its PKCS#8 private key, PEM or DER (sealed under the node's master key).
+    #[arg(long = "org-key")]
+    pub org_key: PathBuf,
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+pub async fn agency_seal(args: AgencySealArgs) -> anyhow::Result<()> {
+    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let request = pb::RegisterAgencySealRequest {
+        request_id: args.request_id.clone().unwrap_or_else(new_request_id),
+        agency_id: args.agency.clone(),
+        certificate_chain: read(&args.org_cert)?,
+        private_key_pkcs8: read(&args.org_key)?,
+    };
+    let mut client = pb::signing_service_client::SigningServiceClient::new(channel(&args.connection).await?);
+    let seal = client.register_agency_seal(request).await.map_err(status_error)?.into_inner();
+    if args.connection.json {
+        print_json(json!({ "agency_id": seal.agency_id, "subject": seal.subject, "registered_at_unix": seal.registered_at_unix }));
+    } else {
+        println!("agency {} signs its certified pdfs as {}", seal.agency_id, seal.subject);
+    }
+    Ok(())
+}
+
 pub async fn signer_add(args: SignerAddArgs) -> anyhow::Result<()> {
     let certificate_chain =
         std::fs::read(&args.signer_cert).with_context(|| format!("cannot read {}", args.signer_cert.display()))?;

@@ -56,6 +56,9 @@ pub enum Command {
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
+    /// Agencies' organisation certificates.
+    #[command(subcommand)]
+    Agency(AgencyCommand),
     /// Grant client certificates roles; see your own.
     #[command(subcommand)]
     Access(security::AccessCommand),
@@ -77,6 +80,13 @@ pub enum SignerCommand {
     ChangePin(security::ChangePinArgs),
     /// Record a detached CMS signature made with your own token (client-side signing).
     Submit(security::SubmitArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgencyCommand {
+    /// Register (or replace) an agency's organisation certificate and key: its signature
+    /// on certified PDFs (admin).
+    Seal(client::AgencySealArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +165,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register(args) => client::register(args).await,
         Command::Revoke(args) => client::revoke(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
+        Command::Agency(AgencyCommand::Seal(args)) => client::agency_seal(args).await,
         Command::Signer(SignerCommand::Unlock(args)) => security::signer_unlock(args).await,
         Command::Signer(SignerCommand::ChangePin(args)) => security::signer_change_pin(args).await,
         Command::Signer(SignerCommand::Submit(args)) => security::signer_submit(args).await,
