@@ -36,7 +36,11 @@ impl Parsed {
         }
         let previous_xref_offset = startxref(bytes)?;
         let xref_stream = xref_kind(bytes, previous_xref_offset)?;
-        let document = Document::load_mem(bytes).map_err(|error| match error {
+        // A parser bug on hostile input must become a precise refusal, not a failed task:
+        // the closure only reads `bytes`, so nothing is left half-changed by an unwind.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Document::load_mem(bytes)))
+            .map_err(|_| PdfError::Unparseable("the pdf parser gave up on this file".into()))?;
+        let document = loaded.map_err(|error| match error {
             lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword | lopdf::Error::UnsupportedSecurityHandler(_) => PdfError::Encrypted,
             other => PdfError::Unparseable(other.to_string()),
         })?;
