@@ -24,7 +24,7 @@ pub(crate) const BLOCK_RESERVED_HEIGHT_POINTS: f32 = BLOCK_HEIGHT_POINTS + 2.0 *
 const HEADING_SIZE_POINTS: f32 = 9.5;
 const TEXT_SIZE_POINTS: f32 = 8.0;
 const TEXT_SIZE_POINTS_MIN: f32 = 4.0;
-const LINE_HEIGHT_POINTS: f32 = 13.5;
+const LINE_HEIGHT_POINTS: f32 = 12.0;
 /// A4 in points.
 pub(crate) const A4_WIDTH_POINTS: f32 = 595.28;
 pub(crate) const A4_HEIGHT_POINTS: f32 = 841.89;
@@ -84,13 +84,15 @@ impl BlockText {
         let mut lines = match self.kind {
             CertificationKind::CertifiedCopy => vec![
                 (true, "Chứng thực bản sao đúng với bản chính".to_string()),
-                (false, format!("Số chứng thực: {}   Quyển số: {}", self.register_number, self.register_book)),
+                (false, format!("Số chứng thực: {}", self.register_number)),
+                (false, format!("Quyển số: {}", self.register_book)),
                 (false, date),
                 (false, format!("Người thực hiện chứng thực: {}", self.performer_name)),
             ],
             CertificationKind::Result => vec![
                 (true, "Kết quả giải quyết thủ tục hành chính".to_string()),
-                (false, format!("Số vào sổ: {}   Sổ: {}", self.register_number, self.register_book)),
+                (false, format!("Số vào sổ: {}", self.register_number)),
+                (false, format!("Sổ: {}", self.register_book)),
                 (false, date),
                 (false, format!("Người ký: {}", self.performer_name)),
             ],
