@@ -14,6 +14,10 @@ command -v node >/dev/null || apt_packages+=(nodejs npm)
 # kyso-testfs (the power-loss tests' FUSE filesystem) mounts /dev/fuse directly as root;
 # other users go through fusermount3.
 if [[ "$(id -u)" != 0 ]]; then command -v fusermount3 >/dev/null || apt_packages+=(fuse3); fi
+# The certified PDF's independent checkers (src/pdf/tests.rs).
+command -v pdfsig >/dev/null || apt_packages+=(poppler-utils)
+command -v qpdf >/dev/null || apt_packages+=(qpdf)
+command -v certutil >/dev/null || apt_packages+=(libnss3-tools)
 if ((${#apt_packages[@]})); then
   echo "installing ${apt_packages[*]}"
   apt-get update -qq
@@ -26,6 +30,13 @@ if ! command -v grpcurl >/dev/null; then
 fi
 command -v grpcurl >/dev/null || { echo "grpcurl is still missing after install" >&2; exit 1; }
 [[ -c /dev/fuse ]] || { echo "/dev/fuse is missing: the power-loss tests (tests/fault_injection.rs) need FUSE" >&2; exit 1; }
+
+if ! command -v pyhanko >/dev/null; then
+  echo "installing pyhanko and pyhanko-cli (PyPI)"
+  python3 -m pip install -q pyhanko pyhanko-cli
+  hash -r
+fi
+command -v pyhanko >/dev/null || { echo "pyhanko is still missing after install" >&2; exit 1; }
 
 # s3s-fs: the S3 server of the storage tests (checks SigV4 signatures, honours
 # If-None-Match). Built once into a per-user cache, reused by later runs; nothing global.

@@ -71,6 +71,29 @@ pub struct Config {
     /// everyone else is counted by the connection's own address.
     #[serde(default)]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The certified PDF per agency id: register format and block placement, e.g.
+    /// `[certified_pdf.xa-demo]` `number_format = "{number}/{year}-SCTĐT/BS"`. An agency
+    /// without an entry uses `AgencyPdfConfig::default()`.
+    #[serde(default)]
+    pub certified_pdf: BTreeMap<String, AgencyPdfConfig>,
+}
+
+/// How one agency's certified PDFs number and place the certification block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgencyPdfConfig {
+    /// The certification number as printed; `{number}` (two digits at least) and `{year}`.
+    pub number_format: String,
+    /// The register (quyển số) as printed; `{year}`.
+    pub book_format: String,
+    /// The block on an appended A4 page instead of the last page's bottom corner.
+    pub appended_page: bool,
+}
+
+impl Default for AgencyPdfConfig {
+    fn default() -> Self {
+        AgencyPdfConfig { number_format: "{number}".into(), book_format: "01/{year}-SCTĐT/BS".into(), appended_page: false }
+    }
 }
 
 /// TLS on the client (gRPC) and peer ports. Paths are relative to the config file.
@@ -488,6 +511,7 @@ impl Config {
             limits: Limits::default(),
             agency_names: BTreeMap::new(),
             trusted_proxies: Vec::new(),
+            certified_pdf: BTreeMap::new(),
         }
     }
 

@@ -143,9 +143,40 @@ pub struct Certification {
     /// Detached CMS SignedData, DER.
     pub cms_der: Vec<u8>,
     pub revocation: Option<Revocation>,
+    /// The certified PDF the citizen receives (a PDF, JPEG or PNG scan); `None` for other
+    /// files and for signatures made on the signer's own token.
+    pub delivered_pdf: Option<DeliveredPdf>,
 }
 
-pub const CERTIFICATION_RECORD_VERSION: u8 = 1;
+/// Version 2 added the delivered PDF and its register number.
+pub const CERTIFICATION_RECORD_VERSION: u8 = 2;
+
+/// An agency's organisation certificate and its key, for the agency's signature on its
+/// certified PDFs. The key is sealed under the master key alone (associated data: the
+/// agency id); kyso opens it only while making a certification whose performer has just
+/// signed the same PDF.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgencySeal {
+    pub agency_id: String,
+    /// RFC 4514 subject of the organisation certificate.
+    pub subject: String,
+    /// DER certificates, leaf first.
+    pub chain_der: Vec<Vec<u8>>,
+    pub sealed_key: Vec<u8>,
+    pub registered_at_unix: i64,
+}
+
+/// The certified PDF a certification delivered and its entry in the agency's register
+/// (sổ chứng thực). The PDF is a blob of its own, addressed by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredPdf {
+    pub sha256: Sha256,
+    pub size_bytes: u64,
+    /// The register's year (Vietnam time of the signing).
+    pub register_year: i64,
+    /// The number in the agency's register for that year: 1, 2, 3… without gaps.
+    pub register_number: u64,
+}
 
 /// Wrong PINs in a row after which a signer's server-held key locks until an admin unlocks
 /// it. A constant, not configuration: every replica must lock at the same count.
@@ -183,4 +214,19 @@ impl SignerStatus {
     pub fn revoked_at(&self, at_unix: i64) -> Option<&SignerRevocation> {
         self.revocation.as_ref().filter(|revocation| revocation.revoked_at_unix <= at_unix)
     }
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }

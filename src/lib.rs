@@ -17,6 +17,7 @@ pub mod domain;
 pub mod fault;
 pub mod lookup;
 pub mod node;
+pub mod pdf;
 pub mod service;
 pub mod state;
 pub mod text;

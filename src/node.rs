@@ -94,12 +94,18 @@ impl Node {
             .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
         let grpc_addr = grpc_listener.local_addr()?;
         let storage_fault = StorageFault::default();
+        let pdf_settings = crate::service::certified_pdf::PdfSettings {
+            public_base_url: config.public_base_url.clone(),
+            agency_names: config.agency_names.clone(),
+            agencies: config.certified_pdf.clone(),
+        };
         let (kyso, raft_listener) = match &config.cluster {
             None => {
                 let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
                 let kyso = Kyso::new(state, blobs, Consensus::Single(driver), trust, master_key, config.limits.clone(), log)
                     .with_static_principals(principals)
-                    .with_previous_master_key(previous_master_key);
+                    .with_previous_master_key(previous_master_key)
+                    .with_pdf_settings(pdf_settings);
                 (kyso, None)
             }
             Some(cluster) => {
@@ -116,7 +122,8 @@ impl Node {
                 let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log)
                     .with_static_principals(principals)
                     .with_previous_master_key(previous_master_key)
-                    .with_health_bounds(cluster.health_bounds());
+                    .with_health_bounds(cluster.health_bounds())
+                    .with_pdf_settings(pdf_settings);
                 if matches!(config.storage, StorageConfig::Local) {
                     kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs::new(node, peers)));
                 }

@@ -320,3 +320,32 @@ async fn a_voter_is_removed_only_while_a_majority_of_the_rest_hold_every_documen
     }
     assert_eq!(std::fs::read(blob(&nodes[lagging])).unwrap(), content, "the remaining follower holds the document");
 }
+
+/// The register (sổ chứng thực): certifications of PDF scans made concurrently through two
+/// nodes, then through a survivor after the leader is killed, get the numbers 1..=N of
+/// their agency-year, each once and without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_numbers_have_no_gap_or_repeat_across_nodes_and_a_leader_change() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let mut nodes = layout.start_all();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let scans: Vec<Vec<u8>> = (0..12).map(|seed| kyso::cli::dev::sample_pdf(&format!("register scan {seed}"))).collect();
+    let signer_id = prepare(&nodes[leader], &layout, &scans).await;
+    let (first, second) = (follower(leader, 3), (leader + 2) % 3);
+    let concurrent = futures::future::join_all(scans[..8].iter().enumerate().map(|(index, scan)| {
+        let via = &nodes[if index % 2 == 0 { first } else { second }];
+        certify_with_retry(via, certify_request(&format!("register-{index}"), scan, AGENCY, &signer_id))
+    }))
+    .await;
+    nodes[leader].kill();
+    let mut certifications = concurrent;
+    for (index, scan) in scans.iter().enumerate().skip(8) {
+        certifications.push(certify_with_retry(&nodes[first], certify_request(&format!("register-{index}"), scan, AGENCY, &signer_id)).await);
+    }
+    let mut numbers: Vec<u64> = certifications.iter().map(|certification| certification.register_number).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=scans.len() as u64).collect::<Vec<_>>(), "register numbers of {certifications:?}");
+    let year = certifications[0].register_year;
+    assert!(certifications.iter().all(|certification| certification.register_year == year && certification.delivered_pdf_sha256.len() == 32));
+}

@@ -92,6 +92,55 @@ async fn agencies_read_and_certify_only_their_own_documents() {
     assert_status(get_blob_as(node, &signer_client, &file_b).await, Code::PermissionDenied, "only documents of its own agencies");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_pdfs_and_registers_stay_within_their_agency() {
+    let fixture = fixture("");
+    let node = &fixture.node;
+    let signer_a = register_signer(node, &fixture.pki.issue(&signer_spec("Người Ký A", KeyAlgorithm::EcdsaP256)), &[AGENCY_A]).await.unwrap();
+    let scan = kyso::cli::dev::sample_pdf("giấy khai sinh");
+    upload(node, "dossier-a", AGENCY_A, &[("a.pdf", &scan)]).await.unwrap();
+    let certified = node.signing().await.certify(certify_request("pdf-a", &scan, AGENCY_A, &signer_a.signer_id)).await.unwrap().into_inner();
+    assert_eq!(certified.register_number, 1, "the scan became a numbered certified pdf");
+    let delivered = certified.delivered_pdf_sha256.clone();
+
+    // The delivered PDF is agency A's document: its clerk reads it, B's clerk does not.
+    let clerk_a = node.tls.issue_client("clerk A");
+    grant(node, &clerk_a, &["clerk"], &[AGENCY_A], &[]).await;
+    let clerk_b = node.tls.issue_client("clerk B");
+    grant(node, &clerk_b, &["clerk"], &[AGENCY_B], &[]).await;
+    let read = |client: &IssuedCert| {
+        let (node, client, delivered) = (node, client.clone(), delivered.clone());
+        async move {
+            let mut archive = pb::archive_service_client::ArchiveServiceClient::new(node.channel_as(&client).await);
+            let mut stream = archive.get_blob(pb::GetBlobRequest { sha256: delivered }).await?.into_inner();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                bytes.extend_from_slice(&chunk.data);
+            }
+            Ok::<_, tonic::Status>(bytes)
+        }
+    };
+    assert!(read(&clerk_a).await.unwrap().starts_with(&scan), "agency A's clerk reads its delivered pdf");
+    assert_status(read(&clerk_b).await, Code::PermissionDenied, "only documents of its own agencies");
+
+    // A register lists citizens' documents: a verifier of B cannot page through A's.
+    let verifier_b = node.tls.issue_client("verifier B");
+    grant(node, &verifier_b, &["verifier"], &[AGENCY_B], &[]).await;
+    let year = certified.register_year;
+    let register = |client: &IssuedCert, agency: &'static str| {
+        let (node, client) = (node, client.clone());
+        async move {
+            let mut verification = pb::verification_service_client::VerificationServiceClient::new(node.channel_as(&client).await);
+            verification.list_register(pb::ListRegisterRequest { agency_id: agency.into(), year, after_number: 0, page_size: 0 }).await
+        }
+    };
+    assert_status(register(&verifier_b, AGENCY_A).await, Code::PermissionDenied, "only the registers of its own agencies");
+    let verifier_a = node.tls.issue_client("verifier A");
+    grant(node, &verifier_a, &["verifier"], &[AGENCY_A], &[]).await;
+    let page = register(&verifier_a, AGENCY_A).await.unwrap().into_inner();
+    assert_eq!(page.entries.len(), 1, "A's verifier reads A's register");
+}
+
 /// Starts `kyso node --config config` and expects it to refuse to start within the
 /// deadline; returns what it printed.
 fn refused_start(config: &Path) -> String {

@@ -181,6 +181,7 @@ async fn text_recorded_before_the_rule_is_shown_escaped_on_the_public_page() {
         dossier_id: String::new(),
         signed_at_unix: now_unix(),
         cms_der: vec![0x30, 0x00],
+        delivered_pdf: None,
         revocation: None,
     };
     let first = store.applied_index().unwrap() + 1;

@@ -251,6 +251,7 @@ impl BulkLoader {
             signed_at_unix: now,
             cms_der,
             revocation: None,
+            delivered_pdf: None,
         };
         Ok((file, certification))
     }

@@ -68,6 +68,7 @@ impl Signer {
             signed_at_unix,
             cms_der: self.cms(document, signed_at_unix)?,
             revocation: None,
+            delivered_pdf: None,
         })
     }
 }

@@ -79,6 +79,9 @@ pub fn certification_to_proto(certification: &Certification) -> pb::Certificatio
         status: status as i32,
         revocation_reason: reason,
         revoked_at_unix: revoked_at,
+        delivered_pdf_sha256: certification.delivered_pdf.as_ref().map(|pdf| pdf.sha256.0.to_vec()).unwrap_or_default(),
+        register_year: certification.delivered_pdf.as_ref().map_or(0, |pdf| pdf.register_year),
+        register_number: certification.delivered_pdf.as_ref().map_or(0, |pdf| pdf.register_number),
     }
 }
 

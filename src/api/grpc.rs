@@ -341,6 +341,16 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
 #[tonic::async_trait]
 impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
+    async fn register_agency_seal(&self, request: Request<pb::RegisterAgencySealRequest>) -> Result<Response<pb::AgencySeal>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let seal = self
+            .bounded(self.kyso.register_agency_seal(&caller, &request.request_id, &request.agency_id, &request.certificate_chain, &request.private_key_pkcs8))
+            .await?;
+        Ok(Response::new(pb::AgencySeal { agency_id: seal.agency_id, subject: seal.subject, registered_at_unix: seal.registered_at_unix }))
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn register_signer(&self, request: Request<pb::RegisterSignerRequest>) -> Result<Response<pb::Signer>, Status> {
         let caller = caller_of(&request);
         let request = request.into_inner();
@@ -476,6 +486,25 @@ impl<P: Proposer> GrpcApi<P> {
 
 #[tonic::async_trait]
 impl<P: Proposer> pb::verification_service_server::VerificationService for GrpcApi<P> {
+    #[tracing::instrument(skip_all)]
+    async fn list_register(&self, request: Request<pb::ListRegisterRequest>) -> Result<Response<pb::ListRegisterResponse>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let page_size = request.page_size as usize;
+        let page = self.bounded(self.kyso.register_page(&caller, &request.agency_id, request.year, request.after_number, page_size)).await?;
+        let full = page.len() >= if page_size == 0 { crate::service::certified_pdf::REGISTER_PAGE_ENTRIES_MAX } else { page_size };
+        let next_after_number = if full { page.last().map_or(0, |(number, _, _)| *number) } else { 0 };
+        let entries = page
+            .iter()
+            .map(|(number, label, certification)| pb::RegisterEntry {
+                number: *number,
+                label: label.clone(),
+                certification: Some(convert::certification_to_proto(certification)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListRegisterResponse { entries, next_after_number }))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn verify(&self, request: Request<pb::VerifyRequest>) -> Result<Response<pb::VerifyResponse>, Status> {
         self.verify_one(request.into_inner()).await.map(Response::new)

@@ -314,8 +314,13 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
     };
     if let Some(dir) = &args.signature_dir {
         std::fs::create_dir_all(dir)?;
+        let archive = channel(&args.connection).await?;
         for certification in &certifications {
             std::fs::write(dir.join(format!("{}.p7s", certification.lookup_code)), &certification.cms_signature)?;
+            if !certification.delivered_pdf_sha256.is_empty() {
+                let pdf = download_blob(archive.clone(), &certification.delivered_pdf_sha256).await?;
+                std::fs::write(dir.join(format!("{}.pdf", certification.lookup_code)), pdf)?;
+            }
         }
     }
     if args.connection.json {
@@ -328,9 +333,104 @@ pub async fn certify(args: CertifyArgs) -> anyhow::Result<()> {
                 certification.lookup_code,
                 certification.cms_signature.len()
             );
+            if !certification.delivered_pdf_sha256.is_empty() {
+                println!(
+                    "  certified pdf {}  register {}/{}{}",
+                    hex::encode(&certification.delivered_pdf_sha256),
+                    certification.register_number,
+                    certification.register_year,
+                    args.signature_dir.as_ref().map(|dir| format!("  saved as {}", dir.join(format!("{}.pdf", certification.lookup_code)).display())).unwrap_or_default()
+                );
+            }
         }
     }
     Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RegisterArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The agency whose register to list.
+    #[arg(long)]
+    pub agency: String,
+    /// The register's year (Vietnam time).
+    #[arg(long)]
+    pub year: i64,
+    /// Comma-separated values with a header line instead of text.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+/// Pages fetched for one register listing: 1,000 entries each, so 10 million entries.
+const REGISTER_PAGES_MAX: usize = 10_000;
+
+pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
+    let mut client = pb::verification_service_client::VerificationServiceClient::new(channel(&args.connection).await?)
+        .max_decoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX);
+    let mut entries = Vec::new();
+    let mut after_number = 0;
+    for _ in 0..REGISTER_PAGES_MAX {
+        let request = pb::ListRegisterRequest { agency_id: args.agency.clone(), year: args.year, after_number, page_size: 0 };
+        let page = client.list_register(request).await.map_err(status_error)?.into_inner();
+        entries.extend(page.entries);
+        if page.next_after_number == 0 {
+            break;
+        }
+        after_number = page.next_after_number;
+    }
+    let rows: Vec<serde_json::Value> = entries.iter().map(register_row).collect();
+    if args.connection.json {
+        print_json(json!(rows));
+    } else if args.csv {
+        println!("number,label,lookup_code,kind,signed_at_unix,signer_id,document_sha256,delivered_pdf_sha256,status");
+        for row in &rows {
+            let fields: Vec<String> = ["number", "label", "lookup_code", "kind", "signed_at_unix", "signer_id", "document_sha256", "delivered_pdf_sha256", "status"]
+                .iter()
+                .map(|key| csv_field(&row[key]))
+                .collect();
+            println!("{}", fields.join(","));
+        }
+    } else {
+        println!("register of {} for {}: {} entries", args.agency, args.year, rows.len());
+        for entry in &entries {
+            let certification = entry.certification.clone().unwrap_or_default();
+            println!("  {:>6}  {}  lookup code {}  pdf {}", entry.number, entry.label, certification.lookup_code, hex::encode(&certification.delivered_pdf_sha256));
+        }
+    }
+    Ok(())
+}
+
+fn register_row(entry: &pb::RegisterEntry) -> serde_json::Value {
+    let mut row = certification_json(&entry.certification.clone().unwrap_or_default());
+    row["number"] = json!(entry.number);
+    row["label"] = json!(entry.label);
+    row
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
+fn csv_field(value: &serde_json::Value) -> String {
+    let text = match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+/// A blob's bytes through ArchiveService.GetBlob (the node checks its hash as it streams).
+async fn download_blob(channel: tonic::transport::Channel, sha256: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut client = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX);
+    let mut stream = client.get_blob(pb::GetBlobRequest { sha256: sha256.to_vec() }).await.map_err(status_error)?.into_inner();
+    let mut content = Vec::new();
+    while let Some(chunk) = stream.message().await.map_err(status_error)? {
+        content.extend_from_slice(&chunk.data);
+    }
+    Ok(content)
 }
 
 fn certification_json(certification: &pb::Certification) -> serde_json::Value {
@@ -342,6 +442,9 @@ fn certification_json(certification: &pb::Certification) -> serde_json::Value {
         "signer_id": certification.signer_id,
         "dossier_id": certification.dossier_id,
         "signed_at_unix": certification.signed_at_unix,
+        "delivered_pdf_sha256": hex::encode(&certification.delivered_pdf_sha256),
+        "register_year": certification.register_year,
+        "register_number": certification.register_number,
         "status": pb::CertificationStatus::try_from(certification.status).map(|status| status.as_str_name()).unwrap_or("UNKNOWN"),
         "revocation_reason": certification.revocation_reason,
         "revoked_at_unix": certification.revoked_at_unix,
@@ -502,6 +605,40 @@ pub struct SignerAddArgs {
     pub pin: Option<String>,
     #[arg(long)]
     pub request_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgencySealArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[arg(long)]
+    pub agency: String,
+    /// The organisation certificate chain, PEM or DER, leaf first.
+    #[arg(long = "org-cert")]
+    pub org_cert: PathBuf,
+    /// Its PKCS#8 private key, PEM or DER (sealed under the node's master key).
+    #[arg(long = "org-key")]
+    pub org_key: PathBuf,
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+pub async fn agency_seal(args: AgencySealArgs) -> anyhow::Result<()> {
+    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("cannot read {}", path.display()));
+    let request = pb::RegisterAgencySealRequest {
+        request_id: args.request_id.clone().unwrap_or_else(new_request_id),
+        agency_id: args.agency.clone(),
+        certificate_chain: read(&args.org_cert)?,
+        private_key_pkcs8: read(&args.org_key)?,
+    };
+    let mut client = pb::signing_service_client::SigningServiceClient::new(channel(&args.connection).await?);
+    let seal = client.register_agency_seal(request).await.map_err(status_error)?.into_inner();
+    if args.connection.json {
+        print_json(json!({ "agency_id": seal.agency_id, "subject": seal.subject, "registered_at_unix": seal.registered_at_unix }));
+    } else {
+        println!("agency {} signs its certified pdfs as {}", seal.agency_id, seal.subject);
+    }
+    Ok(())
 }
 
 pub async fn signer_add(args: SignerAddArgs) -> anyhow::Result<()> {

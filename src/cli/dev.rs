@@ -125,12 +125,21 @@ pub struct DevPki {
     pub ca_pem: PathBuf,
     pub signer_pem: PathBuf,
     pub signer_key: PathBuf,
+    /// The demo agency's organisation certificate and key (its signature on certified PDFs).
+    pub agency_pem: PathBuf,
+    pub agency_key: PathBuf,
 }
 
 /// Creates the development CA and demo signer under `dir` unless they exist.
 pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
-    let pki = DevPki { ca_pem: dir.join("ca.pem"), signer_pem: dir.join("signer.pem"), signer_key: dir.join("signer.key") };
-    if pki.ca_pem.exists() && pki.signer_pem.exists() && pki.signer_key.exists() {
+    let pki = DevPki {
+        ca_pem: dir.join("ca.pem"),
+        signer_pem: dir.join("signer.pem"),
+        signer_key: dir.join("signer.key"),
+        agency_pem: dir.join("agency.pem"),
+        agency_key: dir.join("agency.key"),
+    };
+    if [&pki.ca_pem, &pki.signer_pem, &pki.signer_key, &pki.agency_pem, &pki.agency_key].iter().all(|path| path.exists()) {
         return Ok(pki);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -158,6 +167,19 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
         },
         &ca,
     )?;
+    // An organisation certificate: the agency's own signature on its certified PDFs
+    // (pyHanko wants nonRepudiation on signing certificates).
+    let agency = devpki::issue(
+        &CertSpec {
+            common_name: DEMO_AGENCY_NAME.into(),
+            organization: Some(DEMO_AGENCY_NAME.into()),
+            key_usage: KeyUsages { digital_signature: true, non_repudiation: true, ..KeyUsages::default() },
+            ..CertSpec::signer(DEMO_AGENCY_NAME, KeyAlgorithm::EcdsaP256, now - 3600, now + DEV_CERT_VALIDITY_SECONDS)
+        },
+        &ca,
+    )?;
+    write_private(&pki.agency_key, agency.key_pem().as_bytes())?;
+    std::fs::write(&pki.agency_pem, agency.cert_pem())?;
     write_private(&dir.join("ca.key"), ca.key_pem().as_bytes())?;
     write_private(&pki.signer_key, signer.key_pem().as_bytes())?;
     std::fs::write(&pki.signer_pem, signer.cert_pem())?;
@@ -228,12 +250,14 @@ fn ensure_sample(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("giay-khai-sinh.pdf");
     if !path.exists() {
-        std::fs::write(&path, sample_pdf())?;
+        std::fs::write(&path, sample_pdf("kyso dev sample"))?;
     }
     Ok(path)
 }
 
-fn sample_pdf() -> Vec<u8> {
+/// A one-page PDF with a correct cross-reference table; `note` (one line) goes into a
+/// comment after the header, so that tests can make distinct documents.
+pub fn sample_pdf(note: &str) -> Vec<u8> {
     let text = "BT /F1 18 Tf 72 720 Td (Giay khai sinh - ban sao mau) Tj ET";
     let objects = [
         "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
@@ -242,7 +266,7 @@ fn sample_pdf() -> Vec<u8> {
         format!("<< /Length {} >>\nstream\n{}\nendstream", text.len(), text),
         "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
     ];
-    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut pdf = format!("%PDF-1.7\n% {}\n", note.replace(['\r', '\n'], " ")).into_bytes();
     let mut offsets = Vec::new();
     for (number, body) in objects.iter().enumerate() {
         offsets.push(pdf.len());
@@ -267,6 +291,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     config.http_addr = args.http_addr;
     config.trust_anchor_files = vec![pki.ca_pem.clone()];
     config.agency_names.insert(DEMO_AGENCY.into(), DEMO_AGENCY_NAME.into());
+    config.public_base_url = format!("http://{}", args.http_addr);
+    config.certified_pdf.insert(
+        DEMO_AGENCY.into(),
+        crate::config::AgencyPdfConfig { number_format: "{number}/{year}-SCTĐT/BS".into(), ..Default::default() },
+    );
     config.tls = tls.tls_config();
     config.access.principals = tls.principals(std::slice::from_ref(&demo_signer_id))?;
     let mut node = Node::start(&config).await.context("dev node failed to start")?;
@@ -287,6 +316,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         )
         .await
         .context("cannot register the demo signer")?;
+    node.kyso
+        .register_agency_seal(
+            &Caller::local_operator("kyso-dev"),
+            "dev-demo-agency-seal",
+            DEMO_AGENCY,
+            &std::fs::read(&pki.agency_pem)?,
+            &std::fs::read(&pki.agency_key)?,
+        )
+        .await
+        .context("cannot register the demo agency's organisation certificate")?;
     super::print_listening(&node);
     let exe = std::env::args().next().unwrap_or_else(|| "kyso".into());
     let server = format!("https://{}", node.grpc_addr);
@@ -310,6 +349,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  {exe} archive{server_flag} --agency {DEMO_AGENCY} --procedure 1.001193 --number HS-0001 {sample}");
     println!("  {exe} certify{server_flag} --kind copy --agency {DEMO_AGENCY} --signer {} --pin {DEMO_PIN} --file {sample} --signature-dir sigs", signer.id);
     println!("  {exe} verify{server_flag} --file {sample}");
+    println!("  the certified PDF (two signatures, the performer's and the agency's) is sigs/<CODE>.pdf; check it with");
+    println!("  pdfsig sigs/<CODE>.pdf, or pyhanko sign validate --trust {} --trust-replace --no-revocation-check sigs/<CODE>.pdf", pki.ca_pem.display());
     println!("  then open http://{}/v/<CODE> with the lookup code certify printed", node.http_addr);
     println!();
     node.serve(crate::node::shutdown_signal()).await

@@ -46,6 +46,8 @@ pub enum Command {
     Certify(client::CertifyArgs),
     /// Verify a document by file, SHA-256 or lookup code.
     Verify(client::VerifyArgs),
+    /// An agency's register (sổ chứng thực) for one year, for an inspector.
+    Register(client::RegisterArgs),
     /// Revoke a certification.
     Revoke(client::RevokeArgs),
     /// Create the keys a cluster shares (master key, log key) and a development PKI in a
@@ -62,6 +64,9 @@ pub enum Command {
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
+    /// Agencies' organisation certificates.
+    #[command(subcommand)]
+    Agency(AgencyCommand),
     /// Grant client certificates roles; see your own.
     #[command(subcommand)]
     Access(security::AccessCommand),
@@ -83,6 +88,13 @@ pub enum SignerCommand {
     ChangePin(security::ChangePinArgs),
     /// Record a detached CMS signature made with your own token (client-side signing).
     Submit(security::SubmitArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgencyCommand {
+    /// Register (or replace) an agency's organisation certificate and key: its signature
+    /// on certified PDFs (admin).
+    Seal(client::AgencySealArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,8 +170,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archive(args) => client::archive(args).await,
         Command::Certify(args) => client::certify(args).await,
         Command::Verify(args) => client::verify(args).await,
+        Command::Register(args) => client::register(args).await,
         Command::Revoke(args) => client::revoke(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
+        Command::Agency(AgencyCommand::Seal(args)) => client::agency_seal(args).await,
         Command::Signer(SignerCommand::Unlock(args)) => security::signer_unlock(args).await,
         Command::Signer(SignerCommand::ChangePin(args)) => security::signer_change_pin(args).await,
         Command::Signer(SignerCommand::Submit(args)) => security::signer_submit(args).await,

@@ -65,6 +65,16 @@ const OID_RSA_ENCRYPTION: ObjectIdentifier = const_oid::db::rfc5912::RSA_ENCRYPT
 const OID_SHA_256_WITH_RSA: ObjectIdentifier = const_oid::db::rfc5912::SHA_256_WITH_RSA_ENCRYPTION;
 const OID_ECDSA_WITH_SHA_256: ObjectIdentifier = const_oid::db::rfc5912::ECDSA_WITH_SHA_256;
 const OID_ED25519: ObjectIdentifier = const_oid::db::rfc8410::ID_ED_25519;
+const OID_RSASSA_PSS: ObjectIdentifier = const_oid::db::rfc5912::ID_RSASSA_PSS;
+/// RSASSA-PSS-params (RFC 4055): hashAlgorithm sha-256, maskGenAlgorithm mgf1 with sha-256,
+/// saltLength 32, trailerField default — the one PSS profile kyso makes and accepts.
+const RSASSA_PSS_SHA256_PARAMETERS: [u8; 54] = [
+    0x30, 0x34, // SEQUENCE
+    0xA0, 0x0F, 0x30, 0x0D, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, // [0] sha-256
+    0xA1, 0x1C, 0x30, 0x1A, 0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x08, // [1] mgf1
+    0x30, 0x0D, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, //     with sha-256
+    0xA2, 0x03, 0x02, 0x01, 0x20, // [2] saltLength 32
+];
 
 const TAG_INTEGER: u8 = 0x02;
 const TAG_OID: u8 = 0x06;
@@ -246,6 +256,28 @@ pub fn sign_detached(
     signer_chain_der: &[Vec<u8>],
     key: &SigningKey,
 ) -> Result<Vec<u8>, CmsError> {
+    sign_detached_parts(&[content], signing_time_unix, signer_chain_der, key, RsaPadding::Pkcs1v15)
+}
+
+/// How an RSA key signs; other keys ignore it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RsaPadding {
+    /// sha256WithRSAEncryption: the detached CMS kyso keeps beside a scan (what openssl
+    /// and every archive verifier expect).
+    Pkcs1v15,
+    /// id-RSASSA-PSS (SHA-256, MGF1-SHA-256, salt 32): the signatures of certified PDFs.
+    Pss,
+}
+
+/// [`sign_detached`] over content given as consecutive parts: a PDF signature covers the
+/// file except its /Contents hole, two byte ranges that are never copied together.
+pub fn sign_detached_parts(
+    content_parts: &[&[u8]],
+    signing_time_unix: i64,
+    signer_chain_der: &[Vec<u8>],
+    key: &SigningKey,
+    rsa_padding: RsaPadding,
+) -> Result<Vec<u8>, CmsError> {
     let leaf_der = signer_chain_der.first().ok_or(CmsError::SignerChainEmpty)?;
     if signer_chain_der.len() > CHAIN_LENGTH_MAX {
         return Err(CertError::ChainTooLong {
@@ -267,12 +299,19 @@ pub fn sign_detached(
     let leaf = &certificates[0];
     let suite = suite(key.algorithm());
 
-    let content_digest = digest::digest(suite.digest, content);
+    let content_digest = digest_parts(suite.digest, content_parts);
     let signed_attributes =
         signed_attributes(content_digest.as_ref(), signing_time_unix, leaf_der, leaf)?;
     // `SetOfVec` encodes with the SET tag (0x31), which is what RFC 5652 section 5.4 says to
     // sign; inside SignerInfo the same bytes carry the [0] IMPLICIT tag instead.
-    let signature_value = key.sign(&signed_attributes.to_der().map_err(encoding)?)?;
+    let pss = rsa_padding == RsaPadding::Pss && key.algorithm() == KeyAlgorithm::Rsa;
+    let signed_bytes = signed_attributes.to_der().map_err(encoding)?;
+    let signature_value = if pss { key.sign_pss(&signed_bytes)? } else { key.sign(&signed_bytes)? };
+    let signature_algorithm = if pss {
+        AlgorithmIdentifierOwned { oid: OID_RSASSA_PSS, parameters: Some(Any::from_der(&RSASSA_PSS_SHA256_PARAMETERS).map_err(encoding)?) }
+    } else {
+        algorithm_identifier(suite.signature_oid, suite.signature_parameters_null)
+    };
 
     let signer_info = SignerInfo {
         version: CmsVersion::V1,
@@ -282,10 +321,7 @@ pub fn sign_detached(
         }),
         digest_alg: algorithm_identifier(suite.digest_oid, false),
         signed_attrs: Some(signed_attributes),
-        signature_algorithm: algorithm_identifier(
-            suite.signature_oid,
-            suite.signature_parameters_null,
-        ),
+        signature_algorithm,
         signature: OctetString::new(signature_value).map_err(encoding)?,
         unsigned_attrs: None,
     };
@@ -325,6 +361,11 @@ pub fn sign_detached(
 /// `cert::validate_chain` on the signer's chain at `signing_time_unix` (or at the time it
 /// recorded) against its trust anchors.
 pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, CmsError> {
+    verify_detached_parts(cms_der, &[content])
+}
+
+/// [`verify_detached`] over content given as consecutive parts (see [`sign_detached_parts`]).
+pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<VerifiedCms, CmsError> {
     if cms_der.len() > CMS_SIZE_BYTES_MAX {
         return Err(CmsError::TooLarge {
             size_bytes: cms_der.len(),
@@ -364,8 +405,13 @@ pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, Cm
         .signed_attributes
         .ok_or(CmsError::SignedAttributesMissing)?;
     check_content_type_attribute(attributes)?;
-    check_message_digest_attribute(attributes, suite.digest, content)?;
+    check_message_digest_attribute(attributes, suite.digest, content_parts)?;
 
+    let suite = if is_rsa_pss(algorithm, &signer_info.signature_algorithm) {
+        Suite { verification: &signature::RSA_PSS_2048_8192_SHA256, ..suite }
+    } else {
+        suite
+    };
     check_signature_value(raw_attributes, signer_info, &signer_certificate, &suite)?;
     check_signing_certificate_attribute(attributes, signer_cert_der, signer_id)?;
     let signing_time_unix = signing_time_attribute(attributes)?;
@@ -396,6 +442,14 @@ fn check_signature_value(
     signature::UnparsedPublicKey::new(suite.verification, public_key)
         .verify(&signed_bytes, signer_info.signature.as_bytes())
         .map_err(|_| CmsError::SignatureInvalid)
+}
+
+fn digest_parts(algorithm: &'static digest::Algorithm, parts: &[&[u8]]) -> digest::Digest {
+    let mut context = digest::Context::new(algorithm);
+    for part in parts {
+        context.update(part);
+    }
+    context.finish()
 }
 
 fn malformed(error: der::Error) -> CmsError {
@@ -538,6 +592,9 @@ fn check_algorithms(
         )));
     }
     let signature_algorithm = &signer_info.signature_algorithm;
+    if is_rsa_pss(algorithm, signature_algorithm) {
+        return check_digest_listed(signed_data, digest_algorithm);
+    }
     let rsa_encryption_accepted =
         algorithm == KeyAlgorithm::Rsa && signature_algorithm.oid == OID_RSA_ENCRYPTION;
     if !(signature_algorithm.oid == suite.signature_oid || rsa_encryption_accepted)
@@ -548,6 +605,10 @@ fn check_algorithms(
             signature_algorithm.oid, suite.signature_oid
         )));
     }
+    check_digest_listed(signed_data, digest_algorithm)
+}
+
+fn check_digest_listed(signed_data: &SignedData, digest_algorithm: &AlgorithmIdentifierOwned) -> Result<(), CmsError> {
     if !signed_data
         .digest_algorithms
         .iter()
@@ -558,6 +619,14 @@ fn check_algorithms(
         ));
     }
     Ok(())
+}
+
+/// An RSA signer's id-RSASSA-PSS with exactly kyso's parameters (SHA-256, MGF1, salt 32).
+fn is_rsa_pss(algorithm: KeyAlgorithm, signature_algorithm: &AlgorithmIdentifierOwned) -> bool {
+    algorithm == KeyAlgorithm::Rsa
+        && signature_algorithm.oid == OID_RSASSA_PSS
+        && signature_algorithm.parameters.as_ref().and_then(|parameters| parameters.to_der().ok()).as_deref()
+            == Some(&RSASSA_PSS_SHA256_PARAMETERS[..])
 }
 
 /// The one value of the one attribute with `oid`.
@@ -606,12 +675,12 @@ fn check_content_type_attribute(attributes: &SignedAttributes) -> Result<(), Cms
 fn check_message_digest_attribute(
     attributes: &SignedAttributes,
     digest_algorithm: &'static digest::Algorithm,
-    content: &[u8],
+    content_parts: &[&[u8]],
 ) -> Result<(), CmsError> {
     const NAME: &str = "message-digest";
     let value = single_attribute_value(attributes, OID_MESSAGE_DIGEST, NAME)?;
     let claimed: OctetString = decode_attribute(value, NAME)?;
-    let actual = digest::digest(digest_algorithm, content);
+    let actual = digest_parts(digest_algorithm, content_parts);
     if claimed.as_bytes() != actual.as_ref() {
         return Err(CmsError::DigestMismatch);
     }

@@ -247,6 +247,20 @@ impl SigningKey {
             && spki.subject_public_key.data.as_ref() == self.public_key_bytes()
     }
 
+    /// [`SigningKey::sign`], except that an RSA key signs with RSASSA-PSS (SHA-256, MGF1
+    /// with SHA-256, 32-byte salt), as Vietnam's validation rules ask of RSA signatures.
+    pub fn sign_pss(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match &self.pair {
+            KeyPairKind::Rsa(pair) => {
+                let mut signature = vec![0u8; pair.public().modulus_len()];
+                pair.sign(&signature::RSA_PSS_SHA256, &self.random, message, &mut signature)
+                    .map_err(|_| KeyError::SigningFailed)?;
+                Ok(signature)
+            }
+            _ => self.sign(message),
+        }
+    }
+
     /// Signs `message` (for CMS: the DER of the signed attributes). RSA and ECDSA hash it
     /// with SHA-256; Ed25519 signs it directly.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {

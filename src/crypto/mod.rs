@@ -29,7 +29,7 @@ mod testutil;
 use std::fmt;
 
 pub use cert::{parse_certificates, validate_chain, CertError, TrustAnchors, ValidatedChain};
-pub use cms::{sign_detached, verify_detached, CmsError, VerifiedCms};
+pub use cms::{sign_detached, sign_detached_parts, RsaPadding, verify_detached, verify_detached_parts, CmsError, VerifiedCms};
 pub use devpki::DevPkiError;
 pub use crl::{verify_crl, CrlError, VerifiedCrl};
 pub use keys::{check_pin, open, open_with_pin, seal, seal_with_pin, KeyError, MasterKey, SigningKey};

@@ -60,6 +60,7 @@ impl<P: Proposer> Kyso<P> {
             | Command::SetAccess(_)
             | Command::RevokeSignerCertificates { .. }
             | Command::UnlockSigner { .. }
+            | Command::RegisterAgencySeal(_)
             | Command::Audit(_) => caller.has(Role::Admin),
             Command::ArchiveDossier(dossier) => caller.has(Role::Clerk) && caller.acts_for_agency(&dossier.agency_id),
             Command::Certify(certifications) => {
@@ -90,5 +91,6 @@ fn kind_name(command: &Command) -> &'static str {
         Command::PinRejected { .. } => "PinRejected",
         Command::UnlockSigner { .. } => "UnlockSigner",
         Command::ReplaceSignerKey { .. } => "ReplaceSignerKey",
+        Command::RegisterAgencySeal(_) => "RegisterAgencySeal",
     }
 }

@@ -22,6 +22,8 @@ pub struct PublicCertification {
     pub signer_title: String,
     pub signed_at_unix: i64,
     pub document_sha256: Sha256,
+    /// The certified PDF the citizen received, when one was delivered.
+    pub delivered_pdf_sha256: Option<Sha256>,
     /// Present when the certification was revoked. Its reason is public text.
     pub revocation: Option<Revocation>,
 }
@@ -49,6 +51,7 @@ impl<P: Proposer> Kyso<P> {
             signer_title: shown(signer.title),
             signed_at_unix: certification.signed_at_unix,
             document_sha256: certification.document_sha256,
+            delivered_pdf_sha256: certification.delivered_pdf.as_ref().map(|pdf| pdf.sha256),
             revocation: certification.revocation.map(|revocation| Revocation { reason: shown(revocation.reason), ..revocation }),
         }))
     }

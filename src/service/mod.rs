@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod forward;
+pub mod certified_pdf;
 pub mod log;
 pub mod lookup;
 pub mod scrub;
@@ -60,6 +61,9 @@ impl From<Rejection> for ServiceError {
             Rejection::FailedPrecondition(_) => ServiceError::FailedPrecondition(message),
             Rejection::PermissionDenied(_) => ServiceError::PermissionDenied(message),
             Rejection::Undecodable(_) => ServiceError::Internal(message),
+            Rejection::RegisterNumberTaken { .. } => {
+                ServiceError::Unavailable(format!("{message}; too many certifications raced for the register, retry"))
+            }
         }
     }
 }
@@ -127,6 +131,11 @@ pub struct Kyso<P: Proposer> {
     pub(crate) blob_fill: tokio::sync::Mutex<()>,
     /// When this node stops answering from its replica (see [`Kyso::check_health`]).
     pub(crate) health_bounds: kyso_cluster::HealthBounds,
+    /// What certified PDFs print (agency names, register formats, the public site).
+    pub(crate) pdf_settings: certified_pdf::PdfSettings,
+    /// Held while a batch is numbered in the register, signed and proposed, so that one
+    /// node never races itself for a number (see `certified_pdf`).
+    pub(crate) register_lock: tokio::sync::Mutex<()>,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -165,6 +174,8 @@ impl<P: Proposer> Kyso<P> {
             check_cache: verify::CheckCache::new(limits.verify_cache_entries_max),
             last_checkpoint: std::sync::Mutex::new(None),
             blob_fill: tokio::sync::Mutex::new(()),
+            pdf_settings: certified_pdf::PdfSettings::default(),
+            register_lock: tokio::sync::Mutex::new(()),
             state,
             blobs,
             proposer,
@@ -213,6 +224,12 @@ impl<P: Proposer> Kyso<P> {
         Ok(self.state.principal(certificate_sha256)?)
     }
 
+    /// What certified PDFs print: agency names, register formats, the public site.
+    pub fn with_pdf_settings(mut self, settings: certified_pdf::PdfSettings) -> Self {
+        self.pdf_settings = settings;
+        self
+    }
+
     /// Replicates blobs to peers before proposing, and fetches missing ones from them.
     pub fn with_peer_blobs(mut self, peer_blobs: Arc<dyn PeerBlobs>) -> Self {
         self.peer_blobs = Some(peer_blobs);
@@ -252,6 +269,14 @@ impl<P: Proposer> Kyso<P> {
 
     /// Proposes a command and waits for it to be committed and applied.
     pub(crate) async fn propose(&self, actor: &Actor, request_id: &str, fingerprint: [u8; 32], command: Command) -> Result<Outcome, ServiceError> {
+        match self.propose_for_outcome(actor, request_id, fingerprint, command).await? {
+            Outcome::Rejected(rejection) => Err(rejection.into()),
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// [`Kyso::propose`] with a rejection returned as the outcome it is.
+    pub(crate) async fn propose_for_outcome(&self, actor: &Actor, request_id: &str, fingerprint: [u8; 32], command: Command) -> Result<Outcome, ServiceError> {
         let envelope = CommandEnvelope {
             version: COMMAND_VERSION,
             request_id: request_id.to_string(),
@@ -261,10 +286,7 @@ impl<P: Proposer> Kyso<P> {
             actor: actor.clone(),
         };
         let response = self.proposer.propose(Bytes::from(envelope.encode())).await?;
-        match Outcome::decode(&response)? {
-            Outcome::Rejected(rejection) => Err(rejection.into()),
-            outcome => Ok(outcome),
-        }
+        Ok(Outcome::decode(&response)?)
     }
 
     /// Waits until local state includes every acknowledged write.

@@ -19,7 +19,8 @@ use crate::access::{Caller, Role};
 use crate::crypto::{self, CertError, KeyError, MasterKey, SigningKey};
 use crate::domain::{Certification, CertificationKind, Sha256, Signer, CERTIFICATION_RECORD_VERSION, PIN_FAILURES_MAX};
 use crate::lookup::LookupCode;
-use crate::state::{Command, Outcome};
+use crate::state::{Command, Outcome, Rejection};
+use super::certified_pdf;
 
 /// Agencies one signer may be registered to.
 pub const SIGNER_AGENCIES_MAX: usize = 32;
@@ -210,6 +211,7 @@ impl<P: Proposer> Kyso<P> {
         let signed_at_unix = now_unix();
         let mut keys: HashMap<String, std::sync::Arc<SigningKey>> = HashMap::new();
         let mut certifications = Vec::with_capacity(items.len());
+        let mut pdf_items = Vec::new();
         for item in items {
             let (signer, document) = self.check_certify_item(caller, &item, signed_at_unix).await?;
             let key = match keys.get(&signer.id) {
@@ -220,10 +222,43 @@ impl<P: Proposer> Kyso<P> {
                     key
                 }
             };
-            let cms_der = sign_and_check(document, signed_at_unix, signer.chain_der.clone(), key).await?;
+            let cms_der = sign_and_check(document.clone(), signed_at_unix, signer.chain_der.clone(), key.clone()).await?;
+            if certified_pdf::delivers_pdf(&document) {
+                pdf_items.push(certified_pdf::PdfItem { index: certifications.len(), document, signer: signer.clone(), key });
+            }
             certifications.push(self.new_certification(item, signer.id, signed_at_unix, cms_der)?);
         }
-        expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(certifications)).await?)
+        if pdf_items.is_empty() {
+            return expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(certifications)).await?);
+        }
+        self.certify_with_register(caller, request_id, request_fingerprint, certifications, &pdf_items).await
+    }
+
+    /// Numbers, builds and signs the certified PDFs, and proposes; signs again under the
+    /// next numbers when another node took them first (see `certified_pdf`).
+    async fn certify_with_register(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        request_fingerprint: [u8; 32],
+        mut certifications: Vec<Certification>,
+        pdf_items: &[certified_pdf::PdfItem],
+    ) -> Result<Vec<Certification>, ServiceError> {
+        let _numbering = self.register_lock.lock().await;
+        let mut last_rejection = None;
+        for _ in 0..certified_pdf::REGISTER_ATTEMPTS_MAX {
+            self.read_barrier().await?;
+            self.deliver_pdfs(&mut certifications, pdf_items).await?;
+            let command = Command::Certify(certifications.clone());
+            match self.propose_for_outcome(&caller.actor, request_id, request_fingerprint, command).await? {
+                Outcome::Rejected(rejection @ Rejection::RegisterNumberTaken { .. }) => {
+                    tracing::info!(%rejection, "register number taken by another node; signing again under the next");
+                    last_rejection = Some(rejection);
+                }
+                outcome => return expect_certifications(outcome),
+            }
+        }
+        Err(last_rejection.map_or_else(|| ServiceError::Internal("no numbering attempt ran".into()), ServiceError::from))
     }
 
     /// Records a detached CMS signature that the signer made with its own token: it must
@@ -308,6 +343,7 @@ impl<P: Proposer> Kyso<P> {
             signed_at_unix,
             cms_der,
             revocation: None,
+            delivered_pdf: None,
         })
     }
 
@@ -543,7 +579,7 @@ async fn sign_and_check(
 }
 
 /// Accepts a PKCS#8 key as PEM ("PRIVATE KEY") or DER.
-fn pkcs8_der(input: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
+pub(crate) fn pkcs8_der(input: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, ServiceError> {
     if input.starts_with(b"-----BEGIN") {
         let block = pem::parse(input)
             .map_err(|error| ServiceError::InvalidArgument(format!("private key PEM is malformed: {error}")))?;

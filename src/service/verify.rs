@@ -102,18 +102,33 @@ impl<P: Proposer> Kyso<P> {
         Ok(Verification { document_sha256, certifications: verified })
     }
 
+    /// The scan a delivered PDF was made from, when `hash` is a delivered PDF's: the
+    /// citizen holds the PDF, and the certification is checked over its archived scan.
+    fn scan_of_delivered_pdf(&self, hash: &Sha256) -> Result<Option<Sha256>, ServiceError> {
+        Ok(self
+            .state
+            .certifications_of(hash)?
+            .into_iter()
+            .find(|certification| certification.delivered_pdf.as_ref().is_some_and(|pdf| pdf.sha256 == *hash))
+            .map(|certification| certification.document_sha256))
+    }
+
     /// Resolves the subject to a document hash, its certifications and, when the client
     /// sent the file, its bytes.
     fn find_certifications(&self, subject: VerifySubject) -> Result<(Sha256, Vec<Certification>, Option<Bytes>), ServiceError> {
         match subject {
             VerifySubject::File(content) => {
                 let hash = Sha256::digest(&content);
-                Ok((hash, self.state.certifications_of(&hash)?, Some(content)))
+                match self.scan_of_delivered_pdf(&hash)? {
+                    Some(scan) => Ok((scan, self.state.certifications_of(&scan)?, None)),
+                    None => Ok((hash, self.state.certifications_of(&hash)?, Some(content))),
+                }
             }
             VerifySubject::Sha256(bytes) => {
                 let hash = Sha256::from_slice(&bytes).ok_or_else(|| {
                     ServiceError::InvalidArgument(format!("sha256 must be 32 bytes, got {}", bytes.len()))
                 })?;
+                let hash = self.scan_of_delivered_pdf(&hash)?.unwrap_or(hash);
                 Ok((hash, self.state.certifications_of(&hash)?, None))
             }
             VerifySubject::LookupCode(text) => {

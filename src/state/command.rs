@@ -5,12 +5,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Actor, Principal};
-use crate::domain::{Certification, Dossier, Sha256, Signer, SignerRevocation, SignerStatus};
+use crate::domain::{AgencySeal, Certification, Dossier, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 
 /// Version of the command encoding this build writes and applies. Version 2 added the
-/// actor and the security commands.
-pub const COMMAND_VERSION: u8 = 2;
+/// actor and the security commands; version 3 the delivered PDF of a certification.
+pub const COMMAND_VERSION: u8 = 3;
 
 /// A command with what every command carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,8 @@ pub enum Command {
     UnlockSigner { signer_id: String },
     /// The signer re-sealed its key under a new PIN.
     ReplaceSignerKey { signer_id: String, sealed_key: Vec<u8> },
+    /// Registers (or replaces) an agency's organisation certificate and sealed key.
+    RegisterAgencySeal(AgencySeal),
 }
 
 /// Events recorded by [`Command::Audit`].
@@ -72,6 +74,7 @@ pub enum Outcome {
     Audited(u64),
     SignerRevocations(Vec<SignerRevocation>),
     SignerStatus(SignerStatus),
+    AgencySeal(AgencySeal),
 }
 
 /// Why the state machine refused a command (it was applied as a no-op).
@@ -89,6 +92,11 @@ pub enum Rejection {
     PermissionDenied(String),
     #[error("command cannot be decoded: {0}")]
     Undecodable(String),
+    /// A certification's register number is not its agency-year's next one (another node
+    /// or request took it first). Not remembered under the request id: the proposer signs
+    /// again under the next number and proposes with the same id.
+    #[error("register number {number} of agency {agency_id} for {year} is taken; the next is {expected}")]
+    RegisterNumberTaken { agency_id: String, year: i64, number: u64, expected: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]

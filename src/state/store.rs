@@ -17,7 +17,7 @@ use super::command::{AuditEvent, Command, CommandEnvelope, Outcome, Rejection};
 use super::leaf::{LogEvent, LogLeaf};
 use crate::access::{Actor, Principal};
 use crate::tlog;
-use crate::domain::{Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
+use crate::domain::{AgencySeal, Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -52,6 +52,20 @@ const BLOB_AGENCIES: MultimapTableDefinition<&[u8], &str> = MultimapTableDefinit
 /// `signer-status/<signer id>` -> SignerStatus, `signature/<sha256 hex of a CMS>` -> the
 /// lookup code of the certification that recorded it (replay detection).
 const SECURITY: TableDefinition<&str, &[u8]> = TableDefinition::new("security");
+/// The agencies' registers (sổ chứng thực): `last/<agency>/<year>` -> the last number
+/// given, `entry/<agency>/<year>/<number, 12 digits>` -> the lookup code it went to;
+/// and their seals: `seal/<agency>` -> AgencySeal.
+const REGISTER: TableDefinition<&str, &[u8]> = TableDefinition::new("register");
+
+fn register_last_key(agency_id: &str, year: i64) -> String {
+    format!("last/{agency_id}/{year}")
+}
+fn agency_seal_key(agency_id: &str) -> String {
+    format!("seal/{agency_id}")
+}
+fn register_entry_key(agency_id: &str, year: i64, number: u64) -> String {
+    format!("entry/{agency_id}/{year}/{number:012}")
+}
 
 fn principal_key(hash: &Sha256) -> String {
     format!("principal/{hash}")
@@ -153,6 +167,7 @@ impl StateStore {
             txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
             txn.open_table(BLOBS)?;
             txn.open_table(TLOG_NODES)?;
+            txn.open_table(REGISTER)?;
             txn.open_table(TLOG_LEAVES)?;
             txn.open_table(CERTIFICATION_LEAVES)?;
             txn.open_table(SECURITY)?;
@@ -425,6 +440,35 @@ impl StateStore {
         Ok(entries)
     }
 
+    /// The agency's organisation certificate and sealed key, when one is registered.
+    pub fn agency_seal(&self, agency_id: &str) -> Result<Option<AgencySeal>, StateError> {
+        let txn = self.db.begin_read()?;
+        txn.open_table(REGISTER)?.get(agency_seal_key(agency_id).as_str())?.map(|value| decode(value.value())).transpose()
+    }
+
+    /// The next number of an agency's register for `year` (1 for a fresh register).
+    pub fn register_next(&self, agency_id: &str, year: i64) -> Result<u64, StateError> {
+        let txn = self.db.begin_read()?;
+        Ok(read_register_last(&txn.open_table(REGISTER)?, agency_id, year)? + 1)
+    }
+
+    /// An agency's register for `year`: (number, lookup code), in number order, numbers
+    /// above `after_number`, at most `limit` of them.
+    pub fn register(&self, agency_id: &str, year: i64, after_number: u64, limit: usize) -> Result<Vec<(u64, String)>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REGISTER)?;
+        let prefix = format!("entry/{agency_id}/{year}/");
+        let start = register_entry_key(agency_id, year, after_number.saturating_add(1));
+        let mut entries = Vec::new();
+        for row in table.range(start.as_str()..)?.take(limit) {
+            let (key, value) = row?;
+            let Some(number) = key.value().strip_prefix(prefix.as_str()) else { break };
+            let number = number.parse().map_err(|_| StateError::Corrupt(format!("register key {:?}", key.value())))?;
+            entries.push((number, decode(value.value())?));
+        }
+        Ok(entries)
+    }
+
     /// Index of a certification's leaf.
     pub fn certification_leaf(&self, code: &LookupCode) -> Result<Option<u64>, StateError> {
         let txn = self.db.begin_read()?;
@@ -482,10 +526,11 @@ struct SnapshotV2 {
     tlog_leaves: Vec<(u64, Vec<u8>)>,
     certification_leaves: Vec<(Vec<u8>, u64)>,
     security: Vec<(String, Vec<u8>)>,
+    register: Vec<(String, Vec<u8>)>,
 }
 
-/// Version 2 added the security table.
-const SNAPSHOT_VERSION: u8 = 2;
+/// Version 2 added the security table, version 3 the register.
+const SNAPSHOT_VERSION: u8 = 3;
 
 impl StateStore {
     fn take_snapshot(&self) -> Result<(u64, Bytes), StateError> {
@@ -537,6 +582,10 @@ impl StateStore {
             let (key, value) = row?;
             snapshot.security.push((key.value().to_string(), value.value().to_vec()));
         }
+        for row in txn.open_table(REGISTER)?.iter()? {
+            let (key, value) = row?;
+            snapshot.register.push((key.value().to_string(), value.value().to_vec()));
+        }
         let mut bytes = vec![SNAPSHOT_VERSION];
         bytes.extend(encode(&snapshot));
         Ok((snapshot.applied, Bytes::from(bytes)))
@@ -561,6 +610,7 @@ impl StateStore {
         txn.delete_table(TLOG_LEAVES)?;
         txn.delete_table(CERTIFICATION_LEAVES)?;
         txn.delete_table(SECURITY)?;
+        txn.delete_table(REGISTER)?;
         {
             let mut table = txn.open_table(REQUESTS)?;
             for (key, value) in &snapshot.requests {
@@ -600,6 +650,10 @@ impl StateStore {
             }
             let mut table = txn.open_table(SECURITY)?;
             for (key, value) in &snapshot.security {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
+            let mut table = txn.open_table(REGISTER)?;
+            for (key, value) in &snapshot.register {
                 table.insert(key.as_str(), value.as_slice())?;
             }
             let mut meta = txn.open_table(META)?;
@@ -675,8 +729,17 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         Command::PinRejected { signer_id } => pin_rejected(txn, actor, &signer_id)?,
         Command::UnlockSigner { signer_id } => unlock_signer(txn, actor, &signer_id)?,
         Command::ReplaceSignerKey { signer_id, sealed_key } => replace_signer_key(txn, actor, &signer_id, sealed_key)?,
+        Command::RegisterAgencySeal(seal) => {
+            // Kept beside the register: both are the agency's, both in the snapshot.
+            txn.open_table(REGISTER)?.insert(agency_seal_key(&seal.agency_id).as_str(), encode(&seal).as_slice())?;
+            Outcome::AgencySeal(seal)
+        }
     };
-    // Rejected requests are remembered too: a retry gets the same answer.
+    // Rejected requests are remembered too: a retry gets the same answer. Except a taken
+    // register number: the proposer signs again under the next one, with the same id.
+    if matches!(outcome, Outcome::Rejected(Rejection::RegisterNumberTaken { .. })) {
+        return Ok(outcome);
+    }
     let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed: true, outcome };
     txn.open_table(REQUESTS)?.insert(key.as_str(), encode(&row).as_slice())?;
     txn.open_table(REQUEST_DETAILS)?.insert((envelope.issued_at_unix, key.as_str()), ())?;
@@ -799,6 +862,17 @@ fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certificat
         let key = certification.lookup_code.index_key();
         table.insert(key.as_slice(), encode(certification).as_slice())?;
         by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
+        if let Some(delivered) = &certification.delivered_pdf {
+            // Verify and lookup answer to the delivered PDF's hash as to the scan's.
+            by_document.insert(delivered.sha256.0.as_slice(), key.as_slice())?;
+            txn.open_table(BLOBS)?.insert(delivered.sha256.0.as_slice(), delivered.size_bytes)?;
+            // The delivered PDF is read within its agency, as the scan it came from.
+            txn.open_multimap_table(BLOB_AGENCIES)?.insert(delivered.sha256.0.as_slice(), certification.agency_id.as_str())?;
+            let mut register = txn.open_table(REGISTER)?;
+            let (agency, year, number) = (&certification.agency_id, delivered.register_year, delivered.register_number);
+            register.insert(register_last_key(agency, year).as_str(), encode(&number).as_slice())?;
+            register.insert(register_entry_key(agency, year, number).as_str(), encode(&certification.lookup_code.to_string()).as_slice())?;
+        }
         let leaf_index = append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::Certification(certification.clone())))?;
         leaves.insert(key.as_slice(), leaf_index)?;
         let code = certification.lookup_code.to_string();
@@ -818,9 +892,27 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
     let blob_agencies = txn.open_multimap_table(BLOB_AGENCIES)?;
     let table = txn.open_table(CERTIFICATIONS)?;
     let security = txn.open_table(SECURITY)?;
+    let register = txn.open_table(REGISTER)?;
     let mut codes = std::collections::BTreeSet::new();
     let mut signatures = std::collections::BTreeSet::new();
+    let mut register_next: std::collections::BTreeMap<(String, i64), u64> = std::collections::BTreeMap::new();
     for certification in certifications {
+        if let Some(delivered) = &certification.delivered_pdf {
+            let slot = (certification.agency_id.clone(), delivered.register_year);
+            let expected = match register_next.get(&slot) {
+                Some(next) => *next,
+                None => read_register_last(&register, &slot.0, slot.1)? + 1,
+            };
+            if delivered.register_number != expected {
+                return Ok(Some(Rejection::RegisterNumberTaken {
+                    agency_id: slot.0,
+                    year: slot.1,
+                    number: delivered.register_number,
+                    expected,
+                }));
+            }
+            register_next.insert(slot, expected + 1);
+        }
         let Some(signer) = signers.get(certification.signer_id.as_str())? else {
             return Ok(Some(Rejection::NotFound(format!("signer {} is not registered", certification.signer_id))));
         };
@@ -913,6 +1005,13 @@ fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
             agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
         }
     }
+    for row in txn.open_table(CERTIFICATIONS)?.iter()? {
+        let (_, value) = row?;
+        let certification: Certification = decode(value.value())?;
+        if let Some(delivered) = &certification.delivered_pdf {
+            agencies.insert(delivered.sha256.0.as_slice(), certification.agency_id.as_str())?;
+        }
+    }
     txn.open_table(META)?.insert(BLOB_AGENCIES_INDEXED, 1)?;
     Ok(())
 }
@@ -943,6 +1042,10 @@ fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: 
     certification.revocation = Some(revocation);
     table.insert(key.as_slice(), encode(&certification).as_slice())?;
     Ok(Outcome::Certifications(vec![certification]))
+}
+
+fn read_register_last(register: &impl ReadableTable<&'static str, &'static [u8]>, agency_id: &str, year: i64) -> Result<u64, StateError> {
+    register.get(register_last_key(agency_id, year).as_str())?.map(|value| decode(value.value())).transpose().map(|last| last.unwrap_or(0))
 }
 
 fn read_signer_status(security: &impl ReadableTable<&'static str, &'static [u8]>, signer_id: &str) -> Result<SignerStatus, StateError> {
@@ -1207,6 +1310,7 @@ mod tests {
             dossier_id: String::new(),
             signed_at_unix: 1,
             cms_der: vec![1, 2, 3],
+            delivered_pdf: None,
             revocation: None,
         };
         let outcome = apply(&store, vec![envelope(&actor, "c", 1, Command::Certify(vec![certification]))]);

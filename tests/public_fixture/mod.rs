@@ -68,9 +68,8 @@ impl Fixture {
 
 /// Bytes that start like a PDF, distinct per seed.
 fn pdf_like(seed: u8) -> Vec<u8> {
-    let mut content = b"%PDF-1.7\n% kyso public page test\n".to_vec();
-    content.extend(document(seed, 40_000));
-    content
+    // A real PDF: kyso builds a certified PDF from it (an unparseable one is refused).
+    kyso::cli::dev::sample_pdf(&format!("kyso public page test {}", hex::encode(document(seed, 20_000))))
 }
 
 /// Starts a node (`extra_limits` go under `[limits]`), archives a dossier with planted

@@ -132,6 +132,7 @@ fn file_check(texts: &Texts, view: &LookupView<'_>) -> Markup {
     html! {
         section.card.file-check id="file-check" hidden
             data-sha256=(facts.document_sha256.to_hex())
+            data-sha256-pdf=(facts.delivered_pdf_sha256.map(|hash| hash.to_hex()).unwrap_or_default())
             data-revoked=(if facts.revocation.is_some() { "true" } else { "false" })
             data-size-max=(view.file_size_bytes_max)
             data-msg-working=(texts.check_working)
@@ -275,6 +276,7 @@ mod tests {
             signer_title: "Chủ tịch \"UBND\" & xã".into(),
             signed_at_unix: 1_795_505_432,
             document_sha256: Sha256::digest(b"document"),
+            delivered_pdf_sha256: None,
             revocation,
         }
     }
