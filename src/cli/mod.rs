@@ -16,6 +16,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+/// A Unix time as people in Vietnam read it: RFC 3339 in UTC+7, e.g.
+/// `2026-11-24T14:30:32+07:00`. Human output only; `--json` keeps the raw Unix seconds.
+pub(crate) fn human_time(unix_seconds: i64) -> String {
+    crate::api::public::i18n::VietnamTime::from_unix(unix_seconds).rfc3339()
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "kyso", version, about = "Distributed document signing and archive for local government")]
 pub struct Cli {

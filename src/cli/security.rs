@@ -155,7 +155,7 @@ pub async fn crl_import(args: CrlImportArgs) -> anyhow::Result<()> {
     } else {
         println!("crl imported; {} registered signer(s) newly revoked", response.revoked.len());
         for revocation in &response.revoked {
-            println!("  {}  serial {}  at {}  ({})", revocation.signer_id, revocation.serial_hex, revocation.revoked_at_unix, revocation.reason);
+            println!("  {}  serial {}  at {}  ({})", revocation.signer_id, revocation.serial_hex, super::human_time(revocation.revoked_at_unix), revocation.reason);
         }
     }
     Ok(())
