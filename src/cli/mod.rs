@@ -197,6 +197,12 @@ pub fn print_listening(node: &crate::node::Node) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn human_output_shows_times_in_vietnam_as_rfc3339() {
+        assert_eq!(super::human_time(1_795_000_000), "2026-11-18T18:06:40+07:00");
+        assert_eq!(super::human_time(1_798_736_399), "2026-12-31T23:59:59+07:00");
+    }
+
     /// clap checks a command's definition only when it is built: two arguments with one
     /// name (say a subcommand's --cert beside the connection's --cert) panic at run time in
     /// debug builds and silently shadow each other in release ones. Check them all here.
