@@ -1,9 +1,9 @@
-//! Compiles proto/kyso/v1/*.proto with protox (pure Rust), so the build needs no system
+//! Compiles proto/kyso/v1/*.proto and the log leaf schema proto/kyso/leaf/v3/leaf.proto with protox (pure Rust), so the build needs no system
 //! protoc and never reads the PROTOC variable (raft-proto panics on new protoc versions).
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/kyso/v1/kyso.proto"];
+    let files = ["proto/kyso/v1/kyso.proto", "proto/kyso/leaf/v3/leaf.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

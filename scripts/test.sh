@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS=0 skips it),
 # then every test of the workspace. Installs the independent tools the tests use when they
-# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, fuse3 when
-# not root); a test
+# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, poppler-utils,
+# qpdf, pyhanko, the Python client's pip packages, fuse3 when not root); a test
 # never skips because a tool is absent — it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,14 @@ if ! command -v pyhanko >/dev/null; then
   hash -r
 fi
 command -v pyhanko >/dev/null || { echo "pyhanko is still missing after install" >&2; exit 1; }
+# The Python client's suite (clients/python, run by tests/python_client.rs against a
+# 3-node cluster) needs grpcio, grpcio-tools, protobuf, cryptography and pytest.
+python_modules="import grpc, grpc_tools, google.protobuf, cryptography, pytest"
+if ! python3 -c "$python_modules" 2>/dev/null; then
+  echo "installing the Python client's test requirements"
+  python3 -m pip install -q -r clients/python/requirements-test.txt
+fi
+python3 -c "$python_modules" || { echo "Python test requirements are still missing after install" >&2; exit 1; }
 
 # s3s-fs: the S3 server of the storage tests (checks SigV4 signatures, honours
 # If-None-Match). Built once into a per-user cache, reused by later runs; nothing global.

@@ -128,7 +128,12 @@ pub struct Revocation {
 }
 
 /// One signed statement about one document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its encoding follows its `version` (see [`CERTIFICATION_RECORD_VERSION`]): a version 1
+/// record has no `delivered_pdf` field at all, so records, commands and log leaves written
+/// before the certified PDF keep decoding (and keep their bytes) after an upgrade
+/// (`domain::tests::version_1_records_decode_and_keep_their_bytes`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certification {
     /// Record version; bump when the encoding changes.
     pub version: u8,
@@ -148,8 +153,86 @@ pub struct Certification {
     pub delivered_pdf: Option<DeliveredPdf>,
 }
 
-/// Version 2 added the delivered PDF and its register number.
+/// Version 2 added the delivered PDF and its register number. Version 1 records still
+/// decode (without it).
 pub const CERTIFICATION_RECORD_VERSION: u8 = 2;
+
+/// The oldest certification record version this build reads.
+pub const CERTIFICATION_RECORD_VERSION_OLDEST: u8 = 1;
+
+const CERTIFICATION_FIELDS: [&str; 11] = [
+    "version",
+    "lookup_code",
+    "document_sha256",
+    "kind",
+    "agency_id",
+    "signer_id",
+    "dossier_id",
+    "signed_at_unix",
+    "cms_der",
+    "revocation",
+    "delivered_pdf",
+];
+
+impl Serialize for Certification {
+    /// Panics on a version 1 record carrying a delivered PDF: that version cannot hold one.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let with_pdf = self.version >= 2;
+        assert!(with_pdf || self.delivered_pdf.is_none(), "a version 1 certification record has no delivered pdf");
+        let mut record = serializer.serialize_struct("Certification", if with_pdf { 11 } else { 10 })?;
+        record.serialize_field("version", &self.version)?;
+        record.serialize_field("lookup_code", &self.lookup_code)?;
+        record.serialize_field("document_sha256", &self.document_sha256)?;
+        record.serialize_field("kind", &self.kind)?;
+        record.serialize_field("agency_id", &self.agency_id)?;
+        record.serialize_field("signer_id", &self.signer_id)?;
+        record.serialize_field("dossier_id", &self.dossier_id)?;
+        record.serialize_field("signed_at_unix", &self.signed_at_unix)?;
+        record.serialize_field("cms_der", &self.cms_der)?;
+        record.serialize_field("revocation", &self.revocation)?;
+        if with_pdf {
+            record.serialize_field("delivered_pdf", &self.delivered_pdf)?;
+        }
+        record.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Certification {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Record;
+        impl<'de> serde::de::Visitor<'de> for Record {
+            type Value = Certification;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("a certification record")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Certification, A::Error> {
+                use serde::de::Error;
+                let missing = |field: &str| A::Error::custom(format!("certification record without {field}"));
+                let version: u8 = seq.next_element()?.ok_or_else(|| missing("version"))?;
+                if !(CERTIFICATION_RECORD_VERSION_OLDEST..=CERTIFICATION_RECORD_VERSION).contains(&version) {
+                    return Err(A::Error::custom(format!(
+                        "certification record version {version} is not {CERTIFICATION_RECORD_VERSION_OLDEST}-{CERTIFICATION_RECORD_VERSION}; upgrade this node"
+                    )));
+                }
+                Ok(Certification {
+                    version,
+                    lookup_code: seq.next_element()?.ok_or_else(|| missing("lookup_code"))?,
+                    document_sha256: seq.next_element()?.ok_or_else(|| missing("document_sha256"))?,
+                    kind: seq.next_element()?.ok_or_else(|| missing("kind"))?,
+                    agency_id: seq.next_element()?.ok_or_else(|| missing("agency_id"))?,
+                    signer_id: seq.next_element()?.ok_or_else(|| missing("signer_id"))?,
+                    dossier_id: seq.next_element()?.ok_or_else(|| missing("dossier_id"))?,
+                    signed_at_unix: seq.next_element()?.ok_or_else(|| missing("signed_at_unix"))?,
+                    cms_der: seq.next_element()?.ok_or_else(|| missing("cms_der"))?,
+                    revocation: seq.next_element()?.ok_or_else(|| missing("revocation"))?,
+                    delivered_pdf: if version >= 2 { seq.next_element()?.ok_or_else(|| missing("delivered_pdf"))? } else { None },
+                })
+            }
+        }
+        deserializer.deserialize_struct("Certification", &CERTIFICATION_FIELDS, Record)
+    }
+}
 
 /// An agency's organisation certificate and its key, for the agency's signature on its
 /// certified PDFs. The key is sealed under the master key alone (associated data: the
@@ -229,4 +312,71 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if month_index < 10 { month_index + 3 } else { month_index - 9 } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The record as releases before the certified PDF wrote it.
+    #[derive(Serialize)]
+    struct CertificationV1 {
+        version: u8,
+        lookup_code: crate::lookup::LookupCode,
+        document_sha256: Sha256,
+        kind: CertificationKind,
+        agency_id: String,
+        signer_id: String,
+        dossier_id: String,
+        signed_at_unix: i64,
+        cms_der: Vec<u8>,
+        revocation: Option<Revocation>,
+    }
+
+    fn record(version: u8, delivered_pdf: Option<DeliveredPdf>) -> Certification {
+        Certification {
+            version,
+            lookup_code: crate::lookup::LookupCode::parse("7K3MQ9TX2HRNB4WD").unwrap(),
+            document_sha256: Sha256([7; 32]),
+            kind: CertificationKind::CertifiedCopy,
+            agency_id: "xa-a".into(),
+            signer_id: "s1".into(),
+            dossier_id: "d1".into(),
+            signed_at_unix: 1_795_000_000,
+            cms_der: vec![0x30, 0x00],
+            revocation: Some(Revocation { reason: "sai".into(), revoked_at_unix: 1_795_000_001 }),
+            delivered_pdf,
+        }
+    }
+
+    #[test]
+    fn version_1_records_decode_and_keep_their_bytes() {
+        let old = record(1, None);
+        let v1_bytes = postcard::to_stdvec(&CertificationV1 {
+            version: 1,
+            lookup_code: old.lookup_code.clone(),
+            document_sha256: old.document_sha256,
+            kind: old.kind,
+            agency_id: old.agency_id.clone(),
+            signer_id: old.signer_id.clone(),
+            dossier_id: old.dossier_id.clone(),
+            signed_at_unix: old.signed_at_unix,
+            cms_der: old.cms_der.clone(),
+            revocation: old.revocation.clone(),
+        })
+        .unwrap();
+        // Followed by other data, as inside a command or a leaf: nothing is read past it.
+        let mut framed = v1_bytes.clone();
+        framed.push(0xAB);
+        let (decoded, rest): (Certification, &[u8]) = postcard::take_from_bytes(&framed).unwrap();
+        assert_eq!((decoded.clone(), rest), (old, &[0xAB][..]));
+        assert_eq!(postcard::to_stdvec(&decoded).unwrap(), v1_bytes, "a version 1 record keeps its bytes");
+
+        let new = record(2, Some(DeliveredPdf { sha256: Sha256([9; 32]), size_bytes: 10, register_year: 2026, register_number: 3 }));
+        let bytes = postcard::to_stdvec(&new).unwrap();
+        assert_eq!(postcard::from_bytes::<Certification>(&bytes).unwrap(), new);
+        let mut future = bytes.clone();
+        future[0] = CERTIFICATION_RECORD_VERSION + 1;
+        assert!(postcard::from_bytes::<Certification>(&future).is_err(), "a record from a newer release is refused");
+    }
 }

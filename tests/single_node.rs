@@ -127,7 +127,7 @@ async fn revoked_copy_reports_revoked_with_its_reason() {
     let verified = &answer.certifications[0];
     assert_eq!(verified.summary, "revoked: cấp nhầm người nhận");
     assert!(verified.signature_valid, "revocation does not make the signature itself invalid");
-    let public = reqwest_get(&format!("{}/api/v1/lookup/{}", node.http_url, certification.lookup_code)).await;
+    let public = http_get(&format!("{}/api/v1/lookup/{}", node.http_url, certification.lookup_code)).await;
     assert!(public.contains("\"status\":\"revoked\"") && public.contains("cấp nhầm người nhận"), "the public page shows the revocation: {public}");
     let again = node
         .signing()
@@ -203,20 +203,8 @@ async fn health_service_reports_serving() {
         .unwrap()
         .into_inner();
     assert_eq!(response.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
-    let http = reqwest_get(&format!("{}/healthz", node.http_url)).await;
+    let http = http_get(&format!("{}/healthz", node.http_url)).await;
     assert!(http.contains("\"status\":\"ok\""), "{http}");
-}
-
-/// A minimal HTTP GET over a TCP stream (keeps the test free of an HTTP client crate).
-async fn reqwest_get(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let without_scheme = url.strip_prefix("http://").unwrap();
-    let (host, path) = without_scheme.split_once('/').unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    stream.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
 }
 
 #[test]

@@ -114,6 +114,26 @@ async fn every_record_is_a_leaf_and_its_proofs_verify_against_signed_checkpoints
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_key_is_served_over_grpc_and_http_and_checks_the_checkpoint() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    certify_documents(&node, &pki, &[40]).await;
+    let on_disk = std::fs::read_to_string(node.dir.join("data/log.pub")).unwrap();
+    let mut log = pb::log_service_client::LogServiceClient::new(node.channel().await);
+    let key = log.get_log_key(pb::GetLogKeyRequest {}).await.unwrap().into_inner();
+    assert_eq!(format!("{}\n", key.verifier_key), on_disk);
+    assert!(key.verifier_key.starts_with(&format!("{}+", key.origin)), "{key:?}");
+    let response = http_get(&format!("{}/log-key", node.http_url)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, on_disk, "GET /log-key serves the key line");
+    let verifier = tlog::LogVerifier::parse(body.trim()).unwrap();
+    let checkpoint = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+    assert_eq!(tlog::open_checkpoint(&checkpoint.note, &verifier).unwrap().size(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_bundle_verifies_with_no_node_running_and_rejects_tampering() {
     let dir = tempdir();
     let pki = TestPki::new(&dir.path().join("pki"));

@@ -1,28 +1,58 @@
 #!/usr/bin/env bash
 # A local kyso cluster on 127.0.0.1, one process per node, for trying and testing.
 #
-#   deploy/local/cluster.sh up N         start N nodes (3 or 5), creating keys and configs once
+#   deploy/local/cluster.sh [--port-base B] up N   start N nodes (3 or 5), creating keys and configs once
 #   deploy/local/cluster.sh down         stop every node (SIGTERM)
 #   deploy/local/cluster.sh status       each node's view of the cluster
 #   deploy/local/cluster.sh kill I       SIGKILL node I
 #   deploy/local/cluster.sh restart I    start node I again (after kill or down)
 #
-# Node I listens on gRPC 127.0.0.1:741I, HTTP 127.0.0.1:749I, Raft 127.0.0.1:751I. State,
-# logs and pid files live in deploy/local/run/ (override with KYSO_LOCAL_DIR). The binary
-# is target/release/kyso unless KYSO_BIN names another.
+# Node I listens on gRPC 127.0.0.1:B+10+I, HTTP B+90+I, Raft B+110+I; the port base B is
+# 7400 unless `--port-base B` or KYSO_PORT_BASE says otherwise (two users on one machine
+# pick two bases). `up` remembers it in run/port-base for the other commands. State, logs
+# and pid files live in deploy/local/run/ (override with KYSO_LOCAL_DIR). The binary is
+# target/release/kyso unless KYSO_BIN names another.
 #
-# Clients use mutual TLS with run/shared/tls/ (CA ca.pem, operator client.pem/client.key,
-# which holds every role): export KYSO_CA, KYSO_CERT and KYSO_KEY as `up` prints. Nodes talk
-# mutual TLS on the peer port too, with node.pem from the same cluster CA.
+# Clients use mutual TLS with run/shared/tls/ (CA ca.pem). Each client certificate that
+# init-keys writes gets its role: client.pem/client.key is the operator (admin, clerk,
+# signer, verifier, every agency and signer); clerk.pem is a clerk of the agencies in
+# KYSO_LOCAL_AGENCIES (default xa-demo, comma-separated); signer.pem may act as any signer
+# (each signer still signs only for its own agencies); verifier.pem may verify in bulk.
+# Export KYSO_CA, KYSO_CERT and KYSO_KEY as `up` prints. Nodes talk mutual TLS on the peer
+# port too, with node-I.pem from the same cluster CA.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 run="${KYSO_LOCAL_DIR:-$here/run}"
 bin="${KYSO_BIN:-$root/target/release/kyso}"
 
-grpc_port() { echo $((7410 + $1)); }
-http_port() { echo $((7490 + $1)); }
-raft_port() { echo $((7510 + $1)); }
+if [[ "${1:-}" == "--port-base" ]]; then
+  KYSO_PORT_BASE="${2:?--port-base takes a number}"
+  shift 2
+fi
+if [[ -z "${KYSO_PORT_BASE:-}" && -f "$run/port-base" ]]; then
+  KYSO_PORT_BASE="$(cat "$run/port-base")"
+fi
+port_base="${KYSO_PORT_BASE:-7400}"
+[[ "$port_base" =~ ^[0-9]+$ ]] && ((port_base >= 1024 && port_base <= 65000)) \
+  || { echo "the port base must be a number from 1024 to 65000, not '$port_base'" >&2; exit 2; }
+
+grpc_port() { echo $((port_base + 10 + $1)); }
+http_port() { echo $((port_base + 90 + $1)); }
+raft_port() { echo $((port_base + 110 + $1)); }
+
+# One [[access.principals]] grant of a client certificate init-keys wrote.
+principal() { # certificate name, person, roles, agencies, signers (TOML arrays' insides)
+  cat <<TOML
+
+[[access.principals]]
+certificate_sha256 = "$("$bin" tls fingerprint "$run/shared/tls/$1.pem")"
+name = "$2"
+roles = [$3]
+agency_ids = [$4]
+signer_ids = [$5]
+TOML
+}
 
 ensure_binary() {
   if [[ ! -x "$bin" ]]; then
@@ -31,8 +61,8 @@ ensure_binary() {
 }
 
 write_config() { # node count
-  local i=$1 n=$2 members="" operator
-  operator="$("$bin" tls fingerprint "$run/shared/tls/client.pem")"
+  local i=$1 n=$2 members="" agencies
+  agencies="$(echo "${KYSO_LOCAL_AGENCIES:-xa-demo}" | sed 's/[^,][^,]*/"&"/g')"
   for j in $(seq 1 "$n"); do
     members+="  { id = $j, raft_addr = \"127.0.0.1:$(raft_port "$j")\", client_addr = \"127.0.0.1:$(grpc_port "$j")\" },"$'\n'
   done
@@ -51,13 +81,10 @@ cert_file = "$run/shared/tls/node-$i.pem"
 key_file = "$run/shared/tls/node-$i.key"
 client_ca_files = ["$run/shared/tls/client-ca.pem"]
 cluster_ca_file = "$run/shared/tls/ca.pem"
-
-[[access.principals]]
-certificate_sha256 = "$operator"
-name = "local cluster operator"
-roles = ["admin", "clerk", "signer", "verifier"]
-agency_ids = ["*"]
-signer_ids = ["*"]
+$(principal client "local cluster operator" '"admin", "clerk", "signer", "verifier"' '"*"' '"*"')
+$(principal clerk "local cluster clerk" '"clerk"' "$agencies" '')
+$(principal signer "local cluster signer" '"signer"' '' '"*"')
+$(principal verifier "local cluster verifier" '"verifier"' '' '')
 
 [cluster]
 node_id = $i
@@ -84,6 +111,7 @@ case "${1:-}" in
     [[ "$n" == 3 || "$n" == 5 ]] || { echo "up takes 3 or 5" >&2; exit 2; }
     ensure_binary
     mkdir -p "$run"
+    echo "$port_base" > "$run/port-base"
     "$bin" init-keys --dir "$run/shared" >/dev/null
     for i in $(seq 1 "$n"); do
       [[ -f "$run/node$i/kyso.toml" ]] || write_config "$i" "$n"
@@ -119,5 +147,5 @@ case "${1:-}" in
     start_node "$i"
     ;;
   *)
-    sed -n '2,13p' "$0"; exit 2 ;;
+    sed -n '2,22p' "$0"; exit 2 ;;
 esac

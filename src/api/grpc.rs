@@ -661,6 +661,11 @@ impl<P: Proposer> pb::log_service_server::LogService for GrpcApi<P> {
             entries: entries.into_iter().map(|(leaf_index, leaf_data)| pb::LogEntry { leaf_index, leaf_data }).collect(),
         }))
     }
+
+    async fn get_log_key(&self, _request: Request<pb::GetLogKeyRequest>) -> Result<Response<pb::LogKey>, Status> {
+        let (verifier_key, origin) = self.kyso.log_key();
+        Ok(Response::new(pb::LogKey { verifier_key, origin }))
+    }
 }
 
 #[tonic::async_trait]

@@ -1,4 +1,4 @@
-//! The HTTP port's router: health, the transparency-log checkpoint, and the public lookup
+//! The HTTP port's router: health, the transparency-log checkpoint and verifier key, and the public lookup
 //! routes of [`super::public`]. It serves only public facts about a certification — never
 //! dossier contents, applicant data, file names or internal ids. Every response carries
 //! the Content-Security-Policy of [`super::public::security_headers`].
@@ -25,6 +25,7 @@ pub fn router<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings) -> Rout
         .route("/readyz", get(ready::<P>))
         .route("/livez", get(live::<P>))
         .route("/checkpoint", get(checkpoint::<P>))
+        .route("/log-key", get(log_key::<P>))
         .with_state(kyso.clone());
     public::routes(kyso.clone(), settings, operational)
         .layer(middleware::from_fn_with_state(kyso, unavailable_unless_ready::<P>))
@@ -96,4 +97,10 @@ async fn checkpoint<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
         Ok(checkpoint) => ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], checkpoint.note).into_response(),
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
+}
+
+/// The log's verifier key line (C2SP signed-note), with a trailing newline (text/plain).
+async fn log_key<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
+    let (verifier_key, _origin) = kyso.log_key();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{verifier_key}\n")).into_response()
 }

@@ -538,7 +538,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 signer.name,
                 signer.title,
                 certification.agency_id,
-                certification.signed_at_unix
+                super::human_time(certification.signed_at_unix)
             );
         }
     }

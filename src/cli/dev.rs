@@ -343,7 +343,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  HTTP   http://{}  (health: /healthz; public lookup: /v/<CODE>)", node.http_addr);
     println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}, pin {DEMO_PIN}", signer.id);
     println!("  dev CA {}", pki.ca_pem.display());
-    println!("  log key (verifier) {}", args.data_dir.join("log.pub").display());
+    println!("  log key (verifier) {}  (also http://{}/log-key)", args.data_dir.join("log.pub").display(), node.http_addr);
+    if let Ok(line) = std::fs::read_to_string(args.data_dir.join("log.pub")) {
+        println!("    {}", line.trim());
+    }
     println!();
     println!("Try, in another terminal:");
     println!("  {exe} archive{server_flag} --agency {DEMO_AGENCY} --procedure 1.001193 --number HS-0001 {sample}");

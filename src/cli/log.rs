@@ -71,7 +71,7 @@ pub fn verify_offline(args: &VerifyArgs) -> anyhow::Result<()> {
         for item in &checked {
             out!(
                 "  {}  signature, chain and log inclusion OK: signed by {} for {} at {}; leaf {} of {}; status when exported: {}",
-                item.lookup_code, item.signer_subject, item.agency_id, item.signed_at_unix, item.leaf_index, item.tree_size, item.status_at_export
+                item.lookup_code, item.signer_subject, item.agency_id, super::human_time(item.signed_at_unix), item.leaf_index, item.tree_size, item.status_at_export
             );
         }
     }

@@ -24,6 +24,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
 
+/// A Unix time as people in Vietnam read it: RFC 3339 in UTC+7, e.g.
+/// `2026-11-24T14:30:32+07:00`. Human output only; `--json` keeps the raw Unix seconds.
+pub(crate) fn human_time(unix_seconds: i64) -> String {
+    crate::api::public::i18n::VietnamTime::from_unix(unix_seconds).rfc3339()
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "kyso", version, about = "Distributed document signing and archive for local government")]
 pub struct Cli {
@@ -213,6 +219,12 @@ pub fn print_listening(node: &crate::node::Node) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn human_output_shows_times_in_vietnam_as_rfc3339() {
+        assert_eq!(super::human_time(1_795_000_000), "2026-11-18T18:06:40+07:00");
+        assert_eq!(super::human_time(1_798_736_399), "2026-12-31T23:59:59+07:00");
+    }
+
     /// clap checks a command's definition only when it is built: two arguments with one
     /// name (say a subcommand's --cert beside the connection's --cert) panic at run time in
     /// debug builds and silently shadow each other in release ones. Check them all here.

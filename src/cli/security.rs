@@ -155,7 +155,7 @@ pub async fn crl_import(args: CrlImportArgs) -> anyhow::Result<()> {
     } else {
         out!("crl imported; {} registered signer(s) newly revoked", response.revoked.len());
         for revocation in &response.revoked {
-            out!("  {}  serial {}  at {}  ({})", revocation.signer_id, revocation.serial_hex, revocation.revoked_at_unix, revocation.reason);
+            out!("  {}  serial {}  at {}  ({})", revocation.signer_id, revocation.serial_hex, super::human_time(revocation.revoked_at_unix), revocation.reason);
         }
     }
     Ok(())

@@ -49,6 +49,11 @@ impl<P: Proposer> Kyso<P> {
         Ok(signed)
     }
 
+    /// The log's verifier key line (C2SP signed-note) and the origin it signs for.
+    pub fn log_key(&self) -> (String, String) {
+        (self.log.signer.verifier().to_string(), self.log.origin.clone())
+    }
+
     /// The latest checkpoint of this node's replica.
     pub async fn checkpoint(&self) -> Result<SignedCheckpoint, ServiceError> {
         self.read_barrier().await?;

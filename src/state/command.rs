@@ -9,8 +9,14 @@ use crate::domain::{AgencySeal, Certification, Dossier, Sha256, Signer, SignerRe
 use crate::lookup::LookupCode;
 
 /// Version of the command encoding this build writes and applies. Version 2 added the
-/// actor and the security commands; version 3 the delivered PDF of a certification.
+/// actor and the security commands; version 3 the delivered PDF of a certification and
+/// the agency seal.
 pub const COMMAND_VERSION: u8 = 3;
+
+/// The oldest command version this build applies: a version 2 command is a version 3
+/// command that uses none of its additions (its certifications are version 1 records,
+/// which still decode), so entries written before an upgrade replay unchanged.
+pub const COMMAND_VERSION_OLDEST: u8 = 2;
 
 /// A command with what every command carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,9 +118,9 @@ impl CommandEnvelope {
     pub fn decode(bytes: &[u8]) -> Result<CommandEnvelope, Rejection> {
         let envelope: CommandEnvelope =
             postcard::from_bytes(bytes).map_err(|error| Rejection::Undecodable(error.to_string()))?;
-        if envelope.version != COMMAND_VERSION {
+        if !(COMMAND_VERSION_OLDEST..=COMMAND_VERSION).contains(&envelope.version) {
             return Err(Rejection::Undecodable(format!(
-                "command version {} is not {COMMAND_VERSION}; upgrade every node to the same release",
+                "command version {} is not {COMMAND_VERSION_OLDEST}-{COMMAND_VERSION}; upgrade every node to the same release",
                 envelope.version
             )));
         }
@@ -139,5 +145,43 @@ impl Outcome {
 
     pub fn decode(bytes: &[u8]) -> Result<Outcome, Rejection> {
         postcard::from_bytes(bytes).map_err(|error| Rejection::Undecodable(error.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CertificationKind, Sha256};
+
+    #[test]
+    fn commands_written_before_an_upgrade_still_decode() {
+        let certification = Certification {
+            version: 1,
+            lookup_code: LookupCode::parse("7K3MQ9TX2HRNB4WD").unwrap(),
+            document_sha256: Sha256([7; 32]),
+            kind: CertificationKind::Result,
+            agency_id: "xa-a".into(),
+            signer_id: "s1".into(),
+            dossier_id: String::new(),
+            signed_at_unix: 1_795_000_000,
+            cms_der: vec![0x30, 0x00],
+            revocation: None,
+            delivered_pdf: None,
+        };
+        let envelope = |version| CommandEnvelope {
+            version,
+            request_id: "r".into(),
+            request_fingerprint: [1; 32],
+            issued_at_unix: 1_795_000_000,
+            command: Command::Certify(vec![certification.clone()]),
+            actor: Actor::local("test"),
+        };
+        for version in COMMAND_VERSION_OLDEST..=COMMAND_VERSION {
+            assert_eq!(CommandEnvelope::decode(&envelope(version).encode()).unwrap(), envelope(version));
+        }
+        for version in [COMMAND_VERSION_OLDEST - 1, COMMAND_VERSION + 1] {
+            let refused = CommandEnvelope::decode(&envelope(version).encode()).unwrap_err().to_string();
+            assert!(refused.contains("upgrade every node"), "{refused}");
+        }
     }
 }

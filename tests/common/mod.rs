@@ -757,3 +757,15 @@ pub async fn grant(node: &TestNode, client: &IssuedCert, roles: &[&str], agencie
         .await
         .unwrap();
 }
+
+/// A minimal HTTP GET over a TCP stream (keeps the test free of an HTTP client crate).
+pub async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let without_scheme = url.strip_prefix("http://").unwrap();
+    let (host, path) = without_scheme.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
