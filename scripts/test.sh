@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS=0 skips it),
 # then every test of the workspace. Installs the independent tools the tests use when they
-# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz); a test
+# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, prometheus); a test
 # never skips because a tool is absent — it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,8 @@ apt_packages=()
 command -v openssl >/dev/null || apt_packages+=(openssl)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v node >/dev/null || apt_packages+=(nodejs npm)
+# tests/operations.rs: a real Prometheus server scrapes a cluster.
+command -v prometheus >/dev/null || apt_packages+=(prometheus)
 if ((${#apt_packages[@]})); then
   echo "installing ${apt_packages[*]}"
   apt-get update -qq

@@ -21,6 +21,10 @@ pub struct Config {
     /// Address of the public HTTP port (lookup page, health). Port 0 picks a free port.
     #[serde(default = "default_http_addr")]
     pub http_addr: SocketAddr,
+    /// Address of the metrics listener (`GET /metrics`, Prometheus text format). Absent: no
+    /// metrics listener. Keep it on loopback or an operations network: it needs no identity.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
     /// File holding the 32-byte master key that seals signers' private keys. Created with
     /// mode 0600 if missing. Relative paths are under `data_dir`.
     #[serde(default = "default_master_key_file")]
@@ -458,6 +462,7 @@ impl Config {
             data_dir: data_dir.into(),
             grpc_addr: default_grpc_addr(),
             http_addr: default_http_addr(),
+            metrics_addr: None,
             master_key_file: default_master_key_file(),
             previous_master_key_file: None,
             log_key_file: default_log_key_file(),
@@ -512,6 +517,14 @@ impl Config {
                 key: "log_origin",
                 reason: "use 1-200 letters, digits and . - _ / : (e.g. tracuu.example.gov.vn/kyso)".into(),
             });
+        }
+        if let Some(metrics_addr) = self.metrics_addr {
+            if metrics_addr.port() != 0 && (metrics_addr == self.http_addr || metrics_addr == self.grpc_addr) {
+                return Err(ConfigError::Invalid {
+                    key: "metrics_addr",
+                    reason: "must differ from http_addr and grpc_addr: the metrics listener is a port of its own".into(),
+                });
+            }
         }
         let limits = &self.limits;
         let positive = [
@@ -810,12 +823,24 @@ mod tests {
         assert_eq!(config.limits.dossier_files_max, 200);
         assert_eq!(config.limits.public_requests_per_minute_max, Limits::default().public_requests_per_minute_max);
         assert_eq!(config.agency_names["xa-demo"], "UBND xã Demo");
+        assert_eq!(config.metrics_addr, Some(SocketAddr::from(([127, 0, 0, 1], 7490))));
     }
 
     #[test]
     fn unknown_keys_are_refused_so_typos_do_not_pass_silently() {
         let error = toml::from_str::<Config>("data_dir = 'x'\ngrpc_adr = '127.0.0.1:1'\n").unwrap_err();
         assert!(error.to_string().contains("grpc_adr"), "{error}");
+    }
+
+    #[test]
+    fn metrics_listener_cannot_share_the_public_port() {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
+        config.metrics_addr = Some(config.http_addr);
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "metrics_addr", .. })));
+        config.metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], 7490)));
+        config.validate().unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod consensus;
 pub mod crypto;
 pub mod domain;
 pub mod lookup;
+pub mod metrics;
 pub mod node;
 pub mod service;
 pub mod state;

@@ -39,6 +39,8 @@ pub const SMALL_REQUEST_SIZE_BYTES_MAX: usize = 64 * 1024;
 pub struct Node {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The metrics listener, when `metrics_addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The peer port, when the node is a Raft member.
     pub raft_addr: Option<SocketAddr>,
     pub kyso: Arc<Kyso<Consensus>>,
@@ -48,6 +50,7 @@ pub struct Node {
     tls: NodeTls,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     raft_listener: Option<TcpListener>,
     fault_injection: bool,
 }
@@ -76,6 +79,10 @@ impl Node {
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot bind metrics address {addr}"))?),
+            None => None,
+        };
         let grpc_addr = grpc_listener.local_addr()?;
         let (kyso, raft_listener) = match &config.cluster {
             None => {
@@ -106,12 +113,14 @@ impl Node {
         Ok(Node {
             grpc_addr,
             http_addr: http_listener.local_addr()?,
+            metrics_addr: metrics_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
             raft_addr: raft_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
             kyso: Arc::new(kyso),
             public: PublicSettings::from_config(config),
             tls,
             grpc_listener,
             http_listener,
+            metrics_listener,
             raft_listener,
             fault_injection: config.fault_injection,
         })
@@ -126,6 +135,13 @@ impl Node {
             let _ = http_stopped.await;
         });
         let http_task = tokio::spawn(http);
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_task = self.metrics_listener.map(|listener| {
+            let router = crate::metrics::router(self.kyso.clone());
+            tokio::spawn(crate::api::http_server::serve(listener, router, http_limits, async move {
+                let _ = metrics_stopped.await;
+            }))
+        });
         let blob_fill_task = tokio::spawn(fill_missing_blobs(self.kyso.clone()));
         let (stop_raft, raft_stopped) = tokio::sync::oneshot::channel::<()>();
         let raft_task = match (self.raft_listener, self.kyso.proposer().raft()) {
@@ -167,6 +183,7 @@ impl Node {
             .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), shutdown);
         let result = grpc.await.context("gRPC server failed");
         let _ = stop_http.send(());
+        let _ = stop_metrics.send(());
         let _ = stop_raft.send(());
         blob_fill_task.abort();
         if let Some(node) = self.kyso.proposer().raft() {
@@ -176,6 +193,9 @@ impl Node {
             task.await.context("Raft peer server task failed")?.context("Raft peer server failed")?;
         }
         http_task.await.context("HTTP server task failed")?.context("HTTP server failed")?;
+        if let Some(task) = metrics_task {
+            task.await.context("metrics server task failed")?.context("metrics server failed")?;
+        }
         result
     }
 }

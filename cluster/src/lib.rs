@@ -7,6 +7,7 @@
 //! and the Raft driver ([`raft::RaftNode`], raft-rs with a raft-engine log and a tonic peer
 //! transport). See `cluster/README.md` for the write and read paths step by step.
 
+pub mod metrics;
 pub mod raft;
 pub mod single;
 

@@ -208,7 +208,9 @@ impl<P: Proposer> Kyso<P> {
             let cms_der = sign_and_check(document, signed_at_unix, signer.chain_der.clone(), key).await?;
             certifications.push(self.new_certification(item, signer.id, signed_at_unix, cms_der)?);
         }
-        expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(certifications)).await?)
+        let recorded = expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(certifications)).await?)?;
+        crate::metrics::record_certifications(recorded.len());
+        Ok(recorded)
     }
 
     /// Records a detached CMS signature that the signer made with its own token: it must
@@ -276,7 +278,9 @@ impl<P: Proposer> Kyso<P> {
         }
         let certification = self.new_certification(item, signer.id, signed_at_unix, cms_der)?;
         let outcome = self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(vec![certification])).await?;
-        expect_certifications(outcome).map(first)
+        let certification = expect_certifications(outcome).map(first)?;
+        crate::metrics::record_certifications(1);
+        Ok(certification)
     }
 
     /// A certification of an item that passed `check_certify_item`, with a fresh lookup code.

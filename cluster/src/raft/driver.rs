@@ -485,6 +485,7 @@ fn node_status<S: StateMachine>(id: u64, status: &ReplicaStatus, driver: &Driver
         leader_client_addr: driver.leader_client_addr(),
         commit_index: status.commit_index,
         applied_index: status.applied_index,
+        proposals_in_flight: driver.pending.len() as u64,
         first_log_index: status.first_index,
         last_log_index: status.last_index,
         voters,
