@@ -339,6 +339,10 @@ pub struct Limits {
     pub refusal_audits_per_client_per_minute_max: u32,
     /// Seconds one upload stream may last in all; an endless stream is cut.
     pub upload_stream_seconds_max: u64,
+    /// Seconds a stopping node (SIGTERM) waits for calls in flight to finish, after it
+    /// stopped accepting new ones and handed its leadership on; calls still running then
+    /// are cut.
+    pub shutdown_drain_seconds_max: u64,
     /// Seconds a signer's key stays open in memory after a PIN unlock, so that the
     /// signer's next requests (each still carrying the PIN, checked against an HMAC) skip
     /// PBKDF2. Counted from the unlock, not extended by use. 0: every request unlocks.
@@ -402,6 +406,7 @@ impl Default for Limits {
             refusal_audits_per_minute_max: 60,
             refusal_audits_per_client_per_minute_max: 6,
             upload_stream_seconds_max: 3600,
+            shutdown_drain_seconds_max: 30,
             unlocked_key_seconds_max: 300,
             verify_cache_entries_max: 100_000,
             state_cache_size_bytes_max: 256 * 1024 * 1024,
@@ -546,6 +551,7 @@ impl Config {
             ("limits.refusal_audits_per_minute_max", limits.refusal_audits_per_minute_max as usize),
             ("limits.refusal_audits_per_client_per_minute_max", limits.refusal_audits_per_client_per_minute_max as usize),
             ("limits.upload_stream_seconds_max", limits.upload_stream_seconds_max as usize),
+            ("limits.shutdown_drain_seconds_max", limits.shutdown_drain_seconds_max as usize),
             ("limits.state_cache_size_bytes_max", limits.state_cache_size_bytes_max),
             ("limits.crl_size_bytes_max", limits.crl_size_bytes_max),
             ("limits.uploads_per_client_max", limits.uploads_per_client_max),

@@ -126,7 +126,9 @@ impl Node {
         })
     }
 
-    /// Serves gRPC and HTTP until `shutdown` completes.
+    /// Serves gRPC and HTTP until `shutdown` completes, then stops gracefully: leadership
+    /// handed on, no new calls, calls in flight drained (at most
+    /// `limits.shutdown_drain_seconds_max`), then the HTTP, metrics and peer ports.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http_limits = crate::api::http_server::HttpServerLimits::from_limits(self.kyso.limits());
@@ -179,9 +181,34 @@ impl Node {
             }
             _ => None,
         };
+        let drain = std::time::Duration::from_secs(self.kyso.limits().shutdown_drain_seconds_max);
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let raft_node = self.kyso.proposer().raft().cloned();
+        // On the signal the node first hands its leadership on (still serving), then the
+        // server stops accepting and lets calls in flight finish, for at most `drain`.
+        let stop_accepting = async move {
+            shutdown.await;
+            if let Some(node) = raft_node {
+                hand_off_leadership(&node, drain).await;
+            }
+            tracing::info!(drain_seconds_max = drain.as_secs(), "no longer accepting calls; draining those in flight");
+            let _ = draining.send(());
+        };
         let grpc = grpc_router(self.kyso.clone(), self.fault_injection, &self.tls)?
-            .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), shutdown);
-        let result = grpc.await.context("gRPC server failed");
+            .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), stop_accepting);
+        let drain_over = async move {
+            match drain_started.await {
+                Ok(()) => tokio::time::sleep(drain).await,
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let result = tokio::select! {
+            result = grpc => result.context("gRPC server failed"),
+            () = drain_over => {
+                tracing::warn!(drain_seconds_max = drain.as_secs(), "calls still in flight after the drain bound are cut");
+                Ok(())
+            }
+        };
         let _ = stop_http.send(());
         let _ = stop_metrics.send(());
         let _ = stop_raft.send(());
@@ -197,6 +224,31 @@ impl Node {
             task.await.context("metrics server task failed")?.context("metrics server failed")?;
         }
         result
+    }
+}
+
+/// When this node leads, hands the leadership to the voter whose log is furthest ahead
+/// and waits (at most `bound`) until it leads, so that the cluster does not wait an
+/// election timeout for a leader once this node is gone. Failures are logged only: the
+/// node stops either way, and the others elect a leader by themselves.
+async fn hand_off_leadership(node: &RaftNode, bound: std::time::Duration) {
+    let status = node.status();
+    if status.leader_id != Some(status.id) {
+        return;
+    }
+    let Some(successor) = status
+        .voters
+        .iter()
+        .filter(|voter| **voter != status.id)
+        .max_by_key(|voter| status.matched.get(voter).copied().unwrap_or(0))
+        .copied()
+    else {
+        return;
+    };
+    match tokio::time::timeout(bound, node.transfer_leader(successor)).await {
+        Ok(Ok(())) => tracing::info!(successor, "leadership handed on before stopping"),
+        Ok(Err(error)) => tracing::warn!(successor, %error, "cannot hand the leadership on; the others will elect a leader"),
+        Err(_) => tracing::warn!(successor, "the leadership hand-off did not finish in time; the others will elect a leader"),
     }
 }
 

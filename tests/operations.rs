@@ -177,3 +177,137 @@ async fn prometheus_scrapes_every_node_of_a_cluster() {
     .await
     .unwrap();
 }
+
+/// One certify call of the load: which node served it, when it ran, and its answer.
+struct Call {
+    node: usize,
+    started: Instant,
+    finished: Instant,
+    outcome: Result<pb::Certification, tonic::Status>,
+}
+
+/// When one node was told to stop (SIGTERM) and when it was serving again.
+struct Restart {
+    node: usize,
+    terminated: Instant,
+    back: Instant,
+}
+
+/// Certifies `content` through `node_position`'s client port, one call after another,
+/// until `stop` is set; pauses a little after a failed call (a stopped node refuses fast).
+async fn certify_load(
+    client: pb::signing_service_client::SigningServiceClient<tonic::transport::Channel>,
+    node_position: usize,
+    content: Vec<u8>,
+    signer_id: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Call> {
+    let mut calls = Vec::new();
+    let mut number = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        number += 1;
+        let request = certify_request(&format!("roll-{node_position}-{number}"), &content, AGENCY, &signer_id);
+        let started = Instant::now();
+        let outcome = client.clone().certify(request).await.map(|response| response.into_inner());
+        let failed = outcome.is_err();
+        calls.push(Call { node: node_position, started, finished: Instant::now(), outcome });
+        if failed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_under_load_fails_no_call_and_loses_nothing() {
+    let dir = tempdir();
+    let mut layout = ClusterLayout::new(dir.path(), 3, "");
+    // Elections of 4 to 8 s outlast a follower's forwarding retries (about 2 s): without
+    // the leader handing its leadership on as it stops, calls through the followers fail.
+    layout.tick_interval_milliseconds = 400;
+    let mut nodes = layout.start_all();
+    let first_leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let content = document(9, 4_000);
+    let signer = register_signer(&nodes[first_leader], &layout.pki.issue(&signer_spec("Lê Văn Cường", KeyAlgorithm::EcdsaP256)), &[AGENCY])
+        .await
+        .unwrap();
+    upload(&nodes[first_leader], "dossier", AGENCY, &[("scan.pdf", content.as_slice())]).await.unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for (position, node) in nodes.iter().enumerate() {
+        let client = node.signing().await;
+        workers.push(tokio::spawn(certify_load(client, position, content.clone(), signer.signer_id.clone(), stop.clone())));
+    }
+    // Followers first, the leader last: the last stop is the one that hands leadership on.
+    let mut order: Vec<usize> = (0..3).filter(|position| *position != first_leader).collect();
+    order.push(first_leader);
+    let mut restarts = Vec::new();
+    for position in order {
+        wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+        // Let the load run a while on the whole cluster before each stop.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let terminated = Instant::now();
+        tokio::task::block_in_place(|| nodes[position].stop());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::task::block_in_place(|| nodes[position].start_again());
+        restarts.push(Restart { node: position, terminated, back: Instant::now() });
+    }
+    wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut calls = Vec::new();
+    for worker in workers {
+        calls.extend(worker.await.unwrap());
+    }
+
+    // A call may fail only if it was sent to a node after that node was told to stop and
+    // before it was back: such a call was never in flight when the node stopped.
+    let refused_for_stop = |call: &Call| {
+        restarts.iter().any(|restart| restart.node == call.node && call.started >= restart.terminated && call.started <= restart.back)
+    };
+    let mut refused = 0;
+    for call in &calls {
+        if let Err(status) = &call.outcome {
+            assert!(
+                refused_for_stop(call),
+                "a call to node position {} that was in flight or sent to a running node failed: {status:?}",
+                call.node
+            );
+            refused += 1;
+        }
+    }
+    // The load really ran across every stop: calls to the other nodes succeeded meanwhile.
+    for restart in &restarts {
+        let served_meanwhile = calls
+            .iter()
+            .filter(|call| call.node != restart.node && call.outcome.is_ok())
+            .filter(|call| call.finished >= restart.terminated && call.started <= restart.back)
+            .count();
+        assert!(served_meanwhile > 0, "no call was served while node position {} restarted", restart.node);
+    }
+    let acknowledged: Vec<&pb::Certification> = calls.iter().filter_map(|call| call.outcome.as_ref().ok()).collect();
+    eprintln!("rolling restart: {} calls, {} acknowledged, {refused} refused by a stopping node", calls.len(), acknowledged.len());
+
+    // Nothing acknowledged was lost: every certification verifies on every node.
+    let digest = wait_for_identical_state(&nodes, Duration::from_secs(90)).await;
+    assert!(digest.log_tree_size > acknowledged.len() as u64, "signer registration and every acknowledged certification are in the log");
+    for node in &nodes {
+        let answer = node
+            .verification()
+            .await
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&content))), correlation_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        let valid: std::collections::HashSet<String> = answer
+            .certifications
+            .iter()
+            .filter(|verified| verified.summary == "valid")
+            .filter_map(|verified| verified.certification.as_ref().map(|certification| certification.lookup_code.clone()))
+            .collect();
+        for certification in &acknowledged {
+            assert!(valid.contains(&certification.lookup_code), "{} is missing on {}", certification.lookup_code, node.grpc_url);
+        }
+    }
+}

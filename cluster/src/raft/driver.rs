@@ -291,6 +291,12 @@ impl<S: StateMachine> Driver<S> {
         if !self.replica.is_leader() {
             return waiter.not_leader(self.leader_client_addr());
         }
+        if self.replica.transferring_leadership() {
+            // raft-rs would drop it unappended: say so, rather than "outcome unknown", so
+            // that the caller may send it to the next leader (a graceful stop hands the
+            // leadership on while calls keep coming).
+            return waiter.not_leader(None);
+        }
         let tag = self.take_tag();
         let appended = self.replica.propose(tag.to_be_bytes().to_vec(), proposal.command.to_vec());
         self.track(appended, tag, waiter);
