@@ -2,7 +2,7 @@
 # Runs every fuzz target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS=0 skips it),
 # then every test of the workspace. Installs the independent tools the tests use when they
 # are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, poppler-utils,
-# qpdf, pyhanko, the Python client's pip packages, fuse3 when not root); a test
+# qpdf, pyhanko, the Python client's pip packages, prometheus, fuse3 when not root); a test
 # never skips because a tool is absent — it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ if [[ "$(id -u)" != 0 ]]; then command -v fusermount3 >/dev/null || apt_packages
 command -v pdfsig >/dev/null || apt_packages+=(poppler-utils)
 command -v qpdf >/dev/null || apt_packages+=(qpdf)
 command -v certutil >/dev/null || apt_packages+=(libnss3-tools)
+# tests/operations.rs: a real Prometheus server scrapes a cluster.
+command -v prometheus >/dev/null || apt_packages+=(prometheus)
 if ((${#apt_packages[@]})); then
   echo "installing ${apt_packages[*]}"
   apt-get update -qq

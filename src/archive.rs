@@ -140,7 +140,10 @@ impl BlobStore {
         assert_eq!(&actual, hash, "caller passed a hash that does not match the content");
         let size_bytes = content.len() as u64;
         match self.put_create(hash, content).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                crate::metrics::record_blob_written(size_bytes);
+                Ok(())
+            }
             Err(object_store::Error::AlreadyExists { .. }) => self.check_existing(hash, size_bytes).await,
             Err(error) => Err(self.unavailable(error)),
         }
@@ -173,7 +176,11 @@ impl BlobStore {
         let upload = self.store.put_multipart(&blob_key(&blob.hash)).await.map_err(|error| self.unavailable(error))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.limits.part_size_bytes);
         match self.send_parts(blob, &mut writer).await {
-            Ok(()) => writer.finish().await.map(|_| ()).map_err(|error| self.unavailable(error)),
+            Ok(()) => {
+                writer.finish().await.map_err(|error| self.unavailable(error))?;
+                crate::metrics::record_blob_written(blob.size_bytes);
+                Ok(())
+            }
             Err(error) => {
                 if let Err(abort_error) = writer.abort().await {
                     tracing::warn!(%abort_error, hash = %blob.hash, "cannot abort a failed multipart upload; the store's lifecycle rule must clean it");

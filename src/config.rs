@@ -21,6 +21,10 @@ pub struct Config {
     /// Address of the public HTTP port (lookup page, health). Port 0 picks a free port.
     #[serde(default = "default_http_addr")]
     pub http_addr: SocketAddr,
+    /// Address of the metrics listener (`GET /metrics`, Prometheus text format). Absent: no
+    /// metrics listener. Keep it on loopback or an operations network: it needs no identity.
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
     /// File holding the 32-byte master key that seals signers' private keys. Created with
     /// mode 0600 if missing. Relative paths are under `data_dir`.
     #[serde(default = "default_master_key_file")]
@@ -374,6 +378,10 @@ pub struct Limits {
     pub refusal_audits_per_client_per_minute_max: u32,
     /// Seconds one upload stream may last in all; an endless stream is cut.
     pub upload_stream_seconds_max: u64,
+    /// Seconds a stopping node (SIGTERM) waits for calls in flight to finish, after it
+    /// stopped accepting new ones and handed its leadership on; calls still running then
+    /// are cut.
+    pub shutdown_drain_seconds_max: u64,
     /// Seconds a signer's key stays open in memory after a PIN unlock, so that the
     /// signer's next requests (each still carrying the PIN, checked against an HMAC) skip
     /// PBKDF2. Counted from the unlock, not extended by use. 0: every request unlocks.
@@ -437,6 +445,7 @@ impl Default for Limits {
             refusal_audits_per_minute_max: 60,
             refusal_audits_per_client_per_minute_max: 6,
             upload_stream_seconds_max: 3600,
+            shutdown_drain_seconds_max: 30,
             unlocked_key_seconds_max: 300,
             verify_cache_entries_max: 100_000,
             state_cache_size_bytes_max: 256 * 1024 * 1024,
@@ -497,6 +506,7 @@ impl Config {
             data_dir: data_dir.into(),
             grpc_addr: default_grpc_addr(),
             http_addr: default_http_addr(),
+            metrics_addr: None,
             master_key_file: default_master_key_file(),
             previous_master_key_file: None,
             log_key_file: default_log_key_file(),
@@ -553,6 +563,14 @@ impl Config {
                 reason: "use 1-200 letters, digits and . - _ / : (e.g. tracuu.example.gov.vn/kyso)".into(),
             });
         }
+        if let Some(metrics_addr) = self.metrics_addr {
+            if metrics_addr.port() != 0 && (metrics_addr == self.http_addr || metrics_addr == self.grpc_addr) {
+                return Err(ConfigError::Invalid {
+                    key: "metrics_addr",
+                    reason: "must differ from http_addr and grpc_addr: the metrics listener is a port of its own".into(),
+                });
+            }
+        }
         let limits = &self.limits;
         let positive = [
             ("limits.file_size_bytes_max", limits.file_size_bytes_max as usize),
@@ -573,6 +591,7 @@ impl Config {
             ("limits.refusal_audits_per_minute_max", limits.refusal_audits_per_minute_max as usize),
             ("limits.refusal_audits_per_client_per_minute_max", limits.refusal_audits_per_client_per_minute_max as usize),
             ("limits.upload_stream_seconds_max", limits.upload_stream_seconds_max as usize),
+            ("limits.shutdown_drain_seconds_max", limits.shutdown_drain_seconds_max as usize),
             ("limits.state_cache_size_bytes_max", limits.state_cache_size_bytes_max),
             ("limits.crl_size_bytes_max", limits.crl_size_bytes_max),
             ("limits.uploads_per_client_max", limits.uploads_per_client_max),
@@ -865,12 +884,24 @@ mod tests {
         assert_eq!(config.limits.dossier_files_max, 200);
         assert_eq!(config.limits.public_requests_per_minute_max, Limits::default().public_requests_per_minute_max);
         assert_eq!(config.agency_names["xa-demo"], "UBND xã Demo");
+        assert_eq!(config.metrics_addr, Some(SocketAddr::from(([127, 0, 0, 1], 7490))));
     }
 
     #[test]
     fn unknown_keys_are_refused_so_typos_do_not_pass_silently() {
         let error = toml::from_str::<Config>("data_dir = 'x'\ngrpc_adr = '127.0.0.1:1'\n").unwrap_err();
         assert!(error.to_string().contains("grpc_adr"), "{error}");
+    }
+
+    #[test]
+    fn metrics_listener_cannot_share_the_public_port() {
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
+        config.metrics_addr = Some(config.http_addr);
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "metrics_addr", .. })));
+        config.metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], 7490)));
+        config.validate().unwrap();
     }
 
     #[test]

@@ -117,10 +117,11 @@ impl Proposer for Consensus {
     }
 }
 
-/// The leader's peer address, if a leader is known.
+/// The leader's peer address, if a leader other than this node is known (this node still
+/// names itself while it hands its leadership on: then wait and ask again).
 fn leader_raft_addr(node: &RaftNode) -> Option<String> {
     let status = node.status();
-    let leader = status.leader_id?;
+    let leader = status.leader_id.filter(|leader| *leader != status.id)?;
     status.members.iter().find(|member| member.id == leader).map(|member| member.raft_addr.clone())
 }
 

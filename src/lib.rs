@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod domain;
 pub mod fault;
 pub mod lookup;
+pub mod metrics;
 pub mod node;
 pub mod pdf;
 pub mod service;

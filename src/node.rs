@@ -49,6 +49,8 @@ pub const SMALL_REQUEST_SIZE_BYTES_MAX: usize = 64 * 1024;
 pub struct Node {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The metrics listener, when `metrics_addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The peer port, when the node is a Raft member.
     pub raft_addr: Option<SocketAddr>,
     pub kyso: Arc<Kyso<Consensus>>,
@@ -58,6 +60,7 @@ pub struct Node {
     tls: NodeTls,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     raft_listener: Option<TcpListener>,
     fault_injection: bool,
     /// Fails the Raft state machine's writes when set (fault injection only).
@@ -92,6 +95,10 @@ impl Node {
         let http_listener = TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("cannot bind HTTP address {}", config.http_addr))?;
+        let metrics_listener = match config.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("cannot bind metrics address {addr}"))?),
+            None => None,
+        };
         let grpc_addr = grpc_listener.local_addr()?;
         let storage_fault = StorageFault::default();
         let pdf_settings = crate::service::certified_pdf::PdfSettings {
@@ -133,19 +140,23 @@ impl Node {
         Ok(Node {
             grpc_addr,
             http_addr: http_listener.local_addr()?,
+            metrics_addr: metrics_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
             raft_addr: raft_listener.as_ref().map(|listener| listener.local_addr()).transpose()?,
             kyso: Arc::new(kyso),
             public: PublicSettings::from_config(config),
             tls,
             grpc_listener,
             http_listener,
+            metrics_listener,
             raft_listener,
             fault_injection: config.fault_injection,
             storage_fault,
         })
     }
 
-    /// Serves gRPC and HTTP until `shutdown` completes.
+    /// Serves gRPC and HTTP until `shutdown` completes, then stops gracefully: leadership
+    /// handed on, no new calls, calls in flight drained (at most
+    /// `limits.shutdown_drain_seconds_max`), then the HTTP, metrics and peer ports.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let http_limits = crate::api::http_server::HttpServerLimits::from_limits(self.kyso.limits());
@@ -154,6 +165,13 @@ impl Node {
             let _ = http_stopped.await;
         });
         let http_task = tokio::spawn(http);
+        let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+        let metrics_task = self.metrics_listener.map(|listener| {
+            let router = crate::metrics::router(self.kyso.clone());
+            tokio::spawn(crate::api::http_server::serve(listener, router, http_limits, async move {
+                let _ = metrics_stopped.await;
+            }))
+        });
         let blob_fill_task = tokio::spawn(fill_missing_blobs(self.kyso.clone()));
         let (stop_raft, raft_stopped) = tokio::sync::oneshot::channel::<()>();
         let raft_task = match (self.raft_listener, self.kyso.proposer().raft()) {
@@ -191,10 +209,36 @@ impl Node {
             }
             _ => None,
         };
+        let drain = std::time::Duration::from_secs(self.kyso.limits().shutdown_drain_seconds_max);
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let raft_node = self.kyso.proposer().raft().cloned();
+        // On the signal the node first hands its leadership on (still serving), then the
+        // server stops accepting and lets calls in flight finish, for at most `drain`.
+        let stop_accepting = async move {
+            shutdown.await;
+            if let Some(node) = raft_node {
+                hand_off_leadership(&node, drain).await;
+            }
+            tracing::info!(drain_seconds_max = drain.as_secs(), "no longer accepting calls; draining those in flight");
+            let _ = draining.send(());
+        };
         let grpc = grpc_router(self.kyso.clone(), self.fault_injection.then(|| self.storage_fault.clone()), &self.tls)?
-            .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), shutdown);
-        let result = grpc.await.context("gRPC server failed");
+            .serve_with_incoming_shutdown(nodelay_incoming(self.grpc_listener), stop_accepting);
+        let drain_over = async move {
+            match drain_started.await {
+                Ok(()) => tokio::time::sleep(drain).await,
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        let result = tokio::select! {
+            result = grpc => result.context("gRPC server failed"),
+            () = drain_over => {
+                tracing::warn!(drain_seconds_max = drain.as_secs(), "calls still in flight after the drain bound are cut");
+                Ok(())
+            }
+        };
         let _ = stop_http.send(());
+        let _ = stop_metrics.send(());
         let _ = stop_raft.send(());
         blob_fill_task.abort();
         if let Some(node) = self.kyso.proposer().raft() {
@@ -204,7 +248,35 @@ impl Node {
             task.await.context("Raft peer server task failed")?.context("Raft peer server failed")?;
         }
         http_task.await.context("HTTP server task failed")?.context("HTTP server failed")?;
+        if let Some(task) = metrics_task {
+            task.await.context("metrics server task failed")?.context("metrics server failed")?;
+        }
         result
+    }
+}
+
+/// When this node leads, hands the leadership to the voter whose log is furthest ahead
+/// and waits (at most `bound`) until it leads, so that the cluster does not wait an
+/// election timeout for a leader once this node is gone. Failures are logged only: the
+/// node stops either way, and the others elect a leader by themselves.
+async fn hand_off_leadership(node: &RaftNode, bound: std::time::Duration) {
+    let status = node.status();
+    if status.leader_id != Some(status.id) {
+        return;
+    }
+    let Some(successor) = status
+        .voters
+        .iter()
+        .filter(|voter| **voter != status.id)
+        .max_by_key(|voter| status.matched.get(voter).copied().unwrap_or(0))
+        .copied()
+    else {
+        return;
+    };
+    match tokio::time::timeout(bound, node.transfer_leader(successor)).await {
+        Ok(Ok(())) => tracing::info!(successor, "leadership handed on before stopping"),
+        Ok(Err(error)) => tracing::warn!(successor, %error, "cannot hand the leadership on; the others will elect a leader"),
+        Err(_) => tracing::warn!(successor, "the leadership hand-off did not finish in time; the others will elect a leader"),
     }
 }
 

@@ -8,6 +8,7 @@
 //! transport). See `cluster/README.md` for the write and read paths step by step.
 
 pub mod health;
+pub mod metrics;
 pub mod raft;
 pub mod single;
 

@@ -180,7 +180,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        Box::pin(async move {
+        let started = Instant::now();
+        let port = shared.settings.port;
+        let path = request.uri().path().to_string();
+        let answer = async move {
             let path = request.uri().path().to_string();
             let caller = shared.identify(request.extensions());
             if let Err(status) = shared.admit_rate(&caller, request.extensions()) {
@@ -203,8 +206,34 @@ where
                 shared.record_refusal(&caller, &path, &reason).await;
             }
             Ok(response)
+        };
+        Box::pin(async move {
+            let answered = answer.await;
+            if let Ok(response) = &answered {
+                record_call(port, &path, response.headers(), started.elapsed());
+            }
+            answered
         })
     }
+}
+
+/// Counts an answered call. The code is the one in the response headers (a refusal, or
+/// an error answered before any message); a call whose headers carry none counts as OK,
+/// so a stream that fails after its first message counts as OK here. A path outside the
+/// role table, or one its service does not know, counts as `unknown`.
+fn record_call(port: Port, path: &str, headers: &http::HeaderMap, elapsed: Duration) {
+    let code = headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from_i32)
+        .unwrap_or(Code::Ok);
+    let method = if allowed_roles(port, path).is_some() && code != Code::Unimplemented { path } else { "unknown" };
+    let port = match port {
+        Port::Client => "client",
+        Port::Peer => "peer",
+    };
+    crate::metrics::record_grpc_call(port, method, code, elapsed);
 }
 
 impl Shared {

@@ -479,7 +479,14 @@ impl<P: Proposer> GrpcApi<P> {
             return Err(Status::invalid_argument(format!("correlation_id is longer than {CORRELATION_ID_BYTES_MAX} bytes")));
         }
         let subject = verify_subject(request.subject).map_err(to_status)?;
-        let verification = self.bounded(self.kyso.verify_after_barrier(subject)).await?;
+        let verification = self.bounded(self.kyso.verify_after_barrier(subject)).await;
+        let outcome = match &verification {
+            Ok(_) => "found",
+            Err(status) if status.code() == tonic::Code::NotFound => "not_found",
+            Err(_) => "error",
+        };
+        crate::metrics::record_verification(crate::metrics::Channel::Grpc, outcome);
+        let verification = verification?;
         Ok(convert::verification_to_proto(&verification, request.correlation_id))
     }
 }

@@ -211,10 +211,14 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
 
 /// The line tests and scripts read to find the bound ports.
 pub fn print_listening(node: &crate::node::Node) {
-    match node.raft_addr {
-        Some(raft) => println!("kyso node listening grpc={} http={} raft={}", node.grpc_addr, node.http_addr, raft),
-        None => println!("kyso node listening grpc={} http={}", node.grpc_addr, node.http_addr),
+    let mut line = format!("kyso node listening grpc={} http={}", node.grpc_addr, node.http_addr);
+    if let Some(raft) = node.raft_addr {
+        line.push_str(&format!(" raft={raft}"));
     }
+    if let Some(metrics) = node.metrics_addr {
+        line.push_str(&format!(" metrics={metrics}"));
+    }
+    println!("{line}");
 }
 
 #[cfg(test)]

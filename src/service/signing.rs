@@ -228,10 +228,13 @@ impl<P: Proposer> Kyso<P> {
             }
             certifications.push(self.new_certification(item, signer.id, signed_at_unix, cms_der)?);
         }
-        if pdf_items.is_empty() {
-            return expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(certifications)).await?);
-        }
-        self.certify_with_register(caller, request_id, request_fingerprint, certifications, &pdf_items).await
+        let recorded = if pdf_items.is_empty() {
+            expect_certifications(self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(certifications)).await?)?
+        } else {
+            self.certify_with_register(caller, request_id, request_fingerprint, certifications, &pdf_items).await?
+        };
+        crate::metrics::record_certifications(recorded.len());
+        Ok(recorded)
     }
 
     /// Numbers, builds and signs the certified PDFs, and proposes; signs again under the
@@ -327,7 +330,9 @@ impl<P: Proposer> Kyso<P> {
         }
         let certification = self.new_certification(item, signer.id, signed_at_unix, cms_der)?;
         let outcome = self.propose(&caller.actor, request_id, request_fingerprint, Command::Certify(vec![certification])).await?;
-        expect_certifications(outcome).map(first)
+        let certification = expect_certifications(outcome).map(first)?;
+        crate::metrics::record_certifications(1);
+        Ok(certification)
     }
 
     /// A certification of an item that passed `check_certify_item`, with a fresh lookup code.

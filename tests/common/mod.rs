@@ -633,6 +633,9 @@ pub struct ClusterLayout {
     /// (id, grpc port, raft port)
     pub members: Vec<(u64, u16, u16)>,
     pub extra_cluster_toml: String,
+    /// The members' Raft tick (elections time out after 10 to 20 ticks); 50 ms unless a
+    /// test needs slow elections.
+    pub tick_interval_milliseconds: u64,
 }
 
 impl ClusterLayout {
@@ -648,6 +651,7 @@ impl ClusterLayout {
             dir: dir.to_path_buf(),
             members: (1..=nodes).map(|id| (id, free_port(), free_port())).collect(),
             extra_cluster_toml: extra_cluster_toml.to_string(),
+            tick_interval_milliseconds: 50,
         }
     }
 
@@ -674,11 +678,12 @@ impl ClusterLayout {
             "data_dir = \"data\"\ngrpc_addr = \"127.0.0.1:{grpc}\"\nhttp_addr = \"127.0.0.1:0\"\n\
              master_key_file = {:?}\nlog_key_file = {:?}\ntrust_anchor_files = [{:?}]\n{extra}\n\
              {}[limits]\n{TEST_LIMITS}{CLUSTER_TEST_LIMITS}\n\
-             [cluster]\nnode_id = {id}\nraft_addr = \"127.0.0.1:{raft}\"\ntick_interval_milliseconds = 50\n{}\n{membership}\n",
+             [cluster]\nnode_id = {id}\nraft_addr = \"127.0.0.1:{raft}\"\ntick_interval_milliseconds = {}\n{}\n{membership}\n",
             shared.join("master.key").display().to_string(),
             shared.join("log.key").display().to_string(),
             self.pki.ca_pem_path.display().to_string(),
             self.tls.toml_for_node(id),
+            self.tick_interval_milliseconds,
             self.extra_cluster_toml,
         )
     }

@@ -300,6 +300,12 @@ impl<S: StateMachine> Driver<S> {
         if !self.replica.is_leader() {
             return waiter.not_leader(self.leader_client_addr());
         }
+        if self.replica.transferring_leadership() {
+            // raft-rs would drop it unappended: say so, rather than "outcome unknown", so
+            // that the caller may send it to the next leader (a graceful stop hands the
+            // leadership on while calls keep coming).
+            return waiter.not_leader(None);
+        }
         let tag = self.take_tag();
         let appended = self.replica.propose(tag.to_be_bytes().to_vec(), proposal.command.to_vec());
         self.track(appended, tag, waiter);
@@ -514,6 +520,7 @@ fn node_status<S: StateMachine>(id: u64, status: &ReplicaStatus, driver: &Driver
         leader_client_addr: driver.leader_client_addr(),
         commit_index: status.commit_index,
         applied_index: status.applied_index,
+        proposals_in_flight: driver.pending.len() as u64,
         first_log_index: status.first_index,
         last_log_index: status.last_index,
         voters,

@@ -40,6 +40,8 @@ pub struct NodeStatus {
     pub leader_client_addr: Option<String>,
     pub commit_index: u64,
     pub applied_index: u64,
+    /// Leader only: proposals appended and waiting for their entry to apply.
+    pub proposals_in_flight: u64,
     /// The first index the log still holds (entries before it were compacted).
     pub first_log_index: u64,
     pub last_log_index: u64,
@@ -493,6 +495,7 @@ fn initial_status(id: u64) -> NodeStatus {
         leader_client_addr: None,
         commit_index: 0,
         applied_index: 0,
+        proposals_in_flight: 0,
         first_log_index: 0,
         last_log_index: 0,
         voters: Vec::new(),

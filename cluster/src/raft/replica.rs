@@ -165,6 +165,12 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// Whether this leader is handing its leadership to another member; raft-rs drops
+    /// proposals meanwhile.
+    pub fn transferring_leadership(&self) -> bool {
+        self.raw.raft.lead_transferee.is_some()
+    }
+
     pub fn leader_id(&self) -> u64 {
         self.raw.raft.leader_id
     }

@@ -231,6 +231,7 @@ async fn run_peer(
         }
         for snapshot in snapshots {
             let outcome = send_snapshot(&mut client, &me, peer_id, snapshot, limits.snapshot_chunk_size_bytes).await;
+            crate::metrics::SNAPSHOT_SENDS.with_label_values(&[if outcome.is_ok() { "finished" } else { "failed" }]).inc();
             let status = match outcome {
                 Ok(()) => SnapshotStatus::Finish,
                 Err(status) => {

@@ -99,6 +99,19 @@ impl<P: Proposer> Public<P> {
             }
         }
     }
+
+    /// [`Public::find`] for a citizen's lookup (page or JSON), counted as a verification
+    /// on the public channel; QR codes and stamps are not.
+    fn verify(&self, code: &str) -> Result<PublicCertification, Missing> {
+        let found = self.find(code);
+        let outcome = match &found {
+            Ok(_) => "found",
+            Err(Missing::NotFound) => "not_found",
+            Err(Missing::Unavailable) => "error",
+        };
+        crate::metrics::record_verification(crate::metrics::Channel::PublicPage, outcome);
+        found
+    }
 }
 
 /// The public routes and `operational` (health, checkpoint), every one of them rate
@@ -262,7 +275,7 @@ async fn lookup_page<P: Proposer>(
     Negotiated(lang): Negotiated,
     Path(code): Path<String>,
 ) -> Response {
-    match public.find(&code) {
+    match public.verify(&code) {
         Ok(facts) => {
             let view = page::LookupView {
                 facts: &facts,
@@ -277,7 +290,7 @@ async fn lookup_page<P: Proposer>(
 
 #[tracing::instrument(skip_all)]
 async fn lookup_json<P: Proposer>(State(public): State<Arc<Public<P>>>, Path(code): Path<String>) -> Response {
-    match public.find(&code) {
+    match public.verify(&code) {
         Ok(facts) => {
             let page_url = qr::page_url(&public.settings.base_url, &facts.lookup_code);
             let body = json::PublicLookup::new(&facts, public.settings.agency_name(&facts.agency_id), page_url);
