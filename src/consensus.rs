@@ -19,6 +19,7 @@ use kyso_cluster::{ProposeError, Proposer};
 use kyso_proto::v1 as pb;
 use tonic::transport::{Channel, ClientTlsConfig};
 
+use crate::archive::{BlobStore, Spool, SpooledBlob};
 use crate::domain::Sha256;
 use crate::service::PeerBlobs;
 
@@ -28,8 +29,12 @@ pub const FORWARD_ATTEMPTS_MAX: u32 = 8;
 pub const FORWARD_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// Deadline of one node-to-node call.
 pub const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes per message when pushing a blob replica.
+/// Bytes per message when pushing a blob replica: the most a push holds of a blob, besides
+/// what the transport buffers.
 pub const REPLICA_CHUNK_SIZE_BYTES: usize = 1024 * 1024;
+/// The slowest a replica push or fetch may go on average before it is abandoned: its
+/// deadline is [`PEER_CALL_TIMEOUT`] plus one second per this many bytes.
+const REPLICA_BYTES_PER_SECOND_MIN: u64 = 1024 * 1024;
 
 /// A standalone node or a Raft member.
 pub enum Consensus {
@@ -213,18 +218,37 @@ impl PeerClients {
         }
     }
 
-    /// Pushes a blob to one peer's peer port.
-    async fn push_blob(&self, raft_addr: &str, hash: Sha256, content: Bytes) -> Result<(), String> {
-        let mut client = self.internal_client(raft_addr).map_err(|error| error.to_string())?;
-        let chunks: Vec<pb::BlobReplicaChunk> = (0..content.len().max(1))
-            .step_by(REPLICA_CHUNK_SIZE_BYTES)
-            .enumerate()
-            .map(|(position, start)| pb::BlobReplicaChunk {
-                sha256: if position == 0 { hash.0.to_vec() } else { Vec::new() },
-                data: content.slice(start..(start + REPLICA_CHUNK_SIZE_BYTES).min(content.len())).to_vec(),
-            })
-            .collect();
-        client.put_blob_replica(futures::stream::iter(chunks)).await.map(|_| ()).map_err(|status| status.message().to_string())
+    /// Pushes a blob from this node's store to one peer's peer port, streamed in
+    /// [`REPLICA_CHUNK_SIZE_BYTES`] messages read (and re-hashed) as the transport takes
+    /// them. The peer spools what it receives and stores it only if the bytes hash to
+    /// `hash`; a local read that fails ends the stream early, so the peer refuses it.
+    async fn push_blob(&self, raft_addr: &str, blobs: &BlobStore, hash: Sha256, size_bytes: u64) -> Result<(), String> {
+        let source = blobs.open(&hash).await.map_err(|error| format!("cannot read blob {hash} to replicate it: {error}"))?;
+        if source.size_bytes() != size_bytes {
+            return Err(format!("blob {hash} holds {} bytes here, {size_bytes} were expected", source.size_bytes()));
+        }
+        let channel = self.channel_with_timeout(raft_addr, PeerPort::Peer, replica_call_timeout(size_bytes)).map_err(|error| error.to_string())?;
+        let mut client = pb::node_internal_service_client::NodeInternalServiceClient::new(channel);
+        let read_error = std::sync::Arc::new(Mutex::new(None::<String>));
+        let chunks = futures::stream::unfold((source, true, read_error.clone()), move |(mut source, first, read_error)| async move {
+            let data = match source.next_chunk(REPLICA_CHUNK_SIZE_BYTES).await {
+                Ok(Some(data)) => data.to_vec(),
+                // An empty blob still sends one message: it carries the hash.
+                Ok(None) if first => Vec::new(),
+                Ok(None) => return None,
+                Err(error) => {
+                    *read_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(error.to_string());
+                    return None;
+                }
+            };
+            let sha256 = if first { hash.0.to_vec() } else { Vec::new() };
+            Some((pb::BlobReplicaChunk { sha256, data }, (source, false, read_error)))
+        });
+        let outcome = client.put_blob_replica(chunks).await;
+        if let Some(error) = read_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            return Err(format!("reading blob {hash} to replicate it failed: {error}"));
+        }
+        outcome.map(|_| ()).map_err(|status| status.message().to_string())
     }
 
     /// Asks another node (peer port) to fill in the blobs it lacks and to say what it holds.
@@ -233,32 +257,51 @@ impl PeerClients {
         client.fill_blobs(pb::FillBlobsRequest {}).await.map(tonic::Response::into_inner).map_err(|status| status.message().to_string())
     }
 
-    /// Reads a blob from a peer and checks its hash.
-    async fn fetch_blob(&self, client_addr: &str, hash: Sha256) -> Result<Bytes, String> {
+    /// Reads a blob of `size_bytes` from a peer into the spool, and checks its size and
+    /// hash; the bytes never sit in memory beyond one message.
+    async fn fetch_blob(&self, client_addr: &str, spool: &Spool, hash: Sha256, size_bytes: u64) -> Result<SpooledBlob, String> {
         let channel = self.channel(client_addr, PeerPort::Client).map_err(|error| error.to_string())?;
         let mut client = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(8 * 1024 * 1024);
         let mut stream = client.get_blob(pb::GetBlobRequest { sha256: hash.0.to_vec() }).await.map_err(|status| status.message().to_string())?.into_inner();
-        let mut content = Vec::new();
-        while let Some(chunk) = stream.message().await.map_err(|status| status.message().to_string())? {
-            content.extend_from_slice(&chunk.data);
+        let mut incoming = spool.create().await.map_err(|error| error.to_string())?;
+        let deadline = tokio::time::Instant::now() + replica_call_timeout(size_bytes);
+        loop {
+            let message = tokio::time::timeout_at(deadline, stream.message())
+                .await
+                .map_err(|_| format!("peer {client_addr} did not send blob {hash} within {:?}", replica_call_timeout(size_bytes)))?;
+            let Some(chunk) = message.map_err(|status| status.message().to_string())? else { break };
+            if incoming.size_bytes() + chunk.data.len() as u64 > size_bytes {
+                return Err(format!("peer {client_addr} sent more than the {size_bytes} bytes of blob {hash}"));
+            }
+            incoming.write(&chunk.data).await.map_err(|error| error.to_string())?;
         }
-        let content = Bytes::from(content);
-        if crate::archive::sha256_off_executor(&content).await != hash {
-            return Err(format!("peer {client_addr} sent bytes that do not hash to {hash}"));
+        let received = incoming.finish().await.map_err(|error| error.to_string())?;
+        if received.hash != hash || received.size_bytes != size_bytes {
+            return Err(format!("peer {client_addr} sent {} bytes that do not hash to {hash}", received.size_bytes));
         }
-        Ok(content)
+        Ok(received)
     }
 }
 
-/// Blob bytes (in MiB, counted once per member still to receive them) that pushes beyond
-/// the majority the client waited for may hold in the background at once; past it those
-/// members catch up by their own fill passes.
-const BACKGROUND_PUSH_MIB_MAX: usize = 256;
+/// Deadline of one replica push or fetch of `size_bytes`: [`PEER_CALL_TIMEOUT`] plus time
+/// at [`REPLICA_BYTES_PER_SECOND_MIN`], rounded up to whole minutes, because a push's
+/// channel is kept per deadline and per peer (so a handful of channels, not one per size).
+fn replica_call_timeout(size_bytes: u64) -> Duration {
+    let seconds = PEER_CALL_TIMEOUT.as_secs() + size_bytes / REPLICA_BYTES_PER_SECOND_MIN;
+    Duration::from_secs(seconds.div_ceil(60) * 60)
+}
+
+/// Pushes beyond the majority the client waited for that may go on in the background at
+/// once (each holds about one [`REPLICA_CHUNK_SIZE_BYTES`] message, whatever the blob's
+/// size); past it those members catch up by their own fill passes.
+const BACKGROUND_PUSHES_MAX: usize = 32;
 
 /// [`PeerBlobs`] over the cluster's membership.
 pub struct RaftPeerBlobs {
     node: RaftNode,
     peers: std::sync::Arc<PeerClients>,
+    /// This node's store: pushes read from it, fetches spool into its spool.
+    blobs: BlobStore,
     background: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
@@ -270,8 +313,9 @@ struct OtherMember {
 }
 
 impl RaftPeerBlobs {
-    pub fn new(node: RaftNode, peers: std::sync::Arc<PeerClients>) -> RaftPeerBlobs {
-        RaftPeerBlobs { node, peers, background: std::sync::Arc::new(tokio::sync::Semaphore::new(BACKGROUND_PUSH_MIB_MAX)) }
+    pub fn new(node: RaftNode, peers: std::sync::Arc<PeerClients>, blobs: BlobStore) -> RaftPeerBlobs {
+        let background = std::sync::Arc::new(tokio::sync::Semaphore::new(BACKGROUND_PUSHES_MAX));
+        RaftPeerBlobs { node, peers, blobs, background }
     }
 
     /// The other members, the number of voters, and whether this node is one of them.
@@ -298,7 +342,7 @@ impl PeerBlobs for RaftPeerBlobs {
     /// is a voter, a majority of the voters holds the blob (a learner's copy does not count). The pushes
     /// still running then go on in the background, so every member normally holds every
     /// blob and a later removal does not take the only copies with it.
-    fn replicate(&self, hash: Sha256, content: Bytes) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
+    fn replicate(&self, hash: Sha256, size_bytes: u64) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
             use futures::StreamExt;
             let (others, voters, is_voter) = self.other_members();
@@ -306,8 +350,8 @@ impl PeerBlobs for RaftPeerBlobs {
             let mut pending: futures::stream::FuturesUnordered<_> = others
                 .into_iter()
                 .map(|member| {
-                    let (peers, content) = (self.peers.clone(), content.clone());
-                    async move { (member.voter, peers.push_blob(&member.raft_addr, hash, content).await) }
+                    let (peers, blobs) = (self.peers.clone(), self.blobs.clone());
+                    async move { (member.voter, peers.push_blob(&member.raft_addr, &blobs, hash, size_bytes).await) }
                 })
                 .collect();
             let (mut stored, mut failures) = (0usize, Vec::new());
@@ -324,8 +368,7 @@ impl PeerBlobs for RaftPeerBlobs {
                 }
             }
             if !pending.is_empty() {
-                let mib = content.len().div_ceil(1 << 20).max(1) * pending.len();
-                let permits = u32::try_from(mib).unwrap_or(u32::MAX);
+                let permits = u32::try_from(pending.len()).unwrap_or(u32::MAX);
                 if let Ok(permit) = self.background.clone().try_acquire_many_owned(permits) {
                     tokio::spawn(async move {
                         let _permit = permit;
@@ -339,7 +382,7 @@ impl PeerBlobs for RaftPeerBlobs {
 
     /// Asks the other members in turn, starting at a place that depends on the hash, so
     /// that a member that is down does not delay every fetch and the load spreads.
-    fn fetch(&self, hash: Sha256) -> Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + '_>> {
+    fn fetch(&self, hash: Sha256, size_bytes: u64) -> Pin<Box<dyn Future<Output = Result<SpooledBlob, String>> + Send + '_>> {
         Box::pin(async move {
             let (mut others, _, _) = self.other_members();
             if !others.is_empty() {
@@ -348,7 +391,7 @@ impl PeerBlobs for RaftPeerBlobs {
             }
             let mut errors = Vec::new();
             for member in others {
-                match self.peers.fetch_blob(&member.client_addr, hash).await {
+                match self.peers.fetch_blob(&member.client_addr, self.blobs.spool(), hash, size_bytes).await {
                     Ok(content) => return Ok(content),
                     Err(error) => errors.push(error),
                 }

@@ -126,13 +126,14 @@ impl Node {
                 let node = RaftNode::start(raft_config, faultable).await.context("cannot start the Raft node")?;
                 let peers = Arc::new(PeerClients::new(tls.to_client_ports.clone(), tls.to_peer_ports.clone()));
                 let consensus = Consensus::Raft { node: node.clone(), peers: peers.clone() };
+                let local_blobs = blobs.clone();
                 let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log)
                     .with_static_principals(principals)
                     .with_previous_master_key(previous_master_key)
                     .with_health_bounds(cluster.health_bounds())
                     .with_pdf_settings(pdf_settings);
                 if matches!(config.storage, StorageConfig::Local) {
-                    kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs::new(node, peers)));
+                    kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs::new(node, peers, local_blobs)));
                 }
                 (kyso, Some(raft_listener))
             }

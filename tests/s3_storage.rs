@@ -118,21 +118,6 @@ async fn nodes_sharing_a_bucket_archive_certify_verify_and_never_overwrite_a_blo
 
 /// Size of the file that must go through multipart upload.
 const LARGE_FILE_BYTES: u64 = 200 * 1024 * 1024;
-/// Message size of the large upload (the node's default chunk limit).
-const LARGE_CHUNK_BYTES: usize = 1024 * 1024;
-
-/// Deterministic bytes of chunk `index` (fast enough for 200 MiB in a debug build).
-fn large_chunk(index: u64) -> Vec<u8> {
-    let mut state = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut chunk = vec![0u8; LARGE_CHUNK_BYTES];
-    for word in chunk.chunks_exact_mut(8) {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        word.copy_from_slice(&state.to_le_bytes());
-    }
-    chunk
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_of_200_mib_goes_through_multipart_upload_with_bounded_memory() {
@@ -144,26 +129,10 @@ async fn file_of_200_mib_goes_through_multipart_upload_with_bounded_memory() {
     let rss_at_start = peak_rss_bytes(node.pid().expect("the node is running"));
 
     // The client generates and hashes the file while it streams it: no copy in memory.
-    let chunks = LARGE_FILE_BYTES / LARGE_CHUNK_BYTES as u64;
-    let hasher = Arc::new(Mutex::new(Some(ring::digest::Context::new(&ring::digest::SHA256))));
-    let mut head = upload_messages("large-1", AGENCY, &[], LARGE_CHUNK_BYTES);
-    head.push(pb::UploadDossierRequest {
-        part: Some(pb::upload_dossier_request::Part::FileStart(pb::FileStart {
-            name: "ban-do-dia-chinh.tiff".into(),
-            content_type: "image/tiff".into(),
-            declared_size_bytes: LARGE_FILE_BYTES,
-        })),
-    });
-    let body_hasher = hasher.clone();
-    let body = futures::stream::iter(0..chunks).map(move |index| {
-        let chunk = large_chunk(index);
-        body_hasher.lock().unwrap().as_mut().unwrap().update(&chunk);
-        pb::UploadDossierRequest { part: Some(pb::upload_dossier_request::Part::Chunk(chunk)) }
-    });
     let started = Instant::now();
-    let response = node.archive().await.upload_dossier(futures::stream::iter(head).chain(body)).await.unwrap().into_inner();
+    let (response, expected) = upload_generated(&node, "large-1", AGENCY, LARGE_FILE_BYTES).await;
+    let response = response.unwrap();
     let upload_seconds = started.elapsed().as_secs_f64();
-    let expected = hasher.lock().unwrap().take().unwrap().finish().as_ref().to_vec();
     assert_eq!(response.files[0].sha256, expected);
     assert_eq!(response.files[0].size_bytes, LARGE_FILE_BYTES);
     let rss_after_upload = peak_rss_bytes(node.pid().expect("the node is running"));

@@ -399,18 +399,21 @@ impl pb::node_internal_service_server::NodeInternalService for NodeInternalApi {
         let mut stream = request.into_inner();
         let limit = self.api.kyso.limits().file_size_bytes_max;
         let mut hash: Option<Sha256> = None;
-        let mut content = Vec::new();
+        // Spooled while hashed, so a replica never sits whole in memory; dropped (deleted)
+        // if the stream fails.
+        let mut incoming = self.api.kyso.new_upload_file().await.map_err(to_status)?;
         while let Some(chunk) = self.api.next_message(&mut stream).await? {
             if hash.is_none() {
                 hash = Some(Sha256::from_slice(&chunk.sha256).ok_or_else(|| Status::invalid_argument("the first replica chunk must carry the 32-byte sha256"))?);
             }
-            if content.len() as u64 + chunk.data.len() as u64 > limit {
-                return Err(Status::resource_exhausted(format!("replica exceeds {limit} bytes")));
+            if incoming.size_bytes() + chunk.data.len() as u64 > limit {
+                return Err(Status::resource_exhausted(format!("replica exceeds {limit} bytes (limits.file_size_bytes_max); give every node the same limits")));
             }
-            content.extend_from_slice(&chunk.data);
+            incoming.write(&chunk.data).await.map_err(|error| to_status(error.into()))?;
         }
         let hash = hash.ok_or_else(|| Status::invalid_argument("empty replica stream"))?;
-        self.api.bounded(self.api.kyso.store_replica(hash, Bytes::from(content))).await?;
+        let received = incoming.finish().await.map_err(|error| to_status(error.into()))?;
+        self.api.bounded(self.api.kyso.store_replica(hash, received)).await?;
         Ok(Response::new(pb::PutBlobReplicaResponse {}))
     }
 

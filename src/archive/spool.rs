@@ -1,12 +1,15 @@
-//! The spool: files being received (uploads, repairs) are written to temporary files under
-//! `data_dir/spool` while they are hashed, so the node never holds a whole file in memory.
+//! The spool: files being received (uploads, repairs, and in a cluster with per-node
+//! storage, replicas pushed by peers and blobs fetched from them) are written to temporary
+//! files under `data_dir/spool` while they are hashed, so the node never holds a whole file
+//! in memory.
 //!
 //! A spool file is deleted when its handle drops: after the blob is stored, when the upload
 //! fails or the client goes away. Files left by a crash are removed by [`Spool::open`] at
 //! startup, which the node calls only while it holds the lock on its state store, so no
 //! other process is using them. Disk use is bounded by the callers: at most one file per
 //! upload in progress (`concurrent_uploads_max` × `file_size_bytes_max`) plus one per
-//! scrub repair. This module never decides what a file is for or where it is stored.
+//! scrub repair, replica received or blob fetched. This module never decides what a file
+//! is for or where it is stored.
 
 use std::path::{Path, PathBuf};
 

@@ -14,6 +14,9 @@ use crate::state::{Command, Outcome};
 
 /// Blobs fetched from peers at once by [`Kyso::fill_missing_blobs`].
 const BLOB_FILL_CONCURRENCY: usize = 16;
+/// Of those, blobs over `limits.blob_multipart_threshold_bytes`: each holds the parts of a
+/// multipart write in memory while it is stored (about 3 × `blob_part_size_bytes`).
+const BLOB_FILL_LARGE_CONCURRENCY: usize = 2;
 
 /// What one pass of [`Kyso::fill_missing_blobs`] found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -111,9 +114,8 @@ impl<P: Proposer> Kyso<P> {
         self.blobs.put_file(&blob).await?;
         if let Some(peers) = &self.peer_blobs {
             // Per-node local storage in a cluster: a majority must hold the blob before the
-            // dossier that references it is proposed.
-            let content = self.blobs.get(&blob.hash, blob.size_bytes).await?;
-            peers.replicate(blob.hash, content).await.map_err(|error| {
+            // dossier that references it is proposed. The copies stream from the store.
+            peers.replicate(blob.hash, blob.size_bytes).await.map_err(|error| {
                 ServiceError::Unavailable(format!("{error}; the dossier was not recorded, retry when the cluster is healthy"))
             })?;
         }
@@ -174,22 +176,30 @@ impl<P: Proposer> Kyso<P> {
             )));
         }
         match self.blobs.get(hash, size_bytes).await {
-            Err(crate::archive::ArchiveError::NotFound(_)) if self.peer_blobs.is_some() => self.fetch_from_peers(hash).await,
+            Err(crate::archive::ArchiveError::NotFound(_)) if self.peer_blobs.is_some() => {
+                self.fetch_from_peers(hash).await?;
+                Ok(self.blobs.get(hash, size_bytes).await?)
+            }
             other => Ok(other?),
         }
     }
 
     /// A blob the replicated state references but this node lacks (it missed the upload, or
-    /// caught up from a snapshot): fetch it from a peer, which checked its hash, and keep it.
-    async fn fetch_from_peers(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
+    /// caught up from a snapshot): fetch it from a peer into the spool, check its hash and
+    /// size, and keep it (the store re-hashes it from the spool as it writes).
+    async fn fetch_from_peers(&self, hash: &Sha256) -> Result<(), ServiceError> {
         let peers = self.peer_blobs.as_ref().expect("checked by the caller");
-        let content = peers.fetch(*hash).await.map_err(ServiceError::Unavailable)?;
-        if &crate::archive::sha256_off_executor(&content).await != hash {
-            return Err(ServiceError::DataLoss(format!("a peer sent bytes that do not hash to {hash}")));
+        let size_bytes = self
+            .state
+            .blob_size(hash)?
+            .ok_or_else(|| ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")))?;
+        let received = peers.fetch(*hash, size_bytes).await.map_err(ServiceError::Unavailable)?;
+        if &received.hash != hash || received.size_bytes != size_bytes {
+            return Err(ServiceError::DataLoss(format!("a peer sent {} bytes that do not hash to {hash}", received.size_bytes)));
         }
-        self.blobs.put(hash, content.clone()).await?;
-        tracing::info!(%hash, "fetched a missing blob from a peer");
-        Ok(content)
+        self.blobs.put_file(&received).await?;
+        tracing::info!(%hash, size_bytes, "fetched a missing blob from a peer");
+        Ok(())
     }
 
     /// Fetches from peers every archived blob this node has no copy of: after it joined
@@ -211,6 +221,7 @@ impl<P: Proposer> Kyso<P> {
         // Blobs are never removed from the state, so every blob counted here is in the
         // slices read below, even if more arrive meanwhile.
         let mut fill = BlobFill { archived: self.state.blob_count()?, ..BlobFill::default() };
+        let large_fetches = tokio::sync::Semaphore::new(BLOB_FILL_LARGE_CONCURRENCY);
         let mut first_error = None;
         for first in 0..=u8::MAX {
             if tokio::time::Instant::now() >= deadline {
@@ -222,10 +233,17 @@ impl<P: Proposer> Kyso<P> {
             }
             let present = self.blobs.hashes_with_first_byte(first).await?;
             let absent: Vec<Sha256> = wanted.into_iter().filter(|hash| !present.contains(hash)).collect();
+            let large = &large_fetches;
             let outcomes: Vec<Result<(), String>> = futures::stream::iter(absent)
                 .map(|hash| async move {
-                    match tokio::time::timeout_at(deadline, self.fetch_from_peers(&hash)).await {
-                        Ok(Ok(_)) => Ok(()),
+                    let fetch = async {
+                        let is_large = self.state.blob_size(&hash)?.unwrap_or(0) > self.limits.blob_multipart_threshold_bytes;
+                        // Acquiring fails only on a closed semaphore; this one is never closed.
+                        let _permit = if is_large { large.acquire().await.ok() } else { None };
+                        self.fetch_from_peers(&hash).await
+                    };
+                    match tokio::time::timeout_at(deadline, fetch).await {
+                        Ok(Ok(())) => Ok(()),
                         Ok(Err(error)) => Err(format!("{hash}: {error}")),
                         Err(_) => Err(format!("{hash}: the pass ran out of time")),
                     }
@@ -250,12 +268,16 @@ impl<P: Proposer> Kyso<P> {
         Ok(fill)
     }
 
-    /// Stores a blob replica pushed by another node (hash-checked).
-    pub async fn store_replica(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
-        if crate::archive::sha256_off_executor(&content).await != hash {
-            return Err(ServiceError::InvalidArgument(format!("replica bytes do not hash to {hash}")));
+    /// Stores a blob replica pushed by another node, received into the spool, only if its
+    /// bytes hash to `hash`, the key the sender claimed.
+    pub async fn store_replica(&self, hash: Sha256, received: SpooledBlob) -> Result<(), ServiceError> {
+        if received.hash != hash {
+            return Err(ServiceError::InvalidArgument(format!(
+                "replica bytes ({} received) do not hash to {hash}; the sender's copy may be damaged or its stream was cut",
+                received.size_bytes
+            )));
         }
-        Ok(self.blobs.put(&hash, content).await?)
+        Ok(self.blobs.put_file(&received).await?)
     }
 
     /// Opens a blob that some dossier archived for a streamed read; the stream ends with
@@ -279,7 +301,7 @@ impl<P: Proposer> Kyso<P> {
             self.check_may_read_document(caller, hash)?;
         }
         if !from_node && self.peer_blobs.is_some() && !self.blobs.contains(hash).await? {
-            self.get_blob(hash).await?;
+            self.fetch_from_peers(hash).await?;
         }
         Ok(self.blobs.open(hash).await?)
     }

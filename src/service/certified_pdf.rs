@@ -188,9 +188,10 @@ impl<P: Proposer> Kyso<P> {
     /// Write-once, content-addressed, and on a majority of nodes (per-node storage) before
     /// the certification that references it is proposed.
     async fn store_delivered(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
-        self.blobs.put(&hash, content.clone()).await?;
+        let size_bytes = content.len() as u64;
+        self.blobs.put(&hash, content).await?;
         if let Some(peers) = &self.peer_blobs {
-            peers.replicate(hash, content).await.map_err(|error| {
+            peers.replicate(hash, size_bytes).await.map_err(|error| {
                 ServiceError::Unavailable(format!("{error}; the certification was not recorded, retry when the cluster is healthy"))
             })?;
         }

@@ -139,20 +139,24 @@ pub struct Kyso<P: Proposer> {
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
-/// the node's adapter, which knows how nodes talk.
+/// the node's adapter, which knows how nodes talk. Neither direction holds a whole blob in
+/// memory: pushes stream from this node's store, fetches stream into its spool.
 pub trait PeerBlobs: Send + Sync + 'static {
-    /// Stores `content` on enough other voters that, with this node's copy, a majority
-    /// holds it. Fails if a majority cannot be reached.
+    /// Copies the blob `hash` of `size_bytes`, which this node's store already holds, to
+    /// enough other voters that, with this node's copy, a majority holds it. Fails if a
+    /// majority cannot be reached.
     fn replicate(
         &self,
         hash: crate::domain::Sha256,
-        content: Bytes,
+        size_bytes: u64,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + '_>>;
-    /// Fetches a blob this node lacks from any peer (hash-checked by the implementation).
+    /// Fetches a blob of `size_bytes` this node lacks from any peer into the spool; the
+    /// implementation checks its hash and size.
     fn fetch(
         &self,
         hash: crate::domain::Sha256,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Bytes, String>> + Send + '_>>;
+        size_bytes: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::archive::SpooledBlob, String>> + Send + '_>>;
 }
 
 impl<P: Proposer> Kyso<P> {

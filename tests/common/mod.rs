@@ -494,6 +494,55 @@ pub async fn upload(node: &TestNode, request_id: &str, agency: &str, files: &[(&
     node.archive().await.upload_dossier(futures::stream::iter(messages)).await.map(|response| response.into_inner())
 }
 
+/// Message size of a generated large upload (the node's default chunk limit).
+pub const LARGE_CHUNK_BYTES: usize = 1024 * 1024;
+
+/// Deterministic bytes of chunk `index` of a generated large file (fast enough for
+/// 200 MiB in a debug build).
+pub fn large_chunk(index: u64) -> Vec<u8> {
+    let mut state = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut chunk = vec![0u8; LARGE_CHUNK_BYTES];
+    for word in chunk.chunks_exact_mut(8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        word.copy_from_slice(&state.to_le_bytes());
+    }
+    chunk
+}
+
+/// Uploads a dossier of one generated file of `size_bytes` (a multiple of
+/// [`LARGE_CHUNK_BYTES`]), made and hashed chunk by chunk as the stream sends it, so the
+/// test process never holds the file. Returns the answer and the file's SHA-256.
+pub async fn upload_generated(
+    node: &TestNode,
+    request_id: &str,
+    agency: &str,
+    size_bytes: u64,
+) -> (Result<pb::UploadDossierResponse, tonic::Status>, Vec<u8>) {
+    use futures::StreamExt;
+    use std::sync::{Arc, Mutex};
+    assert_eq!(size_bytes % LARGE_CHUNK_BYTES as u64, 0, "a whole number of chunks");
+    let hasher = Arc::new(Mutex::new(Some(ring::digest::Context::new(&ring::digest::SHA256))));
+    let mut head = upload_messages(request_id, agency, &[], LARGE_CHUNK_BYTES);
+    head.push(pb::UploadDossierRequest {
+        part: Some(pb::upload_dossier_request::Part::FileStart(pb::FileStart {
+            name: "ban-do-dia-chinh.tiff".into(),
+            content_type: "image/tiff".into(),
+            declared_size_bytes: size_bytes,
+        })),
+    });
+    let body_hasher = hasher.clone();
+    let body = futures::stream::iter(0..size_bytes / LARGE_CHUNK_BYTES as u64).map(move |index| {
+        let chunk = large_chunk(index);
+        body_hasher.lock().unwrap().as_mut().unwrap().update(&chunk);
+        pb::UploadDossierRequest { part: Some(pb::upload_dossier_request::Part::Chunk(chunk)) }
+    });
+    let response = node.archive().await.upload_dossier(futures::stream::iter(head).chain(body)).await.map(tonic::Response::into_inner);
+    let hash = hasher.lock().unwrap().take().unwrap().finish().as_ref().to_vec();
+    (response, hash)
+}
+
 /// Reads a blob with GetBlob, concatenating its chunks; a stream ending in an error is that error.
 pub async fn get_blob(node: &TestNode, hash: &[u8]) -> Result<Vec<u8>, tonic::Status> {
     let mut stream = node.archive().await.get_blob(pb::GetBlobRequest { sha256: hash.to_vec() }).await?.into_inner();
