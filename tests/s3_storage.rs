@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::s3::*;
-use futures::StreamExt;
 use common::*;
 use kyso::crypto::KeyAlgorithm;
 use kyso_proto::v1 as pb;
