@@ -382,6 +382,10 @@ pub struct Limits {
     /// stopped accepting new ones and handed its leadership on; calls still running then
     /// are cut.
     pub shutdown_drain_seconds_max: u64,
+    /// Seconds between two verification tallies of this node (the verifications it
+    /// answered, proposed as one command into the replicated statistics); at most a day.
+    /// A tally not yet proposed is lost if the node crashes.
+    pub statistics_tally_interval_seconds: u64,
     /// Seconds a signer's key stays open in memory after a PIN unlock, so that the
     /// signer's next requests (each still carrying the PIN, checked against an HMAC) skip
     /// PBKDF2. Counted from the unlock, not extended by use. 0: every request unlocks.
@@ -446,6 +450,7 @@ impl Default for Limits {
             refusal_audits_per_client_per_minute_max: 6,
             upload_stream_seconds_max: 3600,
             shutdown_drain_seconds_max: 30,
+            statistics_tally_interval_seconds: 60,
             unlocked_key_seconds_max: 300,
             verify_cache_entries_max: 100_000,
             state_cache_size_bytes_max: 256 * 1024 * 1024,
@@ -592,6 +597,7 @@ impl Config {
             ("limits.refusal_audits_per_client_per_minute_max", limits.refusal_audits_per_client_per_minute_max as usize),
             ("limits.upload_stream_seconds_max", limits.upload_stream_seconds_max as usize),
             ("limits.shutdown_drain_seconds_max", limits.shutdown_drain_seconds_max as usize),
+            ("limits.statistics_tally_interval_seconds", limits.statistics_tally_interval_seconds as usize),
             ("limits.state_cache_size_bytes_max", limits.state_cache_size_bytes_max),
             ("limits.crl_size_bytes_max", limits.crl_size_bytes_max),
             ("limits.uploads_per_client_max", limits.uploads_per_client_max),
@@ -609,6 +615,12 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Invalid { key, reason: "must be greater than zero".into() });
             }
+        }
+        if limits.statistics_tally_interval_seconds > 86_400 {
+            return Err(ConfigError::Invalid {
+                key: "limits.statistics_tally_interval_seconds",
+                reason: "must be at most 86400 (a day): a longer interval loses more counts when a node crashes".into(),
+            });
         }
         if limits.grpc_message_size_bytes_max < limits.upload_chunk_size_bytes_max + 64 * 1024 {
             return Err(ConfigError::Invalid {

@@ -174,6 +174,7 @@ impl Node {
             }))
         });
         let blob_fill_task = tokio::spawn(fill_missing_blobs(self.kyso.clone()));
+        let tally_task = tokio::spawn(propose_verification_tallies(self.kyso.clone()));
         let (stop_raft, raft_stopped) = tokio::sync::oneshot::channel::<()>();
         let raft_task = match (self.raft_listener, self.kyso.proposer().raft()) {
             (Some(listener), Some(node)) => {
@@ -238,6 +239,14 @@ impl Node {
                 Ok(())
             }
         };
+        tally_task.abort();
+        // The verifications counted since the last tally, while the peer port still
+        // runs (the cluster still hears this node).
+        match tokio::time::timeout(TALLY_AT_SHUTDOWN_SECONDS_MAX, self.kyso.propose_verification_tally()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the last verification tally was not proposed; its counts are lost"),
+            Err(_) => tracing::warn!("the last verification tally took too long; its counts are lost"),
+        }
         let _ = stop_http.send(());
         let _ = stop_metrics.send(());
         let _ = stop_raft.send(());
@@ -435,6 +444,21 @@ const BLOB_FILL_BUDGET: std::time::Duration = std::time::Duration::from_secs(120
 /// `Kyso::fill_missing_blobs`): soon after start, then again [`BLOB_FILL_RETRY`] after a
 /// pass that left some missing, or [`BLOB_FILL_INTERVAL`] after a complete one if blobs
 /// were archived since.
+/// How long a stopping node tries to propose its last verification tally.
+const TALLY_AT_SHUTDOWN_SECONDS_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every `limits.statistics_tally_interval_seconds`, proposes the verifications this node
+/// answered (see `service::statistics`). Failures are retried at the next interval.
+async fn propose_verification_tallies(kyso: Arc<Kyso<Consensus>>) {
+    let interval = std::time::Duration::from_secs(kyso.limits().statistics_tally_interval_seconds);
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(error) = kyso.propose_verification_tally().await {
+            tracing::warn!(%error, "proposing the verification tally failed; retrying at the next interval");
+        }
+    }
+}
+
 async fn fill_missing_blobs(kyso: Arc<Kyso<Consensus>>) {
     let mut checked: Option<u64> = None;
     let mut wait = BLOB_FILL_RETRY;
@@ -514,6 +538,7 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: Option<StorageFault>
         <pb::signing_service_server::SigningServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
         <pb::verification_service_server::VerificationServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
         <pb::log_service_server::LogServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
+        <pb::report_service_server::ReportServiceServer<GrpcApi<Consensus>> as NamedService>::NAME,
         <pb::admin_service_server::AdminServiceServer<AdminApi<Consensus>> as NamedService>::NAME,
     ];
     tokio::spawn(report_grpc_health(health_reporter, health_kyso, services));
@@ -542,6 +567,7 @@ fn grpc_router(kyso: Arc<Kyso<Consensus>>, fault_injection: Option<StorageFault>
         )
         .add_service(pb::log_service_server::LogServiceServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_SIZE_BYTES_MAX))
         .add_service(pb::access_service_server::AccessServiceServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_SIZE_BYTES_MAX))
+        .add_service(pb::report_service_server::ReportServiceServer::new(api.clone()).max_decoding_message_size(SMALL_REQUEST_SIZE_BYTES_MAX))
         .add_service(
             pb::cluster_service_server::ClusterServiceServer::new(crate::api::cluster::ClusterApi::new(api, fault_injection))
                 .max_decoding_message_size(decode_max),

@@ -62,6 +62,7 @@ const CLIENT_PORT_RULES: &[(&str, &[Role])] = &[
     ("/kyso.v1.VerificationService/Verify", &[Role::Public]),
     ("/kyso.v1.VerificationService/VerifyStream", &[Role::Verifier, Role::Admin]),
     ("/kyso.v1.VerificationService/ListRegister", &[Role::Verifier, Role::Admin]),
+    ("/kyso.v1.ReportService/GetStatistics", &[Role::Admin, Role::Verifier, Role::Clerk]),
     ("/kyso.v1.LogService/", &[Role::Public]),
     ("/kyso.v1.ClusterService/", &[Role::Admin, Role::Node]),
     ("/kyso.v1.AdminService/", &[Role::Admin]),

@@ -487,6 +487,8 @@ impl<P: Proposer> GrpcApi<P> {
         };
         crate::metrics::record_verification(crate::metrics::Channel::Grpc, outcome);
         let verification = verification?;
+        let agencies = verification.certifications.iter().map(|verified| verified.certification.agency_id.as_str());
+        self.kyso.count_verification(crate::statistics::VerificationChannel::Grpc, agencies);
         Ok(convert::verification_to_proto(&verification, request.correlation_id))
     }
 }

@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod http;
 pub mod http_server;
 pub mod public;
+pub mod report;
 pub mod slots;
 pub mod status;
 pub mod tls;

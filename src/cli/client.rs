@@ -409,7 +409,7 @@ fn register_row(entry: &pb::RegisterEntry) -> serde_json::Value {
 }
 
 /// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
-fn csv_field(value: &serde_json::Value) -> String {
+pub(crate) fn csv_field(value: &serde_json::Value) -> String {
     let text = match value {
         serde_json::Value::String(text) => text.clone(),
         serde_json::Value::Null => String::new(),

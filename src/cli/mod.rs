@@ -13,6 +13,7 @@ pub mod client;
 pub mod cluster;
 pub mod dev;
 pub mod log;
+pub mod report;
 pub mod scrub;
 pub mod security;
 
@@ -56,6 +57,9 @@ pub enum Command {
     Register(client::RegisterArgs),
     /// Revoke a certification.
     Revoke(client::RevokeArgs),
+    /// Statistics per agency and period, with the province's total (admin: every agency;
+    /// verifier and clerk: their own).
+    Report(report::ReportArgs),
     /// Create the keys a cluster shares (master key, log key) and a development PKI in a
     /// directory; for local clusters and tests.
     InitKeys(InitKeysArgs),
@@ -178,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => client::verify(args).await,
         Command::Register(args) => client::register(args).await,
         Command::Revoke(args) => client::revoke(args).await,
+        Command::Report(args) => report::report(args).await,
         Command::Signer(SignerCommand::Add(args)) => client::signer_add(args).await,
         Command::Agency(AgencyCommand::Seal(args)) => client::agency_seal(args).await,
         Command::Signer(SignerCommand::Unlock(args)) => security::signer_unlock(args).await,

@@ -10,6 +10,7 @@ pub mod lookup;
 pub mod scrub;
 pub mod security;
 pub mod signing;
+pub mod statistics;
 pub mod unlocked;
 pub mod validate;
 pub mod verify;
@@ -136,6 +137,8 @@ pub struct Kyso<P: Proposer> {
     /// Held while a batch is numbered in the register, signed and proposed, so that one
     /// node never races itself for a number (see `certified_pdf`).
     pub(crate) register_lock: tokio::sync::Mutex<()>,
+    /// Verifications answered here and not yet in the replicated statistics.
+    pub(crate) verification_tally: statistics::VerificationTally,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -180,6 +183,7 @@ impl<P: Proposer> Kyso<P> {
             blob_fill: tokio::sync::Mutex::new(()),
             pdf_settings: certified_pdf::PdfSettings::default(),
             register_lock: tokio::sync::Mutex::new(()),
+            verification_tally: statistics::VerificationTally::default(),
             state,
             blobs,
             proposer,

@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use crate::access::{Actor, Principal};
 use crate::domain::{AgencySeal, Certification, Dossier, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
+use crate::statistics::VerificationCount;
 
 /// Version of the command encoding this build writes and applies. Version 2 added the
 /// actor and the security commands; version 3 the delivered PDF of a certification and
-/// the agency seal.
-pub const COMMAND_VERSION: u8 = 3;
+/// the agency seal; version 4 the verification tally.
+pub const COMMAND_VERSION: u8 = 4;
 
 /// The oldest command version this build applies: a version 2 command is a version 3
 /// command that uses none of its additions (its certifications are version 1 records,
@@ -56,7 +57,13 @@ pub enum Command {
     ReplaceSignerKey { signer_id: String, sealed_key: Vec<u8> },
     /// Registers (or replaces) an agency's organisation certificate and sealed key.
     RegisterAgencySeal(AgencySeal),
+    /// Verifications one node answered since its previous tally, added to the statistics
+    /// (at most [`TALLY_ENTRIES_PER_COMMAND_MAX`] lines).
+    TallyVerifications(Vec<VerificationCount>),
 }
+
+/// Lines one verification tally carries at most.
+pub const TALLY_ENTRIES_PER_COMMAND_MAX: usize = 1024;
 
 /// Events recorded by [`Command::Audit`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +88,8 @@ pub enum Outcome {
     SignerRevocations(Vec<SignerRevocation>),
     SignerStatus(SignerStatus),
     AgencySeal(AgencySeal),
+    /// A verification tally was added: this many lines.
+    Tallied(u64),
 }
 
 /// Why the state machine refused a command (it was applied as a no-op).

@@ -19,6 +19,7 @@ use crate::access::{Actor, Principal};
 use crate::tlog;
 use crate::domain::{AgencySeal, Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
+use crate::statistics::{DayStatistics, Summary, VerificationCount};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Request outcomes for deduplication. Keys are `caller <actor hex> <request id>` (request
@@ -56,6 +57,10 @@ const SECURITY: TableDefinition<&str, &[u8]> = TableDefinition::new("security");
 /// given, `entry/<agency>/<year>/<number, 12 digits>` -> the lookup code it went to;
 /// and their seals: `seal/<agency>` -> AgencySeal.
 const REGISTER: TableDefinition<&str, &[u8]> = TableDefinition::new("register");
+/// Statistics: (Vietnam day, agency id) -> `statistics::DayStatistics`. Updated while
+/// commands apply, by the days of the commands' own timestamps; part of snapshots and of
+/// the state digest (verification tallies exist nowhere else).
+const STATISTICS: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("statistics");
 
 fn register_last_key(agency_id: &str, year: i64) -> String {
     format!("last/{agency_id}/{year}")
@@ -84,6 +89,9 @@ const TLOG_SIZE: &str = "tlog_size";
 const BLOB_AGENCIES_INDEXED: &str = "blob_agencies_indexed";
 /// Set once REQUEST_DETAILS indexes every request row.
 const REQUEST_DETAILS_INDEXED: &str = "request_details_indexed";
+/// Set once STATISTICS counts every record (data directories from before it are counted
+/// from their dossiers and certifications on first open; verifications start at zero).
+const STATISTICS_INDEXED: &str = "statistics_indexed";
 
 /// How long a request row keeps its full outcome (a retry within it gets the same answer,
 /// private dossier fields included). After it a row keeps what deduplication needs: the
@@ -173,6 +181,7 @@ impl StateStore {
             txn.open_table(SECURITY)?;
             txn.open_multimap_table(BLOB_AGENCIES)?;
             txn.open_table(REQUEST_DETAILS)?;
+            txn.open_table(STATISTICS)?;
             let indexed = txn.open_table(META)?.get(BLOB_AGENCIES_INDEXED)?.is_some();
             if !indexed {
                 rebuild_blob_agencies(&txn)?;
@@ -180,6 +189,10 @@ impl StateStore {
             let indexed = txn.open_table(META)?.get(REQUEST_DETAILS_INDEXED)?.is_some();
             if !indexed {
                 rebuild_request_details(&txn)?;
+            }
+            let indexed = txn.open_table(META)?.get(STATISTICS_INDEXED)?.is_some();
+            if !indexed {
+                count_statistics_of_records(&txn)?;
             }
         }
         txn.commit()?;
@@ -217,6 +230,29 @@ impl StateStore {
     }
 
     // ----- queries -------------------------------------------------------------------
+
+    /// The statistics of days `first_day..=last_day` (Vietnam days), summed per agency;
+    /// only `agencies` when given. Reads at most one row per agency and day of the period.
+    pub fn statistics(
+        &self,
+        first_day: i64,
+        last_day: i64,
+        agencies: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<std::collections::BTreeMap<String, Summary>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(STATISTICS)?;
+        let mut summaries: std::collections::BTreeMap<String, Summary> = std::collections::BTreeMap::new();
+        for row in table.range((first_day, "")..(last_day.saturating_add(1), ""))? {
+            let (key, value) = row?;
+            let (_, agency) = key.value();
+            if agencies.is_some_and(|wanted| !wanted.contains(agency)) {
+                continue;
+            }
+            let day: DayStatistics = decode(value.value())?;
+            summaries.entry(agency.to_string()).or_default().add_day(&day);
+        }
+        Ok(summaries)
+    }
 
     pub fn applied(&self) -> Result<u64, StateError> {
         let txn = self.db.begin_read()?;
@@ -527,10 +563,11 @@ struct SnapshotV2 {
     certification_leaves: Vec<(Vec<u8>, u64)>,
     security: Vec<(String, Vec<u8>)>,
     register: Vec<(String, Vec<u8>)>,
+    statistics: Vec<((i64, String), Vec<u8>)>,
 }
 
-/// Version 2 added the security table, version 3 the register.
-const SNAPSHOT_VERSION: u8 = 3;
+/// Version 2 added the security table, version 3 the register, version 4 the statistics.
+const SNAPSHOT_VERSION: u8 = 4;
 
 impl StateStore {
     fn take_snapshot(&self) -> Result<(u64, Bytes), StateError> {
@@ -586,6 +623,11 @@ impl StateStore {
             let (key, value) = row?;
             snapshot.register.push((key.value().to_string(), value.value().to_vec()));
         }
+        for row in txn.open_table(STATISTICS)?.iter()? {
+            let (key, value) = row?;
+            let (day, agency) = key.value();
+            snapshot.statistics.push(((day, agency.to_string()), value.value().to_vec()));
+        }
         let mut bytes = vec![SNAPSHOT_VERSION];
         bytes.extend(encode(&snapshot));
         Ok((snapshot.applied, Bytes::from(bytes)))
@@ -611,6 +653,7 @@ impl StateStore {
         txn.delete_table(CERTIFICATION_LEAVES)?;
         txn.delete_table(SECURITY)?;
         txn.delete_table(REGISTER)?;
+        txn.delete_table(STATISTICS)?;
         {
             let mut table = txn.open_table(REQUESTS)?;
             for (key, value) in &snapshot.requests {
@@ -656,9 +699,14 @@ impl StateStore {
             for (key, value) in &snapshot.register {
                 table.insert(key.as_str(), value.as_slice())?;
             }
+            let mut table = txn.open_table(STATISTICS)?;
+            for ((day, agency), value) in &snapshot.statistics {
+                table.insert((*day, agency.as_str()), value.as_slice())?;
+            }
             let mut meta = txn.open_table(META)?;
             meta.insert(TLOG_SIZE, snapshot.tlog_size)?;
             meta.insert(APPLIED_INDEX, index)?;
+            meta.insert(STATISTICS_INDEXED, 1)?;
         }
         txn.delete_multimap_table(BLOB_AGENCIES)?;
         rebuild_blob_agencies(&txn)?;
@@ -729,6 +777,7 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         Command::PinRejected { signer_id } => pin_rejected(txn, actor, &signer_id)?,
         Command::UnlockSigner { signer_id } => unlock_signer(txn, actor, &signer_id)?,
         Command::ReplaceSignerKey { signer_id, sealed_key } => replace_signer_key(txn, actor, &signer_id, sealed_key)?,
+        Command::TallyVerifications(counts) => tally_verifications(txn, &counts)?,
         Command::RegisterAgencySeal(seal) => {
             // Kept beside the register: both are the agency's, both in the snapshot.
             txn.open_table(REGISTER)?.insert(agency_seal_key(&seal.agency_id).as_str(), encode(&seal).as_slice())?;
@@ -848,6 +897,7 @@ fn archive_dossier(txn: &WriteTransaction, dossier: Dossier) -> Result<Outcome, 
         agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
     }
     dossiers.insert(dossier.id.as_str(), encode(&dossier).as_slice())?;
+    count_dossier(txn, &dossier)?;
     Ok(Outcome::Dossier(dossier))
 }
 
@@ -880,6 +930,7 @@ fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certificat
         // A signature made with the key is a correct PIN (or a client-side signature): the
         // wrong-PIN count starts again.
         update_signer_status(txn, &certification.signer_id, |status| status.pin_failures = 0)?;
+        count_certification(txn, certification)?;
     }
     Ok(Outcome::Certifications(certifications))
 }
@@ -1039,9 +1090,105 @@ fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: 
             revoked_at_unix: revocation.revoked_at_unix,
         }),
     )?;
+    let revoked_at_unix = revocation.revoked_at_unix;
     certification.revocation = Some(revocation);
     table.insert(key.as_slice(), encode(&certification).as_slice())?;
+    drop(table);
+    count_revocation(txn, &certification.agency_id, revoked_at_unix)?;
     Ok(Outcome::Certifications(vec![certification]))
+}
+
+/// Changes one agency-day's statistics row.
+fn update_statistics(txn: &WriteTransaction, day: i64, agency_id: &str, change: impl FnOnce(&mut DayStatistics)) -> Result<(), StateError> {
+    let mut table = txn.open_table(STATISTICS)?;
+    let mut statistics: DayStatistics = match table.get((day, agency_id))? {
+        Some(stored) => decode(stored.value())?,
+        None => DayStatistics::default(),
+    };
+    change(&mut statistics);
+    table.insert((day, agency_id), encode(&statistics).as_slice())?;
+    Ok(())
+}
+
+/// Counts an archived dossier on the day of its own `archived_at_unix`.
+fn count_dossier(txn: &WriteTransaction, dossier: &Dossier) -> Result<(), StateError> {
+    let day = crate::statistics::vietnam_day(dossier.archived_at_unix);
+    update_statistics(txn, day, &dossier.agency_id, |statistics| {
+        statistics.counts.dossiers_archived = statistics.counts.dossiers_archived.saturating_add(1);
+        statistics.counts.files_archived = statistics.counts.files_archived.saturating_add(dossier.files.len() as u64);
+        let bytes = dossier.files.iter().fold(0u64, |sum, file| sum.saturating_add(file.size_bytes));
+        statistics.counts.bytes_archived = statistics.counts.bytes_archived.saturating_add(bytes);
+    })
+}
+
+/// Counts a certification on the day it was signed, with its delay from its dossier's
+/// archive when it names its dossier (a certification without one has no delay).
+fn count_certification(txn: &WriteTransaction, certification: &Certification) -> Result<(), StateError> {
+    let archived_at = if certification.dossier_id.is_empty() {
+        None
+    } else {
+        let dossiers = txn.open_table(DOSSIERS)?;
+        let stored = dossiers.get(certification.dossier_id.as_str())?;
+        stored.map(|stored| decode::<Dossier>(stored.value())).transpose()?.map(|dossier| dossier.archived_at_unix)
+    };
+    let day = crate::statistics::vietnam_day(certification.signed_at_unix);
+    update_statistics(txn, day, &certification.agency_id, |statistics| {
+        match certification.kind {
+            crate::domain::CertificationKind::Result => statistics.counts.results_signed = statistics.counts.results_signed.saturating_add(1),
+            crate::domain::CertificationKind::CertifiedCopy => statistics.counts.copies_certified = statistics.counts.copies_certified.saturating_add(1),
+        }
+        if let Some(archived_at) = archived_at {
+            statistics.add_signature_delay(certification.signed_at_unix.saturating_sub(archived_at));
+        }
+    })
+}
+
+fn count_revocation(txn: &WriteTransaction, agency_id: &str, revoked_at_unix: i64) -> Result<(), StateError> {
+    update_statistics(txn, crate::statistics::vietnam_day(revoked_at_unix), agency_id, |statistics| statistics.counts.revocations = statistics.counts.revocations.saturating_add(1))
+}
+
+/// Adds a node's verification tally. Bounded: at most
+/// [`TALLY_ENTRIES_PER_COMMAND_MAX`](super::command::TALLY_ENTRIES_PER_COMMAND_MAX) lines,
+/// agency ids of at most 64 bytes; anything else refuses the whole tally.
+fn tally_verifications(txn: &WriteTransaction, counts: &[VerificationCount]) -> Result<Outcome, StateError> {
+    if counts.len() > super::command::TALLY_ENTRIES_PER_COMMAND_MAX {
+        return Ok(Outcome::Rejected(Rejection::FailedPrecondition(format!(
+            "a verification tally holds {} lines, more than {}",
+            counts.len(),
+            super::command::TALLY_ENTRIES_PER_COMMAND_MAX
+        ))));
+    }
+    if let Some(count) = counts.iter().find(|count| count.agency_id.is_empty() || count.agency_id.len() > 64) {
+        return Ok(Outcome::Rejected(Rejection::FailedPrecondition(format!(
+            "a verification tally names agency {:?}: agency ids have 1-64 bytes",
+            count.agency_id
+        ))));
+    }
+    for count in counts {
+        update_statistics(txn, count.day, &count.agency_id, |statistics| statistics.add_verifications(count.channel, count.count))?;
+    }
+    Ok(Outcome::Tallied(counts.len() as u64))
+}
+
+/// Counts every dossier, certification and revocation already recorded (a data directory
+/// from before the statistics). The same counts apply would have made; verifications,
+/// which no record keeps, start at zero.
+fn count_statistics_of_records(txn: &WriteTransaction) -> Result<(), StateError> {
+    // Streamed, one record at a time: a data directory may hold millions.
+    for row in txn.open_table(DOSSIERS)?.iter()? {
+        let (_, value) = row?;
+        count_dossier(txn, &decode::<Dossier>(value.value())?)?;
+    }
+    for row in txn.open_table(CERTIFICATIONS)?.iter()? {
+        let (_, value) = row?;
+        let certification: Certification = decode(value.value())?;
+        count_certification(txn, &certification)?;
+        if let Some(revocation) = &certification.revocation {
+            count_revocation(txn, &certification.agency_id, revocation.revoked_at_unix)?;
+        }
+    }
+    txn.open_table(META)?.insert(STATISTICS_INDEXED, 1)?;
+    Ok(())
 }
 
 fn read_register_last(register: &impl ReadableTable<&'static str, &'static [u8]>, agency_id: &str, year: i64) -> Result<u64, StateError> {
@@ -1277,18 +1424,12 @@ mod tests {
         assert!(stripped.private_fields.is_empty());
     }
 
-    #[test]
-    fn apply_refuses_a_certification_of_another_agencys_document() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
-        let actor = Actor::local("test");
-        apply(&store, vec![envelope(&actor, "d", 1, Command::ArchiveDossier(dossier("d1", "xa-b", b"scan of b")))]);
-        assert_eq!(store.blob_agencies(&Sha256::digest(b"scan of b")).unwrap(), vec!["xa-b".to_string()]);
-        let signer = Signer {
+    fn signer_for(agencies: &[&str]) -> Signer {
+        Signer {
             id: "s1".into(),
             name: "Người Ký".into(),
             title: "Chủ tịch".into(),
-            agency_ids: vec!["xa-a".into()],
+            agency_ids: agencies.iter().map(|agency| agency.to_string()).collect(),
             subject: "CN=Người Ký".into(),
             issuer: "CN=CA".into(),
             serial_hex: "01".into(),
@@ -1298,7 +1439,109 @@ mod tests {
             chain_der: Vec::new(),
             sealed_key: None,
             registered_at_unix: 0,
-        };
+        }
+    }
+
+    fn certification_of(dossier: &Dossier, kind: crate::domain::CertificationKind, signed_at_unix: i64, signature: u8) -> Certification {
+        Certification {
+            version: crate::domain::CERTIFICATION_RECORD_VERSION,
+            lookup_code: crate::lookup::LookupCode::generate(&ring::rand::SystemRandom::new()).unwrap(),
+            document_sha256: dossier.files[0].sha256,
+            kind,
+            agency_id: dossier.agency_id.clone(),
+            signer_id: "s1".into(),
+            dossier_id: dossier.id.clone(),
+            signed_at_unix,
+            cms_der: vec![signature],
+            delivered_pdf: None,
+            revocation: None,
+        }
+    }
+
+    #[test]
+    fn the_same_entries_give_the_same_statistics_on_every_store() {
+        use crate::domain::CertificationKind::{CertifiedCopy, Result as SignedResult};
+        use crate::statistics::{vietnam_day, VerificationChannel, VerificationCount};
+        // 2026-12-01 08:00 in Vietnam.
+        let morning = 1_796_086_800;
+        let actor = Actor::local("test");
+        let mut first = dossier("d1", "xa-a", b"first scan");
+        first.archived_at_unix = morning;
+        let mut second = dossier("d2", "xa-b", b"second scan, longer");
+        second.archived_at_unix = morning;
+        let result = certification_of(&first, SignedResult, morning + 3600, 1);
+        let copy = certification_of(&second, CertifiedCopy, morning + 7200, 2);
+        let day = vietnam_day(morning);
+        let tally = vec![
+            VerificationCount { day, agency_id: "xa-a".into(), channel: VerificationChannel::Grpc, count: 3 },
+            VerificationCount { day, agency_id: "xa-b".into(), channel: VerificationChannel::PublicPage, count: 2 },
+        ];
+        let entries = vec![
+            envelope(&actor, "a1", morning, Command::ArchiveDossier(first.clone())),
+            envelope(&actor, "a2", morning, Command::ArchiveDossier(second.clone())),
+            envelope(&actor, "s", morning, Command::RegisterSigner(signer_for(&["xa-a", "xa-b"]))),
+            envelope(&actor, "c", morning, Command::Certify(vec![result.clone(), copy.clone()])),
+            envelope(&actor, "r", morning, Command::RevokeCertification { lookup_code: copy.lookup_code.clone(), reason: "sai".into(), revoked_at_unix: morning + 86_400 }),
+            envelope(&actor, "t", morning, Command::TallyVerifications(tally.clone())),
+            // A retry of the same tally is not added twice.
+            envelope(&actor, "t", morning, Command::TallyVerifications(tally)),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let one = StateStore::open(&dir.path().join("one.redb")).unwrap();
+        let other = StateStore::open(&dir.path().join("other.redb")).unwrap();
+        apply(&one, entries.clone());
+        for entry in entries {
+            apply(&other, vec![entry]);
+        }
+        let all = |store: &StateStore| store.statistics(day, day + 1, None).unwrap();
+        assert_eq!(all(&one), all(&other));
+        assert_eq!(one.digest().unwrap().1, other.digest().unwrap().1, "the statistics are in the digest and agree");
+        let on_day = one.statistics(day, day, None).unwrap();
+        let a = &on_day["xa-a"];
+        let counts = &a.counts;
+        assert_eq!((counts.dossiers_archived, counts.files_archived, counts.bytes_archived), (1, 1, 10));
+        assert_eq!((counts.results_signed, counts.copies_certified, counts.revocations), (1, 0, 0));
+        assert_eq!((counts.verifications_grpc, counts.verifications_public_page), (3, 0));
+        assert_eq!(a.signature_delays(), 1);
+        let median = a.signature_delay_median_seconds().unwrap();
+        assert!(median > 3600 && (median as f64) < 3601.0 * 1.1893, "{median}");
+        let b = &on_day["xa-b"].counts;
+        assert_eq!((b.dossiers_archived, b.bytes_archived, b.copies_certified, b.verifications_public_page, b.revocations), (1, 19, 1, 2, 0));
+        let next_day = one.statistics(day + 1, day + 1, None).unwrap();
+        assert_eq!(next_day["xa-b"].counts.revocations, 1, "a revocation counts on the day it was made");
+        let only_a = one.statistics(day, day + 1, Some(&std::collections::BTreeSet::from(["xa-a".to_string()]))).unwrap();
+        assert_eq!(only_a.keys().collect::<Vec<_>>(), vec!["xa-a"]);
+        // A snapshot carries them; a data directory from before them counts its records on
+        // open (verifications, in no record, start at zero).
+        let (index, snapshot) = one.take_snapshot().unwrap();
+        let installed = StateStore::open(&dir.path().join("installed.redb")).unwrap();
+        installed.install_snapshot(index, &snapshot).unwrap();
+        assert_eq!(all(&installed), all(&one));
+        drop(installed);
+        {
+            let old = StateStore::open(&dir.path().join("installed.redb")).unwrap();
+            let txn = old.db.begin_write().unwrap();
+            txn.delete_table(STATISTICS).unwrap();
+            txn.open_table(META).unwrap().remove(STATISTICS_INDEXED).unwrap();
+            txn.commit().unwrap();
+        }
+        let reopened = StateStore::open(&dir.path().join("installed.redb")).unwrap();
+        let mut expected = all(&one);
+        for summary in expected.values_mut() {
+            summary.counts.verifications_grpc = 0;
+            summary.counts.verifications_public_page = 0;
+        }
+        assert_eq!(all(&reopened), expected);
+    }
+
+    #[test]
+    fn apply_refuses_a_certification_of_another_agencys_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        let actor = Actor::local("test");
+        apply(&store, vec![envelope(&actor, "d", 1, Command::ArchiveDossier(dossier("d1", "xa-b", b"scan of b")))]);
+        assert_eq!(store.blob_agencies(&Sha256::digest(b"scan of b")).unwrap(), vec!["xa-b".to_string()]);
+        let signer = signer_for(&["xa-a"]);
         apply(&store, vec![envelope(&actor, "s", 1, Command::RegisterSigner(signer))]);
         let certification = Certification {
             version: crate::domain::CERTIFICATION_RECORD_VERSION,

@@ -110,6 +110,9 @@ impl<P: Proposer> Public<P> {
             Err(Missing::Unavailable) => "error",
         };
         crate::metrics::record_verification(crate::metrics::Channel::PublicPage, outcome);
+        if let Ok(certification) = &found {
+            self.kyso.count_verification(crate::statistics::VerificationChannel::PublicPage, [certification.agency_id.as_str()]);
+        }
         found
     }
 }
