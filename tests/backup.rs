@@ -323,3 +323,80 @@ async fn a_backup_under_load_restores_as_a_new_cluster_with_every_acknowledged_c
         .into_inner();
     assert_eq!(answer.certifications[0].summary, "valid", "the joined member verifies what the backup held");
 }
+
+/// Runs the kyso CLI with extra environment variables.
+fn kyso_with_env(args: &[&str], env: &[(String, String)]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kyso")).args(args).env("KYSO_LOG", "warn").envs(env.iter().cloned()).output().unwrap();
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// The same backup and restore through an S3 bucket (s3s-fs, which checks SigV4), with
+/// the settings from the usual AWS_* variables: a standalone node is backed up to a
+/// prefix, a second backup to that prefix is refused, and the restore from the bucket
+/// verifies what was certified under the same checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_goes_to_an_s3_prefix_and_restores_from_it() {
+    let Fixture { dir, pki, node } = fixture("");
+    let signer = register_signer(&node, &pki.issue(&signer_spec("Phạm Thị Lan", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let mut codes = Vec::new();
+    for number in 0..3u8 {
+        let content = document(number + 40, 3_000 + usize::from(number));
+        upload(&node, &format!("s3-dossier-{number}"), AGENCY, &[("scan.bin", content.as_slice())]).await.unwrap();
+        let certification = node
+            .signing()
+            .await
+            .certify(certify_request(&format!("s3-certify-{number}"), &content, AGENCY, &signer.signer_id))
+            .await
+            .unwrap()
+            .into_inner();
+        codes.push(certification.lookup_code);
+    }
+    let s3 = s3::S3Server::start(&dir.path().join("s3"));
+    let mut env: Vec<(String, String)> = s3.credential_env();
+    env.extend([
+        ("AWS_ENDPOINT_URL".to_string(), s3.endpoint()),
+        ("AWS_ALLOW_HTTP".to_string(), "true".to_string()),
+        ("AWS_REGION".to_string(), s3::S3_REGION.to_string()),
+    ]);
+    env.extend(node.tls.cli_env().into_iter().map(|(name, value)| (name.to_string(), value)));
+    let target = format!("s3://{}/backups/first", s3::S3_BUCKET);
+    let (ok, stdout, stderr) = kyso_with_env(&["backup", "--server", &node.grpc_url, "--to", &target], &env);
+    assert!(ok, "kyso backup to s3 failed: {stdout}\n{stderr}");
+    assert!(s3.object_file("backups/first/manifest.json").is_file(), "the manifest is in the bucket under the prefix");
+    let (ok, _, stderr) = kyso_with_env(&["backup", "--server", &node.grpc_url, "--to", &target], &env);
+    assert!(!ok && stderr.contains("already holds a backup"), "{stderr}");
+
+    let mut log = pb::log_service_client::LogServiceClient::new(node.channel().await);
+    let original = log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+    let data = node.dir.join("data");
+    let restored_dir = dir.path().join("restored");
+    let (ok, stdout, stderr) = kyso_with_env(
+        &[
+            "restore",
+            "--from",
+            &target,
+            "--data-dir",
+            restored_dir.join("data").to_str().unwrap(),
+            "--master-key",
+            data.join("master.key").to_str().unwrap(),
+            "--log-key",
+            data.join("log.key").to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(ok, "kyso restore from s3 failed: {stdout}\n{stderr}");
+    drop(node);
+    let restored = TestNode::start(&restored_dir, &pki.ca_pem_path, "");
+    let mut restored_log = pb::log_service_client::LogServiceClient::new(restored.channel().await);
+    let checkpoint = restored_log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
+    assert_eq!(checkpoint.note, original.note, "the restored log is the original's, under the same key");
+    let mut verification = restored.verification().await;
+    for code in &codes {
+        let answer = verification
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.certifications[0].summary, "valid", "{code}");
+    }
+}

@@ -1,23 +1,28 @@
 //! `kyso backup` and `kyso restore`.
 //!
-//! A backup is a directory: `manifest.json` (what [`Manifest`] holds), `state.snapshot`
-//! (the replicated state as of one applied index, from AdminService.Backup) and
-//! `blobs/<first two hex digits>/<sha256 hex>` (every blob the state references, fetched
-//! with GetBlob and hash-checked). It is written beside its final name and renamed into
-//! place once complete, so a directory with that name is always a whole backup.
+//! A backup is a directory, or a prefix in an S3 bucket (`s3://bucket/prefix`, through
+//! `object_store` with the usual `AWS_*` variables): `manifest.json` (what [`Manifest`]
+//! holds), `state.snapshot` (the replicated state as of one applied index, from
+//! AdminService.Backup) and `blobs/<first two hex digits>/<sha256 hex>` (every blob the
+//! state references, fetched with GetBlob and hash-checked). A directory is written beside
+//! its final name and renamed into place once complete; in a bucket the manifest is
+//! written last. Either way, a backup with a manifest is whole.
 //!
 //! Restore checks everything against the manifest before it builds anything, builds the
 //! new data directory beside its final name and renames it at the end: a refused or
 //! interrupted restore leaves no data directory a node could start from.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kyso_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt as _, WriteMultipart};
 
 use super::client::{channel, print_json, status_error, Connection};
 use crate::archive::{BlobStore, Spool, WriteLimits};
@@ -31,24 +36,28 @@ pub const MANIFEST_FORMAT: &str = "kyso-backup/v1";
 const BLOB_FETCHES_IN_FLIGHT: usize = 4;
 /// Largest manifest a restore reads (about 5 million blobs).
 const MANIFEST_SIZE_BYTES_MAX: u64 = 1024 * 1024 * 1024;
-/// Bytes read at a time from a backup's files.
-const READ_CHUNK_BYTES: usize = 1024 * 1024;
+/// Part size of the uploads that write a backup's files (S3 wants at least 5 MiB).
+const PART_SIZE_BYTES: usize = 8 * 1024 * 1024;
+/// Parts in flight per file being written.
+const PARTS_IN_FLIGHT_MAX: usize = 2;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
     #[command(flatten)]
     pub connection: Connection,
-    /// Directory to write the backup to; it must not exist yet (backups are never
-    /// overwritten). Written as DIR.partial first, renamed when complete.
+    /// Where to write the backup: a directory that does not exist yet (written as
+    /// DIR.partial, renamed when complete), or s3://BUCKET/PREFIX holding no backup yet
+    /// (credentials, region and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP). Backups are never overwritten.
     #[arg(long)]
-    pub to: PathBuf,
+    pub to: String,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// A directory written by `kyso backup`.
+    /// A backup written by `kyso backup`: its directory, or s3://BUCKET/PREFIX.
     #[arg(long)]
-    pub from: PathBuf,
+    pub from: String,
     /// The new node's data directory; it must not exist yet.
     #[arg(long)]
     pub data_dir: PathBuf,
@@ -118,10 +127,54 @@ pub struct ManifestBlob {
 const STATE_FILE: &str = "state.snapshot";
 const MANIFEST_FILE: &str = "manifest.json";
 
-/// Where a blob lives inside a backup directory.
-fn blob_path(root: &Path, hash: &Sha256) -> PathBuf {
+/// Where a blob lives inside a backup.
+fn blob_path(hash: &Sha256) -> ObjectPath {
     let hex = hash.to_hex();
-    root.join("blobs").join(&hex[..2]).join(hex)
+    ObjectPath::from(format!("blobs/{}/{hex}", &hex[..2]))
+}
+
+/// Where a backup is.
+enum Location {
+    Dir(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    fn parse(text: &str) -> anyhow::Result<Location> {
+        let Some(rest) = text.strip_prefix("s3://") else {
+            return Ok(Location::Dir(PathBuf::from(text)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("{text:?} names no bucket; write s3://BUCKET/PREFIX");
+        }
+        Ok(Location::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() })
+    }
+
+    /// A file of the backup, for messages.
+    fn describe(&self, path: &ObjectPath) -> String {
+        match self {
+            Location::Dir(dir) => dir.join(path.as_ref()).display().to_string(),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}/{path}"),
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{path}"),
+        }
+    }
+}
+
+/// The store rooted at a backup in `bucket` under `prefix`.
+fn s3_store(bucket: &str, prefix: &str) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .with_context(|| format!("cannot use bucket {bucket:?} (see AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL)"))?;
+    Ok(if prefix.is_empty() { Arc::new(s3) } else { Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)) })
+}
+
+fn local_store(dir: &Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    Ok(Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(dir).with_context(|| format!("cannot use directory {}", dir.display()))?,
+    ))
 }
 
 /// `path` with `suffix` appended to its last component.
@@ -138,16 +191,115 @@ fn refuse_existing(path: &Path, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A file of the backup being written, hashed as it goes; nothing is left under its name
+/// unless [`HashedUpload::finish`] finds the expected size and hash.
+struct HashedUpload {
+    writer: WriteMultipart,
+    hasher: ring::digest::Context,
+    size_bytes: u64,
+}
+
+impl HashedUpload {
+    async fn start(store: &dyn ObjectStore, path: &ObjectPath) -> anyhow::Result<HashedUpload> {
+        let upload = store.put_multipart(path).await.with_context(|| format!("cannot start writing {path}"))?;
+        Ok(HashedUpload {
+            writer: WriteMultipart::new_with_chunk_size(upload, PART_SIZE_BYTES),
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            size_bytes: 0,
+        })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.writer.wait_for_capacity(PARTS_IN_FLIGHT_MAX).await?;
+        self.hasher.update(bytes);
+        self.size_bytes += bytes.len() as u64;
+        self.writer.write(bytes);
+        Ok(())
+    }
+
+    /// Completes the file if its bytes are `expected` (hash and size), else aborts it and
+    /// returns what arrived.
+    async fn finish(self, expected: (&Sha256, u64)) -> anyhow::Result<Result<(), (u64, Sha256)>> {
+        let actual = Sha256::from_slice(self.hasher.finish().as_ref()).expect("SHA-256 digests are 32 bytes");
+        if actual != *expected.0 || self.size_bytes != expected.1 {
+            let _ = self.writer.abort().await;
+            return Ok(Err((self.size_bytes, actual)));
+        }
+        self.writer.finish().await?;
+        Ok(Ok(()))
+    }
+
+    async fn abort(self) {
+        let _ = self.writer.abort().await;
+    }
+}
+
 pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
-    refuse_existing(&args.to, "backup directory")?;
-    let partial = beside(&args.to, ".partial");
-    if partial.exists() {
-        bail!(
-            "{} is left from an interrupted backup; remove it (rm -r) and run the backup again",
-            partial.display()
+    let location = Location::parse(&args.to)?;
+    let store = match &location {
+        Location::Dir(dir) => {
+            refuse_existing(dir, "backup directory")?;
+            let partial = beside(dir, ".partial");
+            if partial.exists() {
+                bail!("{} is left from an interrupted backup; remove it (rm -r) and run the backup again", partial.display());
+            }
+            std::fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+            local_store(&partial)?
+        }
+        Location::S3 { bucket, prefix } => {
+            let store = s3_store(bucket, prefix)?;
+            let manifest = ObjectPath::from(MANIFEST_FILE);
+            match store.head(&manifest).await {
+                Ok(_) => bail!("{} already holds a backup; choose a new prefix (kyso never overwrites one)", location.describe(&manifest)),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => bail!("cannot reach {}: {error}", location.describe(&manifest)),
+            }
+            store
+        }
+    };
+    let result = write_backup(&args, &location, store.as_ref()).await;
+    let (manifest, state_bytes) = match result {
+        Ok(written) => written,
+        Err(error) => {
+            if let Location::Dir(dir) = &location {
+                let _ = std::fs::remove_dir_all(beside(dir, ".partial"));
+            }
+            return Err(error);
+        }
+    };
+    if let Location::Dir(dir) = &location {
+        let partial = beside(dir, ".partial");
+        sync_tree(&partial)?;
+        std::fs::rename(&partial, dir).with_context(|| format!("cannot rename {} to {}", partial.display(), dir.display()))?;
+        sync_parent(dir)?;
+    }
+    let blob_bytes: u64 = manifest.blobs.iter().map(|blob| blob.size_bytes).sum();
+    if args.connection.json {
+        print_json(serde_json::json!({
+            "backup": args.to,
+            "applied_index": manifest.applied_index,
+            "log_tree_size": manifest.log.tree_size,
+            "log_root": manifest.log.root,
+            "state_size_bytes": state_bytes,
+            "blobs": manifest.blobs.len(),
+            "blob_bytes": blob_bytes,
+        }));
+    } else {
+        out!(
+            "backup {}: state at index {} ({state_bytes} bytes), log size {} root {}, {} blobs ({blob_bytes} bytes)",
+            args.to,
+            manifest.applied_index,
+            manifest.log.tree_size,
+            manifest.log.root,
+            manifest.blobs.len()
         );
     }
-    std::fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
+    Ok(())
+}
+
+/// Streams the snapshot and every blob into `store`, then the manifest; returns it with
+/// the state's size.
+async fn write_backup(args: &BackupArgs, location: &Location, store: &dyn ObjectStore) -> anyhow::Result<(Manifest, u64)> {
     let channel = channel(&args.connection).await?;
     let mut admin = pb::admin_service_client::AdminServiceClient::new(channel.clone());
     let mut stream = admin.backup(pb::BackupRequest {}).await.map_err(status_error)?.into_inner();
@@ -156,53 +308,52 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     };
 
     // The state snapshot, hashed as it is written.
-    let state_path = partial.join(STATE_FILE);
-    let mut state_file = tokio::fs::File::create(&state_path).await.with_context(|| format!("cannot create {}", state_path.display()))?;
-    let mut state_hash = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut state_bytes = 0u64;
+    let state_path = ObjectPath::from(STATE_FILE);
+    let mut state = HashedUpload::start(store, &state_path).await?;
     let mut blobs: Vec<(Sha256, u64)> = Vec::with_capacity(usize::try_from(header.blob_count.min(10_000_000)).unwrap_or(0));
-    while let Some(chunk) = stream.message().await.map_err(status_error)? {
-        match chunk.part {
-            Some(pb::backup_chunk::Part::State(bytes)) => {
-                state_bytes += bytes.len() as u64;
-                if state_bytes > header.state_size_bytes || !blobs.is_empty() {
-                    bail!("the node sent more state than the {} bytes it announced", header.state_size_bytes);
+    let received: anyhow::Result<()> = async {
+        while let Some(chunk) = stream.message().await.map_err(status_error)? {
+            match chunk.part {
+                Some(pb::backup_chunk::Part::State(bytes)) => {
+                    if state.size_bytes + bytes.len() as u64 > header.state_size_bytes || !blobs.is_empty() {
+                        bail!("the node sent more state than the {} bytes it announced", header.state_size_bytes);
+                    }
+                    state.write(&bytes).await?;
                 }
-                state_hash.update(&bytes);
-                state_file.write_all(&bytes).await?;
+                Some(pb::backup_chunk::Part::Blobs(list)) => {
+                    for blob in list.blobs {
+                        let hash = Sha256::from_slice(&blob.sha256).context("the node listed a blob hash that is not 32 bytes")?;
+                        blobs.push((hash, blob.size_bytes));
+                    }
+                    if blobs.len() as u64 > header.blob_count {
+                        bail!("the node listed more than the {} blobs it announced", header.blob_count);
+                    }
+                }
+                _ => bail!("the node sent an unexpected backup message"),
             }
-            Some(pb::backup_chunk::Part::Blobs(list)) => {
-                for blob in list.blobs {
-                    let hash = Sha256::from_slice(&blob.sha256).context("the node listed a blob hash that is not 32 bytes")?;
-                    blobs.push((hash, blob.size_bytes));
-                }
-                if blobs.len() as u64 > header.blob_count {
-                    bail!("the node listed more than the {} blobs it announced", header.blob_count);
-                }
-            }
-            _ => bail!("the node sent an unexpected backup message"),
         }
+        Ok(())
     }
-    state_file.sync_all().await?;
-    drop(state_file);
-    let state_sha256 = Sha256::from_slice(state_hash.finish().as_ref()).expect("SHA-256 digests are 32 bytes");
-    if state_bytes != header.state_size_bytes || state_sha256.0.as_slice() != header.state_sha256.as_slice() {
-        bail!(
-            "the state snapshot arrived damaged ({state_bytes} of {} bytes, SHA-256 {state_sha256}); run the backup again",
-            header.state_size_bytes
-        );
+    .await;
+    if let Err(error) = received {
+        state.abort().await;
+        return Err(error);
+    }
+    let state_bytes = state.size_bytes;
+    let state_sha256 = Sha256::from_slice(&header.state_sha256).context("the node sent a state hash that is not 32 bytes")?;
+    if let Err((size, actual)) = state.finish((&state_sha256, header.state_size_bytes)).await? {
+        bail!("the state snapshot arrived damaged ({size} of {} bytes, SHA-256 {actual}); run the backup again", header.state_size_bytes);
     }
     if blobs.len() as u64 != header.blob_count {
         bail!("the node listed {} of the {} blobs it announced; run the backup again", blobs.len(), header.blob_count);
     }
 
-    // Every referenced blob, streamed to disk and checked.
+    // Every referenced blob, streamed into the backup and checked.
     let archive = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(4 * 1024 * 1024);
-    let partial_ref = &partial;
     futures::stream::iter(blobs.iter().cloned())
         .map(|(hash, size)| {
             let archive = archive.clone();
-            async move { fetch_blob(archive, partial_ref, &hash, size).await }
+            async move { fetch_blob(archive, store, &hash, size).await }
         })
         .buffer_unordered(BLOB_FETCHES_IN_FLIGHT)
         .try_collect::<Vec<()>>()
@@ -222,82 +373,61 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         state: ManifestFile { file: STATE_FILE.to_string(), size_bytes: state_bytes, sha256: state_sha256.to_hex() },
         blobs: blobs.iter().map(|(hash, size)| ManifestBlob { sha256: hash.to_hex(), size_bytes: *size }).collect(),
     };
-    write_synced(&partial.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&manifest)?)?;
-    sync_tree(&partial)?;
-    std::fs::rename(&partial, &args.to).with_context(|| format!("cannot rename {} to {}", partial.display(), args.to.display()))?;
-    sync_parent(&args.to)?;
-    let blob_bytes: u64 = blobs.iter().map(|(_, size)| size).sum();
-    if args.connection.json {
-        print_json(serde_json::json!({
-            "directory": args.to.display().to_string(),
-            "applied_index": manifest.applied_index,
-            "log_tree_size": manifest.log.tree_size,
-            "log_root": manifest.log.root,
-            "state_size_bytes": state_bytes,
-            "blobs": blobs.len(),
-            "blob_bytes": blob_bytes,
-        }));
-    } else {
-        out!(
-            "backup {}: state at index {} ({state_bytes} bytes), log size {} root {}, {} blobs ({blob_bytes} bytes)",
-            args.to.display(),
-            manifest.applied_index,
-            manifest.log.tree_size,
-            manifest.log.root,
-            blobs.len()
-        );
-    }
-    Ok(())
+    let manifest_path = ObjectPath::from(MANIFEST_FILE);
+    store
+        .put(&manifest_path, serde_json::to_vec_pretty(&manifest)?.into())
+        .await
+        .with_context(|| format!("cannot write {}", location.describe(&manifest_path)))?;
+    Ok((manifest, state_bytes))
 }
 
 async fn fetch_blob(
     mut archive: pb::archive_service_client::ArchiveServiceClient<tonic::transport::Channel>,
-    root: &Path,
+    store: &dyn ObjectStore,
     hash: &Sha256,
     size: u64,
 ) -> anyhow::Result<()> {
-    let path = blob_path(root, hash);
-    tokio::fs::create_dir_all(path.parent().expect("blob paths have a parent")).await?;
-    let mut stream = archive.get_blob(pb::GetBlobRequest { sha256: hash.0.to_vec() }).await.map_err(|status| {
-        if status.code() == tonic::Code::PermissionDenied {
-            anyhow::anyhow!(
-                "cannot read blob {hash}: {}; a backup reads every document, so its certificate needs the admin role and the verifier (or clerk) role for every agency (kyso access set --role admin --role verifier --agency '*')",
-                status.message()
-            )
-        } else {
-            anyhow::anyhow!("cannot read blob {hash}: {:?}: {}", status.code(), status.message())
+    let mut stream = archive
+        .get_blob(pb::GetBlobRequest { sha256: hash.0.to_vec() })
+        .await
+        .map_err(|status| {
+            if status.code() == tonic::Code::PermissionDenied {
+                anyhow::anyhow!(
+                    "cannot read blob {hash}: {}; a backup reads every document, so its certificate needs the admin role and the verifier (or clerk) role for every agency (kyso access set --role admin --role verifier --agency '*')",
+                    status.message()
+                )
+            } else {
+                anyhow::anyhow!("cannot read blob {hash}: {:?}: {}", status.code(), status.message())
+            }
+        })?
+        .into_inner();
+    let mut upload = HashedUpload::start(store, &blob_path(hash)).await?;
+    let received: anyhow::Result<()> = async {
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|status| anyhow::anyhow!("reading blob {hash} failed: {:?}: {}", status.code(), status.message()))?
+        {
+            if upload.size_bytes + chunk.data.len() as u64 > size {
+                bail!("the node sent more than the {size} bytes of blob {hash}");
+            }
+            upload.write(&chunk.data).await?;
         }
-    })?
-    .into_inner();
-    let mut file = tokio::fs::File::create(&path).await.with_context(|| format!("cannot create {}", path.display()))?;
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut written = 0u64;
-    while let Some(chunk) = stream.message().await.map_err(|status| anyhow::anyhow!("reading blob {hash} failed: {:?}: {}", status.code(), status.message()))? {
-        written += chunk.data.len() as u64;
-        if written > size {
-            bail!("the node sent more than the {size} bytes of blob {hash}");
-        }
-        hasher.update(&chunk.data);
-        file.write_all(&chunk.data).await?;
+        Ok(())
     }
-    file.sync_all().await?;
-    let actual = Sha256::from_slice(hasher.finish().as_ref()).expect("SHA-256 digests are 32 bytes");
-    if actual != *hash || written != size {
+    .await;
+    if let Err(error) = received {
+        upload.abort().await;
+        return Err(error);
+    }
+    if let Err((written, actual)) = upload.finish((hash, size)).await? {
         bail!("blob {hash} arrived as {written} bytes hashing to {actual} (expected {size} bytes); run `kyso scrub` on the node, then the backup again");
     }
     Ok(())
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// fsyncs every directory under `root` (files were synced as they were written), so the
-/// names survive a crash before the final rename.
+/// fsyncs every file and directory under `root` (object_store's local files are not
+/// synced as written), so the whole tree survives a crash before the final rename.
 fn sync_tree(root: &Path) -> anyhow::Result<()> {
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -305,6 +435,8 @@ fn sync_tree(root: &Path) -> anyhow::Result<()> {
             let entry = entry?;
             if entry.file_type()?.is_dir() {
                 pending.push(entry.path());
+            } else {
+                std::fs::File::open(entry.path())?.sync_all()?;
             }
         }
         std::fs::File::open(&dir)?.sync_all()?;
@@ -318,27 +450,36 @@ fn sync_parent(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads a whole (small) file of the backup.
+async fn read_all(location: &Location, store: &dyn ObjectStore, path: &ObjectPath, size_max: u64, missing: &str) -> anyhow::Result<bytes::Bytes> {
+    let meta = match store.head(path).await {
+        Ok(meta) => meta,
+        Err(object_store::Error::NotFound { .. }) => bail!("{} is missing: {missing}", location.describe(path)),
+        Err(error) => bail!("cannot read {}: {error}", location.describe(path)),
+    };
+    if meta.size > size_max {
+        bail!("{} is {} bytes, more than it can be ({size_max})", location.describe(path), meta.size);
+    }
+    let result = store.get(path).await.with_context(|| format!("cannot read {}", location.describe(path)))?;
+    Ok(result.bytes().await.with_context(|| format!("cannot read {}", location.describe(path)))?)
+}
+
 /// Reads and checks a backup's manifest and state file; refuses precisely on any mismatch.
-fn read_checked_state(from: &Path) -> anyhow::Result<(Manifest, Vec<u8>, LogVerifier)> {
-    let manifest_path = from.join(MANIFEST_FILE);
-    let size = std::fs::metadata(&manifest_path)
-        .with_context(|| format!("{} has no {MANIFEST_FILE}: it is not a complete kyso backup", from.display()))?
-        .len();
-    if size > MANIFEST_SIZE_BYTES_MAX {
-        bail!("{} is {size} bytes, more than a manifest can be ({MANIFEST_SIZE_BYTES_MAX})", manifest_path.display());
-    }
-    let manifest: Manifest = serde_json::from_slice(&std::fs::read(&manifest_path)?)
-        .with_context(|| format!("{} is not a kyso backup manifest", manifest_path.display()))?;
+async fn read_checked_state(location: &Location, store: &dyn ObjectStore) -> anyhow::Result<(Manifest, bytes::Bytes, LogVerifier)> {
+    let manifest_path = ObjectPath::from(MANIFEST_FILE);
+    let manifest = read_all(location, store, &manifest_path, MANIFEST_SIZE_BYTES_MAX, "this is not a complete kyso backup").await?;
+    let manifest: Manifest = serde_json::from_slice(&manifest)
+        .with_context(|| format!("{} is not a kyso backup manifest", location.describe(&manifest_path)))?;
     if manifest.format != MANIFEST_FORMAT {
-        bail!("{} has format {:?}; this kyso restores {MANIFEST_FORMAT:?}", manifest_path.display(), manifest.format);
+        bail!("{} has format {:?}; this kyso restores {MANIFEST_FORMAT:?}", location.describe(&manifest_path), manifest.format);
     }
-    let state_path = from.join(STATE_FILE);
-    let state = std::fs::read(&state_path).with_context(|| format!("cannot read the backup's state {}", state_path.display()))?;
+    let state_path = ObjectPath::from(manifest.state.file.as_str());
+    let state = read_all(location, store, &state_path, manifest.state.size_bytes, "the backup has no state").await?;
     let state_sha256 = Sha256::digest(&state);
     if state.len() as u64 != manifest.state.size_bytes || state_sha256.to_hex() != manifest.state.sha256 {
         bail!(
             "the backup's state {} is corrupt: {} bytes hashing to {state_sha256}, but the manifest says {} bytes hashing to {}",
-            state_path.display(),
+            location.describe(&state_path),
             state.len(),
             manifest.state.size_bytes,
             manifest.state.sha256
@@ -368,7 +509,17 @@ fn read_key(path: &Path, what: &str) -> anyhow::Result<zeroize::Zeroizing<Vec<u8
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     refuse_existing(&args.data_dir, "data directory")?;
-    let (manifest, state, verifier) = read_checked_state(&args.from)?;
+    let location = Location::parse(&args.from)?;
+    let store = match &location {
+        Location::Dir(dir) => {
+            if !dir.is_dir() {
+                bail!("{} is not a directory holding a kyso backup", dir.display());
+            }
+            local_store(dir)?
+        }
+        Location::S3 { bucket, prefix } => s3_store(bucket, prefix)?,
+    };
+    let (manifest, state, verifier) = read_checked_state(&location, store.as_ref()).await?;
     let master_key = read_key(&args.master_key, "the master key")?;
     crate::crypto::MasterKey::from_slice(&master_key)
         .map_err(|error| anyhow::anyhow!("{} is not a master key: {error}", args.master_key.display()))?;
@@ -388,7 +539,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         bail!("{} is left from an interrupted restore; remove it (rm -r) and run the restore again", building.display());
     }
     crate::node::prepare_data_dir(&building)?;
-    let result = build_data_dir(&args, &manifest, &state, &building, &master_key, &log_key).await;
+    let result = build_data_dir(&args, &location, store.as_ref(), &manifest, state, &building, &master_key, &log_key).await;
     if let Err(error) = result {
         let _ = std::fs::remove_dir_all(&building);
         return Err(error);
@@ -410,7 +561,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     } else {
         out!(
             "restored {} into {}: state at index {}, log size {} root {}, {} blobs; start it with data_dir = {:?}, master_key_file = \"master.key\", log_key_file = \"log.key\", log_origin = {:?}{}",
-            args.from.display(),
+            args.from,
             args.data_dir.display(),
             manifest.applied_index,
             manifest.log.tree_size,
@@ -427,10 +578,13 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn build_data_dir(
     args: &RestoreArgs,
+    location: &Location,
+    store: &dyn ObjectStore,
     manifest: &Manifest,
-    state: &[u8],
+    state: bytes::Bytes,
     dir: &Path,
     master_key: &[u8],
     log_key: &[u8],
@@ -442,27 +596,30 @@ async fn build_data_dir(
     for blob in &manifest.blobs {
         let hash = Sha256::from_hex(&blob.sha256).with_context(|| format!("the manifest lists blob {:?}, which is not a SHA-256", blob.sha256))?;
         listed.insert((hash, blob.size_bytes));
-        let path = blob_path(&args.from, &hash);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .with_context(|| format!("blob {hash} listed in the manifest is missing from the backup ({})", path.display()))?;
+        let path = blob_path(&hash);
+        let mut source = match store.get(&path).await {
+            Ok(result) => result.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => {
+                bail!("blob {hash} listed in the manifest is missing from the backup ({})", location.describe(&path))
+            }
+            Err(error) => bail!("cannot read blob {hash} from the backup ({}): {error}", location.describe(&path)),
+        };
         let mut writer = spool.create().await?;
-        let mut buffer = vec![0u8; READ_CHUNK_BYTES];
-        loop {
-            let read = file.read(&mut buffer).await?;
-            if read == 0 {
-                break;
+        while let Some(chunk) = source.try_next().await.with_context(|| format!("cannot read {}", location.describe(&path)))? {
+            if writer.size_bytes() + chunk.len() as u64 > blob.size_bytes {
+                bail!(
+                    "blob {hash} in the backup ({}) is corrupt: it is longer than the {} bytes the manifest says",
+                    location.describe(&path),
+                    blob.size_bytes
+                );
             }
-            if writer.size_bytes() + read as u64 > blob.size_bytes {
-                bail!("blob {hash} in the backup ({}) is corrupt: it is longer than the {} bytes the manifest says", path.display(), blob.size_bytes);
-            }
-            writer.write(&buffer[..read]).await?;
+            writer.write(&chunk).await?;
         }
         let spooled = writer.finish().await?;
         if spooled.hash != hash || spooled.size_bytes != blob.size_bytes {
             bail!(
                 "blob {hash} in the backup ({}) is corrupt: its {} bytes hash to {} (the manifest says {} bytes hashing to {hash}); restore from another backup copy",
-                path.display(),
+                location.describe(&path),
                 spooled.size_bytes,
                 spooled.hash,
                 blob.size_bytes
@@ -475,7 +632,6 @@ async fn build_data_dir(
     std::fs::remove_dir_all(dir.join("spool"))?;
 
     let store_path = dir.join("state.redb");
-    let state = state.to_vec();
     let (applied, tree_size, root, referenced) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let store = StateStore::open(&store_path)?;
         let applied = store.restore_backup(&state)?;
