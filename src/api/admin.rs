@@ -1,5 +1,5 @@
-//! The operator's gRPC service (`kyso.v1.AdminService`): Scrub, streamed; and the gRPC
-//! client that fetches good copies from a peer node for repairs ([`GrpcPeer`]).
+//! The operator's gRPC service (`kyso.v1.AdminService`): Scrub and Backup, streamed; and
+//! the gRPC client that fetches good copies from a peer node for repairs ([`GrpcPeer`]).
 //!
 //! One scrub runs per node at a time. A scrub is not bounded by the request timeout (it
 //! reads the whole archive); each store read and each peer message is.
@@ -25,10 +25,16 @@ use crate::service::Kyso;
 pub const PEER_CONNECT_TIMEOUT_SECONDS: u64 = 10;
 /// Largest message accepted from a repair peer (one `BlobChunk` is 1 MiB).
 pub const PEER_MESSAGE_SIZE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes of snapshot per Backup message.
+pub const BACKUP_CHUNK_BYTES: usize = 1024 * 1024;
+/// Blobs listed per Backup message (a hash and a size each: about 45 KiB).
+pub const BACKUP_BLOBS_PER_MESSAGE: usize = 1000;
 
 pub struct AdminApi<P: Proposer> {
     kyso: Arc<Kyso<P>>,
     scrubs: Arc<Semaphore>,
+    /// One backup at a time: each holds a whole snapshot in memory while it streams.
+    backups: Arc<Semaphore>,
     /// TLS toward other nodes' client ports (this node's certificate; the cluster CA as
     /// root); `None` when this node has no TLS identity.
     to_nodes: Option<ClientTlsConfig>,
@@ -36,11 +42,12 @@ pub struct AdminApi<P: Proposer> {
 
 impl<P: Proposer> AdminApi<P> {
     pub fn new(kyso: Arc<Kyso<P>>, to_nodes: Option<ClientTlsConfig>) -> Self {
-        AdminApi { kyso, scrubs: Arc::new(Semaphore::new(1)), to_nodes }
+        AdminApi { kyso, scrubs: Arc::new(Semaphore::new(1)), backups: Arc::new(Semaphore::new(1)), to_nodes }
     }
 }
 
 type ScrubStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ScrubProgress, Status>> + Send + 'static>>;
+type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::BackupChunk, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl<P: Proposer> pb::admin_service_server::AdminService for AdminApi<P> {
@@ -77,6 +84,64 @@ impl<P: Proposer> pb::admin_service_server::AdminService for AdminApi<P> {
             let _ = forward.await;
             if let Err(error) = result {
                 let _ = sender.send(Err(to_status(error))).await;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))
+    }
+
+    type BackupStream = BackupStream;
+
+    #[tracing::instrument(skip_all)]
+    async fn backup(&self, _request: Request<pb::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let permit = self
+            .backups
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("a backup is already being taken from this node; wait for it to finish"))?;
+        let timeout = Duration::from_secs(self.kyso.limits().request_timeout_seconds);
+        let backup = tokio::time::timeout(timeout, self.kyso.backup())
+            .await
+            .map_err(|_| Status::deadline_exceeded("the backup snapshot was not taken within the request timeout; retry"))?
+            .map_err(to_status)?;
+        tracing::info!(
+            applied_index = backup.snapshot.applied,
+            log_tree_size = backup.snapshot.tlog_size,
+            state_bytes = backup.snapshot.bytes.len(),
+            blobs = backup.snapshot.blobs.len(),
+            "streaming a backup"
+        );
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER_MESSAGES_MAX);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let snapshot = &backup.snapshot;
+            let header = pb::BackupHeader {
+                applied_index: snapshot.applied,
+                log_tree_size: snapshot.tlog_size,
+                log_root: snapshot.tlog_root.to_vec(),
+                checkpoint_note: backup.checkpoint.note.clone(),
+                log_key: backup.log_key.clone(),
+                state_size_bytes: snapshot.bytes.len() as u64,
+                state_sha256: backup.state_sha256.0.to_vec(),
+                blob_count: snapshot.blobs.len() as u64,
+                created_at_unix: backup.created_at_unix,
+            };
+            let chunks = std::iter::once(pb::backup_chunk::Part::Header(header))
+                .chain(snapshot.bytes.chunks(BACKUP_CHUNK_BYTES).map(|chunk| pb::backup_chunk::Part::State(chunk.to_vec())))
+                .chain(snapshot.blobs.chunks(BACKUP_BLOBS_PER_MESSAGE).map(|blobs| {
+                    pb::backup_chunk::Part::Blobs(pb::BackupBlobs {
+                        blobs: blobs
+                            .iter()
+                            .map(|(hash, size)| pb::BackupBlob { sha256: hash.0.to_vec(), size_bytes: *size })
+                            .collect(),
+                    })
+                }));
+            for part in chunks {
+                // A client that goes away, or stalls for a whole request timeout, ends the
+                // stream and frees the permit.
+                match tokio::time::timeout(timeout, sender.send(Ok(pb::BackupChunk { part: Some(part) }))).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))))

@@ -9,6 +9,7 @@ macro_rules! out {
     };
 }
 
+pub mod backup;
 pub mod client;
 pub mod cluster;
 pub mod dev;
@@ -71,6 +72,13 @@ pub enum Command {
     /// Re-read and re-hash every archived blob on a node; report (and with --repair-from,
     /// repair) missing or corrupt copies. Exits non-zero while a bad copy remains.
     Scrub(scrub::ScrubArgs),
+    /// Write a consistent backup of a running cluster to a new directory: its state as of
+    /// one applied index, every archived blob (hash-checked) and a manifest (admin, and
+    /// verifier or clerk for every agency, to read every document).
+    Backup(backup::BackupArgs),
+    /// Build a new data directory from a backup (standalone, or with --node-id the first
+    /// member of a new cluster); refuses any missing or corrupt file.
+    Restore(backup::RestoreArgs),
     /// Manage signers.
     #[command(subcommand)]
     Signer(SignerCommand),
@@ -195,6 +203,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(command) => cluster::run(command).await,
         Command::InitKeys(args) => dev::init_keys(&args.dir, &args.log_origin),
         Command::Scrub(args) => scrub::scrub(args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
     }
 }
 

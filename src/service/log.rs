@@ -32,7 +32,7 @@ impl<P: Proposer> Kyso<P> {
     /// The signed checkpoint of (`tree_size`, `root`). Ed25519 signatures are
     /// deterministic, so the last one signed is kept and handed out again while the tree
     /// has not grown: verify answers between two commits sign nothing.
-    fn sign_checkpoint(&self, tree_size: u64, root: [u8; 32]) -> Result<SignedCheckpoint, ServiceError> {
+    pub(super) fn sign_checkpoint(&self, tree_size: u64, root: [u8; 32]) -> Result<SignedCheckpoint, ServiceError> {
         let mut last = self.last_checkpoint.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(signed) = last.as_ref().filter(|signed| signed.tree_size == tree_size && signed.root == root) {
             return Ok(signed.clone());

@@ -3,6 +3,7 @@
 //! gRPC or HTTP; adapters in `api` convert at the edge and map [`ServiceError`] to statuses.
 
 pub mod archive;
+pub mod backup;
 pub mod forward;
 pub mod certified_pdf;
 pub mod log;

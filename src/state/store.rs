@@ -569,8 +569,57 @@ struct SnapshotV2 {
 /// Version 2 added the security table, version 3 the register, version 4 the statistics.
 const SNAPSHOT_VERSION: u8 = 4;
 
+/// A snapshot taken for a backup: the bytes a restored node installs, and what the
+/// backup's manifest lists (all from the same read transaction).
+pub struct BackupSnapshot {
+    pub applied: u64,
+    /// The versioned snapshot encoding, as exchanged between Raft members.
+    pub bytes: Bytes,
+    pub tlog_size: u64,
+    pub tlog_root: [u8; 32],
+    /// Every archived blob the state references (hash, size), in hash order.
+    pub blobs: Vec<(Sha256, u64)>,
+}
+
 impl StateStore {
     fn take_snapshot(&self) -> Result<(u64, Bytes), StateError> {
+        let snapshot = self.snapshot_record()?;
+        let mut bytes = vec![SNAPSHOT_VERSION];
+        bytes.extend(encode(&snapshot));
+        Ok((snapshot.applied, Bytes::from(bytes)))
+    }
+
+    /// The snapshot for `kyso backup`. Its tree root is computed after the read
+    /// transaction ends, which is sound: a root at an earlier size never changes.
+    pub fn backup_snapshot(&self) -> Result<BackupSnapshot, StateError> {
+        let snapshot = self.snapshot_record()?;
+        let mut blobs = Vec::with_capacity(snapshot.blobs.len());
+        for (key, size) in &snapshot.blobs {
+            let hash = Sha256::from_slice(key).ok_or_else(|| StateError::Corrupt(format!("blob key of {} bytes", key.len())))?;
+            blobs.push((hash, *size));
+        }
+        let (applied, tlog_size) = (snapshot.applied, snapshot.tlog_size);
+        let mut bytes = vec![SNAPSHOT_VERSION];
+        bytes.extend(encode(&snapshot));
+        drop(snapshot);
+        Ok(BackupSnapshot { applied, bytes: Bytes::from(bytes), tlog_size, tlog_root: self.tlog_root(tlog_size)?, blobs })
+    }
+
+    /// Installs a backup's snapshot (`kyso restore`) into this store, which should be
+    /// fresh; returns the applied index it holds. Refuses bytes of another version.
+    pub fn restore_backup(&self, bytes: &[u8]) -> Result<u64, StateError> {
+        let Some((&SNAPSHOT_VERSION, body)) = bytes.split_first() else {
+            return Err(StateError::Corrupt(format!(
+                "the backup's state has snapshot version {:?}, this kyso reads version {SNAPSHOT_VERSION}; restore it with the release that made it",
+                bytes.first()
+            )));
+        };
+        let applied = decode::<SnapshotV2>(body)?.applied;
+        self.install_snapshot(applied, bytes)?;
+        Ok(applied)
+    }
+
+    fn snapshot_record(&self) -> Result<SnapshotV2, StateError> {
         let txn = self.db.begin_read()?;
         let mut snapshot = SnapshotV2 {
             applied: txn.open_table(META)?.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0),
@@ -628,9 +677,7 @@ impl StateStore {
             let (day, agency) = key.value();
             snapshot.statistics.push(((day, agency.to_string()), value.value().to_vec()));
         }
-        let mut bytes = vec![SNAPSHOT_VERSION];
-        bytes.extend(encode(&snapshot));
-        Ok((snapshot.applied, Bytes::from(bytes)))
+        Ok(snapshot)
     }
 
     fn install_snapshot(&self, index: u64, data: &[u8]) -> Result<(), StateError> {

@@ -20,6 +20,7 @@ mod log_store;
 mod logger;
 mod node;
 mod replica;
+mod seed;
 mod storage;
 mod transport;
 
@@ -31,6 +32,7 @@ mod simulation;
 
 pub use config::RaftConfig;
 pub use node::{AdminError, NodeStatus, RaftNode, Role, StartError};
+pub use seed::seed_restored_log;
 pub use transport::{serve_peers, AuthenticatedPeer, PeerService};
 
 /// Where a member can be reached.
