@@ -21,5 +21,6 @@ pub mod node;
 pub mod pdf;
 pub mod service;
 pub mod state;
+pub mod telemetry;
 pub mod text;
 pub mod tlog;
