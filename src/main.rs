@@ -4,7 +4,9 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = kyso::cli::Cli::parse();
-    kyso::cli::init_tracing(cli.log_json);
+    if !kyso::cli::sets_up_its_own_tracing(&cli) {
+        kyso::cli::init_tracing(cli.log_json);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -372,17 +372,20 @@ pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to start with a private key file that its group or other users may read: such
-/// a key may already be copied, and starting would hide that.
+/// Refuses to start with a private key file that others may read: such a key may already
+/// be copied, and starting would hide that. Allowed, as PostgreSQL allows its TLS key: read
+/// and write by the owner only (0600), or, for a file owned by root, read by its group too
+/// (0640, 0440) — what Kubernetes makes of a Secret volume under the pod's `fsGroup`, and
+/// what an operator uses to keep a key root-owned with systemd's `Group=kyso`.
 pub fn refuse_if_readable_by_others(path: &std::path::Path, what: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt as _;
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
         let Ok(metadata) = std::fs::metadata(path) else { return Ok(()) };
         let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if !key_file_mode_allowed(mode, metadata.uid()) {
             anyhow::bail!(
-                "{what} {} is readable by other users (mode {mode:o}); run `chmod 600 {}` and consider the key exposed if others had access",
+                "{what} {} is readable by other users (mode {mode:o}); run `chmod 600 {}` (or 640 with owner root) and consider the key exposed if others had access",
                 path.display(),
                 path.display()
             );
@@ -391,6 +394,13 @@ pub fn refuse_if_readable_by_others(path: &std::path::Path, what: &str) -> anyho
     #[cfg(not(unix))]
     let _ = (path, what);
     Ok(())
+}
+
+/// The rule of [`refuse_if_readable_by_others`]: nothing for other users, nothing for the
+/// group unless root owns the file and the group only reads.
+fn key_file_mode_allowed(mode: u32, owner_uid: u32) -> bool {
+    let group_and_others = mode & 0o077;
+    group_and_others == 0 || (owner_uid == 0 && group_and_others & !0o040 == 0)
 }
 
 /// Every key file the configuration names that exists already (missing ones are created
@@ -641,5 +651,17 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(super::write_private_file(&path, b"again").is_err(), "an existing key is never overwritten");
         assert_eq!(std::fs::read(&path).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn key_files_are_refused_when_others_or_a_non_root_group_may_read_them() {
+        use super::key_file_mode_allowed as allowed;
+        assert!(allowed(0o600, 1000) && allowed(0o400, 1000) && allowed(0o600, 0));
+        // A Kubernetes Secret under fsGroup (root-owned, group-readable) and a root-owned
+        // key read through systemd's Group=kyso.
+        assert!(allowed(0o440, 0) && allowed(0o640, 0));
+        assert!(!allowed(0o640, 1000), "group read only when root owns the file");
+        assert!(!allowed(0o660, 0), "the group never writes");
+        assert!(!allowed(0o644, 0) && !allowed(0o604, 1000), "other users never read");
     }
 }

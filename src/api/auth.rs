@@ -13,6 +13,12 @@
 //! of refused calls grows the log by a bounded number of leaves per minute.
 //!
 //! This layer never reads a request body and never lets a call through on an error.
+//!
+//! It also opens the call's span (`request`: method, port, caller; the handler records
+//! the request id through [`RequestSpan`]), continuing the trace an incoming `traceparent`
+//! names, so a command a follower forwards is traced on the leader under the follower's
+//! span. Raft's own messages (`/kyso.cluster.v1.RaftPeer/`) get no span: they are many and
+//! belong to no request.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tracing::Instrument as _;
 use tonic::{Code, Status};
 use x509_parser::prelude::FromDer as _;
 
@@ -184,9 +191,13 @@ where
         let started = Instant::now();
         let port = shared.settings.port;
         let path = request.uri().path().to_string();
+        let span = request_span(port, &path, request.headers());
+        request.extensions_mut().insert(RequestSpan(span.clone()));
+        let request_span = span.clone();
         let answer = async move {
             let path = request.uri().path().to_string();
             let caller = shared.identify(request.extensions());
+            request_span.record("caller", tracing::field::display(&caller.actor));
             if let Err(status) = shared.admit_rate(&caller, request.extensions()) {
                 return Ok(status.into_http());
             }
@@ -209,13 +220,53 @@ where
             Ok(response)
         };
         Box::pin(async move {
-            let answered = answer.await;
+            let answered = answer.instrument(span).await;
             if let Ok(response) = &answered {
                 record_call(port, &path, response.headers(), started.elapsed());
             }
             answered
         })
     }
+}
+
+/// The span of one call, in the request's extensions: handlers record the request id
+/// into it ([`RequestSpan::record_request_id`]).
+#[derive(Clone)]
+pub struct RequestSpan(pub tracing::Span);
+
+impl RequestSpan {
+    /// Records the client's request id on the call's span.
+    pub fn record_request_id(&self, request_id: &str) {
+        self.0.record("request_id", tracing::field::display(crate::text::for_terminal(request_id)));
+    }
+
+    /// The call's span, from a request's extensions (a disabled span outside the layer).
+    pub fn of(extensions: &http::Extensions) -> RequestSpan {
+        extensions.get::<RequestSpan>().cloned().unwrap_or(RequestSpan(tracing::Span::none()))
+    }
+}
+
+/// One span per call (none for Raft's own messages), a child of the caller's trace when
+/// the call carries one.
+fn request_span(port: Port, path: &str, headers: &http::HeaderMap) -> tracing::Span {
+    if path.starts_with("/kyso.cluster.v1.RaftPeer/") {
+        return tracing::Span::none();
+    }
+    let port = match port {
+        Port::Client => "client",
+        Port::Peer => "peer",
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = path,
+        otel.kind = "server",
+        rpc.method = path,
+        port,
+        caller = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace_from(&span, headers);
+    span
 }
 
 /// Counts an answered call. The code is the one in the response headers (a refusal, or

@@ -390,8 +390,11 @@ impl pb::node_internal_service_server::NodeInternalService for NodeInternalApi {
                 return Err(Status::permission_denied(format!("node {id} is not a member of this cluster; it may not forward commands")));
             }
         }
-        let command = self.api.kyso.admit_forwarded(&forwarder, &request.into_inner().command).map_err(to_status)?;
-        let response = self.api.kyso.proposer().propose_here(Bytes::from(command)).await.map_err(propose_status)?;
+        let span = crate::api::auth::RequestSpan::of(request.extensions());
+        let admitted = self.api.kyso.admit_forwarded(&forwarder, &request.into_inner().command).map_err(to_status)?;
+        span.record_request_id(&admitted.request_id);
+        span.0.record("caller", tracing::field::display(&admitted.actor));
+        let response = self.api.kyso.proposer().propose_here(Bytes::from(admitted.command)).await.map_err(propose_status)?;
         Ok(Response::new(pb::ForwardCommandResponse { response: response.to_vec() }))
     }
 

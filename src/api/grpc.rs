@@ -16,6 +16,7 @@ use kyso_proto::v1::verify_request::Subject;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::RequestSpan;
 use super::convert;
 use super::status::to_status;
 use crate::archive::{SpoolWriter, SpooledBlob};
@@ -176,7 +177,7 @@ impl<P: Proposer> GrpcApi<P> {
     /// Receives an upload. The slots (the caller's own, then one of the node's) are taken
     /// only after the metadata passed its checks, and the stream must keep the minimum pace
     /// from its first byte: a client cannot hold a slot by trickling.
-    async fn receive_dossier(&self, caller: &Caller, mut stream: Streaming<pb::UploadDossierRequest>) -> Result<pb::UploadDossierResponse, Status> {
+    async fn receive_dossier(&self, caller: &Caller, span: &RequestSpan, mut stream: Streaming<pb::UploadDossierRequest>) -> Result<pb::UploadDossierResponse, Status> {
         let limits = self.kyso.limits();
         let mut pace = UploadPace {
             started: tokio::time::Instant::now(),
@@ -188,6 +189,7 @@ impl<P: Proposer> GrpcApi<P> {
             Some(Part::Metadata(metadata)) => metadata,
             _ => return Err(Status::invalid_argument("the first message of UploadDossier must be metadata")),
         };
+        span.record_request_id(&metadata.request_id);
         let mut dossier = NewDossier {
             request_id: metadata.request_id,
             agency_id: metadata.agency_id,
@@ -281,8 +283,9 @@ impl<P: Proposer> pb::archive_service_server::ArchiveService for GrpcApi<P> {
         request: Request<Streaming<pb::UploadDossierRequest>>,
     ) -> Result<Response<pb::UploadDossierResponse>, Status> {
         let caller = caller_of(&request);
+        let span = RequestSpan::of(request.extensions());
         let stream_max = Duration::from_secs(self.kyso.limits().upload_stream_seconds_max);
-        match tokio::time::timeout(stream_max, self.receive_dossier(&caller, request.into_inner())).await {
+        match tokio::time::timeout(stream_max, self.receive_dossier(&caller, &span, request.into_inner())).await {
             Ok(result) => result.map(Response::new),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "the upload lasted more than {} s and was cut; split the dossier or ask the operator to raise limits.upload_stream_seconds_max",
@@ -343,6 +346,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn register_agency_seal(&self, request: Request<pb::RegisterAgencySealRequest>) -> Result<Response<pb::AgencySeal>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let seal = self
             .bounded(self.kyso.register_agency_seal(&caller, &request.request_id, &request.agency_id, &request.certificate_chain, &request.private_key_pkcs8))
@@ -353,6 +357,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn register_signer(&self, request: Request<pb::RegisterSignerRequest>) -> Result<Response<pb::Signer>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let new = NewSigner {
             request_id: request.request_id,
@@ -370,6 +375,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn certify(&self, request: Request<pb::CertifyRequest>) -> Result<Response<pb::Certification>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let mut request = request.into_inner();
         let request_id = request.request_id.clone();
         let pin = zeroize::Zeroizing::new(std::mem::take(&mut request.pin));
@@ -381,6 +387,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn certify_batch(&self, request: Request<pb::CertifyBatchRequest>) -> Result<Response<pb::CertifyBatchResponse>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let pin = zeroize::Zeroizing::new(request.pin);
         let items = request.items.into_iter().map(certify_item).collect();
@@ -396,6 +403,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
         request: Request<pb::RevokeCertificationRequest>,
     ) -> Result<Response<pb::Certification>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let certification = self.bounded(self.kyso.revoke(&caller, &request.request_id, &request.lookup_code, &request.reason)).await?;
         Ok(Response::new(convert::certification_to_proto(&certification)))
@@ -404,6 +412,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn submit_signature(&self, request: Request<pb::SubmitSignatureRequest>) -> Result<Response<pb::Certification>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let submitted = SubmittedSignature {
             item: CertifyItem {
@@ -422,6 +431,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn import_crl(&self, request: Request<pb::ImportCrlRequest>) -> Result<Response<pb::ImportCrlResponse>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let limit = self.kyso.limits().crl_size_bytes_max;
         if request.crl.len() > limit {
@@ -434,6 +444,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn unlock_signer(&self, request: Request<pb::UnlockSignerRequest>) -> Result<Response<pb::Signer>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let signer = self.bounded(self.kyso.unlock_signer(&caller, &request.request_id, &request.signer_id)).await?;
         Ok(Response::new(convert::signer_to_proto(&signer)))
@@ -442,6 +453,7 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn change_signer_pin(&self, request: Request<pb::ChangeSignerPinRequest>) -> Result<Response<pb::Signer>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let (pin, new_pin) = (zeroize::Zeroizing::new(request.pin), zeroize::Zeroizing::new(request.new_pin));
         let signer = self.bounded(self.kyso.change_pin(&caller, &request.request_id, &request.signer_id, &pin, &new_pin)).await?;
@@ -682,6 +694,7 @@ impl<P: Proposer> pb::access_service_server::AccessService for GrpcApi<P> {
     #[tracing::instrument(skip_all)]
     async fn set_access(&self, request: Request<pb::SetAccessRequest>) -> Result<Response<pb::Principal>, Status> {
         let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
         let request = request.into_inner();
         let principal = convert::principal_from_proto(&request)?;
         let principal = self.bounded(self.kyso.set_access(&caller, &request.request_id, principal)).await?;
@@ -698,4 +711,9 @@ impl<P: Proposer> pb::access_service_server::AccessService for GrpcApi<P> {
             signer_ids: caller.signer_ids.clone(),
         }))
     }
+}
+
+/// Records a write's request id on its call's span (opened by the auth layer).
+fn trace_request_id<T>(request: &Request<T>, request_id: &str) {
+    RequestSpan::of(request.extensions()).record_request_id(request_id);
 }

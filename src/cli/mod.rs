@@ -171,20 +171,23 @@ pub enum Format {
     Json,
 }
 
+/// Logs on stderr for every command but `kyso node`, which installs its telemetry once
+/// its configuration is read (`[observability]`).
 pub fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KYSO_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    if let Err(error) = crate::telemetry::init(&crate::config::ObservabilityConfig::default(), json, "kyso") {
+        eprintln!("warning: cannot set up logging: {error}");
     }
+}
+
+/// Whether the command sets up its own logging (from its configuration file).
+pub fn sets_up_its_own_tracing(cli: &Cli) -> bool {
+    matches!(cli.command, Command::Node(_))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => dev::run(args).await,
-        Command::Node(args) => run_node(args).await,
+        Command::Node(args) => run_node(args, cli.log_json).await,
         Command::Archive(args) => client::archive(args).await,
         Command::Certify(args) => client::certify(args).await,
         Command::Verify(args) => client::verify(args).await,
@@ -208,7 +211,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+async fn run_node(args: NodeArgs, log_json: bool) -> anyhow::Result<()> {
     let mut config = Config::load(&args.config)?;
     if let Some(data_dir) = args.data_dir {
         config.data_dir = data_dir;
@@ -219,9 +222,20 @@ async fn run_node(args: NodeArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.http_addr {
         config.http_addr = addr;
     }
-    let node = crate::node::Node::start(&config).await.context("node failed to start")?;
-    print_listening(&node);
-    node.serve(crate::node::shutdown_signal()).await
+    config.validate()?;
+    let instance = match &config.cluster {
+        Some(cluster) => format!("node-{}", cluster.node_id),
+        None => config.grpc_addr.to_string(),
+    };
+    let telemetry = crate::telemetry::init(&config.observability, log_json, &instance).context("cannot set up logs and traces")?;
+    let served = async {
+        let node = crate::node::Node::start(&config).await.context("node failed to start")?;
+        print_listening(&node);
+        node.serve(crate::node::shutdown_signal()).await
+    }
+    .await;
+    telemetry.shutdown();
+    served
 }
 
 /// The line tests and scripts read to find the bound ports.

@@ -16,10 +16,20 @@ use crate::access::{Caller, Role};
 use crate::state::command::AuditEvent;
 use crate::state::{Command, CommandEnvelope};
 
+/// A forwarded command the leader accepted, with what its trace records.
+pub struct AdmittedCommand {
+    /// The client's request id.
+    pub request_id: String,
+    /// The client, as the log will name it (with the forwarding node).
+    pub actor: String,
+    /// The command to propose.
+    pub command: Vec<u8>,
+}
+
 impl<P: Proposer> Kyso<P> {
     /// Checks a forwarded command and returns it with the forwarding node recorded in its
     /// actor, ready to propose. `forwarder` is the authenticated node that sent it.
-    pub fn admit_forwarded(&self, forwarder: &Caller, command: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    pub fn admit_forwarded(&self, forwarder: &Caller, command: &[u8]) -> Result<AdmittedCommand, ServiceError> {
         if !forwarder.has(Role::Node) {
             return Err(ServiceError::PermissionDenied(format!("{} is not a cluster member", forwarder.actor)));
         }
@@ -27,7 +37,7 @@ impl<P: Proposer> Kyso<P> {
         self.check_forwarded_actor(forwarder, &envelope)?;
         let node = forwarder.node_id.map(|id| format!("node {id}")).unwrap_or_else(|| "an unauthenticated peer".into());
         envelope.actor.name = format!("{} [forwarded by {node}]", envelope.actor.name);
-        Ok(envelope.encode())
+        Ok(AdmittedCommand { request_id: envelope.request_id.clone(), actor: envelope.actor.to_string(), command: envelope.encode() })
     }
 
     fn check_forwarded_actor(&self, forwarder: &Caller, envelope: &CommandEnvelope) -> Result<(), ServiceError> {
