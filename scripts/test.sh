@@ -80,6 +80,10 @@ command -v s3s-fs >/dev/null || { echo "s3s-fs is still missing after install" >
 # pins it (npm registry only, no browser download: playwright-core ships none).
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 
+# Incremental caches only help edit-compile loops; on a fresh clone they double the target
+# directory, and CI's disk is not large (stop 24 ran out of it).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 status=0
 # Fuzzing first, so that cargo test's summary closes the output.
 if [[ "${FUZZ_SECONDS:-20}" != 0 ]]; then
