@@ -333,14 +333,18 @@ fn kyso_with_env(args: &[&str], env: &[(String, String)]) -> (bool, String, Stri
 /// The same backup and restore through an S3 bucket (s3s-fs, which checks SigV4), with
 /// the settings from the usual AWS_* variables: a standalone node is backed up to a
 /// prefix, a second backup to that prefix is refused, and the restore from the bucket
-/// verifies what was certified under the same checkpoint.
+/// puts the blobs into the bucket (`--blobs-to`), not the data directory; the restored
+/// node, on S3 storage, serves every document and verifies what was certified under the
+/// same checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_goes_to_an_s3_prefix_and_restores_from_it() {
     let Fixture { dir, pki, node } = fixture("");
     let signer = register_signer(&node, &pki.issue(&signer_spec("Phạm Thị Lan", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
     let mut codes = Vec::new();
+    let mut contents = Vec::new();
     for number in 0..3u8 {
         let content = document(number + 40, 3_000 + usize::from(number));
+        contents.push(content.clone());
         upload(&node, &format!("s3-dossier-{number}"), AGENCY, &[("scan.bin", content.as_slice())]).await.unwrap();
         let certification = node
             .signing()
@@ -381,12 +385,30 @@ async fn a_backup_goes_to_an_s3_prefix_and_restores_from_it() {
             data.join("master.key").to_str().unwrap(),
             "--log-key",
             data.join("log.key").to_str().unwrap(),
+            "--blobs-to",
+            &format!("s3://{}", s3::S3_BUCKET),
         ],
         &env,
     );
     assert!(ok, "kyso restore from s3 failed: {stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("in bucket {}", s3::S3_BUCKET)), "{stdout}");
+    assert!(!restored_dir.join("data/blobs").exists(), "blobs restored into a bucket were also written to the data directory");
+    for content in &contents {
+        let hex = hex::encode(sha256(content));
+        let key = format!("blobs/sha256/{}/{}/{hex}", &hex[..2], &hex[2..4]);
+        assert_eq!(std::fs::read(s3.object_file(&key)).unwrap_or_default(), *content, "{key} is not the document in the bucket");
+    }
+    let (ok, _, stderr) = kyso_with_env(
+        &["restore", "--from", &target, "--data-dir", dir.path().join("refused").to_str().unwrap(), "--master-key", "x", "--log-key", "y", "--blobs-to", &target],
+        &env,
+    );
+    assert!(!ok && stderr.contains("has a prefix"), "{stderr}");
     drop(node);
-    let restored = TestNode::start(&restored_dir, &pki.ca_pem_path, "");
+    let restored = TestNode::start_with(&restored_dir, &pki.ca_pem_path, &s3.storage_toml(Some(&dir.path().join("s3.toml"))), "");
+    for content in &contents {
+        let served = get_blob(&restored, &sha256(content)).await.expect("the restored node serves a document from the bucket");
+        assert_eq!(&served, content);
+    }
     let mut restored_log = pb::log_service_client::LogServiceClient::new(restored.channel().await);
     let checkpoint = restored_log.get_checkpoint(pb::GetCheckpointRequest {}).await.unwrap().into_inner();
     assert_eq!(checkpoint.note, original.note, "the restored log is the original's, under the same key");

@@ -61,6 +61,12 @@ pub struct RestoreArgs {
     /// The new node's data directory; it must not exist yet.
     #[arg(long)]
     pub data_dir: PathBuf,
+    /// Write the blobs into this S3 bucket (s3://BUCKET, for a node with
+    /// `[storage] kind = "s3"`; settings from the AWS_* variables, as for --from) instead of
+    /// DATA_DIR/blobs. Blobs the bucket already holds are checked by size and kept, so a
+    /// bucket that outlived its cluster can be restored into.
+    #[arg(long, value_name = "s3://BUCKET")]
+    pub blobs_to: Option<String>,
     /// The original cluster's master key: signer keys in the backup are sealed under it.
     /// Copied into the new data directory as master.key (mode 0600).
     #[arg(long)]
@@ -158,6 +164,16 @@ impl Location {
             Location::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}/{path}"),
             Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}/{path}"),
         }
+    }
+}
+
+/// The bucket named by `--blobs-to`: a node keeps blobs at the root of its bucket, so a
+/// prefix is refused rather than silently ignored.
+fn blob_bucket(text: &str) -> anyhow::Result<String> {
+    match Location::parse(text)? {
+        Location::S3 { bucket, prefix } if prefix.is_empty() => Ok(bucket),
+        Location::S3 { .. } => bail!("--blobs-to {text:?} has a prefix, but a node keeps its blobs at the root of its bucket; write s3://BUCKET"),
+        Location::Dir(_) => bail!("--blobs-to {text:?} is not s3://BUCKET; without --blobs-to the blobs go into DATA_DIR/blobs"),
     }
 }
 
@@ -509,6 +525,7 @@ fn read_key(path: &Path, what: &str) -> anyhow::Result<zeroize::Zeroizing<Vec<u8
 
 pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     refuse_existing(&args.data_dir, "data directory")?;
+    let blobs_to = args.blobs_to.as_deref().map(blob_bucket).transpose()?;
     let location = Location::parse(&args.from)?;
     let store = match &location {
         Location::Dir(dir) => {
@@ -539,7 +556,11 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         bail!("{} is left from an interrupted restore; remove it (rm -r) and run the restore again", building.display());
     }
     crate::node::prepare_data_dir(&building)?;
-    let result = build_data_dir(&args, &location, store.as_ref(), &manifest, state, &building, &master_key, &log_key).await;
+    let blob_store = match &blobs_to {
+        None => None,
+        Some(bucket) => Some(s3_store(bucket, "")?),
+    };
+    let result = build_data_dir(&args, &location, store.as_ref(), blob_store, &manifest, state, &building, &master_key, &log_key).await;
     if let Err(error) = result {
         let _ = std::fs::remove_dir_all(&building);
         return Err(error);
@@ -557,18 +578,27 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             "log_origin": verifier.name(),
             "blobs": manifest.blobs.len(),
             "node_id": args.node_id,
+            "blobs_bucket": blobs_to,
         }));
     } else {
         out!(
-            "restored {} into {}: state at index {}, log size {} root {}, {} blobs; start it with data_dir = {:?}, master_key_file = \"master.key\", log_key_file = \"log.key\", log_origin = {:?}{}",
+            "restored {} into {}: state at index {}, log size {} root {}, {} blobs{}; start it with data_dir = {:?}, master_key_file = \"master.key\", log_key_file = \"log.key\", log_origin = {:?}{}{}",
             args.from,
             args.data_dir.display(),
             manifest.applied_index,
             manifest.log.tree_size,
             manifest.log.root,
             manifest.blobs.len(),
+            match &blobs_to {
+                Some(bucket) => format!(" in bucket {bucket}"),
+                None => String::new(),
+            },
             args.data_dir.display().to_string(),
             verifier.name(),
+            match &blobs_to {
+                Some(bucket) => format!(", [storage] kind = \"s3\" with bucket = {bucket:?} and that bucket's endpoint"),
+                None => String::new(),
+            },
             match args.node_id {
                 Some(id) => format!(", and [cluster] node_id = {id} listing only itself in members; add other members with `kyso cluster add`"),
                 None => " and no [cluster] section".to_string(),
@@ -583,6 +613,7 @@ async fn build_data_dir(
     args: &RestoreArgs,
     location: &Location,
     store: &dyn ObjectStore,
+    blob_bucket: Option<Arc<dyn ObjectStore>>,
     manifest: &Manifest,
     state: bytes::Bytes,
     dir: &Path,
@@ -591,7 +622,11 @@ async fn build_data_dir(
 ) -> anyhow::Result<()> {
     // Blobs first: every one must be present and whole before any state exists.
     let spool = Spool::open(&dir.join("spool"))?;
-    let blobs = BlobStore::local_with_fsync(&dir.join("blobs"), spool.clone(), WriteLimits::from_limits(&crate::config::Limits::default()), true)?;
+    let limits = WriteLimits::from_limits(&crate::config::Limits::default());
+    let blobs = match blob_bucket {
+        Some(bucket) => BlobStore::new(bucket, args.blobs_to.clone().unwrap_or_default(), spool.clone(), limits),
+        None => BlobStore::local_with_fsync(&dir.join("blobs"), spool.clone(), limits, true)?,
+    };
     let mut listed = std::collections::BTreeSet::new();
     for blob in &manifest.blobs {
         let hash = Sha256::from_hex(&blob.sha256).with_context(|| format!("the manifest lists blob {:?}, which is not a SHA-256", blob.sha256))?;
