@@ -287,6 +287,11 @@ pub struct ClusterConfig {
     /// Entries kept behind a snapshot so slightly lagging peers catch up from the log.
     #[serde(default = "default_log_retained_entries")]
     pub log_retained_entries: u64,
+    /// A snapshot for a lagging member is read, sent and staged this many bytes at a time
+    /// (1 KiB to 8 MiB): the memory a transfer takes on either side, whatever the state's
+    /// size. A snapshot as a whole is limited only by the receiver's disk.
+    #[serde(default = "default_snapshot_chunk_size_bytes")]
+    pub snapshot_chunk_size_bytes: usize,
     /// Milliseconds between Raft ticks; elections time out after 10 ticks.
     #[serde(default = "default_tick_interval_milliseconds")]
     pub tick_interval_milliseconds: u64,
@@ -324,6 +329,9 @@ fn default_compaction_interval_entries() -> u64 {
 }
 fn default_log_retained_entries() -> u64 {
     1_000
+}
+fn default_snapshot_chunk_size_bytes() -> usize {
+    1024 * 1024
 }
 fn default_tick_interval_milliseconds() -> u64 {
     100
@@ -858,6 +866,9 @@ impl ClusterConfig {
                 key: "cluster",
                 reason: "compaction_interval_entries and tick_interval_milliseconds must be greater than zero".into(),
             });
+        }
+        if !(1024..=8 * 1024 * 1024).contains(&self.snapshot_chunk_size_bytes) {
+            return Err(ConfigError::Invalid { key: "cluster.snapshot_chunk_size_bytes", reason: "must be between 1024 and 8388608 bytes".into() });
         }
         if self.quorum_contact_milliseconds_max < 10 * self.tick_interval_milliseconds || self.apply_lag_entries_max == 0 {
             return Err(ConfigError::Invalid {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kyso_cluster::{Entry, StateMachine, StateMachineError};
+use kyso_cluster::{Entry, SnapshotSink, SnapshotSource, StateMachine, StateMachineError};
 
 /// The shared switch. Cheap to clone.
 #[derive(Clone, Default)]
@@ -56,13 +56,18 @@ impl<S: StateMachine> StateMachine for FaultableState<S> {
         self.inner.applied_index()
     }
 
-    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError> {
+    fn snapshot(&self) -> Result<Arc<dyn SnapshotSource>, StateMachineError> {
         self.inner.snapshot()
     }
 
-    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError> {
+    fn receive_snapshot(&self, index: u64) -> Result<Box<dyn SnapshotSink>, StateMachineError> {
         self.fault.check()?;
-        self.inner.restore(index, data)
+        self.inner.receive_snapshot(index)
+    }
+
+    fn restore(&self, index: u64) -> Result<(), StateMachineError> {
+        self.fault.check()?;
+        self.inner.restore(index)
     }
 }
 

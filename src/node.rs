@@ -512,6 +512,7 @@ fn raft_config(config: &Config, cluster: &ClusterConfig, grpc_addr: SocketAddr, 
         .collect();
     raft.compaction_interval_entries = cluster.compaction_interval_entries;
     raft.log_retained_entries = cluster.log_retained_entries;
+    raft.snapshot_chunk_size_bytes = cluster.snapshot_chunk_size_bytes;
     raft.tick_interval = std::time::Duration::from_millis(cluster.tick_interval_milliseconds);
     raft
 }

@@ -421,7 +421,16 @@ async fn no_pin_or_pin_derived_value_reaches_the_state_file_a_snapshot_or_the_ra
 
     let data = node.dir.join("data");
     let state = kyso::state::StateStore::open(&data.join("state.redb")).unwrap();
-    let (_, snapshot) = state.snapshot().unwrap();
+    // The bytes a Raft snapshot streams to a member, gathered.
+    let mut snapshot = Vec::new();
+    state
+        .snapshot()
+        .unwrap()
+        .read(64 * 1024, &mut |piece| {
+            snapshot.extend_from_slice(&piece);
+            Ok(())
+        })
+        .unwrap();
     drop(state);
     let mut stored: Vec<(String, Vec<u8>)> = vec![
         ("state.redb".into(), std::fs::read(data.join("state.redb")).unwrap()),

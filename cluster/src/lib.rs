@@ -8,11 +8,16 @@
 //! transport). See `cluster/README.md` for the write and read paths step by step.
 
 pub mod health;
+#[cfg(test)]
+pub(crate) mod memory_snapshot;
 pub mod metrics;
 pub mod raft;
 pub mod single;
 
 pub use health::{HealthBounds, Unhealthy};
+
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -49,19 +54,53 @@ pub trait StateMachine: Send + Sync + 'static {
     /// The index of the last applied entry (0 for an empty state).
     fn applied_index(&self) -> Result<u64, StateMachineError>;
 
-    /// A consistent copy of the whole state and the applied index it reflects.
+    /// A consistent, read-only view of the whole state at the applied index, to stream to a
+    /// lagging member.
     ///
     /// Called by the Raft driver on its own thread, between two calls to `apply`, so the
-    /// returned index MUST equal `applied_index()`. The bytes are opaque to this crate; they
-    /// are checksummed before they leave the node and after they arrive.
-    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError>;
+    /// view's [`SnapshotSource::index`] MUST equal `applied_index()`. It MUST be cheap (open
+    /// a read transaction; read nothing yet): the state is read later, by
+    /// [`SnapshotSource::read`] on another thread, while the driver keeps applying.
+    fn snapshot(&self) -> Result<Arc<dyn SnapshotSource>, StateMachineError>;
 
-    /// Replaces the whole state by `data` (produced by `snapshot` on another node) and
-    /// records `index` as applied, in one atomic, durable transaction. After it returns,
-    /// `applied_index()` MUST be `index`. Called only when the log no longer holds the
-    /// entries this node misses; the driver may call it again with the same snapshot after a
-    /// crash, so it must be safe to repeat.
-    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError>;
+    /// Starts receiving a snapshot at `index` into a fresh staging area, leaving the live
+    /// state untouched. Each piece produced by [`SnapshotSource::read`] on the sender is
+    /// handed to [`SnapshotSink::write`] in order; a sink dropped before
+    /// [`SnapshotSink::finish`] leaves an incomplete staging area that the next call
+    /// discards. Called by the transport, off the driver thread, at most once at a time.
+    fn receive_snapshot(&self, index: u64) -> Result<Box<dyn SnapshotSink>, StateMachineError>;
+
+    /// Replaces the whole state by the snapshot staged at `index` (finished by a sink) and
+    /// records `index` as applied, in one atomic, durable transaction: a crash leaves the
+    /// old state or the new, never a mix. After it returns, `applied_index()` MUST be
+    /// `index`. The driver may call it again with the same index after a crash, so it MUST
+    /// succeed when `index` is already applied and nothing newer is staged.
+    fn restore(&self, index: u64) -> Result<(), StateMachineError>;
+}
+
+/// A point-in-time view of the state, streamed to members that need a snapshot.
+///
+/// Holds the state machine's read view (for redb, one read transaction) until dropped.
+pub trait SnapshotSource: Send + Sync {
+    /// The applied index the view reflects.
+    fn index(&self) -> u64;
+
+    /// Reads the whole view, in order, handing it to `emit` in pieces of about
+    /// `piece_size_bytes` (a single record larger than that comes alone), so that memory
+    /// stays bounded whatever the state's size. Each piece is self-contained for
+    /// [`SnapshotSink::write`]. Stops at the first error `emit` returns. May be called again
+    /// (another member, a retry): every call yields the same bytes.
+    fn read(&self, piece_size_bytes: usize, emit: &mut dyn FnMut(Vec<u8>) -> Result<(), StateMachineError>) -> Result<(), StateMachineError>;
+}
+
+/// The receiving end of a streamed snapshot (see [`StateMachine::receive_snapshot`]).
+pub trait SnapshotSink: Send {
+    /// Writes one piece to the staging area (bounded memory: one piece at a time).
+    fn write(&mut self, piece: &[u8]) -> Result<(), StateMachineError>;
+
+    /// Checks that every piece arrived (the stream's own trailer) and makes the staged
+    /// state durable, ready for [`StateMachine::restore`].
+    fn finish(self: Box<Self>) -> Result<(), StateMachineError>;
 }
 
 /// A failure of the state machine's storage. Fatal for the node.

@@ -191,10 +191,13 @@ mod tests {
         fn applied_index(&self) -> Result<u64, StateMachineError> {
             Ok(self.log.lock().unwrap().len() as u64)
         }
-        fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError> {
+        fn snapshot(&self) -> Result<std::sync::Arc<dyn crate::SnapshotSource>, StateMachineError> {
             Err(StateMachineError("a single node never sends snapshots".into()))
         }
-        fn restore(&self, _index: u64, _data: &[u8]) -> Result<(), StateMachineError> {
+        fn receive_snapshot(&self, _index: u64) -> Result<Box<dyn crate::SnapshotSink>, StateMachineError> {
+            Err(StateMachineError("a single node never receives snapshots".into()))
+        }
+        fn restore(&self, _index: u64) -> Result<(), StateMachineError> {
             Err(StateMachineError("a single node never receives snapshots".into()))
         }
     }

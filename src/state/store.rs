@@ -149,7 +149,9 @@ pub const DEFAULT_CACHE_SIZE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// The replicated state of one node.
 pub struct StateStore {
-    db: Database,
+    db: std::sync::Arc<Database>,
+    /// The Raft snapshot staging area's in-process state (see `snapshot`).
+    staging: std::sync::Arc<std::sync::Mutex<snapshot::StagingState>>,
     /// TEST ONLY: commit without fsync (see `crate::fault::skips_fsync`).
     skip_fsync: bool,
 }
@@ -196,7 +198,7 @@ impl StateStore {
             }
         }
         txn.commit()?;
-        Ok(StateStore { db, skip_fsync: false })
+        Ok(StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false })
     }
 
     /// The agencies kyso knows by name: those of registered signers and of grants (not
@@ -566,14 +568,19 @@ struct SnapshotV2 {
     statistics: Vec<((i64, String), Vec<u8>)>,
 }
 
-/// Version 2 added the security table, version 3 the register, version 4 the statistics.
-const SNAPSHOT_VERSION: u8 = 4;
+/// Version of the whole-state record ([`SnapshotV2`]) that backups hold. Version 2 added the
+/// security table, version 3 the register, version 4 the statistics. Raft snapshots used
+/// it too up to version 4; they are streamed since version 5 (`snapshot::SNAPSHOT_VERSION`).
+const BACKUP_SNAPSHOT_VERSION: u8 = 4;
+
+#[path = "store_snapshot.rs"]
+mod snapshot;
 
 /// A snapshot taken for a backup: the bytes a restored node installs, and what the
 /// backup's manifest lists (all from the same read transaction).
 pub struct BackupSnapshot {
     pub applied: u64,
-    /// The versioned snapshot encoding, as exchanged between Raft members.
+    /// The versioned whole-state encoding ([`BACKUP_SNAPSHOT_VERSION`]).
     pub bytes: Bytes,
     pub tlog_size: u64,
     pub tlog_root: [u8; 32],
@@ -584,7 +591,7 @@ pub struct BackupSnapshot {
 impl StateStore {
     fn take_snapshot(&self) -> Result<(u64, Bytes), StateError> {
         let snapshot = self.snapshot_record()?;
-        let mut bytes = vec![SNAPSHOT_VERSION];
+        let mut bytes = vec![BACKUP_SNAPSHOT_VERSION];
         bytes.extend(encode(&snapshot));
         Ok((snapshot.applied, Bytes::from(bytes)))
     }
@@ -599,7 +606,7 @@ impl StateStore {
             blobs.push((hash, *size));
         }
         let (applied, tlog_size) = (snapshot.applied, snapshot.tlog_size);
-        let mut bytes = vec![SNAPSHOT_VERSION];
+        let mut bytes = vec![BACKUP_SNAPSHOT_VERSION];
         bytes.extend(encode(&snapshot));
         drop(snapshot);
         Ok(BackupSnapshot { applied, bytes: Bytes::from(bytes), tlog_size, tlog_root: self.tlog_root(tlog_size)?, blobs })
@@ -608,9 +615,9 @@ impl StateStore {
     /// Installs a backup's snapshot (`kyso restore`) into this store, which should be
     /// fresh; returns the applied index it holds. Refuses bytes of another version.
     pub fn restore_backup(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        let Some((&SNAPSHOT_VERSION, body)) = bytes.split_first() else {
+        let Some((&BACKUP_SNAPSHOT_VERSION, body)) = bytes.split_first() else {
             return Err(StateError::Corrupt(format!(
-                "the backup's state has snapshot version {:?}, this kyso reads version {SNAPSHOT_VERSION}; restore it with the release that made it",
+                "the backup's state has snapshot version {:?}, this kyso reads version {BACKUP_SNAPSHOT_VERSION}; restore it with the release that made it",
                 bytes.first()
             )));
         };
@@ -681,7 +688,7 @@ impl StateStore {
     }
 
     fn install_snapshot(&self, index: u64, data: &[u8]) -> Result<(), StateError> {
-        let Some((&SNAPSHOT_VERSION, body)) = data.split_first() else {
+        let Some((&BACKUP_SNAPSHOT_VERSION, body)) = data.split_first() else {
             return Err(StateError::Corrupt("snapshot has an unknown version; upgrade this node".into()));
         };
         let snapshot: SnapshotV2 = decode(body)?;
@@ -784,12 +791,17 @@ impl StateMachine for StateStore {
         self.applied().map_err(|error| StateMachineError(error.to_string()))
     }
 
-    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError> {
-        self.take_snapshot().map_err(|error| StateMachineError(error.to_string()))
+    fn snapshot(&self) -> Result<std::sync::Arc<dyn kyso_cluster::SnapshotSource>, StateMachineError> {
+        let source = self.snapshot_source().map_err(|error| StateMachineError(error.to_string()))?;
+        Ok(std::sync::Arc::new(source))
     }
 
-    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError> {
-        self.install_snapshot(index, data).map_err(|error| StateMachineError(error.to_string()))
+    fn receive_snapshot(&self, index: u64) -> Result<Box<dyn kyso_cluster::SnapshotSink>, StateMachineError> {
+        self.stage_snapshot(index).map_err(|error| StateMachineError(error.to_string()))
+    }
+
+    fn restore(&self, index: u64) -> Result<(), StateMachineError> {
+        self.restore_staged(index).map_err(|error| StateMachineError(error.to_string()))
     }
 }
 
@@ -1579,6 +1591,75 @@ mod tests {
             summary.counts.verifications_public_page = 0;
         }
         assert_eq!(all(&reopened), expected);
+    }
+
+    #[test]
+    fn a_streamed_snapshot_is_staged_then_swapped_in_whole_and_a_cut_one_changes_nothing() {
+        use kyso_cluster::SnapshotSource as _;
+        let dir = tempfile::tempdir().unwrap();
+        let actor = Actor::local("test");
+        let leader = StateStore::open(&dir.path().join("leader.redb")).unwrap();
+        let mut entries: Vec<Bytes> = (0..40)
+            .map(|index| envelope(&actor, &format!("a{index}"), 0, Command::ArchiveDossier(dossier(&format!("d{index}"), "xa-a", format!("scan {index}").as_bytes()))))
+            .collect();
+        entries.push(envelope(&actor, "s", 0, Command::RegisterSigner(signer_for(&["xa-a"]))));
+        apply(&leader, entries);
+        let first = dossier("d0", "xa-a", b"scan 0");
+        let copy = certification_of(&first, crate::domain::CertificationKind::CertifiedCopy, 3600, 1);
+        apply(&leader, vec![envelope(&actor, "c", 0, Command::Certify(vec![copy]))]);
+        let follower = StateStore::open(&dir.path().join("follower.redb")).unwrap();
+        apply(&follower, vec![envelope(&actor, "other", 0, Command::ArchiveDossier(dossier("x", "xa-b", b"other")))]);
+        let follower_before = follower.digest().unwrap();
+
+        let view = leader.snapshot_source().unwrap();
+        let at_view = leader.digest().unwrap();
+        assert_eq!(view.index(), at_view.0);
+        // Writes after the view was opened are not in it.
+        apply(&leader, vec![envelope(&actor, "late", 0, Command::ArchiveDossier(dossier("late", "xa-a", b"late")))]);
+        let mut pieces = Vec::new();
+        view.read(256, &mut |piece| {
+            pieces.push(piece);
+            Ok(())
+        })
+        .unwrap();
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert!(pieces.iter().all(|piece| piece.len() < 256 + 4096), "a piece holds about its size");
+
+        // A transfer cut halfway leaves the live state alone and cannot be installed.
+        let mut sink = follower.stage_snapshot(view.index()).unwrap();
+        for piece in &pieces[..pieces.len() / 2] {
+            sink.write(piece).unwrap();
+        }
+        assert!(sink.finish().is_err(), "an incomplete stream does not finish");
+        assert!(follower.restore_staged(view.index()).is_err());
+        assert_eq!(follower.digest().unwrap(), follower_before);
+        // A damaged piece is refused.
+        let mut sink = follower.stage_snapshot(view.index()).unwrap();
+        sink.write(&pieces[0]).unwrap();
+        assert!(sink.write(&pieces[1][..pieces[1].len() - 1]).is_err());
+        drop(sink);
+        // A whole one is staged, and swapped in only by restore.
+        let mut sink = follower.stage_snapshot(view.index()).unwrap();
+        for piece in &pieces {
+            sink.write(piece).unwrap();
+        }
+        sink.finish().unwrap();
+        assert_eq!(follower.digest().unwrap(), follower_before, "staging leaves the live state alone");
+        follower.restore_staged(view.index()).unwrap();
+        assert_eq!(follower.digest().unwrap(), at_view);
+        follower.restore_staged(view.index()).unwrap();
+        assert_eq!(follower.digest().unwrap(), at_view, "installing the same snapshot again changes nothing");
+        drop(follower);
+        let reopened = StateStore::open(&dir.path().join("follower.redb")).unwrap();
+        assert_eq!(reopened.digest().unwrap(), at_view);
+        assert_eq!(reopened.blob_agencies(&Sha256::digest(b"scan 7")).unwrap(), vec!["xa-a".to_string()], "derived tables rebuilt");
+        assert!(reopened.dossier("x").unwrap().is_none(), "the old state is gone");
+
+        // A stream of another version is refused with a message that says what to do.
+        let mut old = pieces[0].clone();
+        old[1 + 4 + snapshot::HEADER_KEY_LENGTH + 4] = 4;
+        let error = reopened.stage_snapshot(view.index()).unwrap().write(&old).err().unwrap();
+        assert!(error.to_string().contains("same kyso release"), "{error}");
     }
 
     #[test]

@@ -18,14 +18,16 @@ pub mod pb {
     tonic::include_proto!("kyso.cluster.v1");
 }
 
-/// Version of [`pb::SnapshotEnvelope`] this code writes and reads.
-pub(crate) const SNAPSHOT_ENVELOPE_VERSION: u32 = 1;
+/// Version of [`pb::SnapshotEnvelope`] this code writes and reads. Version 1 carried the
+/// whole state inside the envelope; version 2 carries only the members' addresses, the
+/// state being streamed beside the message (see `transport`).
+pub(crate) const SNAPSHOT_ENVELOPE_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("cannot decode {what}: {reason}")]
     Malformed { what: &'static str, reason: String },
-    #[error("snapshot envelope version {0} is not supported (expected {SNAPSHOT_ENVELOPE_VERSION})")]
+    #[error("snapshot envelope version {0} is not supported (expected {SNAPSHOT_ENVELOPE_VERSION}): run the same kyso release on every member")]
     UnsupportedVersion(u32),
     #[error("snapshot state checksum mismatch: the data was damaged in transit or on disk")]
     ChecksumMismatch,
@@ -89,29 +91,25 @@ pub(crate) fn decode_membership(bytes: &[u8]) -> Result<Membership, CodecError> 
     Ok(Membership { index: record.index, conf_state, peers })
 }
 
-/// Wraps a state machine snapshot with the members' addresses and a checksum.
-pub(crate) fn encode_snapshot(peers: &BTreeMap<u64, PeerAddress>, state: &[u8]) -> Bytes {
+/// The data of a snapshot message: the members' addresses. The state travels beside it.
+pub(crate) fn encode_snapshot(peers: &BTreeMap<u64, PeerAddress>) -> Bytes {
     let envelope = pb::SnapshotEnvelope {
         version: SNAPSHOT_ENVELOPE_VERSION,
         peers: peers.values().map(peer_to_pb).collect(),
-        state: state.to_vec(),
-        state_crc32: crc32fast::hash(state),
+        state: Vec::new(),
+        state_crc32: 0,
     };
     Bytes::from(prost::Message::encode_to_vec(&envelope))
 }
 
-/// Unwraps and checks a snapshot: returns the members' addresses and the state bytes.
-pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(BTreeMap<u64, PeerAddress>, Vec<u8>), CodecError> {
+/// Unwraps a snapshot message's data: the members' addresses.
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<BTreeMap<u64, PeerAddress>, CodecError> {
     let envelope: pb::SnapshotEnvelope = prost::Message::decode(bytes)
         .map_err(|error| CodecError::Malformed { what: "snapshot envelope", reason: error.to_string() })?;
     if envelope.version != SNAPSHOT_ENVELOPE_VERSION {
         return Err(CodecError::UnsupportedVersion(envelope.version));
     }
-    if crc32fast::hash(&envelope.state) != envelope.state_crc32 {
-        return Err(CodecError::ChecksumMismatch);
-    }
-    let peers = envelope.peers.iter().map(|peer| (peer.id, peer_from_pb(peer))).collect();
-    Ok((peers, envelope.state))
+    Ok(envelope.peers.iter().map(|peer| (peer.id, peer_from_pb(peer))).collect())
 }
 
 #[cfg(test)]
@@ -119,16 +117,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn damaged_snapshot_is_refused_before_restore() {
+    fn a_snapshot_envelope_of_another_version_is_refused() {
         let mut peers = BTreeMap::new();
         peers.insert(1, PeerAddress { id: 1, raft_addr: "a:1".into(), client_addr: "a:2".into() });
-        let encoded = encode_snapshot(&peers, b"the whole state");
-        let (decoded_peers, state) = decode_snapshot(&encoded).unwrap();
-        assert_eq!(decoded_peers, peers);
-        assert_eq!(state, b"the whole state");
-        let mut damaged = encoded.to_vec();
-        let last = damaged.len() - 6;
-        damaged[last] ^= 0xff;
-        assert!(decode_snapshot(&damaged).is_err());
+        assert_eq!(decode_snapshot(&encode_snapshot(&peers)).unwrap(), peers);
+        let old = pb::SnapshotEnvelope { version: 1, peers: Vec::new(), state: b"the whole state".to_vec(), state_crc32: 0 };
+        let error = decode_snapshot(&prost::Message::encode_to_vec(&old)).unwrap_err();
+        assert!(error.to_string().contains("same kyso release"), "{error}");
     }
 }

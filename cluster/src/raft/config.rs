@@ -52,10 +52,11 @@ pub struct RaftConfig {
     pub peer_batch_size_bytes_max: usize,
     /// Size of one gRPC message of the peer protocol, both ways.
     pub grpc_message_size_bytes_max: usize,
-    /// Size of one chunk of a streamed snapshot.
+    /// Size of one chunk of a streamed snapshot: the state is read, sent and staged this
+    /// much at a time (a single record larger than that goes alone in its chunk, within
+    /// `grpc_message_size_bytes_max`). A snapshot as a whole has no size limit but the
+    /// receiver's disk.
     pub snapshot_chunk_size_bytes: usize,
-    /// Size of a snapshot this node accepts.
-    pub snapshot_size_bytes_max: usize,
     /// Messages from peers waiting for the driver; beyond this they are refused.
     pub inbound_queue_depth_max: usize,
     /// Read-barrier and admin requests waiting for the driver.
@@ -104,7 +105,6 @@ impl RaftConfig {
             peer_batch_size_bytes_max: 4 * 1024 * 1024,
             grpc_message_size_bytes_max: 16 * 1024 * 1024,
             snapshot_chunk_size_bytes: 1024 * 1024,
-            snapshot_size_bytes_max: 1024 * 1024 * 1024,
             inbound_queue_depth_max: 8192,
             request_queue_depth_max: 4096,
             peer_connect_timeout: Duration::from_secs(2),
@@ -170,8 +170,10 @@ impl RaftConfig {
         if self.driver.command_size_bytes_max as u64 + 1024 > self.grpc_message_size_bytes_max as u64 {
             return Err("grpc_message_size_bytes_max must exceed driver.command_size_bytes_max".into());
         }
-        if self.snapshot_chunk_size_bytes + 1024 > self.grpc_message_size_bytes_max {
-            return Err("grpc_message_size_bytes_max must exceed snapshot_chunk_size_bytes".into());
+        // A chunk holds up to a chunk's worth of records plus one more, and no record is
+        // larger than the command that wrote it.
+        if self.snapshot_chunk_size_bytes as u64 + self.driver.command_size_bytes_max as u64 + 1024 > self.grpc_message_size_bytes_max as u64 {
+            return Err("grpc_message_size_bytes_max must exceed snapshot_chunk_size_bytes plus driver.command_size_bytes_max".into());
         }
         if self.read_retry_interval.is_zero() || self.read_timeout < self.read_retry_interval {
             return Err("read_timeout must be at least read_retry_interval, which must be positive".into());

@@ -4,7 +4,7 @@
 //! One turn of the loop: wait for input or the next tick; take everything queued
 //! (proposals up to one group-commit batch, so concurrent writers share one Ready, one
 //! write and one fsync); tick when due; issue pending reads; run the Ready cycle; make a
-//! requested snapshot, compact the log; report unreachable peers; answer the callers whose
+//! requested snapshot view (cheap: the transport streams it), release an idle one, compact the log; report unreachable peers; answer the callers whose
 //! entries were applied; publish the status.
 //!
 //! Proposals are tagged with a per-node id and matched on (index, term) when applied: if
@@ -140,6 +140,7 @@ impl<S: StateMachine> Driver<S> {
         contact: Arc<QuorumContact>,
     ) -> Self {
         outbound.set_members(&replica.membership().peers);
+        outbound.set_snapshot_sources(replica.snapshot_sources().clone());
         let mut driver = Driver {
             replica,
             outbound,
@@ -189,6 +190,7 @@ impl<S: StateMachine> Driver<S> {
             self.on_outcome(outcome);
         }
         self.replica.prepare_requested_snapshot().map_err(|error| error.to_string())?;
+        self.replica.release_idle_snapshot();
         self.replica.maybe_compact().map_err(|error| error.to_string())?;
         for (peer, was_snapshot) in self.outbound.take_undeliverable() {
             self.replica.raw.report_unreachable(peer);

@@ -10,7 +10,6 @@
 //! driver, which stops the node: nothing is acknowledged after a failed write.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
@@ -91,11 +90,8 @@ pub(crate) trait LogStore: Send + 'static {
     fn term(&self, index: u64) -> Result<u64, LogError>;
     fn write(&mut self, write: LogWrite) -> Result<(), LogError>;
 
-    /// Keeps a received snapshot durable until [`LogStore::clear_staged_snapshot`], so that
-    /// a crash between recording the snapshot in the log and restoring the state machine
-    /// can be finished at the next start.
-    fn stage_snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), LogError>;
-    fn staged_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, LogError>;
+    /// Removes a whole snapshot staged in the log directory by a release before snapshots
+    /// were streamed (the state machine stages them now); a no-op when there is none.
     fn clear_staged_snapshot(&mut self) -> Result<(), LogError>;
 }
 
@@ -116,8 +112,8 @@ impl MessageExt for EntryExt {
     }
 }
 
-/// The raft-engine log of one node, in `<data_dir>/log`, with a staged snapshot (if any)
-/// in `<data_dir>/staged.snapshot`.
+/// The raft-engine log of one node, in `<data_dir>/log` (and, from releases before
+/// streamed snapshots, a staged snapshot in `<data_dir>/staged.snapshot`, removed at start).
 pub(crate) struct EngineLog {
     engine: Engine,
     dir: PathBuf,
@@ -269,33 +265,6 @@ impl LogStore for EngineLog {
         Ok(())
     }
 
-    fn stage_snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), LogError> {
-        let path = self.staged_path();
-        let temporary = path.with_extension("tmp");
-        let mut file = fs::File::create(&temporary)?;
-        file.write_all(&index.to_be_bytes())?;
-        file.write_all(data)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&temporary, &path)?;
-        fs::File::open(&self.dir)?.sync_all()?;
-        Ok(())
-    }
-
-    fn staged_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        let bytes = match fs::read(self.staged_path()) {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
-        if bytes.len() < 8 {
-            return Err(LogError::Corrupt("staged snapshot is shorter than its header".into()));
-        }
-        let (header, data) = bytes.split_at(8);
-        let index = u64::from_be_bytes(header.try_into().expect("split_at(8) yields 8 bytes"));
-        Ok(Some((index, data.to_vec())))
-    }
-
     fn clear_staged_snapshot(&mut self) -> Result<(), LogError> {
         match fs::remove_file(self.staged_path()) {
             Ok(()) => Ok(()),
@@ -324,7 +293,6 @@ pub(crate) struct MemLogImage {
     hard_state: HardState,
     membership: Membership,
     truncated: Truncated,
-    staged: Option<(u64, Vec<u8>)>,
 }
 
 #[cfg(test)]
@@ -423,21 +391,7 @@ impl LogStore for MemLog {
         Ok(())
     }
 
-    fn stage_snapshot(&mut self, index: u64, data: &[u8]) -> Result<(), LogError> {
-        // EngineLog syncs the staged file and its directory.
-        self.current.staged = Some((index, data.to_vec()));
-        self.synced = self.current.clone();
-        Ok(())
-    }
-
-    fn staged_snapshot(&self) -> Result<Option<(u64, Vec<u8>)>, LogError> {
-        Ok(self.current.staged.clone())
-    }
-
     fn clear_staged_snapshot(&mut self) -> Result<(), LogError> {
-        // EngineLog removes the file without syncing its directory: until the next synced
-        // write a power loss may bring the staged snapshot back.
-        self.current.staged = None;
         Ok(())
     }
 }
@@ -509,18 +463,5 @@ mod tests {
         assert_eq!(log.last_index(), 100);
         append(&mut log, vec![entry(101, 4)]);
         assert_eq!(log.entries(101, 102, None).unwrap()[0].term, 4);
-    }
-
-    #[test]
-    fn staged_snapshot_is_kept_until_cleared() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = EngineLog::open(dir.path()).unwrap();
-        assert!(log.staged_snapshot().unwrap().is_none());
-        log.stage_snapshot(42, b"state").unwrap();
-        drop(log);
-        let mut log = EngineLog::open(dir.path()).unwrap();
-        assert_eq!(log.staged_snapshot().unwrap(), Some((42, b"state".to_vec())));
-        log.clear_staged_snapshot().unwrap();
-        assert!(log.staged_snapshot().unwrap().is_none());
     }
 }

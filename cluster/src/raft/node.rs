@@ -98,6 +98,8 @@ struct Inner {
     exited: watch::Receiver<bool>,
     isolated: super::transport::Isolation,
     contact: Arc<QuorumContact>,
+    /// Where the peer service stages received snapshots.
+    state: Arc<dyn crate::StateMachine>,
 }
 
 impl Drop for Inner {
@@ -150,6 +152,7 @@ impl RaftNode {
         );
         outbound.set_isolation(isolated.clone());
         let thread_config = config.clone();
+        let shared_state: Arc<dyn crate::StateMachine> = state.clone();
         let contact = Arc::new(QuorumContact::default());
         let thread_contact = contact.clone();
         std::thread::Builder::new()
@@ -183,7 +186,7 @@ impl RaftNode {
             Ok(Err(reason)) => return Err(StartError::Open(reason)),
             Err(_) => return Err(StartError::Open("the driver thread died while opening".into())),
         }
-        let inner = Inner { id: config.id, config, proposals, requests, internal, inbound, status, exited, isolated, contact };
+        let inner = Inner { id: config.id, config, proposals, requests, internal, inbound, status, exited, isolated, contact, state: shared_state };
         Ok(RaftNode { inner: Arc::new(inner) })
     }
 
@@ -212,7 +215,7 @@ impl RaftNode {
     /// The peer service to mount on a tonic server at `raft_addr` (the server SHOULD
     /// require mutual TLS between nodes). Message size limits are already set.
     pub fn peer_service(&self) -> pb::raft_peer_server::RaftPeerServer<PeerService> {
-        PeerService::new(self.inner.id, self.inner.inbound.clone(), self.inner.config.snapshot_size_bytes_max)
+        PeerService::new(self.inner.id, self.inner.inbound.clone(), self.inner.state.clone())
             .with_isolation(self.inner.isolated.clone())
             .into_server(self.inner.config.grpc_message_size_bytes_max)
     }

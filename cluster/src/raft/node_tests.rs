@@ -23,6 +23,7 @@ struct FileState {
     restores: std::sync::atomic::AtomicUsize,
     /// When set, every apply fails as a full disk would.
     fail: std::sync::atomic::AtomicBool,
+    staging: crate::memory_snapshot::Staging,
 }
 
 impl FileState {
@@ -31,7 +32,7 @@ impl FileState {
             Ok(bytes) => decode(&bytes),
             Err(_) => Vec::new(),
         };
-        Arc::new(FileState { path: path.to_path_buf(), entries: Mutex::new(entries), restores: Default::default(), fail: Default::default() })
+        Arc::new(FileState { path: path.to_path_buf(), entries: Mutex::new(entries), restores: Default::default(), fail: Default::default(), staging: Default::default() })
     }
 
     fn commands(&self) -> Vec<Bytes> {
@@ -93,13 +94,23 @@ impl StateMachine for FileState {
         Ok(self.entries.lock().unwrap().len() as u64)
     }
 
-    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError> {
+    fn snapshot(&self) -> Result<Arc<dyn crate::SnapshotSource>, StateMachineError> {
         let entries = self.entries.lock().unwrap();
-        Ok((entries.len() as u64, Bytes::from(encode(&entries))))
+        Ok(Arc::new(crate::memory_snapshot::BytesSource { index: entries.len() as u64, bytes: Bytes::from(encode(&entries)) }))
     }
 
-    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError> {
-        let restored = decode(data);
+    fn receive_snapshot(&self, index: u64) -> Result<Box<dyn crate::SnapshotSink>, StateMachineError> {
+        Ok(self.staging.sink(index))
+    }
+
+    fn restore(&self, index: u64) -> Result<(), StateMachineError> {
+        let Some(data) = self.staging.take(index) else {
+            if self.applied_index()? == index {
+                return Ok(());
+            }
+            return Err(StateMachineError(format!("no snapshot is staged at {index}")));
+        };
+        let restored = decode(&data);
         assert_eq!(restored.len() as u64, index);
         let mut entries = self.entries.lock().unwrap();
         self.persist(&restored)?;

@@ -32,7 +32,7 @@ use raft::{RawNode, ReadState, StateRole, Storage as _};
 use super::codec::{self, Membership};
 use super::log_store::{LogError, LogStore, LogWrite, Truncated};
 use super::logger::raft_logger;
-use super::storage::RaftStorage;
+use super::storage::{RaftStorage, SnapshotSources};
 use super::PeerAddress;
 use crate::{Entry, StateMachine, StateMachineError};
 
@@ -108,7 +108,12 @@ pub(crate) struct Replica<S: StateMachine, L: LogStore> {
     config: ReplicaConfig,
     membership: Membership,
     applied: u64,
+    sources: SnapshotSources,
 }
+
+/// A state view no transfer used for this long is released, so that the state machine
+/// does not keep an old read transaction (and the pages it pins) for ever.
+const SNAPSHOT_VIEW_IDLE_RELEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl<S: StateMachine, L: LogStore> Replica<S, L> {
     /// Opens a replica over an existing log, or a fresh one. A fresh log with a non-empty
@@ -146,7 +151,7 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
         };
         raft_config.validate()?;
         let raw = RawNode::new(&raft_config, RaftStorage::new(log), &raft_logger(config.id))?;
-        Ok(Replica { raw, state, config, membership, applied })
+        Ok(Replica { raw, state, config, membership, applied, sources: SnapshotSources::default() })
     }
 
     pub fn id(&self) -> u64 {
@@ -155,6 +160,11 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
 
     pub fn applied_index(&self) -> u64 {
         self.applied
+    }
+
+    /// Where the transport finds the state view of the cached snapshot.
+    pub fn snapshot_sources(&self) -> &SnapshotSources {
+        &self.sources
     }
 
     pub fn membership(&self) -> &Membership {
@@ -274,15 +284,19 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
         Ok(outcome)
     }
 
+    /// Installs a snapshot whose state the transport already staged in the state machine
+    /// (see [`crate::StateMachine::receive_snapshot`]): the log is reset to it together
+    /// with the hard state and the membership (one synced write), then the staged state
+    /// replaces the live one in one transaction. A crash in between is finished at the next
+    /// start (`finish_staged_snapshot`).
     fn install_snapshot(&mut self, snapshot: Snapshot, hard_state: Option<HardState>) -> Result<(), ReplicaError> {
         let metadata = snapshot.get_metadata();
         let (index, term) = (metadata.index, metadata.term);
-        let (peers, state_bytes) = codec::decode_snapshot(&snapshot.data)?;
+        let peers = codec::decode_snapshot(&snapshot.data)?;
         let membership = Membership { index, conf_state: metadata.get_conf_state().clone(), peers };
         let log = &mut self.raw.mut_store().log;
         let mut hard_state = hard_state.unwrap_or_else(|| log.hard_state());
         hard_state.commit = hard_state.commit.max(index);
-        log.stage_snapshot(index, &snapshot.data)?;
         log.write(LogWrite {
             reset_to: Some(Truncated { index, term }),
             hard_state: Some(hard_state),
@@ -290,9 +304,8 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
             sync: true,
             ..LogWrite::default()
         })?;
-        self.state.restore(index, &state_bytes)?;
+        self.state.restore(index)?;
         check_applied(self.state.as_ref(), index)?;
-        self.raw.mut_store().log.clear_staged_snapshot()?;
         tracing::info!(index, term, "installed a snapshot from the leader");
         self.applied = index;
         self.membership = membership;
@@ -384,7 +397,8 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
             // between are being re-applied. raft-rs will ask again.
             return Ok(());
         }
-        let (index, state_bytes) = self.state.snapshot()?;
+        let source = self.state.snapshot()?;
+        let index = source.index();
         if index != self.applied {
             return Err(ReplicaError::Inconsistent(format!(
                 "the state machine snapshot is at {index} but {} was applied",
@@ -392,14 +406,24 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
             )));
         }
         let term = self.raw.store().term(index)?;
-        let mut snapshot = Snapshot { data: codec::encode_snapshot(&self.membership.peers, &state_bytes), ..Snapshot::default() };
+        let mut snapshot = Snapshot { data: codec::encode_snapshot(&self.membership.peers), ..Snapshot::default() };
         let metadata = snapshot.mut_metadata();
         metadata.index = index;
         metadata.term = term;
         metadata.set_conf_state(self.membership.conf_state.clone());
-        tracing::info!(index, term, size_bytes = snapshot.data.len(), "made a snapshot for a lagging member");
+        tracing::info!(index, term, "made a snapshot view for a lagging member");
+        self.sources.set(source);
         self.raw.mut_store().cache_snapshot(snapshot);
         Ok(())
+    }
+
+    /// Releases the snapshot's state view once no transfer used it for a while; raft-rs
+    /// asks for a new snapshot when it needs one again.
+    pub fn release_idle_snapshot(&mut self) {
+        if self.sources.release_if_idle(SNAPSHOT_VIEW_IDLE_RELEASE) {
+            self.raw.mut_store().forget_snapshot();
+            tracing::debug!("released an idle snapshot view");
+        }
     }
 
     /// Removes applied entries from the head of the log once `compaction_interval_entries`
@@ -508,25 +532,24 @@ fn write_bootstrap_entries<L: LogStore>(log: &mut L, members: &[PeerAddress]) ->
 }
 
 /// Restores the state machine from a snapshot that was recorded in the log but not yet
-/// restored when the node stopped. Returns the applied index.
+/// swapped in when the node stopped: its state is still staged in the state machine.
+/// Returns the applied index.
 fn finish_staged_snapshot<L: LogStore, S: StateMachine>(log: &mut L, state: &S) -> Result<u64, ReplicaError> {
     let truncated = log.truncated().index;
     let applied = state.applied_index()?;
+    // A whole snapshot staged in the log directory by an older release (envelope version
+    // 1) is no longer read: drop it.
+    log.clear_staged_snapshot()?;
     if applied >= truncated {
-        log.clear_staged_snapshot()?;
         return Ok(applied);
     }
-    match log.staged_snapshot()? {
-        Some((index, data)) if index == truncated => {
-            let (_, state_bytes) = codec::decode_snapshot(&data)?;
-            state.restore(index, &state_bytes)?;
-            check_applied(state, index)?;
-            log.clear_staged_snapshot()?;
-            tracing::info!(index, "finished restoring a snapshot interrupted by a stop");
-            Ok(index)
-        }
-        _ => Err(ReplicaError::Inconsistent(format!(
-            "the state machine applied {applied} but the raft log starts after {truncated} and no snapshot is staged"
-        ))),
-    }
+    state.restore(truncated).map_err(|error| {
+        ReplicaError::Inconsistent(format!(
+            "the state machine applied {applied} but the raft log starts after {truncated}, and the snapshot \
+             staged at {truncated} cannot be installed ({error}); wipe this node's data directory and add it again"
+        ))
+    })?;
+    check_applied(state, truncated)?;
+    tracing::info!(index = truncated, "finished installing a snapshot interrupted by a stop");
+    Ok(truncated)
 }

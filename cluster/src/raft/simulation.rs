@@ -33,7 +33,7 @@ struct Applied {
 /// Records every entry; answers each with its index. Snapshots carry the whole history,
 /// so histories can be compared across nodes even after a snapshot install.
 #[derive(Default)]
-pub(crate) struct History(Mutex<Applied>);
+pub(crate) struct History(Mutex<Applied>, crate::memory_snapshot::Staging);
 
 impl History {
     fn entries(&self) -> Vec<Bytes> {
@@ -65,19 +65,27 @@ impl StateMachine for History {
         Ok(self.0.lock().unwrap().entries.len() as u64)
     }
 
-    fn snapshot(&self) -> Result<(u64, Bytes), StateMachineError> {
+    fn snapshot(&self) -> Result<Arc<dyn crate::SnapshotSource>, StateMachineError> {
         let applied = self.0.lock().unwrap();
         let mut bytes = Vec::new();
         for data in &applied.entries {
             bytes.extend_from_slice(&(data.len() as u32).to_be_bytes());
             bytes.extend_from_slice(data);
         }
-        Ok((applied.entries.len() as u64, Bytes::from(bytes)))
+        Ok(Arc::new(crate::memory_snapshot::BytesSource { index: applied.entries.len() as u64, bytes: Bytes::from(bytes) }))
     }
 
-    fn restore(&self, index: u64, data: &[u8]) -> Result<(), StateMachineError> {
+    fn receive_snapshot(&self, index: u64) -> Result<Box<dyn crate::SnapshotSink>, StateMachineError> {
+        Ok(self.1.sink(index))
+    }
+
+    fn restore(&self, index: u64) -> Result<(), StateMachineError> {
+        let Some(data) = self.1.take(index) else {
+            assert_eq!(self.applied_index()?, index, "restore without a staged snapshot repeats an install");
+            return Ok(());
+        };
         let mut entries = Vec::new();
-        let mut rest = data;
+        let mut rest = data.as_slice();
         while !rest.is_empty() {
             let (length, tail) = rest.split_at(4);
             let length = u32::from_be_bytes(length.try_into().unwrap()) as usize;
@@ -337,10 +345,32 @@ impl Cluster {
             }
             return;
         }
+        if is_snapshot && !self.stream_snapshot(&message) {
+            if self.is_live(from) {
+                self.replica_mut(from).raw.report_snapshot(to, SnapshotStatus::Failure);
+            }
+            return;
+        }
         self.replica_mut(to).step(message);
         if is_snapshot && self.is_live(from) {
             self.replica_mut(from).raw.report_snapshot(to, SnapshotStatus::Finish);
         }
+    }
+
+    /// What the transport does: streams the sender's snapshot view into the receiver's
+    /// staging area in small pieces. False when the sender no longer holds that view.
+    fn stream_snapshot(&mut self, message: &Message) -> bool {
+        let index = message.get_snapshot().get_metadata().index;
+        if !self.is_live(message.from) {
+            return false;
+        }
+        let Some(source) = self.replica_mut(message.from).snapshot_sources().get(index) else {
+            return false;
+        };
+        let mut sink = self.nodes[&message.to].state.receive_snapshot(index).expect("staging succeeds in memory");
+        source.read(16, &mut |piece| sink.write(&piece)).expect("streaming succeeds in memory");
+        sink.finish().expect("staging succeeds in memory");
+        true
     }
 
     fn run_node(&mut self, id: u64, tick: bool) {

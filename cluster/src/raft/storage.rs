@@ -2,16 +2,22 @@
 //!
 //! Snapshots are made on demand from the live state machine, never stored: when raft-rs
 //! needs one for a lagging follower, [`RaftStorage::snapshot`] answers "temporarily
-//! unavailable" and raises a flag; the driver then asks the state machine for a snapshot
-//! between two Ready cycles and caches it here; raft-rs retries on the follower's next
-//! heartbeat response. This keeps a possibly slow state-machine read out of raft-rs calls.
+//! unavailable" and raises a flag; the driver then asks the state machine for a read view
+//! between two Ready cycles (cheap: a read transaction, nothing read yet) and caches the
+//! snapshot message here, whose data holds only the members' addresses; raft-rs retries
+//! on the follower's next heartbeat response. The view itself goes to [`SnapshotSources`],
+//! where the transport's peer tasks find it and stream the state from it, off the driver
+//! thread.
 
 use std::cell::Cell;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use raft::eraftpb::{Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
 use super::log_store::{LogError, LogStore};
+use crate::SnapshotSource;
 
 pub(crate) struct RaftStorage<L: LogStore> {
     pub log: L,
@@ -36,6 +42,52 @@ impl<L: LogStore> RaftStorage<L> {
 
     pub fn cache_snapshot(&mut self, snapshot: Snapshot) {
         self.cached_snapshot = Some(snapshot);
+    }
+
+    /// Forgets the cached snapshot (its state view was released): raft-rs asks again.
+    pub fn forget_snapshot(&mut self) {
+        self.cached_snapshot = None;
+    }
+}
+
+/// The state view behind the cached snapshot, shared between the replica (which makes it)
+/// and the transport's peer tasks (which stream it). Holding a view pins the state
+/// machine's read transaction, so an idle one is released (see
+/// [`SnapshotSources::release_if_idle`]).
+#[derive(Clone, Default)]
+pub(crate) struct SnapshotSources(Arc<Mutex<Option<(Arc<dyn SnapshotSource>, Instant)>>>);
+
+impl SnapshotSources {
+    pub fn set(&self, source: Arc<dyn SnapshotSource>) {
+        if let Ok(mut current) = self.0.lock() {
+            *current = Some((source, Instant::now()));
+        }
+    }
+
+    /// The view at `index`, if it is still held.
+    pub fn get(&self, index: u64) -> Option<Arc<dyn SnapshotSource>> {
+        let mut current = self.0.lock().ok()?;
+        let (source, last_used) = current.as_mut()?;
+        if source.index() != index {
+            return None;
+        }
+        *last_used = Instant::now();
+        Some(source.clone())
+    }
+
+    /// Drops the view when no transfer uses it and none started for `idle`. Returns
+    /// whether it was dropped.
+    pub fn release_if_idle(&self, idle: Duration) -> bool {
+        let Ok(mut current) = self.0.lock() else {
+            return false;
+        };
+        let idle = current
+            .as_ref()
+            .is_some_and(|(source, last_used)| Arc::strong_count(source) == 1 && last_used.elapsed() >= idle);
+        if idle {
+            *current = None;
+        }
+        idle
     }
 }
 

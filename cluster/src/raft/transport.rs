@@ -4,12 +4,20 @@
 //! Outbound: one bounded queue and one task per peer. The driver only ever `try_send`s: a
 //! full queue (a slow or dead peer) drops the message and reports the peer unreachable to
 //! raft-rs, so no peer ever blocks the driver or the other peers. A peer task sends the
-//! messages it finds queued as one batch per request; a snapshot message goes as a stream
-//! of bounded chunks, and its outcome is reported to raft-rs (`report_snapshot`).
+//! messages it finds queued as one batch per request. A snapshot message goes as a stream
+//! of bounded chunks read from the state view the replica made (see
+//! [`SnapshotSources`]): a blocking task reads the state piece by piece and hands each
+//! piece to a channel of [`SNAPSHOT_CHUNKS_IN_FLIGHT`] chunks that the gRPC stream drains,
+//! so the sender holds a few chunks whatever the state's size and the driver thread never
+//! reads the state. The outcome is reported to raft-rs (`report_snapshot`); on a failure
+//! raft-rs sends the snapshot again later (a new stream, from the start).
 //!
 //! Inbound: [`PeerService`] checks that each message is addressed to this node by the peer
 //! that sent it, and hands it to the driver without waiting (a full driver queue refuses
-//! the batch; the sender's raft retransmits).
+//! the batch; the sender's raft retransmits). A snapshot stream is written piece by piece
+//! into the state machine's staging area as it arrives ([`crate::SnapshotSink`]); only when
+//! the last chunk arrived and the size and CRC-32 of every piece match is the staged state
+//! finished and the snapshot message handed to the driver, which swaps the state in.
 //!
 //! Security: this service parses protobuf 2 from the network (RUSTSEC-2024-0437): it must
 //! only be reachable by authenticated peers. TLS is the job of the server it is mounted
@@ -19,7 +27,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
 use tokio::sync::mpsc;
@@ -30,7 +37,9 @@ use super::codec::{self, pb};
 use super::config::RaftConfig;
 use super::driver::Internal;
 use super::replica::Outbox;
+use super::storage::SnapshotSources;
 use super::PeerAddress;
+use crate::{StateMachine, StateMachineError};
 use pb::raft_peer_client::RaftPeerClient;
 use pb::raft_peer_server::{RaftPeer, RaftPeerServer};
 
@@ -41,6 +50,13 @@ pub(crate) type Isolation = Arc<std::sync::RwLock<std::collections::BTreeSet<u64
 fn is_isolated(isolation: &Isolation, id: u64) -> bool {
     isolation.read().map(|isolated| isolated.contains(&id)).unwrap_or(false)
 }
+
+/// Chunks of a snapshot stream read ahead of the network, per transfer.
+const SNAPSHOT_CHUNKS_IN_FLIGHT: usize = 2;
+
+/// Once the last chunk left, how many `peer_request_timeout`s the receiver may take to make
+/// the staged state durable and answer.
+const SNAPSHOT_FINISH_TIMEOUTS: u32 = 30;
 
 /// The transport limits, copied from [`RaftConfig`].
 #[derive(Debug, Clone)]
@@ -90,6 +106,7 @@ pub(crate) struct Outbound {
     undeliverable: Vec<(u64, bool)>,
     reports: crossbeam_channel::Sender<Internal>,
     isolated: Isolation,
+    sources: SnapshotSources,
 }
 
 impl Outbound {
@@ -110,7 +127,13 @@ impl Outbound {
             undeliverable: Vec::new(),
             reports,
             isolated: Isolation::default(),
+            sources: SnapshotSources::default(),
         }
+    }
+
+    /// Shares the replica's snapshot views, which peer tasks stream from.
+    pub fn set_snapshot_sources(&mut self, sources: SnapshotSources) {
+        self.sources = sources;
     }
 
     /// Shares the set of peers to cut off (see [`Isolation`]).
@@ -161,6 +184,7 @@ impl Outbound {
                 self.me.clone(),
                 self.limits.clone(),
                 self.reports.clone(),
+                self.sources.clone(),
             ));
             self.peers.insert(id, PeerQueue { raft_addr, queue, task });
         }
@@ -194,6 +218,18 @@ impl Drop for Outbound {
     }
 }
 
+fn peer_endpoint(raft_addr: &str, limits: &TransportLimits, request_timeout: Option<std::time::Duration>) -> Result<Endpoint, tonic::transport::Error> {
+    let scheme = if limits.peer_tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{raft_addr}"))?.connect_timeout(limits.peer_connect_timeout).tcp_nodelay(true);
+    if let Some(timeout) = request_timeout {
+        endpoint = endpoint.timeout(timeout);
+    }
+    match &limits.peer_tls {
+        Some(tls) => endpoint.tls_config(tls.clone()),
+        None => Ok(endpoint),
+    }
+}
+
 async fn run_peer(
     peer_id: u64,
     raft_addr: String,
@@ -201,23 +237,23 @@ async fn run_peer(
     me: pb::PeerAddress,
     limits: Arc<TransportLimits>,
     reports: crossbeam_channel::Sender<Internal>,
+    sources: SnapshotSources,
 ) {
-    let scheme = if limits.peer_tls.is_some() { "https" } else { "http" };
-    let endpoint = Endpoint::from_shared(format!("{scheme}://{raft_addr}")).and_then(|endpoint| {
-        let endpoint = endpoint.connect_timeout(limits.peer_connect_timeout).timeout(limits.peer_request_timeout).tcp_nodelay(true);
-        match &limits.peer_tls {
-            Some(tls) => endpoint.tls_config(tls.clone()),
-            None => Ok(endpoint),
-        }
-    });
-    let endpoint = match endpoint {
-        Ok(endpoint) => endpoint,
+    // Snapshot streams have no overall deadline (they last as long as the state is large);
+    // `send_snapshot` watches their progress instead.
+    let endpoints = peer_endpoint(&raft_addr, &limits, Some(limits.peer_request_timeout))
+        .and_then(|messages| Ok((messages, peer_endpoint(&raft_addr, &limits, None)?)));
+    let (endpoint, snapshot_endpoint) = match endpoints {
+        Ok(endpoints) => endpoints,
         Err(error) => {
             tracing::error!(peer_id, %raft_addr, %error, "peer address is not usable; messages to it are dropped");
             return;
         }
     };
     let mut client = RaftPeerClient::new(endpoint.connect_lazy())
+        .max_encoding_message_size(limits.grpc_message_size_bytes_max)
+        .max_decoding_message_size(limits.grpc_message_size_bytes_max);
+    let mut snapshot_client = RaftPeerClient::new(snapshot_endpoint.connect_lazy())
         .max_encoding_message_size(limits.grpc_message_size_bytes_max)
         .max_decoding_message_size(limits.grpc_message_size_bytes_max);
     while let Some(first) = queue.recv().await {
@@ -230,12 +266,19 @@ async fn run_peer(
             }
         }
         for snapshot in snapshots {
-            let outcome = send_snapshot(&mut client, &me, peer_id, snapshot, limits.snapshot_chunk_size_bytes).await;
+            let index = snapshot.get_snapshot().get_metadata().index;
+            let started = std::time::Instant::now();
+            let outcome = send_snapshot(&mut snapshot_client, &me, peer_id, snapshot, &sources, &limits).await;
             crate::metrics::SNAPSHOT_SENDS.with_label_values(&[if outcome.is_ok() { "finished" } else { "failed" }]).inc();
             let status = match outcome {
-                Ok(()) => SnapshotStatus::Finish,
+                Ok(size_bytes) => {
+                    crate::metrics::SNAPSHOT_SENT_BYTES.inc_by(size_bytes);
+                    let seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(peer_id, index, size_bytes, seconds, "sent a snapshot");
+                    SnapshotStatus::Finish
+                }
                 Err(status) => {
-                    tracing::warn!(peer_id, %raft_addr, %status, "sending a snapshot failed");
+                    tracing::warn!(peer_id, %raft_addr, index, %status, "sending a snapshot failed; raft will send it again");
                     let _ = reports.send(Internal::Unreachable(peer_id));
                     SnapshotStatus::Failure
                 }
@@ -269,32 +312,86 @@ fn drain_batch(first: Message, queue: &mut mpsc::Receiver<Message>, limits: &Tra
     (messages, snapshots)
 }
 
+/// Streams the state view of `message`'s snapshot to `to`; returns the bytes of state sent.
 async fn send_snapshot(
     client: &mut RaftPeerClient<tonic::transport::Channel>,
     me: &pb::PeerAddress,
     to: u64,
-    mut message: Message,
-    chunk_size_bytes: usize,
-) -> Result<(), Status> {
-    let data: Bytes = std::mem::take(&mut message.mut_snapshot().data);
-    let header = codec::encode_raft_message(&message);
-    let total = data.len();
-    let chunk_count = total.div_ceil(chunk_size_bytes).max(1);
-    let me = me.clone();
-    let chunks = (0..chunk_count).map(move |position| {
-        let start = position * chunk_size_bytes;
-        let end = (start + chunk_size_bytes).min(total);
-        let first = position == 0;
-        pb::SnapshotChunk {
-            from: first.then(|| me.clone()),
-            to,
-            message: if first { header.clone() } else { Vec::new() },
-            data_size_bytes: if first { total as u64 } else { 0 },
-            data: data.slice(start..end).to_vec(),
-        }
+    message: Message,
+    sources: &SnapshotSources,
+    limits: &TransportLimits,
+) -> Result<u64, Status> {
+    let index = message.get_snapshot().get_metadata().index;
+    let source = sources.get(index).ok_or_else(|| {
+        Status::failed_precondition(format!("the state view of snapshot {index} was released; raft asks for a new one"))
+    })?;
+    let (chunks, pending) = mpsc::channel::<pb::SnapshotChunk>(SNAPSHOT_CHUNKS_IN_FLIGHT);
+    let piece_size_bytes = limits.snapshot_chunk_size_bytes;
+    let mut first = Some((me.clone(), codec::encode_raft_message(&message)));
+    let reader = tokio::task::spawn_blocking(move || -> Result<u64, StateMachineError> {
+        let mut send = |data: Vec<u8>, last: Option<(u64, u32)>| {
+            let (from, message) = match first.take() {
+                Some((me, header)) => (Some(me), header),
+                None => (None, Vec::new()),
+            };
+            let (data_size_bytes, data_crc32) = last.unwrap_or((0, 0));
+            let chunk = pb::SnapshotChunk { from, to, message, data_size_bytes, data, last: last.is_some(), data_crc32 };
+            chunks.blocking_send(chunk).map_err(|_| StateMachineError("the snapshot stream closed".into()))
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        let mut size_bytes = 0u64;
+        source.read(piece_size_bytes, &mut |piece| {
+            hasher.update(&piece);
+            size_bytes += piece.len() as u64;
+            send(piece, None)
+        })?;
+        send(Vec::new(), Some((size_bytes, hasher.finalize())))?;
+        Ok(size_bytes)
     });
-    client.send_snapshot(tokio_stream::iter(chunks)).await?;
-    Ok(())
+    let progress = Arc::new(Progress::default());
+    let watched = progress.clone();
+    let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(pending), move |chunk| {
+        watched.record(chunk.last);
+        chunk
+    });
+    let call = client.send_snapshot(stream);
+    let outcome = tokio::select! {
+        result = call => result.map(|_| ()),
+        stalled = progress.stalled(limits.peer_request_timeout) => Err(stalled),
+    };
+    let read = reader.await.map_err(|error| Status::internal(format!("the snapshot reader failed: {error}")))?;
+    outcome?;
+    read.map_err(|error| Status::internal(format!("reading the snapshot failed: {error}")))
+}
+
+/// When a snapshot stream last handed a chunk to gRPC, to stop a transfer that stalled.
+#[derive(Default)]
+struct Progress {
+    /// When the last chunk was handed over, and whether it was the stream's last.
+    at: std::sync::Mutex<(Option<std::time::Instant>, bool)>,
+}
+
+impl Progress {
+    fn record(&self, last: bool) {
+        if let Ok(mut at) = self.at.lock() {
+            *at = (Some(std::time::Instant::now()), last);
+        }
+    }
+
+    /// Resolves once no chunk moved for `timeout` (or, after the last chunk, for
+    /// [`SNAPSHOT_FINISH_TIMEOUTS`] times that, while the receiver makes the state durable).
+    async fn stalled(&self, timeout: std::time::Duration) -> Status {
+        let started = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(timeout / 4).await;
+            let (at, last) = self.at.lock().map(|at| *at).unwrap_or((None, false));
+            let quiet = at.unwrap_or(started).elapsed();
+            let allowed = if last { timeout * SNAPSHOT_FINISH_TIMEOUTS } else { timeout };
+            if quiet >= allowed {
+                return Status::deadline_exceeded(format!("the snapshot stream made no progress for {} ms", quiet.as_millis()));
+            }
+        }
+    }
 }
 
 /// The node id the caller's TLS certificate is bound to, attached to each request by the
@@ -317,13 +414,14 @@ pub(crate) struct Inbound {
 pub struct PeerService {
     node_id: u64,
     inbound: crossbeam_channel::Sender<Inbound>,
-    snapshot_size_bytes_max: usize,
+    /// Where received snapshots are staged.
+    state: Arc<dyn StateMachine>,
     isolated: Isolation,
 }
 
 impl PeerService {
-    pub(crate) fn new(node_id: u64, inbound: crossbeam_channel::Sender<Inbound>, snapshot_size_bytes_max: usize) -> Self {
-        PeerService { node_id, inbound, snapshot_size_bytes_max, isolated: Isolation::default() }
+    pub(crate) fn new(node_id: u64, inbound: crossbeam_channel::Sender<Inbound>, state: Arc<dyn StateMachine>) -> Self {
+        PeerService { node_id, inbound, state, isolated: Isolation::default() }
     }
 
     /// Refuses messages from the peers in `isolation` (fault injection).
@@ -401,34 +499,59 @@ impl RaftPeer for PeerService {
     async fn send_snapshot(&self, request: Request<Streaming<pb::SnapshotChunk>>) -> Result<Response<pb::SendAck>, Status> {
         let authenticated = request.extensions().get::<AuthenticatedPeer>().copied();
         let mut chunks = request.into_inner();
-        let first = chunks.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
-        let from = self.check_sender(first.from, first.to, authenticated)?;
-        let mut message = self.decode(&first.message, &from)?;
+        let mut chunk = chunks.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let from = self.check_sender(chunk.from.take(), chunk.to, authenticated)?;
+        let message = self.decode(&chunk.message, &from)?;
         if message.get_msg_type() != MessageType::MsgSnapshot {
             return Err(Status::invalid_argument("the snapshot stream does not carry a snapshot message"));
         }
-        let total = usize::try_from(first.data_size_bytes).unwrap_or(usize::MAX);
-        if total > self.snapshot_size_bytes_max {
-            return Err(Status::resource_exhausted(format!(
-                "snapshot of {total} bytes exceeds the limit of {} bytes",
-                self.snapshot_size_bytes_max
+        codec::decode_snapshot(&message.get_snapshot().data).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let index = message.get_snapshot().get_metadata().index;
+        let state = self.state.clone();
+        let mut sink = blocking(move || state.receive_snapshot(index)).await.map_err(|error| {
+            Status::unavailable(format!("node {} cannot receive snapshot {index} now: {error}", self.node_id))
+        })?;
+        let mut hasher = crc32fast::Hasher::new();
+        let mut size_bytes = 0u64;
+        loop {
+            hasher.update(&chunk.data);
+            size_bytes += chunk.data.len() as u64;
+            crate::metrics::SNAPSHOT_RECEIVED_BYTES.inc_by(chunk.data.len() as u64);
+            if !chunk.data.is_empty() {
+                let data = std::mem::take(&mut chunk.data);
+                sink = blocking(move || sink.write(&data).map(|()| sink)).await.map_err(staging_failed)?;
+            }
+            if chunk.last {
+                break;
+            }
+            chunk = chunks
+                .message()
+                .await?
+                .ok_or_else(|| Status::invalid_argument(format!("snapshot stream ended after {size_bytes} bytes, before its last chunk")))?;
+        }
+        let crc32 = hasher.finalize();
+        if size_bytes != chunk.data_size_bytes || crc32 != chunk.data_crc32 {
+            return Err(Status::data_loss(format!(
+                "snapshot {index} arrived damaged: {size_bytes} bytes with CRC-32 {crc32:08x}, the sender read {} bytes with CRC-32 {:08x}",
+                chunk.data_size_bytes, chunk.data_crc32
             )));
         }
-        let mut data = Vec::with_capacity(total);
-        data.extend_from_slice(&first.data);
-        while let Some(chunk) = chunks.message().await? {
-            if data.len() + chunk.data.len() > total {
-                return Err(Status::invalid_argument("snapshot chunks exceed the announced size"));
-            }
-            data.extend_from_slice(&chunk.data);
-        }
-        if data.len() != total {
-            return Err(Status::invalid_argument(format!("snapshot stream ended at {} of {total} bytes", data.len())));
-        }
-        message.mut_snapshot().data = Bytes::from(data);
+        blocking(move || sink.finish()).await.map_err(staging_failed)?;
+        tracing::info!(index, size_bytes, from = from.id, "received a snapshot; staged for install");
         self.deliver(message, &from)?;
         Ok(Response::new(pb::SendAck {}))
     }
+}
+
+/// Runs a state-machine call on the blocking pool (it writes to disk).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StateMachineError> + Send + 'static,
+) -> Result<T, StateMachineError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| StateMachineError(format!("staging task failed: {error}")))?
+}
+
+fn staging_failed(error: StateMachineError) -> Status {
+    Status::internal(format!("staging the snapshot failed: {error}"))
 }
 
 /// Serves `node`'s peer service alone on `listener` (plain HTTP/2) until `shutdown`
