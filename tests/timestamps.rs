@@ -153,6 +153,9 @@ async fn a_node_configured_with_an_external_tsa_gets_its_signatures_stamped_ther
 
     let answered = node.verification().await.verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::File(content.clone())), correlation_id: String::new() }).await.unwrap().into_inner();
     assert_eq!(answered.certifications[0].summary, "valid", "kyso verify checks the stamped CMS");
+    let stamped_at = answered.certifications[0].signature_timestamp_unix;
+    let signed_at = answered.certifications[0].certification.as_ref().unwrap().signed_at_unix;
+    assert!((signed_at..=now_unix()).contains(&stamped_at), "verify reports the token's genTime {stamped_at}, after signing at {signed_at}");
 
     std::fs::write(work.join("small.bin"), b"\x30\x00").unwrap();
     let (status, _, body) = post(&format!("{}/tsa", node.http_url), "application/timestamp-query", &path(work, "small.bin"), &path(work, "answer"));

@@ -454,6 +454,19 @@ pub fn signature_timestamp_token(cms_der: &[u8]) -> Result<Option<Vec<u8>>, CmsE
     }
 }
 
+/// genTime (unix seconds) of the signature-time-stamp of `cms_der`'s one signer, when it
+/// carries one whose imprint covers its SignatureValue; the TSA's signature and trust are
+/// not checked. Needs no document: what verify answers report.
+pub fn signature_timestamp_unix(cms_der: &[u8]) -> Result<Option<i64>, CmsError> {
+    let Some(token) = signature_timestamp_token(cms_der)? else {
+        return Ok(None);
+    };
+    let signature = signature_value(cms_der)?;
+    super::tsa::check_signature_token(&token, &signature)
+        .map(Some)
+        .map_err(|error| CmsError::InvalidAttribute { name: "signature-time-stamp", reason: error.to_string() })
+}
+
 /// The ContentInfo and its SignedData, size-checked.
 pub(crate) fn decode_signed_data(cms_der: &[u8]) -> Result<(ContentInfo, SignedData), CmsError> {
     if cms_der.len() > CMS_SIZE_BYTES_MAX {
