@@ -501,7 +501,69 @@ pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, Cm
 pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<VerifiedCms, CmsError> {
     let (_, signed_data) = decode_signed_data(cms_der)?;
     check_encapsulated_content(&signed_data.encap_content_info)?;
+    let signer = check_signer(cms_der, &signed_data, OID_DATA, content_parts)?;
     let signer_info = single_signer(&signed_data)?;
+    let attributes = signer_info.signed_attrs.as_ref().ok_or(CmsError::SignedAttributesMissing)?;
+    let signing_time_unix = signing_time_attribute(attributes)?;
+    let timestamp_unix = match signature_timestamp_token(cms_der)? {
+        Some(token) => Some(super::tsa::check_signature_token(&token, signer_info.signature.as_bytes()).map_err(|error| CmsError::InvalidAttribute {
+            name: "signature-time-stamp",
+            reason: error.to_string(),
+        })?),
+        None => None,
+    };
+    Ok(VerifiedCms {
+        timestamp_unix,
+        signer_cert_der: signer.cert_der.to_vec(),
+        certificates_der: signer.certificates.iter().map(|der| der.to_vec()).collect(),
+        signing_time_unix,
+        algorithm: signer.algorithm,
+    })
+}
+
+/// A TimeStampToken whose signature checked out: the TSA certificate and every embedded
+/// certificate (as received), and the encapsulated TSTInfo's DER.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub tsa_cert_der: Vec<u8>,
+    pub certificates_der: Vec<Vec<u8>>,
+    pub tst_info_der: Vec<u8>,
+}
+
+/// Checks an RFC 3161 TimeStampToken's own signature: eContent id-ct-TSTInfo, the
+/// content-type and message-digest attributes over it, the signature by the embedded TSA
+/// certificate (kyso's algorithm list), and ESS signing-certificate-v2 (RFC 5816) naming
+/// that certificate. It does NOT decide whether the TSA is trusted or a TSA at all (see
+/// `tsa::check_tsa_certificate`).
+pub fn verify_timestamp_token(token_der: &[u8]) -> Result<VerifiedToken, CmsError> {
+    let (_, signed_data) = decode_signed_data(token_der)?;
+    let encapsulated = &signed_data.encap_content_info;
+    if encapsulated.econtent_type != OID_CT_TST_INFO {
+        return Err(CmsError::UnsupportedContentType { content_type: encapsulated.econtent_type.to_string() });
+    }
+    let econtent = encapsulated.econtent.as_ref().ok_or_else(|| CmsError::Malformed("the token encapsulates no TSTInfo".to_string()))?;
+    let tst_info: OctetString = econtent.decode_as().map_err(malformed)?;
+    let signer = check_signer(token_der, &signed_data, OID_CT_TST_INFO, &[tst_info.as_bytes()])?;
+    Ok(VerifiedToken {
+        tsa_cert_der: signer.cert_der.to_vec(),
+        certificates_der: signer.certificates.iter().map(|der| der.to_vec()).collect(),
+        tst_info_der: tst_info.as_bytes().to_vec(),
+    })
+}
+
+/// The one signer of a SignedData whose signature checked out.
+struct CheckedSigner<'a> {
+    cert_der: &'a [u8],
+    certificates: Vec<&'a [u8]>,
+    algorithm: KeyAlgorithm,
+}
+
+/// Checks the one SignerInfo of `signed_data` (decoded from `cms_der`): allowed
+/// algorithms, the content-type attribute (`content_type`), the message-digest over
+/// `content_parts`, the signature over the signed attributes as received, made by the
+/// embedded certificate named by issuer and serial number, and ESS signing-certificate-v2.
+fn check_signer<'a>(cms_der: &'a [u8], signed_data: &SignedData, content_type: ObjectIdentifier, content_parts: &[&[u8]]) -> Result<CheckedSigner<'a>, CmsError> {
+    let signer_info = single_signer(signed_data)?;
     let raw = raw_parts(cms_der)?;
     if raw.certificates.len() > CMS_CERTIFICATES_COUNT_MAX {
         return Err(CmsError::Malformed(format!(
@@ -516,7 +578,7 @@ pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<
     let signer_certificate = parse_certificate(signer_cert_der)?;
     let algorithm = signer_key_algorithm(signer_certificate.public_key())?;
     let suite = suite(algorithm);
-    check_algorithms(&signed_data, signer_info, &suite, algorithm)?;
+    check_algorithms(signed_data, signer_info, &suite, algorithm)?;
 
     let attributes = signer_info
         .signed_attrs
@@ -525,7 +587,7 @@ pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<
     let raw_attributes = raw
         .signed_attributes
         .ok_or(CmsError::SignedAttributesMissing)?;
-    check_content_type_attribute(attributes)?;
+    check_content_type_attribute(attributes, content_type)?;
     check_message_digest_attribute(attributes, suite.digest, content_parts)?;
 
     let suite = if is_rsa_pss(algorithm, &signer_info.signature_algorithm) {
@@ -535,21 +597,7 @@ pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<
     };
     check_signature_value(raw_attributes, signer_info, &signer_certificate, &suite)?;
     check_signing_certificate_attribute(attributes, signer_cert_der, signer_id)?;
-    let signing_time_unix = signing_time_attribute(attributes)?;
-    let timestamp_unix = match signature_timestamp_token(cms_der)? {
-        Some(token) => Some(super::tsa::check_signature_token(&token, signer_info.signature.as_bytes()).map_err(|error| CmsError::InvalidAttribute {
-            name: "signature-time-stamp",
-            reason: error.to_string(),
-        })?),
-        None => None,
-    };
-    Ok(VerifiedCms {
-        timestamp_unix,
-        signer_cert_der: signer_cert_der.to_vec(),
-        certificates_der: raw.certificates.iter().map(|der| der.to_vec()).collect(),
-        signing_time_unix,
-        algorithm,
-    })
+    Ok(CheckedSigner { cert_der: signer_cert_der, certificates: raw.certificates, algorithm })
 }
 
 /// Verifies the signature over the signed attributes exactly as received.
@@ -792,11 +840,11 @@ fn decode_attribute<T: der::DecodeOwned>(value: &Any, name: &'static str) -> Res
     T::from_der(&value.to_der().map_err(invalid)?).map_err(invalid)
 }
 
-fn check_content_type_attribute(attributes: &SignedAttributes) -> Result<(), CmsError> {
+fn check_content_type_attribute(attributes: &SignedAttributes, expected: ObjectIdentifier) -> Result<(), CmsError> {
     const NAME: &str = "content-type";
     let value = single_attribute_value(attributes, OID_CONTENT_TYPE, NAME)?;
     let content_type: ObjectIdentifier = decode_attribute(value, NAME)?;
-    if content_type != OID_DATA {
+    if content_type != expected {
         return Err(CmsError::ContentTypeMismatch);
     }
     Ok(())

@@ -242,6 +242,7 @@ pub fn token_from_reply(reply_der: &[u8], signature_value: &[u8], nonce: u64) ->
     }
     let token = reply.time_stamp_token.ok_or_else(|| bad("granted without a token".into()))?;
     let token_der = token.to_der().map_err(|error| bad(error.to_string()))?;
+    check_signature_token(&token_der, signature_value)?;
     let info = token_info(&token_der)?;
     let imprint = &info.message_imprint;
     if imprint.hash_algorithm.oid != OID_SHA_256 || imprint.hashed_message.as_bytes() != digest::digest(&digest::SHA256, signature_value).as_ref() {
@@ -265,11 +266,15 @@ pub fn token_info(token_der: &[u8]) -> Result<TstInfo, TsaError> {
     TstInfo::from_der(octets.as_bytes()).map_err(|error| bad(format!("the TSTInfo does not decode: {error}")))
 }
 
-/// Checks that a signature-time-stamp token covers `signature_value` (its imprint, with
-/// the algorithm the token names) and returns its genTime (unix seconds). It does not check
-/// the TSA's signature or trust.
+/// Checks a signature-time-stamp token: its own signature by the embedded TSA certificate
+/// (`cms::verify_timestamp_token`), that certificate being a TSA certificate, and its
+/// imprint covering `signature_value` (with the algorithm the token names); returns its
+/// genTime (unix seconds). It does NOT decide whether the TSA is trusted: its chain is not
+/// validated against any anchor.
 pub fn check_signature_token(token_der: &[u8], signature_value: &[u8]) -> Result<i64, TsaError> {
-    let info = token_info(token_der)?;
+    let verified = cms::verify_timestamp_token(token_der).map_err(|error| TsaError::BadReply(format!("the token's signature does not verify: {error}")))?;
+    check_tsa_certificate(&verified.tsa_cert_der)?;
+    let info = TstInfo::from_der(&verified.tst_info_der).map_err(|error| TsaError::BadReply(format!("the TSTInfo does not decode: {error}")))?;
     let (algorithm, _) = hash_algorithm(&info.message_imprint.hash_algorithm.oid)?;
     if info.message_imprint.hashed_message.as_bytes() != digest::digest(algorithm, signature_value).as_ref() {
         return Err(TsaError::BadReply("the time stamp covers another signature value".into()));
@@ -354,7 +359,7 @@ mod tests {
         assert_eq!(check_signature_token(&token, b"signature").unwrap(), 1_700_000_100);
         assert!(matches!(check_signature_token(&token, b"other"), Err(TsaError::BadReply(_))));
         assert!(matches!(token_from_reply(&reply, b"signature", 43), Err(TsaError::BadReply(message)) if message.contains("nonce")));
-        assert!(matches!(token_from_reply(&reply, b"other", 42), Err(TsaError::BadReply(message)) if message.contains("other data")));
+        assert!(matches!(token_from_reply(&reply, b"other", 42), Err(TsaError::BadReply(message)) if message.contains("another signature value")));
     }
 
     #[test]
@@ -404,6 +409,25 @@ mod tests {
         let foreign = authority.stamp_signature(&cms::signature_value(&other).unwrap(), ISSUE).unwrap();
         let mismatched = cms::add_signature_timestamp(&cms_der, &foreign).unwrap();
         assert!(matches!(cms::verify_detached(&mismatched, b"document"), Err(CmsError::InvalidAttribute { name: "signature-time-stamp", .. })));
+    }
+
+    #[test]
+    fn a_token_with_a_broken_signature_or_from_a_non_tsa_certificate_is_refused() {
+        let (authority, _) = authority();
+        let token = authority.stamp_signature(b"signature", ISSUE).unwrap();
+        assert_eq!(check_signature_token(&token, b"signature").unwrap(), ISSUE.gen_time_unix);
+        // The TSTInfo's genTime is inside what the TSA signed: change one digit of it.
+        let mut forged = token.clone();
+        let at = forged.windows(15).position(|window| window == b"20231114221500Z").expect("genTime in the token");
+        forged[at + 3] = b'4';
+        assert!(matches!(check_signature_token(&forged, b"signature"), Err(TsaError::BadReply(message)) if message.contains("does not verify")));
+
+        let now = 1_700_000_000;
+        let ca = devpki::self_signed_ca(&CertSpec::certificate_authority("test CA", KeyAlgorithm::EcdsaP256, now - 10, now + 86_400)).unwrap();
+        let signer = devpki::issue(&CertSpec::signer("not a TSA", KeyAlgorithm::EcdsaP256, now - 10, now + 86_400), &ca).unwrap();
+        let tst_info = TstInfo::from_der(&cms::verify_timestamp_token(&token).unwrap().tst_info_der).unwrap().to_der().unwrap();
+        let impostor = cms::sign_timestamp_token(&tst_info, ISSUE.gen_time_unix, &[signer.cert_der.clone()], &signer.signing_key().unwrap(), true).unwrap();
+        assert!(matches!(check_signature_token(&impostor, b"signature"), Err(TsaError::Certificate(message)) if message.contains("extendedKeyUsage")));
     }
 
     #[test]
