@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time (scripts/fuzz.sh; FUZZ_SECONDS=0 skips it),
 # then every test of the workspace. Installs the independent tools the tests use when they
-# are missing (openssl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, poppler-utils,
+# are missing (openssl, curl, grpcurl, s3s-fs, chromium, playwright-core, cargo-fuzz, poppler-utils,
 # qpdf, pyhanko, the Python client's pip packages, prometheus, systemd, kubernetes-validate,
 # hadolint, dockerfile, fuse3 when not root); a test
 # never skips because a tool is absent — it fails.
@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 command -v openssl >/dev/null || apt_packages+=(openssl)
+# tests/timestamps.rs posts openssl's time-stamp queries to POST /tsa with curl.
+command -v curl >/dev/null || apt_packages+=(curl)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v node >/dev/null || apt_packages+=(nodejs npm)
 # kyso-testfs (the power-loss tests' FUSE filesystem) mounts /dev/fuse directly as root;

@@ -83,6 +83,71 @@ pub struct Config {
     /// Logs and traces (`[observability]`).
     #[serde(default)]
     pub observability: ObservabilityConfig,
+    /// The node's RFC 3161 time-stamping authority and where signatures get their
+    /// signature-time-stamp (`[tsa]`).
+    #[serde(default)]
+    pub tsa: TsaConfig,
+}
+
+/// The time-stamping authority (`POST /tsa`, `LogService.Timestamp`) and the time stamps
+/// of kyso's own signatures. With `cert_file` and `key_file` the node runs its own TSA and
+/// stamps its signatures with it; with `url` another TSA stamps them (the node may still
+/// serve its own); with neither, signatures carry no time stamp (CAdES-BES / PAdES B-B)
+/// and the node logs a warning at start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TsaConfig {
+    /// The TSA certificate chain (PEM, TSA certificate first): extendedKeyUsage
+    /// timeStamping only, critical. Relative paths are relative to the config file.
+    pub cert_file: Option<PathBuf>,
+    /// The PKCS#8 key (PEM) of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// An external RFC 3161 TSA (`http://` or `https://`) that stamps this node's
+    /// signatures instead of its own, e.g. another kyso node's `http://host:7480/tsa`.
+    pub url: Option<String>,
+    /// The accuracy stated in every token: the most the node's clock may be off (NTP).
+    pub accuracy_seconds: u64,
+    /// The TSA policy of the tokens (an OID with 32-bit arcs). The default is a documentation
+    /// placeholder (RFC 5612); a production TSA sets its PKI's policy.
+    pub policy_oid: String,
+    /// How long a request to `url` may take before the certification fails UNAVAILABLE.
+    pub request_timeout_seconds: u64,
+}
+
+impl Default for TsaConfig {
+    fn default() -> Self {
+        TsaConfig {
+            cert_file: None,
+            key_file: None,
+            url: None,
+            accuracy_seconds: 1,
+            policy_oid: crate::crypto::tsa::DEFAULT_POLICY_OID.into(),
+            request_timeout_seconds: 10,
+        }
+    }
+}
+
+impl TsaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(ConfigError::Invalid { key: "tsa.cert_file", reason: "set tsa.cert_file and tsa.key_file together".into() });
+        }
+        if let Some(url) = &self.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 200 {
+                return Err(ConfigError::Invalid { key: "tsa.url", reason: "use an http:// or https:// URL of at most 200 characters".into() });
+            }
+        }
+        if !(1..=60).contains(&self.accuracy_seconds) {
+            return Err(ConfigError::Invalid { key: "tsa.accuracy_seconds", reason: "use 1 to 60 seconds".into() });
+        }
+        if !(1..=120).contains(&self.request_timeout_seconds) {
+            return Err(ConfigError::Invalid { key: "tsa.request_timeout_seconds", reason: "use 1 to 120 seconds".into() });
+        }
+        if let Err(reason) = crate::crypto::tsa::parse_policy_oid(&self.policy_oid) {
+            return Err(ConfigError::Invalid { key: "tsa.policy_oid", reason });
+        }
+        Ok(())
+    }
 }
 
 /// How a node writes its logs and where it sends its traces.
@@ -601,6 +666,7 @@ impl Config {
             trusted_proxies: Vec::new(),
             certified_pdf: BTreeMap::new(),
             observability: ObservabilityConfig::default(),
+            tsa: TsaConfig::default(),
         }
     }
 
@@ -618,6 +684,9 @@ impl Config {
                 *file = base.join(&*file);
             }
             tls.client_ca_files = tls.client_ca_files.iter().map(|file| base.join(file)).collect();
+            for file in [&mut config.tsa.cert_file, &mut config.tsa.key_file].into_iter().flatten() {
+                *file = base.join(&*file);
+            }
         }
         Ok(config)
     }
@@ -643,6 +712,7 @@ impl Config {
             });
         }
         self.observability.validate()?;
+        self.tsa.validate()?;
         if let Some(metrics_addr) = self.metrics_addr {
             if metrics_addr.port() != 0 && (metrics_addr == self.http_addr || metrics_addr == self.grpc_addr) {
                 return Err(ConfigError::Invalid {
@@ -975,6 +1045,22 @@ mod tests {
         assert_eq!(config.limits.public_requests_per_minute_max, Limits::default().public_requests_per_minute_max);
         assert_eq!(config.agency_names["xa-demo"], "UBND xã Demo");
         assert_eq!(config.metrics_addr, Some(SocketAddr::from(([127, 0, 0, 1], 7490))));
+        assert_eq!(config.tsa, TsaConfig::default(), "the example states the defaults");
+    }
+
+    #[test]
+    fn tsa_settings_are_checked() {
+        let check = |tsa: &str| {
+            let config: Config = toml::from_str(&format!("data_dir = 'x'\n[tsa]\n{tsa}")).unwrap();
+            config.validate().err().map(|error| error.to_string()).unwrap_or_default()
+        };
+        assert!(check("cert_file = 'tsa.pem'").contains("tsa.cert_file and tsa.key_file together"));
+        assert!(check("url = 'ftp://x/tsa'").contains("http:// or https://"));
+        assert!(check("accuracy_seconds = 0").contains("1 to 60"));
+        assert!(check("policy_oid = 'kyso'").contains("not an OID"));
+        assert!(check("policy_oid = '2.25.255917410530658227815106536931473592891'").contains("4294967295"), "refused, not a panic");
+        let accepted = check("url = 'http://127.0.0.1:7480/tsa'\ncert_file = 'a'\nkey_file = 'b'");
+        assert!(!accepted.contains("tsa."), "an own authority and an external url together are valid: {accepted}");
     }
 
     #[test]

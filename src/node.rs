@@ -86,6 +86,7 @@ impl Node {
             .with_context(|| format!("cannot load master key {}", config.master_key_path().display()))?;
         let trust = load_trust_anchors(config)?;
         let log = load_log_identity(config)?;
+        let timestamps = load_timestamps(config)?;
         let tls = NodeTls::load(config)?;
         let principals = config.access.principals()?;
         let previous_master_key = load_previous_master_key(config)?;
@@ -112,7 +113,8 @@ impl Node {
                 let kyso = Kyso::new(state, blobs, Consensus::Single(driver), trust, master_key, config.limits.clone(), log)
                     .with_static_principals(principals)
                     .with_previous_master_key(previous_master_key)
-                    .with_pdf_settings(pdf_settings);
+                    .with_pdf_settings(pdf_settings)
+                    .with_timestamps(timestamps);
                 (kyso, None)
             }
             Some(cluster) => {
@@ -131,7 +133,8 @@ impl Node {
                     .with_static_principals(principals)
                     .with_previous_master_key(previous_master_key)
                     .with_health_bounds(cluster.health_bounds())
-                    .with_pdf_settings(pdf_settings);
+                    .with_pdf_settings(pdf_settings)
+                    .with_timestamps(timestamps);
                 if matches!(config.storage, StorageConfig::Local) {
                     kyso = kyso.with_peer_blobs(Arc::new(RaftPeerBlobs::new(node, peers, local_blobs)));
                 }
@@ -414,6 +417,9 @@ fn check_private_key_files(config: &Config) -> anyhow::Result<()> {
     if let Some(file) = &config.tls.key_file {
         refuse_if_readable_by_others(file, "tls.key_file")?;
     }
+    if let Some(file) = &config.tsa.key_file {
+        refuse_if_readable_by_others(file, "tsa.key_file")?;
+    }
     Ok(())
 }
 
@@ -428,6 +434,45 @@ pub fn write_private_file(path: &std::path::Path, content: &[u8]) -> anyhow::Res
     file.write_all(content)?;
     file.sync_all()?;
     Ok(())
+}
+
+/// The node's time-stamping authority (`[tsa] cert_file`, `key_file`; its serial numbers
+/// carry the Raft node id, 0 for a standalone node) and where its signatures get their
+/// time stamps: `[tsa] url` when set, else its own authority, else none (logged).
+fn load_timestamps(config: &Config) -> anyhow::Result<crate::service::timestamp::Timestamps> {
+    use crate::service::timestamp::{StampSource, Timestamps};
+    let settings = &config.tsa;
+    let authority = match (&settings.cert_file, &settings.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let chain = std::fs::read(cert_file).with_context(|| format!("cannot read tsa.cert_file {}", cert_file.display()))?;
+            let chain = crate::crypto::parse_certificates(&chain).with_context(|| format!("tsa.cert_file {}", cert_file.display()))?;
+            let key = std::fs::read(key_file).with_context(|| format!("cannot read tsa.key_file {}", key_file.display()))?;
+            let key = crate::crypto::SigningKey::from_pem(&key).with_context(|| format!("tsa.key_file {} is not a PKCS#8 PEM key", key_file.display()))?;
+            let node_id = config.cluster.as_ref().map_or(0, |cluster| cluster.node_id);
+            let authority = crate::crypto::tsa::TimeStampAuthority::new(chain, key, &settings.policy_oid, settings.accuracy_seconds, node_id)
+                .with_context(|| format!("tsa.cert_file {}", cert_file.display()))?;
+            Some(Arc::new(authority))
+        }
+        _ => None,
+    };
+    let source = match (&settings.url, &authority) {
+        (Some(url), _) => {
+            // reqwest is built without a bundled TLS provider; kyso uses ring's (as for S3).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(settings.request_timeout_seconds))
+                .build()
+                .context("cannot build the HTTP client of tsa.url")?;
+            StampSource::External { url: url.clone(), client }
+        }
+        (None, Some(authority)) => StampSource::Own(authority.clone()),
+        (None, None) => {
+            tracing::warn!("no [tsa] configured: signatures carry no time stamp (CAdES-BES, PAdES B-B) and POST /tsa answers 404");
+            StampSource::None
+        }
+    };
+    tracing::info!(source = ?source, serves_tsa = authority.is_some(), "time stamps");
+    Ok(Timestamps { authority, source })
 }
 
 fn load_trust_anchors(config: &Config) -> anyhow::Result<TrustAnchors> {

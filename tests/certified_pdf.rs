@@ -32,7 +32,8 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     let dir = tempdir();
     let pki = TestPki::new(&dir.path().join("pki"));
     let top_level = format!(
-        "public_base_url = \"https://tra-cuu.example.vn\"\n[agency_names]\n\"{AGENCY}\" = \"UBND xã Đông Hưng\"\n[certified_pdf.\"{AGENCY}\"]\nnumber_format = \"{{number}}/{{year}}-SCTĐT/BS\"\n"
+        "public_base_url = \"https://tra-cuu.example.vn\"\n[agency_names]\n\"{AGENCY}\" = \"UBND xã Đông Hưng\"\n[certified_pdf.\"{AGENCY}\"]\nnumber_format = \"{{number}}/{{year}}-SCTĐT/BS\"\n{}",
+        pki.tsa_toml(&dir.path().join("pki"), "tsa")
     );
     let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &top_level, "");
     let signer = register_signer(&node, &pki.issue(&signer_spec("Trần Thị Bình", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
@@ -86,7 +87,8 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     assert!(pdfsig.contains("kyso-performer") && pdfsig.contains("kyso-agency"), "pdfsig:\n{pdfsig}");
     assert!(pdfsig.contains("Số chứng thực") || pdfsig.contains("ETSI.CAdES.detached"), "pdfsig:\n{pdfsig}");
     let pyhanko = tool("pyhanko", &["sign", "validate", "--trust", pki.ca_pem_path.to_str().unwrap(), "--trust-replace", "--no-revocation-check", path.to_str().unwrap()]);
-    assert_eq!(pyhanko.matches("INTACT:TRUSTED").count(), 2, "pyhanko:\n{pyhanko}");
+    println!("pyhanko sign validate (the node's own TSA):\n{}", pyhanko.trim());
+    assert_eq!(pyhanko.matches(":INTACT:TRUSTED,TIMESTAMP_TOKEN<INTACT:TRUSTED>").count(), 2, "both signatures intact and trusted, each with a trusted time stamp (PAdES B-T); pyhanko:\n{pyhanko}");
     assert!(!first.delivered_pdf_sha256.is_empty());
 
     let year = second.register_year.to_string();

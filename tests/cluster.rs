@@ -328,7 +328,9 @@ async fn a_voter_is_removed_only_while_a_majority_of_the_rest_hold_every_documen
 async fn register_numbers_have_no_gap_or_repeat_across_nodes_and_a_leader_change() {
     let dir = tempdir();
     let layout = ClusterLayout::new(dir.path(), 3, "");
-    let mut nodes = layout.start_all();
+    // One TSA certificate on every member, as deploy/local/cluster.sh does.
+    let tsa = layout.pki.tsa_toml(&dir.path().join("tsa"), "tsa");
+    let mut nodes = layout.start_all_with(|_| tsa.clone());
     let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
     let scans: Vec<Vec<u8>> = (0..12).map(|seed| kyso::cli::dev::sample_pdf(&format!("register scan {seed}"))).collect();
     let signer_id = prepare(&nodes[leader], &layout, &scans).await;
@@ -348,4 +350,19 @@ async fn register_numbers_have_no_gap_or_repeat_across_nodes_and_a_leader_change
     assert_eq!(numbers, (1..=scans.len() as u64).collect::<Vec<_>>(), "register numbers of {certifications:?}");
     let year = certifications[0].register_year;
     assert!(certifications.iter().all(|certification| certification.register_year == year && certification.delivered_pdf_sha256.len() == 32));
+    // Each signature was stamped by the member that signed it: the token's serial carries
+    // that member's id in its high 64 bits, so members sharing one TSA certificate never
+    // issue the same serial.
+    let serials: std::collections::BTreeSet<u128> = certifications
+        .iter()
+        .map(|certification| {
+            let token = kyso::crypto::cms::signature_timestamp_token(&certification.cms_signature).unwrap().expect("a signature-time-stamp");
+            let serial = kyso::crypto::tsa::token_info(&token).unwrap().serial_number;
+            serial.as_bytes().iter().fold(0u128, |value, byte| (value << 8) | u128::from(*byte))
+        })
+        .collect();
+    assert_eq!(serials.len(), certifications.len(), "no serial repeats");
+    let signing_nodes: std::collections::BTreeSet<u64> = serials.iter().map(|serial| (serial >> 64) as u64).collect();
+    let expected: std::collections::BTreeSet<u64> = [first as u64 + 1, second as u64 + 1].into();
+    assert_eq!(signing_nodes, expected, "the two members that took the requests stamped them");
 }

@@ -88,6 +88,30 @@ async fn cluster_script_takes_a_port_base_and_grants_each_role_certificate_its_r
     }
     let clerk = who_am_i(&tls, "clerk", base + 11).await.unwrap();
     assert_eq!(clerk.agency_ids, vec!["xa-demo".to_string()]);
+    // All three nodes run the same dev TSA; each token's serial carries its node's id in
+    // the high 64 bits, so the cluster never issues a serial twice.
+    let data = dir.path().join("data.txt");
+    std::fs::write(&data, "tem thời gian").unwrap();
+    let query = dir.path().join("query.tsq");
+    let tool = |program: &str, args: &[&str]| {
+        let output = Command::new(program).args(args).output().unwrap_or_else(|error| panic!("{program}: {error}; scripts/test.sh installs it"));
+        (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    };
+    let (ok, output) = tool("openssl", &["ts", "-query", "-data", data.to_str().unwrap(), "-sha256", "-cert", "-out", query.to_str().unwrap()]);
+    assert!(ok, "{output}");
+    for id in 1..=3u16 {
+        let reply = dir.path().join(format!("reply-{id}.tsr"));
+        let url = format!("http://127.0.0.1:{}/tsa", base + 90 + id);
+        let (ok, output) = tool("curl", &["-sS", "-f", "-H", "Content-Type: application/timestamp-query", "--data-binary", &format!("@{}", query.display()), "-o", reply.to_str().unwrap(), &url]);
+        assert!(ok, "POST {url}: {output}");
+        let ca = run.join("shared/dev-pki/ca.pem");
+        let (ok, verified) = tool("openssl", &["ts", "-verify", "-data", data.to_str().unwrap(), "-in", reply.to_str().unwrap(), "-CAfile", ca.to_str().unwrap()]);
+        assert!(ok && verified.contains("Verification: OK"), "node {id}: {verified}");
+        let (_, text) = tool("openssl", &["ts", "-reply", "-in", reply.to_str().unwrap(), "-text"]);
+        let serial = text.lines().find_map(|line| line.strip_prefix("Serial number: 0x")).unwrap_or_else(|| panic!("no serial:\n{text}"));
+        let serial = u128::from_str_radix(serial.trim(), 16).unwrap();
+        assert_eq!(serial >> 64, u128::from(id), "node {id}'s serial {serial:x} carries its node id");
+    }
     let status = script(&run, &["status"]);
     assert!(String::from_utf8_lossy(&status.stdout).contains(&format!("raft 127.0.0.1:{}", base + 111)), "status uses the remembered base");
 }

@@ -162,7 +162,8 @@ fn openssl_verify(dir: &std::path::Path, ca_pem: &std::path::Path, signature: &[
 async fn openssl_accepts_certified_copies_and_rejects_a_changed_byte() {
     let dir = tempdir();
     let pki = TestPki::new(&dir.path().join("pki"));
-    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    let tsa = pki.tsa_toml(&dir.path().join("pki"), "tsa");
+    let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &tsa, "");
     let ecdsa = pki.issue(&signer_spec("Ký ECDSA", KeyAlgorithm::EcdsaP256));
     let rsa_key = openssl_rsa_key(dir.path());
     let rsa = kyso::crypto::devpki::issue_with_key(&signer_spec("Ký RSA", KeyAlgorithm::Rsa), &rsa_key, &pki.ca).unwrap();
@@ -184,6 +185,21 @@ async fn openssl_accepts_certified_copies_and_rejects_a_changed_byte() {
             signer.key_algorithm,
             String::from_utf8_lossy(&accepted.stderr)
         );
+        // CAdES-T: the node's own TSA stamped the SignatureValue; openssl checks the token.
+        let token = kyso::crypto::cms::signature_timestamp_token(&certification.cms_signature).unwrap().expect("a signature-time-stamp attribute");
+        std::fs::write(dir.path().join("token.der"), &token).unwrap();
+        std::fs::write(dir.path().join("signature-value.bin"), kyso::crypto::signature_value(&certification.cms_signature).unwrap()).unwrap();
+        let stamp = Command::new("openssl")
+            .args(["ts", "-verify", "-token_in", "-in"])
+            .arg(dir.path().join("token.der"))
+            .arg("-data")
+            .arg(dir.path().join("signature-value.bin"))
+            .arg("-CAfile")
+            .arg(&pki.ca_pem_path)
+            .output()
+            .expect("openssl");
+        let stamp_text = String::from_utf8_lossy(&stamp.stdout).to_string() + &String::from_utf8_lossy(&stamp.stderr);
+        assert!(stamp.status.success() && stamp_text.contains("Verification: OK"), "openssl ts -verify on the signature-time-stamp: {stamp_text}");
         let mut changed = content.clone();
         changed[12_345] ^= 0x01;
         let refused = openssl_verify(dir.path(), &pki.ca_pem_path, &certification.cms_signature, &changed);

@@ -86,6 +86,11 @@ $(principal clerk "local cluster clerk" '"clerk"' "$agencies" '')
 $(principal signer "local cluster signer" '"signer"' '' '"*"')
 $(principal verifier "local cluster verifier" '"verifier"' '' '')
 
+# Every node runs the same dev TSA certificate; serials carry the node id (README.md, "Time stamps").
+[tsa]
+cert_file = "$run/shared/dev-pki/tsa.pem"
+key_file = "$run/shared/dev-pki/tsa.key"
+
 [cluster]
 node_id = $i
 raft_addr = "127.0.0.1:$(raft_port "$i")"

@@ -113,6 +113,7 @@ fn verified_to_proto(verified: &VerifiedCertification) -> pb::VerifiedCertificat
         chain_valid_at_signing: verified.chain_valid_at_signing,
         summary: verified.summary.clone(),
         signer_revocation: verified.signer_revocation.as_ref().map(signer_revocation_to_proto),
+        signature_timestamp_unix: verified.timestamp_unix.unwrap_or(0),
     }
 }
 

@@ -687,6 +687,11 @@ impl<P: Proposer> pb::log_service_server::LogService for GrpcApi<P> {
         let (verifier_key, origin) = self.kyso.log_key();
         Ok(Response::new(pb::LogKey { verifier_key, origin }))
     }
+
+    async fn timestamp(&self, request: Request<pb::TimestampRequest>) -> Result<Response<pb::TimestampReply>, Status> {
+        let reply = self.kyso.timestamp_reply(&request.into_inner().query)?;
+        Ok(Response::new(pb::TimestampReply { reply }))
+    }
 }
 
 #[tonic::async_trait]

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use kyso_cluster::Proposer;
 
@@ -26,14 +27,22 @@ pub fn router<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings) -> Rout
         .route("/livez", get(live::<P>))
         .route("/checkpoint", get(checkpoint::<P>))
         .route("/log-key", get(log_key::<P>))
+        .route("/tsa", post(timestamp::<P>).layer(DefaultBodyLimit::max(TSA_QUERY_SIZE_BYTES_MAX)))
         .with_state(kyso.clone());
     public::routes(kyso.clone(), settings, operational)
         .layer(middleware::from_fn_with_state(kyso, unavailable_unless_ready::<P>))
         .layer(middleware::from_fn(public::security_headers))
 }
 
-/// Health probes answer for themselves, ready or not.
-const PROBE_PATHS: [&str; 3] = ["/healthz", "/readyz", "/livez"];
+/// Health probes answer for themselves, ready or not; so does the time-stamping authority,
+/// which reads only the clock, never the replica.
+const PROBE_PATHS: [&str; 4] = ["/healthz", "/readyz", "/livez", "/tsa"];
+
+/// The largest body `POST /tsa` reads (a TimeStampReq is about 100 bytes); larger bodies
+/// get 413 before they are read whole.
+pub const TSA_QUERY_SIZE_BYTES_MAX: usize = crate::crypto::tsa::REQUEST_SIZE_BYTES_MAX;
+const TIMESTAMP_QUERY: &str = "application/timestamp-query";
+const TIMESTAMP_REPLY: &str = "application/timestamp-reply";
 
 /// Seconds a client is told to wait before asking a node that is not ready again.
 const NOT_READY_RETRY_AFTER_SECONDS: u64 = 5;
@@ -103,4 +112,28 @@ async fn checkpoint<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
 async fn log_key<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>) -> Response {
     let (verifier_key, _origin) = kyso.log_key();
     ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{verifier_key}\n")).into_response()
+}
+
+/// RFC 3161 over HTTP (section 3.4): a DER TimeStampReq with Content-Type
+/// application/timestamp-query in, a DER TimeStampResp (application/timestamp-reply) out.
+/// Another content type gets 415, a body over [`TSA_QUERY_SIZE_BYTES_MAX`] 413, a request
+/// the authority refuses 400 with the reason as text, a node without an authority 404.
+async fn timestamp<P: Proposer>(State(kyso): State<Arc<Kyso<P>>>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
+    let text = [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    let content_type = headers.get(axum::http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
+    if content_type.split(';').next().map(str::trim) != Some(TIMESTAMP_QUERY) {
+        let message = format!("send a DER TimeStampReq with Content-Type {TIMESTAMP_QUERY} (got {content_type:?})\n");
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, text, message).into_response();
+    }
+    match kyso.timestamp_reply(&body) {
+        Ok(reply) => ([(axum::http::header::CONTENT_TYPE, TIMESTAMP_REPLY)], reply).into_response(),
+        Err(error) => {
+            let status = match &error {
+                crate::service::ServiceError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+                crate::service::ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, text, format!("{error}\n")).into_response()
+        }
+    }
 }

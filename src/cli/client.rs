@@ -523,6 +523,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 })),
                 "signature_valid": verified.signature_valid,
                 "chain_valid_at_signing": verified.chain_valid_at_signing,
+                "signature_timestamp_unix": (verified.signature_timestamp_unix != 0).then_some(verified.signature_timestamp_unix),
                 "summary": verified.summary,
             })).collect::<Vec<_>>(),
         }));
@@ -540,6 +541,9 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
                 certification.agency_id,
                 super::human_time(certification.signed_at_unix)
             );
+            if verified.signature_timestamp_unix != 0 {
+                out!("    time-stamped at {} (RFC 3161 token over the signature)", super::human_time(verified.signature_timestamp_unix));
+            }
         }
     }
     if !all_valid {

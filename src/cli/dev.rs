@@ -128,6 +128,10 @@ pub struct DevPki {
     /// The demo agency's organisation certificate and key (its signature on certified PDFs).
     pub agency_pem: PathBuf,
     pub agency_key: PathBuf,
+    /// The time-stamping authority's certificate (extendedKeyUsage timeStamping, critical;
+    /// issued by the dev CA) and key: `[tsa] cert_file`, `key_file` of the dev node.
+    pub tsa_pem: PathBuf,
+    pub tsa_key: PathBuf,
 }
 
 /// Creates the development CA and demo signer under `dir` unless they exist.
@@ -138,8 +142,11 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
         signer_key: dir.join("signer.key"),
         agency_pem: dir.join("agency.pem"),
         agency_key: dir.join("agency.key"),
+        tsa_pem: dir.join("tsa.pem"),
+        tsa_key: dir.join("tsa.key"),
     };
     if [&pki.ca_pem, &pki.signer_pem, &pki.signer_key, &pki.agency_pem, &pki.agency_key].iter().all(|path| path.exists()) {
+        ensure_dev_tsa(&pki, dir)?;
         return Ok(pki);
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -185,7 +192,24 @@ pub fn ensure_dev_pki(dir: &Path) -> anyhow::Result<DevPki> {
     std::fs::write(&pki.signer_pem, signer.cert_pem())?;
     std::fs::write(&pki.ca_pem, ca.cert_pem())?;
     let _: &IssuedCert = &signer;
+    ensure_dev_tsa(&pki, dir)?;
     Ok(pki)
+}
+
+/// Issues the dev TSA certificate from the dev CA unless it exists (a data directory from
+/// before the TSA gets one without new CA or signer).
+fn ensure_dev_tsa(pki: &DevPki, dir: &Path) -> anyhow::Result<()> {
+    if pki.tsa_pem.exists() && pki.tsa_key.exists() {
+        return Ok(());
+    }
+    let ca_cert = pem::parse(std::fs::read(&pki.ca_pem)?).context("dev-pki/ca.pem is not PEM")?.into_contents();
+    let ca_key = pem::parse(std::fs::read(dir.join("ca.key"))?).context("dev-pki/ca.key is not PEM")?.into_contents();
+    let ca = IssuedCert { cert_der: ca_cert, key_pkcs8_der: zeroize::Zeroizing::new(ca_key) };
+    let now = crate::service::now_unix();
+    let tsa = devpki::issue_tsa("kyso dev TSA", KeyAlgorithm::EcdsaP256, now - 3600, now + DEV_CERT_VALIDITY_SECONDS, &ca)?;
+    write_private(&pki.tsa_key, tsa.key_pem().as_bytes())?;
+    std::fs::write(&pki.tsa_pem, format!("{}{}", tsa.cert_pem(), ca.cert_pem()))?;
+    Ok(())
 }
 
 fn write_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
@@ -297,6 +321,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         crate::config::AgencyPdfConfig { number_format: "{number}/{year}-SCTĐT/BS".into(), ..Default::default() },
     );
     config.tls = tls.tls_config();
+    config.tsa.cert_file = Some(pki.tsa_pem.clone());
+    config.tsa.key_file = Some(pki.tsa_key.clone());
     config.access.principals = tls.principals(std::slice::from_ref(&demo_signer_id))?;
     let mut node = Node::start(&config).await.context("dev node failed to start")?;
     node.public.base_url = format!("http://{}", node.http_addr);
@@ -343,6 +369,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  HTTP   http://{}  (health: /healthz; public lookup: /v/<CODE>)", node.http_addr);
     println!("  agency {DEMO_AGENCY}; signer {DEMO_SIGNER_NAME} ({DEMO_SIGNER_TITLE}), id {}, pin {DEMO_PIN}", signer.id);
     println!("  dev CA {}", pki.ca_pem.display());
+    println!("  TSA    http://{}/tsa  (RFC 3161; certificate {}: openssl ts -query -data FILE -sha256 -cert)", node.http_addr, pki.tsa_pem.display());
     println!("  log key (verifier) {}  (also http://{}/log-key)", args.data_dir.join("log.pub").display(), node.http_addr);
     if let Ok(line) = std::fs::read_to_string(args.data_dir.join("log.pub")) {
         println!("    {}", line.trim());

@@ -56,6 +56,11 @@ const OID_SIGNED_DATA: ObjectIdentifier = const_oid::db::rfc5911::ID_SIGNED_DATA
 const OID_CONTENT_TYPE: ObjectIdentifier = const_oid::db::rfc5911::ID_CONTENT_TYPE;
 const OID_MESSAGE_DIGEST: ObjectIdentifier = const_oid::db::rfc5911::ID_MESSAGE_DIGEST;
 const OID_SIGNING_TIME: ObjectIdentifier = const_oid::db::rfc5911::ID_SIGNING_TIME;
+/// id-ct-TSTInfo (RFC 3161): the content type of a timestamp token (not in const-oid 0.9).
+pub const OID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
+/// id-aa-signatureTimeStampToken (RFC 3161 appendix A): the unsigned attribute holding a
+/// timestamp token over the SignerInfo's SignatureValue.
+pub const OID_SIGNATURE_TIME_STAMP_TOKEN: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.14");
 const OID_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
     const_oid::db::rfc5911::ID_AA_SIGNING_CERTIFICATE_V_2;
 const OID_SHA_256: ObjectIdentifier = const_oid::db::rfc5912::ID_SHA_256;
@@ -165,6 +170,10 @@ pub struct VerifiedCms {
     pub signing_time_unix: i64,
     /// The signer's key algorithm.
     pub algorithm: KeyAlgorithm,
+    /// genTime of the signature-time-stamp token (CAdES-T), unix seconds, when it carries
+    /// one; its imprint was checked against the SignatureValue, not the TSA's signature or
+    /// trust.
+    pub timestamp_unix: Option<i64>,
 }
 
 impl VerifiedCms {
@@ -278,6 +287,42 @@ pub fn sign_detached_parts(
     key: &SigningKey,
     rsa_padding: RsaPadding,
 ) -> Result<Vec<u8>, CmsError> {
+    let content = SignedContent { content_type: OID_DATA, encapsulated: None, parts: content_parts };
+    sign_signed_data(&content, signing_time_unix, signer_chain_der, key, rsa_padding, true)
+}
+
+/// An RFC 3161 TimeStampToken: `tst_info_der` encapsulated with content type id-ct-TSTInfo
+/// (SignedData version 3), signed with the same four attributes as a document signature
+/// (signing-time = `gen_time_unix`, signing-certificate-v2 naming the TSA certificate, which
+/// RFC 3161 section 2.4.1 requires). The chain is embedded only when `embed_certificates`
+/// (the request's certReq).
+pub fn sign_timestamp_token(
+    tst_info_der: &[u8],
+    gen_time_unix: i64,
+    tsa_chain_der: &[Vec<u8>],
+    key: &SigningKey,
+    embed_certificates: bool,
+) -> Result<Vec<u8>, CmsError> {
+    let content = SignedContent { content_type: OID_CT_TST_INFO, encapsulated: Some(tst_info_der), parts: &[tst_info_der] };
+    sign_signed_data(&content, gen_time_unix, tsa_chain_der, key, RsaPadding::Pkcs1v15, embed_certificates)
+}
+
+/// What a SignedData signs: its content type, the content when it is encapsulated, and
+/// the bytes digested (the content itself, possibly in parts).
+struct SignedContent<'a> {
+    content_type: ObjectIdentifier,
+    encapsulated: Option<&'a [u8]>,
+    parts: &'a [&'a [u8]],
+}
+
+fn sign_signed_data(
+    content: &SignedContent<'_>,
+    signing_time_unix: i64,
+    signer_chain_der: &[Vec<u8>],
+    key: &SigningKey,
+    rsa_padding: RsaPadding,
+    embed_certificates: bool,
+) -> Result<Vec<u8>, CmsError> {
     let leaf_der = signer_chain_der.first().ok_or(CmsError::SignerChainEmpty)?;
     if signer_chain_der.len() > CHAIN_LENGTH_MAX {
         return Err(CertError::ChainTooLong {
@@ -299,9 +344,14 @@ pub fn sign_detached_parts(
     let leaf = &certificates[0];
     let suite = suite(key.algorithm());
 
-    let content_digest = digest_parts(suite.digest, content_parts);
-    let signed_attributes =
-        signed_attributes(content_digest.as_ref(), signing_time_unix, leaf_der, leaf)?;
+    let content_digest = digest_parts(suite.digest, content.parts);
+    let signed_attributes = signed_attributes(
+        content.content_type,
+        content_digest.as_ref(),
+        signing_time_unix,
+        leaf_der,
+        leaf,
+    )?;
     // `SetOfVec` encodes with the SET tag (0x31), which is what RFC 5652 section 5.4 says to
     // sign; inside SignerInfo the same bytes carry the [0] IMPLICIT tag instead.
     let pss = rsa_padding == RsaPadding::Pss && key.algorithm() == KeyAlgorithm::Rsa;
@@ -334,14 +384,19 @@ pub fn sign_detached_parts(
     .map_err(|error| {
         CertError::Malformed(format!("the chain holds a certificate twice: {error}"))
     })?;
+    let econtent = match content.encapsulated {
+        Some(bytes) => Some(Any::encode_from(&OctetString::new(bytes).map_err(encoding)?).map_err(encoding)?),
+        None => None,
+    };
     let signed_data = SignedData {
-        version: CmsVersion::V1,
+        // RFC 5652 section 5.1: version 3 when the content is not id-data.
+        version: if content.content_type == OID_DATA { CmsVersion::V1 } else { CmsVersion::V3 },
         digest_algorithms: set_of(vec![algorithm_identifier(suite.digest_oid, false)])?,
         encap_content_info: EncapsulatedContentInfo {
-            econtent_type: OID_DATA,
-            econtent: None,
+            econtent_type: content.content_type,
+            econtent,
         },
-        certificates: Some(certificate_set),
+        certificates: embed_certificates.then_some(certificate_set),
         crls: None,
         signer_infos: SignerInfos::try_from(vec![signer_info]).map_err(encoding)?,
     };
@@ -350,6 +405,84 @@ pub fn sign_detached_parts(
         content: Any::encode_from(&signed_data).map_err(encoding)?,
     };
     content_info.to_der().map_err(encoding)
+}
+
+/// The SignatureValue of the one signer of `cms_der`: what a signature-time-stamp covers.
+pub fn signature_value(cms_der: &[u8]) -> Result<Vec<u8>, CmsError> {
+    let (_, signed_data) = decode_signed_data(cms_der)?;
+    Ok(single_signer(&signed_data)?.signature.as_bytes().to_vec())
+}
+
+/// Adds `token_der` (an RFC 3161 TimeStampToken over this CMS's SignatureValue) as the
+/// unsigned attribute id-aa-signatureTimeStampToken: CAdES-T. Nothing signed changes; the
+/// caller SHOULD verify the result (the SignedData is re-encoded, and the signed
+/// attributes and certificates re-encode to the same bytes only because kyso wrote them
+/// in DER order).
+pub fn add_signature_timestamp(cms_der: &[u8], token_der: &[u8]) -> Result<Vec<u8>, CmsError> {
+    let (_, mut signed_data) = decode_signed_data(cms_der)?;
+    let mut signers = signed_data.signer_infos.0.into_vec();
+    let [signer] = signers.as_mut_slice() else {
+        return Err(CmsError::SignerCount { count: signers.len() });
+    };
+    let token = Any::from_der(token_der).map_err(malformed)?;
+    signer.unsigned_attrs = Some(set_of(vec![attribute(OID_SIGNATURE_TIME_STAMP_TOKEN, token)?])?);
+    signed_data.signer_infos = SignerInfos::try_from(signers).map_err(encoding)?;
+    let content_info = ContentInfo {
+        content_type: OID_SIGNED_DATA,
+        content: Any::encode_from(&signed_data).map_err(encoding)?,
+    };
+    content_info.to_der().map_err(encoding)
+}
+
+/// The signature-time-stamp token of the one signer, if it carries one (DER, as embedded).
+pub fn signature_timestamp_token(cms_der: &[u8]) -> Result<Option<Vec<u8>>, CmsError> {
+    let (_, signed_data) = decode_signed_data(cms_der)?;
+    let signer = single_signer(&signed_data)?;
+    let Some(attributes) = &signer.unsigned_attrs else {
+        return Ok(None);
+    };
+    let mut tokens = attributes.iter().filter(|attribute| attribute.oid == OID_SIGNATURE_TIME_STAMP_TOKEN);
+    let Some(attribute) = tokens.next() else {
+        return Ok(None);
+    };
+    match attribute.values.as_slice() {
+        [token] => Ok(Some(token.to_der().map_err(encoding)?)),
+        values => Err(CmsError::InvalidAttribute {
+            name: "signature-time-stamp",
+            reason: format!("it has {} values, expected exactly one", values.len()),
+        }),
+    }
+}
+
+/// genTime (unix seconds) of the signature-time-stamp of `cms_der`'s one signer, when it
+/// carries one whose imprint covers its SignatureValue; the TSA's signature and trust are
+/// not checked. Needs no document: what verify answers report.
+pub fn signature_timestamp_unix(cms_der: &[u8]) -> Result<Option<i64>, CmsError> {
+    let Some(token) = signature_timestamp_token(cms_der)? else {
+        return Ok(None);
+    };
+    let signature = signature_value(cms_der)?;
+    super::tsa::check_signature_token(&token, &signature)
+        .map(Some)
+        .map_err(|error| CmsError::InvalidAttribute { name: "signature-time-stamp", reason: error.to_string() })
+}
+
+/// The ContentInfo and its SignedData, size-checked.
+pub(crate) fn decode_signed_data(cms_der: &[u8]) -> Result<(ContentInfo, SignedData), CmsError> {
+    if cms_der.len() > CMS_SIZE_BYTES_MAX {
+        return Err(CmsError::TooLarge {
+            size_bytes: cms_der.len(),
+            limit_bytes: CMS_SIZE_BYTES_MAX,
+        });
+    }
+    let content_info = ContentInfo::from_der(cms_der).map_err(malformed)?;
+    if content_info.content_type != OID_SIGNED_DATA {
+        return Err(CmsError::NotSignedData {
+            content_type: content_info.content_type.to_string(),
+        });
+    }
+    let signed_data: SignedData = content_info.content.decode_as().map_err(malformed)?;
+    Ok((content_info, signed_data))
 }
 
 /// Checks a detached CMS signature over `content`: structure and allowed algorithms, the
@@ -366,21 +499,71 @@ pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, Cm
 
 /// [`verify_detached`] over content given as consecutive parts (see [`sign_detached_parts`]).
 pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<VerifiedCms, CmsError> {
-    if cms_der.len() > CMS_SIZE_BYTES_MAX {
-        return Err(CmsError::TooLarge {
-            size_bytes: cms_der.len(),
-            limit_bytes: CMS_SIZE_BYTES_MAX,
-        });
-    }
-    let content_info = ContentInfo::from_der(cms_der).map_err(malformed)?;
-    if content_info.content_type != OID_SIGNED_DATA {
-        return Err(CmsError::NotSignedData {
-            content_type: content_info.content_type.to_string(),
-        });
-    }
-    let signed_data: SignedData = content_info.content.decode_as().map_err(malformed)?;
+    let (_, signed_data) = decode_signed_data(cms_der)?;
     check_encapsulated_content(&signed_data.encap_content_info)?;
+    let signer = check_signer(cms_der, &signed_data, OID_DATA, content_parts)?;
     let signer_info = single_signer(&signed_data)?;
+    let attributes = signer_info.signed_attrs.as_ref().ok_or(CmsError::SignedAttributesMissing)?;
+    let signing_time_unix = signing_time_attribute(attributes)?;
+    let timestamp_unix = match signature_timestamp_token(cms_der)? {
+        Some(token) => Some(super::tsa::check_signature_token(&token, signer_info.signature.as_bytes()).map_err(|error| CmsError::InvalidAttribute {
+            name: "signature-time-stamp",
+            reason: error.to_string(),
+        })?),
+        None => None,
+    };
+    Ok(VerifiedCms {
+        timestamp_unix,
+        signer_cert_der: signer.cert_der.to_vec(),
+        certificates_der: signer.certificates.iter().map(|der| der.to_vec()).collect(),
+        signing_time_unix,
+        algorithm: signer.algorithm,
+    })
+}
+
+/// A TimeStampToken whose signature checked out: the TSA certificate and every embedded
+/// certificate (as received), and the encapsulated TSTInfo's DER.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub tsa_cert_der: Vec<u8>,
+    pub certificates_der: Vec<Vec<u8>>,
+    pub tst_info_der: Vec<u8>,
+}
+
+/// Checks an RFC 3161 TimeStampToken's own signature: eContent id-ct-TSTInfo, the
+/// content-type and message-digest attributes over it, the signature by the embedded TSA
+/// certificate (kyso's algorithm list), and ESS signing-certificate-v2 (RFC 5816) naming
+/// that certificate. It does NOT decide whether the TSA is trusted or a TSA at all (see
+/// `tsa::check_tsa_certificate`).
+pub fn verify_timestamp_token(token_der: &[u8]) -> Result<VerifiedToken, CmsError> {
+    let (_, signed_data) = decode_signed_data(token_der)?;
+    let encapsulated = &signed_data.encap_content_info;
+    if encapsulated.econtent_type != OID_CT_TST_INFO {
+        return Err(CmsError::UnsupportedContentType { content_type: encapsulated.econtent_type.to_string() });
+    }
+    let econtent = encapsulated.econtent.as_ref().ok_or_else(|| CmsError::Malformed("the token encapsulates no TSTInfo".to_string()))?;
+    let tst_info: OctetString = econtent.decode_as().map_err(malformed)?;
+    let signer = check_signer(token_der, &signed_data, OID_CT_TST_INFO, &[tst_info.as_bytes()])?;
+    Ok(VerifiedToken {
+        tsa_cert_der: signer.cert_der.to_vec(),
+        certificates_der: signer.certificates.iter().map(|der| der.to_vec()).collect(),
+        tst_info_der: tst_info.as_bytes().to_vec(),
+    })
+}
+
+/// The one signer of a SignedData whose signature checked out.
+struct CheckedSigner<'a> {
+    cert_der: &'a [u8],
+    certificates: Vec<&'a [u8]>,
+    algorithm: KeyAlgorithm,
+}
+
+/// Checks the one SignerInfo of `signed_data` (decoded from `cms_der`): allowed
+/// algorithms, the content-type attribute (`content_type`), the message-digest over
+/// `content_parts`, the signature over the signed attributes as received, made by the
+/// embedded certificate named by issuer and serial number, and ESS signing-certificate-v2.
+fn check_signer<'a>(cms_der: &'a [u8], signed_data: &SignedData, content_type: ObjectIdentifier, content_parts: &[&[u8]]) -> Result<CheckedSigner<'a>, CmsError> {
+    let signer_info = single_signer(signed_data)?;
     let raw = raw_parts(cms_der)?;
     if raw.certificates.len() > CMS_CERTIFICATES_COUNT_MAX {
         return Err(CmsError::Malformed(format!(
@@ -395,7 +578,7 @@ pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<
     let signer_certificate = parse_certificate(signer_cert_der)?;
     let algorithm = signer_key_algorithm(signer_certificate.public_key())?;
     let suite = suite(algorithm);
-    check_algorithms(&signed_data, signer_info, &suite, algorithm)?;
+    check_algorithms(signed_data, signer_info, &suite, algorithm)?;
 
     let attributes = signer_info
         .signed_attrs
@@ -404,7 +587,7 @@ pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<
     let raw_attributes = raw
         .signed_attributes
         .ok_or(CmsError::SignedAttributesMissing)?;
-    check_content_type_attribute(attributes)?;
+    check_content_type_attribute(attributes, content_type)?;
     check_message_digest_attribute(attributes, suite.digest, content_parts)?;
 
     let suite = if is_rsa_pss(algorithm, &signer_info.signature_algorithm) {
@@ -414,13 +597,7 @@ pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<
     };
     check_signature_value(raw_attributes, signer_info, &signer_certificate, &suite)?;
     check_signing_certificate_attribute(attributes, signer_cert_der, signer_id)?;
-    let signing_time_unix = signing_time_attribute(attributes)?;
-    Ok(VerifiedCms {
-        signer_cert_der: signer_cert_der.to_vec(),
-        certificates_der: raw.certificates.iter().map(|der| der.to_vec()).collect(),
-        signing_time_unix,
-        algorithm,
-    })
+    Ok(CheckedSigner { cert_der: signer_cert_der, certificates: raw.certificates, algorithm })
 }
 
 /// Verifies the signature over the signed attributes exactly as received.
@@ -480,12 +657,13 @@ fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, CmsError> {
 
 /// content-type, message-digest, signing-time and signing-certificate-v2, in DER SET order.
 fn signed_attributes(
+    content_type: ObjectIdentifier,
     content_digest: &[u8],
     signing_time_unix: i64,
     leaf_der: &[u8],
     leaf: &Certificate,
 ) -> Result<SignedAttributes, CmsError> {
-    let content_type = Any::encode_from(&OID_DATA).map_err(encoding)?;
+    let content_type = Any::encode_from(&content_type).map_err(encoding)?;
     let message_digest =
         Any::encode_from(&OctetString::new(content_digest).map_err(encoding)?).map_err(encoding)?;
     let signing_time = Any::encode_from(&signing_time(signing_time_unix)?).map_err(encoding)?;
@@ -662,11 +840,11 @@ fn decode_attribute<T: der::DecodeOwned>(value: &Any, name: &'static str) -> Res
     T::from_der(&value.to_der().map_err(invalid)?).map_err(invalid)
 }
 
-fn check_content_type_attribute(attributes: &SignedAttributes) -> Result<(), CmsError> {
+fn check_content_type_attribute(attributes: &SignedAttributes, expected: ObjectIdentifier) -> Result<(), CmsError> {
     const NAME: &str = "content-type";
     let value = single_attribute_value(attributes, OID_CONTENT_TYPE, NAME)?;
     let content_type: ObjectIdentifier = decode_attribute(value, NAME)?;
-    if content_type != OID_DATA {
+    if content_type != expected {
         return Err(CmsError::ContentTypeMismatch);
     }
     Ok(())

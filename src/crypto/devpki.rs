@@ -227,6 +227,41 @@ pub fn issue(spec: &CertSpec, issuer: &IssuedCert) -> Result<IssuedCert, DevPkiE
     finish_issued(spec, key, issuer)
 }
 
+/// extendedKeyUsage with timeStamping (1.3.6.1.5.5.7.3.8) only: SEQUENCE { OID }.
+const EXTENDED_KEY_USAGE_TIME_STAMPING_DER: [u8; 12] = [0x30, 0x0A, 0x06, 0x08, 0x2B, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
+
+/// A time-stamping authority's certificate issued by `issuer`: extendedKeyUsage
+/// timeStamping only and critical (rcgen writes its own EKU non-critical, so the
+/// extension is written by hand), keyUsage digitalSignature, not a CA.
+pub fn issue_tsa(
+    common_name: &str,
+    algorithm: KeyAlgorithm,
+    not_before_unix: i64,
+    not_after_unix: i64,
+    issuer: &IssuedCert,
+) -> Result<IssuedCert, DevPkiError> {
+    let mut params = digital_signature_params(common_name, algorithm, not_before_unix, not_after_unix)?;
+    let mut extended_key_usage = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], EXTENDED_KEY_USAGE_TIME_STAMPING_DER.to_vec());
+    extended_key_usage.set_criticality(true);
+    params.custom_extensions.push(extended_key_usage);
+    sign_params(&params, algorithm, issuer)
+}
+
+/// A leaf that is not a CA, with keyUsage digitalSignature only.
+fn digital_signature_params(common_name: &str, algorithm: KeyAlgorithm, not_before_unix: i64, not_after_unix: i64) -> Result<CertificateParams, DevPkiError> {
+    params(&CertSpec {
+        key_usage: KeyUsages { digital_signature: true, ..KeyUsages::NONE },
+        ..CertSpec::signer(common_name, algorithm, not_before_unix, not_after_unix)
+    })
+}
+
+/// A fresh key of `algorithm` and its certificate from `params`, signed by `issuer`.
+fn sign_params(params: &CertificateParams, algorithm: KeyAlgorithm, issuer: &IssuedCert) -> Result<IssuedCert, DevPkiError> {
+    let key = generate_key(algorithm)?;
+    let certificate = params.signed_by(&key, &issuer_from(issuer)?)?;
+    Ok(IssuedCert { cert_der: certificate.der().to_vec(), key_pkcs8_der: Zeroizing::new(key.serialize_der()) })
+}
+
 /// A certificate for a key the caller brings (unencrypted PKCS#8 DER, of `spec.algorithm`),
 /// signed by `issuer`.
 pub fn issue_with_key(
@@ -451,11 +486,7 @@ fn issue_tls_with(
     not_after_unix: i64,
     issuer: &IssuedCert,
 ) -> Result<IssuedCert, DevPkiError> {
-    let spec = CertSpec {
-        key_usage: KeyUsages { digital_signature: true, ..KeyUsages::NONE },
-        ..CertSpec::signer(common_name, KeyAlgorithm::EcdsaP256, not_before_unix, not_after_unix)
-    };
-    let mut params = params(&spec)?;
+    let mut params = digital_signature_params(common_name, KeyAlgorithm::EcdsaP256, not_before_unix, not_after_unix)?;
     params.subject_alt_names = CertificateParams::new(subject_alt_names.to_vec())?.subject_alt_names;
     if let Some(uri) = uri {
         params.subject_alt_names.push(rcgen::SanType::URI(rcgen::string::Ia5String::try_from(uri)?));
@@ -467,9 +498,7 @@ fn issue_tls_with(
             vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth]
         }
     };
-    let key = generate_key(KeyAlgorithm::EcdsaP256)?;
-    let certificate = params.signed_by(&key, &issuer_from(issuer)?)?;
-    Ok(IssuedCert { cert_der: certificate.der().to_vec(), key_pkcs8_der: Zeroizing::new(key.serialize_der()) })
+    sign_params(&params, KeyAlgorithm::EcdsaP256, issuer)
 }
 
 /// A node's TLS certificate (serverAuth and clientAuth) bound to cluster node `node_id`

@@ -15,6 +15,8 @@
 //!   `seal_with_pin`/`open_with_pin` under the master key and a signer's PIN.
 //! - [`cms`]: detached CMS (RFC 5652) signatures with CAdES signed attributes.
 //! - [`crl`]: certificate revocation lists, their signature checked against trusted CAs.
+//! - [`tsa`]: the RFC 3161 time-stamping authority (requests, tokens, replies) and the
+//!   checks of a token over a signature.
 //! - [`devpki`]: a throwaway certificate authority for `kyso dev` and for tests.
 
 pub mod cert;
@@ -22,6 +24,7 @@ pub mod cms;
 pub mod crl;
 pub mod devpki;
 pub mod keys;
+pub mod tsa;
 
 #[cfg(test)]
 mod testutil;
@@ -29,7 +32,7 @@ mod testutil;
 use std::fmt;
 
 pub use cert::{parse_certificates, validate_chain, CertError, TrustAnchors, ValidatedChain};
-pub use cms::{sign_detached, sign_detached_parts, RsaPadding, verify_detached, verify_detached_parts, CmsError, VerifiedCms};
+pub use cms::{add_signature_timestamp, signature_value, sign_detached, sign_detached_parts, RsaPadding, verify_detached, verify_detached_parts, CmsError, VerifiedCms};
 pub use devpki::DevPkiError;
 pub use crl::{verify_crl, CrlError, VerifiedCrl};
 pub use keys::{check_pin, open, open_with_pin, seal, seal_with_pin, KeyError, MasterKey, SigningKey};

@@ -16,13 +16,15 @@ const NOT_BEFORE_UNIX: i64 = 1_577_836_800;
 const NOT_AFTER_UNIX: i64 = 2_366_841_600;
 /// 2026-12-05T10:00:00Z.
 const SIGNED_AT_UNIX: i64 = 1_796_464_800;
-/// Reserved for a timestamp token (issue 15) in every signature.
+/// Reserved for the signature-time-stamp token in every signature.
 const TIMESTAMP_ROOM_BYTES: usize = 8 * 1024;
 
 struct Pki {
     ca: IssuedCert,
     performer: IssuedCert,
     agency: IssuedCert,
+    /// Stamps every signature (PAdES B-T), as the service's own TSA does.
+    tsa: std::sync::Arc<crypto::tsa::TimeStampAuthority>,
 }
 
 fn pki() -> Pki {
@@ -33,7 +35,10 @@ fn pki() -> Pki {
         &ca,
     )
     .expect("agency");
-    Pki { ca, performer, agency }
+    let tsa = devpki::issue_tsa("Kyso Dev TSA", KeyAlgorithm::EcdsaP256, NOT_BEFORE_UNIX, NOT_AFTER_UNIX, &ca).expect("tsa");
+    let tsa = crypto::tsa::TimeStampAuthority::new(vec![tsa.cert_der.clone(), ca.cert_der.clone()], tsa.signing_key().expect("tsa key"), crypto::tsa::DEFAULT_POLICY_OID, 1, 1)
+        .expect("tsa");
+    Pki { ca, performer, agency, tsa: std::sync::Arc::new(tsa) }
 }
 
 fn block(kind: CertificationKind, placement: BlockPlacement) -> Block {
@@ -54,8 +59,8 @@ fn block(kind: CertificationKind, placement: BlockPlacement) -> Block {
 }
 
 /// Signs `pdf` once, the way the service does: prepare, CMS over the two ranges, complete.
-fn sign(pdf: Vec<u8>, signer: &IssuedCert, ca: &IssuedCert, field_name: &str, reason: &str) -> Vec<u8> {
-    let chain = vec![signer.cert_der.clone(), ca.cert_der.clone()];
+fn sign(pdf: Vec<u8>, signer: &IssuedCert, pki: &Pki, field_name: &str, reason: &str) -> Vec<u8> {
+    let chain = vec![signer.cert_der.clone(), pki.ca.cert_der.clone()];
     let capacity = chain.iter().map(Vec::len).sum::<usize>() + TIMESTAMP_ROOM_BYTES + 2048;
     let fields = SignatureFields {
         field_name: field_name.into(),
@@ -67,14 +72,18 @@ fn sign(pdf: Vec<u8>, signer: &IssuedCert, ca: &IssuedCert, field_name: &str, re
     let prepared = prepare_signature(pdf, &fields).expect("prepare");
     let key = signer.signing_key().expect("key");
     let cms = crypto::sign_detached_parts(&prepared.signed_parts(), SIGNED_AT_UNIX, &chain, &key, crypto::RsaPadding::Pss).expect("cms");
-    crypto::verify_detached_parts(&cms, &prepared.signed_parts()).expect("fresh cms verifies");
+    let issue = crypto::tsa::Issue { gen_time_unix: SIGNED_AT_UNIX + 1, serial_random: u64::from(field_name.len() as u32) };
+    let token = pki.tsa.stamp_signature(&crypto::signature_value(&cms).expect("signature value"), issue).expect("token");
+    let cms = crypto::add_signature_timestamp(&cms, &token).expect("stamped");
+    let verified = crypto::verify_detached_parts(&cms, &prepared.signed_parts()).expect("fresh cms verifies");
+    assert_eq!(verified.timestamp_unix, Some(SIGNED_AT_UNIX + 1));
     prepared.complete(&cms).expect("complete")
 }
 
 fn certify(scan: &[u8], block: &Block, pki: &Pki) -> Vec<u8> {
     let unsigned = build_unsigned(scan, block).expect("build");
-    let once = sign(unsigned, &pki.performer, &pki.ca, "kyso-performer", "Người thực hiện chứng thực");
-    sign(once, &pki.agency, &pki.ca, "kyso-agency", "Cơ quan chứng thực")
+    let once = sign(unsigned, &pki.performer, pki, "kyso-performer", "Người thực hiện chứng thực");
+    sign(once, &pki.agency, pki, "kyso-agency", "Cơ quan chứng thực")
 }
 
 fn artefacts() -> PathBuf {
@@ -139,7 +148,8 @@ fn assert_both_signatures_valid(path: &Path, pki: &Pki) {
     assert!(report.contains("ETSI.CAdES.detached"), "pdfsig:\n{report}");
     let (ok, report) = pyhanko(path, &pki.ca);
     assert!(ok, "pyhanko:\n{report}");
-    assert_eq!(report.matches("INTACT:TRUSTED").count(), 2, "pyhanko:\n{report}");
+    assert_eq!(report.matches("INTACT:TRUSTED").count(), 4, "two signatures and their two time stamps; pyhanko:\n{report}");
+    assert_eq!(report.matches("TIMESTAMP_TOKEN<INTACT:TRUSTED>").count(), 2, "pyhanko:\n{report}");
 }
 
 /// A one-page PDF with a cross-reference table, as many scanners write.
@@ -342,7 +352,7 @@ fn an_rsa_performer_signs_the_pdf_with_rsassa_pss() {
     let key_der = pem::parse(&key.stdout).expect("pem key").into_contents();
     let performer = devpki::issue_with_key(&CertSpec::signer("Lê Văn Cường", KeyAlgorithm::Rsa, NOT_BEFORE_UNIX, NOT_AFTER_UNIX), &key_der, &pki.ca)
         .expect("rsa signer");
-    let rsa_pki = Pki { ca: pki.ca.clone(), performer, agency: pki.agency.clone() };
+    let rsa_pki = Pki { ca: pki.ca.clone(), performer, agency: pki.agency.clone(), tsa: pki.tsa.clone() };
     let certified = certify(&scanned_pdf(), &block(CertificationKind::CertifiedCopy, BlockPlacement::LastPage), &rsa_pki);
     // id-RSASSA-PSS (1.2.840.113549.1.1.10), as the hex of /Contents shows it.
     assert!(certified.windows(22).any(|window| window == b"06092A864886F70D01010A"), "the rsa signature is rsassa-pss");

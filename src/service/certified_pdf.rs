@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kyso_cluster::Proposer;
 
+use super::signing::blocking;
 use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
 use crate::crypto::{self, SigningKey};
 use crate::access::{Caller, Role};
@@ -28,8 +29,6 @@ use crate::pdf::{self, Block, BlockPlacement, BlockText, PdfError, ScanFormat, S
 pub const REGISTER_ATTEMPTS_MAX: usize = 8;
 /// Register entries in one ListRegister page.
 pub const REGISTER_PAGE_ENTRIES_MAX: usize = 1_000;
-/// Bytes reserved in each signature for the timestamp token issue 15 adds.
-const TIMESTAMP_TOKEN_ROOM_BYTES: usize = 8 * 1024;
 /// Bytes reserved beyond the chain and the timestamp: attributes, signature, DER headers.
 const SIGNATURE_MARGIN_BYTES: usize = 4 * 1024;
 
@@ -76,7 +75,7 @@ impl<P: Proposer> Kyso<P> {
             let block = self.block(certification, &item.signer, year, number);
             let agency = self.agency_signer(&certification.agency_id)?;
             let performer = (item.signer.chain_der.clone(), item.key.clone());
-            let delivered = sign_pdf(item.document.clone(), block, certification.signed_at_unix, performer, agency).await?;
+            let delivered = self.sign_pdf(item.document.clone(), block, certification.signed_at_unix, performer, agency).await?;
             let hash = Sha256::digest(&delivered);
             let size_bytes = delivered.len() as u64;
             self.store_delivered(hash, Bytes::from(delivered)).await?;
@@ -211,36 +210,46 @@ pub(crate) fn delivers_pdf(document: &[u8]) -> bool {
 
 type ChainAndKey = (Vec<Vec<u8>>, Arc<SigningKey>);
 
-/// Builds the PDF and signs it as the performer, then (when the agency has a seal) as the
-/// agency, on a blocking thread; each CMS is checked over its ranges before it is kept.
-async fn sign_pdf(document: Bytes, block: Block, signed_at_unix: i64, performer: ChainAndKey, agency: Option<ChainAndKey>) -> Result<Vec<u8>, ServiceError> {
-    tokio::task::spawn_blocking(move || {
-        let unsigned = pdf::build_unsigned(&document, &block).map_err(pdf_error)?;
+impl<P: Proposer> Kyso<P> {
+    /// Builds the PDF and signs it as the performer, then (when the agency has a seal) as
+    /// the agency; each CMS gets its signature-time-stamp and is checked over its ranges
+    /// before it is kept.
+    async fn sign_pdf(&self, document: Bytes, block: Block, signed_at_unix: i64, performer: ChainAndKey, agency: Option<ChainAndKey>) -> Result<Vec<u8>, ServiceError> {
         let performer_name = block.text.performer_name.clone();
-        let signed = sign_once(unsigned, "kyso-performer", &performer_name, "Người thực hiện chứng thực", signed_at_unix, &performer)?;
-        match &agency {
-            Some(agency) => sign_once(signed, "kyso-agency", &block.text.agency_name, "Cơ quan thực hiện chứng thực", signed_at_unix, agency),
+        let agency_name = block.text.agency_name.clone();
+        let unsigned = blocking(move || pdf::build_unsigned(&document, &block).map_err(pdf_error)).await?;
+        let signed = self.sign_once(unsigned, signature_fields("kyso-performer", &performer_name, "Người thực hiện chứng thực", signed_at_unix), performer).await?;
+        match agency {
+            Some(agency) => self.sign_once(signed, signature_fields("kyso-agency", &agency_name, "Cơ quan thực hiện chứng thực", signed_at_unix), agency).await,
             None => Ok(signed),
         }
-    })
-    .await
-    .map_err(|error| ServiceError::Internal(format!("pdf task failed: {error}")))?
+    }
+
+    /// One signature: prepare the revision and sign its ranges (blocking), time-stamp the
+    /// CMS, then verify it over the ranges and write it into the hole (blocking).
+    async fn sign_once(&self, pdf: Vec<u8>, mut fields: SignatureFields, (chain_der, key): ChainAndKey) -> Result<Vec<u8>, ServiceError> {
+        fields.contents_capacity_bytes = chain_der.iter().map(Vec::len).sum::<usize>() + self.timestamps.token_room_bytes() + SIGNATURE_MARGIN_BYTES;
+        let signed_at_unix = fields.signed_at_unix;
+        let (prepared, cms) = blocking(move || {
+            let prepared = pdf::prepare_signature(pdf, &fields).map_err(pdf_error)?;
+            let cms = crypto::sign_detached_parts(&prepared.signed_parts(), signed_at_unix, &chain_der, &key, crypto::RsaPadding::Pss)
+                .map_err(|error| ServiceError::Internal(format!("signing the pdf failed: {error}")))?;
+            Ok((prepared, cms))
+        })
+        .await?;
+        let cms = self.stamp_cms(cms).await?;
+        blocking(move || {
+            crypto::verify_detached_parts(&cms, &prepared.signed_parts())
+                .map_err(|error| ServiceError::Internal(format!("fresh pdf signature does not verify: {error}")))?;
+            prepared.complete(&cms).map_err(pdf_error)
+        })
+        .await
+    }
 }
 
-fn sign_once(pdf: Vec<u8>, field_name: &str, signer_name: &str, reason: &str, signed_at_unix: i64, (chain_der, key): &ChainAndKey) -> Result<Vec<u8>, ServiceError> {
-    let fields = SignatureFields {
-        field_name: field_name.into(),
-        signer_name: signer_name.into(),
-        reason: reason.into(),
-        signed_at_unix,
-        contents_capacity_bytes: chain_der.iter().map(Vec::len).sum::<usize>() + TIMESTAMP_TOKEN_ROOM_BYTES + SIGNATURE_MARGIN_BYTES,
-    };
-    let prepared = pdf::prepare_signature(pdf, &fields).map_err(pdf_error)?;
-    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), signed_at_unix, chain_der, key, crypto::RsaPadding::Pss)
-        .map_err(|error| ServiceError::Internal(format!("signing the pdf failed: {error}")))?;
-    crypto::verify_detached_parts(&cms, &prepared.signed_parts())
-        .map_err(|error| ServiceError::Internal(format!("fresh pdf signature does not verify: {error}")))?;
-    prepared.complete(&cms).map_err(pdf_error)
+/// The fields of one signature; its capacity is set by `sign_once`.
+fn signature_fields(field_name: &str, signer_name: &str, reason: &str, signed_at_unix: i64) -> SignatureFields {
+    SignatureFields { field_name: field_name.into(), signer_name: signer_name.into(), reason: reason.into(), signed_at_unix, contents_capacity_bytes: 0 }
 }
 
 fn seal_associated_data(agency_id: &str) -> Vec<u8> {

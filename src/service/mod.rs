@@ -12,6 +12,7 @@ pub mod scrub;
 pub mod security;
 pub mod signing;
 pub mod statistics;
+pub mod timestamp;
 pub mod unlocked;
 pub mod validate;
 pub mod verify;
@@ -140,6 +141,8 @@ pub struct Kyso<P: Proposer> {
     pub(crate) register_lock: tokio::sync::Mutex<()>,
     /// Verifications answered here and not yet in the replicated statistics.
     pub(crate) verification_tally: statistics::VerificationTally,
+    /// The node's time-stamping authority and where signatures get their time stamps.
+    pub(crate) timestamps: timestamp::Timestamps,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -185,6 +188,7 @@ impl<P: Proposer> Kyso<P> {
             pdf_settings: certified_pdf::PdfSettings::default(),
             register_lock: tokio::sync::Mutex::new(()),
             verification_tally: statistics::VerificationTally::default(),
+            timestamps: timestamp::Timestamps::default(),
             state,
             blobs,
             proposer,

@@ -222,7 +222,7 @@ impl<P: Proposer> Kyso<P> {
                     key
                 }
             };
-            let cms_der = sign_and_check(document.clone(), signed_at_unix, signer.chain_der.clone(), key.clone()).await?;
+            let cms_der = self.sign_and_check(document.clone(), signed_at_unix, signer.chain_der.clone(), key.clone()).await?;
             if certified_pdf::delivers_pdf(&document) {
                 pdf_items.push(certified_pdf::PdfItem { index: certifications.len(), document, signer: signer.clone(), key });
             }
@@ -564,23 +564,38 @@ impl<P: Proposer> Kyso<P> {
     }
 }
 
-/// Signs on a blocking thread (RSA signing takes milliseconds) and verifies the result
-/// before it may enter the log.
-async fn sign_and_check(
-    document: Bytes,
-    signed_at_unix: i64,
-    chain_der: Vec<Vec<u8>>,
-    key: std::sync::Arc<SigningKey>,
-) -> Result<Vec<u8>, ServiceError> {
-    tokio::task::spawn_blocking(move || {
-        let cms = crypto::sign_detached(&document, signed_at_unix, &chain_der, &key)
-            .map_err(|error| ServiceError::Internal(format!("signing failed: {error}")))?;
-        crypto::verify_detached(&cms, &document)
-            .map_err(|error| ServiceError::Internal(format!("fresh signature does not verify: {error}")))?;
-        Ok(cms)
-    })
-    .await
-    .map_err(|error| ServiceError::Internal(format!("signing task failed: {error}")))?
+impl<P: Proposer> Kyso<P> {
+    /// Signs on a blocking thread (RSA signing takes milliseconds), adds the
+    /// signature-time-stamp (`stamp_cms`), and verifies the result, time stamp included,
+    /// before it may enter the log.
+    async fn sign_and_check(
+        &self,
+        document: Bytes,
+        signed_at_unix: i64,
+        chain_der: Vec<Vec<u8>>,
+        key: std::sync::Arc<SigningKey>,
+    ) -> Result<Vec<u8>, ServiceError> {
+        let signing_document = document.clone();
+        let cms = blocking(move || {
+            crypto::sign_detached(&signing_document, signed_at_unix, &chain_der, &key)
+                .map_err(|error| ServiceError::Internal(format!("signing failed: {error}")))
+        })
+        .await?;
+        let cms = self.stamp_cms(cms).await?;
+        blocking(move || {
+            crypto::verify_detached(&cms, &document)
+                .map_err(|error| ServiceError::Internal(format!("fresh signature does not verify: {error}")))?;
+            Ok(cms)
+        })
+        .await
+    }
+}
+
+/// Runs `work` on a blocking thread (signing, hashing a whole document).
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| ServiceError::Internal(format!("signing task failed: {error}")))?
 }
 
 /// Accepts a PKCS#8 key as PEM ("PRIVATE KEY") or DER.

@@ -40,6 +40,9 @@ pub struct VerifiedCertification {
     pub summary: String,
     /// Proof of inclusion in the transparency log at the current tree size.
     pub inclusion: Option<(crate::state::LogProof, super::log::SignedCheckpoint)>,
+    /// genTime of the CMS's signature-time-stamp (CAdES-T), when it carries one; `None`
+    /// for certifications made without `[tsa]` (or before time stamps existed).
+    pub timestamp_unix: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,7 +170,10 @@ impl<P: Proposer> Kyso<P> {
             (None, Ok(_), Ok(_), None, None) => "valid".to_string(),
         };
         let inclusion = self.current_inclusion(&certification.lookup_code)?;
+        // A token that does not cover the signature already made `signature` fail.
+        let timestamp_unix = crypto::cms::signature_timestamp_unix(&certification.cms_der).ok().flatten();
         Ok(VerifiedCertification {
+            timestamp_unix,
             inclusion,
             signature_valid: signature.is_ok(),
             chain_valid_at_signing: chain.is_ok(),

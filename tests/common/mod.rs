@@ -423,6 +423,19 @@ impl TestPki {
     pub fn issue(&self, spec: &CertSpec) -> IssuedCert {
         devpki::issue(spec, &self.ca).unwrap()
     }
+
+    /// Issues a TSA certificate (extendedKeyUsage timeStamping, critical) from this CA,
+    /// writes `name.pem` (TSA certificate, then the CA) and `name.key` into `dir`, and
+    /// returns the `[tsa]` table that makes a node run it (put it after other tables).
+    pub fn tsa_toml(&self, dir: &Path, name: &str) -> String {
+        let now = now_unix();
+        let tsa = devpki::issue_tsa(name, KeyAlgorithm::EcdsaP256, now - 3600, now + 30 * 86_400, &self.ca).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        std::fs::write(&cert, format!("{}{}", tsa.cert_pem(), self.ca.cert_pem())).unwrap();
+        write_private(&key, tsa.key_pem().as_bytes());
+        format!("[tsa]\ncert_file = {:?}\nkey_file = {:?}\n", cert.display().to_string(), key.display().to_string())
+    }
 }
 
 /// An RSA-2048 PKCS#8 key made by the openssl CLI (rcgen cannot make RSA keys on ring).
