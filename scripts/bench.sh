@@ -2,7 +2,12 @@
 # Runs every benchmark of BENCHMARKS.md in one go and writes the report:
 #
 #   scripts/bench.sh [--nodes 1,3] [--out DIR] [--sizes 10000,100000,1000000]
-#                    [--clients 1,16,64,256] [--seconds S] [--keep-data] [--quick]
+#                    [--clients 1,16,64,256] [--seconds S] [--keep-data] [--quick | --short]
+#
+# --short prints the four ratios of issue 18 in about three minutes with a warm build:
+# 1 node (certify, verify by hash, health check) and 3 nodes (certify, verify by code) at
+# 16 then 64 clients, etcd's puts and linearizable gets in the same run; no limits, scale
+# or criterion steps. The ratios (at 64 clients) go to stdout and DIR/ratios.txt.
 #
 #  1. the machine's limits: fsyncs/s in the run directory, ring signing per core and on
 #     all cores, CMS build and check, SHA-256 bandwidth (kyso-bench limits);
@@ -36,6 +41,7 @@ probe_seconds=1
 criterion_args=(--warm-up-time 0.5 --measurement-time 1)
 out=""
 keep_data=false
+short=false
 while (($#)); do
   case $1 in
     --nodes) nodes=$2; shift 2 ;;
@@ -49,6 +55,9 @@ while (($#)); do
       sizes=2000,10000; clients=1,16; seconds=1; warmup_seconds=0.5; probe_seconds=0.3
       criterion_args=(--warm-up-time 0.2 --measurement-time 0.3 --sample-size 10)
       export KYSO_BENCH_TLOG_LEAVES=100000
+      shift ;;
+    --short)
+      short=true; nodes=1,3; clients=16,64; seconds=3; warmup_seconds=1
       shift ;;
     *) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
@@ -113,8 +122,10 @@ kyso_bench=$bin/kyso-bench
 cat "$out/machine.txt" >&2
 
 # ---- 1. limits ------------------------------------------------------------------------------
-step "limits: fsync, signing, SHA-256"
-"$kyso_bench" limits --dir "$out/limits" --seconds-per-probe "$probe_seconds" >>"$results"
+if ! $short; then
+  step "limits: fsync, signing, SHA-256"
+  "$kyso_bench" limits --dir "$out/limits" --seconds-per-probe "$probe_seconds" >>"$results"
+fi
 "$kyso_bench" record-size >>"$results"
 record_bytes=$("$kyso_bench" record-size --bytes-only)
 
@@ -124,10 +135,14 @@ for cluster_nodes in ${nodes//,/ }; do
   step "kyso: $cluster_nodes-node cluster, certify and verify at $clients clients"
   rm -rf "$out/cluster"
   "$repo/deploy/local/bench-nodes.sh" start --nodes "$cluster_nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
+  ops=certify,verify-hash,verify-code,health
+  if $short; then
+    ((cluster_nodes == 1)) && ops=certify,verify-hash,health || ops=certify,verify-code
+  fi
   servers=()
   while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"
   KYSO_CA="$out/cluster/shared/tls/ca.pem" KYSO_CERT="$out/cluster/shared/tls/client.pem" \
-    KYSO_KEY="$out/cluster/shared/tls/client.key" "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$cluster_nodes" --clients "$clients" \
+    KYSO_KEY="$out/cluster/shared/tls/client.key" "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$cluster_nodes" --clients "$clients" --ops "$ops" \
     --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
   "$repo/deploy/local/bench-nodes.sh" stop --dir "$out/cluster"
 done
@@ -173,6 +188,14 @@ ETCDCTL_API=3 etcdctl --endpoints "$endpoint_list" endpoint health >&2
 "$kyso_bench" etcd "${endpoints[@]}" --nodes 3 --value-size-bytes "$record_bytes" --clients "$clients" \
   --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
 cleanup
+
+if $short; then
+  "$kyso_bench" report --results "$results" >"$out/report.md"
+  "$kyso_bench" ratios --results "$results" --clients 64 | tee "$out/ratios.txt"
+  echo "total: $(($(date +%s) - began)) s" | tee -a "$out/machine.txt"
+  step "done in $(($(date +%s) - began)) s: $out/ratios.txt"
+  return 0
+fi
 
 # ---- 4. scale -------------------------------------------------------------------------------
 step "scale: $sizes records"

@@ -50,6 +50,10 @@ static VERIFICATIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!("kyso_verifications_total", "Verifications answered, by channel (grpc, public_page) and outcome", &["channel", "outcome"])
         .expect("registered once")
 });
+static KEY_UNSEALS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("kyso_signer_key_unseals_total", "PIN unseals (PBKDF2 runs) of signer keys on this node; one per signer and unlock when calls share it")
+        .expect("registered once")
+});
 static ARCHIVE_BLOBS_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!("kyso_archive_blobs_written_total", "Blobs this node wrote to the blob store (new blobs only)").expect("registered once")
 });
@@ -98,6 +102,10 @@ pub fn record_verification(channel: Channel, outcome: &'static str) {
     VERIFICATIONS.with_label_values(&[channel, outcome]).inc();
 }
 
+pub fn record_key_unseal() {
+    KEY_UNSEALS.inc();
+}
+
 pub fn record_blob_written(size_bytes: u64) {
     ARCHIVE_BLOBS_WRITTEN.inc();
     ARCHIVE_BYTES_WRITTEN.inc_by(size_bytes);
@@ -109,6 +117,7 @@ pub fn register() {
     LazyLock::force(&GRPC_REQUESTS);
     LazyLock::force(&GRPC_DURATION);
     LazyLock::force(&CERTIFICATIONS);
+    LazyLock::force(&KEY_UNSEALS);
     for channel in [Channel::Grpc, Channel::PublicPage] {
         for outcome in ["found", "not_found", "error"] {
             let channel = match channel {

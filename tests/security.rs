@@ -269,6 +269,43 @@ async fn a_signer_signs_only_as_its_own_signer_and_a_request_id_is_bound_to_its_
 
 // ----- sole control of keys ------------------------------------------------------------
 
+/// Issue 18: a cold node (no key open in memory) hit by 64 certifications for one signer
+/// at once runs the 600,000-round PBKDF2 once, not once per call; the other calls wait
+/// for that unseal and sign with its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_node_unseals_a_signer_key_once_for_64_concurrent_certifications() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut node = TestNode::start_with(
+        &dir.path().join("node"),
+        &pki.ca_pem_path,
+        &format!("metrics_addr = {metrics_addr:?}\n"),
+        "client_requests_per_second_max = 100000\n",
+    );
+    let signer = register_signer(&node, &pki.issue(&signer_spec("Một Lần Mở", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let content = document(41, 2000);
+    upload(&node, "d-cold", AGENCY, &[("a.pdf", &content)]).await.unwrap();
+    // A restart forgets every opened key: the node is cold.
+    node.restart();
+    let channel = node.channel().await;
+    let calls: Vec<_> = (0..64)
+        .map(|index| {
+            let request = certify_request(&format!("c-cold-{index}"), &content, AGENCY, &signer.signer_id);
+            let channel = channel.clone();
+            tokio::spawn(async move { pb::signing_service_client::SigningServiceClient::new(channel).certify(request).await })
+        })
+        .collect();
+    let mut codes = std::collections::BTreeSet::new();
+    for call in calls {
+        codes.insert(call.await.unwrap().unwrap().into_inner().lookup_code);
+    }
+    assert_eq!(codes.len(), 64, "every call certified on its own");
+    let exposition = http_get(&format!("http://{metrics_addr}/metrics")).await;
+    let unseals: Vec<&str> = exposition.lines().filter(|line| line.starts_with("kyso_signer_key_unseals_total ")).collect();
+    assert_eq!(unseals, vec!["kyso_signer_key_unseals_total 1"], "{exposition}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_pins_lock_the_key_until_an_admin_unlocks_it_and_a_batch_unlocks_once() {
     let fixture = fixture("");

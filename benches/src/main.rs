@@ -41,6 +41,8 @@ enum Command {
     Scale(ScaleArgs),
     /// Render a run's JSON lines as the markdown tables of BENCHMARKS.md.
     Report(ReportArgs),
+    /// Print the four kyso/reference ratios of issue 18 from a run's results.jsonl.
+    Ratios(RatiosArgs),
     /// Print criterion's results (from CRITERION_HOME or --dir) as JSON lines.
     Criterion(CriterionArgs),
     /// Where a stopped node's state.redb spends its bytes, per table.
@@ -243,6 +245,16 @@ struct ReportArgs {
     results: PathBuf,
 }
 
+#[derive(Debug, Args)]
+struct RatiosArgs {
+    /// results.jsonl of a run.
+    #[arg(long)]
+    results: PathBuf,
+    /// The client count whose rows are compared.
+    #[arg(long, default_value_t = 64)]
+    clients: u64,
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -305,6 +317,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             for record in report::criterion_results(&args.dir)? {
                 emit(record);
             }
+            Ok(())
+        }
+        Command::Ratios(args) => {
+            print!("{}", report::ratios(&std::fs::read_to_string(&args.results)?, args.clients)?);
             Ok(())
         }
         Command::Report(args) => {

@@ -10,11 +10,7 @@ use serde_json::Value;
 const GROUP_COMMIT_ENTRIES_MAX: f64 = 512.0;
 
 pub fn render(jsonl: &str) -> anyhow::Result<String> {
-    let records: Vec<Value> = jsonl
-        .lines()
-        .filter(|line| line.trim_start().starts_with('{'))
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()?;
+    let records = parse(jsonl)?;
     fn of_kind<'a>(records: &'a [Value], kind: &'static str) -> impl Iterator<Item = &'a Value> {
         records.iter().filter(move |record| record["kind"] == kind)
     }
@@ -329,6 +325,55 @@ fn render_state(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The four ratios of issue 18, from a run of `scripts/bench.sh --short`: each kyso row
+/// against its reference measured in the same run, at `clients` closed-loop clients.
+/// A row that is missing from the run is named as missing, never guessed.
+pub fn ratios(jsonl: &str, clients: u64) -> anyhow::Result<String> {
+    let records = parse(jsonl)?;
+    let find = |system: &str, op: &str, nodes: u64| {
+        records.iter().find(|record| {
+            record["kind"] == "load"
+                && record["system"] == system
+                && record["op"] == op
+                && record["nodes"].as_u64() == Some(nodes)
+                && record["clients"].as_u64() == Some(clients)
+        })
+    };
+    let rows = [
+        ("3-node certify vs etcd 3-member put", ("kyso", "certify", 3), ("etcd", "put", 3), 1.0),
+        ("1-node certify vs etcd 3-member put", ("kyso", "certify", 1), ("etcd", "put", 3), 1.5),
+        ("1-node verify-hash vs 1-node gRPC health check", ("kyso", "verify-hash", 1), ("kyso", "health", 1), 0.6),
+        ("3-node verify-code (linearizable) vs etcd linearizable get", ("kyso", "verify-code", 3), ("etcd", "get", 3), 2.0),
+    ];
+    let mut out = String::new();
+    writeln!(out, "ratios at {clients} clients (target in brackets; p99/p999 in ms):")?;
+    for (label, (system, op, nodes), (ref_system, ref_op, ref_nodes), target) in rows {
+        let (Some(kyso), Some(reference)) = (find(system, op, nodes), find(ref_system, ref_op, ref_nodes)) else {
+            writeln!(out, "  {label}: missing from this run")?;
+            continue;
+        };
+        let (ours, theirs) = (&kyso["summary"], &reference["summary"]);
+        let ratio = num(&ours["per_second"]) / num(&theirs["per_second"]).max(f64::MIN_POSITIVE);
+        writeln!(
+            out,
+            "  {label}: {ratio:.2} x [>= {target}] {} | {:.0}/s p99 {:.1} p999 {:.1} errors {} vs {:.0}/s p99 {:.1} p999 {:.1}",
+            if ratio >= target { "met" } else { "MISSED" },
+            num(&ours["per_second"]),
+            num(&ours["p99_ms"]),
+            num(&ours["p999_ms"]),
+            errors_cell(ours),
+            num(&theirs["per_second"]),
+            num(&theirs["p99_ms"]),
+            num(&theirs["p999_ms"]),
+        )?;
+    }
+    Ok(out)
+}
+
+fn parse(jsonl: &str) -> anyhow::Result<Vec<Value>> {
+    Ok(jsonl.lines().filter(|line| line.trim_start().starts_with('{')).map(serde_json::from_str).collect::<Result<_, _>>()?)
+}
+
 fn num(value: &Value) -> f64 {
     value.as_f64().unwrap_or(0.0)
 }
@@ -365,5 +410,27 @@ mod tests {
         assert!(markdown.contains("| certify | 16 | 1 | 3000 | 5.00 | 9.00 | 12.00 | 0 | put | 3 | 2000 | 7.00 | 10.00 | 1.50 |"), "{markdown}");
         // Bound at 16 clients: min(6000, 500 × 16) = 6000, so 3000 is 50 %.
         assert!(markdown.contains("| 16 | 1 | 3000 | 6000 | 8000 | 50 % |"), "{markdown}");
+    }
+
+    #[test]
+    fn ratios_pair_each_kyso_row_with_its_reference_of_the_same_run() {
+        let row = |system: &str, op: &str, nodes: u64, clients: u64, per_second: f64| {
+            format!(r#"{{"kind":"load","system":"{system}","op":"{op}","nodes":{nodes},"clients":{clients},"summary":{{"per_second":{per_second},"p50_ms":1.0,"p99_ms":9.0,"p999_ms":12.0,"errors":0}}}}"#)
+        };
+        let jsonl = [
+            row("kyso", "certify", 3, 64, 1000.0),
+            row("kyso", "certify", 3, 16, 9999.0),
+            row("kyso", "certify", 1, 64, 3000.0),
+            row("etcd", "put", 3, 64, 2000.0),
+            row("kyso", "verify-hash", 1, 64, 7000.0),
+            row("kyso", "health", 1, 64, 10000.0),
+            row("etcd", "get", 3, 64, 4000.0),
+        ]
+        .join("\n");
+        let text = ratios(&jsonl, 64).unwrap();
+        assert!(text.contains("3-node certify vs etcd 3-member put: 0.50 x [>= 1] MISSED | 1000/s"), "{text}");
+        assert!(text.contains("1-node certify vs etcd 3-member put: 1.50 x [>= 1.5] met"), "{text}");
+        assert!(text.contains("1-node verify-hash vs 1-node gRPC health check: 0.70 x [>= 0.6] met"), "{text}");
+        assert!(text.contains("3-node verify-code (linearizable) vs etcd linearizable get: missing from this run"), "{text}");
     }
 }

@@ -126,6 +126,8 @@ pub struct Kyso<P: Proposer> {
     pub(crate) peer_blobs: Option<Arc<dyn PeerBlobs>>,
     /// Signer keys opened by a recent PIN unlock (`limits.unlocked_key_seconds_max`).
     pub(crate) unlocked_keys: unlocked::UnlockedKeys,
+    /// One PIN unseal per signer at a time (single flight).
+    pub(crate) unseal_gates: unlocked::UnsealGates,
     /// Signature and chain answers per certification (`limits.verify_cache_entries_max`).
     pub(crate) check_cache: verify::CheckCache,
     /// The checkpoint signed last (see `log::sign_checkpoint`).
@@ -182,6 +184,7 @@ impl<P: Proposer> Kyso<P> {
             .expect("the system random source is unavailable");
         Kyso {
             unlocked_keys,
+            unseal_gates: unlocked::UnsealGates::default(),
             check_cache: verify::CheckCache::new(limits.verify_cache_entries_max),
             last_checkpoint: std::sync::Mutex::new(None),
             blob_fill: tokio::sync::Mutex::new(()),

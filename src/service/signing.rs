@@ -441,15 +441,26 @@ impl<P: Proposer> Kyso<P> {
     ///
     /// A key opened with the same PIN within `limits.unlocked_key_seconds_max` is served
     /// from memory without PBKDF2 ([`super::unlocked`]); a lock applies either way.
+    ///
+    /// One unseal per signer runs at a time on this node: concurrent calls wait for it and
+    /// take the key it opened (single flight; a cold node hit by 64 certifications runs
+    /// one PBKDF2, not 64).
     pub(crate) async fn unseal_signer_key(&self, caller: &Caller, signer: &Signer, pin: &str) -> Result<std::sync::Arc<SigningKey>, ServiceError> {
-        if let Some(sealed) = &signer.sealed_key {
-            if self.state.signer_status(&signer.id)?.locked() {
-                self.unlocked_keys.forget(&signer.id);
+        let held = |kyso: &Self| -> Result<Option<std::sync::Arc<SigningKey>>, ServiceError> {
+            let Some(sealed) = &signer.sealed_key else { return Ok(None) };
+            if kyso.state.signer_status(&signer.id)?.locked() {
+                kyso.unlocked_keys.forget(&signer.id);
                 return Err(locked(&signer.id));
             }
-            if let Some(key) = self.unlocked_keys.get(&signer.id, sealed, pin) {
-                return Ok(key);
-            }
+            Ok(kyso.unlocked_keys.get(&signer.id, sealed, pin))
+        };
+        if let Some(key) = held(self)? {
+            return Ok(key);
+        }
+        let _turn = self.unseal_gates.turn(&signer.id).await;
+        // Another call may have opened it (or a wrong PIN locked it) while this one waited.
+        if let Some(key) = held(self)? {
+            return Ok(key);
         }
         let pkcs8 = self.unseal_signer_pkcs8(caller, signer, pin).await?;
         let key = std::sync::Arc::new(
@@ -483,6 +494,7 @@ impl<P: Proposer> Kyso<P> {
                     .map_err(|error| ServiceError::Internal(format!("unlock task failed: {error}")))
             }
         };
+        crate::metrics::record_key_unseal();
         let mut opened = open(self.master_key.clone()).await?;
         if let (Err(KeyError::WrongMasterKey), Some(previous)) = (&opened, &self.previous_master_key) {
             opened = open(previous.clone()).await?;

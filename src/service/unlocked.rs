@@ -11,6 +11,11 @@
 //! compared in constant time; a request with another PIN takes the full, counted unlock.
 //! An entry serves only the exact sealed key it was opened from, so changing the PIN or
 //! re-sealing the key retires it; a locked signer is refused before the cache is asked.
+//!
+//! Single flight: a cold node hit by many certifications for one signer at once runs one
+//! PBKDF2 for it ([`UnsealGates`]); the other calls wait for that unseal and then find its
+//! key here. A call with another PIN still takes its own, counted unlock after it
+//! (`tests/security.rs::a_cold_node_unseals_a_signer_key_once_for_64_concurrent_certifications`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -83,6 +88,52 @@ impl UnlockedKeys {
 
     pub fn len(&self) -> usize {
         self.entries().len()
+    }
+}
+
+/// One unseal at a time per signer on this node. Entries live while a call holds or waits
+/// for a signer's gate, so the table holds at most one entry per call in flight.
+#[derive(Default)]
+pub struct UnsealGates {
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A call's turn to unseal a signer's key; the next waiting call goes when it drops.
+pub struct UnsealTurn<'a> {
+    gates: &'a UnsealGates,
+    signer_id: String,
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl UnsealGates {
+    fn gates(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until no other call of this node is unsealing `signer_id`'s key.
+    pub async fn turn(&self, signer_id: &str) -> UnsealTurn<'_> {
+        let gate = self.gates().entry(signer_id.to_string()).or_default().clone();
+        let mut turn = UnsealTurn { gates: self, signer_id: signer_id.to_string(), gate: Some(gate.clone()), held: None };
+        turn.held = Some(gate.lock_owned().await);
+        turn
+    }
+
+    pub fn len(&self) -> usize {
+        self.gates().len()
+    }
+}
+
+impl Drop for UnsealTurn<'_> {
+    fn drop(&mut self) {
+        self.held.take();
+        // Clones are made and dropped under the table's lock: a count of one left in the
+        // table means nobody holds or waits for this gate.
+        let mut gates = self.gates.gates();
+        drop(self.gate.take());
+        if gates.get(&self.signer_id).is_some_and(|gate| Arc::strong_count(gate) == 1) {
+            gates.remove(&self.signer_id);
+        }
     }
 }
 

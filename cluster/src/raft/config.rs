@@ -63,7 +63,8 @@ pub struct RaftConfig {
     pub request_queue_depth_max: usize,
     pub peer_connect_timeout: Duration,
     pub peer_request_timeout: Duration,
-    /// A read barrier asks the leader again after this long without an answer.
+    /// A read round asks the leader again after this long without an answer (doubling up
+    /// to 8 times this on each retry); at once when the leader or term changed.
     pub read_retry_interval: Duration,
     /// A read barrier fails with `ProposeError::Unavailable` after this long.
     pub read_timeout: Duration,
@@ -109,7 +110,7 @@ impl RaftConfig {
             request_queue_depth_max: 4096,
             peer_connect_timeout: Duration::from_secs(2),
             peer_request_timeout: Duration::from_secs(10),
-            read_retry_interval: Duration::from_millis(500),
+            read_retry_interval: Duration::from_millis(50),
             read_timeout: Duration::from_secs(5),
             catch_up_timeout: Duration::from_secs(60),
             admin_timeout: Duration::from_secs(10),

@@ -101,14 +101,47 @@ struct ReadWaiter {
     deadline: Instant,
 }
 
-/// Read barriers in flight: waiting to be issued, issued as one ReadIndex request per
-/// batch (context = a counter), confirmed at a commit index and waiting for apply.
+/// Read barriers, shared as etcd shares them: at most one ReadIndex round is in flight; the
+/// barriers that arrive meanwhile wait for it to end and then go together in the next.
+/// A round names its request by (node id, counter) so that no two nodes' requests share a
+/// context (raft-rs silently drops a ReadIndex whose context is already pending at the
+/// leader). A round that got no answer is asked again at once when the leader or term
+/// changed, else after a short backoff; any of its requests' answers confirms it, since
+/// every barrier of the round began before the first was sent.
 #[derive(Default)]
 struct Reads {
     waiting: Vec<ReadWaiter>,
-    issued: BTreeMap<u64, (Instant, Vec<ReadWaiter>)>,
+    in_flight: Option<ReadRound>,
     confirmed: Vec<(u64, Vec<ReadWaiter>)>,
     next_context: u64,
+}
+
+struct ReadRound {
+    /// Counters of the requests sent for this round, the latest last (bounded).
+    contexts: Vec<u64>,
+    sent_at: Instant,
+    /// (leader id, term) when the latest request was sent.
+    sent_to: (u64, u64),
+    retries: u32,
+    waiters: Vec<ReadWaiter>,
+}
+
+/// Requests remembered per round: an answer to an older one is still good, but a round
+/// that needed more retries than this has lost the earlier ones for good.
+const READ_ROUND_CONTEXTS_MAX: usize = 8;
+
+/// How long a round waits for an answer before it asks again: the configured interval,
+/// doubled on each retry up to 8 times it.
+fn read_backoff(config: &RaftConfig, retries: u32) -> Duration {
+    config.read_retry_interval * 2u32.pow(retries.min(3))
+}
+
+/// The context of a ReadIndex request: this node's id, then its counter.
+fn read_context(node_id: u64, counter: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.extend_from_slice(&node_id.to_be_bytes());
+    context.extend_from_slice(&counter.to_be_bytes());
+    context
 }
 
 pub(crate) struct Driver<S: StateMachine> {
@@ -206,7 +239,7 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn take_inputs(&mut self) -> Result<(), Stop> {
-        let timeout = self.next_tick.saturating_duration_since(Instant::now());
+        let timeout = self.wake_at().saturating_duration_since(Instant::now());
         select! {
             recv(self.channels.internal) -> event => {
                 // The driver holds a sender of its own (in the transport): never disconnected.
@@ -371,30 +404,47 @@ impl<S: StateMachine> Driver<S> {
     }
 
     fn issue_reads(&mut self, now: Instant) {
-        let retry = self.config.read_retry_interval;
-        let stale: Vec<u64> =
-            self.reads.issued.iter().filter(|(_, (issued_at, _))| *issued_at + retry <= now).map(|(context, _)| *context).collect();
-        for context in stale {
-            if let Some((_, waiters)) = self.reads.issued.remove(&context) {
-                self.reads.waiting.extend(waiters);
+        let leader = self.replica.leader_id();
+        let sent_to = (leader, self.replica.term());
+        if let Some(round) = &mut self.reads.in_flight {
+            // Ask again at once when the leader or term changed (the request may have been
+            // dropped with the old leader or before the new one committed in its term),
+            // else after a short, growing backoff.
+            let backoff = read_backoff(&self.config, round.retries);
+            if leader == raft::INVALID_ID || (round.sent_to == sent_to && now < round.sent_at + backoff) {
+                return;
             }
+            self.reads.next_context += 1;
+            let context = self.reads.next_context;
+            round.contexts.push(context);
+            if round.contexts.len() > READ_ROUND_CONTEXTS_MAX {
+                round.contexts.remove(0);
+            }
+            round.sent_at = now;
+            round.sent_to = sent_to;
+            round.retries += 1;
+            self.replica.raw.read_index(read_context(self.replica.id(), context));
+            return;
         }
-        if self.reads.waiting.is_empty() || self.replica.leader_id() == raft::INVALID_ID {
+        if self.reads.waiting.is_empty() || leader == raft::INVALID_ID {
             return;
         }
         self.reads.next_context += 1;
         let context = self.reads.next_context;
-        self.replica.raw.read_index(context.to_be_bytes().to_vec());
         let waiters = std::mem::take(&mut self.reads.waiting);
-        self.reads.issued.insert(context, (now, waiters));
+        self.reads.in_flight = Some(ReadRound { contexts: vec![context], sent_at: now, sent_to, retries: 0, waiters });
+        self.replica.raw.read_index(read_context(self.replica.id(), context));
     }
 
     fn on_read_state(&mut self, read_state: ReadState) {
-        let Ok(context) = <[u8; 8]>::try_from(read_state.request_ctx.as_slice()) else {
+        let context = read_state.request_ctx.as_slice();
+        if context.len() != 16 || context[..8] != self.replica.id().to_be_bytes() {
             return;
-        };
-        if let Some((_, waiters)) = self.reads.issued.remove(&u64::from_be_bytes(context)) {
-            self.reads.confirmed.push((read_state.index, waiters));
+        }
+        let counter = u64::from_be_bytes(context[8..].try_into().expect("16 bytes checked"));
+        if self.reads.in_flight.as_ref().is_some_and(|round| round.contexts.contains(&counter)) {
+            let round = self.reads.in_flight.take().expect("checked above");
+            self.reads.confirmed.push((read_state.index, round.waiters));
         }
     }
 
@@ -421,14 +471,29 @@ impl<S: StateMachine> Driver<S> {
             }
         };
         expire(&mut self.reads.waiting);
-        for (_, waiters) in self.reads.issued.values_mut() {
-            expire(waiters);
+        if let Some(round) = &mut self.reads.in_flight {
+            expire(&mut round.waiters);
+            if round.waiters.is_empty() {
+                self.reads.in_flight = None;
+            }
         }
         for (_, waiters) in self.reads.confirmed.iter_mut() {
             expire(waiters);
         }
-        self.reads.issued.retain(|_, (_, waiters)| !waiters.is_empty());
         self.reads.confirmed.retain(|(_, waiters)| !waiters.is_empty());
+    }
+
+    /// When the next turn must run even if nothing arrives: the next tick, or at once when
+    /// barriers wait for a round that just ended, or when a round's backoff is over.
+    fn wake_at(&self) -> Instant {
+        if self.replica.leader_id() == raft::INVALID_ID {
+            return self.next_tick;
+        }
+        match &self.reads.in_flight {
+            None if !self.reads.waiting.is_empty() => Instant::now(),
+            Some(round) => self.next_tick.min(round.sent_at + read_backoff(&self.config, round.retries)),
+            None => self.next_tick,
+        }
     }
 
     fn leader_client_addr(&self) -> Option<String> {
@@ -484,7 +549,7 @@ impl<S: StateMachine> Driver<S> {
             pending.waiter.stopped(reason);
         }
         let mut reads = std::mem::take(&mut self.reads.waiting);
-        reads.extend(std::mem::take(&mut self.reads.issued).into_values().flat_map(|(_, waiters)| waiters));
+        reads.extend(self.reads.in_flight.take().into_iter().flat_map(|round| round.waiters));
         reads.extend(std::mem::take(&mut self.reads.confirmed).into_iter().flat_map(|(_, waiters)| waiters));
         for waiter in reads {
             let _ = waiter.reply.send(Err(ProposeError::Stopped(reason.to_string())));

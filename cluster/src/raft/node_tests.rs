@@ -178,6 +178,11 @@ fn fast_config(id: u64, raft_addr: &str, data_dir: &Path) -> RaftConfig {
 }
 
 async fn start_cluster(root: &Path, size: u64) -> Vec<TestNode> {
+    start_cluster_with(root, size, |_| {}).await
+}
+
+/// [`start_cluster`] with every node's configuration adjusted by `configure`.
+async fn start_cluster_with(root: &Path, size: u64, configure: impl Fn(&mut RaftConfig)) -> Vec<TestNode> {
     let mut listeners = Vec::new();
     for _ in 0..size {
         listeners.push(listener().await);
@@ -195,6 +200,7 @@ async fn start_cluster(root: &Path, size: u64) -> Vec<TestNode> {
         let id = position as u64 + 1;
         let mut config = fast_config(id, &address, &root.join(format!("node-{id}")));
         config.initial_members = members.clone();
+        configure(&mut config);
         nodes.push(TestNode::start(config, listener).await);
     }
     nodes
@@ -268,6 +274,66 @@ async fn three_nodes_replicate_and_followers_name_the_leader() {
     let status = leader.node.status();
     assert_eq!(status.voters, vec![1, 2, 3]);
     assert_eq!(status.members.len(), 3);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// Issue 18: concurrent read barriers on every node (the leader and both followers) each
+/// observe every write acknowledged before they began, and none is lost. The retry
+/// interval is set far beyond the per-read bound below, so a ReadIndex request the leader
+/// drops (raft-rs drops one whose context is already pending there, which is what two
+/// nodes counting their requests from 1 produced) shows as a failed read, not a slow one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_on_every_node_see_every_acknowledged_write_and_none_is_dropped() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = start_cluster_with(root.path(), 3, |config| {
+        config.read_retry_interval = Duration::from_secs(30);
+        config.read_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let all: Vec<&TestNode> = nodes.iter().collect();
+    let leader_id = agreed_leader(&all).await;
+    // The leader has committed in its term: it serves ReadIndex from here on.
+    propose_on_leader(&all, "warm").await;
+    let acknowledged = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let writer = {
+        let (leader, acknowledged) = (by_id(&nodes, leader_id).node.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            for index in 0..40 {
+                leader.propose(Bytes::from(format!("w-{index}"))).await.expect("the leader accepts while it leads");
+                acknowledged.store(index + 1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let mut readers = Vec::new();
+    for node in &nodes {
+        for reader in 0..12 {
+            let (handle, state, acknowledged) = (node.node.clone(), node.state.clone(), acknowledged.clone());
+            readers.push(tokio::spawn(async move {
+                for round in 0..8 {
+                    let before = acknowledged.load(std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::timeout(Duration::from_secs(15), handle.read_barrier())
+                        .await
+                        .unwrap_or_else(|_| panic!("node {}: read {reader}/{round} stalled: its ReadIndex was lost", handle.id()))
+                        .expect("read barrier");
+                    if before > 0 {
+                        let last = Bytes::from(format!("w-{}", before - 1));
+                        assert!(
+                            state.commands().contains(&last),
+                            "node {}: a read that began after w-{} was acknowledged did not see it",
+                            handle.id(),
+                            before - 1
+                        );
+                    }
+                }
+            }));
+        }
+    }
+    writer.await.unwrap();
+    for reader in readers {
+        reader.await.unwrap();
+    }
     for node in nodes {
         node.stop().await;
     }
