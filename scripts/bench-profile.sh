@@ -33,6 +33,8 @@ main() {
   local pid server
   pid=$(cat "$work"/cluster/pids/*.pid)
   server=$(head -1 "$work/cluster/servers.txt")
+  # The node asks for a client certificate (mutual TLS): the driver presents the cluster's.
+  export KYSO_CA="$work/cluster/shared/tls/ca.pem" KYSO_CERT="$work/cluster/shared/tls/client.pem" KYSO_KEY="$work/cluster/shared/tls/client.key"
   local common=(--server "$server" --pki "$work/pki" --ops "$op" --clients "$clients" --document-size-bytes "$size")
   # A short run first does the setup (uploads, certifications), so perf sees only the load.
   "$bin/kyso-bench" kyso "${common[@]}" --seconds 1 --warmup-seconds 0.2 >/dev/null 2>&1
