@@ -259,22 +259,6 @@ impl BlobStore {
         })
     }
 
-    /// The blobs stored under hashes that start with byte `first` (one listing of that
-    /// slice of the store, instead of one existence check per blob). Names that are not a
-    /// blob's (a half-written upload's staging file) are skipped.
-    pub async fn hashes_with_first_byte(&self, first: u8) -> Result<std::collections::HashSet<Sha256>, ArchiveError> {
-        let prefix = ObjectPath::from(format!("blobs/sha256/{first:02x}"));
-        let mut listing = self.store.list(Some(&prefix));
-        let mut hashes = std::collections::HashSet::new();
-        while let Some(entry) = listing.next().await {
-            let entry = entry.map_err(|error| self.unavailable(error))?;
-            if let Some(hash) = entry.location.filename().and_then(Sha256::from_hex) {
-                hashes.insert(hash);
-            }
-        }
-        Ok(hashes)
-    }
-
     /// Whether the blob exists (without reading it).
     pub async fn contains(&self, hash: &Sha256) -> Result<bool, ArchiveError> {
         match self.store.head(&blob_key(hash)).await {

@@ -265,6 +265,18 @@ async fn replacing_every_member_in_turn_keeps_every_document() {
     assert_eq!(certification.document_sha256, sha256(&content));
 }
 
+async fn isolate(node: &TestNode, from: Vec<u64>) {
+    node.cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: from, ..Default::default() }).await.unwrap();
+}
+
+/// Cuts the member at `position` off from every other, both ways.
+async fn cut_off(nodes: &[TestNode], ids: &[u64], position: usize) {
+    for (other, node) in nodes.iter().enumerate() {
+        let from = if other == position { ids.iter().copied().filter(|&id| id != ids[position]).collect() } else { vec![ids[position]] };
+        isolate(node, from).await;
+    }
+}
+
 /// Found by the 5-node soak: a member was removed (and its disk wiped) while the members
 /// that stayed had not fetched their copies of recent documents yet, so the removal took
 /// the last copies with it. The leader now removes a voter only when a majority of the
@@ -281,13 +293,7 @@ async fn a_voter_is_removed_only_while_a_majority_of_the_rest_hold_every_documen
 
     // The lagging member is cut off while a document is archived: the leader and the
     // other follower hold it, the lagging member does not.
-    let isolate = |position: usize, from: Vec<u64>| {
-        let node = &nodes[position];
-        async move { node.cluster().await.inject_fault(pb::InjectFaultRequest { isolate_from: from, ..Default::default() }).await.unwrap() }
-    };
-    isolate(lagging, vec![ids[leader], ids[kept]]).await;
-    isolate(leader, vec![ids[lagging]]).await;
-    isolate(kept, vec![ids[lagging]]).await;
+    cut_off(&nodes, &ids, lagging).await;
     let content = document(2, 30_000);
     upload(&nodes[leader], "while-cut-off", AGENCY, &[("scan.pdf", content.as_slice())]).await.unwrap();
     let blob = |node: &TestNode| node.dir.join("data/blobs").join(kyso::archive::blob_key(&kyso::domain::Sha256::digest(&content)).as_ref());
@@ -298,8 +304,8 @@ async fn a_voter_is_removed_only_while_a_majority_of_the_rest_hold_every_documen
     assert!(refused.message().contains("fewer than a majority"), "{}", refused.message());
     assert!(nodes[leader].cluster().await.status(pb::ClusterStatusRequest {}).await.unwrap().into_inner().members.len() == 3);
 
-    for position in 0..3 {
-        isolate(position, Vec::new()).await;
+    for node in &nodes {
+        isolate(node, Vec::new()).await;
     }
     // Once the lagging member caught up with the log, the leader's check makes it fetch
     // the document, and the removal goes through.
@@ -319,6 +325,62 @@ async fn a_voter_is_removed_only_while_a_majority_of_the_rest_hold_every_documen
         }
     }
     assert_eq!(std::fs::read(blob(&nodes[lagging])).unwrap(), content, "the remaining follower holds the document");
+}
+
+/// Issue 16: a refill pass looks at the blobs that arrived since the node last held every
+/// earlier one, not at the whole archive; a member cut off while documents arrived still
+/// gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_pass_checks_only_what_arrived_since_the_last_and_still_fills_gaps() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let nodes = layout.start_all_with(|_| "fault_injection = true\n".to_string());
+    let ids: Vec<u64> = layout.members.iter().map(|&(id, _, _)| id).collect();
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let (kept, lagging) = (follower(leader, 3), (leader + 2) % 3);
+    let documents: Vec<Vec<u8>> = (0..12).map(|index| document(100 + index, 2_000)).collect();
+    let files: Vec<(String, &[u8])> = documents.iter().enumerate().map(|(index, content)| (format!("{index}.pdf"), content.as_slice())).collect();
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(name, content)| (name.as_str(), *content)).collect();
+    upload(&nodes[leader], "refill-many", AGENCY, &files).await.unwrap();
+    let fill = |position: usize| {
+        let (tls, port) = (&layout.tls, layout.members[position].2);
+        async move {
+            let channel = tls.channel_as(&format!("https://127.0.0.1:{port}"), &tls.node).await.expect("a node certificate reaches the peer port");
+            pb::node_internal_service_client::NodeInternalServiceClient::new(channel).fill_blobs(pb::FillBlobsRequest {}).await.unwrap().into_inner()
+        }
+    };
+    // Once a pass found everything held, the next looks at nothing, though 12 are archived.
+    let first = fill(kept).await;
+    assert!(first.complete && first.missing_blobs == 0 && first.archived_blobs >= 12, "{first:?}");
+    let second = fill(kept).await;
+    assert!(second.complete && second.archived_blobs >= 12, "{second:?}");
+    assert_eq!(second.checked_blobs, 0, "a pass after a complete one re-checked the archive: {second:?}");
+
+    // Cut off while two documents arrive, the lagging member lacks them; after healing its
+    // passes fetch them, looking at no more than what arrived since.
+    assert_eq!(fill(lagging).await.missing_blobs, 0);
+    cut_off(&nodes, &ids, lagging).await;
+    let late = [document(200, 3_000), document(201, 3_000)];
+    upload(&nodes[leader], "refill-late", AGENCY, &[("a.pdf", late[0].as_slice()), ("b.pdf", late[1].as_slice())]).await.unwrap();
+    let blob = |node: &TestNode, content: &[u8]| node.dir.join("data/blobs").join(kyso::archive::blob_key(&kyso::domain::Sha256::digest(content)).as_ref());
+    assert!(!blob(&nodes[lagging], &late[0]).exists() && !blob(&nodes[lagging], &late[1]).exists());
+    for node in &nodes {
+        isolate(node, Vec::new()).await;
+    }
+    let deadline = std::time::Instant::now() + CONVERGE_DEADLINE;
+    loop {
+        let pass = fill(lagging).await;
+        // Its passes look at the two new arrivals at most, never at the 12 before.
+        assert!(pass.checked_blobs <= 2, "{pass:?}");
+        if pass.complete && pass.missing_blobs == 0 && pass.archived_blobs >= 14 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the lagging member never got the documents: {pass:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for content in &late {
+        assert_eq!(std::fs::read(blob(&nodes[lagging], content)).unwrap(), *content);
+    }
 }
 
 /// The register (sổ chứng thực): certifications of PDF scans made concurrently through two

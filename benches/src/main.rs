@@ -310,7 +310,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     table.table, table.entries, table.stored_bytes, table.metadata_bytes, table.fragmented_bytes, table.tree_height
                 );
             }
-            emit(json!({"kind": "state-stats", "file_bytes": file_bytes, "records": progress.map(|p| p.records), "tables": tables}));
+            let records = progress.map(|p| p.records);
+            if let Some(records) = records.filter(|&records| records > 0) {
+                eprintln!("state.redb: {file_bytes} bytes for {records} certifications, {:.0} bytes per certification", file_bytes as f64 / records as f64);
+            }
+            emit(json!({"kind": "state-stats", "file_bytes": file_bytes, "records": records, "tables": tables}));
             Ok(())
         }
         Command::Criterion(args) => {

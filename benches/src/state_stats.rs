@@ -24,38 +24,50 @@ pub fn table_stats(path: &Path) -> anyhow::Result<(u64, Vec<TableStats>)> {
     let db = redb::Database::open(path)?;
     let txn = db.begin_read()?;
     let mut found = Vec::new();
+    // Tables a data directory of an earlier release lacks are left out of the report.
+    fn row(table: &'static str, entries: u64, stats: redb::TableStats) -> TableStats {
+        TableStats {
+            table,
+            entries,
+            stored_bytes: stats.stored_bytes(),
+            metadata_bytes: stats.metadata_bytes(),
+            fragmented_bytes: stats.fragmented_bytes(),
+            tree_height: stats.tree_height(),
+        }
+    }
     macro_rules! table {
         ($name:literal, $key:ty, $value:ty) => {{
-            let table = txn.open_table(TableDefinition::<$key, $value>::new($name))?;
-            let stats = table.stats()?;
-            found.push(TableStats {
-                table: $name,
-                entries: table.len()?,
-                stored_bytes: stats.stored_bytes(),
-                metadata_bytes: stats.metadata_bytes(),
-                fragmented_bytes: stats.fragmented_bytes(),
-                tree_height: stats.tree_height(),
-            });
+            match txn.open_table(TableDefinition::<$key, $value>::new($name)) {
+                Ok(table) => found.push(row($name, table.len()?, table.stats()?)),
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }};
+    }
+    macro_rules! multimap {
+        ($name:literal, $key:ty, $value:ty) => {{
+            match txn.open_multimap_table(MultimapTableDefinition::<$key, $value>::new($name)) {
+                Ok(table) => found.push(row($name, table.len()?, table.stats()?)),
+                Err(redb::TableError::TableDoesNotExist(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
         }};
     }
     table!("meta", &str, u64);
     table!("requests", &str, &[u8]);
+    table!("request_details", (i64, &str), ());
     table!("dossiers", &str, &[u8]);
     table!("signers", &str, &[u8]);
     table!("certifications", &[u8], &[u8]);
+    multimap!("certifications_by_document", &[u8], &[u8]);
     table!("blobs", &[u8], u64);
+    multimap!("blob_agencies", &[u8], &str);
+    table!("blob_arrivals", u64, &[u8]);
     table!("tlog_nodes", (u8, u64), &[u8]);
     table!("tlog_leaves", u64, &[u8]);
     table!("certification_leaves", &[u8], u64);
-    let index = txn.open_multimap_table(MultimapTableDefinition::<&[u8], &[u8]>::new("certifications_by_document"))?;
-    let stats = index.stats()?;
-    found.push(TableStats {
-        table: "certifications_by_document",
-        entries: index.len()?,
-        stored_bytes: stats.stored_bytes(),
-        metadata_bytes: stats.metadata_bytes(),
-        fragmented_bytes: stats.fragmented_bytes(),
-        tree_height: stats.tree_height(),
-    });
+    table!("security", &str, &[u8]);
+    table!("register", &str, &[u8]);
+    table!("statistics", (i64, &str), &[u8]);
     Ok((file_bytes, found))
 }

@@ -126,6 +126,7 @@ impl ClusterApi {
             fetched: answer.fetched_blobs,
             missing: answer.missing_blobs,
             complete: answer.complete,
+            checked: answer.checked_blobs,
         })
     }
 
@@ -432,6 +433,7 @@ impl pb::node_internal_service_server::NodeInternalService for NodeInternalApi {
             fetched_blobs: fill.fetched,
             missing_blobs: fill.missing,
             complete: fill.complete,
+            checked_blobs: fill.checked,
         }))
     }
 }

@@ -467,6 +467,42 @@ pub fn signature_timestamp_unix(cms_der: &[u8]) -> Result<Option<i64>, CmsError>
         .map_err(|error| CmsError::InvalidAttribute { name: "signature-time-stamp", reason: error.to_string() })
 }
 
+/// The DER of every certificate a CMS carries: those of its SignedData, then those of its
+/// signature-time-stamp tokens. Pure decoding, no checks: what the state store keeps once
+/// and refers to from each record (`state::packing`). Undecodable input gives none.
+pub fn embedded_certificates(cms_der: &[u8]) -> Vec<Vec<u8>> {
+    let mut found = Vec::new();
+    let Ok((_, signed_data)) = decode_signed_data(cms_der) else {
+        return found;
+    };
+    collect_certificates(&signed_data, &mut found);
+    for signer in signed_data.signer_infos.0.iter() {
+        let Some(attributes) = &signer.unsigned_attrs else { continue };
+        for attribute in attributes.iter().filter(|attribute| attribute.oid == OID_SIGNATURE_TIME_STAMP_TOKEN) {
+            for token in attribute.values.iter() {
+                let Ok(token_der) = token.to_der() else { continue };
+                if let Ok((_, token_data)) = decode_signed_data(&token_der) {
+                    collect_certificates(&token_data, &mut found);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn collect_certificates(signed_data: &SignedData, found: &mut Vec<Vec<u8>>) {
+    let Some(certificates) = &signed_data.certificates else { return };
+    for choice in certificates.0.iter() {
+        if let CertificateChoices::Certificate(certificate) = choice {
+            if let Ok(der) = certificate.to_der() {
+                if !found.contains(&der) {
+                    found.push(der);
+                }
+            }
+        }
+    }
+}
+
 /// The ContentInfo and its SignedData, size-checked.
 pub(crate) fn decode_signed_data(cms_der: &[u8]) -> Result<(ContentInfo, SignedData), CmsError> {
     if cms_der.len() > CMS_SIZE_BYTES_MAX {

@@ -27,7 +27,7 @@ pub mod keys;
 pub mod tsa;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::fmt;
 

@@ -12,6 +12,8 @@ use crate::archive::{BlobStream, SpoolWriter, SpooledBlob};
 use crate::domain::{ArchivedFile, Dossier, Sha256};
 use crate::state::{Command, Outcome};
 
+/// Arrivals one step of [`Kyso::fill_missing_blobs`] checks.
+const BLOB_FILL_PAGE: usize = 1024;
 /// Blobs fetched from peers at once by [`Kyso::fill_missing_blobs`].
 const BLOB_FILL_CONCURRENCY: usize = 16;
 /// Of those, blobs over `limits.blob_multipart_threshold_bytes`: each holds the parts of a
@@ -29,6 +31,8 @@ pub struct BlobFill {
     pub missing: u64,
     /// The pass checked every one of the `archived` blobs (it did not run out of time).
     pub complete: bool,
+    /// Blobs the pass looked at: the arrivals from the node's refill cursor on.
+    pub checked: u64,
 }
 
 impl BlobFill {
@@ -206,10 +210,16 @@ impl<P: Proposer> Kyso<P> {
     /// through a snapshot (a replaced member starts with no blobs), or when an archive's
     /// copies went out while it was down or cut off. Without this, each replacement of a
     /// member drops copies for good, and enough of them lose documents (found by the
-    /// 5-node soak). The archive is compared with the store in 256 slices by the hash's
-    /// first byte (one listing per slice, so memory follows the slice, not the archive);
-    /// absent blobs are fetched [`BLOB_FILL_CONCURRENCY`] at a time. One pass runs at a
-    /// time; a pass stops at `budget` and then says it is not complete.
+    /// 5-node soak).
+    ///
+    /// Work follows what may be missing, not the archive: the state lists blobs in the
+    /// order they arrived (`StateStore::blob_arrivals`) and this node keeps a cursor below
+    /// which it holds every blob (`blob_fill_cursor`). A pass checks only the blobs from the
+    /// cursor on, [`BLOB_FILL_PAGE`] at a time (one existence check each, absent ones
+    /// fetched [`BLOB_FILL_CONCURRENCY`] at a time), and moves the cursor up to the first
+    /// blob it could not get. A snapshot install resets the cursor (every blob is checked
+    /// once more). One pass runs at a time; a pass stops at `budget` and then says it is
+    /// not complete.
     pub async fn fill_missing_blobs(&self, budget: Duration) -> Result<BlobFill, ServiceError> {
         let deadline = tokio::time::Instant::now() + budget;
         if self.peer_blobs.is_none() {
@@ -218,53 +228,67 @@ impl<P: Proposer> Kyso<P> {
         let Ok(_pass) = tokio::time::timeout_at(deadline, self.blob_fill.lock()).await else {
             return Ok(BlobFill::default());
         };
-        // Blobs are never removed from the state, so every blob counted here is in the
-        // slices read below, even if more arrive meanwhile.
+        // Blobs are never removed from the state, so every blob counted here is among the
+        // arrivals read below, even if more arrive meanwhile.
         let mut fill = BlobFill { archived: self.state.blob_count()?, ..BlobFill::default() };
         let large_fetches = tokio::sync::Semaphore::new(BLOB_FILL_LARGE_CONCURRENCY);
         let mut first_error = None;
-        for first in 0..=u8::MAX {
+        let started_at = self.state.blob_fill_cursor()?;
+        let mut next = started_at;
+        // Every arrival before `held_below` is held here (or was fetched by this pass).
+        let mut held_below: Option<u64> = None;
+        loop {
             if tokio::time::Instant::now() >= deadline {
-                return Ok(fill);
+                break;
             }
-            let wanted = self.state.blob_hashes_with_first_byte(first)?;
-            if wanted.is_empty() {
-                continue;
-            }
-            let present = self.blobs.hashes_with_first_byte(first).await?;
-            let absent: Vec<Sha256> = wanted.into_iter().filter(|hash| !present.contains(hash)).collect();
+            let page = self.state.blob_arrivals(next, BLOB_FILL_PAGE)?;
+            let Some(&(last, _)) = page.last() else {
+                fill.complete = true;
+                break;
+            };
             let large = &large_fetches;
-            let outcomes: Vec<Result<(), String>> = futures::stream::iter(absent)
-                .map(|hash| async move {
+            let outcomes: Vec<(u64, Result<bool, String>)> = futures::stream::iter(page)
+                .map(|(sequence, hash)| async move {
                     let fetch = async {
+                        if self.blobs.contains(&hash).await? {
+                            return Ok::<bool, ServiceError>(false);
+                        }
                         let is_large = self.state.blob_size(&hash)?.unwrap_or(0) > self.limits.blob_multipart_threshold_bytes;
                         // Acquiring fails only on a closed semaphore; this one is never closed.
                         let _permit = if is_large { large.acquire().await.ok() } else { None };
-                        self.fetch_from_peers(&hash).await
+                        self.fetch_from_peers(&hash).await?;
+                        Ok(true)
                     };
-                    match tokio::time::timeout_at(deadline, fetch).await {
-                        Ok(Ok(())) => Ok(()),
+                    let outcome = match tokio::time::timeout_at(deadline, fetch).await {
+                        Ok(Ok(fetched)) => Ok(fetched),
                         Ok(Err(error)) => Err(format!("{hash}: {error}")),
                         Err(_) => Err(format!("{hash}: the pass ran out of time")),
-                    }
+                    };
+                    (sequence, outcome)
                 })
                 .buffer_unordered(BLOB_FILL_CONCURRENCY)
                 .collect()
                 .await;
-            for outcome in outcomes {
+            for (sequence, outcome) in outcomes {
+                fill.checked += 1;
                 match outcome {
-                    Ok(()) => fill.fetched += 1,
+                    Ok(fetched) => fill.fetched += u64::from(fetched),
                     Err(error) => {
                         fill.missing += 1;
+                        held_below = Some(held_below.map_or(sequence, |lowest| lowest.min(sequence)));
                         first_error.get_or_insert(error);
                     }
                 }
             }
+            next = last + 1;
+        }
+        let cursor = held_below.unwrap_or(next);
+        if cursor > started_at {
+            self.state.advance_blob_fill_cursor(started_at, cursor)?;
         }
         if let Some(error) = first_error {
             tracing::warn!(missing = fill.missing, %error, "no peer could supply some missing blobs yet");
         }
-        fill.complete = true;
         Ok(fill)
     }
 

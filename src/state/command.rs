@@ -90,6 +90,9 @@ pub enum Outcome {
     AgencySeal(AgencySeal),
     /// A verification tally was added: this many lines.
     Tallied(u64),
+    /// How a request row remembers `Certifications` (issue 16): by lookup code, read back
+    /// from the records as they stand. Never returned by apply.
+    CertificationsByCode(Vec<LookupCode>),
 }
 
 /// Why the state machine refused a command (it was applied as a no-op).

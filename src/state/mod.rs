@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod leaf;
+pub mod packing;
 pub mod store;
 
 pub use command::{Command, CommandEnvelope, Outcome, Rejection};

@@ -15,6 +15,7 @@ use redb::{ReadableTableMetadata,
 
 use super::command::{AuditEvent, Command, CommandEnvelope, Outcome, Rejection};
 use super::leaf::{LogEvent, LogLeaf};
+use super::packing::{self, CertificationRow, StoredCertification};
 use crate::access::{Actor, Principal};
 use crate::tlog;
 use crate::domain::{AgencySeal, Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
@@ -43,15 +44,24 @@ const BLOBS: TableDefinition<&[u8], u64> = TableDefinition::new("blobs");
 const TLOG_NODES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog_nodes");
 /// Merkle log: leaf index -> leaf data.
 const TLOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaves");
-/// Lookup-code key -> index of the certification's leaf.
+/// Lookup-code key -> index of the certification's leaf. Written before the layout of
+/// issue 16 only: `certifications` rows hold the index since, and migration empties it.
 const CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("certification_leaves");
 /// Agencies whose dossiers hold a blob: hash -> agency id. Derived from DOSSIERS (kept in
 /// the same apply transaction, rebuilt on open when missing and after a snapshot install):
 /// never part of a snapshot or of the state digest.
 const BLOB_AGENCIES: MultimapTableDefinition<&[u8], &str> = MultimapTableDefinition::new("blob_agencies");
+/// Blobs in the order they first appeared in the state: sequence number -> hash. Derived
+/// from BLOBS (written by the same apply, rebuilt in hash order on open when missing and
+/// after a snapshot install), never part of a snapshot or of the state digest. The
+/// background refill walks it from its cursor ([`BLOB_FILL_CURSOR`]), so a pass checks the
+/// blobs that arrived since the last one and those still missing, not the whole archive.
+const BLOB_ARRIVALS: TableDefinition<u64, &[u8]> = TableDefinition::new("blob_arrivals");
 /// Security records, by key prefix: `principal/<certificate sha256 hex>` -> Principal,
 /// `signer-status/<signer id>` -> SignerStatus, `signature/<sha256 hex of a CMS>` -> the
-/// lookup code of the certification that recorded it (replay detection).
+/// lookup code of the certification that recorded it (replay detection),
+/// `certificate/<sha256 hex>` -> a certificate's DER, kept once for every packed leaf that
+/// carries it (`state::packing`).
 const SECURITY: TableDefinition<&str, &[u8]> = TableDefinition::new("security");
 /// The agencies' registers (sổ chứng thực): `last/<agency>/<year>` -> the last number
 /// given, `entry/<agency>/<year>/<number, 12 digits>` -> the lookup code it went to;
@@ -89,6 +99,17 @@ const TLOG_SIZE: &str = "tlog_size";
 const BLOB_AGENCIES_INDEXED: &str = "blob_agencies_indexed";
 /// Set once REQUEST_DETAILS indexes every request row.
 const REQUEST_DETAILS_INDEXED: &str = "request_details_indexed";
+/// Set once BLOB_ARRIVALS lists every blob.
+const BLOB_ARRIVALS_INDEXED: &str = "blob_arrivals_indexed";
+/// This node's refill cursor: every blob that arrived before this sequence number is held
+/// in its own storage. Local, not replicated; reset when a snapshot replaces the state.
+const BLOB_FILL_CURSOR: &str = "blob_fill_cursor";
+/// The record layout the tables hold: absent (or 1) before issue 16, [`RECORD_LAYOUT`] since.
+const RECORD_LAYOUT_KEY: &str = "record_layout";
+/// Each record stored once (`state::packing`).
+pub const RECORD_LAYOUT: u64 = 2;
+/// Rows rewritten per transaction while a data directory is migrated.
+const MIGRATION_ROWS_PER_TRANSACTION: usize = 20_000;
 /// Set once STATISTICS counts every record (data directories from before it are counted
 /// from their dossiers and certifications on first open; verifications start at zero).
 const STATISTICS_INDEXED: &str = "statistics_indexed";
@@ -184,9 +205,24 @@ impl StateStore {
             txn.open_multimap_table(BLOB_AGENCIES)?;
             txn.open_table(REQUEST_DETAILS)?;
             txn.open_table(STATISTICS)?;
+            txn.open_table(BLOB_ARRIVALS)?;
+            if txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.is_none() && txn.open_table(TLOG_LEAVES)?.is_empty()? {
+                // A fresh store starts in the current layout.
+                txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
+            }
+        }
+        txn.commit()?;
+        let store = StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false };
+        store.migrate_record_layout()?;
+        let txn = store.db.begin_write()?;
+        {
             let indexed = txn.open_table(META)?.get(BLOB_AGENCIES_INDEXED)?.is_some();
             if !indexed {
                 rebuild_blob_agencies(&txn)?;
+            }
+            let indexed = txn.open_table(META)?.get(BLOB_ARRIVALS_INDEXED)?.is_some();
+            if !indexed {
+                rebuild_blob_arrivals(&txn)?;
             }
             let indexed = txn.open_table(META)?.get(REQUEST_DETAILS_INDEXED)?.is_some();
             if !indexed {
@@ -198,7 +234,158 @@ impl StateStore {
             }
         }
         txn.commit()?;
-        Ok(StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false })
+        Ok(store)
+    }
+
+    /// Rewrites a data directory from before issue 16 into the current record layout, a
+    /// bounded number of rows per transaction (a crash resumes where it stopped: rows
+    /// already rewritten are recognised by their first byte). Certification records
+    /// become rows naming their leaf, certification leaves are packed, and remembered
+    /// outcomes name their certifications by code. Logs its progress.
+    pub fn migrate_record_layout(&self) -> Result<(), StateError> {
+        {
+            let txn = self.db.begin_read()?;
+            if txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.map(|value| value.value()) == Some(RECORD_LAYOUT) {
+                return Ok(());
+            }
+        }
+        let started = std::time::Instant::now();
+        tracing::info!("migrating the state store to record layout {RECORD_LAYOUT} (each record stored once)");
+        let mut rewritten = [0u64; 3];
+        // 1. Leaves: certification leaves are packed.
+        let mut next_leaf = 0u64;
+        loop {
+            let txn = self.db.begin_write()?;
+            let mut done = true;
+            {
+                let mut leaves = txn.open_table(TLOG_LEAVES)?;
+                let mut batch = Vec::new();
+                for row in leaves.range(next_leaf..)?.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                    let (index, value) = row?;
+                    batch.push((index.value(), value.value().to_vec()));
+                }
+                done = done && batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
+                for (index, stored) in batch {
+                    next_leaf = index + 1;
+                    if stored.first() == Some(&packing::PACKED_LEAF) {
+                        continue;
+                    }
+                    let Ok(LogLeaf { event: LogEvent::Certification(certification), .. }) = LogLeaf::decode(&stored) else { continue };
+                    let packed = pack_and_share(&txn, &stored, &certification.cms_der)?;
+                    if packed != stored {
+                        leaves.insert(index, packed.as_slice())?;
+                        rewritten[0] += 1;
+                    }
+                }
+            }
+            txn.commit()?;
+            if done {
+                break;
+            }
+        }
+        // 2. Certifications: rows naming their leaf.
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let txn = self.db.begin_write()?;
+            let mut done = true;
+            {
+                let mut table = txn.open_table(CERTIFICATIONS)?;
+                let leaves = txn.open_table(CERTIFICATION_LEAVES)?;
+                let mut batch = Vec::new();
+                let range = match &after {
+                    Some(key) => table.range::<&[u8]>((std::ops::Bound::Excluded(key.as_slice()), std::ops::Bound::Unbounded))?,
+                    None => table.range::<&[u8]>(..)?,
+                };
+                for row in range.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                    let (key, value) = row?;
+                    batch.push((key.value().to_vec(), value.value().to_vec()));
+                }
+                done = done && batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
+                for (key, value) in batch {
+                    after = Some(key.clone());
+                    let StoredCertification::Full(certification) = decode_certification_value(&value)? else { continue };
+                    // Kept whole when no leaf is known for it (nothing else holds it then).
+                    let Some(leaf_index) = leaves.get(key.as_slice())?.map(|value| value.value()) else { continue };
+                    let row = CertificationRow { leaf_index, revocation: certification.revocation };
+                    table.insert(key.as_slice(), row.encode().as_slice())?;
+                    rewritten[1] += 1;
+                }
+            }
+            txn.commit()?;
+            if done {
+                break;
+            }
+        }
+        // 3. Remembered outcomes: certifications by code.
+        let mut after: Option<String> = None;
+        loop {
+            let txn = self.db.begin_write()?;
+            let mut done = true;
+            {
+                let mut requests = txn.open_table(REQUESTS)?;
+                let mut batch = Vec::new();
+                let range = match &after {
+                    Some(key) => requests.range::<&str>((std::ops::Bound::Excluded(key.as_str()), std::ops::Bound::Unbounded))?,
+                    None => requests.range::<&str>(..)?,
+                };
+                for row in range.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                    let (key, value) = row?;
+                    batch.push((key.value().to_string(), value.value().to_vec()));
+                }
+                done = done && batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
+                for (key, value) in batch {
+                    after = Some(key.clone());
+                    let rewritten_row = if is_scoped_request_key(&key) {
+                        let mut row: RequestRow = decode(&value)?;
+                        let Some(compact) = compact_outcome(&row.outcome) else { continue };
+                        row.outcome = compact;
+                        encode(&row)
+                    } else {
+                        let (fingerprint, outcome): ([u8; 32], Outcome) = decode(&value)?;
+                        let Some(compact) = compact_outcome(&outcome) else { continue };
+                        encode(&(fingerprint, compact))
+                    };
+                    requests.insert(key.as_str(), rewritten_row.as_slice())?;
+                    rewritten[2] += 1;
+                }
+            }
+            txn.commit()?;
+            if done {
+                break;
+            }
+        }
+        let txn = self.db.begin_write()?;
+        {
+            // Every index CERTIFICATION_LEAVES held now sits in its certification's row,
+            // except for records kept whole (none of them has an entry there).
+            let certifications = txn.open_table(CERTIFICATIONS)?;
+            let leaves = txn.open_table(CERTIFICATION_LEAVES)?;
+            let mut still_needed = Vec::new();
+            for row in leaves.iter()? {
+                let (key, value) = row?;
+                if let Some(stored) = certifications.get(key.value())? {
+                    if let StoredCertification::Full(_) = decode_certification_value(stored.value())? {
+                        still_needed.push((key.value().to_vec(), value.value()));
+                    }
+                }
+            }
+            drop(leaves);
+            txn.delete_table(CERTIFICATION_LEAVES)?;
+            let mut leaves = txn.open_table(CERTIFICATION_LEAVES)?;
+            for (key, index) in still_needed {
+                leaves.insert(key.as_slice(), index)?;
+            }
+            txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
+        }
+        txn.commit()?;
+        tracing::info!(
+            leaves_packed = rewritten[0],
+            certifications = rewritten[1],
+            request_rows = rewritten[2],
+            seconds = started.elapsed().as_secs_f64(),
+            "state store migrated to record layout {RECORD_LAYOUT}"
+        );
+        Ok(())
     }
 
     /// The agencies kyso knows by name: those of registered signers and of grants (not
@@ -269,7 +456,11 @@ impl StateStore {
     pub fn request_outcome(&self, actor: &Actor, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<([u8; 32], Outcome)>, StateError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(REQUESTS)?;
-        find_request(&table, actor, request_id, fingerprint)
+        let Some((stored_fingerprint, outcome)) = find_request(&table, actor, request_id, fingerprint)? else {
+            return Ok(None);
+        };
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        Ok(Some((stored_fingerprint, records.expand(outcome)?)))
     }
 
     pub fn dossier(&self, id: &str) -> Result<Option<Dossier>, StateError> {
@@ -318,22 +509,22 @@ impl StateStore {
 
     pub fn certification(&self, code: &LookupCode) -> Result<Option<Certification>, StateError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(CERTIFICATIONS)?;
-        table.get(code.index_key().as_slice())?.map(|value| decode(value.value())).transpose()
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        records.certification(code.index_key().as_slice())
     }
 
     /// Every certification of a document, in lookup-key order.
     pub fn certifications_of(&self, document: &Sha256) -> Result<Vec<Certification>, StateError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
-        let table = txn.open_table(CERTIFICATIONS)?;
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
         let mut found = Vec::new();
         for key in index.get(document.0.as_slice())? {
             let key = key?;
-            let record = table
-                .get(key.value())?
+            let record = records
+                .certification(key.value())?
                 .ok_or_else(|| StateError::Corrupt(format!("index names a missing certification of {document}")))?;
-            found.push(decode(record.value())?);
+            found.push(record);
         }
         Ok(found)
     }
@@ -350,27 +541,6 @@ impl StateStore {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BLOBS)?;
         Ok(table.get(hash.0.as_slice())?.map(|value| value.value()))
-    }
-
-    /// The archived blobs whose hash starts with byte `first`, in hash order: one of 256
-    /// slices of the archive, which is how `Kyso::fill_missing_blobs` compares the state
-    /// with a node's storage without holding the whole list.
-    pub fn blob_hashes_with_first_byte(&self, first: u8) -> Result<Vec<Sha256>, StateError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(BLOBS)?;
-        let start = [first];
-        let rows = match first.checked_add(1) {
-            Some(next) => table.range::<&[u8]>(start.as_slice()..[next].as_slice())?,
-            None => table.range::<&[u8]>(start.as_slice()..)?,
-        };
-        let mut hashes = Vec::new();
-        for row in rows {
-            let (key, _) = row?;
-            let hash = Sha256::from_slice(key.value())
-                .ok_or_else(|| StateError::Corrupt(format!("blob key of {} bytes", key.value().len())))?;
-            hashes.push(hash);
-        }
-        Ok(hashes)
     }
 
     /// Up to `limit` archived blobs (hash, size) in hash order, after `after` if given:
@@ -390,6 +560,40 @@ impl StateStore {
             page.push((hash, size.value()));
         }
         Ok(page)
+    }
+
+    /// Blobs that arrived at sequence number `from` or later, in arrival order, at most
+    /// `limit` of them.
+    pub fn blob_arrivals(&self, from: u64, limit: usize) -> Result<Vec<(u64, Sha256)>, StateError> {
+        let txn = self.db.begin_read()?;
+        let mut page = Vec::new();
+        for row in txn.open_table(BLOB_ARRIVALS)?.range(from..)?.take(limit) {
+            let (sequence, hash) = row?;
+            let hash = Sha256::from_slice(hash.value()).ok_or_else(|| StateError::Corrupt("a blob arrival is not a SHA-256".into()))?;
+            page.push((sequence.value(), hash));
+        }
+        Ok(page)
+    }
+
+    /// This node's refill cursor (see [`BLOB_FILL_CURSOR`]).
+    pub fn blob_fill_cursor(&self) -> Result<u64, StateError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(META)?.get(BLOB_FILL_CURSOR)?.map(|value| value.value()).unwrap_or(0))
+    }
+
+    /// Moves the refill cursor from `from` forward to `cursor`, unless it is no longer at
+    /// `from` (a snapshot reset the arrivals meanwhile: the pass looked at another list).
+    pub fn advance_blob_fill_cursor(&self, from: u64, cursor: u64) -> Result<(), StateError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let current = meta.get(BLOB_FILL_CURSOR)?.map(|value| value.value()).unwrap_or(0);
+            if current == from && cursor > current {
+                meta.insert(BLOB_FILL_CURSOR, cursor)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// Number of archived blobs (cheap: redb keeps table lengths).
@@ -447,12 +651,8 @@ impl StateStore {
         let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
         let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
         let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
-        let leaf_data = txn
-            .open_table(TLOG_LEAVES)?
-            .get(leaf_index)?
-            .ok_or_else(|| StateError::Corrupt(format!("log leaf {leaf_index} is missing")))?
-            .value()
-            .to_vec();
+        let leaf_data = read_leaf(&txn.open_table(TLOG_LEAVES)?, &txn.open_table(SECURITY)?, leaf_index)?
+            .ok_or_else(|| StateError::Corrupt(format!("log leaf {leaf_index} is missing")))?;
         Ok(Some(LogProof { leaf_index, tree_size, root, leaf_data, audit_path }))
     }
 
@@ -470,10 +670,11 @@ impl StateStore {
     /// Leaves in `[start, end)`, clipped to the log's size.
     pub fn tlog_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
         let txn = self.db.begin_read()?;
+        let security = txn.open_table(SECURITY)?;
         let mut entries = Vec::new();
         for row in txn.open_table(TLOG_LEAVES)?.range(start..end)? {
             let (index, data) = row?;
-            entries.push((index.value(), data.value().to_vec()));
+            entries.push((index.value(), unpack(data.value(), &security)?));
         }
         Ok(entries)
     }
@@ -510,7 +711,13 @@ impl StateStore {
     /// Index of a certification's leaf.
     pub fn certification_leaf(&self, code: &LookupCode) -> Result<Option<u64>, StateError> {
         let txn = self.db.begin_read()?;
-        Ok(txn.open_table(CERTIFICATION_LEAVES)?.get(code.index_key().as_slice())?.map(|value| value.value()))
+        let key = code.index_key();
+        if let Some(stored) = txn.open_table(CERTIFICATIONS)?.get(key.as_slice())? {
+            if let StoredCertification::Row(row) = decode_certification_value(stored.value())? {
+                return Ok(Some(row.leaf_index));
+            }
+        }
+        Ok(txn.open_table(CERTIFICATION_LEAVES)?.get(key.as_slice())?.map(|value| value.value()))
     }
 
     // ----- apply ---------------------------------------------------------------------
@@ -571,7 +778,12 @@ struct SnapshotV2 {
 /// Version of the whole-state record ([`SnapshotV2`]) that backups hold. Version 2 added the
 /// security table, version 3 the register, version 4 the statistics. Raft snapshots used
 /// it too up to version 4; they are streamed since version 5 (`snapshot::SNAPSHOT_VERSION`).
-const BACKUP_SNAPSHOT_VERSION: u8 = 4;
+/// Version 5 holds the same tables in the layout of issue 16 (`state::packing`); a version
+/// 4 backup is restored, then migrated.
+const BACKUP_SNAPSHOT_VERSION: u8 = 5;
+const BACKUP_SNAPSHOT_VERSION_LAYOUT_2: u8 = 5;
+/// The oldest backup version this build restores.
+const BACKUP_SNAPSHOT_VERSION_OLDEST: u8 = 4;
 
 #[path = "store_snapshot.rs"]
 mod snapshot;
@@ -589,6 +801,8 @@ pub struct BackupSnapshot {
 }
 
 impl StateStore {
+    /// The whole state as one backup-format record (tests install it like a backup).
+    #[cfg(test)]
     fn take_snapshot(&self) -> Result<(u64, Bytes), StateError> {
         let snapshot = self.snapshot_record()?;
         let mut bytes = vec![BACKUP_SNAPSHOT_VERSION];
@@ -615,14 +829,16 @@ impl StateStore {
     /// Installs a backup's snapshot (`kyso restore`) into this store, which should be
     /// fresh; returns the applied index it holds. Refuses bytes of another version.
     pub fn restore_backup(&self, bytes: &[u8]) -> Result<u64, StateError> {
-        let Some((&BACKUP_SNAPSHOT_VERSION, body)) = bytes.split_first() else {
+        let Some((&(BACKUP_SNAPSHOT_VERSION_OLDEST..=BACKUP_SNAPSHOT_VERSION), body)) = bytes.split_first() else {
             return Err(StateError::Corrupt(format!(
-                "the backup's state has snapshot version {:?}, this kyso reads version {BACKUP_SNAPSHOT_VERSION}; restore it with the release that made it",
+                "the backup's state has snapshot version {:?}, this kyso reads versions {BACKUP_SNAPSHOT_VERSION_OLDEST}-{BACKUP_SNAPSHOT_VERSION}; restore it with the release that made it",
                 bytes.first()
             )));
         };
         let applied = decode::<SnapshotV2>(body)?.applied;
         self.install_snapshot(applied, bytes)?;
+        // A backup from before issue 16 holds the earlier record layout.
+        self.migrate_record_layout()?;
         Ok(applied)
     }
 
@@ -688,7 +904,7 @@ impl StateStore {
     }
 
     fn install_snapshot(&self, index: u64, data: &[u8]) -> Result<(), StateError> {
-        let Some((&BACKUP_SNAPSHOT_VERSION, body)) = data.split_first() else {
+        let Some((&version @ (BACKUP_SNAPSHOT_VERSION_OLDEST..=BACKUP_SNAPSHOT_VERSION), body)) = data.split_first() else {
             return Err(StateError::Corrupt("snapshot has an unknown version; upgrade this node".into()));
         };
         let snapshot: SnapshotV2 = decode(body)?;
@@ -761,11 +977,17 @@ impl StateStore {
             meta.insert(TLOG_SIZE, snapshot.tlog_size)?;
             meta.insert(APPLIED_INDEX, index)?;
             meta.insert(STATISTICS_INDEXED, 1)?;
+            if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_2 {
+                meta.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
+            } else {
+                meta.remove(RECORD_LAYOUT_KEY)?;
+            }
         }
         txn.delete_multimap_table(BLOB_AGENCIES)?;
         rebuild_blob_agencies(&txn)?;
         txn.delete_table(REQUEST_DETAILS)?;
         rebuild_request_details(&txn)?;
+        rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
         Ok(())
     }
@@ -774,11 +996,9 @@ impl StateStore {
     /// index (log entries that carry no command, such as a new leader's no-op, advance the
     /// index but not the state). Equal on every replica that applied the same commands.
     /// Returns the applied index beside it.
+    /// Streamed (`snapshot::streamed_digest`): memory stays bounded at any state size.
     pub fn digest(&self) -> Result<(u64, Sha256), StateError> {
-        let (index, bytes) = self.take_snapshot()?;
-        let mut snapshot: SnapshotV2 = decode(&bytes[1..])?;
-        snapshot.applied = 0;
-        Ok((index, Sha256::digest(&encode(&snapshot))))
+        self.streamed_digest()
     }
 }
 
@@ -818,7 +1038,8 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         find_request(&txn.open_table(REQUESTS)?, &envelope.actor, &envelope.request_id, &envelope.request_fingerprint)?
     {
         if fingerprint == envelope.request_fingerprint {
-            return Ok(outcome);
+            let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+            return records.expand(outcome);
         }
         return Ok(Outcome::Rejected(Rejection::RequestIdReused(envelope.request_id.clone())));
     }
@@ -848,10 +1069,14 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
     if matches!(outcome, Outcome::Rejected(Rejection::RegisterNumberTaken { .. })) {
         return Ok(outcome);
     }
-    let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed: true, outcome };
+    // The row names certifications by code: the records themselves are kept once.
+    let stored = compact_outcome(&outcome).unwrap_or_else(|| outcome.clone());
+    #[cfg(test)]
+    let stored = if tests::layout_1::writing() { outcome.clone() } else { stored };
+    let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed: true, outcome: stored };
     txn.open_table(REQUESTS)?.insert(key.as_str(), encode(&row).as_slice())?;
     txn.open_table(REQUEST_DETAILS)?.insert((envelope.issued_at_unix, key.as_str()), ())?;
-    Ok(row.outcome)
+    Ok(outcome)
 }
 
 /// The stored answer to `actor`'s `request_id` (see [`StateStore::request_outcome`]).
@@ -952,7 +1177,9 @@ fn archive_dossier(txn: &WriteTransaction, dossier: Dossier) -> Result<Outcome, 
     let mut blobs = txn.open_table(BLOBS)?;
     let mut agencies = txn.open_multimap_table(BLOB_AGENCIES)?;
     for file in &dossier.files {
-        blobs.insert(file.sha256.0.as_slice(), file.size_bytes)?;
+        if blobs.insert(file.sha256.0.as_slice(), file.size_bytes)?.is_none() {
+            record_blob_arrival(txn, &file.sha256)?;
+        }
         agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
     }
     dossiers.insert(dossier.id.as_str(), encode(&dossier).as_slice())?;
@@ -964,17 +1191,25 @@ fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certificat
     if let Some(rejection) = check_certifiable(txn, &certifications)? {
         return Ok(Outcome::Rejected(rejection));
     }
+    #[cfg(test)]
+    if tests::layout_1::writing() {
+        return tests::layout_1::certify(txn, actor, certifications);
+    }
     let mut table = txn.open_table(CERTIFICATIONS)?;
     let mut by_document = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
-    let mut leaves = txn.open_table(CERTIFICATION_LEAVES)?;
     for certification in &certifications {
         let key = certification.lookup_code.index_key();
-        table.insert(key.as_slice(), encode(certification).as_slice())?;
+        // The record is kept once, in its leaf; the row names the leaf.
+        let leaf = LogLeaf::new(actor.clone(), LogEvent::Certification(certification.clone()));
+        let leaf_index = append_leaf_packed(txn, &leaf, &certification.cms_der)?;
+        table.insert(key.as_slice(), CertificationRow { leaf_index, revocation: None }.encode().as_slice())?;
         by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
         if let Some(delivered) = &certification.delivered_pdf {
             // Verify and lookup answer to the delivered PDF's hash as to the scan's.
             by_document.insert(delivered.sha256.0.as_slice(), key.as_slice())?;
-            txn.open_table(BLOBS)?.insert(delivered.sha256.0.as_slice(), delivered.size_bytes)?;
+            if txn.open_table(BLOBS)?.insert(delivered.sha256.0.as_slice(), delivered.size_bytes)?.is_none() {
+                record_blob_arrival(txn, &delivered.sha256)?;
+            }
             // The delivered PDF is read within its agency, as the scan it came from.
             txn.open_multimap_table(BLOB_AGENCIES)?.insert(delivered.sha256.0.as_slice(), certification.agency_id.as_str())?;
             let mut register = txn.open_table(REGISTER)?;
@@ -982,8 +1217,6 @@ fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certificat
             register.insert(register_last_key(agency, year).as_str(), encode(&number).as_slice())?;
             register.insert(register_entry_key(agency, year, number).as_str(), encode(&certification.lookup_code.to_string()).as_slice())?;
         }
-        let leaf_index = append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::Certification(certification.clone())))?;
-        leaves.insert(key.as_slice(), leaf_index)?;
         let code = certification.lookup_code.to_string();
         txn.open_table(SECURITY)?.insert(signature_key(&certification.cms_der).as_str(), encode(&code).as_slice())?;
         // A signature made with the key is a correct PIN (or a client-side signature): the
@@ -1104,6 +1337,30 @@ pub fn document_not_of_agency(hash: &Sha256, agency_id: &str) -> String {
     format!("document {hash} is not a file of any dossier of agency {agency_id}; certify only documents your agency archived")
 }
 
+/// Appends a blob new to the state to BLOB_ARRIVALS.
+fn record_blob_arrival(txn: &WriteTransaction, hash: &Sha256) -> Result<(), StateError> {
+    let mut arrivals = txn.open_table(BLOB_ARRIVALS)?;
+    let next = arrivals.last()?.map(|(sequence, _)| sequence.value() + 1).unwrap_or(0);
+    arrivals.insert(next, hash.0.as_slice())?;
+    Ok(())
+}
+
+/// Lists every blob of the state as arrived, in hash order, and resets the refill cursor:
+/// after a snapshot replaced the state, every blob is checked once more.
+fn rebuild_blob_arrivals(txn: &WriteTransaction) -> Result<(), StateError> {
+    txn.delete_table(BLOB_ARRIVALS)?;
+    let blobs = txn.open_table(BLOBS)?;
+    let mut arrivals = txn.open_table(BLOB_ARRIVALS)?;
+    for (sequence, row) in blobs.iter()?.enumerate() {
+        let (hash, _) = row?;
+        arrivals.insert(sequence as u64, hash.value())?;
+    }
+    let mut meta = txn.open_table(META)?;
+    meta.remove(BLOB_FILL_CURSOR)?;
+    meta.insert(BLOB_ARRIVALS_INDEXED, 1)?;
+    Ok(())
+}
+
 /// Indexes every dossier's files by agency (data from before the index, or a snapshot).
 fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
     let dossiers = txn.open_table(DOSSIERS)?;
@@ -1115,9 +1372,10 @@ fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
             agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
         }
     }
-    for row in txn.open_table(CERTIFICATIONS)?.iter()? {
+    let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+    for row in records.table.iter()? {
         let (_, value) = row?;
-        let certification: Certification = decode(value.value())?;
+        let certification = records.from_value(value.value())?;
         if let Some(delivered) = &certification.delivered_pdf {
             agencies.insert(delivered.sha256.0.as_slice(), certification.agency_id.as_str())?;
         }
@@ -1127,13 +1385,15 @@ fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
 }
 
 fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: Revocation) -> Result<Outcome, StateError> {
-    let mut table = txn.open_table(CERTIFICATIONS)?;
     let key = code.index_key();
-    let Some(stored) = table.get(key.as_slice())? else {
-        return Ok(Outcome::Rejected(Rejection::NotFound(format!("no certification has lookup code {code}"))));
+    let (mut certification, stored) = {
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let Some(value) = records.table.get(key.as_slice())? else {
+            return Ok(Outcome::Rejected(Rejection::NotFound(format!("no certification has lookup code {code}"))));
+        };
+        let value = value.value().to_vec();
+        (records.from_value(&value)?, decode_certification_value(&value)?)
     };
-    let mut certification: Certification = decode(stored.value())?;
-    drop(stored);
     if let Some(existing) = &certification.revocation {
         return Ok(Outcome::Rejected(Rejection::FailedPrecondition(format!(
             "certification {code} was already revoked at {} ({})",
@@ -1151,8 +1411,11 @@ fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: 
     )?;
     let revoked_at_unix = revocation.revoked_at_unix;
     certification.revocation = Some(revocation);
-    table.insert(key.as_slice(), encode(&certification).as_slice())?;
-    drop(table);
+    let value = match stored {
+        StoredCertification::Row(row) => CertificationRow { revocation: certification.revocation.clone(), ..row }.encode(),
+        StoredCertification::Full(_) => encode(&certification),
+    };
+    txn.open_table(CERTIFICATIONS)?.insert(key.as_slice(), value.as_slice())?;
     count_revocation(txn, &certification.agency_id, revoked_at_unix)?;
     Ok(Outcome::Certifications(vec![certification]))
 }
@@ -1238,9 +1501,10 @@ fn count_statistics_of_records(txn: &WriteTransaction) -> Result<(), StateError>
         let (_, value) = row?;
         count_dossier(txn, &decode::<Dossier>(value.value())?)?;
     }
-    for row in txn.open_table(CERTIFICATIONS)?.iter()? {
+    let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+    for row in records.table.iter()? {
         let (_, value) = row?;
-        let certification: Certification = decode(value.value())?;
+        let certification = records.from_value(value.value())?;
         count_certification(txn, &certification)?;
         if let Some(revocation) = &certification.revocation {
             count_revocation(txn, &certification.agency_id, revocation.revoked_at_unix)?;
@@ -1372,6 +1636,115 @@ fn append_leaf(txn: &WriteTransaction, leaf: &LogLeaf) -> Result<u64, StateError
     Ok(size)
 }
 
+/// Appends a certification's leaf, stored packed: the certificates its CMS carries are
+/// kept once in `security` and referred to (`state::packing`). Same bytes in the tree.
+fn append_leaf_packed(txn: &WriteTransaction, leaf: &LogLeaf, cms_der: &[u8]) -> Result<u64, StateError> {
+    let index = append_leaf(txn, leaf)?;
+    let data = leaf.encode();
+    let packed = pack_and_share(txn, &data, cms_der)?;
+    if packed != data {
+        txn.open_table(TLOG_LEAVES)?.insert(index, packed.as_slice())?;
+    }
+    Ok(index)
+}
+
+/// The stored form of `leaf_bytes` with the certificates of `cms_der` shared.
+fn pack_and_share(txn: &WriteTransaction, leaf_bytes: &[u8], cms_der: &[u8]) -> Result<Vec<u8>, StateError> {
+    let certificates = crate::crypto::cms::embedded_certificates(cms_der);
+    let (packed, referred) = packing::pack_leaf(leaf_bytes, &certificates);
+    if !referred.is_empty() {
+        let mut security = txn.open_table(SECURITY)?;
+        for (hash, der) in referred {
+            let key = packing::certificate_key(&hash);
+            if security.get(key.as_str())?.is_none() {
+                security.insert(key.as_str(), der.as_slice())?;
+            }
+        }
+    }
+    Ok(packed)
+}
+
+fn unpack(stored: &[u8], security: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<u8>, StateError> {
+    packing::unpack_leaf(
+        stored,
+        |hash| Ok(security.get(packing::certificate_key(hash).as_str())?.map(|value| value.value().to_vec())),
+        StateError::Corrupt,
+    )
+}
+
+/// A leaf's own bytes (unpacked), or `None` beyond the log.
+fn read_leaf(
+    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    security: &impl ReadableTable<&'static str, &'static [u8]>,
+    index: u64,
+) -> Result<Option<Vec<u8>>, StateError> {
+    leaves.get(index)?.map(|stored| unpack(stored.value(), security)).transpose()
+}
+
+fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, StateError> {
+    packing::decode_certification_value(bytes).map_err(StateError::Corrupt)
+}
+
+/// The tables a certification is read from: its row, its leaf, shared certificates.
+struct Records<C, L, S> {
+    table: C,
+    leaves: L,
+    security: S,
+}
+
+impl<C, L, S> Records<C, L, S>
+where
+    C: ReadableTable<&'static [u8], &'static [u8]>,
+    L: ReadableTable<u64, &'static [u8]>,
+    S: ReadableTable<&'static str, &'static [u8]>,
+{
+    fn new(table: C, leaves: L, security: S) -> Self {
+        Records { table, leaves, security }
+    }
+
+    fn certification(&self, key: &[u8]) -> Result<Option<Certification>, StateError> {
+        let Some(value) = self.table.get(key)? else { return Ok(None) };
+        self.from_value(value.value()).map(Some)
+    }
+
+    /// A `certifications` value as the record it stands for.
+    fn from_value(&self, value: &[u8]) -> Result<Certification, StateError> {
+        let row = match decode_certification_value(value)? {
+            StoredCertification::Full(certification) => return Ok(certification),
+            StoredCertification::Row(row) => row,
+        };
+        let leaf = read_leaf(&self.leaves, &self.security, row.leaf_index)?
+            .ok_or_else(|| StateError::Corrupt(format!("a certification names log leaf {}, which is missing", row.leaf_index)))?;
+        match LogLeaf::decode(&leaf).map_err(StateError::Corrupt)?.event {
+            LogEvent::Certification(certification) => Ok(Certification { revocation: row.revocation, ..certification }),
+            _ => Err(StateError::Corrupt(format!("log leaf {} is not a certification", row.leaf_index))),
+        }
+    }
+
+    /// A remembered outcome as the caller receives it.
+    fn expand(&self, outcome: Outcome) -> Result<Outcome, StateError> {
+        let Outcome::CertificationsByCode(codes) = outcome else { return Ok(outcome) };
+        let mut certifications = Vec::with_capacity(codes.len());
+        for code in codes {
+            let certification = self
+                .certification(code.index_key().as_slice())?
+                .ok_or_else(|| StateError::Corrupt(format!("a remembered outcome names certification {code}, which is missing")))?;
+            certifications.push(certification);
+        }
+        Ok(Outcome::Certifications(certifications))
+    }
+}
+
+/// How a request row remembers an outcome that holds certifications: by code.
+fn compact_outcome(outcome: &Outcome) -> Option<Outcome> {
+    match outcome {
+        Outcome::Certifications(certifications) => {
+            Some(Outcome::CertificationsByCode(certifications.iter().map(|certification| certification.lookup_code.clone()).collect()))
+        }
+        _ => None,
+    }
+}
+
 struct WriteNodes<'txn>(redb::Table<'txn, (u8, u64), &'static [u8]>);
 struct ReadNodes(redb::ReadOnlyTable<(u8, u64), &'static [u8]>);
 
@@ -1443,6 +1816,49 @@ mod tests {
             actor: actor.clone(),
         };
         Bytes::from(envelope.encode())
+    }
+
+    /// The record layout before issue 16, written by the code of that time, so that the
+    /// migration is tested against what earlier releases really stored.
+    pub(super) mod layout_1 {
+        use super::super::*;
+        use std::cell::Cell;
+
+        thread_local! {
+            static WRITING: Cell<bool> = const { Cell::new(false) };
+        }
+
+        pub fn writing() -> bool {
+            WRITING.with(Cell::get)
+        }
+
+        /// Runs `body` with apply writing the earlier layout on this thread.
+        pub fn with<T>(body: impl FnOnce() -> T) -> T {
+            WRITING.with(|writing| writing.set(true));
+            let result = body();
+            WRITING.with(|writing| writing.set(false));
+            result
+        }
+
+        /// `certify` as it was: the full record in `certifications`, the leaf index in
+        /// `certification_leaves`, the leaf unpacked.
+        pub fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certification>) -> Result<Outcome, StateError> {
+            let mut table = txn.open_table(CERTIFICATIONS)?;
+            let mut by_document = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+            let mut leaves = txn.open_table(CERTIFICATION_LEAVES)?;
+            for certification in &certifications {
+                let key = certification.lookup_code.index_key();
+                table.insert(key.as_slice(), encode(certification).as_slice())?;
+                by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
+                let leaf_index = append_leaf(txn, &LogLeaf::new(actor.clone(), LogEvent::Certification(certification.clone())))?;
+                leaves.insert(key.as_slice(), leaf_index)?;
+                let code = certification.lookup_code.to_string();
+                txn.open_table(SECURITY)?.insert(signature_key(&certification.cms_der).as_str(), encode(&code).as_slice())?;
+                update_signer_status(txn, &certification.signer_id, |status| status.pin_failures = 0)?;
+                count_certification(txn, certification)?;
+            }
+            Ok(Outcome::Certifications(certifications))
+        }
     }
 
     fn apply(store: &StateStore, data: Vec<Bytes>) -> Vec<Outcome> {
@@ -1690,5 +2106,233 @@ mod tests {
             "{outcome:?}"
         );
         assert_eq!(store.tlog_size().unwrap(), 1, "only the signer's registration reached the log");
+    }
+}
+
+
+#[cfg(test)]
+mod layout_tests {
+    use super::tests::layout_1;
+    use super::*;
+    use crate::crypto::testutil::test_chain;
+    use crate::crypto::KeyAlgorithm;
+    use crate::domain::{ArchivedFile, CertificationKind};
+
+    fn envelope(request_id: &str, issued_at_unix: i64, command: Command) -> Bytes {
+        let envelope = CommandEnvelope {
+            version: super::super::command::COMMAND_VERSION,
+            request_id: request_id.into(),
+            request_fingerprint: [3; 32],
+            issued_at_unix,
+            command,
+            actor: Actor { name: "Người Ký".into(), certificate_sha256: Some(Sha256([4; 32])) },
+        };
+        Bytes::from(envelope.encode())
+    }
+
+    /// A signer with a real chain of two and `count` documents, each certified with a real
+    /// CMS carrying that chain, one of them revoked afterwards.
+    fn commands(count: usize) -> Vec<Bytes> {
+        let chain = test_chain(KeyAlgorithm::EcdsaP256);
+        let key = chain.leaf.signing_key().unwrap();
+        let signer = Signer {
+            id: "s1".into(),
+            name: "Người Ký".into(),
+            title: "Chủ tịch".into(),
+            agency_ids: vec!["xa-a".into()],
+            subject: "CN=Alice".into(),
+            issuer: "CN=CA".into(),
+            serial_hex: "01".into(),
+            not_before_unix: 0,
+            not_after_unix: i64::MAX,
+            key_algorithm: "ecdsa-p256".into(),
+            chain_der: chain.chain_der(),
+            sealed_key: None,
+            registered_at_unix: 0,
+        };
+        let mut data = vec![envelope("register", 1_000, Command::RegisterSigner(signer))];
+        let documents: Vec<Vec<u8>> = (0..count).map(|index| format!("document {index}").into_bytes()).collect();
+        let dossier = Dossier {
+            id: "d1".into(),
+            agency_id: "xa-a".into(),
+            procedure_code: "1.001193".into(),
+            dossier_number: "HS-1".into(),
+            received_date: "2026-12-01".into(),
+            private_fields: Vec::new(),
+            files: documents
+                .iter()
+                .enumerate()
+                .map(|(index, content)| ArchivedFile {
+                    name: format!("{index}.pdf"),
+                    content_type: "application/pdf".into(),
+                    size_bytes: content.len() as u64,
+                    sha256: Sha256::digest(content),
+                })
+                .collect(),
+            archived_at_unix: 1_000,
+        };
+        data.push(envelope("archive", 1_000, Command::ArchiveDossier(dossier)));
+        let random = ring::rand::SystemRandom::new();
+        let mut codes = Vec::new();
+        for (index, content) in documents.iter().enumerate() {
+            let cms_der = crate::crypto::cms::sign_detached(content, 2_000, &chain.chain_der(), &key).unwrap();
+            let code = LookupCode::generate(&random).unwrap();
+            codes.push(code.clone());
+            let certification = Certification {
+                version: crate::domain::CERTIFICATION_RECORD_VERSION,
+                lookup_code: code,
+                document_sha256: Sha256::digest(content),
+                kind: CertificationKind::CertifiedCopy,
+                agency_id: "xa-a".into(),
+                signer_id: "s1".into(),
+                dossier_id: "d1".into(),
+                signed_at_unix: 2_000,
+                cms_der,
+                revocation: None,
+                delivered_pdf: None,
+            };
+            data.push(envelope(&format!("certify-{index}"), 2_000, Command::Certify(vec![certification])));
+        }
+        data.push(envelope(
+            "revoke",
+            3_000,
+            Command::RevokeCertification { lookup_code: codes[1].clone(), reason: "nhầm hồ sơ".into(), revoked_at_unix: 3_000 },
+        ));
+        data
+    }
+
+    fn apply_all(store: &StateStore, data: &[Bytes]) -> Vec<Bytes> {
+        let entries: Vec<Entry> = data.iter().enumerate().map(|(offset, data)| Entry { index: 1 + offset as u64, term: 1, data: data.clone() }).collect();
+        store.apply_batch(&entries).unwrap()
+    }
+
+    fn table_bytes<K: redb::Key + 'static>(store: &StateStore, table: TableDefinition<K, &'static [u8]>) -> u64 {
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(table).unwrap();
+        table.iter().unwrap().map(|row| row.unwrap().1.value().len() as u64).sum()
+    }
+
+    #[test]
+    fn a_data_directory_of_the_earlier_layout_migrates_to_exactly_the_state_the_new_layout_writes() {
+        let data = commands(12);
+        let dir = tempfile::tempdir().unwrap();
+        // The earlier layout, as the code of that time wrote it.
+        let old = StateStore::open(&dir.path().join("old.redb")).unwrap();
+        let old_answers = layout_1::with(|| apply_all(&old, &data));
+        {
+            let txn = old.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().remove(RECORD_LAYOUT_KEY).unwrap();
+            txn.commit().unwrap();
+        }
+        let old_leaf_bytes = table_bytes(&old, TLOG_LEAVES);
+        let old_request_bytes = table_bytes(&old, REQUESTS);
+        let (_, digest_before) = old.digest().unwrap();
+        let entries_before = old.tlog_entries(0, 1_000).unwrap();
+        let (size_before, root_before) = old.tlog_head().unwrap();
+        drop(old);
+        // Opening migrates it.
+        let migrated = StateStore::open(&dir.path().join("old.redb")).unwrap();
+        let fresh = StateStore::open(&dir.path().join("new.redb")).unwrap();
+        let fresh_answers = apply_all(&fresh, &data);
+        assert_eq!(old_answers, fresh_answers, "apply answers the same in both layouts");
+        let (_, migrated_digest) = migrated.digest().unwrap();
+        let (_, fresh_digest) = fresh.digest().unwrap();
+        assert_ne!(digest_before, migrated_digest, "the migration rewrote the tables");
+        assert_eq!(migrated_digest, fresh_digest, "a migrated store equals one written in the new layout");
+        // Leaves, root and proofs are unchanged; the stored bytes shrank.
+        assert_eq!(migrated.tlog_entries(0, 1_000).unwrap(), entries_before);
+        assert_eq!(migrated.tlog_head().unwrap(), (size_before, root_before));
+        // Each certification leaf no longer carries the chain (two certificates, ~800 bytes).
+        assert!(
+            table_bytes(&migrated, TLOG_LEAVES) + 12 * 700 < old_leaf_bytes,
+            "leaves {} bytes packed, {old_leaf_bytes} before",
+            table_bytes(&migrated, TLOG_LEAVES)
+        );
+        assert!(table_bytes(&migrated, REQUESTS) * 3 < old_request_bytes, "request rows {} bytes, {old_request_bytes} before", table_bytes(&migrated, REQUESTS));
+        assert_eq!(migrated.db.begin_read().unwrap().open_table(CERTIFICATION_LEAVES).unwrap().len().unwrap(), 0);
+        // Every record reads back as it was, revocation included, and so do retries.
+        for (index, answer) in fresh_answers.iter().enumerate().skip(2).take(12) {
+            let Outcome::Certifications(recorded) = Outcome::decode(answer).unwrap() else { panic!("entry {index}: {answer:?}") };
+            let code = &recorded[0].lookup_code;
+            let mut expected = recorded[0].clone();
+            if index == 3 {
+                expected.revocation = Some(Revocation { reason: "nhầm hồ sơ".into(), revoked_at_unix: 3_000 });
+            }
+            for store in [&migrated, &fresh] {
+                assert_eq!(store.certification(code).unwrap().as_ref(), Some(&expected));
+                assert_eq!(store.certifications_of(&expected.document_sha256).unwrap(), vec![expected.clone()]);
+                let leaf = store.certification_leaf(code).unwrap().expect("a leaf index");
+                let proof = store.tlog_inclusion(leaf, 0).unwrap().unwrap();
+                assert_eq!(LogLeaf::decode(&proof.leaf_data).unwrap().event, LogEvent::Certification(recorded[0].clone()));
+                let actor = Actor { name: "Người Ký".into(), certificate_sha256: Some(Sha256([4; 32])) };
+                let (_, outcome) = store.request_outcome(&actor, &format!("certify-{}", index - 2), &[3; 32]).unwrap().unwrap();
+                assert_eq!(outcome, Outcome::Certifications(vec![expected.clone()]));
+            }
+        }
+        // A retry through apply answers from the remembered row.
+        let next = fresh.applied().unwrap() + 1;
+        let retry = fresh.apply_batch(&[Entry { index: next, term: 1, data: data[2].clone() }]).unwrap();
+        assert_eq!(Outcome::decode(&retry[0]).unwrap(), Outcome::decode(&fresh_answers[2]).unwrap());
+    }
+
+    #[test]
+    fn a_layout_1_backup_restores_and_migrates_and_a_current_one_restores_as_it_is() {
+        let data = commands(3);
+        let dir = tempfile::tempdir().unwrap();
+        let old = StateStore::open(&dir.path().join("old.redb")).unwrap();
+        layout_1::with(|| apply_all(&old, &data));
+        let mut backup = old.backup_snapshot().unwrap().bytes.to_vec();
+        backup[0] = 4;
+        let restored = StateStore::open(&dir.path().join("restored.redb")).unwrap();
+        restored.restore_backup(&backup).unwrap();
+        let fresh = StateStore::open(&dir.path().join("fresh.redb")).unwrap();
+        apply_all(&fresh, &data);
+        assert_eq!(restored.digest().unwrap().1, fresh.digest().unwrap().1);
+        let again = StateStore::open(&dir.path().join("again.redb")).unwrap();
+        again.advance_blob_fill_cursor(0, 2).unwrap();
+        again.restore_backup(&fresh.backup_snapshot().unwrap().bytes).unwrap();
+        assert_eq!(again.digest().unwrap().1, fresh.digest().unwrap().1);
+        // A state put in place lists every blob as arrived and starts the refill over.
+        assert_eq!(again.blob_fill_cursor().unwrap(), 0);
+        assert_eq!(again.blob_arrivals(0, 100).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn blobs_arrive_once_in_order_and_the_refill_cursor_only_moves_forward_from_where_it_was() {
+        let data = commands(3);
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        apply_all(&store, &data);
+        let arrivals = store.blob_arrivals(0, 100).unwrap();
+        assert_eq!(arrivals.iter().map(|(sequence, _)| *sequence).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(arrivals[1].1, Sha256::digest(b"document 1"));
+        // The same file in another dossier is no new arrival; a new one is.
+        let mut again = Dossier {
+            id: "d2".into(),
+            agency_id: "xa-a".into(),
+            procedure_code: "1.001193".into(),
+            dossier_number: "HS-2".into(),
+            received_date: "2026-12-01".into(),
+            private_fields: Vec::new(),
+            files: Vec::new(),
+            archived_at_unix: 1_000,
+        };
+        for content in [&b"document 1"[..], b"document new"] {
+            again.files.push(ArchivedFile { name: "x.pdf".into(), content_type: "application/pdf".into(), size_bytes: content.len() as u64, sha256: Sha256::digest(content) });
+        }
+        let next = store.applied().unwrap() + 1;
+        store.apply_batch(&[Entry { index: next, term: 1, data: envelope("again", 1_000, Command::ArchiveDossier(again)) }]).unwrap();
+        assert_eq!(store.blob_arrivals(2, 100).unwrap(), vec![(2, arrivals[2].1), (3, Sha256::digest(b"document new"))]);
+        store.advance_blob_fill_cursor(0, 3).unwrap();
+        assert_eq!(store.blob_fill_cursor().unwrap(), 3);
+        // A pass that started elsewhere (before a reset) moves nothing; nor does going back.
+        store.advance_blob_fill_cursor(1, 4).unwrap();
+        store.advance_blob_fill_cursor(3, 2).unwrap();
+        assert_eq!(store.blob_fill_cursor().unwrap(), 3);
+        // The index and the cursor survive a restart.
+        drop(store);
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        assert_eq!(store.blob_fill_cursor().unwrap(), 3);
+        assert_eq!(store.blob_arrivals(0, 100).unwrap().len(), 4);
     }
 }

@@ -29,10 +29,13 @@ use redb::{Database, Key, MultimapTableDefinition, ReadTransaction, ReadableData
 use super::*;
 
 /// Version of the streamed Raft snapshot. Versions up to 4 were one whole-state record
-/// (still the backup format); version 5 is a stream of records.
-pub(super) const SNAPSHOT_VERSION: u8 = 5;
+/// (still the backup format); version 5 is a stream of records; version 6 is the same
+/// stream of records in the layout of issue 16 (each record stored once, `state::packing`).
+pub(super) const SNAPSHOT_VERSION: u8 = 6;
 
 const TAG_HEADER: u8 = 0;
+/// Piece size of [`StateStore::streamed_digest`].
+const DIGEST_PIECE_BYTES: usize = 1 << 20;
 const TAG_TRAILER: u8 = 255;
 const HEADER_KEY: &[u8] = b"kyso-state-snapshot";
 #[cfg(test)]
@@ -445,6 +448,24 @@ impl StateStore {
         Ok(StoreSnapshotSource { txn: Mutex::new(txn), applied, tlog_size })
     }
 
+    /// SHA-256 of the streamed snapshot's records with the applied index left out: equal
+    /// on every replica that applied the same commands, read from one read transaction a
+    /// piece at a time, so memory stays at one piece whatever the state's size.
+    pub(super) fn streamed_digest(&self) -> Result<(u64, Sha256), StateError> {
+        let source = self.snapshot_source()?;
+        let applied = source.applied;
+        let without_index = StoreSnapshotSource { applied: 0, ..source };
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        without_index
+            .read(DIGEST_PIECE_BYTES, &mut |piece| {
+                context.update(&piece);
+                Ok(())
+            })
+            .map_err(|error| StateError::Storage(error.0))?;
+        let digest = context.finish();
+        Ok((applied, Sha256(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))))
+    }
+
     /// Starts staging a snapshot at `index`; refuses while another transfer is staging or
     /// while a finished one waits to be installed (for [`STAGED_SNAPSHOT_KEPT`]).
     pub(super) fn stage_snapshot(&self, index: u64) -> Result<Box<dyn SnapshotSink>, StateError> {
@@ -504,6 +525,7 @@ impl StateStore {
             meta.insert(TLOG_SIZE, tlog_size)?;
             meta.insert(APPLIED_INDEX, index)?;
             meta.insert(STATISTICS_INDEXED, 1)?;
+            meta.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
             meta.remove(STAGING_INDEX)?;
             meta.remove(STAGING_TLOG_SIZE)?;
             meta.remove(STAGING_COMPLETE)?;
@@ -512,6 +534,7 @@ impl StateStore {
         rebuild_blob_agencies(&txn)?;
         txn.delete_table(REQUEST_DETAILS)?;
         rebuild_request_details(&txn)?;
+        rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
         if let Ok(mut staging) = self.staging.lock() {
             staging.finished_at = None;

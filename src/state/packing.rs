@@ -1,0 +1,197 @@
+//! How a record is kept once (issue 16): the stored forms of certifications, log leaves
+//! and request outcomes, and the certificates they share.
+//!
+//! - A certification lives in its log leaf only. The `certifications` table maps its
+//!   lookup-code key to a [`CertificationRow`]: the leaf's index and the revocation, the one
+//!   part of a certification that changes.
+//! - A log leaf is stored packed: every certificate its bytes carry verbatim (the signer's
+//!   chain and the time-stamp authority's certificate inside each CMS) is replaced by a
+//!   reference to one shared copy, `certificate/<sha256 hex>` in the `security` table.
+//!   Unpacking gives back the exact bytes, so every leaf hash, root and proof is unchanged.
+//! - A request's remembered outcome names its certifications by lookup code
+//!   ([`Outcome::CertificationsByCode`](super::command::Outcome)) instead of copying them.
+//!
+//! Every stored form starts with a byte no earlier form starts with, so readers take both
+//! (data directories are migrated on open, see `StateStore::migrate_record_layout`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Certification, Revocation, Sha256};
+
+/// First byte of a packed leaf (leaves themselves start with their version, 2 or 3).
+pub const PACKED_LEAF: u8 = 0xC0;
+/// First byte of a [`CertificationRow`] (full records start with their version, 1 or 2).
+pub const CERTIFICATION_ROW: u8 = 0xC1;
+
+const SEGMENT_LITERAL: u8 = 0;
+const SEGMENT_CERTIFICATE: u8 = 1;
+
+/// Certificates shorter than this are left in place (a reference costs 33 bytes).
+const CERTIFICATE_PACKED_MIN_BYTES: usize = 128;
+
+/// The `security` table key of a shared certificate.
+pub fn certificate_key(hash: &Sha256) -> String {
+    format!("certificate/{hash}")
+}
+
+/// What `certifications` holds for a certification recorded since the layout of issue 16.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificationRow {
+    pub leaf_index: u64,
+    pub revocation: Option<Revocation>,
+}
+
+impl CertificationRow {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![CERTIFICATION_ROW];
+        bytes.extend(postcard::to_stdvec(self).expect("postcard serialisation of owned data into a Vec"));
+        bytes
+    }
+}
+
+/// A `certifications` value: the row of the current layout, or a full record written
+/// before it (kept only where no leaf index was known).
+pub enum StoredCertification {
+    Row(CertificationRow),
+    Full(Certification),
+}
+
+pub fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, String> {
+    match bytes.split_first() {
+        Some((&CERTIFICATION_ROW, body)) => postcard::from_bytes(body).map(StoredCertification::Row).map_err(|error| error.to_string()),
+        Some(_) => postcard::from_bytes(bytes).map(StoredCertification::Full).map_err(|error| error.to_string()),
+        None => Err("an empty certification row".into()),
+    }
+}
+
+/// Packs leaf bytes: each occurrence of one of `certificates` (DER) becomes a reference.
+/// Returns the stored form and the certificates it refers to (to store once). Leaves
+/// without a certificate worth packing are stored as they are.
+pub fn pack_leaf(leaf: &[u8], certificates: &[Vec<u8>]) -> (Vec<u8>, Vec<(Sha256, Vec<u8>)>) {
+    // (start, end, certificate index), non-overlapping, in order.
+    let mut found: Vec<(usize, usize, usize)> = Vec::new();
+    for (index, certificate) in certificates.iter().enumerate() {
+        if certificate.len() < CERTIFICATE_PACKED_MIN_BYTES {
+            continue;
+        }
+        for start in memchr::memmem::find_iter(leaf, certificate) {
+            let end = start + certificate.len();
+            if found.iter().all(|&(other_start, other_end, _)| end <= other_start || start >= other_end) {
+                found.push((start, end, index));
+            }
+        }
+    }
+    if found.is_empty() {
+        return (leaf.to_vec(), Vec::new());
+    }
+    found.sort_unstable();
+    let mut packed = Vec::with_capacity(leaf.len() / 2);
+    packed.push(PACKED_LEAF);
+    let mut referred: Vec<(Sha256, Vec<u8>)> = Vec::new();
+    let mut position = 0;
+    for (start, end, index) in found {
+        literal(&mut packed, &leaf[position..start]);
+        let hash = Sha256::digest(&certificates[index]);
+        packed.push(SEGMENT_CERTIFICATE);
+        packed.extend_from_slice(&hash.0);
+        if !referred.iter().any(|(known, _)| known == &hash) {
+            referred.push((hash, certificates[index].clone()));
+        }
+        position = end;
+    }
+    literal(&mut packed, &leaf[position..]);
+    (packed, referred)
+}
+
+fn literal(packed: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    packed.push(SEGMENT_LITERAL);
+    packed.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    packed.extend_from_slice(bytes);
+}
+
+/// The leaf's own bytes from its stored form; `certificate` fetches a shared certificate.
+pub fn unpack_leaf<E>(
+    stored: &[u8],
+    mut certificate: impl FnMut(&Sha256) -> Result<Option<Vec<u8>>, E>,
+    corrupt: impl Fn(String) -> E,
+) -> Result<Vec<u8>, E> {
+    let Some((&PACKED_LEAF, mut rest)) = stored.split_first() else {
+        return Ok(stored.to_vec());
+    };
+    let mut leaf = Vec::with_capacity(stored.len() * 2);
+    while let Some((&tag, body)) = rest.split_first() {
+        match tag {
+            SEGMENT_LITERAL => {
+                let (length, body) = body.split_first_chunk::<4>().ok_or_else(|| corrupt("a packed leaf ends inside a length".into()))?;
+                let length = u32::from_be_bytes(*length) as usize;
+                let bytes = body.get(..length).ok_or_else(|| corrupt("a packed leaf ends inside a literal".into()))?;
+                leaf.extend_from_slice(bytes);
+                rest = &body[length..];
+            }
+            SEGMENT_CERTIFICATE => {
+                let (hash, body) = body.split_first_chunk::<32>().ok_or_else(|| corrupt("a packed leaf ends inside a reference".into()))?;
+                let hash = Sha256(*hash);
+                let der = certificate(&hash)?.ok_or_else(|| corrupt(format!("a packed leaf refers to certificate {hash}, which is not stored")))?;
+                leaf.extend_from_slice(&der);
+                rest = body;
+            }
+            other => return Err(corrupt(format!("a packed leaf has segment tag {other}"))),
+        }
+    }
+    Ok(leaf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_of(referred: &[(Sha256, Vec<u8>)]) -> impl FnMut(&Sha256) -> Result<Option<Vec<u8>>, String> + '_ {
+        move |hash| Ok(referred.iter().find(|(known, _)| known == hash).map(|(_, der)| der.clone()))
+    }
+
+    #[test]
+    fn a_packed_leaf_unpacks_to_its_exact_bytes_and_shares_each_certificate_once() {
+        let first = vec![0x30; 300];
+        let second: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
+        let mut leaf = vec![0x03, 1, 2, 3];
+        leaf.extend(&first);
+        leaf.extend([9, 9]);
+        leaf.extend(&second);
+        leaf.extend(&first);
+        leaf.extend([7]);
+        let (packed, referred) = pack_leaf(&leaf, &[first.clone(), second.clone(), vec![1, 2]]);
+        assert_eq!(packed[0], PACKED_LEAF);
+        assert_eq!(referred.len(), 2, "each certificate is stored once");
+        assert!(packed.len() < 200, "{} packed bytes for a {}-byte leaf", packed.len(), leaf.len());
+        assert_eq!(unpack_leaf(&packed, store_of(&referred), |e| e).unwrap(), leaf);
+    }
+
+    #[test]
+    fn a_leaf_without_certificates_is_stored_as_it_is_and_a_missing_certificate_is_corruption() {
+        let leaf = vec![0x03, 5, 6, 7];
+        let (stored, referred) = pack_leaf(&leaf, &[vec![0x30; 200]]);
+        assert_eq!(stored, leaf);
+        assert!(referred.is_empty());
+        assert_eq!(unpack_leaf(&stored, store_of(&[]), |e| e).unwrap(), leaf);
+
+        let mut with = leaf.clone();
+        with.extend(vec![0x30; 200]);
+        let (packed, _) = pack_leaf(&with, &[vec![0x30; 200]]);
+        let error = unpack_leaf(&packed, store_of(&[]), |e| e).unwrap_err();
+        assert!(error.contains("not stored"), "{error}");
+        let error = unpack_leaf(&packed[..packed.len() - 3], |_| Ok(Some(vec![0x30; 200])), |e: String| e).unwrap_err();
+        assert!(error.contains("ends inside"), "{error}");
+    }
+
+    #[test]
+    fn rows_and_full_records_are_told_apart_by_their_first_byte() {
+        let row = CertificationRow { leaf_index: 42, revocation: None };
+        match decode_certification_value(&row.encode()).unwrap() {
+            StoredCertification::Row(decoded) => assert_eq!(decoded, row),
+            StoredCertification::Full(_) => panic!("a row decoded as a full record"),
+        }
+    }
+}
