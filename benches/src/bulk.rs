@@ -111,14 +111,19 @@ impl BulkLoader {
             Ok(bytes) => serde_json::from_slice(&bytes).context("bench-load.json is unreadable")?,
             Err(_) => Progress { samples, ..Progress::default() },
         };
-        if progress.applied_index != store.applied()? {
+        // A node started on the directory between stages applies entries of its own (a
+        // verification tally when it stops, a leader's no-op): the loader continues after
+        // them. Fewer applied entries than the loader wrote means another store.
+        let applied = store.applied()?;
+        if applied < progress.applied_index {
             bail!(
-                "{} says {} entries were applied but the store has {}; use a fresh directory",
+                "{} says {} entries were applied but the store has only {applied}; use a fresh directory",
                 progress_path.display(),
-                progress.applied_index,
-                store.applied()?
+                progress.applied_index
             );
         }
+        let mut progress = progress;
+        progress.applied_index = applied;
         let filler_cms = signer.cms(b"kyso bench: this signature is reused by filler records", kyso::service::now_unix())?;
         let mut loader = BulkLoader { data_dir: data_dir.to_path_buf(), store, blobs, signer, progress, filler_cms };
         if loader.progress.signer_id.is_empty() {

@@ -50,6 +50,29 @@ enum Command {
     /// In-process lookups by code over every record of a stopped node's store: does memory
     /// stay bounded when the working set is the whole store?
     StateRss(StateRssArgs),
+    /// Streams the state of a stopped node's data directory into a fresh state store the
+    /// way a Raft snapshot travels (source read a piece at a time on one thread, staged by
+    /// the sink on another, two pieces in flight, then swapped in), and reports time, bytes
+    /// and this process's peak memory (both ends).
+    SnapshotTransfer(SnapshotTransferArgs),
+}
+
+#[derive(Debug, Args)]
+struct SnapshotTransferArgs {
+    /// The data directory of a stopped node (read only).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Where the receiving state store is created (must not exist).
+    #[arg(long)]
+    to: PathBuf,
+    #[arg(long, default_value_t = 1 << 20)]
+    chunk_bytes: usize,
+    /// Each store's page cache, as `limits.state_cache_size_bytes_max` bounds a node's.
+    #[arg(long, default_value_t = 256 << 20)]
+    cache_bytes: usize,
+    /// Also compare the two stores' state digests afterwards (reads both states again).
+    #[arg(long)]
+    check_digest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -301,6 +324,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Scale(args) => scale(args).await,
         Command::StateRss(args) => state_rss(args),
+        Command::SnapshotTransfer(args) => snapshot_transfer(args),
         Command::StateStats(args) => {
             let progress = bulk::read_progress(&args.data_dir).ok();
             let (file_bytes, tables) = kyso_bench::state_stats::table_stats(&args.data_dir.join("state.redb"))?;
@@ -555,6 +579,67 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
             "verify": results,
         }));
     }
+    Ok(())
+}
+
+fn snapshot_transfer(args: SnapshotTransferArgs) -> anyhow::Result<()> {
+    use kyso_cluster::StateMachine;
+    anyhow::ensure!(!args.to.exists(), "{} exists: give a path for a fresh state store", args.to.display());
+    let pid = std::process::id();
+    let source_store = kyso::state::StateStore::open_with_cache(&args.data_dir.join("state.redb"), args.cache_bytes)?;
+    let sink_store = kyso::state::StateStore::open_with_cache(&args.to, args.cache_bytes)?;
+    let before = node_process::memory_of(pid)?;
+    let began = Instant::now();
+    let source = source_store.snapshot()?;
+    let index = source.index();
+    let mut sink = sink_store.receive_snapshot(index)?;
+    // Two pieces in flight between reader and writer, as the transport keeps.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let chunk_bytes = args.chunk_bytes;
+    let reader = std::thread::spawn(move || {
+        source.read(chunk_bytes, &mut |piece| sender.send(piece).map_err(|_| kyso_cluster::StateMachineError("the receiver stopped".into())))
+    });
+    let (mut bytes, mut pieces) = (0u64, 0u64);
+    for piece in receiver {
+        bytes += piece.len() as u64;
+        pieces += 1;
+        sink.write(&piece)?;
+        if pieces % 1000 == 0 {
+            eprintln!("snapshot-transfer: {pieces} pieces, {:.0} MiB in {:.0} s", bytes as f64 / 1048576.0, began.elapsed().as_secs_f64());
+        }
+    }
+    reader.join().map_err(|_| anyhow::anyhow!("the reader panicked"))??;
+    let streamed_seconds = began.elapsed().as_secs_f64();
+    sink.finish()?;
+    sink_store.restore(index)?;
+    let seconds = began.elapsed().as_secs_f64();
+    let after = node_process::memory_of(pid)?;
+    eprintln!(
+        "snapshot-transfer: index {index}, {bytes} bytes in {pieces} pieces of {chunk_bytes}; streamed and staged in {streamed_seconds:.1} s, installed at {seconds:.1} s ({:.1} MiB/s); peak RSS {:.0} MiB before, {:.0} MiB after (both ends in this process)",
+        bytes as f64 / 1048576.0 / seconds,
+        before.peak_rss_bytes as f64 / 1048576.0,
+        after.peak_rss_bytes as f64 / 1048576.0
+    );
+    let mut digests = None;
+    if args.check_digest {
+        let (_, source_digest) = source_store.digest()?;
+        let (_, sink_digest) = sink_store.digest()?;
+        anyhow::ensure!(source_digest == sink_digest, "the installed state differs from the source: {source_digest} vs {sink_digest}");
+        eprintln!("snapshot-transfer: state digests equal ({source_digest})");
+        digests = Some(source_digest.to_string());
+    }
+    emit(json!({
+        "kind": "snapshot-transfer",
+        "index": index,
+        "bytes": bytes,
+        "pieces": pieces,
+        "chunk_bytes": chunk_bytes,
+        "streamed_seconds": streamed_seconds,
+        "seconds": seconds,
+        "peak_rss_bytes_before": before.peak_rss_bytes,
+        "peak_rss_bytes_after": after.peak_rss_bytes,
+        "digest": digests,
+    }));
     Ok(())
 }
 

@@ -8,6 +8,11 @@
 //!   chain and the time-stamp authority's certificate inside each CMS) is replaced by a
 //!   reference to one shared copy, `certificate/<sha256 hex>` in the `security` table.
 //!   Unpacking gives back the exact bytes, so every leaf hash, root and proof is unchanged.
+//! - A certification leaf of a signer who has certified before is stored as a delta
+//!   against that signer's reference leaf (its first certification leaf, stored packed):
+//!   runs of bytes found there (the chain, the signer's identifiers, the CMS attributes
+//!   that are the same in every signature of that signer) become copies of the reference,
+//!   the rest stays literal. `reference-leaf/<signer id>` in `security` names it.
 //! - A request's remembered outcome names its certifications by lookup code
 //!   ([`Outcome::CertificationsByCode`](super::command::Outcome)) instead of copying them.
 //!
@@ -20,14 +25,27 @@ use crate::domain::{Certification, Revocation, Sha256};
 
 /// First byte of a packed leaf (leaves themselves start with their version, 2 or 3).
 pub const PACKED_LEAF: u8 = 0xC0;
+/// First byte of a leaf stored as a delta against a reference leaf.
+pub const DELTA_LEAF: u8 = 0xC2;
 /// First byte of a [`CertificationRow`] (full records start with their version, 1 or 2).
 pub const CERTIFICATION_ROW: u8 = 0xC1;
 
 const SEGMENT_LITERAL: u8 = 0;
 const SEGMENT_CERTIFICATE: u8 = 1;
+const SEGMENT_COPY: u8 = 2;
+
+/// Matches shorter than this stay literal (a copy costs 9 bytes).
+const COPY_MIN_BYTES: usize = 16;
+/// The window by which the reference is indexed.
+const WINDOW_BYTES: usize = 8;
 
 /// Certificates shorter than this are left in place (a reference costs 33 bytes).
 const CERTIFICATE_PACKED_MIN_BYTES: usize = 128;
+
+/// The `security` table key of a signer's reference leaf (its index, u64 big-endian).
+pub fn reference_leaf_key(signer_id: &str) -> String {
+    format!("reference-leaf/{signer_id}")
+}
 
 /// The `security` table key of a shared certificate.
 pub fn certificate_key(hash: &Sha256) -> String {
@@ -112,14 +130,74 @@ fn literal(packed: &mut Vec<u8>, bytes: &[u8]) {
     packed.extend_from_slice(bytes);
 }
 
-/// The leaf's own bytes from its stored form; `certificate` fetches a shared certificate.
+/// `leaf` as a delta against `reference` (the reference leaf's own bytes, at index
+/// `reference_index`): a greedy, deterministic match of each position against the first
+/// place in the reference where the same [`WINDOW_BYTES`] bytes start.
+pub fn delta_leaf(leaf: &[u8], reference_index: u64, reference: &[u8]) -> Vec<u8> {
+    let mut first_at: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+    if reference.len() >= WINDOW_BYTES {
+        for start in 0..=reference.len() - WINDOW_BYTES {
+            first_at.entry(&reference[start..start + WINDOW_BYTES]).or_insert(start);
+        }
+    }
+    let mut delta = Vec::with_capacity(leaf.len() / 2);
+    delta.push(DELTA_LEAF);
+    delta.extend_from_slice(&reference_index.to_be_bytes());
+    let (mut position, mut literal_from) = (0, 0);
+    while position + WINDOW_BYTES <= leaf.len() {
+        let matched = first_at.get(&leaf[position..position + WINDOW_BYTES]).map(|&at| {
+            let length = leaf[position..].iter().zip(&reference[at..]).take_while(|(a, b)| a == b).count();
+            (at, length)
+        });
+        match matched {
+            Some((at, length)) if length >= COPY_MIN_BYTES => {
+                literal(&mut delta, &leaf[literal_from..position]);
+                delta.push(SEGMENT_COPY);
+                delta.extend_from_slice(&(at as u32).to_be_bytes());
+                delta.extend_from_slice(&(length as u32).to_be_bytes());
+                position += length;
+                literal_from = position;
+            }
+            _ => position += 1,
+        }
+    }
+    literal(&mut delta, &leaf[literal_from..]);
+    delta
+}
+
+/// The leaf's own bytes from its stored form; `certificate` fetches a shared certificate,
+/// `reference` the stored form of a reference leaf (never itself a delta).
 pub fn unpack_leaf<E>(
     stored: &[u8],
     mut certificate: impl FnMut(&Sha256) -> Result<Option<Vec<u8>>, E>,
+    mut reference: impl FnMut(u64) -> Result<Option<Vec<u8>>, E>,
     corrupt: impl Fn(String) -> E,
 ) -> Result<Vec<u8>, E> {
-    let Some((&PACKED_LEAF, mut rest)) = stored.split_first() else {
-        return Ok(stored.to_vec());
+    unpack(stored, &mut certificate, &mut reference, &corrupt)
+}
+
+type FetchCertificate<'a, E> = dyn for<'h> FnMut(&'h Sha256) -> Result<Option<Vec<u8>>, E> + 'a;
+type FetchLeaf<'a, E> = dyn FnMut(u64) -> Result<Option<Vec<u8>>, E> + 'a;
+
+fn unpack<E>(
+    stored: &[u8],
+    certificate: &mut FetchCertificate<'_, E>,
+    reference: &mut FetchLeaf<'_, E>,
+    corrupt: &dyn Fn(String) -> E,
+) -> Result<Vec<u8>, E> {
+    let (base, mut rest) = match stored.split_first() {
+        Some((&PACKED_LEAF, rest)) => (None, rest),
+        Some((&DELTA_LEAF, rest)) => {
+            let (index, rest) = rest.split_first_chunk::<8>().ok_or_else(|| corrupt("a delta leaf ends inside its reference".into()))?;
+            let index = u64::from_be_bytes(*index);
+            let stored_reference = reference(index)?.ok_or_else(|| corrupt(format!("a delta leaf refers to leaf {index}, which is missing")))?;
+            if stored_reference.first() == Some(&DELTA_LEAF) {
+                return Err(corrupt(format!("a delta leaf refers to leaf {index}, itself a delta")));
+            }
+            let base = unpack(&stored_reference, certificate, &mut |_| Ok(None), corrupt)?;
+            (Some(base), rest)
+        }
+        _ => return Ok(stored.to_vec()),
     };
     let mut leaf = Vec::with_capacity(stored.len() * 2);
     while let Some((&tag, body)) = rest.split_first() {
@@ -136,6 +214,15 @@ pub fn unpack_leaf<E>(
                 let hash = Sha256(*hash);
                 let der = certificate(&hash)?.ok_or_else(|| corrupt(format!("a packed leaf refers to certificate {hash}, which is not stored")))?;
                 leaf.extend_from_slice(&der);
+                rest = body;
+            }
+            SEGMENT_COPY => {
+                let base = base.as_deref().ok_or_else(|| corrupt("a packed leaf without a reference copies from one".into()))?;
+                let (at, body) = body.split_first_chunk::<4>().ok_or_else(|| corrupt("a delta leaf ends inside a copy".into()))?;
+                let (length, body) = body.split_first_chunk::<4>().ok_or_else(|| corrupt("a delta leaf ends inside a copy".into()))?;
+                let (at, length) = (u32::from_be_bytes(*at) as usize, u32::from_be_bytes(*length) as usize);
+                let bytes = base.get(at..at.saturating_add(length)).ok_or_else(|| corrupt("a delta leaf copies beyond its reference".into()))?;
+                leaf.extend_from_slice(bytes);
                 rest = body;
             }
             other => return Err(corrupt(format!("a packed leaf has segment tag {other}"))),
@@ -166,7 +253,7 @@ mod tests {
         assert_eq!(packed[0], PACKED_LEAF);
         assert_eq!(referred.len(), 2, "each certificate is stored once");
         assert!(packed.len() < 200, "{} packed bytes for a {}-byte leaf", packed.len(), leaf.len());
-        assert_eq!(unpack_leaf(&packed, store_of(&referred), |e| e).unwrap(), leaf);
+        assert_eq!(unpack_leaf(&packed, store_of(&referred), |_| Ok(None), |e| e).unwrap(), leaf);
     }
 
     #[test]
@@ -175,15 +262,45 @@ mod tests {
         let (stored, referred) = pack_leaf(&leaf, &[vec![0x30; 200]]);
         assert_eq!(stored, leaf);
         assert!(referred.is_empty());
-        assert_eq!(unpack_leaf(&stored, store_of(&[]), |e| e).unwrap(), leaf);
+        assert_eq!(unpack_leaf(&stored, store_of(&[]), |_| Ok(None), |e| e).unwrap(), leaf);
 
         let mut with = leaf.clone();
         with.extend(vec![0x30; 200]);
         let (packed, _) = pack_leaf(&with, &[vec![0x30; 200]]);
-        let error = unpack_leaf(&packed, store_of(&[]), |e| e).unwrap_err();
+        let error = unpack_leaf(&packed, store_of(&[]), |_| Ok(None), |e| e).unwrap_err();
         assert!(error.contains("not stored"), "{error}");
-        let error = unpack_leaf(&packed[..packed.len() - 3], |_| Ok(Some(vec![0x30; 200])), |e: String| e).unwrap_err();
+        let error = unpack_leaf(&packed[..packed.len() - 3], |_| Ok(Some(vec![0x30; 200])), |_| Ok(None), |e: String| e).unwrap_err();
         assert!(error.contains("ends inside"), "{error}");
+    }
+
+    #[test]
+    fn a_delta_leaf_copies_what_its_reference_holds_and_unpacks_to_its_exact_bytes() {
+        let certificate = vec![0x30; 300];
+        let mut reference = vec![0x03, 1, 2, 3];
+        reference.extend(&certificate);
+        reference.extend(b"signer 0123456789abcdef0123456789abcdef, agency xa-a; signature AAAA");
+        let (stored_reference, referred) = pack_leaf(&reference, &[certificate.clone()]);
+        let mut leaf = vec![0x03, 9, 9];
+        leaf.extend(&certificate);
+        leaf.extend(b"signer 0123456789abcdef0123456789abcdef, agency xa-a; signature BBBB");
+        let delta = delta_leaf(&leaf, 7, &reference);
+        assert_eq!(delta[0], DELTA_LEAF);
+        assert!(delta.len() < 60, "{} bytes for a {}-byte leaf", delta.len(), leaf.len());
+        let fetch = |index: u64| Ok(if index == 7 { Some(stored_reference.clone()) } else { None });
+        assert_eq!(unpack_leaf(&delta, store_of(&referred), fetch, |e| e).unwrap(), leaf);
+        // The same input gives the same bytes (apply is deterministic).
+        assert_eq!(delta_leaf(&leaf, 7, &reference), delta);
+        // A missing reference, or a reference that is itself a delta, is corruption.
+        let error = unpack_leaf(&delta, store_of(&referred), |_| Ok(None), |e| e).unwrap_err();
+        assert!(error.contains("missing"), "{error}");
+        let error = unpack_leaf(&delta, store_of(&referred), |_| Ok(Some(delta.clone())), |e| e).unwrap_err();
+        assert!(error.contains("itself a delta"), "{error}");
+        // A copy beyond the reference is refused, not read out of bounds.
+        let mut bad = delta.clone();
+        let copy = bad.iter().position(|&byte| byte == SEGMENT_COPY).unwrap();
+        bad[copy + 5..copy + 9].copy_from_slice(&u32::MAX.to_be_bytes());
+        let error = unpack_leaf(&bad, store_of(&referred), fetch, |e| e).unwrap_err();
+        assert!(error.contains("beyond") || error.contains("segment tag") || error.contains("ends inside"), "{error}");
     }
 
     #[test]

@@ -259,6 +259,7 @@ impl StateStore {
             let mut done = true;
             {
                 let mut leaves = txn.open_table(TLOG_LEAVES)?;
+                let mut security = txn.open_table(SECURITY)?;
                 let mut batch = Vec::new();
                 for row in leaves.range(next_leaf..)?.take(MIGRATION_ROWS_PER_TRANSACTION) {
                     let (index, value) = row?;
@@ -267,11 +268,11 @@ impl StateStore {
                 done = done && batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
                 for (index, stored) in batch {
                     next_leaf = index + 1;
-                    if stored.first() == Some(&packing::PACKED_LEAF) {
+                    if matches!(stored.first(), Some(&packing::PACKED_LEAF | &packing::DELTA_LEAF)) {
                         continue;
                     }
                     let Ok(LogLeaf { event: LogEvent::Certification(certification), .. }) = LogLeaf::decode(&stored) else { continue };
-                    let packed = pack_and_share(&txn, &stored, &certification.cms_der)?;
+                    let packed = pack_certification_leaf(&leaves, &mut security, index, &stored, &certification)?;
                     if packed != stored {
                         leaves.insert(index, packed.as_slice())?;
                         rewritten[0] += 1;
@@ -337,8 +338,14 @@ impl StateStore {
                     after = Some(key.clone());
                     let rewritten_row = if is_scoped_request_key(&key) {
                         let mut row: RequestRow = decode(&value)?;
-                        let Some(compact) = compact_outcome(&row.outcome) else { continue };
-                        row.outcome = compact;
+                        // Rows with nothing to strip are no longer marked detailed.
+                        let detailed = row.detailed && has_private_details(&row.outcome);
+                        let compact = compact_outcome(&row.outcome);
+                        if compact.is_none() && detailed == row.detailed {
+                            continue;
+                        }
+                        row.outcome = compact.unwrap_or(row.outcome);
+                        row.detailed = detailed;
                         encode(&row)
                     } else {
                         let (fingerprint, outcome): ([u8; 32], Outcome) = decode(&value)?;
@@ -376,6 +383,9 @@ impl StateStore {
                 leaves.insert(key.as_slice(), index)?;
             }
             txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
+            // Derived: re-listed from the rewritten rows.
+            txn.delete_table(REQUEST_DETAILS)?;
+            rebuild_request_details(&txn)?;
         }
         txn.commit()?;
         tracing::info!(
@@ -671,10 +681,11 @@ impl StateStore {
     pub fn tlog_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
         let txn = self.db.begin_read()?;
         let security = txn.open_table(SECURITY)?;
+        let leaves = txn.open_table(TLOG_LEAVES)?;
         let mut entries = Vec::new();
-        for row in txn.open_table(TLOG_LEAVES)?.range(start..end)? {
+        for row in leaves.range(start..end)? {
             let (index, data) = row?;
-            entries.push((index.value(), unpack(data.value(), &security)?));
+            entries.push((index.value(), unpack(data.value(), &leaves, &security)?));
         }
         Ok(entries)
     }
@@ -1073,9 +1084,15 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
     let stored = compact_outcome(&outcome).unwrap_or_else(|| outcome.clone());
     #[cfg(test)]
     let stored = if tests::layout_1::writing() { outcome.clone() } else { stored };
-    let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed: true, outcome: stored };
+    // Only rows with something to strip later are indexed for the retention.
+    let detailed = has_private_details(&stored);
+    #[cfg(test)]
+    let detailed = detailed || tests::layout_1::writing();
+    let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed, outcome: stored };
     txn.open_table(REQUESTS)?.insert(key.as_str(), encode(&row).as_slice())?;
-    txn.open_table(REQUEST_DETAILS)?.insert((envelope.issued_at_unix, key.as_str()), ())?;
+    if detailed {
+        txn.open_table(REQUEST_DETAILS)?.insert((envelope.issued_at_unix, key.as_str()), ())?;
+    }
     Ok(outcome)
 }
 
@@ -1201,7 +1218,7 @@ fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certificat
         let key = certification.lookup_code.index_key();
         // The record is kept once, in its leaf; the row names the leaf.
         let leaf = LogLeaf::new(actor.clone(), LogEvent::Certification(certification.clone()));
-        let leaf_index = append_leaf_packed(txn, &leaf, &certification.cms_der)?;
+        let leaf_index = append_leaf_packed(txn, &leaf, certification)?;
         table.insert(key.as_slice(), CertificationRow { leaf_index, revocation: None }.encode().as_slice())?;
         by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
         if let Some(delivered) = &certification.delivered_pdf {
@@ -1636,38 +1653,58 @@ fn append_leaf(txn: &WriteTransaction, leaf: &LogLeaf) -> Result<u64, StateError
     Ok(size)
 }
 
-/// Appends a certification's leaf, stored packed: the certificates its CMS carries are
-/// kept once in `security` and referred to (`state::packing`). Same bytes in the tree.
-fn append_leaf_packed(txn: &WriteTransaction, leaf: &LogLeaf, cms_der: &[u8]) -> Result<u64, StateError> {
+/// Appends a certification's leaf in its stored form (`state::packing`): a delta against
+/// the signer's reference leaf, or, for the signer's first, packed with the certificates
+/// its CMS carries kept once in `security` (and it becomes the reference). Same bytes in
+/// the tree either way.
+fn append_leaf_packed(txn: &WriteTransaction, leaf: &LogLeaf, certification: &Certification) -> Result<u64, StateError> {
     let index = append_leaf(txn, leaf)?;
     let data = leaf.encode();
-    let packed = pack_and_share(txn, &data, cms_der)?;
-    if packed != data {
-        txn.open_table(TLOG_LEAVES)?.insert(index, packed.as_slice())?;
+    let mut leaves = txn.open_table(TLOG_LEAVES)?;
+    let mut security = txn.open_table(SECURITY)?;
+    let stored = pack_certification_leaf(&leaves, &mut security, index, &data, certification)?;
+    if stored != data {
+        leaves.insert(index, stored.as_slice())?;
     }
     Ok(index)
 }
 
-/// The stored form of `leaf_bytes` with the certificates of `cms_der` shared.
-fn pack_and_share(txn: &WriteTransaction, leaf_bytes: &[u8], cms_der: &[u8]) -> Result<Vec<u8>, StateError> {
-    let certificates = crate::crypto::cms::embedded_certificates(cms_der);
+/// The stored form of certification leaf `index` (see [`append_leaf_packed`]).
+fn pack_certification_leaf(
+    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    security: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    index: u64,
+    leaf_bytes: &[u8],
+    certification: &Certification,
+) -> Result<Vec<u8>, StateError> {
+    let reference_key = packing::reference_leaf_key(&certification.signer_id);
+    let reference_index = security.get(reference_key.as_str())?.map(|value| decode::<u64>(value.value())).transpose()?;
+    if let Some(reference_index) = reference_index.filter(|&reference| reference != index) {
+        let reference = read_leaf(leaves, &*security, reference_index)?
+            .ok_or_else(|| StateError::Corrupt(format!("signer {}'s reference leaf {reference_index} is missing", certification.signer_id)))?;
+        return Ok(packing::delta_leaf(leaf_bytes, reference_index, &reference));
+    }
+    let certificates = crate::crypto::cms::embedded_certificates(&certification.cms_der);
     let (packed, referred) = packing::pack_leaf(leaf_bytes, &certificates);
-    if !referred.is_empty() {
-        let mut security = txn.open_table(SECURITY)?;
-        for (hash, der) in referred {
-            let key = packing::certificate_key(&hash);
-            if security.get(key.as_str())?.is_none() {
-                security.insert(key.as_str(), der.as_slice())?;
-            }
+    for (hash, der) in referred {
+        let key = packing::certificate_key(&hash);
+        if security.get(key.as_str())?.is_none() {
+            security.insert(key.as_str(), der.as_slice())?;
         }
     }
+    security.insert(reference_key.as_str(), encode(&index).as_slice())?;
     Ok(packed)
 }
 
-fn unpack(stored: &[u8], security: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Vec<u8>, StateError> {
+fn unpack(
+    stored: &[u8],
+    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    security: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<u8>, StateError> {
     packing::unpack_leaf(
         stored,
         |hash| Ok(security.get(packing::certificate_key(hash).as_str())?.map(|value| value.value().to_vec())),
+        |index| Ok(leaves.get(index)?.map(|value| value.value().to_vec())),
         StateError::Corrupt,
     )
 }
@@ -1678,7 +1715,7 @@ fn read_leaf(
     security: &impl ReadableTable<&'static str, &'static [u8]>,
     index: u64,
 ) -> Result<Option<Vec<u8>>, StateError> {
-    leaves.get(index)?.map(|stored| unpack(stored.value(), security)).transpose()
+    leaves.get(index)?.map(|stored| unpack(stored.value(), leaves, security)).transpose()
 }
 
 fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, StateError> {
@@ -1733,6 +1770,11 @@ where
         }
         Ok(Outcome::Certifications(certifications))
     }
+}
+
+/// Whether an outcome holds anything the retention strips (private fields, a sealed key).
+fn has_private_details(outcome: &Outcome) -> bool {
+    outcome.without_private_details() != *outcome
 }
 
 /// How a request row remembers an outcome that holds certifications: by code.
