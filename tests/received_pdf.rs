@@ -2,7 +2,8 @@
 //! delivered reports both signatures, valid, trusted and time-stamped, with its lookup
 //! code; the same file after pyHanko appended an incremental update is reported changed
 //! after both signatures, as pdfsig agrees; a changed signed byte is reported invalid;
-//! garbage and oversized files get INVALID_ARGUMENT with a precise message.
+//! garbage and oversized files get INVALID_ARGUMENT with a precise message. The public
+//! page's file check (`POST /check`) shows the same in Vietnamese, 400 and 413 for bad input.
 
 mod common;
 
@@ -167,4 +168,69 @@ async fn a_received_pdf_reports_each_signature_and_a_later_change_by_another_too
         .into_inner();
     assert_eq!(by_hash.certifications.len(), 1);
     assert!(by_hash.pdf_signatures.is_empty(), "only a pdf subject reports signatures");
+}
+
+/// A POST over a plain TCP stream (as `common::http_get`): the status code and the body.
+async fn http_post(base: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.strip_prefix("http://").unwrap().trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccept-Language: vi\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The node may answer 413 and close before reading an oversized body to its end.
+    let _ = stream.write_all(body).await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("no status line in {response:?}"));
+    (status, response)
+}
+
+/// A browser's form submission of one file field named `file`.
+fn multipart_form(file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "----kysotestboundary7MA4YWxkTrZu0gW";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"nhan-duoc.pdf\"\r\nContent-Type: application/pdf\r\n\r\n").into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_public_file_check_shows_each_signature_in_vietnamese() {
+    let dir = tempdir();
+    let (node, delivered, code, _) = certified_pdf(dir.path()).await;
+    let url = node.http_url.clone();
+
+    let home = http_get(&format!("{url}/")).await;
+    assert!(home.contains("action=\"/check?lang=vi\"") && home.contains("enctype=\"multipart/form-data\""), "{home}");
+
+    let (content_type, form) = multipart_form(&delivered);
+    let (status, page) = http_post(&url, "/check", &content_type, &form).await;
+    assert_eq!(status, 200, "{page}");
+    for expected in ["Kết quả kiểm tra chữ ký số", "Chữ ký 1", "Chữ ký 2", "Người ký", "Trần Thị Bình", "UBND xã Đông Hưng", "Thời điểm ký", "Dấu thời gian", "Toàn bộ tệp được ký", "Chữ ký hợp lệ", &format!("/v/{code}?lang=vi")] {
+        assert!(page.contains(expected), "{expected:?} missing from:\n{page}");
+    }
+    assert!(!page.contains("Tệp đã bị thay đổi sau khi ký"), "{page}");
+
+    let changed_path = artefacts().join("public-changed.pdf");
+    std::fs::write(&changed_path, &delivered).unwrap();
+    append_update_with_pyhanko(&changed_path);
+    let (content_type, form) = multipart_form(&std::fs::read(&changed_path).unwrap());
+    let (status, page) = http_post(&url, "/check", &content_type, &form).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page.matches("Tệp đã bị thay đổi sau khi ký").count(), 2, "{page}");
+    assert!(!page.contains("Toàn bộ tệp được ký"), "{page}");
+
+    let (content_type, form) = multipart_form(b"GIF89a not a pdf");
+    let (status, page) = http_post(&url, "/check", &content_type, &form).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("Tệp không phải PDF"), "{page}");
+
+    let oversized = vec![b'%'; VERIFY_MESSAGE_SIZE_BYTES_MAX - 4096 + 1];
+    let (status, page) = http_post(&url, "/check", "application/pdf", &oversized).await;
+    assert_eq!(status, 413, "{page}");
+    assert!(page.contains("Tệp quá lớn"), "{page}");
 }

@@ -26,7 +26,21 @@ pub struct ReceivedSignature {
     pub lookup_code: Option<LookupCode>,
 }
 
-/// What a received PDF proves.
+/// The signatures of a received PDF, each with its certification's lookup code if known:
+/// facts the file itself shows and public lookup codes, nothing else (what the public
+/// page may read).
+#[derive(Debug, Clone)]
+pub struct ReceivedSignatures {
+    /// SHA-256 of the whole file as received.
+    pub file_sha256: Sha256,
+    /// In the order they were made.
+    pub signatures: Vec<ReceivedSignature>,
+    /// The first revision of the file (a signed revision, or the whole file) that is a
+    /// recorded certification's delivered PDF or document.
+    pub certified_revision_sha256: Option<Sha256>,
+}
+
+/// What a received PDF proves, for an agency's Verify.
 #[derive(Debug, Clone)]
 pub struct ReceivedPdf {
     /// SHA-256 of the whole file as received.
@@ -45,6 +59,23 @@ impl<P: Proposer> Kyso<P> {
     /// is recorded. The caller decides on the read barrier (see the module comment).
     #[tracing::instrument(skip_all, fields(size_bytes = pdf.len()))]
     pub async fn verify_received_pdf(&self, pdf: Bytes) -> Result<ReceivedPdf, ServiceError> {
+        let ReceivedSignatures { file_sha256, signatures, certified_revision_sha256 } = self.received_pdf_signatures(pdf).await?;
+        let certifications = match certified_revision_sha256 {
+            Some(hash) => Some(self.verify_after_barrier(VerifySubject::Sha256(hash.0.to_vec())).await?),
+            None => None,
+        };
+        if signatures.is_empty() && certifications.is_none() {
+            return Err(ServiceError::NotFound(
+                "the pdf carries no signature and no certification of it is recorded; check that this is the signed file".into(),
+            ));
+        }
+        Ok(ReceivedPdf { file_sha256, signatures, certifications })
+    }
+
+    /// The signatures of `pdf` and the lookup codes they belong to, read from this
+    /// replica. INVALID_ARGUMENT as [`Kyso::verify_received_pdf`]; no signature is an
+    /// empty list, not an error.
+    pub async fn received_pdf_signatures(&self, pdf: Bytes) -> Result<ReceivedSignatures, ServiceError> {
         let limit = self.limits.received_pdf_size_bytes_max();
         if pdf.len() > limit {
             return Err(ServiceError::InvalidArgument(format!(
@@ -59,17 +90,8 @@ impl<P: Proposer> Kyso<P> {
             .map_err(|error| ServiceError::Internal(format!("the pdf check stopped: {error}")))?
             .map_err(received_pdf_error)?;
         let file_sha256 = Sha256::digest(&pdf);
-        let (signatures, matched) = self.match_certifications(checks, file_sha256, pdf.len())?;
-        let certifications = match matched {
-            Some(hash) => Some(self.verify_after_barrier(VerifySubject::Sha256(hash.0.to_vec())).await?),
-            None => None,
-        };
-        if signatures.is_empty() && certifications.is_none() {
-            return Err(ServiceError::NotFound(
-                "the pdf carries no signature and no certification of it is recorded; check that this is the signed file".into(),
-            ));
-        }
-        Ok(ReceivedPdf { file_sha256, signatures, certifications })
+        let (signatures, certified_revision_sha256) = self.match_certifications(checks, file_sha256, pdf.len())?;
+        Ok(ReceivedSignatures { file_sha256, signatures, certified_revision_sha256 })
     }
 
     /// Gives each signature the lookup code of the first revision at or after its own
