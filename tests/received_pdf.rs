@@ -149,7 +149,7 @@ async fn a_received_pdf_reports_each_signature_and_a_later_change_by_another_too
 
     // (d) Garbage, an unsigned pdf and an oversized file.
     let garbage = verify_pdf(&node, b"this is not a pdf at all".to_vec()).await;
-    assert_status(garbage, tonic::Code::InvalidArgument, "the file is not a readable pdf (the file does not start with %PDF-)");
+    assert_status(garbage, tonic::Code::InvalidArgument, "the file is not a readable pdf (no %PDF- header in its first 1024 bytes)");
     let unsigned = verify_pdf(&node, kyso::cli::dev::sample_pdf("never signed")).await;
     assert_status(unsigned, tonic::Code::NotFound, "the pdf carries no signature");
     let limit = VERIFY_MESSAGE_SIZE_BYTES_MAX - 4096;

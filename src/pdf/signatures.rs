@@ -144,8 +144,8 @@ pub fn read_signatures(pdf: &[u8]) -> Result<Vec<SignatureField>, PdfError> {
     if pdf.len() > PDF_SIZE_BYTES_MAX {
         return Err(PdfError::TooLarge { what: "pdf in bytes", size: pdf.len() as u64, limit: PDF_SIZE_BYTES_MAX as u64 });
     }
-    if !pdf.starts_with(b"%PDF-") {
-        return Err(PdfError::Unparseable("the file does not start with %PDF-".into()));
+    if super::ScanFormat::sniff(pdf) != Some(super::ScanFormat::Pdf) {
+        return Err(PdfError::Unparseable("no %PDF- header in its first 1024 bytes".into()));
     }
     let document = load(pdf)?;
     let values = signature_values(&document)?;
