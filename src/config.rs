@@ -561,6 +561,21 @@ pub struct Limits {
     pub grpc_keepalive_interval_seconds: u64,
 }
 
+/// Room a Verify message keeps for its fields other than the PDF, in bytes.
+pub const VERIFY_REQUEST_FIELDS_BYTES_MAX: usize = 4 * 1024;
+
+impl Limits {
+    /// The largest received PDF that Verify (`pdf`) and the public page's file check read:
+    /// the Verify message limit less [`VERIFY_REQUEST_FIELDS_BYTES_MAX`], and never more
+    /// than `file_size_bytes_max` nor what the PDF reader takes. Derived rather than
+    /// configured, so that an oversized PDF always gets kyso's own precise refusal before
+    /// the transport's.
+    pub fn received_pdf_size_bytes_max(&self) -> usize {
+        let file_max = usize::try_from(self.file_size_bytes_max).unwrap_or(usize::MAX);
+        self.verify_message_size_bytes_max.saturating_sub(VERIFY_REQUEST_FIELDS_BYTES_MAX).min(file_max).min(crate::pdf::PDF_SIZE_BYTES_MAX)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

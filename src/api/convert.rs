@@ -5,6 +5,7 @@ use kyso_proto::v1 as pb;
 use crate::access::{Principal, Role};
 use crate::domain::{ArchivedFile, Certification, CertificationKind, Dossier, Sha256, Signer, SignerRevocation};
 use crate::service::log::SignedCheckpoint;
+use crate::service::received_pdf::{ReceivedPdf, ReceivedSignature};
 use crate::service::verify::{Verification, VerifiedCertification};
 use crate::state::LogProof;
 
@@ -170,5 +171,43 @@ pub fn verification_to_proto(verification: &Verification, correlation_id: String
         certifications: verification.certifications.iter().map(verified_to_proto).collect(),
         error_code: 0,
         error_message: String::new(),
+        pdf_signatures: Vec::new(),
+    }
+}
+
+/// The answer for a received PDF: its signatures, and the certification it belongs to.
+pub fn received_pdf_to_proto(received: &ReceivedPdf, correlation_id: String) -> pb::VerifyResponse {
+    let certifications = received.certifications.as_ref().map(|verification| verification.certifications.iter().map(verified_to_proto).collect());
+    pb::VerifyResponse {
+        correlation_id,
+        document_sha256: received.file_sha256.0.to_vec(),
+        certifications: certifications.unwrap_or_default(),
+        error_code: 0,
+        error_message: String::new(),
+        pdf_signatures: received.signatures.iter().map(pdf_signature_to_proto).collect(),
+    }
+}
+
+fn pdf_signature_to_proto(signature: &ReceivedSignature) -> pb::PdfSignatureReport {
+    let check = &signature.check;
+    let signer = check.signer.as_ref();
+    pb::PdfSignatureReport {
+        field_name: check.field_name.clone(),
+        sub_filter: check.sub_filter.clone(),
+        signer_common_name: signer.map(|signer| signer.common_name.clone()).unwrap_or_default(),
+        signer_subject: signer.map(|signer| signer.subject.clone()).unwrap_or_default(),
+        signer_certificate_sha256: signer.map(|signer| signer.certificate_sha256.0.to_vec()).unwrap_or_default(),
+        signing_time_unix: check.signing_time_unix.unwrap_or(0),
+        timestamp_unix: check.timestamp_unix.unwrap_or(0),
+        timestamp_trusted: check.timestamp_trusted,
+        signer_trusted: check.signer_trusted,
+        covers_whole_file: check.covers_whole_file,
+        changed_after_signature: check.changed_after_signature,
+        cryptographically_valid: check.cryptographically_valid,
+        reason: check.defect.as_ref().map(ToString::to_string).unwrap_or_default(),
+        reason_vi: check.defect.as_ref().map(|defect| defect.vietnamese().to_string()).unwrap_or_default(),
+        lookup_code: signature.lookup_code.as_ref().map(ToString::to_string).unwrap_or_default(),
+        byte_range: check.byte_range.map(|range| range.iter().map(|&offset| offset as u64).collect()).unwrap_or_default(),
+        signed_revision_sha256: check.signed_revision_sha256.map(|hash| hash.0.to_vec()).unwrap_or_default(),
     }
 }

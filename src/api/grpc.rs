@@ -476,7 +476,8 @@ fn verify_subject(subject: Option<Subject>) -> Result<VerifySubject, ServiceErro
         Some(Subject::File(file)) => Ok(VerifySubject::File(Bytes::from(file))),
         Some(Subject::Sha256(hash)) => Ok(VerifySubject::Sha256(hash)),
         Some(Subject::LookupCode(code)) => Ok(VerifySubject::LookupCode(code)),
-        None => Err(ServiceError::InvalidArgument("say what to verify: file, sha256 or lookup_code".into())),
+        Some(Subject::Pdf(_)) => Err(ServiceError::Internal("a received pdf is verified apart from other subjects".into())),
+        None => Err(ServiceError::InvalidArgument("say what to verify: file, sha256, lookup_code or pdf".into())),
     }
 }
 
@@ -490,6 +491,9 @@ impl<P: Proposer> GrpcApi<P> {
         if request.correlation_id.len() > CORRELATION_ID_BYTES_MAX {
             return Err(Status::invalid_argument(format!("correlation_id is longer than {CORRELATION_ID_BYTES_MAX} bytes")));
         }
+        if let Some(Subject::Pdf(pdf)) = request.subject {
+            return self.verify_received_pdf(Bytes::from(pdf), request.correlation_id).await;
+        }
         let subject = verify_subject(request.subject).map_err(to_status)?;
         let verification = self.bounded(self.kyso.verify_after_barrier(subject)).await;
         let outcome = match &verification {
@@ -502,6 +506,24 @@ impl<P: Proposer> GrpcApi<P> {
         let agencies = verification.certifications.iter().map(|verified| verified.certification.agency_id.as_str());
         self.kyso.count_verification(crate::statistics::VerificationChannel::Grpc, agencies);
         Ok(convert::verification_to_proto(&verification, request.correlation_id))
+    }
+
+    /// A received PDF's signatures (after the read barrier, like every verify).
+    async fn verify_received_pdf(&self, pdf: Bytes, correlation_id: String) -> Result<pb::VerifyResponse, Status> {
+        let received = self.bounded(self.kyso.verify_received_pdf(pdf)).await;
+        let outcome = match &received {
+            Ok(received) if received.certifications.is_some() => "found",
+            Ok(_) => "not_found",
+            Err(status) if status.code() == tonic::Code::NotFound => "not_found",
+            Err(_) => "error",
+        };
+        crate::metrics::record_verification(crate::metrics::Channel::Grpc, outcome);
+        let received = received?;
+        if let Some(verification) = &received.certifications {
+            let agencies = verification.certifications.iter().map(|verified| verified.certification.agency_id.as_str());
+            self.kyso.count_verification(crate::statistics::VerificationChannel::Grpc, agencies);
+        }
+        Ok(convert::received_pdf_to_proto(&received, correlation_id))
     }
 }
 

@@ -682,18 +682,33 @@ fn check_anchor(der: &[u8]) -> Result<(), CertError> {
     check_issuer(&anchor, validity.not_before.timestamp(), 0)
 }
 
-fn describe_leaf(
-    leaf: &X509Certificate<'_>,
-    path: &[&X509Certificate<'_>],
-    algorithm: KeyAlgorithm,
-) -> ValidatedChain {
-    let subject_common_name = leaf
+/// The first common name of a certificate's subject, as written ("" when it has none).
+fn common_name(certificate: &X509Certificate<'_>) -> String {
+    certificate
         .subject()
         .iter_common_name()
         .next()
         .and_then(|common_name| common_name.as_str().ok())
         .unwrap_or_default()
-        .to_string();
+        .to_string()
+}
+
+/// The subject (RFC 4514, escaped for display) and the first common name (escaped the
+/// same way) of a DER certificate, without judging the certificate: what a report on a
+/// signature of unknown trust shows. Only a chain checked by [`validate_chain`] says who
+/// the signer is.
+pub fn subject_names(der: &[u8]) -> Result<(String, String), CertError> {
+    let certificate = parse_certificate(der)?;
+    let common_name = crate::text::for_terminal(&common_name(&certificate)).into_owned();
+    Ok((display_name(certificate.subject().as_raw()), common_name))
+}
+
+fn describe_leaf(
+    leaf: &X509Certificate<'_>,
+    path: &[&X509Certificate<'_>],
+    algorithm: KeyAlgorithm,
+) -> ValidatedChain {
+    let subject_common_name = common_name(leaf);
     let fingerprint = digest::digest(&digest::SHA256, leaf.as_raw());
     let mut fingerprint_sha256 = [0u8; 32];
     fingerprint_sha256.copy_from_slice(fingerprint.as_ref());

@@ -10,6 +10,9 @@
 //!
 //! Every PDF it writes keeps the bytes it was given as a prefix: an earlier revision, and
 //! with it an earlier signature, is never rewritten.
+//!
+//! [`signatures`] reads the other way: the signatures of a PDF received from elsewhere,
+//! checked over their byte ranges (issue 15's verification of received PDFs).
 
 mod block;
 mod font;
@@ -17,9 +20,11 @@ mod image;
 mod object;
 mod revision;
 mod sign;
+pub mod signatures;
 
 pub use block::{Block, BlockPlacement, BlockText};
 pub use sign::{prepare_signature, PreparedSignature, SignatureFields};
+pub use signatures::{check_signatures, read_signatures, SignatureCheck, SignatureDefect, PDF_SIGNATURES_COUNT_MAX};
 
 /// The largest PDF kyso reads, in bytes. The parser holds the whole file in memory (and
 /// its objects once more), so this bounds a certification's memory.

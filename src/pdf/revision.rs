@@ -36,20 +36,7 @@ impl Parsed {
         }
         let previous_xref_offset = startxref(bytes)?;
         let xref_stream = xref_kind(bytes, previous_xref_offset)?;
-        // A parser bug on hostile input must become a precise refusal, not a failed task:
-        // the closure only reads `bytes`, so nothing is left half-changed by an unwind.
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Document::load_mem(bytes)))
-            .map_err(|_| PdfError::Unparseable("the pdf parser gave up on this file".into()))?;
-        let document = loaded.map_err(|error| match error {
-            lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword | lopdf::Error::UnsupportedSecurityHandler(_) => PdfError::Encrypted,
-            other => PdfError::Unparseable(other.to_string()),
-        })?;
-        if document.trailer.has(b"Encrypt") || document.was_encrypted() {
-            return Err(PdfError::Encrypted);
-        }
-        if document.objects.len() > PDF_OBJECTS_COUNT_MAX {
-            return Err(PdfError::TooLarge { what: "number of objects", size: document.objects.len() as u64, limit: PDF_OBJECTS_COUNT_MAX as u64 });
-        }
+        let document = load(bytes)?;
         check_offsets(bytes, &document)?;
         let root = document
             .trailer
@@ -139,6 +126,26 @@ impl Parsed {
         }
         Ok(())
     }
+}
+
+/// lopdf's parse of `bytes` (every revision, the newest object of each number), refusing
+/// an encrypted file and one with more than [`PDF_OBJECTS_COUNT_MAX`] objects.
+pub(crate) fn load(bytes: &[u8]) -> Result<Document, PdfError> {
+    // A parser bug on hostile input must become a precise refusal, not a failed task:
+    // the closure only reads `bytes`, so nothing is left half-changed by an unwind.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Document::load_mem(bytes)))
+        .map_err(|_| PdfError::Unparseable("the pdf parser gave up on this file".into()))?;
+    let document = loaded.map_err(|error| match error {
+        lopdf::Error::Decryption(_) | lopdf::Error::InvalidPassword | lopdf::Error::UnsupportedSecurityHandler(_) => PdfError::Encrypted,
+        other => PdfError::Unparseable(other.to_string()),
+    })?;
+    if document.trailer.has(b"Encrypt") || document.was_encrypted() {
+        return Err(PdfError::Encrypted);
+    }
+    if document.objects.len() > PDF_OBJECTS_COUNT_MAX {
+        return Err(PdfError::TooLarge { what: "number of objects", size: document.objects.len() as u64, limit: PDF_OBJECTS_COUNT_MAX as u64 });
+    }
+    Ok(document)
 }
 
 /// An earlier encryption dictionary shows as /Encrypt in a trailer near the end; checked

@@ -360,3 +360,41 @@ fn an_rsa_performer_signs_the_pdf_with_rsassa_pss() {
     qpdf_check(&path);
     assert_both_signatures_valid(&path, &rsa_pki);
 }
+
+/// The signatures of a certified copy as a receiving agency reads them: both valid and
+/// trusted with trusted time stamps, the agency's covering the whole file; a changed byte
+/// breaks both; bytes appended by anyone leave both valid but changed after signing.
+#[test]
+fn a_received_certified_copy_reports_each_signature_and_what_it_covers() {
+    let pki = pki();
+    let certified = certify(&scanned_pdf(), &block(CertificationKind::CertifiedCopy, BlockPlacement::LastPage), &pki);
+    let anchors = crypto::TrustAnchors::from_der_list(vec![pki.ca.cert_der.clone()]).expect("anchors");
+    // The fuzz seed (fuzz/seeds/pdf_signatures): one signature on the smallest pdf.
+    write("received-one-signature.pdf", &sign(crate::cli::dev::sample_pdf("seed"), &pki.performer, &pki, "kyso-performer", "seed"));
+    let checks = check_signatures(&certified, &anchors).expect("two signatures");
+    assert_eq!(checks.iter().map(|check| check.field_name.as_str()).collect::<Vec<_>>(), ["kyso-performer", "kyso-agency"]);
+    for check in &checks {
+        assert!(check.cryptographically_valid && check.signer_trusted && check.timestamp_trusted, "{check:?}");
+        assert_eq!(check.sub_filter, "ETSI.CAdES.detached");
+        assert_eq!(check.signing_time_unix, Some(SIGNED_AT_UNIX));
+        assert_eq!(check.timestamp_unix, Some(SIGNED_AT_UNIX + 1));
+        assert!(!check.changed_after_signature && check.defect.is_none(), "{check:?}");
+    }
+    assert_eq!(checks[0].signer.as_ref().map(|signer| signer.common_name.as_str()), Some("Nguyễn Văn An"));
+    assert_eq!(checks[1].signer.as_ref().map(|signer| signer.certificate_sha256), Some(crate::domain::Sha256::digest(&pki.agency.cert_der)));
+    assert!(!checks[0].covers_whole_file && checks[1].covers_whole_file);
+    assert_eq!(checks[1].signed_revision_sha256, Some(crate::domain::Sha256::digest(&certified)));
+
+    let other_ca = devpki::self_signed_ca(&CertSpec::certificate_authority("Another CA", KeyAlgorithm::EcdsaP256, NOT_BEFORE_UNIX, NOT_AFTER_UNIX)).expect("ca");
+    let untrusted = crypto::TrustAnchors::from_der_list(vec![other_ca.cert_der]).expect("another anchor");
+    let checks = check_signatures(&certified, &untrusted).expect("two signatures");
+    assert!(checks.iter().all(|check| check.cryptographically_valid && !check.signer_trusted && !check.timestamp_trusted));
+
+    let checks = check_signatures(&flip_byte_in_first_range(&certified), &anchors).expect("still parses");
+    assert!(checks.iter().all(|check| !check.cryptographically_valid && check.defect == Some(SignatureDefect::DigestMismatch)), "{checks:?}");
+
+    let mut appended = certified.clone();
+    appended.extend_from_slice(b"% appended by another tool\n");
+    let checks = check_signatures(&appended, &anchors).expect("two signatures");
+    assert!(checks.iter().all(|check| check.cryptographically_valid && check.changed_after_signature && !check.covers_whole_file), "{checks:?}");
+}

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod certified_pdf;
 pub mod log;
 pub mod lookup;
+pub mod received_pdf;
 pub mod scrub;
 pub mod security;
 pub mod signing;

@@ -1,6 +1,7 @@
 //! The citizens' side of the HTTP port: the lookup page `/v/{code}`, its JSON twin
 //! `/api/v1/lookup/{code}`, QR codes and printable stamps, a form at `/` to type a code,
-//! and the page's own stylesheet and script.
+//! the file check `/check` (a PDF posted by a form: each of its signatures reported in
+//! Vietnamese, never stored), and the page's own stylesheet and script.
 //!
 //! What it must never do: show anything but public facts (it reads only
 //! [`PublicCertification`], which holds no applicant data, file names or internal ids);
@@ -20,7 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Path, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Multipart, Path, RawQuery, Request, State};
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
@@ -123,6 +124,7 @@ impl<P: Proposer> Public<P> {
 /// client shares one bucket.
 pub fn routes<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings, operational: Router) -> Router {
     let limiter = RateLimiter::new(&settings.limits);
+    let check_body_limit = DefaultBodyLimit::max(check_body_size_bytes_max(&settings.limits));
     let public = Arc::new(Public { kyso, settings, limiter });
     Router::new()
         .route("/", get(home))
@@ -131,6 +133,7 @@ pub fn routes<P: Proposer>(kyso: Arc<Kyso<P>>, settings: PublicSettings, operati
         .route("/v/{code}/qr.svg", get(qr_code::<P>))
         .route("/v/{code}/stamp.svg", get(stamp::<P>))
         .route("/api/v1/lookup/{code}", get(lookup_json::<P>))
+        .route("/check", get(home).post(check_pdf::<P>).layer(check_body_limit))
         .route("/static/lookup.css", get(|| async { static_asset("text/css; charset=utf-8", include_str!("assets/lookup.css")) }))
         .route("/static/lookup.js", get(|| async { static_asset("text/javascript; charset=utf-8", include_str!("assets/lookup.js")) }))
         .route("/static/favicon.svg", get(|| async { static_asset("image/svg+xml", include_str!("assets/favicon.svg")) }))
@@ -343,6 +346,92 @@ fn drawing<P: Proposer>(
             missing_page(lang, Missing::Unavailable)
         }
     }
+}
+
+/// Room for a multipart envelope around the PDF in a `/check` body, in bytes.
+const CHECK_ENVELOPE_BYTES_MAX: usize = 64 * 1024;
+/// Multipart fields read from a `/check` body before giving up on finding the file.
+const CHECK_FIELDS_MAX: usize = 8;
+
+fn check_body_size_bytes_max(limits: &Limits) -> usize {
+    limits.received_pdf_size_bytes_max() + CHECK_ENVELOPE_BYTES_MAX
+}
+
+/// Why a `/check` body holds no PDF to check.
+enum Unreadable {
+    TooLarge,
+    NotPdf,
+}
+
+/// The PDF of a `/check` request: the `file` field of a multipart form, or the whole body
+/// of any other request (e.g. `Content-Type: application/pdf` from a script).
+async fn posted_file(request: Request, limit: usize) -> Result<bytes::Bytes, Unreadable> {
+    let too_large = |status: StatusCode| if status == StatusCode::PAYLOAD_TOO_LARGE { Unreadable::TooLarge } else { Unreadable::NotPdf };
+    let multipart = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("multipart/form-data"));
+    let file = if multipart {
+        let mut form = Multipart::from_request(request, &()).await.map_err(|rejection| too_large(rejection.status()))?;
+        let mut file = None;
+        for _ in 0..CHECK_FIELDS_MAX {
+            let Some(field) = form.next_field().await.map_err(|error| too_large(error.status()))? else { break };
+            if field.name() == Some("file") {
+                file = Some(field.bytes().await.map_err(|error| too_large(error.status()))?);
+                break;
+            }
+        }
+        file.ok_or(Unreadable::NotPdf)?
+    } else {
+        axum::body::to_bytes(request.into_body(), limit).await.map_err(|_| Unreadable::TooLarge)?
+    };
+    if file.len() > limit {
+        return Err(Unreadable::TooLarge);
+    }
+    Ok(file)
+}
+
+/// `POST /check`: the signatures of an uploaded PDF, checked on this replica without a
+/// read barrier (like every public route); the file is never stored. 413 over the size
+/// limit, 400 for anything that is not a readable PDF.
+#[tracing::instrument(skip_all)]
+async fn check_pdf<P: Proposer>(State(public): State<Arc<Public<P>>>, Negotiated(lang): Negotiated, request: Request) -> Response {
+    let texts = lang.texts();
+    let limit = public.settings.limits.received_pdf_size_bytes_max();
+    let refused = |status, title, explained| html(status, lang, page::message_page(lang, "/check", title, explained));
+    let file = match posted_file(request, limit).await {
+        Ok(file) => file,
+        Err(Unreadable::TooLarge) => return refused(StatusCode::PAYLOAD_TOO_LARGE, texts.pdf_too_large_title, texts.pdf_too_large_explained),
+        Err(Unreadable::NotPdf) => return refused(StatusCode::BAD_REQUEST, texts.pdf_not_pdf_title, texts.pdf_not_pdf_explained),
+    };
+    let received = match public.kyso.received_pdf_signatures(file).await {
+        Ok(received) => received,
+        Err(crate::service::ServiceError::InvalidArgument(_)) => {
+            return refused(StatusCode::BAD_REQUEST, texts.pdf_not_pdf_title, texts.pdf_not_pdf_explained);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "public pdf check failed");
+            return missing_page(lang, Missing::Unavailable);
+        }
+    };
+    crate::metrics::record_verification(crate::metrics::Channel::PublicPage, if received.certified_revision_sha256.is_some() { "found" } else { "not_found" });
+    let rows: Vec<page::SignatureRow<'_>> = received
+        .signatures
+        .iter()
+        .map(|signature| {
+            let check = &signature.check;
+            page::SignatureRow {
+                signer_name: check.signer.as_ref().map_or("—", |signer| signer.common_name.as_str()),
+                signed_at_unix: check.signing_time_unix,
+                timestamp_unix: check.timestamp_unix,
+                timestamp_trusted: check.timestamp_trusted,
+                signer_trusted: check.signer_trusted,
+                valid: check.cryptographically_valid,
+                covers_whole_file: check.covers_whole_file,
+                changed_after_signature: check.changed_after_signature,
+                reason_vi: check.defect.as_ref().map(crate::pdf::SignatureDefect::vietnamese),
+                lookup_code: signature.lookup_code.as_ref().map(ToString::to_string),
+            }
+        })
+        .collect();
+    html(StatusCode::OK, lang, page::signatures_page(lang, &rows))
 }
 
 async fn not_found_fallback(Negotiated(lang): Negotiated) -> Response {

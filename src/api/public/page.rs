@@ -233,8 +233,97 @@ pub fn home_page(lang: Lang) -> Markup {
             p { (texts.search_explained) }
             (search_form(texts, lang))
         }
+        (pdf_check_form(texts, lang))
     };
     layout(lang, "/", texts.search_heading, body)
+}
+
+/// The form that sends a PDF to `/check` (works without JavaScript: a multipart POST).
+fn pdf_check_form(texts: &Texts, lang: Lang) -> Markup {
+    html! {
+        section.card id="pdf-check" {
+            h2 { (texts.pdf_check_heading) }
+            p { (texts.pdf_check_explained) }
+            form.pdf-check action=(format!("/check?lang={}", lang.code())) method="post" enctype="multipart/form-data" {
+                input id="pdf-file" name="file" type="file" accept="application/pdf,.pdf" required;
+                button type="submit" { (texts.pdf_check_button) }
+            }
+        }
+    }
+}
+
+/// One signature of a checked PDF, resolved for display: only what the file itself shows
+/// and a public lookup code.
+pub struct SignatureRow<'a> {
+    pub signer_name: &'a str,
+    pub signed_at_unix: Option<i64>,
+    pub timestamp_unix: Option<i64>,
+    pub timestamp_trusted: bool,
+    pub signer_trusted: bool,
+    pub valid: bool,
+    pub covers_whole_file: bool,
+    pub changed_after_signature: bool,
+    /// Why it is invalid, in Vietnamese.
+    pub reason_vi: Option<&'static str>,
+    pub lookup_code: Option<String>,
+}
+
+fn signature_row(texts: &Texts, lang: Lang, index: usize, row: &SignatureRow<'_>) -> Markup {
+    let coverage = if row.changed_after_signature {
+        texts.pdf_changed_after
+    } else if row.covers_whole_file {
+        texts.pdf_covers_whole_file
+    } else {
+        texts.pdf_covered_by_later
+    };
+    html! {
+        section.card.signature data-valid=(row.valid) data-changed-after=(row.changed_after_signature) {
+            h2 { (texts.pdf_signature) " " (index + 1) }
+            @if row.valid {
+                div.verdict.verdict-valid { (check_icon()) p.verdict-title { (texts.pdf_signature_valid) } }
+            } @else {
+                div.verdict.verdict-revoked {
+                    (cross_icon())
+                    div {
+                        p.verdict-title { (texts.pdf_signature_invalid) }
+                        @if let Some(reason) = row.reason_vi { p.verdict-text { (reason) } }
+                    }
+                }
+            }
+            dl.facts {
+                dt { (texts.signer) }
+                dd.signer { (row.signer_name) @if row.valid && !row.signer_trusted { span.explained { (texts.pdf_signer_untrusted) } } }
+                @if let Some(signed_at) = row.signed_at_unix {
+                    dt { (texts.signed_at) }
+                    dd { (VietnamTime::from_unix(signed_at).date_time(lang)) }
+                }
+                dt { (texts.pdf_timestamp) }
+                dd {
+                    @match row.timestamp_unix {
+                        Some(time) => { (VietnamTime::from_unix(time).date_time(lang)) @if !row.timestamp_trusted { " " (texts.pdf_timestamp_untrusted) } }
+                        None => { (texts.pdf_timestamp_none) }
+                    }
+                }
+                dt { (texts.pdf_coverage) }
+                dd.coverage { (coverage) }
+                @if let Some(code) = &row.lookup_code {
+                    dt { (texts.pdf_certification) }
+                    dd { a href=(format!("/v/{code}?lang={}", lang.code())) { (code) } }
+                }
+            }
+        }
+    }
+}
+
+/// `POST /check`: every signature of the uploaded PDF.
+pub fn signatures_page(lang: Lang, rows: &[SignatureRow<'_>]) -> Markup {
+    let texts = lang.texts();
+    let body = html! {
+        section.card { h1 id="message-title" { (texts.pdf_result_title) } @if rows.is_empty() { p { (texts.pdf_no_signature) } } }
+        @for (index, row) in rows.iter().enumerate() { (signature_row(texts, lang, index, row)) }
+        (pdf_check_form(texts, lang))
+    };
+    layout(lang, "/check", texts.pdf_result_title, body)
 }
 
 /// `path` when it is a plain absolute path of this site (letters, digits, `/ - . _`, no
@@ -313,6 +402,29 @@ mod tests {
         assert!(!page.contains("xa-demo"), "the agency id is replaced by its display name");
         assert!(!page.contains("style="), "inline styles would break the Content-Security-Policy");
         assert!(!page.contains("http://") && !page.contains("https://"), "nothing loads from another origin");
+    }
+
+    #[test]
+    fn a_checked_pdf_shows_each_signature_escaped_with_what_it_covers() {
+        let row = |signer_name, covers_whole_file, changed_after_signature| SignatureRow {
+            signer_name,
+            signed_at_unix: Some(1_795_505_432),
+            timestamp_unix: None,
+            timestamp_trusted: false,
+            signer_trusted: true,
+            valid: true,
+            covers_whole_file,
+            changed_after_signature,
+            reason_vi: None,
+            lookup_code: Some("7K3M-Q9TX-2HRN-B4WD".into()),
+        };
+        let rows = [row("<script>alert(1)</script>", false, false), row("Trần Thị Bình", true, false), row("X", false, true)];
+        let page = signatures_page(Lang::Vi, &rows).into_string();
+        assert!(!page.contains("<script>alert") && page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
+        for expected in ["Ký phiên bản trước của tệp", "Toàn bộ tệp được ký", "Tệp đã bị thay đổi sau khi ký", "Không có dấu thời gian", "/v/7K3M-Q9TX-2HRN-B4WD?lang=vi", "14:30:32 ngày 24/11/2026"] {
+            assert!(page.contains(expected), "{expected:?} missing");
+        }
+        assert!(!page.contains("style=") && !page.contains("http://") && !page.contains("https://"));
     }
 
     #[test]
