@@ -19,7 +19,7 @@ mod revision;
 mod sign;
 
 pub use block::{Block, BlockPlacement, BlockText};
-pub use sign::{prepare_signature, PreparedSignature, SignatureFields};
+pub use sign::{prepare_signature, signature_ranges, PreparedSignature, SignatureFields};
 
 /// The largest PDF kyso reads, in bytes. The parser holds the whole file in memory (and
 /// its objects once more), so this bounds a certification's memory.
