@@ -95,6 +95,34 @@ async fn verify(node: &TestNode, subject: pb::verify_request::Subject) -> Result
     node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.map(|response| response.into_inner())
 }
 
+/// Runs the real `kyso signer sign-pdf` as the node's operator against the SoftHSM2 token
+/// of `token_env`, writing `out`; returns its success and output.
+fn sign_pdf_on_token(node: &TestNode, token_env: &[(&'static str, String)], signer_id: &str, scan: &[u8], out: &Path) -> (bool, String) {
+    let _ = std::fs::remove_file(out);
+    let mut env = node.tls.cli_env();
+    env.extend(token_env.iter().cloned());
+    env.push(("KYSO_TOKEN_PIN", TOKEN_PIN.into()));
+    env.push(("KYSO_LOG", "warn".into()));
+    let hash = hex::encode(sha256(scan));
+    tool_with_env(
+        env!("CARGO_BIN_EXE_kyso"),
+        &[
+            "signer", "sign-pdf", "--server", &node.grpc_url, "--hash", &hash, "--kind", "copy", "--agency", AGENCY, "--signer", signer_id,
+            "--token-label", TOKEN_LABEL, "--key-label", KEY_LABEL, "--out", out.to_str().unwrap(),
+        ],
+        &env,
+    )
+}
+
+/// pdfsig's report on `path`, trusting the test CA through a fresh NSS database.
+fn pdfsig_trusting(pki: &TestPki, path: &Path) -> String {
+    let nss = tempdir();
+    let database = format!("sql:{}", nss.path().display());
+    tool("certutil", &["-N", "-d", &database, "--empty-password"]);
+    tool("certutil", &["-A", "-d", &database, "-n", "kyso-test-ca", "-t", "CT,C,C", "-i", pki.ca_pem_path.to_str().unwrap()]);
+    tool("pdfsig", &["-nssdir", &database, path.to_str().unwrap()])
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pdf_signed_on_a_token_is_certified_trusted_by_independent_validators_and_verifiable() {
     let dir = tempdir();
@@ -122,21 +150,7 @@ async fn a_pdf_signed_on_a_token_is_certified_trusted_by_independent_validators_
     let scan = kyso::cli::dev::sample_pdf("giấy khai sinh, bản chính");
     upload(&node, "dossier-token", AGENCY, &[("khai-sinh.pdf", &scan)]).await.unwrap();
     let out = artefacts().join("token-signed.pdf");
-    let _ = std::fs::remove_file(&out);
-
-    let mut env = node.tls.cli_env();
-    env.extend(token_env.iter().cloned());
-    env.push(("KYSO_TOKEN_PIN", TOKEN_PIN.into()));
-    env.push(("KYSO_LOG", "warn".into()));
-    let hash = hex::encode(sha256(&scan));
-    let (ok, output) = tool_with_env(
-        env!("CARGO_BIN_EXE_kyso"),
-        &[
-            "signer", "sign-pdf", "--server", &node.grpc_url, "--hash", &hash, "--kind", "copy", "--agency", AGENCY, "--signer", &signer.signer_id,
-            "--token-label", TOKEN_LABEL, "--key-label", KEY_LABEL, "--out", out.to_str().unwrap(),
-        ],
-        &env,
-    );
+    let (ok, output) = sign_pdf_on_token(&node, &token_env, &signer.signer_id, &scan, &out);
     assert!(ok && output.contains("signed with the token"), "kyso signer sign-pdf:\n{output}");
     let delivered = std::fs::read(&out).expect("the certified pdf was written");
     assert!(delivered.starts_with(&scan), "the scan's bytes are the delivered pdf's prefix");
@@ -145,11 +159,7 @@ async fn a_pdf_signed_on_a_token_is_certified_trusted_by_independent_validators_
     println!("qpdf --check:\n{}", qpdf.trim());
     assert!(qpdf.contains("No syntax or stream encoding errors") && !qpdf.to_lowercase().contains("warning"), "qpdf:\n{qpdf}");
 
-    let nss = tempdir();
-    let database = format!("sql:{}", nss.path().display());
-    tool("certutil", &["-N", "-d", &database, "--empty-password"]);
-    tool("certutil", &["-A", "-d", &database, "-n", "kyso-test-ca", "-t", "CT,C,C", "-i", pki.ca_pem_path.to_str().unwrap()]);
-    let pdfsig = tool("pdfsig", &["-nssdir", &database, out.to_str().unwrap()]);
+    let pdfsig = pdfsig_trusting(&pki, &out);
     println!("pdfsig:\n{}", pdfsig.trim());
     assert_eq!(pdfsig.matches("Signature is Valid.").count(), 2, "the token's and the agency's signatures:\n{pdfsig}");
     assert_eq!(pdfsig.matches("Certificate is Trusted.").count(), 2, "pdfsig:\n{pdfsig}");
@@ -263,4 +273,28 @@ async fn a_wrong_token_signature_a_stale_prepared_id_and_a_foreign_caller_are_re
     assert_status(aborted, tonic::Code::Aborted, "prepare the signature again");
     let answer = verify(&node, pb::verify_request::Subject::Sha256(sha256(&second_scan))).await.expect("verify");
     assert_eq!(answer.certifications.len(), 1, "only the first of the two was recorded");
+}
+
+/// An RSA key on the token signs through CKM_SHA256_RSA_PKCS (PKCS#1 v1.5); the agency has
+/// no seal here, so the PDF carries the token's signature alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rsa_key_on_a_token_signs_the_pdf_with_pkcs1_v1_5() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &pki.tsa_toml(&dir.path().join("pki"), "tsa"), "");
+    let rsa_key = openssl_rsa_key(dir.path());
+    let performer = kyso::crypto::devpki::issue_with_key(&signer_spec("Võ Thị Hạnh", KeyAlgorithm::Rsa), &rsa_key, &pki.ca).unwrap();
+    let token_env = softhsm_token(&dir.path().join("softhsm"), performer.key_pem().as_str());
+    let signer = register_token_signer(&node, &performer.cert_pem()).await;
+    let scan = kyso::cli::dev::sample_pdf("giấy xác nhận cư trú");
+    upload(&node, "dossier-rsa", AGENCY, &[("cu-tru.pdf", &scan)]).await.unwrap();
+    let out = artefacts().join("token-signed-rsa.pdf");
+    let (ok, output) = sign_pdf_on_token(&node, &token_env, &signer.signer_id, &scan, &out);
+    assert!(ok && output.contains("signed with the token"), "kyso signer sign-pdf:\n{output}");
+    let pdfsig = pdfsig_trusting(&pki, &out);
+    assert!(pdfsig.contains("Signature is Valid.") && pdfsig.contains("Certificate is Trusted."), "pdfsig:\n{pdfsig}");
+    assert!(!pdfsig.contains("Signature #2"), "no agency seal, one signature:\n{pdfsig}");
+    let delivered = std::fs::read(&out).unwrap();
+    let answer = verify(&node, pb::verify_request::Subject::File(delivered)).await.expect("verify the pdf");
+    assert_eq!(answer.certifications[0].summary, "valid");
 }
