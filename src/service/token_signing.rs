@@ -346,6 +346,57 @@ fn ranges_sha256(prepared: &PreparedSignature) -> Sha256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::CertificationKind;
+
+    const NOW_UNIX: i64 = 1_795_000_000;
+
+    /// A prepared entry of a real PDF revision and signed attributes, expiring at `expires_at_unix`.
+    fn entry(expires_at_unix: i64) -> PreparedEntry {
+        let chain = crate::crypto::testutil::test_chain(KeyAlgorithm::EcdsaP256);
+        let fields = pdf::SignatureFields { contents_capacity_bytes: 4096, ..certified_pdf::performer_fields("Nguyễn Văn An", NOW_UNIX) };
+        let prepared = pdf::prepare_signature(crate::cli::dev::sample_pdf("scan"), &fields).expect("prepare");
+        let cms = crypto::prepare_detached_parts(&prepared.signed_parts(), NOW_UNIX, &chain.chain_der(), KeyAlgorithm::EcdsaP256, RsaPadding::Pkcs1v15).expect("attributes");
+        let certification = Certification {
+            version: crate::domain::CERTIFICATION_RECORD_VERSION,
+            lookup_code: crate::lookup::LookupCode::parse("7K3MQ9TX2HRNB4WD").unwrap(),
+            document_sha256: Sha256([7; 32]),
+            kind: CertificationKind::CertifiedCopy,
+            agency_id: "xa-a".into(),
+            signer_id: "s1".into(),
+            dossier_id: String::new(),
+            signed_at_unix: NOW_UNIX,
+            cms_der: Vec::new(),
+            revocation: None,
+            delivered_pdf: None,
+        };
+        PreparedEntry { certification, pdf: prepared, cms, agency_name: "xa-a".into(), expires_at_unix }
+    }
+
+    fn id(index: usize) -> String {
+        format!("n1-{index:032x}")
+    }
+
+    #[test]
+    fn an_expired_prepared_signature_is_refused_with_when_it_expired_and_a_full_table_refuses_more() {
+        let table = PreparedTokenSignatures::new(1, "127.0.0.1:7400".into());
+        table.insert(id(0), entry(NOW_UNIX + 10), NOW_UNIX).expect("room");
+        let expired = table.take(&id(0), NOW_UNIX + 10).err().expect("expired");
+        assert!(matches!(&expired, ServiceError::FailedPrecondition(message) if message.contains("expired at") && message.contains("prepare the signature again")), "{expired:?}");
+        let gone = table.take(&id(0), NOW_UNIX + 11).err().expect("gone");
+        assert!(matches!(gone, ServiceError::NotFound(_)), "{gone:?}");
+
+        let one = entry(NOW_UNIX + PREPARED_TOKEN_SIGNATURE_SECONDS_MAX);
+        for index in 0..PREPARED_TOKEN_SIGNATURES_MAX {
+            table.insert(id(index), entry(NOW_UNIX + PREPARED_TOKEN_SIGNATURE_SECONDS_MAX), NOW_UNIX).expect("room");
+        }
+        let full = table.insert(id(PREPARED_TOKEN_SIGNATURES_MAX), one, NOW_UNIX).err().expect("full");
+        assert!(matches!(&full, ServiceError::ResourceExhausted(message) if message.contains("retry in a few minutes")), "{full:?}");
+        // Expired entries make room again.
+        table.check_room(NOW_UNIX + PREPARED_TOKEN_SIGNATURE_SECONDS_MAX, 0).expect("every entry expired");
+        assert_eq!(table.lock().len(), 0);
+        let taken = table.take(&id(3), NOW_UNIX).err().expect("dropped when it expired");
+        assert!(matches!(taken, ServiceError::NotFound(_)));
+    }
 
     #[test]
     fn a_prepared_id_names_its_node_and_anything_else_is_refused() {
