@@ -111,7 +111,10 @@ impl PreparedTokenSignatures {
 
     /// Drops expired entries, then refuses when the table is full.
     fn check_room(&self, now_unix: i64, more_bytes: usize) -> Result<(), ServiceError> {
-        let mut entries = self.lock();
+        self.check_room_in(&mut self.lock(), now_unix, more_bytes)
+    }
+
+    fn check_room_in(&self, entries: &mut HashMap<String, PreparedEntry>, now_unix: i64, more_bytes: usize) -> Result<(), ServiceError> {
         entries.retain(|_, entry| entry.expires_at_unix > now_unix);
         let held_bytes: usize = entries.values().map(PreparedEntry::size_bytes).sum();
         if entries.len() >= PREPARED_TOKEN_SIGNATURES_MAX || held_bytes + more_bytes > PREPARED_TOKEN_BYTES_MAX {
@@ -124,9 +127,11 @@ impl PreparedTokenSignatures {
         Ok(())
     }
 
+    /// Checks room and inserts under one lock, so concurrent prepares cannot overfill it.
     fn insert(&self, prepared_id: String, entry: PreparedEntry, now_unix: i64) -> Result<(), ServiceError> {
-        self.check_room(now_unix, entry.size_bytes())?;
-        self.lock().insert(prepared_id, entry);
+        let mut entries = self.lock();
+        self.check_room_in(&mut entries, now_unix, entry.size_bytes())?;
+        entries.insert(prepared_id, entry);
         Ok(())
     }
 
@@ -156,6 +161,8 @@ impl PreparedTokenSignatures {
     }
 
     /// Puts back an entry whose Complete failed for a reason the client may fix or retry.
+    /// It held its place before `take`, so the table grows past its bound by at most the
+    /// Completes in flight.
     fn put_back(&self, prepared_id: String, entry: PreparedEntry) {
         self.lock().insert(prepared_id, entry);
     }
