@@ -21,6 +21,7 @@ if [[ "$(id -u)" != 0 ]]; then command -v fusermount3 >/dev/null || apt_packages
 command -v pdfsig >/dev/null || apt_packages+=(poppler-utils)
 command -v qpdf >/dev/null || apt_packages+=(qpdf)
 command -v certutil >/dev/null || apt_packages+=(libnss3-tools)
+command -v softhsm2-util >/dev/null || apt_packages+=(softhsm2 opensc)
 # tests/operations.rs: a real Prometheus server scrapes a cluster.
 command -v prometheus >/dev/null || apt_packages+=(prometheus)
 if ((${#apt_packages[@]})); then

@@ -111,6 +111,7 @@ impl Node {
             None => {
                 let driver = SingleNode::start(state.clone(), DriverConfig::default())?;
                 let kyso = Kyso::new(state, blobs, Consensus::Single(driver), trust, master_key, config.limits.clone(), log)
+                    .with_node_identity(0, grpc_addr.to_string())
                     .with_static_principals(principals)
                     .with_previous_master_key(previous_master_key)
                     .with_pdf_settings(pdf_settings)
@@ -130,6 +131,7 @@ impl Node {
                 let consensus = Consensus::Raft { node: node.clone(), peers: peers.clone() };
                 let local_blobs = blobs.clone();
                 let mut kyso = Kyso::new(state, blobs, consensus, trust, master_key, config.limits.clone(), log)
+                    .with_node_identity(cluster.node_id, grpc_addr.to_string())
                     .with_static_principals(principals)
                     .with_previous_master_key(previous_master_key)
                     .with_health_bounds(cluster.health_bounds())

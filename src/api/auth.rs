@@ -66,6 +66,8 @@ const CLIENT_PORT_RULES: &[(&str, &[Role])] = &[
     ("/kyso.v1.SigningService/ImportCrl", &[Role::Admin]),
     ("/kyso.v1.SigningService/UnlockSigner", &[Role::Admin]),
     ("/kyso.v1.SigningService/ChangeSignerPin", &[Role::Signer]),
+    ("/kyso.v1.SigningService/PrepareTokenSignature", &[Role::Signer]),
+    ("/kyso.v1.SigningService/CompleteTokenSignature", &[Role::Signer]),
     ("/kyso.v1.VerificationService/Verify", &[Role::Public]),
     ("/kyso.v1.VerificationService/VerifyStream", &[Role::Verifier, Role::Admin]),
     ("/kyso.v1.VerificationService/ListRegister", &[Role::Verifier, Role::Admin]),

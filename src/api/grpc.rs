@@ -459,6 +459,48 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
         let signer = self.bounded(self.kyso.change_pin(&caller, &request.request_id, &request.signer_id, &pin, &new_pin)).await?;
         Ok(Response::new(convert::signer_to_proto(&signer)))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn prepare_token_signature(
+        &self,
+        request: Request<pb::PrepareTokenSignatureRequest>,
+    ) -> Result<Response<pb::PrepareTokenSignatureResponse>, Status> {
+        let caller = caller_of(&request);
+        let request = request.into_inner();
+        let item = CertifyItem {
+            document_sha256: request.document_sha256,
+            kind: convert::kind_from_proto(request.kind),
+            agency_id: request.agency_id,
+            signer_id: request.signer_id,
+            dossier_id: request.dossier_id,
+        };
+        let prepared = self.bounded(self.kyso.prepare_token_signature(&caller, item)).await?;
+        Ok(Response::new(pb::PrepareTokenSignatureResponse {
+            prepared_id: prepared.prepared_id,
+            node_id: prepared.node_id,
+            node_address: prepared.node_address,
+            signed_attributes_der: prepared.signed_attributes_der,
+            byte_range_sha256: prepared.byte_range_sha256.0.to_vec(),
+            byte_range: prepared.byte_range.iter().map(|offset| *offset as u64).collect(),
+            key_algorithm: prepared.key_algorithm.to_string(),
+            lookup_code: prepared.lookup_code,
+            signed_at_unix: prepared.signed_at_unix,
+            register_year: prepared.register_year,
+            register_number: prepared.register_number,
+            expires_at_unix: prepared.expires_at_unix,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn complete_token_signature(&self, request: Request<pb::CompleteTokenSignatureRequest>) -> Result<Response<pb::Certification>, Status> {
+        let caller = caller_of(&request);
+        trace_request_id(&request, &request.get_ref().request_id);
+        let request = request.into_inner();
+        let certification = self
+            .bounded(self.kyso.complete_token_signature(&caller, &request.request_id, &request.prepared_id, request.signature_value))
+            .await?;
+        Ok(Response::new(convert::certification_to_proto(&certification)))
+    }
 }
 
 fn certify_item(request: pb::CertifyRequest) -> CertifyItem {

@@ -14,6 +14,7 @@ pub fn to_status(error: ServiceError) -> Status {
         ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
         ServiceError::Unavailable(_) => Code::Unavailable,
         ServiceError::DataLoss(_) => Code::DataLoss,
+        ServiceError::Aborted(_) => Code::Aborted,
         ServiceError::OutcomeUnknown(_) => Code::Unknown,
         ServiceError::Internal(_) => Code::Internal,
     };

@@ -423,7 +423,7 @@ pub(crate) fn csv_field(value: &serde_json::Value) -> String {
 }
 
 /// A blob's bytes through ArchiveService.GetBlob (the node checks its hash as it streams).
-async fn download_blob(channel: tonic::transport::Channel, sha256: &[u8]) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn download_blob(channel: tonic::transport::Channel, sha256: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut client = pb::archive_service_client::ArchiveServiceClient::new(channel).max_decoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX);
     let mut stream = client.get_blob(pb::GetBlobRequest { sha256: sha256.to_vec() }).await.map_err(status_error)?.into_inner();
     let mut content = Vec::new();

@@ -17,6 +17,7 @@ pub mod log;
 pub mod report;
 pub mod scrub;
 pub mod security;
+pub mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,6 +107,9 @@ pub enum SignerCommand {
     ChangePin(security::ChangePinArgs),
     /// Record a detached CMS signature made with your own token (client-side signing).
     Submit(security::SubmitArgs),
+    /// Certify an archived scan as a certified PDF signed with your own PKCS#11 token
+    /// (USB token): kyso prepares, the token signs, kyso completes; writes the PDF.
+    SignPdf(token::SignPdfArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +203,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Signer(SignerCommand::Unlock(args)) => security::signer_unlock(args).await,
         Command::Signer(SignerCommand::ChangePin(args)) => security::signer_change_pin(args).await,
         Command::Signer(SignerCommand::Submit(args)) => security::signer_submit(args).await,
+        Command::Signer(SignerCommand::SignPdf(args)) => token::sign_pdf(args).await,
         Command::Access(command) => security::access(command).await,
         Command::Crl(CrlCommand::Import(args)) => security::crl_import(args).await,
         Command::Tls(TlsCommand::Fingerprint { certificate }) => security::tls_fingerprint(&certificate),

@@ -324,6 +324,124 @@ fn sign_signed_data(
     embed_certificates: bool,
 ) -> Result<Vec<u8>, CmsError> {
     let leaf_der = signer_chain_der.first().ok_or(CmsError::SignerChainEmpty)?;
+    if !key.public_key_matches(leaf_der) {
+        return Err(CmsError::KeyDoesNotMatchCertificate);
+    }
+    let unsigned = prepare_signed_data(content, signing_time_unix, signer_chain_der, key.algorithm(), rsa_padding, embed_certificates)?;
+    let signed_bytes = unsigned.signed_attributes_der()?;
+    let signature_value = if unsigned.pss { key.sign_pss(&signed_bytes)? } else { key.sign(&signed_bytes)? };
+    unsigned.complete(signature_value)
+}
+
+/// A detached CMS whose signed attributes are fixed and whose signature value is made
+/// elsewhere: by kyso's key store ([`sign_detached_parts`]) or by a signer's token, which
+/// signs [`UnsignedCms::signed_attributes_der`] (a PKCS#11 `CKM_ECDSA` over their SHA-256,
+/// or `CKM_SHA256_RSA_PKCS` over them). [`UnsignedCms::complete`] assembles the CMS.
+///
+/// The caller of `complete` with a value from outside MUST verify the result
+/// ([`verify_detached_parts`]) before trusting it: `complete` does not check the value.
+#[derive(Debug, Clone)]
+pub struct UnsignedCms {
+    content_type: ObjectIdentifier,
+    encapsulated: Option<Vec<u8>>,
+    /// The chain, leaf first, never empty.
+    certificates: Vec<Certificate>,
+    signed_attributes: SignedAttributes,
+    algorithm: KeyAlgorithm,
+    pss: bool,
+    embed_certificates: bool,
+}
+
+impl UnsignedCms {
+    /// The DER of the signed attributes with the SET OF tag (0x31): exactly the bytes the
+    /// signature covers (RFC 5652 section 5.4).
+    pub fn signed_attributes_der(&self) -> Result<Vec<u8>, CmsError> {
+        // Inside SignerInfo the same bytes carry the [0] IMPLICIT tag instead.
+        self.signed_attributes.to_der().map_err(encoding)
+    }
+
+    /// The algorithm of the leaf's key: what must make the signature value.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    /// The CMS `ContentInfo` (DER) with `signature_value`: for ECDSA a DER
+    /// ECDSA-Sig-Value, for RSA the PKCS#1 v1.5 (or, as prepared, PSS) signature.
+    pub fn complete(self, signature_value: Vec<u8>) -> Result<Vec<u8>, CmsError> {
+        let suite = suite(self.algorithm);
+        let signature_algorithm = if self.pss {
+            AlgorithmIdentifierOwned { oid: OID_RSASSA_PSS, parameters: Some(Any::from_der(&RSASSA_PSS_SHA256_PARAMETERS).map_err(encoding)?) }
+        } else {
+            algorithm_identifier(suite.signature_oid, suite.signature_parameters_null)
+        };
+        let leaf = &self.certificates[0];
+        let signer_info = SignerInfo {
+            version: CmsVersion::V1,
+            sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+                issuer: leaf.tbs_certificate.issuer.clone(),
+                serial_number: leaf.tbs_certificate.serial_number.clone(),
+            }),
+            digest_alg: algorithm_identifier(suite.digest_oid, false),
+            signed_attrs: Some(self.signed_attributes),
+            signature_algorithm,
+            signature: OctetString::new(signature_value).map_err(encoding)?,
+            unsigned_attrs: None,
+        };
+        let certificate_set = CertificateSet::try_from(
+            self.certificates
+                .into_iter()
+                .map(CertificateChoices::Certificate)
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|error| {
+            CertError::Malformed(format!("the chain holds a certificate twice: {error}"))
+        })?;
+        let econtent = match &self.encapsulated {
+            Some(bytes) => Some(Any::encode_from(&OctetString::new(bytes.as_slice()).map_err(encoding)?).map_err(encoding)?),
+            None => None,
+        };
+        let signed_data = SignedData {
+            // RFC 5652 section 5.1: version 3 when the content is not id-data.
+            version: if self.content_type == OID_DATA { CmsVersion::V1 } else { CmsVersion::V3 },
+            digest_algorithms: set_of(vec![algorithm_identifier(suite.digest_oid, false)])?,
+            encap_content_info: EncapsulatedContentInfo {
+                econtent_type: self.content_type,
+                econtent,
+            },
+            certificates: self.embed_certificates.then_some(certificate_set),
+            crls: None,
+            signer_infos: SignerInfos::try_from(vec![signer_info]).map_err(encoding)?,
+        };
+        let content_info = ContentInfo {
+            content_type: OID_SIGNED_DATA,
+            content: Any::encode_from(&signed_data).map_err(encoding)?,
+        };
+        content_info.to_der().map_err(encoding)
+    }
+}
+
+/// The [`UnsignedCms`] of a detached signature over `content_parts` by the leaf of
+/// `signer_chain_der` (leaf first, embedded whole), whose key is `algorithm`.
+pub fn prepare_detached_parts(
+    content_parts: &[&[u8]],
+    signing_time_unix: i64,
+    signer_chain_der: &[Vec<u8>],
+    algorithm: KeyAlgorithm,
+    rsa_padding: RsaPadding,
+) -> Result<UnsignedCms, CmsError> {
+    let content = SignedContent { content_type: OID_DATA, encapsulated: None, parts: content_parts };
+    prepare_signed_data(&content, signing_time_unix, signer_chain_der, algorithm, rsa_padding, true)
+}
+
+fn prepare_signed_data(
+    content: &SignedContent<'_>,
+    signing_time_unix: i64,
+    signer_chain_der: &[Vec<u8>],
+    algorithm: KeyAlgorithm,
+    rsa_padding: RsaPadding,
+    embed_certificates: bool,
+) -> Result<UnsignedCms, CmsError> {
+    let leaf_der = signer_chain_der.first().ok_or(CmsError::SignerChainEmpty)?;
     if signer_chain_der.len() > CHAIN_LENGTH_MAX {
         return Err(CertError::ChainTooLong {
             length: signer_chain_der.len(),
@@ -331,80 +449,31 @@ fn sign_signed_data(
         }
         .into());
     }
-    if !key.public_key_matches(leaf_der) {
-        return Err(CmsError::KeyDoesNotMatchCertificate);
-    }
     let certificates = signer_chain_der
         .iter()
         .map(|der| {
             Certificate::from_der(der).map_err(|error| CertError::Malformed(error.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // One certificate per chain entry, and the chain has a first entry (`leaf_der`).
-    let leaf = &certificates[0];
-    let suite = suite(key.algorithm());
-
+    let suite = suite(algorithm);
     let content_digest = digest_parts(suite.digest, content.parts);
+    // One certificate per chain entry, and the chain has a first entry (`leaf_der`).
     let signed_attributes = signed_attributes(
         content.content_type,
         content_digest.as_ref(),
         signing_time_unix,
         leaf_der,
-        leaf,
+        &certificates[0],
     )?;
-    // `SetOfVec` encodes with the SET tag (0x31), which is what RFC 5652 section 5.4 says to
-    // sign; inside SignerInfo the same bytes carry the [0] IMPLICIT tag instead.
-    let pss = rsa_padding == RsaPadding::Pss && key.algorithm() == KeyAlgorithm::Rsa;
-    let signed_bytes = signed_attributes.to_der().map_err(encoding)?;
-    let signature_value = if pss { key.sign_pss(&signed_bytes)? } else { key.sign(&signed_bytes)? };
-    let signature_algorithm = if pss {
-        AlgorithmIdentifierOwned { oid: OID_RSASSA_PSS, parameters: Some(Any::from_der(&RSASSA_PSS_SHA256_PARAMETERS).map_err(encoding)?) }
-    } else {
-        algorithm_identifier(suite.signature_oid, suite.signature_parameters_null)
-    };
-
-    let signer_info = SignerInfo {
-        version: CmsVersion::V1,
-        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-            issuer: leaf.tbs_certificate.issuer.clone(),
-            serial_number: leaf.tbs_certificate.serial_number.clone(),
-        }),
-        digest_alg: algorithm_identifier(suite.digest_oid, false),
-        signed_attrs: Some(signed_attributes),
-        signature_algorithm,
-        signature: OctetString::new(signature_value).map_err(encoding)?,
-        unsigned_attrs: None,
-    };
-    let certificate_set = CertificateSet::try_from(
-        certificates
-            .into_iter()
-            .map(CertificateChoices::Certificate)
-            .collect::<Vec<_>>(),
-    )
-    .map_err(|error| {
-        CertError::Malformed(format!("the chain holds a certificate twice: {error}"))
-    })?;
-    let econtent = match content.encapsulated {
-        Some(bytes) => Some(Any::encode_from(&OctetString::new(bytes).map_err(encoding)?).map_err(encoding)?),
-        None => None,
-    };
-    let signed_data = SignedData {
-        // RFC 5652 section 5.1: version 3 when the content is not id-data.
-        version: if content.content_type == OID_DATA { CmsVersion::V1 } else { CmsVersion::V3 },
-        digest_algorithms: set_of(vec![algorithm_identifier(suite.digest_oid, false)])?,
-        encap_content_info: EncapsulatedContentInfo {
-            econtent_type: content.content_type,
-            econtent,
-        },
-        certificates: embed_certificates.then_some(certificate_set),
-        crls: None,
-        signer_infos: SignerInfos::try_from(vec![signer_info]).map_err(encoding)?,
-    };
-    let content_info = ContentInfo {
-        content_type: OID_SIGNED_DATA,
-        content: Any::encode_from(&signed_data).map_err(encoding)?,
-    };
-    content_info.to_der().map_err(encoding)
+    Ok(UnsignedCms {
+        content_type: content.content_type,
+        encapsulated: content.encapsulated.map(<[u8]>::to_vec),
+        certificates,
+        signed_attributes,
+        algorithm,
+        pss: rsa_padding == RsaPadding::Pss && algorithm == KeyAlgorithm::Rsa,
+        embed_certificates,
+    })
 }
 
 /// The SignatureValue of the one signer of `cms_der`: what a signature-time-stamp covers.
@@ -1105,6 +1174,27 @@ mod tests {
         }
         .to_der()
         .expect("encode")
+    }
+
+    /// What a token does: sign the prepared attributes elsewhere, hand the value back.
+    #[test]
+    fn a_signature_value_made_elsewhere_completes_a_cms_that_verifies_and_a_wrong_one_does_not() {
+        let parts: [&[u8]; 2] = [b"%PDF-1.7 before the hole", b" after the hole %%EOF"];
+        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa] {
+            let chain = test_chain(algorithm);
+            let unsigned = prepare_detached_parts(&parts, NOW_UNIX, &chain.chain_der(), algorithm, RsaPadding::Pkcs1v15).expect("prepare");
+            let attributes = unsigned.signed_attributes_der().expect("attributes");
+            assert_eq!(attributes[0], TAG_SET, "the token signs the SET OF encoding");
+            let value = chain.leaf.signing_key().expect("leaf key").sign(&attributes).expect("sign");
+            let cms_der = unsigned.clone().complete(value).expect("complete");
+            let verified = verify_detached_parts(&cms_der, &parts).expect("verifies");
+            assert_eq!(verified.signing_time_unix, NOW_UNIX);
+            assert_eq!(verified.signer_cert_der, chain.chain_der()[0]);
+
+            let wrong = chain.root.signing_key().expect("another key").sign(&attributes).expect("sign");
+            let forged = unsigned.complete(wrong).expect("complete");
+            assert!(matches!(verify_detached_parts(&forged, &parts), Err(CmsError::SignatureInvalid)), "{algorithm:?}: another key's value must not verify");
+        }
     }
 
     #[test]

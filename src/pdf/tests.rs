@@ -398,3 +398,30 @@ fn a_received_certified_copy_reports_each_signature_and_what_it_covers() {
     let checks = check_signatures(&appended, &anchors).expect("two signatures");
     assert!(checks.iter().all(|check| check.cryptographically_valid && check.changed_after_signature && !check.covers_whole_file), "{checks:?}");
 }
+
+/// What verify reads back for a token-signed certification: the ranges the performer's
+/// CMS covers, found in the delivered PDF after the agency signed it too.
+#[test]
+fn the_ranges_a_completed_signature_covers_are_found_again_by_its_cms() {
+    let pki = pki();
+    let unsigned = build_unsigned(&scanned_png(200, 280), &block(CertificationKind::CertifiedCopy, BlockPlacement::LastPage)).expect("build");
+    let chain = vec![pki.performer.cert_der.clone(), pki.ca.cert_der.clone()];
+    let fields = SignatureFields {
+        field_name: "kyso-performer".into(),
+        signer_name: "Nguyễn Văn An".into(),
+        reason: "Người thực hiện chứng thực".into(),
+        signed_at_unix: SIGNED_AT_UNIX,
+        contents_capacity_bytes: 8 * 1024,
+    };
+    let prepared = prepare_signature(unsigned, &fields).expect("prepare");
+    let key = pki.performer.signing_key().expect("key");
+    let cms = crypto::sign_detached_parts(&prepared.signed_parts(), SIGNED_AT_UNIX, &chain, &key, crypto::RsaPadding::Pss).expect("cms");
+    let expected: Vec<Vec<u8>> = prepared.signed_parts().iter().map(|part| part.to_vec()).collect();
+    let signed = prepared.complete(&cms).expect("complete");
+    let sealed = sign(signed, &pki.agency, &pki, "kyso-agency", "Cơ quan chứng thực");
+    let found = signature_ranges(&sealed, &cms).expect("the performer's signature is found");
+    assert_eq!(found.map(<[u8]>::to_vec).to_vec(), expected);
+    crypto::verify_detached_parts(&cms, &found).expect("the cms verifies over the ranges found");
+    let foreign = crypto::sign_detached(b"another document", SIGNED_AT_UNIX, &chain, &key).expect("cms");
+    assert!(signature_ranges(&sealed, &foreign).is_none(), "a cms that is not in the pdf has no ranges");
+}

@@ -117,8 +117,9 @@ impl<P: Proposer> Kyso<P> {
     }
 
     /// The agency's chain and opened key, when it has a seal. Called only from
-    /// `deliver_pdfs`, after the performer's key was unlocked for the same certification.
-    fn agency_signer(&self, agency_id: &str) -> Result<Option<(Vec<Vec<u8>>, Arc<SigningKey>)>, ServiceError> {
+    /// `deliver_pdfs`, after the performer's key was unlocked for the same certification,
+    /// and from `token_signing`, after the performer's token signature verified.
+    pub(crate) fn agency_signer(&self, agency_id: &str) -> Result<Option<(Vec<Vec<u8>>, Arc<SigningKey>)>, ServiceError> {
         let Some(seal) = self.state.agency_seal(agency_id)? else {
             return Ok(None);
         };
@@ -164,7 +165,7 @@ impl<P: Proposer> Kyso<P> {
         Ok(page)
     }
 
-    fn block(&self, certification: &Certification, signer: &Signer, year: i64, number: u64) -> Block {
+    pub(crate) fn block(&self, certification: &Certification, signer: &Signer, year: i64, number: u64) -> Block {
         let settings = &self.pdf_settings;
         let agency = settings.agencies.get(&certification.agency_id).cloned().unwrap_or_default();
         let code = certification.lookup_code.to_string();
@@ -186,7 +187,7 @@ impl<P: Proposer> Kyso<P> {
 
     /// Write-once, content-addressed, and on a majority of nodes (per-node storage) before
     /// the certification that references it is proposed.
-    async fn store_delivered(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
+    pub(crate) async fn store_delivered(&self, hash: Sha256, content: Bytes) -> Result<(), ServiceError> {
         let size_bytes = content.len() as u64;
         self.blobs.put(&hash, content).await?;
         if let Some(peers) = &self.peer_blobs {
@@ -208,7 +209,7 @@ pub(crate) fn delivers_pdf(document: &[u8]) -> bool {
     ScanFormat::sniff(document).is_some()
 }
 
-type ChainAndKey = (Vec<Vec<u8>>, Arc<SigningKey>);
+pub(crate) type ChainAndKey = (Vec<Vec<u8>>, Arc<SigningKey>);
 
 impl<P: Proposer> Kyso<P> {
     /// Builds the PDF and signs it as the performer, then (when the agency has a seal) as
@@ -218,17 +219,28 @@ impl<P: Proposer> Kyso<P> {
         let performer_name = block.text.performer_name.clone();
         let agency_name = block.text.agency_name.clone();
         let unsigned = blocking(move || pdf::build_unsigned(&document, &block).map_err(pdf_error)).await?;
-        let signed = self.sign_once(unsigned, signature_fields("kyso-performer", &performer_name, "Người thực hiện chứng thực", signed_at_unix), performer).await?;
+        let signed = self.sign_once(unsigned, performer_fields(&performer_name, signed_at_unix), performer).await?;
+        self.seal_by_agency(signed, &agency_name, signed_at_unix, agency).await
+    }
+
+    /// Adds the agency's signature after the performer's, when the agency has a seal.
+    pub(crate) async fn seal_by_agency(&self, signed: Vec<u8>, agency_name: &str, signed_at_unix: i64, agency: Option<ChainAndKey>) -> Result<Vec<u8>, ServiceError> {
         match agency {
-            Some(agency) => self.sign_once(signed, signature_fields("kyso-agency", &agency_name, "Cơ quan thực hiện chứng thực", signed_at_unix), agency).await,
+            Some(agency) => self.sign_once(signed, signature_fields("kyso-agency", agency_name, "Cơ quan thực hiện chứng thực", signed_at_unix), agency).await,
             None => Ok(signed),
         }
+    }
+
+    /// Bytes reserved for a CMS by a signer with `chain_der`: the chain, the time-stamp
+    /// token and a margin.
+    pub(crate) fn contents_capacity_bytes(&self, chain_der: &[Vec<u8>]) -> usize {
+        chain_der.iter().map(Vec::len).sum::<usize>() + self.timestamps.token_room_bytes() + SIGNATURE_MARGIN_BYTES
     }
 
     /// One signature: prepare the revision and sign its ranges (blocking), time-stamp the
     /// CMS, then verify it over the ranges and write it into the hole (blocking).
     async fn sign_once(&self, pdf: Vec<u8>, mut fields: SignatureFields, (chain_der, key): ChainAndKey) -> Result<Vec<u8>, ServiceError> {
-        fields.contents_capacity_bytes = chain_der.iter().map(Vec::len).sum::<usize>() + self.timestamps.token_room_bytes() + SIGNATURE_MARGIN_BYTES;
+        fields.contents_capacity_bytes = self.contents_capacity_bytes(&chain_der);
         let signed_at_unix = fields.signed_at_unix;
         let (prepared, cms) = blocking(move || {
             let prepared = pdf::prepare_signature(pdf, &fields).map_err(pdf_error)?;
@@ -245,6 +257,11 @@ impl<P: Proposer> Kyso<P> {
         })
         .await
     }
+}
+
+/// The performer's signature fields; the capacity is set by the caller.
+pub(crate) fn performer_fields(performer_name: &str, signed_at_unix: i64) -> SignatureFields {
+    signature_fields("kyso-performer", performer_name, "Người thực hiện chứng thực", signed_at_unix)
 }
 
 /// The fields of one signature; its capacity is set by `sign_once`.
@@ -266,7 +283,7 @@ fn expect_seal(outcome: Outcome) -> Result<AgencySeal, ServiceError> {
 
 /// A scan kyso cannot turn into a certified PDF is the archived document's problem, not
 /// the request's: FAILED_PRECONDITION, with what to do.
-fn pdf_error(error: PdfError) -> ServiceError {
+pub(crate) fn pdf_error(error: PdfError) -> ServiceError {
     let message = format!("the archived document cannot become a certified pdf: {error}");
     match error {
         PdfError::SignatureTooLarge { .. } | PdfError::Font(_) => ServiceError::Internal(message),

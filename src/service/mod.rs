@@ -14,6 +14,7 @@ pub mod security;
 pub mod signing;
 pub mod statistics;
 pub mod timestamp;
+pub mod token_signing;
 pub mod unlocked;
 pub mod validate;
 pub mod verify;
@@ -49,6 +50,10 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("{0}")]
     DataLoss(String),
+    /// A race was lost (a prepared register number was taken meanwhile): redo the
+    /// operation from its start.
+    #[error("{0}")]
+    Aborted(String),
     /// The command may or may not have been applied; retrying with the same request id is safe.
     #[error("{0}")]
     OutcomeUnknown(String),
@@ -146,6 +151,9 @@ pub struct Kyso<P: Proposer> {
     pub(crate) verification_tally: statistics::VerificationTally,
     /// The node's time-stamping authority and where signatures get their time stamps.
     pub(crate) timestamps: timestamp::Timestamps,
+    /// PDF revisions prepared for a signer's token, held on this node until completed
+    /// or expired (see `token_signing`).
+    pub(crate) prepared_tokens: token_signing::PreparedTokenSignatures,
 }
 
 /// Blob copies on other nodes, for clusters with per-node local storage. Implemented by
@@ -193,6 +201,7 @@ impl<P: Proposer> Kyso<P> {
             register_lock: tokio::sync::Mutex::new(()),
             verification_tally: statistics::VerificationTally::default(),
             timestamps: timestamp::Timestamps::default(),
+            prepared_tokens: token_signing::PreparedTokenSignatures::new(0, String::new()),
             state,
             blobs,
             proposer,
@@ -219,6 +228,13 @@ impl<P: Proposer> Kyso<P> {
     /// without a read barrier (the public page, health) MUST check this first.
     pub fn check_health(&self) -> Result<(), kyso_cluster::Unhealthy> {
         self.proposer.check_health(&self.health_bounds)
+    }
+
+    /// This node's cluster id and client address: where a signature prepared here must be
+    /// completed (see `token_signing`).
+    pub fn with_node_identity(mut self, node_id: u64, client_address: String) -> Self {
+        self.prepared_tokens = token_signing::PreparedTokenSignatures::new(node_id, client_address);
+        self
     }
 
     /// Accepts keys sealed under `previous` (a master key rotation in progress).

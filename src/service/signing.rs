@@ -336,7 +336,7 @@ impl<P: Proposer> Kyso<P> {
     }
 
     /// A certification of an item that passed `check_certify_item`, with a fresh lookup code.
-    fn new_certification(&self, item: CertifyItem, signer_id: String, signed_at_unix: i64, cms_der: Vec<u8>) -> Result<Certification, ServiceError> {
+    pub(super) fn new_certification(&self, item: CertifyItem, signer_id: String, signed_at_unix: i64, cms_der: Vec<u8>) -> Result<Certification, ServiceError> {
         Ok(Certification {
             version: CERTIFICATION_RECORD_VERSION,
             lookup_code: LookupCode::generate(&self.random).map_err(|_| ServiceError::Internal("system random source failed".into()))?,
@@ -353,7 +353,7 @@ impl<P: Proposer> Kyso<P> {
     }
 
     /// The signer's chain is valid at `at_unix` and its certificate not revoked by then.
-    fn check_signer_may_sign(&self, signer: &Signer, at_unix: i64) -> Result<(), ServiceError> {
+    pub(super) fn check_signer_may_sign(&self, signer: &Signer, at_unix: i64) -> Result<(), ServiceError> {
         crypto::validate_chain(&signer.chain_der, &self.trust, at_unix).map_err(|error| {
             ServiceError::PermissionDenied(format!("signer {} cannot sign now: {error}", signer.id))
         })?;
@@ -371,7 +371,7 @@ impl<P: Proposer> Kyso<P> {
 
     /// Everything a certification needs that can be checked before signing; returns the
     /// signer and the document's bytes.
-    async fn check_certify_item(&self, caller: &Caller, item: &CertifyItem, at_unix: i64) -> Result<(Signer, Bytes), ServiceError> {
+    pub(super) async fn check_certify_item(&self, caller: &Caller, item: &CertifyItem, at_unix: i64) -> Result<(Signer, Bytes), ServiceError> {
         let hash = Sha256::from_slice(&item.document_sha256).ok_or_else(|| {
             ServiceError::InvalidArgument(format!(
                 "document_sha256 must be 32 bytes, got {}",
@@ -645,7 +645,7 @@ fn locked(signer_id: &str) -> ServiceError {
     ))
 }
 
-fn first(mut certifications: Vec<Certification>) -> Certification {
+pub(super) fn first(mut certifications: Vec<Certification>) -> Certification {
     // A revocation outcome always carries exactly the revoked certification.
     certifications.swap_remove(0)
 }
@@ -658,7 +658,7 @@ pub(crate) fn expect_signer(outcome: Outcome) -> Result<Signer, ServiceError> {
     }
 }
 
-fn expect_certifications(outcome: Outcome) -> Result<Vec<Certification>, ServiceError> {
+pub(super) fn expect_certifications(outcome: Outcome) -> Result<Vec<Certification>, ServiceError> {
     match outcome {
         Outcome::Certifications(certifications) if !certifications.is_empty() => Ok(certifications),
         Outcome::Rejected(rejection) => Err(rejection.into()),

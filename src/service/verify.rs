@@ -90,7 +90,7 @@ impl<P: Proposer> Kyso<P> {
                 (Some(checked), _) => checked,
                 (None, Some(content)) => {
                     let checked = Checked {
-                        signature: crypto::verify_detached(&certification.cms_der, content).map(drop).map_err(|error| error.to_string()),
+                        signature: self.check_signature(&certification, content).await?,
                         chain: crypto::validate_chain(&signer.chain_der, &self.trust, certification.signed_at_unix)
                             .map(drop)
                             .map_err(|error| error.to_string()),
@@ -103,6 +103,21 @@ impl<P: Proposer> Kyso<P> {
             verified.push(self.check_certification(certification, signer, checked)?);
         }
         Ok(Verification { document_sha256, certifications: verified })
+    }
+
+    /// Whether the certification's CMS holds over what it signed: the scan, or, for a
+    /// certified PDF signed with the signer's token (`token_signing`), whose one signature
+    /// is the performer's PDF signature, the ranges of the delivered PDF it covers.
+    async fn check_signature(&self, certification: &Certification, scan: &[u8]) -> Result<Result<(), String>, ServiceError> {
+        let over_scan = crypto::verify_detached(&certification.cms_der, scan).map(drop).map_err(|error| error.to_string());
+        let Some(delivered) = certification.delivered_pdf.as_ref().filter(|_| over_scan.is_err()) else {
+            return Ok(over_scan);
+        };
+        let pdf = self.get_blob(&delivered.sha256).await?;
+        Ok(match crate::pdf::signature_ranges(&pdf, &certification.cms_der) {
+            Some(ranges) => crypto::verify_detached_parts(&certification.cms_der, &ranges).map(drop).map_err(|error| error.to_string()),
+            None => over_scan,
+        })
     }
 
     /// The scan a delivered PDF was made from, when `hash` is a delivered PDF's: the
