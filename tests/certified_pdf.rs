@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use common::*;
 use kyso::crypto::KeyAlgorithm;
@@ -14,18 +13,9 @@ use kyso_proto::v1 as pb;
 const AGENCY: &str = "xa-dong-hung";
 
 fn artefacts() -> PathBuf {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/certified-pdf");
-    std::fs::create_dir_all(&directory).expect("artefact directory");
-    directory
+    artefacts_dir("certified-pdf")
 }
 
-fn tool(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("this test needs {program}: {error}; scripts/test.sh installs it"));
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash() {
@@ -77,10 +67,7 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     let qpdf = tool("qpdf", &["--check", path.to_str().unwrap()]);
     assert!(qpdf.contains("No syntax or stream encoding errors") && !qpdf.to_lowercase().contains("warning"), "qpdf:\n{qpdf}");
 
-    let nss = tempdir();
-    let database = format!("sql:{}", nss.path().display());
-    tool("certutil", &["-N", "-d", &database, "--empty-password"]);
-    tool("certutil", &["-A", "-d", &database, "-n", "kyso-test-ca", "-t", "CT,C,C", "-i", pki.ca_pem_path.to_str().unwrap()]);
+    let (_nss, database) = nss_database_trusting(&pki.ca_pem_path);
     let pdfsig = tool("pdfsig", &["-nssdir", &database, path.to_str().unwrap()]);
     assert_eq!(pdfsig.matches("Signature is Valid.").count(), 2, "the performer's and the agency's signatures:\n{pdfsig}");
     assert_eq!(pdfsig.matches("Certificate is Trusted.").count(), 2, "pdfsig:\n{pdfsig}");

@@ -19,18 +19,9 @@ const AGENCY: &str = "xa-dong-hung";
 const VERIFY_MESSAGE_SIZE_BYTES_MAX: usize = 1024 * 1024;
 
 fn artefacts() -> PathBuf {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/received-pdf");
-    std::fs::create_dir_all(&directory).expect("artefact directory");
-    directory
+    artefacts_dir("received-pdf")
 }
 
-fn tool(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("this test needs {program}: {error}; scripts/test.sh installs it"));
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
 
 /// Appends an incremental update with pyHanko's own writer (an independent tool): a new
 /// catalog entry, nothing signed.
@@ -110,10 +101,7 @@ async fn a_received_pdf_reports_each_signature_and_a_later_change_by_another_too
 
     // (b) pyHanko appends an incremental update: both signatures still verify but the
     // file was changed after them; pdfsig agrees that neither signs the whole document.
-    let nss = tempdir();
-    let database = format!("sql:{}", nss.path().display());
-    tool("certutil", &["-N", "-d", &database, "--empty-password"]);
-    tool("certutil", &["-A", "-d", &database, "-n", "kyso-test-ca", "-t", "CT,C,C", "-i", ca_pem.to_str().unwrap()]);
+    let (_nss, database) = nss_database_trusting(&ca_pem);
     let delivered_path = artefacts().join("delivered.pdf");
     std::fs::write(&delivered_path, &delivered).unwrap();
     let pdfsig = tool("pdfsig", &["-nssdir", &database, "-no-ocsp", delivered_path.to_str().unwrap()]);

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
 use kyso::crypto::KeyAlgorithm;
@@ -20,26 +19,10 @@ const TOKEN_PIN: &str = "246810";
 const KEY_LABEL: &str = "signer-key";
 
 fn artefacts() -> PathBuf {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts/token-signing");
-    std::fs::create_dir_all(&directory).expect("artefact directory");
-    directory
+    artefacts_dir("token-signing")
 }
 
-/// Runs a tool that must be installed (scripts/test.sh installs them); returns its
-/// success and its stdout and stderr together.
-fn tool_with_env(program: &str, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
-    let mut command = Command::new(program);
-    command.args(args);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().unwrap_or_else(|error| panic!("this test needs {program}: {error}; scripts/test.sh installs it"));
-    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
-}
 
-fn tool(program: &str, args: &[&str]) -> String {
-    tool_with_env(program, args, &[]).1
-}
 
 /// A SoftHSM2 token in `dir` holding `key_pem` (PKCS#8) as KEY_LABEL; returns the
 /// environment that points SoftHSM2 at it.
@@ -116,10 +99,7 @@ fn sign_pdf_on_token(node: &TestNode, token_env: &[(&'static str, String)], sign
 
 /// pdfsig's report on `path`, trusting the test CA through a fresh NSS database.
 fn pdfsig_trusting(pki: &TestPki, path: &Path) -> String {
-    let nss = tempdir();
-    let database = format!("sql:{}", nss.path().display());
-    tool("certutil", &["-N", "-d", &database, "--empty-password"]);
-    tool("certutil", &["-A", "-d", &database, "-n", "kyso-test-ca", "-t", "CT,C,C", "-i", pki.ca_pem_path.to_str().unwrap()]);
+    let (_nss, database) = nss_database_trusting(&pki.ca_pem_path);
     tool("pdfsig", &["-nssdir", &database, path.to_str().unwrap()])
 }
 

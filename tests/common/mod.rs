@@ -599,6 +599,40 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("kyso-test-").tempdir().unwrap()
 }
 
+/// `target/test-artefacts/<name>`, created: files a test keeps for a person to look at.
+pub fn artefacts_dir(name: &str) -> PathBuf {
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artefacts").join(name);
+    std::fs::create_dir_all(&directory).expect("artefact directory");
+    directory
+}
+
+/// Runs an independent tool that must be installed (scripts/test.sh installs them; a
+/// missing one fails the test); returns its success and its stdout and stderr together.
+pub fn tool_with_env(program: &str, args: &[&str], env: &[(&str, String)]) -> (bool, String) {
+    let mut command = Command::new(program);
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap_or_else(|error| panic!("this test needs {program}: {error}; scripts/test.sh installs it"));
+    (output.status.success(), format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+}
+
+/// [`tool_with_env`]'s stdout and stderr.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    tool_with_env(program, args, &[]).1
+}
+
+/// A fresh NSS database trusting `ca_pem`, for `pdfsig -nssdir`: the directory (keep it
+/// alive while pdfsig runs) and the `sql:` name to pass.
+pub fn nss_database_trusting(ca_pem: &Path) -> (tempfile::TempDir, String) {
+    let directory = tempdir();
+    let database = format!("sql:{}", directory.path().display());
+    tool("certutil", &["-N", "-d", &database, "--empty-password"]);
+    tool("certutil", &["-A", "-d", &database, "-n", "kyso-test-ca", "-t", "CT,C,C", "-i", ca_pem.to_str().unwrap()]);
+    (directory, database)
+}
+
 /// Runs the kyso binary with arguments; returns (success, stdout, stderr).
 pub fn kyso_cli(args: &[&str]) -> (bool, String, String) {
     kyso_cli_env(args, &[])
