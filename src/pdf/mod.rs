@@ -23,8 +23,8 @@ mod sign;
 pub mod signatures;
 
 pub use block::{Block, BlockPlacement, BlockText};
-pub use sign::{prepare_signature, signature_ranges, PreparedSignature, SignatureFields};
-pub use signatures::{check_signatures, read_signatures, SignatureCheck, SignatureDefect, PDF_SIGNATURES_COUNT_MAX};
+pub use sign::{prepare_signature, PreparedSignature, SignatureFields};
+pub use signatures::{check_signatures, read_signatures, signature_ranges, SignatureCheck, SignatureDefect, PDF_SIGNATURES_COUNT_MAX};
 
 /// The largest PDF kyso reads, in bytes. The parser holds the whole file in memory (and
 /// its objects once more), so this bounds a certification's memory.

@@ -122,27 +122,6 @@ pub fn prepare_signature(pdf: Vec<u8>, fields: &SignatureFields) -> Result<Prepa
     Ok(PreparedSignature { bytes, contents_start, contents_end })
 }
 
-/// The two byte ranges that the signature whose /Contents holds `cms_der` covers, in a
-/// PDF [`PreparedSignature::complete`] wrote (kyso's own delivered PDF): the /Contents
-/// hole is found by its hex, and the /ByteRange just before it must name exactly that
-/// hole. `None` when `pdf` holds no such signature.
-pub fn signature_ranges<'a>(pdf: &'a [u8], cms_der: &[u8]) -> Option<[&'a [u8]; 2]> {
-    let needle = format!("<{}", hex::encode_upper(cms_der));
-    let contents_start = memchr::memmem::find(pdf, needle.as_bytes())?;
-    let contents_end = contents_start + memchr::memchr(b'>', &pdf[contents_start..])? + 1;
-    let dictionary_start = contents_start.saturating_sub(2 * byte_range_placeholder().len() + 32);
-    let before = &pdf[dictionary_start..contents_start];
-    let at = memchr::memmem::rfind(before, b"/ByteRange [")? + b"/ByteRange [".len();
-    let close = memchr::memchr(b']', &before[at..])?;
-    let numbers: Vec<usize> = std::str::from_utf8(&before[at..at + close]).ok()?.split_ascii_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
-    let [zero, first_length, second_start, second_length] = numbers[..] else { return None };
-    let second_end = second_start.checked_add(second_length)?;
-    if zero != 0 || first_length != contents_start || second_start != contents_end || second_end > pdf.len() {
-        return None;
-    }
-    Some([&pdf[..contents_start], &pdf[second_start..second_end]])
-}
-
 fn byte_range_placeholder() -> String {
     let number = "0".repeat(BYTE_RANGE_DIGITS);
     format!("[0 {number} {number} {number}]")

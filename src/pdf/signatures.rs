@@ -161,6 +161,17 @@ pub fn read_signatures(pdf: &[u8]) -> Result<Vec<SignatureField>, PdfError> {
     Ok(fields)
 }
 
+/// The two byte ranges that the signature whose /Contents holds exactly `cms_der`
+/// covers (what verify checks a token-signed certification's CMS over, in its delivered
+/// PDF); `None` when `pdf` is unreadable or holds no such well-formed signature.
+pub fn signature_ranges<'a>(pdf: &'a [u8], cms_der: &[u8]) -> Option<[&'a [u8]; 2]> {
+    read_signatures(pdf)
+        .ok()?
+        .into_iter()
+        .find_map(|field| field.signed.ok().filter(|signed| signed.cms_der == cms_der))
+        .map(|signed| signed.parts(pdf))
+}
+
 /// [`read_signatures`], then each signature verified and judged against `anchors` (see
 /// the module documentation). The caller MUST treat a signer as identified only when
 /// `signer_trusted` is true.
