@@ -280,6 +280,20 @@ pub struct SignerRevocation {
     pub crl_sha256: Sha256,
 }
 
+/// A CRL kept to embed in certified PDFs (the DSS of PAdES B-LT): the newest imported
+/// per issuer name, when it is at most [`KEPT_CRL_SIZE_BYTES_MAX`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptCrl {
+    /// SHA-256 of the issuer name's DER, as certificates' issuer fields carry it.
+    pub issuer_name_sha256: Sha256,
+    pub this_update_unix: i64,
+    pub der: Vec<u8>,
+}
+
+/// The largest CRL kept for embedding: every certified PDF whose chain it covers carries
+/// it, so a larger one only revokes (its entries still apply) and is not embedded.
+pub const KEPT_CRL_SIZE_BYTES_MAX: usize = 256 * 1024;
+
 /// The security state kept beside a signer's record: wrong PINs and revocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignerStatus {

@@ -17,18 +17,17 @@ fn artefacts() -> PathBuf {
 }
 
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash() {
-    let dir = tempdir();
-    let pki = TestPki::new(&dir.path().join("pki"));
+/// A node with its own TSA and agency numbering, a registered ECDSA signer, and the
+/// agency's seal registered through `kyso agency seal`.
+async fn node_with_agency_seal(dir: &std::path::Path, pki: &TestPki) -> (TestNode, pb::Signer) {
     let top_level = format!(
         "public_base_url = \"https://tra-cuu.example.vn\"\n[agency_names]\n\"{AGENCY}\" = \"UBND xã Đông Hưng\"\n[certified_pdf.\"{AGENCY}\"]\nnumber_format = \"{{number}}/{{year}}-SCTĐT/BS\"\n{}",
-        pki.tsa_toml(&dir.path().join("pki"), "tsa")
+        pki.tsa_toml(&dir.join("pki"), "tsa")
     );
-    let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &top_level, "");
+    let node = TestNode::start_with(&dir.join("node"), &pki.ca_pem_path, &top_level, "");
     let signer = register_signer(&node, &pki.issue(&signer_spec("Trần Thị Bình", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
     let agency_certificate = pki.issue(&signer_spec("UBND xã Đông Hưng", KeyAlgorithm::EcdsaP256));
-    let (cert_path, key_path) = (dir.path().join("agency.pem"), dir.path().join("agency.key"));
+    let (cert_path, key_path) = (dir.join("agency.pem"), dir.join("agency.key"));
     std::fs::write(&cert_path, agency_certificate.cert_pem()).unwrap();
     std::fs::write(&key_path, agency_certificate.key_pem().as_bytes()).unwrap();
     let (ok, stdout, stderr) = kyso_cli_for(
@@ -36,6 +35,14 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
         &["agency", "seal", "--server", &node.grpc_url, "--agency", AGENCY, "--org-cert", cert_path.to_str().unwrap(), "--org-key", key_path.to_str().unwrap()],
     );
     assert!(ok && stdout.contains("signs its certified pdfs"), "kyso agency seal: {stdout}{stderr}");
+    (node, signer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let (node, signer) = node_with_agency_seal(dir.path(), &pki).await;
     let scans: Vec<Vec<u8>> = (0..2).map(|seed| kyso::cli::dev::sample_pdf(&format!("scan {seed}"))).collect();
     let other_file = document(7, 5_000);
     let encrypted_path = artefacts().join("encrypted-input.pdf");
@@ -97,4 +104,81 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
         assert_eq!(answer.certifications[0].summary, "valid");
         assert_eq!(answer.document_sha256, sha256(&scans[1]), "answered with the scan the pdf was made from");
     }
+}
+
+/// The DSS of a PDF as pyHanko reads it: (certificates, CRLs), each a SHA-256 in hex.
+fn dss_by_pyhanko(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let script = r#"
+import sys, hashlib
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation.dss import DocumentSecurityStore
+from pyhanko.sign.validation.errors import NoDSSFoundError
+with open(sys.argv[1], 'rb') as f:
+    try:
+        dss = DocumentSecurityStore.read_dss(PdfFileReader(f))
+    except NoDSSFoundError:
+        sys.exit(0)
+    for cert in dss.certs.values(): print('cert', hashlib.sha256(cert.get_object().data).hexdigest())
+    for crl in dss.crls: print('crl', hashlib.sha256(crl.get_object().data).hexdigest())
+"#;
+    let (ok, output) = tool_with_env("python3", &["-c", script, path.to_str().unwrap()], &[]);
+    assert!(ok, "pyhanko could not read the dss:\n{output}");
+    let pick = |kind: &str| output.lines().filter_map(|line| line.strip_prefix(kind)).map(|hash| hash.trim().to_string()).collect::<Vec<_>>();
+    (pick("cert "), pick("crl "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certified_pdf_embeds_the_crls_kyso_holds_in_its_dss_pades_b_lt() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let (node, signer) = node_with_agency_seal(dir.path(), &pki).await;
+    let scans: Vec<Vec<u8>> = (0..3).map(|seed| kyso::cli::dev::sample_pdf(&format!("b-lt scan {seed}"))).collect();
+    upload(&node, "dossier-lt", AGENCY, &[("a.pdf", &scans[0]), ("b.pdf", &scans[1]), ("c.pdf", &scans[2])]).await.unwrap();
+    let delivered = |name: &str, pdf: Vec<u8>| {
+        let path = artefacts().join(name);
+        std::fs::write(&path, pdf).unwrap();
+        path
+    };
+
+    // No CRL held: the PDF stays B-T, without a DSS.
+    let plain = node.signing().await.certify(certify_request("lt-0", &scans[0], AGENCY, &signer.signer_id)).await.unwrap().into_inner();
+    let plain_path = delivered("b-t.pdf", get_blob(&node, &plain.delivered_pdf_sha256).await.unwrap());
+    assert_eq!(dss_by_pyhanko(&plain_path), (vec![], vec![]), "no crl held, no dss");
+
+    let older = kyso::crypto::devpki::issue_crl(&pki.ca, &[], now_unix() - 7_200, 30 * 86_400).unwrap();
+    let newer = kyso::crypto::devpki::issue_crl(&pki.ca, &[], now_unix() - 60, 30 * 86_400).unwrap();
+    for (id, crl) in [("crl-newer", &newer), ("crl-older", &older)] {
+        node.signing().await.import_crl(pb::ImportCrlRequest { request_id: id.into(), crl: crl.clone() }).await.unwrap();
+    }
+    let lt = node.signing().await.certify(certify_request("lt-1", &scans[1], AGENCY, &signer.signer_id)).await.unwrap().into_inner();
+    let lt_pdf = get_blob(&node, &lt.delivered_pdf_sha256).await.unwrap();
+    assert!(lt_pdf.starts_with(&scans[1]), "the scan's bytes stay the prefix");
+    let lt_path = delivered("b-lt.pdf", lt_pdf);
+    let (certificates, crls) = dss_by_pyhanko(&lt_path);
+    assert_eq!(crls, vec![hex::encode(sha256(&newer))], "the newest crl of the issuer, imported first, is kept; the older one imported later does not replace it");
+    let tsa_pem = std::fs::read(dir.path().join("pki/tsa.pem")).unwrap();
+    let tsa_der = pem::parse_many(&tsa_pem).unwrap()[0].contents().to_vec();
+    for (what, der) in [("ca", &pki.ca.cert_der), ("tsa", &tsa_der)] {
+        assert!(certificates.contains(&hex::encode(sha256(der))), "the {what} certificate is in the dss: {certificates:?}");
+    }
+    assert_eq!(certificates.len(), 4, "performer, agency, tsa and ca certificates, each once: {certificates:?}");
+
+    let qpdf = tool("qpdf", &["--check", lt_path.to_str().unwrap()]);
+    assert!(qpdf.contains("No syntax or stream encoding errors") && !qpdf.to_lowercase().contains("warning"), "qpdf:\n{qpdf}");
+    let (_nss, database) = nss_database_trusting(&pki.ca_pem_path);
+    let pdfsig = tool("pdfsig", &["-nssdir", &database, lt_path.to_str().unwrap()]);
+    assert_eq!(pdfsig.matches("Signature is Valid.").count(), 2, "pdfsig:\n{pdfsig}");
+    assert_eq!(pdfsig.matches("Total document signed").count(), 1, "nothing follows the agency's signature:\n{pdfsig}");
+    // pyHanko's AdES validation checks revocation and fetches nothing here (the test
+    // certificates name no CRL distribution point): without the DSS it cannot tell
+    // whether the signers were revoked; with it, it can.
+    let adesverify = |path: &std::path::Path| {
+        tool_with_env("pyhanko", &["sign", "adesverify", "--trust", pki.ca_pem_path.to_str().unwrap(), "--trust-replace", path.to_str().unwrap()], &[])
+    };
+    let (ok, b_t) = adesverify(&plain_path);
+    assert!(!ok && b_t.matches(":INTACT:UNTRUSTED").count() == 2 && b_t.contains("no revocation information"), "without a dss pyhanko cannot check revocation:\n{b_t}");
+    let (ok, b_lt) = adesverify(&lt_path);
+    println!("pyhanko sign adesverify on the B-LT pdf:\n{}", b_lt.trim());
+    assert!(ok, "pyhanko adesverify:\n{b_lt}");
+    assert_eq!(b_lt.matches(":INTACT:TRUSTED,TIMESTAMP_TOKEN<INTACT:TRUSTED>").count(), 2, "both signatures trusted with revocation checked from the dss:\n{b_lt}");
 }

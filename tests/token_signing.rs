@@ -127,6 +127,10 @@ async fn a_pdf_signed_on_a_token_is_certified_trusted_by_independent_validators_
     );
     assert!(ok, "kyso agency seal: {stdout}{stderr}");
 
+    // The CA's CRL held by kyso: the token-signed PDF gets it in its DSS (PAdES B-LT).
+    let crl = kyso::crypto::devpki::issue_crl(&pki.ca, &[], now_unix() - 60, 30 * 86_400).unwrap();
+    node.signing().await.import_crl(pb::ImportCrlRequest { request_id: "crl-token".into(), crl }).await.unwrap();
+
     let scan = kyso::cli::dev::sample_pdf("giấy khai sinh, bản chính");
     upload(&node, "dossier-token", AGENCY, &[("khai-sinh.pdf", &scan)]).await.unwrap();
     let out = artefacts().join("token-signed.pdf");
@@ -152,6 +156,10 @@ async fn a_pdf_signed_on_a_token_is_certified_trusted_by_independent_validators_
         2,
         "both signatures intact and trusted, each with a trusted time stamp; pyhanko:\n{pyhanko}"
     );
+
+    let (ok, ades) = tool_with_env("pyhanko", &["sign", "adesverify", "--trust", pki.ca_pem_path.to_str().unwrap(), "--trust-replace", out.to_str().unwrap()], &[]);
+    println!("pyhanko sign adesverify (revocation checked from the dss, offline):\n{}", ades.trim());
+    assert!(ok && ades.matches(":INTACT:TRUSTED,TIMESTAMP_TOKEN<INTACT:TRUSTED>").count() == 2, "pades b-lt: pyhanko:\n{ades}");
 
     let by_pdf = verify(&node, pb::verify_request::Subject::Sha256(sha256(&delivered))).await.expect("verify by the pdf's hash");
     assert_eq!(by_pdf.document_sha256, sha256(&scan), "answered with the scan the pdf was made from");

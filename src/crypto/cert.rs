@@ -703,6 +703,14 @@ pub fn subject_names(der: &[u8]) -> Result<(String, String), CertError> {
     Ok((display_name(certificate.subject().as_raw()), common_name))
 }
 
+/// The issuer name's DER of a DER certificate, or `None` for a self-signed one (a trust
+/// anchor, which no CRL speaks for): where a CRL for it is looked up.
+pub fn issuer_name_der(der: &[u8]) -> Result<Option<Vec<u8>>, CertError> {
+    let certificate = parse_certificate(der)?;
+    let issuer = certificate.issuer().as_raw();
+    Ok((issuer != certificate.subject().as_raw()).then(|| issuer.to_vec()))
+}
+
 fn describe_leaf(
     leaf: &X509Certificate<'_>,
     path: &[&X509Certificate<'_>],

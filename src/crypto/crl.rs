@@ -59,6 +59,8 @@ pub struct VerifiedCrl {
     /// speaks only for certificates that one of these keys issued: two CAs may share a
     /// subject name, and one's CRL must never revoke the other's certificates.
     pub verified_by_der: Vec<Vec<u8>>,
+    /// The CRL's DER (a PEM input decoded).
+    pub der: Vec<u8>,
 }
 
 impl VerifiedCrl {
@@ -126,15 +128,10 @@ pub fn verify_crl(input: &[u8], issuers_der: &[Vec<u8>]) -> Result<VerifiedCrl, 
         .collect();
     let mut sha256 = [0u8; 32];
     sha256.copy_from_slice(digest::digest(&digest::SHA256, &der).as_ref());
-    Ok(VerifiedCrl {
-        issuer: display_name(issuer_raw),
-        issuer_der: issuer_raw.to_vec(),
-        this_update_unix: crl.last_update().timestamp(),
-        next_update_unix: crl.next_update().map(|time| time.timestamp()),
-        entries,
-        sha256,
-        verified_by_der,
-    })
+    let (issuer, issuer_der) = (display_name(issuer_raw), issuer_raw.to_vec());
+    let (this_update_unix, next_update_unix) = (crl.last_update().timestamp(), crl.next_update().map(|time| time.timestamp()));
+    drop(crl);
+    Ok(VerifiedCrl { issuer, issuer_der, this_update_unix, next_update_unix, entries, sha256, verified_by_der, der })
 }
 
 fn crl_der(input: &[u8]) -> Result<Vec<u8>, CrlError> {

@@ -15,6 +15,7 @@
 //! checked over their byte ranges (issue 15's verification of received PDFs).
 
 mod block;
+mod dss;
 mod font;
 mod image;
 mod object;
@@ -23,6 +24,7 @@ mod sign;
 pub mod signatures;
 
 pub use block::{Block, BlockPlacement, BlockText};
+pub use dss::{append_dss, ValidationData};
 pub use sign::{prepare_signature, PreparedSignature, SignatureFields};
 pub use signatures::{check_signatures, read_signatures, signature_ranges, SignatureCheck, SignatureDefect, PDF_SIGNATURES_COUNT_MAX};
 

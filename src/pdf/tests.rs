@@ -425,3 +425,34 @@ fn the_ranges_a_completed_signature_covers_are_found_again_by_its_cms() {
     let foreign = crypto::sign_detached(b"another document", SIGNED_AT_UNIX, &chain, &key).expect("cms");
     assert!(signature_ranges(&sealed, &foreign).is_none(), "a cms that is not in the pdf has no ranges");
 }
+
+#[test]
+fn a_dss_revision_keeps_an_earlier_dss_and_both_signatures_cover_it() {
+    let pki = pki();
+    let crl = devpki::issue_crl(&pki.ca, &[], SIGNED_AT_UNIX - 60, 30 * 86_400).expect("crl");
+    let compressed = artefacts().join("dss-input.pdf");
+    let plain = write("dss-input-plain.pdf", &scanned_pdf());
+    let output = tool("qpdf", &["--object-streams=generate", plain.to_str().expect("path"), compressed.to_str().expect("path")]);
+    assert!(output.status.success(), "qpdf: {}", text(&output));
+    let scan = std::fs::read(&compressed).expect("read");
+    let earlier = append_dss(scan.clone(), &ValidationData { certificates: vec![pki.ca.cert_der.clone()], crls: vec![] }).expect("earlier dss");
+    let unsigned = build_unsigned(&earlier, &block(CertificationKind::CertifiedCopy, BlockPlacement::LastPage)).expect("build");
+    let data = ValidationData { certificates: vec![pki.performer.cert_der.clone(), pki.agency.cert_der.clone()], crls: vec![crl.clone()] };
+    let with_dss = append_dss(unsigned, &data).expect("dss");
+    let once = sign(with_dss, &pki.performer, &pki, "kyso-performer", "Người thực hiện chứng thực");
+    let certified = sign(once, &pki.agency, &pki, "kyso-agency", "Cơ quan chứng thực");
+    assert!(certified.starts_with(&scan));
+    let path = write("dss-certified.pdf", &certified);
+    qpdf_check(&path);
+    assert_both_signatures_valid(&path, &pki);
+
+    let parsed = revision::Parsed::parse(&certified).expect("parse");
+    let catalog = parsed.dictionary(parsed.root).expect("catalog");
+    let dss = parsed.resolve(catalog.get(b"DSS").expect("a /DSS in the last catalog")).expect("dss").as_dict().expect("dict").clone();
+    let streams = |key: &[u8]| -> Vec<Vec<u8>> {
+        let array = parsed.resolve(dss.get(key).expect("array")).expect("resolve").as_array().expect("array").clone();
+        array.iter().map(|item| parsed.resolve(item).expect("stream").as_stream().expect("a stream").content.clone()).collect()
+    };
+    assert_eq!(streams(b"Certs"), vec![pki.ca.cert_der.clone(), pki.performer.cert_der.clone(), pki.agency.cert_der.clone()], "the earlier dss's certificate first, then the new ones");
+    assert_eq!(streams(b"CRLs"), vec![crl]);
+}

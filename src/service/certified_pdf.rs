@@ -18,6 +18,7 @@ use bytes::Bytes;
 use kyso_cluster::Proposer;
 
 use super::signing::blocking;
+use super::timestamp::StampSource;
 use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
 use crate::crypto::{self, SigningKey};
 use crate::access::{Caller, Role};
@@ -218,9 +219,38 @@ impl<P: Proposer> Kyso<P> {
     async fn sign_pdf(&self, document: Bytes, block: Block, signed_at_unix: i64, performer: ChainAndKey, agency: Option<ChainAndKey>) -> Result<Vec<u8>, ServiceError> {
         let performer_name = block.text.performer_name.clone();
         let agency_name = block.text.agency_name.clone();
-        let unsigned = blocking(move || pdf::build_unsigned(&document, &block).map_err(pdf_error)).await?;
+        let mut chains = vec![performer.0.as_slice()];
+        chains.extend(agency.as_ref().map(|agency| agency.0.as_slice()));
+        let validation = self.validation_data(&chains)?;
+        let unsigned = blocking(move || pdf::build_unsigned(&document, &block).and_then(|unsigned| with_validation_data(unsigned, validation)).map_err(pdf_error)).await?;
         let signed = self.sign_once(unsigned, performer_fields(&performer_name, signed_at_unix), performer).await?;
         self.seal_by_agency(signed, &agency_name, signed_at_unix, agency).await
+    }
+
+    /// The validation data of PAdES B-LT for a PDF signed by `chains` and time-stamped by
+    /// the node's own authority: every certificate of those chains and the CRL kyso keeps
+    /// for each issuer among them (imported with ImportCrl). `None` when kyso keeps no such
+    /// CRL: the PDF then stays B-T. An external authority's chain is not known before its
+    /// first reply, so its certificates ride only in its tokens.
+    pub(crate) fn validation_data(&self, chains: &[&[Vec<u8>]]) -> Result<Option<pdf::ValidationData>, ServiceError> {
+        let own_authority = match &self.timestamps.source {
+            StampSource::Own(authority) => Some(authority.chain_der()),
+            _ => None,
+        };
+        let mut data = pdf::ValidationData::default();
+        for certificate in chains.iter().copied().chain(own_authority).flatten() {
+            if data.certificates.contains(certificate) {
+                continue;
+            }
+            data.certificates.push(certificate.clone());
+            let issuer = crypto::issuer_name_der(certificate).map_err(|error| ServiceError::Internal(format!("a signing chain's certificate cannot be read: {error}")))?;
+            if let Some(kept) = issuer.map(|issuer| self.state.kept_crl(&Sha256::digest(&issuer))).transpose()?.flatten() {
+                if !data.crls.contains(&kept.der) {
+                    data.crls.push(kept.der);
+                }
+            }
+        }
+        Ok((!data.crls.is_empty()).then_some(data))
     }
 
     /// Adds the agency's signature after the performer's, when the agency has a seal.
@@ -256,6 +286,14 @@ impl<P: Proposer> Kyso<P> {
             prepared.complete(&cms).map_err(pdf_error)
         })
         .await
+    }
+}
+
+/// `unsigned` with a DSS revision when there is validation data to embed.
+pub(crate) fn with_validation_data(unsigned: Vec<u8>, validation: Option<pdf::ValidationData>) -> Result<Vec<u8>, PdfError> {
+    match validation {
+        Some(data) => pdf::append_dss(unsigned, &data),
+        None => Ok(unsigned),
     }
 }
 

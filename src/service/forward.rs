@@ -72,6 +72,7 @@ impl<P: Proposer> Kyso<P> {
             Command::RegisterSigner(_)
             | Command::SetAccess(_)
             | Command::RevokeSignerCertificates { .. }
+            | Command::ImportCrl { .. }
             | Command::UnlockSigner { .. }
             | Command::RegisterAgencySeal(_)
             | Command::Audit(_) => caller.has(Role::Admin),
@@ -107,5 +108,6 @@ fn kind_name(command: &Command) -> &'static str {
         Command::ReplaceSignerKey { .. } => "ReplaceSignerKey",
         Command::RegisterAgencySeal(_) => "RegisterAgencySeal",
         Command::TallyVerifications(_) => "TallyVerifications",
+        Command::ImportCrl { .. } => "ImportCrl",
     }
 }

@@ -8,7 +8,7 @@ use super::signing::expect_signer;
 use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
 use crate::access::{Actor, Caller, Principal, Role, ANY, PRINCIPAL_SCOPE_ENTRIES_MAX};
 use crate::crypto;
-use crate::domain::{Sha256, Signer, SignerRevocation};
+use crate::domain::{KeptCrl, Sha256, Signer, SignerRevocation, KEPT_CRL_SIZE_BYTES_MAX};
 use crate::state::command::AuditEvent;
 use crate::state::{Command, Outcome};
 
@@ -67,6 +67,9 @@ impl<P: Proposer> Kyso<P> {
         for signer in &signers {
             issuers.extend(signer.chain_der.iter().skip(1).cloned());
         }
+        for seal in self.state.agency_seals()? {
+            issuers.extend(seal.chain_der.iter().skip(1).cloned());
+        }
         issuers.sort();
         issuers.dedup();
         let verified = crypto::verify_crl(crl, &issuers).map_err(|error| match error {
@@ -89,7 +92,12 @@ impl<P: Proposer> Kyso<P> {
                 })
             })
             .collect();
-        let command = Command::RevokeSignerCertificates { crl_sha256, issuer: verified.issuer, revocations };
+        let kept = (verified.der.len() <= KEPT_CRL_SIZE_BYTES_MAX).then(|| KeptCrl {
+            issuer_name_sha256: Sha256::digest(&verified.issuer_der),
+            this_update_unix: verified.this_update_unix,
+            der: verified.der,
+        });
+        let command = Command::ImportCrl { crl_sha256, issuer: verified.issuer, revocations, kept };
         expect_revocations(self.propose(&caller.actor, request_id, request_fingerprint, command).await?)
     }
 

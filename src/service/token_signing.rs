@@ -205,8 +205,12 @@ impl<P: Proposer> Kyso<P> {
         let mut fields = certified_pdf::performer_fields(&signer.name, signed_at_unix);
         fields.contents_capacity_bytes = self.contents_capacity_bytes(&signer.chain_der);
         let chain_der = signer.chain_der.clone();
+        let agency_chain = self.state.agency_seal(&certification.agency_id)?.map(|seal| seal.chain_der);
+        let mut chains = vec![chain_der.as_slice()];
+        chains.extend(agency_chain.as_deref());
+        let validation = self.validation_data(&chains)?;
         let (prepared_pdf, cms) = blocking(move || {
-            let unsigned = pdf::build_unsigned(&document, &block).map_err(pdf_error)?;
+            let unsigned = pdf::build_unsigned(&document, &block).and_then(|unsigned| certified_pdf::with_validation_data(unsigned, validation)).map_err(pdf_error)?;
             let prepared = pdf::prepare_signature(unsigned, &fields).map_err(pdf_error)?;
             let cms = crypto::prepare_detached_parts(&prepared.signed_parts(), signed_at_unix, &chain_der, key_algorithm, RsaPadding::Pkcs1v15)
                 .map_err(|error| ServiceError::Internal(format!("cannot prepare the signed attributes: {error}")))?;

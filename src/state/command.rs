@@ -5,14 +5,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::access::{Actor, Principal};
-use crate::domain::{AgencySeal, Certification, Dossier, Sha256, Signer, SignerRevocation, SignerStatus};
+use crate::domain::{AgencySeal, Certification, Dossier, KeptCrl, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 use crate::statistics::VerificationCount;
 
 /// Version of the command encoding this build writes and applies. Version 2 added the
 /// actor and the security commands; version 3 the delivered PDF of a certification and
-/// the agency seal; version 4 the verification tally.
-pub const COMMAND_VERSION: u8 = 4;
+/// the agency seal; version 4 the verification tally; version 5 `ImportCrl`, which keeps
+/// the CRL for certified PDFs' validation data.
+pub const COMMAND_VERSION: u8 = 5;
 
 /// The oldest command version this build applies: a version 2 command is a version 3
 /// command that uses none of its additions (its certifications are version 1 records,
@@ -47,7 +48,8 @@ pub enum Command {
     /// Records a security-relevant event that changes no other state (a refused call, a
     /// membership change).
     Audit(AuditEvent),
-    /// Signer certificates found revoked in a verified CRL.
+    /// Signer certificates found revoked in a verified CRL (before version 5; still
+    /// applied when replayed).
     RevokeSignerCertificates { crl_sha256: Sha256, issuer: String, revocations: Vec<SignerRevocation> },
     /// A wrong PIN for a signer's server-held key: counts toward the lock.
     PinRejected { signer_id: String },
@@ -60,6 +62,9 @@ pub enum Command {
     /// Verifications one node answered since its previous tally, added to the statistics
     /// (at most [`TALLY_ENTRIES_PER_COMMAND_MAX`] lines).
     TallyVerifications(Vec<VerificationCount>),
+    /// A verified CRL: the signer certificates it revokes and, when small enough, the CRL
+    /// itself, kept (if newer than the one kept for its issuer) for certified PDFs' DSS.
+    ImportCrl { crl_sha256: Sha256, issuer: String, revocations: Vec<SignerRevocation>, kept: Option<KeptCrl> },
 }
 
 /// Lines one verification tally carries at most.

@@ -18,7 +18,7 @@ use super::leaf::{LogEvent, LogLeaf};
 use super::packing::{self, CertificationRow, StoredCertification};
 use crate::access::{Actor, Principal};
 use crate::tlog;
-use crate::domain::{AgencySeal, Certification, Dossier, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
+use crate::domain::{AgencySeal, Certification, Dossier, KeptCrl, Revocation, Sha256, Signer, SignerRevocation, SignerStatus};
 use crate::lookup::LookupCode;
 use crate::statistics::{DayStatistics, Summary, VerificationCount};
 
@@ -87,6 +87,9 @@ fn principal_key(hash: &Sha256) -> String {
 }
 fn signer_status_key(signer_id: &str) -> String {
     format!("signer-status/{signer_id}")
+}
+fn kept_crl_key(issuer_name_sha256: &Sha256) -> String {
+    format!("crl/{issuer_name_sha256}")
 }
 fn signature_key(cms_der: &[u8]) -> String {
     format!("signature/{}", Sha256::digest(cms_der))
@@ -510,6 +513,13 @@ impl StateStore {
         Ok(table.get(signer_status_key(signer_id).as_str())?.map(|value| decode(value.value())).transpose()?.unwrap_or_default())
     }
 
+    /// The CRL kept for the issuer whose name's DER hashes to `issuer_name_sha256`.
+    pub fn kept_crl(&self, issuer_name_sha256: &Sha256) -> Result<Option<KeptCrl>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SECURITY)?;
+        table.get(kept_crl_key(issuer_name_sha256).as_str())?.map(|value| decode(value.value())).transpose()
+    }
+
     /// The lookup code of the certification that recorded exactly this CMS signature.
     pub fn signature_recorded(&self, cms_der: &[u8]) -> Result<Option<String>, StateError> {
         let txn = self.db.begin_read()?;
@@ -694,6 +704,17 @@ impl StateStore {
     pub fn agency_seal(&self, agency_id: &str) -> Result<Option<AgencySeal>, StateError> {
         let txn = self.db.begin_read()?;
         txn.open_table(REGISTER)?.get(agency_seal_key(agency_id).as_str())?.map(|value| decode(value.value())).transpose()
+    }
+
+    /// Every agency's seal, in agency order (a few per province).
+    pub fn agency_seals(&self) -> Result<Vec<AgencySeal>, StateError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REGISTER)?;
+        let mut seals = Vec::new();
+        for row in table.range("seal/".."seal0")? {
+            seals.push(decode(row?.1.value())?);
+        }
+        Ok(seals)
     }
 
     /// The next number of an agency's register for `year` (1 for a fresh register).
@@ -1065,6 +1086,12 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         Command::SetAccess(principal) => set_access(txn, actor, principal)?,
         Command::Audit(event) => audit(txn, actor, event)?,
         Command::RevokeSignerCertificates { revocations, .. } => revoke_signers(txn, actor, revocations)?,
+        Command::ImportCrl { revocations, kept, .. } => {
+            if let Some(kept) = kept {
+                keep_crl(txn, &kept)?;
+            }
+            revoke_signers(txn, actor, revocations)?
+        }
         Command::PinRejected { signer_id } => pin_rejected(txn, actor, &signer_id)?,
         Command::UnlockSigner { signer_id } => unlock_signer(txn, actor, &signer_id)?,
         Command::ReplaceSignerKey { signer_id, sealed_key } => replace_signer_key(txn, actor, &signer_id, sealed_key)?,
@@ -1596,6 +1623,21 @@ fn revoke_signers(txn: &WriteTransaction, actor: &Actor, revocations: Vec<Signer
         recorded.push(revocation);
     }
     Ok(Outcome::SignerRevocations(recorded))
+}
+
+/// Keeps `kept` unless the CRL kept for its issuer is as new or newer (a CRL imported late
+/// never replaces a later one).
+fn keep_crl(txn: &WriteTransaction, kept: &KeptCrl) -> Result<(), StateError> {
+    let mut security = txn.open_table(SECURITY)?;
+    let key = kept_crl_key(&kept.issuer_name_sha256);
+    let newer_known = match security.get(key.as_str())? {
+        Some(value) => decode::<KeptCrl>(value.value())?.this_update_unix >= kept.this_update_unix,
+        None => false,
+    };
+    if !newer_known {
+        security.insert(key.as_str(), encode(kept).as_slice())?;
+    }
+    Ok(())
 }
 
 fn pin_rejected(txn: &WriteTransaction, actor: &Actor, signer_id: &str) -> Result<Outcome, StateError> {
