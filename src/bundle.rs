@@ -1,6 +1,8 @@
 //! Offline verification bundles: everything an agency needs to check a certified copy with
 //! no network — the CMS signature, the signer's chain, the certification's log leaf, its
-//! inclusion proof and the signed checkpoint the proof leads to.
+//! inclusion proof and the signed checkpoint the proof leads to. The file checked is the
+//! certified document or the certified PDF delivered for it (whose hash the log leaf
+//! names); a certification signed on a token is checked over that PDF's byte ranges.
 //!
 //! [`verify_bundle`] is what runs on the verifier's machine. It trusts nothing in the
 //! bundle: the document is hashed locally, the leaf is decoded from the bytes that are
@@ -104,9 +106,19 @@ pub struct CheckedCertification {
     pub status_at_export: String,
 }
 
-/// Checks every certification in the bundle against `content`, the caller's trust anchors
-/// and the caller's pinned log key. The caller MUST obtain `trust` and `log_key` out of
-/// band (never from the bundle).
+/// What the caller's file is to a certification of the bundle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The certified document (the scan) itself.
+    Document,
+    /// The certified PDF delivered for it, named by the certification's log leaf.
+    DeliveredPdf,
+}
+
+/// Checks every certification in the bundle against `content` (the certified document, or
+/// the certified PDF delivered for it), the caller's trust anchors and the caller's pinned
+/// log key. The caller MUST obtain `trust` and `log_key` out of band (never from the
+/// bundle).
 pub fn verify_bundle(
     bundle: &Bundle,
     content: &[u8],
@@ -114,18 +126,68 @@ pub fn verify_bundle(
     log_key: &LogVerifier,
 ) -> Result<Vec<CheckedCertification>, BundleError> {
     let actual = Sha256::digest(content);
-    if !actual.to_hex().eq_ignore_ascii_case(&bundle.document_sha256) {
-        return Err(BundleError::DocumentMismatch { expected: bundle.document_sha256.clone(), actual: actual.to_hex() });
-    }
+    let mismatch = || BundleError::DocumentMismatch { expected: bundle.document_sha256.clone(), actual: actual.to_hex() };
+    let document = Sha256::from_hex(&bundle.document_sha256).ok_or_else(|| BundleError::Malformed(format!("document_sha256 {:?} is not 64 hex digits", bundle.document_sha256)))?;
+    let held = if actual == document {
+        Held::Document
+    } else if bundle.certifications.iter().any(|item| delivered_pdf_of(item) == Some(actual)) {
+        Held::DeliveredPdf
+    } else {
+        return Err(mismatch());
+    };
+    // Given a certified PDF, only the certifications that delivered it are checked: another
+    // certification of the same document delivered another PDF.
     bundle
         .certifications
         .iter()
+        .filter(|item| held == Held::Document || delivered_pdf_of(item) == Some(actual))
         .map(|item| {
-            check_one(item, &actual, content, trust, log_key)
+            check_one(item, &document, content, held, trust, log_key)
                 .map_err(|reason| BundleError::Certification { code: item.lookup_code.clone(), reason })
         })
         .collect()
 }
+
+/// The hash of the certified PDF the item's log leaf names, if it decodes and names one.
+fn delivered_pdf_of(item: &BundledCertification) -> Option<Sha256> {
+    let leaf = LogLeaf::decode(&BASE64.decode(&item.leaf_data).ok()?).ok()?;
+    match leaf.event {
+        LogEvent::Certification(certification) => certification.delivered_pdf.map(|pdf| pdf.sha256),
+        _ => None,
+    }
+}
+
+/// Checks the recorded CMS over what it signed and returns the certificate that made it.
+/// Over the document: a detached CMS; when it does not verify there and the certification
+/// has a certified PDF, it was signed on a token over that PDF, which the caller must then
+/// pass. Over the certified PDF: the signature field holding exactly the recorded CMS (a
+/// token's), or else the performer's PDF signature, checked over its byte ranges.
+fn check_cms(cms: &[u8], content: &[u8], held: Held, has_pdf: bool) -> Result<Vec<u8>, String> {
+    match held {
+        Held::Document => crypto::verify_detached(cms, content).map(|verified| verified.signer_cert_der).map_err(|error| {
+            if has_pdf {
+                format!("signature does not verify over the document: {error}; it may cover the certified pdf (signed on a token): pass the certified pdf as --file")
+            } else {
+                format!("signature does not verify: {error}")
+            }
+        }),
+        Held::DeliveredPdf => {
+            let fields = crate::pdf::read_signatures(content).map_err(|error| format!("the certified pdf cannot be read: {error}"))?;
+            let signed: Vec<_> = fields.iter().filter_map(|field| field.signed.as_ref().ok().map(|ranges| (field, ranges))).collect();
+            let (_, ranges) = signed
+                .iter()
+                .find(|(_, ranges)| ranges.cms_der == cms)
+                .or_else(|| signed.iter().find(|(field, _)| field.field_name == PERFORMER_FIELD))
+                .ok_or_else(|| format!("the certified pdf has no {PERFORMER_FIELD} signature"))?;
+            crypto::verify_detached_parts(&ranges.cms_der, &ranges.parts(content))
+                .map(|verified| verified.signer_cert_der)
+                .map_err(|error| format!("the certified pdf's {PERFORMER_FIELD} signature does not verify: {error}"))
+        }
+    }
+}
+
+/// The signature field of the performer in a certified PDF kyso delivers.
+const PERFORMER_FIELD: &str = "kyso-performer";
 
 fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, String> {
     BASE64.decode(text).map_err(|error| format!("{field} is not base64: {error}"))
@@ -135,6 +197,7 @@ fn check_one(
     item: &BundledCertification,
     document: &Sha256,
     content: &[u8],
+    held: Held,
     trust: &TrustAnchors,
     log_key: &LogVerifier,
 ) -> Result<CheckedCertification, String> {
@@ -153,13 +216,13 @@ fn check_one(
     if certification.lookup_code.to_string() != item.lookup_code {
         return Err(format!("the log leaf has lookup code {}", certification.lookup_code));
     }
-    let verified = crypto::verify_detached(&cms, content).map_err(|error| format!("signature does not verify: {error}"))?;
+    let signer_cert_der = check_cms(&cms, content, held, certification.delivered_pdf.is_some())?;
     let chain: Vec<Vec<u8>> = item
         .signer_chain
         .iter()
         .map(|certificate| decode_base64("signer_chain", certificate))
         .collect::<Result<_, _>>()?;
-    if chain.first() != Some(&verified.signer_cert_der) {
+    if chain.first() != Some(&signer_cert_der) {
         return Err("the signer chain does not start with the certificate that made the signature".into());
     }
     let validated = crypto::validate_chain(&chain, trust, certification.signed_at_unix)

@@ -177,6 +177,18 @@ async fn a_certified_pdf_embeds_the_crls_kyso_holds_in_its_dss_pades_b_lt() {
     };
     let (ok, b_t) = adesverify(&plain_path);
     assert!(!ok && b_t.matches(":INTACT:UNTRUSTED").count() == 2 && b_t.contains("no revocation information"), "without a dss pyhanko cannot check revocation:\n{b_t}");
+    // Offline, the certified PDF checks against the bundle too: the performer's PDF
+    // signature over its ranges, and the log leaf that names the PDF's hash.
+    let offline = offline_bundle(&node, &pki.ca_pem_path, &lt.lookup_code);
+    let (ok, output) = offline(&lt_path);
+    assert!(ok && output.contains("verified offline"), "kyso verify --offline with the certified pdf:\n{output}");
+    let scan_path = artefacts().join("b-lt-scan.pdf");
+    std::fs::write(&scan_path, &scans[1]).unwrap();
+    let (ok, output) = offline(&scan_path);
+    assert!(ok && output.contains("verified offline"), "kyso verify --offline with the scan:\n{output}");
+    let (ok, output) = offline(&plain_path);
+    assert!(!ok && output.contains("not the certified document"), "another certification's pdf:\n{output}");
+
     let (ok, b_lt) = adesverify(&lt_path);
     println!("pyhanko sign adesverify on the B-LT pdf:\n{}", b_lt.trim());
     assert!(ok, "pyhanko adesverify:\n{b_lt}");

@@ -176,6 +176,23 @@ async fn a_pdf_signed_on_a_token_is_certified_trusted_by_independent_validators_
     assert_eq!(by_code.certifications[0].summary, "valid");
     let by_file = verify(&node, pb::verify_request::Subject::File(delivered.clone())).await.expect("verify by the pdf itself");
     assert_eq!(by_file.certifications[0].certification.as_ref().map(|found| found.lookup_code.clone()), Some(certification.lookup_code.clone()));
+
+    // Offline: the token's CMS covers the certified PDF, so the bundle checks it there, and
+    // given only the scan it says which file to pass.
+    let offline = offline_bundle(&node, &pki.ca_pem_path, &certification.lookup_code);
+    let (ok, output) = offline(&out);
+    assert!(ok && output.contains("verified offline"), "kyso verify --offline with the certified pdf:\n{output}");
+    let scan_path = artefacts().join("token-scan.pdf");
+    std::fs::write(&scan_path, &scan).unwrap();
+    let (ok, output) = offline(&scan_path);
+    assert!(!ok && output.contains("pass the certified pdf as --file"), "kyso verify --offline with the scan:\n{output}");
+    let mut changed = delivered.clone();
+    let at = changed.len() / 3;
+    changed[at] ^= 1;
+    let changed_path = artefacts().join("token-signed-changed.pdf");
+    std::fs::write(&changed_path, &changed).unwrap();
+    let (ok, output) = offline(&changed_path);
+    assert!(!ok && output.contains("not the certified document"), "kyso verify --offline with a changed pdf:\n{output}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

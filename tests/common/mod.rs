@@ -870,3 +870,20 @@ pub async fn http_get(url: &str) -> String {
     stream.read_to_string(&mut response).await.unwrap();
     response
 }
+
+/// Exports the offline bundle of certification `code` from `node` (`kyso verify --bundle`)
+/// and returns a checker that runs `kyso verify --offline` on it with `file`, trusting
+/// `ca_pem` and the node's log key: (success, stdout and stderr).
+pub fn offline_bundle(node: &TestNode, ca_pem: &Path, code: &str) -> impl Fn(&Path) -> (bool, String) {
+    let bundle = node.dir.join(format!("bundle-{code}.json"));
+    let (ok, stdout, stderr) = kyso_cli_for(node, &["verify", "--server", &node.grpc_url, "--code", code, "--bundle", bundle.to_str().unwrap()]);
+    assert!(ok, "kyso verify --bundle: {stdout}{stderr}");
+    let (log_key, ca_pem) = (node.dir.join("data/log.pub"), ca_pem.to_path_buf());
+    move |file: &Path| {
+        let (ok, stdout, stderr) = kyso_cli(&[
+            "verify", "--offline", "--bundle", bundle.to_str().unwrap(), "--file", file.to_str().unwrap(),
+            "--trust", ca_pem.to_str().unwrap(), "--log-key", log_key.to_str().unwrap(),
+        ]);
+        (ok, format!("{stdout}{stderr}"))
+    }
+}
