@@ -1,6 +1,7 @@
 //! A real 3-node cluster of `kyso node` processes on 127.0.0.1: writes through a
 //! follower, a leader killed mid-stream, a full restart, a fourth node catching up through
-//! a snapshot after compaction, and a node removed.
+//! a snapshot after compaction, and a node removed; a token signature prepared on one
+//! member completes only there.
 
 mod common;
 
@@ -427,4 +428,42 @@ async fn register_numbers_have_no_gap_or_repeat_across_nodes_and_a_leader_change
     let signing_nodes: std::collections::BTreeSet<u64> = serials.iter().map(|serial| (serial >> 64) as u64).collect();
     let expected: std::collections::BTreeSet<u64> = [first as u64 + 1, second as u64 + 1].into();
     assert_eq!(signing_nodes, expected, "the two members that took the requests stamped them");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signature_prepared_on_a_follower_completes_there_and_only_there() {
+    let dir = tempdir();
+    let layout = ClusterLayout::new(dir.path(), 3, "");
+    let tsa = layout.pki.tsa_toml(&dir.path().join("tsa"), "tsa");
+    let nodes = layout.start_all_with(|_| tsa.clone());
+    let leader = wait_for_leader(&nodes, ELECTION_DEADLINE).await;
+    let (preparing, other) = (follower(leader, 3), (leader + 2) % 3);
+    let performer = layout.pki.issue(&signer_spec("Phạm Minh Châu", KeyAlgorithm::EcdsaP256));
+    let signer = register_token_signer(&nodes[preparing], &performer.cert_pem(), AGENCY).await;
+    let scan = kyso::cli::dev::sample_pdf("giấy khai sinh, bản chính, cụm");
+    upload(&nodes[preparing], "dossier-token", AGENCY, &[("khai-sinh.pdf", &scan)]).await.unwrap();
+
+    let prepared = nodes[preparing].signing().await.prepare_token_signature(token_prepare_request(AGENCY, &scan, &signer.signer_id)).await.unwrap().into_inner();
+    let preparing_id = preparing as u64 + 1;
+    assert!(prepared.prepared_id.starts_with(&format!("n{preparing_id}-")), "the prepared id names the follower: {}", prepared.prepared_id);
+    assert_eq!(prepared.node_id, preparing_id);
+    // The token's part, done here with the same key.
+    let signature_value = performer.signing_key().unwrap().sign(&prepared.signed_attributes_der).unwrap();
+    let complete = |request_id: &str| pb::CompleteTokenSignatureRequest {
+        request_id: request_id.into(),
+        prepared_id: prepared.prepared_id.clone(),
+        signature_value: signature_value.clone(),
+    };
+    for elsewhere in [leader, other] {
+        let refused = nodes[elsewhere].signing().await.complete_token_signature(complete(&format!("complete-on-{elsewhere}"))).await;
+        assert_status(refused, Code::FailedPrecondition, &format!("call CompleteTokenSignature on node {preparing_id}"));
+    }
+    let recorded = nodes[preparing].signing().await.complete_token_signature(complete("complete-here")).await.expect("complete on the preparing follower").into_inner();
+    assert_eq!(recorded.lookup_code, prepared.lookup_code);
+    assert_eq!(recorded.register_number, 1);
+    for node in &nodes {
+        let answer = verify_code(node, &recorded.lookup_code).await.unwrap();
+        assert_eq!(answer.certifications[0].summary, "valid", "on {}", node.grpc_url);
+    }
+    wait_for_identical_state(&nodes, CONVERGE_DEADLINE).await;
 }

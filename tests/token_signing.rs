@@ -47,33 +47,6 @@ fn softhsm_token(dir: &Path, key_pem: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Registers a signer with its certificate only: the node holds no key for it.
-async fn register_token_signer(node: &TestNode, certificate_pem: &str) -> pb::Signer {
-    node.signing()
-        .await
-        .register_signer(pb::RegisterSignerRequest {
-            request_id: "token-signer".into(),
-            name: "Phạm Minh Châu".into(),
-            title: "Công chức Tư pháp - Hộ tịch".into(),
-            agency_ids: vec![AGENCY.into()],
-            certificate_chain: certificate_pem.as_bytes().to_vec(),
-            private_key_pkcs8: Vec::new(),
-            pin: String::new(),
-        })
-        .await
-        .expect("register the token signer")
-        .into_inner()
-}
-
-fn prepare_request(scan: &[u8], signer_id: &str) -> pb::PrepareTokenSignatureRequest {
-    pb::PrepareTokenSignatureRequest {
-        document_sha256: sha256(scan),
-        kind: pb::CertificationKind::CertifiedCopy as i32,
-        agency_id: AGENCY.into(),
-        signer_id: signer_id.into(),
-        dossier_id: String::new(),
-    }
-}
-
 async fn verify(node: &TestNode, subject: pb::verify_request::Subject) -> Result<pb::VerifyResponse, tonic::Status> {
     node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.map(|response| response.into_inner())
 }
@@ -114,7 +87,7 @@ async fn a_pdf_signed_on_a_token_is_certified_trusted_by_independent_validators_
     let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &top_level, "");
     let performer = pki.issue(&signer_spec("Phạm Minh Châu", KeyAlgorithm::EcdsaP256));
     let token_env = softhsm_token(&dir.path().join("softhsm"), performer.key_pem().as_str());
-    let signer = register_token_signer(&node, &performer.cert_pem()).await;
+    let signer = register_token_signer(&node, &performer.cert_pem(), AGENCY).await;
     assert!(!signer.has_server_key, "the node holds only the certificate");
 
     let agency_certificate = pki.issue(&signer_spec("UBND xã Đông Hưng", KeyAlgorithm::EcdsaP256));
@@ -201,11 +174,11 @@ async fn a_wrong_token_signature_a_stale_prepared_id_and_a_foreign_caller_are_re
     let pki = TestPki::new(&dir.path().join("pki"));
     let node = TestNode::start_with(&dir.path().join("node"), &pki.ca_pem_path, &pki.tsa_toml(&dir.path().join("pki"), "tsa"), "");
     let performer = pki.issue(&signer_spec("Phạm Minh Châu", KeyAlgorithm::EcdsaP256));
-    let signer = register_token_signer(&node, &performer.cert_pem()).await;
+    let signer = register_token_signer(&node, &performer.cert_pem(), AGENCY).await;
     let scan = kyso::cli::dev::sample_pdf("bằng tốt nghiệp, bản chính");
     upload(&node, "dossier-refusals", AGENCY, &[("bang.pdf", &scan)]).await.unwrap();
 
-    let prepared = node.signing().await.prepare_token_signature(prepare_request(&scan, &signer.signer_id)).await.expect("prepare").into_inner();
+    let prepared = node.signing().await.prepare_token_signature(token_prepare_request(AGENCY, &scan, &signer.signer_id)).await.expect("prepare").into_inner();
     assert_eq!(prepared.signed_attributes_der.first(), Some(&0x31), "the token signs the SET OF encoding");
     assert_eq!(prepared.key_algorithm, "ecdsa-p256");
     assert_eq!(prepared.register_number, 1);
@@ -228,7 +201,7 @@ async fn a_wrong_token_signature_a_stale_prepared_id_and_a_foreign_caller_are_re
     let stranger = node.tls.issue_client("Nguyễn Văn Lạ");
     grant(&node, &stranger, &["signer"], &[AGENCY], &["someone-else"]).await;
     let mut stranger_signing = pb::signing_service_client::SigningServiceClient::new(node.channel_as(&stranger).await);
-    assert_status(stranger_signing.prepare_token_signature(prepare_request(&scan, &signer.signer_id)).await, tonic::Code::PermissionDenied, "may not sign as signer");
+    assert_status(stranger_signing.prepare_token_signature(token_prepare_request(AGENCY, &scan, &signer.signer_id)).await, tonic::Code::PermissionDenied, "may not sign as signer");
     let right_value = performer.signing_key().unwrap().sign(&prepared.signed_attributes_der).unwrap();
     assert_status(
         stranger_signing.complete_token_signature(complete("complete-stranger", right_value.clone())).await,
@@ -258,8 +231,8 @@ async fn a_wrong_token_signature_a_stale_prepared_id_and_a_foreign_caller_are_re
     // second to complete is ABORTED and nothing of it is recorded.
     let second_scan = kyso::cli::dev::sample_pdf("giấy chứng nhận kết hôn, bản chính");
     upload(&node, "dossier-race", AGENCY, &[("ket-hon.pdf", &second_scan)]).await.unwrap();
-    let first = node.signing().await.prepare_token_signature(prepare_request(&second_scan, &signer.signer_id)).await.unwrap().into_inner();
-    let second = node.signing().await.prepare_token_signature(prepare_request(&second_scan, &signer.signer_id)).await.unwrap().into_inner();
+    let first = node.signing().await.prepare_token_signature(token_prepare_request(AGENCY, &second_scan, &signer.signer_id)).await.unwrap().into_inner();
+    let second = node.signing().await.prepare_token_signature(token_prepare_request(AGENCY, &second_scan, &signer.signer_id)).await.unwrap().into_inner();
     assert_eq!((first.register_number, second.register_number), (2, 2), "a prepared number is not reserved");
     let sign = |attributes: &[u8]| performer.signing_key().unwrap().sign(attributes).unwrap();
     let completed = node
@@ -290,7 +263,7 @@ async fn an_rsa_key_on_a_token_signs_the_pdf_with_pkcs1_v1_5() {
     let rsa_key = openssl_rsa_key(dir.path());
     let performer = kyso::crypto::devpki::issue_with_key(&signer_spec("Võ Thị Hạnh", KeyAlgorithm::Rsa), &rsa_key, &pki.ca).unwrap();
     let token_env = softhsm_token(&dir.path().join("softhsm"), performer.key_pem().as_str());
-    let signer = register_token_signer(&node, &performer.cert_pem()).await;
+    let signer = register_token_signer(&node, &performer.cert_pem(), AGENCY).await;
     let scan = kyso::cli::dev::sample_pdf("giấy xác nhận cư trú");
     upload(&node, "dossier-rsa", AGENCY, &[("cu-tru.pdf", &scan)]).await.unwrap();
     let out = artefacts().join("token-signed-rsa.pdf");

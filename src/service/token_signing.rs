@@ -185,6 +185,9 @@ impl<P: Proposer> Kyso<P> {
     pub async fn prepare_token_signature(&self, caller: &Caller, mut item: CertifyItem) -> Result<TokenSignatureToSign, ServiceError> {
         require_role(caller, Role::Signer, "preparing a token signature")?;
         item.agency_id = validate::identifier("agency_id", &item.agency_id)?;
+        // Before any check: on a follower, the dossier the caller just archived through it
+        // (or the signer it just registered) must be applied here first.
+        self.read_barrier().await?;
         let signed_at_unix = now_unix();
         let (signer, document) = self.check_certify_item(caller, &item, signed_at_unix).await?;
         if !certified_pdf::delivers_pdf(&document) {
@@ -195,7 +198,6 @@ impl<P: Proposer> Kyso<P> {
         }
         let key_algorithm = token_key_algorithm(&signer)?;
         self.prepared_tokens.check_room(signed_at_unix, document.len())?;
-        self.read_barrier().await?;
         let year = pdf::vietnam_year(signed_at_unix);
         let number = self.state.register_next(&item.agency_id, year)?;
         let mut certification = self.new_certification(item, signer.id.clone(), signed_at_unix, Vec::new())?;

@@ -887,3 +887,32 @@ pub fn offline_bundle(node: &TestNode, ca_pem: &Path, code: &str) -> impl Fn(&Pa
         (ok, format!("{stdout}{stderr}"))
     }
 }
+
+/// Registers a signer whose key stays on a token: the node holds only its certificate.
+pub async fn register_token_signer(node: &TestNode, certificate_pem: &str, agency: &str) -> pb::Signer {
+    node.signing()
+        .await
+        .register_signer(pb::RegisterSignerRequest {
+            request_id: "token-signer".into(),
+            name: "Phạm Minh Châu".into(),
+            title: "Công chức Tư pháp - Hộ tịch".into(),
+            agency_ids: vec![agency.into()],
+            certificate_chain: certificate_pem.as_bytes().to_vec(),
+            private_key_pkcs8: Vec::new(),
+            pin: String::new(),
+        })
+        .await
+        .expect("register the token signer")
+        .into_inner()
+}
+
+/// PrepareTokenSignature for a certified copy of `scan`.
+pub fn token_prepare_request(agency: &str, scan: &[u8], signer_id: &str) -> pb::PrepareTokenSignatureRequest {
+    pb::PrepareTokenSignatureRequest {
+        document_sha256: sha256(scan),
+        kind: pb::CertificationKind::CertifiedCopy as i32,
+        agency_id: agency.into(),
+        signer_id: signer_id.into(),
+        dossier_id: String::new(),
+    }
+}
