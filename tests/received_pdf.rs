@@ -122,6 +122,36 @@ async fn a_received_pdf_reports_each_signature_and_a_later_change_by_another_too
         assert_eq!(signature.lookup_code, code, "the delivered pdf is still a revision of the changed file");
     }
 
+    // (b2) pyHanko adds a document time stamp (PAdES B-LTA's ETSI.RFC3161) from the node's
+    // own /tsa: a third signature, checked, whose signer is the authority, over the whole
+    // delivered PDF. pyHanko then appends a DSS revision after it, which is reported as a
+    // change after every signature.
+    let stamped_path = artefacts().join("document-timestamp.pdf");
+    let tsa_url = format!("{}/tsa", node.http_url);
+    let (ok, output) = tool_with_env(
+        "pyhanko",
+        &["sign", "timestamp", "--timestamp-url", &tsa_url, "--trust", ca_pem.to_str().unwrap(), "--trust-replace", delivered_path.to_str().unwrap(), stamped_path.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "pyhanko sign timestamp:\n{output}");
+    let stamped = std::fs::read(&stamped_path).unwrap();
+    let answer = verify_pdf(&node, stamped.clone()).await.expect("verify the time-stamped pdf");
+    assert_eq!(answer.pdf_signatures.len(), 3, "{:?}", answer.pdf_signatures);
+    let document_stamp = &answer.pdf_signatures[2];
+    assert_eq!(document_stamp.sub_filter, "ETSI.RFC3161");
+    assert!(document_stamp.cryptographically_valid && document_stamp.timestamp_trusted && document_stamp.signer_trusted, "{document_stamp:?}");
+    assert!(document_stamp.timestamp_unix > 0 && document_stamp.reason.is_empty() && document_stamp.signing_time_unix == 0, "{document_stamp:?}");
+    assert!(document_stamp.byte_range[2] + document_stamp.byte_range[3] > delivered.len() as u64, "the stamp covers the delivered pdf: {document_stamp:?}");
+    assert_eq!(document_stamp.signer_common_name, "tsa");
+    assert!(stamped[(document_stamp.byte_range[2] + document_stamp.byte_range[3]) as usize..].windows(4).any(|window| window == b"/DSS"), "what follows the stamp is pyHanko's DSS");
+    assert!(answer.pdf_signatures.iter().all(|signature| signature.cryptographically_valid && signature.changed_after_signature), "{:?}", answer.pdf_signatures);
+    let mut broken = stamped.clone();
+    let at = broken.windows(8).position(|window| window == b"/MediaBox").unwrap_or(300) + 1;
+    broken[at] ^= 0x01;
+    let answer = verify_pdf(&node, broken).await.expect("a pdf with a broken time stamp still parses");
+    let document_stamp = answer.pdf_signatures.last().expect("three signatures");
+    assert!(!document_stamp.cryptographically_valid && document_stamp.reason.contains("changed inside what was signed"), "{document_stamp:?}");
+
     // (c) One changed byte inside the signed ranges: both signatures invalid.
     let mut tampered = delivered.clone();
     let position = tampered.windows(8).position(|window| window == b"/MediaBox").unwrap_or(300);

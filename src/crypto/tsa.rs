@@ -61,6 +61,8 @@ pub enum TsaError {
     Certificate(String),
     #[error("the time-stamp reply is not acceptable: {0}")]
     BadReply(String),
+    #[error("the time stamp's imprint covers other bytes than these")]
+    ImprintMismatch,
     #[error("genTime {unix} is out of range")]
     TimeOutOfRange { unix: i64 },
     #[error(transparent)]
@@ -272,14 +274,31 @@ pub fn token_info(token_der: &[u8]) -> Result<TstInfo, TsaError> {
 /// genTime (unix seconds). It does NOT decide whether the TSA is trusted: its chain is not
 /// validated against any anchor.
 pub fn check_signature_token(token_der: &[u8], signature_value: &[u8]) -> Result<i64, TsaError> {
+    check_token_over(token_der, &[signature_value]).map(|(gen_time_unix, _)| gen_time_unix).map_err(|error| match error {
+        TsaError::ImprintMismatch => TsaError::BadReply("the time stamp covers another signature value".into()),
+        other => other,
+    })
+}
+
+/// Checks a TimeStampToken over the concatenation of `parts` (a PDF document time stamp's
+/// two byte ranges, or one signature value): its own signature, its certificate being a
+/// TSA certificate, and its imprint; returns its genTime (unix seconds) and the token's
+/// check (for the caller to judge the TSA's chain). An imprint over other bytes is
+/// [`TsaError::ImprintMismatch`].
+pub fn check_token_over(token_der: &[u8], parts: &[&[u8]]) -> Result<(i64, cms::VerifiedToken), TsaError> {
     let verified = cms::verify_timestamp_token(token_der).map_err(|error| TsaError::BadReply(format!("the token's signature does not verify: {error}")))?;
     check_tsa_certificate(&verified.tsa_cert_der)?;
     let info = TstInfo::from_der(&verified.tst_info_der).map_err(|error| TsaError::BadReply(format!("the TSTInfo does not decode: {error}")))?;
     let (algorithm, _) = hash_algorithm(&info.message_imprint.hash_algorithm.oid)?;
-    if info.message_imprint.hashed_message.as_bytes() != digest::digest(algorithm, signature_value).as_ref() {
-        return Err(TsaError::BadReply("the time stamp covers another signature value".into()));
+    let mut context = digest::Context::new(algorithm);
+    for part in parts {
+        context.update(part);
     }
-    i64::try_from(info.gen_time.to_unix_duration().as_secs()).map_err(|_| TsaError::BadReply("genTime out of range".into()))
+    if info.message_imprint.hashed_message.as_bytes() != context.finish().as_ref() {
+        return Err(TsaError::ImprintMismatch);
+    }
+    let gen_time_unix = i64::try_from(info.gen_time.to_unix_duration().as_secs()).map_err(|_| TsaError::BadReply("genTime out of range".into()))?;
+    Ok((gen_time_unix, verified))
 }
 
 fn granted_reply(token_der: &[u8]) -> Result<Vec<u8>, TsaError> {

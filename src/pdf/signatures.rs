@@ -5,7 +5,8 @@
 //! /SubFilter) through the form's field tree, and checks each /ByteRange against the raw
 //! bytes: it starts at 0, its gap is exactly that dictionary's /Contents hex string, and it
 //! stays inside the file. [`check_signatures`] then verifies each detached CMS over its two
-//! ranges (`crypto::cms`), reads the signer, the signing time and the signature's time
+//! ranges (`crypto::cms`; a document time stamp's token with `crypto::tsa`, its "signer"
+//! being the authority), reads the signer, the signing time and the signature's time
 //! stamp, judges the signer's and the time-stamping authority's chains against the trust
 //! anchors it is given, and says whether the signature covers the whole file or bytes no
 //! later valid signature covers were appended after it (an incremental update by another
@@ -35,6 +36,9 @@ const NAME_CHARS_MAX: usize = 128;
 
 /// The SubFilters whose /Contents is a detached CMS over the two byte ranges.
 const DETACHED_CMS_SUB_FILTERS: [&str; 2] = ["ETSI.CAdES.detached", "adbe.pkcs7.detached"];
+/// The SubFilter of a document time stamp (PAdES B-LTA): /Contents is an RFC 3161
+/// TimeStampToken whose imprint covers the two byte ranges.
+const DOCUMENT_TIMESTAMP_SUB_FILTER: &str = "ETSI.RFC3161";
 
 /// Why one signature could not be checked or did not verify. The file may hold other,
 /// valid signatures: a defect is reported per signature, never for the whole file.
@@ -44,7 +48,7 @@ pub enum SignatureDefect {
     ByteRange(String),
     #[error("the signature's /Contents is malformed: {0}")]
     Contents(String),
-    #[error("the signature's sub-filter {0} is not one kyso checks (ETSI.CAdES.detached or adbe.pkcs7.detached)")]
+    #[error("the signature's sub-filter {0} is not one kyso checks (ETSI.CAdES.detached, adbe.pkcs7.detached or ETSI.RFC3161)")]
     UnsupportedSubFilter(String),
     #[error("the signed bytes do not match the signature: the file was changed inside what was signed")]
     DigestMismatch,
@@ -369,20 +373,17 @@ fn check_one(pdf: &[u8], field: SignatureField, revision: Option<Sha256>, anchor
     };
     check.byte_range = Some(signed.byte_range);
     check.covers_whole_file = signed.revision_end() == pdf.len();
+    if check.sub_filter == DOCUMENT_TIMESTAMP_SUB_FILTER {
+        return check_document_timestamp(pdf, check, &signed, anchors);
+    }
     if !DETACHED_CMS_SUB_FILTERS.contains(&check.sub_filter.as_str()) {
         check.defect = Some(SignatureDefect::UnsupportedSubFilter(check.sub_filter.clone()));
         return check;
     }
     let verified = match cms::verify_detached_parts(&signed.cms_der, &signed.parts(pdf)) {
         Ok(verified) => verified,
-        Err(cms::CmsError::DigestMismatch) => {
-            check.defect = Some(SignatureDefect::DigestMismatch);
-            return check;
-        }
-        Err(error) => {
-            check.defect = Some(SignatureDefect::Cms(error.to_string()));
-            return check;
-        }
+        Err(cms::CmsError::DigestMismatch) => return with_defect(check, SignatureDefect::DigestMismatch),
+        Err(error) => return with_defect(check, SignatureDefect::Cms(error.to_string())),
     };
     check.cryptographically_valid = true;
     check.signing_time_unix = Some(verified.signing_time_unix);
@@ -395,6 +396,34 @@ fn check_one(pdf: &[u8], field: SignatureField, revision: Option<Sha256>, anchor
     let trusted_time = verified.timestamp_unix.unwrap_or(verified.signing_time_unix);
     check.signer_trusted = validate_chain(&verified.chain_der(), anchors, trusted_time).is_ok();
     check.timestamp_trusted = verified.timestamp_unix.is_some_and(|gen_time| timestamp_trusted(&signed.cms_der, gen_time, anchors));
+    check
+}
+
+/// A document time stamp: the token's signature, its TSA certificate and its imprint over
+/// the ranges. Its "signer" is the authority, trusted when its chain reaches `anchors` at
+/// genTime; it has a time stamp and no signing time of its own.
+fn check_document_timestamp(pdf: &[u8], mut check: SignatureCheck, signed: &SignedRanges, anchors: &TrustAnchors) -> SignatureCheck {
+    let (gen_time_unix, verified) = match crate::crypto::tsa::check_token_over(&signed.cms_der, &signed.parts(pdf)) {
+        Ok(checked) => checked,
+        Err(crate::crypto::tsa::TsaError::ImprintMismatch) => return with_defect(check, SignatureDefect::DigestMismatch),
+        Err(error) => return with_defect(check, SignatureDefect::Cms(error.to_string())),
+    };
+    check.cryptographically_valid = true;
+    check.timestamp_unix = Some(gen_time_unix);
+    check.signer = subject_names(&verified.tsa_cert_der).ok().map(|(subject, common_name)| SignerFacts {
+        common_name,
+        subject,
+        certificate_sha256: Sha256::digest(&verified.tsa_cert_der),
+    });
+    let mut chain = vec![verified.tsa_cert_der.clone()];
+    chain.extend(verified.certificates_der.into_iter().filter(|der| *der != verified.tsa_cert_der));
+    check.timestamp_trusted = validate_chain(&chain, anchors, gen_time_unix).is_ok();
+    check.signer_trusted = check.timestamp_trusted;
+    check
+}
+
+fn with_defect(mut check: SignatureCheck, defect: SignatureDefect) -> SignatureCheck {
+    check.defect = Some(defect);
     check
 }
 
