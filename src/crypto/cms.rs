@@ -287,7 +287,18 @@ pub fn sign_detached_parts(
     key: &SigningKey,
     rsa_padding: RsaPadding,
 ) -> Result<Vec<u8>, CmsError> {
-    let content = SignedContent { content_type: OID_DATA, encapsulated: None, parts: content_parts };
+    sign_detached_covered(Covered::Parts(content_parts), signing_time_unix, signer_chain_der, key, rsa_padding)
+}
+
+/// [`sign_detached`] over what `covered` names (see [`Covered`]).
+pub fn sign_detached_covered(
+    covered: Covered<'_>,
+    signing_time_unix: i64,
+    signer_chain_der: &[Vec<u8>],
+    key: &SigningKey,
+    rsa_padding: RsaPadding,
+) -> Result<Vec<u8>, CmsError> {
+    let content = SignedContent { content_type: OID_DATA, encapsulated: None, covered };
     sign_signed_data(&content, signing_time_unix, signer_chain_der, key, rsa_padding, true)
 }
 
@@ -303,7 +314,7 @@ pub fn sign_timestamp_token(
     key: &SigningKey,
     embed_certificates: bool,
 ) -> Result<Vec<u8>, CmsError> {
-    let content = SignedContent { content_type: OID_CT_TST_INFO, encapsulated: Some(tst_info_der), parts: &[tst_info_der] };
+    let content = SignedContent { content_type: OID_CT_TST_INFO, encapsulated: Some(tst_info_der), covered: Covered::Parts(&[tst_info_der]) };
     sign_signed_data(&content, gen_time_unix, tsa_chain_der, key, RsaPadding::Pkcs1v15, embed_certificates)
 }
 
@@ -312,7 +323,33 @@ pub fn sign_timestamp_token(
 struct SignedContent<'a> {
     content_type: ObjectIdentifier,
     encapsulated: Option<&'a [u8]>,
-    parts: &'a [&'a [u8]],
+    covered: Covered<'a>,
+}
+
+/// What a detached signature covers: the content's bytes (in consecutive parts), or its
+/// SHA-256 when the caller already holds it checked (a content-addressed blob whose hash
+/// was verified as it was read), so that the content is not hashed again. A SHA-256 serves
+/// only signers whose digest is SHA-256 (ECDSA P-256 and RSA; not Ed25519).
+#[derive(Clone, Copy, Debug)]
+pub enum Covered<'a> {
+    Parts(&'a [&'a [u8]]),
+    Sha256(&'a [u8; 32]),
+}
+
+impl Covered<'_> {
+    fn digest(self, algorithm: &'static digest::Algorithm) -> Result<Vec<u8>, CmsError> {
+        match self {
+            Covered::Parts(parts) => Ok(digest_parts(algorithm, parts).as_ref().to_vec()),
+            Covered::Sha256(sha256) if algorithm == &digest::SHA256 => Ok(sha256.to_vec()),
+            Covered::Sha256(_) => Err(CmsError::Malformed("this signer's digest is not SHA-256: sign and verify over the content".into())),
+        }
+    }
+}
+
+/// Whether a signature by a key of `algorithm` digests its content with SHA-256, so that
+/// [`Covered::Sha256`] can stand for the content.
+pub fn digests_with_sha256(algorithm: KeyAlgorithm) -> bool {
+    suite(algorithm).digest == &digest::SHA256
 }
 
 fn sign_signed_data(
@@ -429,7 +466,7 @@ pub fn prepare_detached_parts(
     algorithm: KeyAlgorithm,
     rsa_padding: RsaPadding,
 ) -> Result<UnsignedCms, CmsError> {
-    let content = SignedContent { content_type: OID_DATA, encapsulated: None, parts: content_parts };
+    let content = SignedContent { content_type: OID_DATA, encapsulated: None, covered: Covered::Parts(content_parts) };
     prepare_signed_data(&content, signing_time_unix, signer_chain_der, algorithm, rsa_padding, true)
 }
 
@@ -456,7 +493,7 @@ fn prepare_signed_data(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let suite = suite(algorithm);
-    let content_digest = digest_parts(suite.digest, content.parts);
+    let content_digest = content.covered.digest(suite.digest)?;
     // One certificate per chain entry, and the chain has a first entry (`leaf_der`).
     let signed_attributes = signed_attributes(
         content.content_type,
@@ -604,9 +641,14 @@ pub fn verify_detached(cms_der: &[u8], content: &[u8]) -> Result<VerifiedCms, Cm
 
 /// [`verify_detached`] over content given as consecutive parts (see [`sign_detached_parts`]).
 pub fn verify_detached_parts(cms_der: &[u8], content_parts: &[&[u8]]) -> Result<VerifiedCms, CmsError> {
+    verify_detached_covered(cms_der, Covered::Parts(content_parts))
+}
+
+/// [`verify_detached`] over what `covered` names (see [`Covered`]).
+pub fn verify_detached_covered(cms_der: &[u8], covered: Covered<'_>) -> Result<VerifiedCms, CmsError> {
     let (_, signed_data) = decode_signed_data(cms_der)?;
     check_encapsulated_content(&signed_data.encap_content_info)?;
-    let signer = check_signer(cms_der, &signed_data, OID_DATA, content_parts)?;
+    let signer = check_signer(cms_der, &signed_data, OID_DATA, covered)?;
     let signer_info = single_signer(&signed_data)?;
     let attributes = signer_info.signed_attrs.as_ref().ok_or(CmsError::SignedAttributesMissing)?;
     let signing_time_unix = signing_time_attribute(attributes)?;
@@ -648,7 +690,7 @@ pub fn verify_timestamp_token(token_der: &[u8]) -> Result<VerifiedToken, CmsErro
     }
     let econtent = encapsulated.econtent.as_ref().ok_or_else(|| CmsError::Malformed("the token encapsulates no TSTInfo".to_string()))?;
     let tst_info: OctetString = econtent.decode_as().map_err(malformed)?;
-    let signer = check_signer(token_der, &signed_data, OID_CT_TST_INFO, &[tst_info.as_bytes()])?;
+    let signer = check_signer(token_der, &signed_data, OID_CT_TST_INFO, Covered::Parts(&[tst_info.as_bytes()]))?;
     Ok(VerifiedToken {
         tsa_cert_der: signer.cert_der.to_vec(),
         certificates_der: signer.certificates.iter().map(|der| der.to_vec()).collect(),
@@ -667,7 +709,7 @@ struct CheckedSigner<'a> {
 /// algorithms, the content-type attribute (`content_type`), the message-digest over
 /// `content_parts`, the signature over the signed attributes as received, made by the
 /// embedded certificate named by issuer and serial number, and ESS signing-certificate-v2.
-fn check_signer<'a>(cms_der: &'a [u8], signed_data: &SignedData, content_type: ObjectIdentifier, content_parts: &[&[u8]]) -> Result<CheckedSigner<'a>, CmsError> {
+fn check_signer<'a>(cms_der: &'a [u8], signed_data: &SignedData, content_type: ObjectIdentifier, covered: Covered<'_>) -> Result<CheckedSigner<'a>, CmsError> {
     let signer_info = single_signer(signed_data)?;
     let raw = raw_parts(cms_der)?;
     if raw.certificates.len() > CMS_CERTIFICATES_COUNT_MAX {
@@ -693,7 +735,7 @@ fn check_signer<'a>(cms_der: &'a [u8], signed_data: &SignedData, content_type: O
         .signed_attributes
         .ok_or(CmsError::SignedAttributesMissing)?;
     check_content_type_attribute(attributes, content_type)?;
-    check_message_digest_attribute(attributes, suite.digest, content_parts)?;
+    check_message_digest_attribute(attributes, suite.digest, covered)?;
 
     let suite = if is_rsa_pss(algorithm, &signer_info.signature_algorithm) {
         Suite { verification: &signature::RSA_PSS_2048_8192_SHA256, ..suite }
@@ -958,13 +1000,13 @@ fn check_content_type_attribute(attributes: &SignedAttributes, expected: ObjectI
 fn check_message_digest_attribute(
     attributes: &SignedAttributes,
     digest_algorithm: &'static digest::Algorithm,
-    content_parts: &[&[u8]],
+    covered: Covered<'_>,
 ) -> Result<(), CmsError> {
     const NAME: &str = "message-digest";
     let value = single_attribute_value(attributes, OID_MESSAGE_DIGEST, NAME)?;
     let claimed: OctetString = decode_attribute(value, NAME)?;
-    let actual = digest_parts(digest_algorithm, content_parts);
-    if claimed.as_bytes() != actual.as_ref() {
+    let actual = covered.digest(digest_algorithm)?;
+    if claimed.as_bytes() != actual.as_slice() {
         return Err(CmsError::DigestMismatch);
     }
     Ok(())
@@ -1223,6 +1265,38 @@ mod tests {
                     .unwrap_or_else(|error| panic!("{algorithm}: {error}"));
             assert_eq!(validated.chain_der[0], chain.leaf.cert_der);
         }
+    }
+
+    /// Certify signs from the blob's checked SHA-256: the CMS must be the one signing the
+    /// bytes would give (same attributes; ECDSA values are random), checkable both ways,
+    /// and its self-check must still refuse another key's signature value.
+    #[test]
+    fn signing_from_the_sha256_gives_a_cms_that_verifies_over_the_content_and_a_wrong_value_fails() {
+        let sha256: [u8; 32] = digest::digest(&digest::SHA256, DOCUMENT).as_ref().try_into().expect("32 bytes");
+        for algorithm in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa] {
+            assert!(digests_with_sha256(algorithm));
+            let chain = test_chain(algorithm);
+            let key = chain.leaf.signing_key().expect("leaf key");
+            let from_digest = sign_detached_covered(Covered::Sha256(&sha256), NOW_UNIX, &chain.chain_der(), &key, RsaPadding::Pkcs1v15).expect("sign");
+            let from_bytes = sign(&chain, DOCUMENT, NOW_UNIX);
+            assert_eq!(signer_info_of(&from_digest).1.signed_attrs, signer_info_of(&from_bytes).1.signed_attrs, "{algorithm}: the same signed attributes");
+            verify_detached(&from_digest, DOCUMENT).unwrap_or_else(|error| panic!("{algorithm}: {error}"));
+            verify_detached_covered(&from_bytes, Covered::Sha256(&sha256)).unwrap_or_else(|error| panic!("{algorithm}: {error}"));
+            let other: [u8; 32] = [7; 32];
+            assert!(matches!(verify_detached_covered(&from_digest, Covered::Sha256(&other)), Err(CmsError::DigestMismatch)), "{algorithm}");
+
+            let (mut signed_data, mut signer_info) = signer_info_of(&from_digest);
+            let attributes = signer_info.signed_attrs.as_ref().expect("attributes").to_der().expect("der");
+            let wrong = chain.root.signing_key().expect("another key").sign(&attributes).expect("sign");
+            signer_info.signature = OctetString::new(wrong).expect("octets");
+            signed_data.signer_infos = SignerInfos::try_from(vec![signer_info]).expect("set");
+            let error = verify_detached_covered(&reencode(&signed_data), Covered::Sha256(&sha256)).expect_err("a faulty key's value");
+            assert!(matches!(error, CmsError::SignatureInvalid), "{algorithm}: {error:?}");
+        }
+        assert!(!digests_with_sha256(KeyAlgorithm::Ed25519), "Ed25519 signs SHA-512 digests");
+        let chain = test_chain(KeyAlgorithm::Ed25519);
+        let key = chain.leaf.signing_key().expect("leaf key");
+        assert!(sign_detached_covered(Covered::Sha256(&sha256), NOW_UNIX, &chain.chain_der(), &key, RsaPadding::Pkcs1v15).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ use kyso_cluster::Proposer;
 
 use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
 use crate::access::{Caller, Role};
+use crate::crypto::cms::Covered;
 use crate::crypto::{self, CertError, KeyError, MasterKey, SigningKey};
 use crate::domain::{Certification, CertificationKind, Sha256, Signer, CERTIFICATION_RECORD_VERSION, PIN_FAILURES_MAX};
 use crate::lookup::LookupCode;
@@ -222,7 +223,8 @@ impl<P: Proposer> Kyso<P> {
                     key
                 }
             };
-            let cms_der = self.sign_and_check(document.clone(), signed_at_unix, signer.chain_der.clone(), key.clone()).await?;
+            let document_sha256 = Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item");
+            let cms_der = self.sign_and_check(document.clone(), document_sha256, signed_at_unix, signer.chain_der.clone(), key.clone()).await?;
             if certified_pdf::delivers_pdf(&document) {
                 pdf_items.push(certified_pdf::PdfItem { index: certifications.len(), document, signer: signer.clone(), key });
             }
@@ -579,23 +581,31 @@ impl<P: Proposer> Kyso<P> {
 impl<P: Proposer> Kyso<P> {
     /// Signs on a blocking thread (RSA signing takes milliseconds), adds the
     /// signature-time-stamp (`stamp_cms`), and verifies the result, time stamp included,
-    /// before it may enter the log.
+    /// before it may enter the log. `document` was read by `get_blob`, which checked that
+    /// it hashes to `document_sha256`; so for a SHA-256 signer both the signature and its
+    /// check take that digest instead of hashing the document twice more (the self-check
+    /// still verifies the signature value over the signed attributes, which is what a
+    /// faulty key would get wrong).
     async fn sign_and_check(
         &self,
         document: Bytes,
+        document_sha256: Sha256,
         signed_at_unix: i64,
         chain_der: Vec<Vec<u8>>,
         key: std::sync::Arc<SigningKey>,
     ) -> Result<Vec<u8>, ServiceError> {
+        let by_digest = crypto::cms::digests_with_sha256(key.algorithm());
         let signing_document = document.clone();
         let cms = blocking(move || {
-            crypto::sign_detached(&signing_document, signed_at_unix, &chain_der, &key)
+            let covered = if by_digest { Covered::Sha256(&document_sha256.0) } else { Covered::Parts(&[&signing_document]) };
+            crypto::cms::sign_detached_covered(covered, signed_at_unix, &chain_der, &key, crypto::RsaPadding::Pkcs1v15)
                 .map_err(|error| ServiceError::Internal(format!("signing failed: {error}")))
         })
         .await?;
         let cms = self.stamp_cms(cms).await?;
         blocking(move || {
-            crypto::verify_detached(&cms, &document)
+            let covered = if by_digest { Covered::Sha256(&document_sha256.0) } else { Covered::Parts(&[&document]) };
+            crypto::cms::verify_detached_covered(&cms, covered)
                 .map_err(|error| ServiceError::Internal(format!("fresh signature does not verify: {error}")))?;
             Ok(cms)
         })
