@@ -819,3 +819,36 @@ async fn a_rotated_master_key_reseals_each_signer_key_at_its_next_use() {
     let node = TestNode::start(&node_dir, &pki.ca_pem_path, "");
     node.signing().await.certify(certify_request("c-rot-2", &documents[2], AGENCY, &signer.signer_id)).await.unwrap();
 }
+
+/// Certify signs and verify checks from the document's SHA-256 for ECDSA and RSA signers;
+/// an Ed25519 signer digests with SHA-512, so both go over the bytes. Each kind certifies
+/// and verifies as valid; openssl accepts the ECDSA CMS (OpenSSL 3.0's CMS verify refuses
+/// every Ed25519 signature: "eddsa_digest_signverify_init: invalid digest").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signers_of_every_key_kind_certify_and_verify_whether_or_not_their_digest_is_sha256() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    for (index, (name, algorithm)) in [("Khóa Ed", KeyAlgorithm::Ed25519), ("Khóa Ec", KeyAlgorithm::EcdsaP256)].into_iter().enumerate() {
+        let issued = pki.issue(&signer_spec(name, algorithm));
+        let signer = register_signer(&node, &issued, &[AGENCY]).await.unwrap();
+        let content = document(60 + index as u8, 3_000);
+        upload(&node, &format!("d-kind-{index}"), AGENCY, &[("a.bin", &content)]).await.unwrap();
+        let certified = node.signing().await.certify(certify_request(&format!("c-kind-{index}"), &content, AGENCY, &signer.signer_id)).await.unwrap().into_inner();
+        let answer = verify_hash(&node, &content).await;
+        assert_eq!(answer.certifications.len(), 1, "{algorithm:?}");
+        assert_eq!(answer.certifications[0].summary, "valid", "{algorithm:?}: {:?}", answer.certifications[0]);
+        if algorithm == KeyAlgorithm::Ed25519 {
+            continue;
+        }
+        let (cms_path, content_path) = (dir.path().join(format!("kind-{index}.p7s")), dir.path().join(format!("kind-{index}.bin")));
+        std::fs::write(&cms_path, &certified.cms_signature).unwrap();
+        std::fs::write(&content_path, &content).unwrap();
+        let (ok, output) = tool_with_env(
+            "openssl",
+            &["cms", "-verify", "-binary", "-inform", "DER", "-in", cms_path.to_str().unwrap(), "-content", content_path.to_str().unwrap(), "-CAfile", pki.ca_pem_path.to_str().unwrap(), "-purpose", "any", "-out", "/dev/null"],
+            &[],
+        );
+        assert!(ok && output.contains("Verification successful"), "{algorithm:?}: openssl cms -verify:\n{output}");
+    }
+}

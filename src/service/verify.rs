@@ -16,6 +16,7 @@ use kyso_cluster::Proposer;
 
 use super::{Kyso, ServiceError};
 use crate::crypto;
+use crate::crypto::cms::Covered;
 use crate::crypto::cert::format_unix_utc;
 use crate::domain::{Certification, Sha256, Signer, SignerRevocation};
 use crate::lookup::LookupCode;
@@ -108,8 +109,17 @@ impl<P: Proposer> Kyso<P> {
     /// Whether the certification's CMS holds over what it signed: the scan, or, for a
     /// certified PDF signed with the signer's token (`token_signing`), whose one signature
     /// is the performer's PDF signature, the ranges of the delivered PDF it covers.
+    ///
+    /// `scan` hashes to `certification.document_sha256` (`get_blob` checked it, or it was
+    /// looked up by its hash), so a SHA-256 signature is checked against that digest: a
+    /// token's signature then fails at once on its message-digest, without hashing the scan.
     async fn check_signature(&self, certification: &Certification, scan: &[u8]) -> Result<Result<(), String>, ServiceError> {
-        let over_scan = crypto::verify_detached(&certification.cms_der, scan).map(drop).map_err(|error| error.to_string());
+        let over_scan = match crypto::cms::verify_detached_covered(&certification.cms_der, Covered::Sha256(&certification.document_sha256.0)) {
+            Err(crypto::CmsError::Malformed(_)) => crypto::verify_detached(&certification.cms_der, scan),
+            checked => checked,
+        }
+        .map(drop)
+        .map_err(|error| error.to_string());
         let Some(delivered) = certification.delivered_pdf.as_ref().filter(|_| over_scan.is_err()) else {
             return Ok(over_scan);
         };
