@@ -147,9 +147,14 @@ async fn a_certified_pdf_embeds_the_crls_kyso_holds_in_its_dss_pades_b_lt() {
 
     let older = kyso::crypto::devpki::issue_crl(&pki.ca, &[], now_unix() - 7_200, 30 * 86_400).unwrap();
     let newer = kyso::crypto::devpki::issue_crl(&pki.ca, &[], now_unix() - 60, 30 * 86_400).unwrap();
-    for (id, crl) in [("crl-newer", &newer), ("crl-older", &older)] {
-        node.signing().await.import_crl(pb::ImportCrlRequest { request_id: id.into(), crl: crl.clone() }).await.unwrap();
-    }
+    // The newer one through the CLI, which says it will be embedded; the older one (imported
+    // after it) over gRPC.
+    let newer_path = dir.path().join("newer.crl");
+    std::fs::write(&newer_path, &newer).unwrap();
+    let (ok, stdout, stderr) = kyso_cli_for(&node, &["crl", "import", "--server", &node.grpc_url, newer_path.to_str().unwrap()]);
+    assert!(ok && stdout.contains("certified pdfs whose chains its issuer issued now carry it (pades b-lt)"), "kyso crl import:\n{stdout}{stderr}");
+    let imported = node.signing().await.import_crl(pb::ImportCrlRequest { request_id: "crl-older".into(), crl: older.clone() }).await.unwrap().into_inner();
+    assert!(imported.embedded_in_certified_pdfs, "small enough to embed (but older than the one kept)");
     let lt = node.signing().await.certify(certify_request("lt-1", &scans[1], AGENCY, &signer.signer_id)).await.unwrap().into_inner();
     let lt_pdf = get_blob(&node, &lt.delivered_pdf_sha256).await.unwrap();
     assert!(lt_pdf.starts_with(&scans[1]), "the scan's bytes stay the prefix");
@@ -193,4 +198,51 @@ async fn a_certified_pdf_embeds_the_crls_kyso_holds_in_its_dss_pades_b_lt() {
     println!("pyhanko sign adesverify on the B-LT pdf:\n{}", b_lt.trim());
     assert!(ok, "pyhanko adesverify:\n{b_lt}");
     assert_eq!(b_lt.matches(":INTACT:TRUSTED,TIMESTAMP_TOKEN<INTACT:TRUSTED>").count(), 2, "both signatures trusted with revocation checked from the dss:\n{b_lt}");
+}
+
+/// A CRL over 256 KiB (10,000 entries, made by `openssl ca -gencrl`) still revokes the
+/// signer it lists, but is not kept: the CLI says so and the next certified PDF has no DSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_too_large_to_embed_still_revokes_and_certified_pdfs_stay_b_t() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let (node, signer) = node_with_agency_seal(dir.path(), &pki).await;
+    let revoked_issued = pki.issue(&signer_spec("Bị Thu Hồi", KeyAlgorithm::EcdsaP256));
+    let revoked = register_signer(&node, &revoked_issued, &[AGENCY]).await.unwrap();
+
+    let ca_dir = dir.path().join("openssl-ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let (ca_cert, ca_key) = (ca_dir.join("ca.pem"), ca_dir.join("ca.key"));
+    std::fs::write(&ca_cert, pki.ca.cert_pem()).unwrap();
+    std::fs::write(&ca_key, pki.ca.key_pem().as_bytes()).unwrap();
+    let mut index = String::new();
+    for serial in 1..=10_000u32 {
+        index.push_str(&format!("R\t491231000000Z\t250101000000Z\t{:032X}\tunknown\t/CN=revoked {serial}\n", u128::from(serial) << 64));
+    }
+    index.push_str(&format!("R\t491231000000Z\t250101000000Z\t{}\tunknown\t/CN=Bi Thu Hoi\n", revoked.serial_hex.to_uppercase()));
+    std::fs::write(ca_dir.join("index.txt"), index).unwrap();
+    std::fs::write(ca_dir.join("crlnumber"), "01\n").unwrap();
+    let config = ca_dir.join("ca.cnf");
+    std::fs::write(&config, format!("[ca]\ndefault_ca = kyso\n[kyso]\ndatabase = {}\ncrlnumber = {}\ndefault_md = sha256\ndefault_crl_days = 30\n", ca_dir.join("index.txt").display(), ca_dir.join("crlnumber").display())).unwrap();
+    let big = ca_dir.join("big.crl");
+    let (ok, output) = tool_with_env(
+        "openssl",
+        &["ca", "-batch", "-config", config.to_str().unwrap(), "-gencrl", "-keyfile", ca_key.to_str().unwrap(), "-cert", ca_cert.to_str().unwrap(), "-out", big.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "openssl ca -gencrl:\n{output}");
+    let der_bytes = kyso::crypto::crl::crl_der(&std::fs::read(&big).unwrap()).unwrap().len();
+    assert!(der_bytes > kyso::domain::KEPT_CRL_SIZE_BYTES_MAX, "the crl is {der_bytes} bytes");
+
+    let (ok, stdout, stderr) = kyso_cli_for(&node, &["crl", "import", "--server", &node.grpc_url, big.to_str().unwrap()]);
+    assert!(ok, "kyso crl import:\n{stdout}{stderr}");
+    assert!(stdout.contains("1 registered signer(s) newly revoked") && stdout.contains(&revoked.signer_id), "it still revokes:\n{stdout}");
+    assert!(stdout.contains("larger than 256 KiB: it revokes, but certified pdfs do not embed it"), "kyso crl import:\n{stdout}");
+
+    let scan = kyso::cli::dev::sample_pdf("b-t after a large crl");
+    upload(&node, "dossier-big-crl", AGENCY, &[("a.pdf", &scan)]).await.unwrap();
+    let certified = node.signing().await.certify(certify_request("big-crl-1", &scan, AGENCY, &signer.signer_id)).await.unwrap().into_inner();
+    let path = artefacts().join("b-t-big-crl.pdf");
+    std::fs::write(&path, get_blob(&node, &certified.delivered_pdf_sha256).await.unwrap()).unwrap();
+    assert_eq!(dss_by_pyhanko(&path), (vec![], vec![]), "no crl kept, so no dss");
 }

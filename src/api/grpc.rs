@@ -438,7 +438,9 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
             return Err(Status::invalid_argument(format!("crl is {} bytes; the limit is {limit}", request.crl.len())));
         }
         let revoked = self.bounded(self.kyso.import_crl(&caller, &request.request_id, &request.crl)).await?;
-        Ok(Response::new(pb::ImportCrlResponse { revoked: revoked.iter().map(convert::signer_revocation_to_proto).collect() }))
+        let embedded_in_certified_pdfs =
+            crate::crypto::crl::crl_der(&request.crl).is_ok_and(|der| der.len() <= crate::domain::KEPT_CRL_SIZE_BYTES_MAX);
+        Ok(Response::new(pb::ImportCrlResponse { revoked: revoked.iter().map(convert::signer_revocation_to_proto).collect(), embedded_in_certified_pdfs }))
     }
 
     #[tracing::instrument(skip_all)]

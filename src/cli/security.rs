@@ -157,6 +157,11 @@ pub async fn crl_import(args: CrlImportArgs) -> anyhow::Result<()> {
         for revocation in &response.revoked {
             out!("  {}  serial {}  at {}  ({})", revocation.signer_id, revocation.serial_hex, super::human_time(revocation.revoked_at_unix), revocation.reason);
         }
+        if response.embedded_in_certified_pdfs {
+            out!("certified pdfs whose chains its issuer issued now carry it (pades b-lt), unless a newer crl of that issuer was imported");
+        } else {
+            out!("it is larger than 256 KiB: it revokes, but certified pdfs do not embed it (they stay pades b-t for its issuer)");
+        }
     }
     Ok(())
 }

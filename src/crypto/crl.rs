@@ -134,7 +134,8 @@ pub fn verify_crl(input: &[u8], issuers_der: &[Vec<u8>]) -> Result<VerifiedCrl, 
     Ok(VerifiedCrl { issuer, issuer_der, this_update_unix, next_update_unix, entries, sha256, verified_by_der, der })
 }
 
-fn crl_der(input: &[u8]) -> Result<Vec<u8>, CrlError> {
+/// The DER of a CRL given as DER or PEM (not parsed further).
+pub fn crl_der(input: &[u8]) -> Result<Vec<u8>, CrlError> {
     if input.first() == Some(&0x30) {
         return Ok(input.to_vec());
     }
