@@ -52,8 +52,20 @@ const TLOG_NODES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog
 const TLOG_NODE_BUCKETS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog_node_buckets");
 /// Log nodes per row of [`TLOG_NODE_BUCKETS`].
 pub const NODES_PER_BUCKET: u64 = 127;
-/// Merkle log: leaf index -> leaf data.
+/// Merkle log before record layout 3: leaf index -> the leaf's stored form, one to a row.
+/// Read only by the migration, which empties and deletes it.
 const TLOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaves");
+/// Merkle log: consecutive leaves in rows of at most [`LEAF_ROW_BYTES_MAX`] bytes, index
+/// of the row's first leaf -> each leaf's stored form (`state::packing`) with its length
+/// (u32 big-endian) before it. Leaves are only appended: the last row grows until the
+/// next leaf would not fit, then a new row starts, so every row but the last fills one
+/// 4 KiB page (one row per leaf left these pages about half empty, for the reason given
+/// at [`TLOG_NODE_BUCKETS`]). Where rows end depends only on the leaves' stored sizes, so
+/// every replica cuts them alike.
+const TLOG_LEAF_BUCKETS: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaf_buckets");
+/// The largest row of [`TLOG_LEAF_BUCKETS`] that grows by another leaf: a redb leaf page
+/// of 4,096 bytes holds one u64 key and a value of 4,080 bytes.
+const LEAF_ROW_BYTES_MAX: usize = 4_080;
 /// Lookup-code key -> index of the certification's leaf. Written before the layout of
 /// issue 16 only: `certifications` rows hold the index since, and migration empties it.
 const CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("certification_leaves");
@@ -118,8 +130,8 @@ const BLOB_FILL_CURSOR: &str = "blob_fill_cursor";
 const RECORD_LAYOUT_KEY: &str = "record_layout";
 /// Layout 2: each record stored once (`state::packing`).
 const RECORD_LAYOUT_EACH_RECORD_ONCE: u64 = 2;
-/// Layout 3: layout 2, with request rows naming their dossier by id and the log's nodes
-/// kept [`NODES_PER_BUCKET`] to a row.
+/// Layout 3: layout 2, with request rows naming their dossier by id and the log's leaves
+/// and nodes kept many to a row ([`TLOG_LEAF_BUCKETS`], [`TLOG_NODE_BUCKETS`]).
 pub const RECORD_LAYOUT: u64 = 3;
 /// Rows rewritten per transaction while a data directory is migrated (few in tests, so
 /// that they migrate in several transactions).
@@ -213,14 +225,18 @@ impl StateStore {
             txn.open_table(BLOBS)?;
             txn.open_table(TLOG_NODE_BUCKETS)?;
             txn.open_table(REGISTER)?;
-            txn.open_table(TLOG_LEAVES)?;
+            txn.open_table(TLOG_LEAF_BUCKETS)?;
             txn.open_table(CERTIFICATION_LEAVES)?;
             txn.open_table(SECURITY)?;
             txn.open_multimap_table(BLOB_AGENCIES)?;
             txn.open_table(REQUEST_DETAILS)?;
             txn.open_table(STATISTICS)?;
             txn.open_table(BLOB_ARRIVALS)?;
-            if txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.is_none() && txn.open_table(TLOG_LEAVES)?.is_empty()? {
+            let earlier_leaves = match txn.list_tables()?.any(|table| redb::TableHandle::name(&table) == redb::TableHandle::name(&TLOG_LEAVES)) {
+                true => !txn.open_table(TLOG_LEAVES)?.is_empty()?,
+                false => false,
+            };
+            if txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.is_none() && !earlier_leaves {
                 // A fresh store starts in the current layout.
                 txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
             }
@@ -228,7 +244,14 @@ impl StateStore {
         txn.commit()?;
         let store = StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false };
         store.migrate_record_layout()?;
-        let txn = store.db.begin_write()?;
+        store.index_derived_tables()?;
+        Ok(store)
+    }
+
+    /// Builds each derived table that is not marked as complete (data directories from
+    /// before it, or a backup of an earlier layout just restored and migrated).
+    fn index_derived_tables(&self) -> Result<(), StateError> {
+        let txn = self.db.begin_write()?;
         {
             let indexed = txn.open_table(META)?.get(BLOB_AGENCIES_INDEXED)?.is_some();
             if !indexed {
@@ -248,7 +271,7 @@ impl StateStore {
             }
         }
         txn.commit()?;
-        Ok(store)
+        Ok(())
     }
 
     /// Rewrites a data directory from before issue 16 into the current record layout, a
@@ -281,10 +304,11 @@ impl StateStore {
             let txn = self.db.begin_write()?;
             let mut done = true;
             {
-                let mut leaves = txn.open_table(TLOG_LEAVES)?;
+                // Layouts 1 and 2 keep one leaf to a row.
+                let mut leaves = Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true };
                 let mut security = txn.open_table(SECURITY)?;
                 let mut batch = Vec::new();
-                for row in leaves.range(next_leaf..)?.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                for row in leaves.table.range(next_leaf..)?.take(MIGRATION_ROWS_PER_TRANSACTION) {
                     let (index, value) = row?;
                     batch.push((index.value(), value.value().to_vec()));
                 }
@@ -297,7 +321,7 @@ impl StateStore {
                     let Ok(LogLeaf { event: LogEvent::Certification(certification), .. }) = LogLeaf::decode(&stored) else { continue };
                     let packed = pack_certification_leaf(&leaves, &mut security, index, &stored, &certification)?;
                     if packed != stored {
-                        leaves.insert(index, packed.as_slice())?;
+                        leaves.table.insert(index, packed.as_slice())?;
                         rewritten[0] += 1;
                     }
                 }
@@ -433,18 +457,38 @@ impl StateStore {
         Ok(rewritten)
     }
 
-    /// Layout 2 to 3: request rows name their dossier by id, and the log's nodes move from
-    /// one row each ([`TLOG_NODES`]) to rows of [`NODES_PER_BUCKET`]
-    /// ([`TLOG_NODE_BUCKETS`]), a bounded number of nodes per transaction; each transaction
-    /// deletes the rows it moved, so a crash resumes where it stopped. Hashes, roots and
-    /// proofs are unchanged.
+    /// Layout 2 to 3: request rows name their dossier by id, the log's leaves move from one
+    /// row each ([`TLOG_LEAVES`]) to rows of many ([`TLOG_LEAF_BUCKETS`]) and its nodes
+    /// likewise ([`TLOG_NODES`] to [`TLOG_NODE_BUCKETS`]), a bounded number per
+    /// transaction; each transaction deletes the rows it moved, so a crash resumes where it
+    /// stopped. Leaf bytes, hashes, roots and proofs are unchanged.
     fn migrate_to_layout_3(&self) -> Result<(), StateError> {
         let started = std::time::Instant::now();
-        tracing::info!("migrating the state store to record layout {RECORD_LAYOUT} (dossiers kept once, log nodes {NODES_PER_BUCKET} to a row)");
+        tracing::info!("migrating the state store to record layout {RECORD_LAYOUT} (dossiers kept once, log leaves and nodes many to a row)");
         let request_rows = self.compact_request_rows()?;
+        let mut leaves_moved = 0u64;
+        self.in_bounded_transactions(|txn| {
+            let mut old = txn.open_table(TLOG_LEAVES)?;
+            let mut rows = txn.open_table(TLOG_LEAF_BUCKETS)?;
+            let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+            for row in old.iter()?.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                let (index, stored) = row?;
+                batch.push((index.value(), stored.value().to_vec()));
+            }
+            append_leaves_to_rows(&mut rows, batch.iter().map(|(index, stored)| (*index, stored.as_slice())))?;
+            for (index, _) in &batch {
+                old.remove(*index)?;
+            }
+            leaves_moved += batch.len() as u64;
+            let done = batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
+            if done {
+                drop((old, rows));
+                txn.delete_table(TLOG_LEAVES)?;
+            }
+            Ok(done)
+        })?;
         let mut moved = 0u64;
-        loop {
-            let txn = self.db.begin_write()?;
+        self.in_bounded_transactions(|txn| {
             let done = {
                 let mut old = txn.open_table(TLOG_NODES)?;
                 let mut buckets = txn.open_table(TLOG_NODE_BUCKETS)?;
@@ -476,13 +520,23 @@ impl StateStore {
                 txn.delete_table(TLOG_NODES)?;
                 txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
             }
+            Ok(done)
+        })?;
+        tracing::info!(request_rows, leaves = leaves_moved, nodes = moved, seconds = started.elapsed().as_secs_f64(), "state store migrated to record layout {RECORD_LAYOUT}");
+        Ok(())
+    }
+
+    /// Runs `step` in one write transaction after another, each committed, until it says
+    /// it is done.
+    fn in_bounded_transactions(&self, mut step: impl FnMut(&WriteTransaction) -> Result<bool, StateError>) -> Result<(), StateError> {
+        loop {
+            let txn = self.db.begin_write()?;
+            let done = step(&txn)?;
             txn.commit()?;
             if done {
-                break;
+                return Ok(());
             }
         }
-        tracing::info!(request_rows, nodes = moved, seconds = started.elapsed().as_secs_f64(), "state store migrated to record layout {RECORD_LAYOUT}");
-        Ok(())
     }
 
     /// The agencies kyso knows by name: those of registered signers and of grants (not
@@ -557,7 +611,7 @@ impl StateStore {
             return Ok(None);
         };
         let outcome = expand_dossier(&txn.open_table(DOSSIERS)?, outcome, detailed)?;
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
         Ok(Some((stored_fingerprint, records.expand(outcome)?)))
     }
 
@@ -607,7 +661,7 @@ impl StateStore {
 
     pub fn certification(&self, code: &LookupCode) -> Result<Option<Certification>, StateError> {
         let txn = self.db.begin_read()?;
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
         records.certification(code.index_key().as_slice())
     }
 
@@ -615,7 +669,7 @@ impl StateStore {
     pub fn certifications_of(&self, document: &Sha256) -> Result<Vec<Certification>, StateError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
         let mut found = Vec::new();
         for key in index.get(document.0.as_slice())? {
             let key = key?;
@@ -749,7 +803,7 @@ impl StateStore {
         let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
         let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
         let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
-        let leaf_data = read_leaf(&txn.open_table(TLOG_LEAVES)?, &txn.open_table(SECURITY)?, leaf_index)?
+        let leaf_data = read_leaf(&Leaves::open(&txn)?, &txn.open_table(SECURITY)?, leaf_index)?
             .ok_or_else(|| StateError::Corrupt(format!("log leaf {leaf_index} is missing")))?;
         Ok(Some(LogProof { leaf_index, tree_size, root, leaf_data, audit_path }))
     }
@@ -769,11 +823,10 @@ impl StateStore {
     pub fn tlog_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
         let txn = self.db.begin_read()?;
         let security = txn.open_table(SECURITY)?;
-        let leaves = txn.open_table(TLOG_LEAVES)?;
+        let leaves = Leaves::open(&txn)?;
         let mut entries = Vec::new();
-        for row in leaves.range(start..end)? {
-            let (index, data) = row?;
-            entries.push((index.value(), unpack(data.value(), &leaves, &security)?));
+        for (index, stored) in leaves.stored_range(start, end)? {
+            entries.push((index, unpack(&stored, &leaves, &security)?));
         }
         Ok(entries)
     }
@@ -878,7 +931,7 @@ struct SnapshotV2 {
 /// security table, version 3 the register, version 4 the statistics. Raft snapshots used
 /// it too up to version 4; they are streamed since version 5 (`snapshot::SNAPSHOT_VERSION`).
 /// Version 5 holds the same tables in the layout of issue 16 (`state::packing`); version 6
-/// holds the log's nodes in rows of [`NODES_PER_BUCKET`] (record layout 3). A backup of
+/// holds record layout 3 (the log's leaves and nodes in rows of many). A backup of
 /// version 4 or 5 is restored, then migrated.
 const BACKUP_SNAPSHOT_VERSION: u8 = 6;
 const BACKUP_SNAPSHOT_VERSION_LAYOUT_2: u8 = 5;
@@ -940,6 +993,7 @@ impl StateStore {
         self.install_snapshot(applied, bytes)?;
         // A backup of an earlier version holds an earlier record layout.
         self.migrate_record_layout()?;
+        self.index_derived_tables()?;
         Ok(applied)
     }
 
@@ -980,7 +1034,7 @@ impl StateStore {
             let (key, value) = row?;
             snapshot.tlog_nodes.push((key.value(), value.value().to_vec()));
         }
-        for row in txn.open_table(TLOG_LEAVES)?.iter()? {
+        for row in txn.open_table(TLOG_LEAF_BUCKETS)?.iter()? {
             let (key, value) = row?;
             snapshot.tlog_leaves.push((key.value(), value.value().to_vec()));
         }
@@ -1022,6 +1076,7 @@ impl StateStore {
         txn.delete_table(TLOG_NODES)?;
         txn.delete_table(TLOG_NODE_BUCKETS)?;
         txn.delete_table(TLOG_LEAVES)?;
+        txn.delete_table(TLOG_LEAF_BUCKETS)?;
         txn.delete_table(CERTIFICATION_LEAVES)?;
         txn.delete_table(SECURITY)?;
         txn.delete_table(REGISTER)?;
@@ -1060,10 +1115,15 @@ impl StateStore {
                 }
             }
             txn.open_table(TLOG_NODE_BUCKETS)?;
-            let mut table = txn.open_table(TLOG_LEAVES)?;
-            for (key, value) in &snapshot.tlog_leaves {
-                table.insert(*key, value.as_slice())?;
+            // Before version 6, one leaf to a row (migrated by the caller).
+            let leaves = if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_3 { TLOG_LEAF_BUCKETS } else { TLOG_LEAVES };
+            {
+                let mut table = txn.open_table(leaves)?;
+                for (key, value) in &snapshot.tlog_leaves {
+                    table.insert(*key, value.as_slice())?;
+                }
             }
+            txn.open_table(TLOG_LEAF_BUCKETS)?;
             let mut table = txn.open_table(CERTIFICATION_LEAVES)?;
             for (key, value) in &snapshot.certification_leaves {
                 table.insert(key.as_slice(), *value)?;
@@ -1093,7 +1153,13 @@ impl StateStore {
             }
         }
         txn.delete_multimap_table(BLOB_AGENCIES)?;
-        rebuild_blob_agencies(&txn)?;
+        if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_3 {
+            rebuild_blob_agencies(&txn)?;
+        } else {
+            // It reads certifications from leaves stored in a layout this release reads
+            // only once migrated: built after the migration (`restore_backup`).
+            txn.open_table(META)?.remove(BLOB_AGENCIES_INDEXED)?;
+        }
         txn.delete_table(REQUEST_DETAILS)?;
         rebuild_request_details(&txn)?;
         rebuild_blob_arrivals(&txn)?;
@@ -1148,7 +1214,7 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
     {
         if fingerprint == envelope.request_fingerprint {
             let outcome = expand_dossier(&txn.open_table(DOSSIERS)?, outcome, detailed)?;
-            let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+            let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
             return records.expand(outcome);
         }
         return Ok(Outcome::Rejected(Rejection::RequestIdReused(envelope.request_id.clone())));
@@ -1504,7 +1570,7 @@ fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
             agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
         }
     }
-    let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+    let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
     for row in records.table.iter()? {
         let (_, value) = row?;
         let certification = records.from_value(value.value())?;
@@ -1519,7 +1585,7 @@ fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
 fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: Revocation) -> Result<Outcome, StateError> {
     let key = code.index_key();
     let (mut certification, stored) = {
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
         let Some(value) = records.table.get(key.as_slice())? else {
             return Ok(Outcome::Rejected(Rejection::NotFound(format!("no certification has lookup code {code}"))));
         };
@@ -1633,7 +1699,7 @@ fn count_statistics_of_records(txn: &WriteTransaction) -> Result<(), StateError>
         let (_, value) = row?;
         count_dossier(txn, &decode::<Dossier>(value.value())?)?;
     }
-    let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+    let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
     for row in records.table.iter()? {
         let (_, value) = row?;
         let certification = records.from_value(value.value())?;
@@ -1768,7 +1834,7 @@ fn append_encoded_leaf(txn: &WriteTransaction, data: &[u8], stored: Option<&[u8]
         let mut nodes = WriteNodes::open(txn)?;
         tlog::append(&mut nodes, size, data).map_err(merkle_error)?;
     }
-    txn.open_table(TLOG_LEAVES)?.insert(size, stored.unwrap_or(data))?;
+    Leaves::open_for_apply(txn)?.append(size, stored.unwrap_or(data))?;
     meta.insert(TLOG_SIZE, size + 1)?;
     Ok(size)
 }
@@ -1782,7 +1848,7 @@ fn append_leaf_packed(txn: &WriteTransaction, leaf: &LogLeaf, certification: &Ce
     let index = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
     let data = leaf.encode();
     let stored = {
-        let leaves = txn.open_table(TLOG_LEAVES)?;
+        let leaves = Leaves::open_for_apply(txn)?;
         let mut security = txn.open_table(SECURITY)?;
         pack_certification_leaf(&leaves, &mut security, index, &data, certification)?
     };
@@ -1793,7 +1859,7 @@ fn append_leaf_packed(txn: &WriteTransaction, leaf: &LogLeaf, certification: &Ce
 
 /// The stored form of certification leaf `index` (see [`append_leaf_packed`]).
 fn pack_certification_leaf(
-    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &mut redb::Table<'_, &'static str, &'static [u8]>,
     index: u64,
     leaf_bytes: &[u8],
@@ -1820,24 +1886,146 @@ fn pack_certification_leaf(
 
 fn unpack(
     stored: &[u8],
-    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Vec<u8>, StateError> {
     packing::unpack_leaf(
         stored,
         |hash| Ok(security.get(packing::certificate_key(hash).as_str())?.map(|value| value.value().to_vec())),
-        |index| Ok(leaves.get(index)?.map(|value| value.value().to_vec())),
+        |index| leaves.stored(index),
         StateError::Corrupt,
     )
 }
 
 /// A leaf's own bytes (unpacked), or `None` beyond the log.
 fn read_leaf(
-    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &impl ReadableTable<&'static str, &'static [u8]>,
     index: u64,
 ) -> Result<Option<Vec<u8>>, StateError> {
-    leaves.get(index)?.map(|stored| unpack(stored.value(), leaves, security)).transpose()
+    leaves.stored(index)?.map(|stored| unpack(&stored, leaves, security)).transpose()
+}
+
+/// The log's leaves as stored: in rows of many ([`TLOG_LEAF_BUCKETS`]), or one to a row
+/// ([`TLOG_LEAVES`], layouts 1 and 2: the migration, and tests writing those layouts).
+struct Leaves<T> {
+    table: T,
+    one_per_row: bool,
+}
+
+impl Leaves<redb::ReadOnlyTable<u64, &'static [u8]>> {
+    fn open(txn: &redb::ReadTransaction) -> Result<Self, StateError> {
+        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false })
+    }
+}
+
+impl<'txn> Leaves<redb::Table<'txn, u64, &'static [u8]>> {
+    fn open_for_apply(txn: &'txn WriteTransaction) -> Result<Self, StateError> {
+        #[cfg(test)]
+        if tests::layout_1::writing_layout() < 3 {
+            return Ok(Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true });
+        }
+        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false })
+    }
+
+    /// Appends leaf `index`'s stored form; `index` must be the next leaf.
+    fn append(&mut self, index: u64, stored: &[u8]) -> Result<(), StateError> {
+        if self.one_per_row {
+            self.table.insert(index, stored)?;
+            return Ok(());
+        }
+        append_to_leaf_rows(&mut self.table, index, stored)
+    }
+}
+
+impl<T: ReadableTable<u64, &'static [u8]>> Leaves<T> {
+    /// The stored form of leaf `index`, or `None` beyond the log.
+    fn stored(&self, index: u64) -> Result<Option<Vec<u8>>, StateError> {
+        if self.one_per_row {
+            return Ok(self.table.get(index)?.map(|value| value.value().to_vec()));
+        }
+        let Some(row) = self.table.range(..=index)?.next_back() else { return Ok(None) };
+        let (first, row) = row?;
+        Ok(leaves_in_row(row.value())?.into_iter().nth((index - first.value()) as usize).map(<[u8]>::to_vec))
+    }
+
+    /// The stored forms of leaves `start..end` that exist, in index order.
+    fn stored_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
+        let mut found = Vec::new();
+        if start >= end {
+            return Ok(found);
+        }
+        if self.one_per_row {
+            for row in self.table.range(start..end)? {
+                let (index, stored) = row?;
+                found.push((index.value(), stored.value().to_vec()));
+            }
+            return Ok(found);
+        }
+        let first_row = match self.table.range(..=start)?.next_back() {
+            Some(row) => row?.0.value(),
+            None => start,
+        };
+        for row in self.table.range(first_row..end)? {
+            let (first, row) = row?;
+            for (offset, stored) in leaves_in_row(row.value())?.into_iter().enumerate() {
+                let index = first.value() + offset as u64;
+                if (start..end).contains(&index) {
+                    found.push((index, stored.to_vec()));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The stored leaves one row of [`TLOG_LEAF_BUCKETS`] holds, in order.
+fn leaves_in_row(mut row: &[u8]) -> Result<Vec<&[u8]>, StateError> {
+    let mut leaves = Vec::new();
+    while !row.is_empty() {
+        let corrupt = || StateError::Corrupt("a row of log leaves ends inside a leaf".into());
+        let (length, rest) = row.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let length = u32::from_be_bytes(*length) as usize;
+        let leaf = rest.get(..length).ok_or_else(corrupt)?;
+        leaves.push(leaf);
+        row = &rest[length..];
+    }
+    Ok(leaves)
+}
+
+/// Appends leaf `index`'s stored form to the last row of [`TLOG_LEAF_BUCKETS`] when it
+/// fits there, else starts a row; `index` must be the next leaf.
+fn append_to_leaf_rows(table: &mut redb::Table<'_, u64, &'static [u8]>, index: u64, stored: &[u8]) -> Result<(), StateError> {
+    append_leaves_to_rows(table, [(index, stored)])
+}
+
+/// Appends consecutive leaves (index, stored form) to [`TLOG_LEAF_BUCKETS`]: each goes to
+/// the last row when it fits there, else starts a row. Each row is written once.
+fn append_leaves_to_rows<'a>(table: &mut redb::Table<'_, u64, &'static [u8]>, leaves: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<(), StateError> {
+    // The last row (its first index and bytes), and the index of the next leaf.
+    let mut row: Option<(u64, Vec<u8>)> = table.last()?.map(|(first, row)| (first.value(), row.value().to_vec()));
+    let mut next = match &row {
+        Some((first, bytes)) => first + leaves_in_row(bytes)?.len() as u64,
+        None => 0,
+    };
+    for (index, stored) in leaves {
+        if index != next {
+            return Err(StateError::Corrupt(format!("log leaf {index} is appended where leaf {next} is next")));
+        }
+        let length = u32::try_from(stored.len()).map_err(|_| StateError::Corrupt(format!("log leaf {index} exceeds 4 GiB")))?;
+        if row.as_ref().is_some_and(|(_, bytes)| bytes.len() + 4 + stored.len() > LEAF_ROW_BYTES_MAX) {
+            let (first, bytes) = row.take().expect("checked above");
+            table.insert(first, bytes.as_slice())?;
+        }
+        let (_, bytes) = row.get_or_insert_with(|| (index, Vec::new()));
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.extend_from_slice(stored);
+        next = index + 1;
+    }
+    if let Some((first, bytes)) = row {
+        table.insert(first, bytes.as_slice())?;
+    }
+    Ok(())
 }
 
 fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, StateError> {
@@ -1847,7 +2035,7 @@ fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, State
 /// The tables a certification is read from: its row, its leaf, shared certificates.
 struct Records<C, L, S> {
     table: C,
-    leaves: L,
+    leaves: Leaves<L>,
     security: S,
 }
 
@@ -1857,7 +2045,7 @@ where
     L: ReadableTable<u64, &'static [u8]>,
     S: ReadableTable<&'static str, &'static [u8]>,
 {
-    fn new(table: C, leaves: L, security: S) -> Self {
+    fn new(table: C, leaves: Leaves<L>, security: S) -> Self {
         Records { table, leaves, security }
     }
 
@@ -2459,21 +2647,28 @@ mod layout_tests {
         (size, tlog::root(&nodes, size).unwrap())
     }
 
+    /// The log's leaves of a store written in layout 1 or 2 (one to a row).
+    fn entries_of_one_leaf_per_row(store: &StateStore) -> Vec<(u64, Vec<u8>)> {
+        let txn = store.db.begin_read().unwrap();
+        let security = txn.open_table(SECURITY).unwrap();
+        let leaves = Leaves { table: txn.open_table(TLOG_LEAVES).unwrap(), one_per_row: true };
+        let stored = leaves.stored_range(0, u64::MAX).unwrap();
+        stored.into_iter().map(|(index, stored)| (index, unpack(&stored, &leaves, &security).unwrap())).collect()
+    }
+
     /// A backup of `version` (4 or 5) of a store written in layout 1 or 2, as the release
-    /// of that time made it (its log nodes one to a row).
-    fn backup_of_one_node_per_row(store: &StateStore, version: u8) -> Vec<u8> {
+    /// of that time made it (its log leaves and nodes one to a row).
+    fn backup_of_layout_1_or_2(store: &StateStore, version: u8) -> Vec<u8> {
         let mut record = store.snapshot_record().unwrap();
         let txn = store.db.begin_read().unwrap();
-        record.tlog_nodes = txn
-            .open_table(TLOG_NODES)
-            .unwrap()
-            .iter()
-            .unwrap()
-            .map(|row| {
-                let (key, value) = row.unwrap();
-                (key.value(), value.value().to_vec())
-            })
-            .collect();
+        fn rows<K>(txn: &redb::ReadTransaction, table: TableDefinition<K, &'static [u8]>) -> Vec<(K, Vec<u8>)>
+        where
+            K: redb::Key + for<'a> redb::Value<SelfType<'a> = K> + 'static,
+        {
+            txn.open_table(table).unwrap().iter().unwrap().map(|row| row.unwrap()).map(|(key, value)| (key.value(), value.value().to_vec())).collect()
+        }
+        record.tlog_nodes = rows(&txn, TLOG_NODES);
+        record.tlog_leaves = rows(&txn, TLOG_LEAVES);
         let mut bytes = vec![version];
         bytes.extend(encode(&record));
         bytes
@@ -2500,7 +2695,7 @@ mod layout_tests {
         let old_leaf_bytes = table_bytes(&old, TLOG_LEAVES);
         let old_request_bytes = table_bytes(&old, REQUESTS);
         let (_, digest_before) = old.digest().unwrap();
-        let entries_before = old.tlog_entries(0, 1_000).unwrap();
+        let entries_before = entries_of_one_leaf_per_row(&old);
         let (size_before, root_before) = head_of_one_node_per_row(&old);
         drop(old);
         // Opening migrates it.
@@ -2517,9 +2712,9 @@ mod layout_tests {
         assert_eq!(migrated.tlog_head().unwrap(), (size_before, root_before));
         // Each certification leaf no longer carries the chain (two certificates, ~800 bytes).
         assert!(
-            table_bytes(&migrated, TLOG_LEAVES) + 12 * 700 < old_leaf_bytes,
+            table_bytes(&migrated, TLOG_LEAF_BUCKETS) + 12 * 700 < old_leaf_bytes,
             "leaves {} bytes packed, {old_leaf_bytes} before",
-            table_bytes(&migrated, TLOG_LEAVES)
+            table_bytes(&migrated, TLOG_LEAF_BUCKETS)
         );
         assert!(table_bytes(&migrated, REQUESTS) * 3 < old_request_bytes, "request rows {} bytes, {old_request_bytes} before", table_bytes(&migrated, REQUESTS));
         assert_eq!(migrated.db.begin_read().unwrap().open_table(CERTIFICATION_LEAVES).unwrap().len().unwrap(), 0);
@@ -2549,7 +2744,7 @@ mod layout_tests {
     }
 
     #[test]
-    fn a_data_directory_of_layout_2_migrates_to_dossiers_kept_once_and_log_nodes_in_rows_of_many_with_the_same_answers_roots_and_proofs() {
+    fn a_data_directory_of_layout_2_migrates_to_dossiers_kept_once_and_log_leaves_and_nodes_in_rows_of_many_with_the_same_answers_roots_and_proofs() {
         // More nodes than one migration transaction moves, and more than a row holds.
         let data = commands(140);
         let dir = tempfile::tempdir().unwrap();
@@ -2563,7 +2758,8 @@ mod layout_tests {
         let (size_before, root_before) = head_of_one_node_per_row(&old);
         let node_rows = old.db.begin_read().unwrap().open_table(TLOG_NODES).unwrap().len().unwrap();
         assert_eq!(node_rows, 2 * size_before - u64::from(size_before.count_ones()), "one row per complete subtree");
-        let backup = backup_of_one_node_per_row(&old, 5);
+        let backup = backup_of_layout_1_or_2(&old, 5);
+        let entries_before = entries_of_one_leaf_per_row(&old);
         let old_request_bytes = table_bytes(&old, REQUESTS);
         drop(old);
         let migrated = StateStore::open(&dir.path().join("old.redb")).unwrap();
@@ -2581,8 +2777,14 @@ mod layout_tests {
             assert_eq!(outcome, Outcome::Dossier(archived.clone()), "within its retention a retry gets the private fields");
         }
         assert_eq!(migrated.tlog_head().unwrap(), (size_before, root_before));
+        assert_eq!(migrated.tlog_entries(0, u64::MAX).unwrap(), entries_before);
+        assert_eq!(fresh.tlog_entries(0, u64::MAX).unwrap(), entries_before);
+        assert_eq!(fresh.tlog_entries(3, 140).unwrap(), entries_before[3..140].to_vec());
         let txn = migrated.db.begin_read().unwrap();
         assert!(matches!(txn.open_table(TLOG_NODES), Err(redb::TableError::TableDoesNotExist(_))), "the one-per-row table is gone");
+        assert!(matches!(txn.open_table(TLOG_LEAVES), Err(redb::TableError::TableDoesNotExist(_))), "the one-per-row table is gone");
+        let leaf_rows = txn.open_table(TLOG_LEAF_BUCKETS).unwrap().len().unwrap();
+        assert!(leaf_rows * 8 < size_before, "{leaf_rows} rows for {size_before} leaves");
         let rows = txn.open_table(TLOG_NODE_BUCKETS).unwrap().len().unwrap();
         assert!(node_rows > MIGRATION_ROWS_PER_TRANSACTION as u64 && size_before > NODES_PER_BUCKET);
         assert!(rows < 16, "{rows} rows for {node_rows} nodes");
@@ -2612,12 +2814,46 @@ mod layout_tests {
     }
 
     #[test]
+    fn leaves_fill_a_row_until_the_next_would_not_fit_and_read_back_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        let sizes = [5_000usize, 10, 10, 4_000, 3, 0, 4_060];
+        let leaves: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(index, &size)| vec![index as u8; size]).collect();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(TLOG_LEAF_BUCKETS).unwrap();
+            append_to_leaf_rows(&mut table, 0, &leaves[0]).unwrap();
+            append_leaves_to_rows(&mut table, (1..4).map(|index| (index as u64, leaves[index].as_slice()))).unwrap();
+            for index in 4..leaves.len() {
+                append_to_leaf_rows(&mut table, index as u64, &leaves[index]).unwrap();
+            }
+            // Only the next leaf may be appended.
+            assert!(append_to_leaf_rows(&mut table, 9, b"gap").is_err());
+            assert!(append_to_leaf_rows(&mut table, 3, b"again").is_err());
+            let rows: Vec<(u64, usize)> = table.iter().unwrap().map(|row| row.unwrap()).map(|(first, row)| (first.value(), row.value().len())).collect();
+            // A leaf larger than a row has one to itself; the others share rows of at most
+            // LEAF_ROW_BYTES_MAX bytes.
+            assert_eq!(rows, vec![(0, 5_004), (1, 14 + 14 + 4_004 + 7 + 4), (6, 4_064)]);
+        }
+        txn.commit().unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let read = Leaves::open(&txn).unwrap();
+        for (index, leaf) in leaves.iter().enumerate() {
+            assert_eq!(read.stored(index as u64).unwrap().as_ref(), Some(leaf));
+        }
+        assert_eq!(read.stored(leaves.len() as u64).unwrap(), None);
+        let range = read.stored_range(2, 6).unwrap();
+        assert_eq!(range, (2..6).map(|index| (index as u64, leaves[index].clone())).collect::<Vec<_>>());
+        assert!(read.stored_range(4, 4).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_layout_1_backup_restores_and_migrates_and_a_current_one_restores_as_it_is() {
         let data = commands(3);
         let dir = tempfile::tempdir().unwrap();
         let old = StateStore::open(&dir.path().join("old.redb")).unwrap();
         layout_1::with(|| apply_all(&old, &data));
-        let backup = backup_of_one_node_per_row(&old, 4);
+        let backup = backup_of_layout_1_or_2(&old, 4);
         let restored = StateStore::open(&dir.path().join("restored.redb")).unwrap();
         restored.restore_backup(&backup).unwrap();
         let fresh = StateStore::open(&dir.path().join("fresh.redb")).unwrap();
