@@ -1,6 +1,6 @@
 //! The bulk loader for the scale test: fills a node's data directory with N certifications
 //! by applying real `CommandEnvelope`s through `StateStore` (the state machine the node
-//! runs), in large batches, without gRPC.
+//! runs), in transactions of a node's own batch size, without gRPC.
 //!
 //! What is real and what is reused (this is the documented shortcut):
 //! - The signer is registered with a `RegisterSigner` command carrying its validated chain

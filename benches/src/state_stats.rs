@@ -94,6 +94,7 @@ pub fn table_stats(path: &Path) -> anyhow::Result<(FileStats, Vec<TableStats>)> 
     table!("blob_arrivals", u64, &[u8]);
     table!("tlog_nodes", (u8, u64), &[u8]);
     table!("tlog_node_buckets", (u8, u64), &[u8]);
+    table!("tlog_leaf_buckets", u64, &[u8]);
     table!("tlog_leaves", u64, &[u8]);
     table!("certification_leaves", &[u8], u64);
     table!("security", &str, &[u8]);
