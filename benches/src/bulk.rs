@@ -1,6 +1,6 @@
 //! The bulk loader for the scale test: fills a node's data directory with N certifications
 //! by applying real `CommandEnvelope`s through `StateStore` (the state machine the node
-//! runs), in large batches, without gRPC.
+//! runs), in transactions of a node's own batch size, without gRPC.
 //!
 //! What is real and what is reused (this is the documented shortcut):
 //! - The signer is registered with a `RegisterSigner` command carrying its validated chain
@@ -38,8 +38,15 @@ use serde::{Deserialize, Serialize};
 use crate::fixtures;
 use crate::pki::{BenchPki, AGENCY};
 
-/// Commands applied per transaction (one fsync each).
+/// Commands prepared per round of the loader (signatures made, blobs written).
 pub const ENTRIES_PER_BATCH: usize = 10_000;
+/// Commands applied per transaction (one fsync each): at most what a node applies in one
+/// batch (`DriverConfig::batch_entries_max`), so that the state file's copy-on-write churn
+/// (pages freed by a transaction and reused by later ones) is that of a node under full
+/// load. Larger transactions free more pages at once and leave a larger state file.
+pub fn entries_per_transaction() -> usize {
+    kyso_cluster::DriverConfig::default().batch_entries_max
+}
 /// Files per archived dossier.
 pub const FILES_PER_DOSSIER: u64 = 8;
 /// Size of a sampled (real, verifiable) document.
@@ -261,8 +268,19 @@ impl BulkLoader {
         Ok((file, certification))
     }
 
-    /// Applies encoded commands as consecutive log entries; any rejection is a loader bug.
+    /// Applies encoded commands as consecutive log entries, in transactions of
+    /// [`entries_per_transaction`]; any rejection is a loader bug.
     fn apply(&mut self, commands: Vec<Vec<u8>>) -> anyhow::Result<()> {
+        let mut commands = commands;
+        while commands.len() > entries_per_transaction() {
+            let rest = commands.split_off(entries_per_transaction());
+            self.apply_transaction(commands)?;
+            commands = rest;
+        }
+        self.apply_transaction(commands)
+    }
+
+    fn apply_transaction(&mut self, commands: Vec<Vec<u8>>) -> anyhow::Result<()> {
         let first = self.progress.applied_index + 1;
         let entries: Vec<Entry> = commands
             .into_iter()

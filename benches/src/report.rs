@@ -281,10 +281,12 @@ fn render_state(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
         let per_record = num(&stats["records"]).max(1.0);
         writeln!(
             out,
-            "\n### Where state.redb's bytes go ({} records, file {:.0} MiB = {:.0} bytes/record)\n",
+            "\n### Where state.redb's bytes go ({} records, file {:.0} MiB long = {:.0} bytes/record, {:.0} bytes/record on disk, {:.0} bytes/record in redb's pages)\n",
             stats["records"],
             num(&stats["file_bytes"]) / 1048576.0,
-            num(&stats["file_bytes"]) / per_record
+            num(&stats["file_bytes"]) / per_record,
+            num(&stats["disk_bytes"]) / per_record,
+            num(&stats["allocated_bytes"]) / per_record
         )?;
         writeln!(out, "| table | entries | stored bytes/record | fragmented bytes/record | metadata bytes/record | tree height |\n|---|---|---|---|---|---|")?;
         for table in stats["tables"].as_array().into_iter().flatten() {

@@ -18,10 +18,39 @@ pub struct TableStats {
     pub tree_height: u32,
 }
 
-/// Opens `state.redb` read-only (no node may be running on it) and reports every table.
-pub fn table_stats(path: &Path) -> anyhow::Result<(u64, Vec<TableStats>)> {
+/// The state file as a whole.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FileStats {
+    /// The file's length. Below 4 GiB redb doubles the file whenever it needs room, so the
+    /// length runs up to twice what was ever written; the tail is a hole until used.
+    pub file_bytes: u64,
+    /// Bytes the file occupies on disk (allocated blocks): what was written, holes left out.
+    pub disk_bytes: u64,
+    /// Bytes of the pages redb holds allocated (every table, its own trees and free lists).
+    pub allocated_bytes: u64,
+}
+
+/// Bytes `path` occupies on disk (allocated blocks, holes left out).
+pub fn disk_bytes(path: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata(path)?.blocks() * 512)
+}
+
+/// Opens `state.redb` (no node may be running on it; nothing is written) and reports the
+/// file and every table.
+pub fn table_stats(path: &Path) -> anyhow::Result<(FileStats, Vec<TableStats>)> {
     let file_bytes = std::fs::metadata(path)?.len();
+    let disk_bytes = disk_bytes(path)?;
     let db = redb::Database::open(path)?;
+    let allocated_bytes = {
+        // redb reports allocated pages only from a write transaction; it is aborted.
+        let txn = db.begin_write()?;
+        let stats = txn.stats()?;
+        let bytes = stats.allocated_pages() * stats.page_size() as u64;
+        txn.abort()?;
+        bytes
+    };
+    let file = FileStats { file_bytes, disk_bytes, allocated_bytes };
     let txn = db.begin_read()?;
     let mut found = Vec::new();
     // Tables a data directory of an earlier release lacks are left out of the report.
@@ -64,10 +93,12 @@ pub fn table_stats(path: &Path) -> anyhow::Result<(u64, Vec<TableStats>)> {
     multimap!("blob_agencies", &[u8], &str);
     table!("blob_arrivals", u64, &[u8]);
     table!("tlog_nodes", (u8, u64), &[u8]);
+    table!("tlog_node_buckets", (u8, u64), &[u8]);
+    table!("tlog_leaf_buckets", u64, &[u8]);
     table!("tlog_leaves", u64, &[u8]);
     table!("certification_leaves", &[u8], u64);
     table!("security", &str, &[u8]);
     table!("register", &str, &[u8]);
     table!("statistics", (i64, &str), &[u8]);
-    Ok((file_bytes, found))
+    Ok((file, found))
 }

@@ -98,6 +98,10 @@ pub enum Outcome {
     /// How a request row remembers `Certifications` (issue 16): by lookup code, read back
     /// from the records as they stand. Never returned by apply.
     CertificationsByCode(Vec<LookupCode>),
+    /// How a request row remembers `Dossier` (record layout 3): by id, read back from the
+    /// dossier (which never changes once archived), without its private fields once the
+    /// row's retention passed. Never returned by apply.
+    DossierById(String),
 }
 
 /// Why the state machine refused a command (it was applied as a no-op).

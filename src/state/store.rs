@@ -40,10 +40,32 @@ const CERTIFICATIONS_BY_DOCUMENT: MultimapTableDefinition<&[u8], &[u8]> =
     MultimapTableDefinition::new("certifications_by_document");
 /// Blobs referenced by a dossier: hash -> size in bytes.
 const BLOBS: TableDefinition<&[u8], u64> = TableDefinition::new("blobs");
-/// Merkle log: hashes of complete subtrees, (level, index) -> 32 bytes.
+/// Merkle log before record layout 3: hashes of complete subtrees, one to a row,
+/// (level, index) -> 32 bytes. Read only by the migration, which empties and deletes it.
 const TLOG_NODES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog_nodes");
-/// Merkle log: leaf index -> leaf data.
+/// Merkle log: hashes of complete subtrees, [`NODES_PER_BUCKET`] to a row, (level, index /
+/// NODES_PER_BUCKET) -> the hashes of that run of nodes, 32 bytes each, in index order.
+/// Nodes are only ever appended at the end of their level, so a row grows until full and
+/// never changes after; a full row (4,064 bytes) fills one 4 KiB page by itself. One row
+/// per node left the table's pages half empty: redb splits a full page in the middle, and
+/// in an append-only table the left half is never filled again.
+const TLOG_NODE_BUCKETS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("tlog_node_buckets");
+/// Log nodes per row of [`TLOG_NODE_BUCKETS`].
+pub const NODES_PER_BUCKET: u64 = 127;
+/// Merkle log before record layout 3: leaf index -> the leaf's stored form, one to a row.
+/// Read only by the migration, which empties and deletes it.
 const TLOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaves");
+/// Merkle log: consecutive leaves in rows of at most [`LEAF_ROW_BYTES_MAX`] bytes, index
+/// of the row's first leaf -> each leaf's stored form (`state::packing`) with its length
+/// (u32 big-endian) before it. Leaves are only appended: the last row grows until the
+/// next leaf would not fit, then a new row starts, so every row but the last fills one
+/// 4 KiB page (one row per leaf left these pages about half empty, for the reason given
+/// at [`TLOG_NODE_BUCKETS`]). Where rows end depends only on the leaves' stored sizes, so
+/// every replica cuts them alike.
+const TLOG_LEAF_BUCKETS: TableDefinition<u64, &[u8]> = TableDefinition::new("tlog_leaf_buckets");
+/// The largest row of [`TLOG_LEAF_BUCKETS`] that grows by another leaf: a redb leaf page
+/// of 4,096 bytes holds one u64 key and a value of 4,080 bytes.
+const LEAF_ROW_BYTES_MAX: usize = 4_080;
 /// Lookup-code key -> index of the certification's leaf. Written before the layout of
 /// issue 16 only: `certifications` rows hold the index since, and migration empties it.
 const CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("certification_leaves");
@@ -109,10 +131,14 @@ const BLOB_ARRIVALS_INDEXED: &str = "blob_arrivals_indexed";
 const BLOB_FILL_CURSOR: &str = "blob_fill_cursor";
 /// The record layout the tables hold: absent (or 1) before issue 16, [`RECORD_LAYOUT`] since.
 const RECORD_LAYOUT_KEY: &str = "record_layout";
-/// Each record stored once (`state::packing`).
-pub const RECORD_LAYOUT: u64 = 2;
-/// Rows rewritten per transaction while a data directory is migrated.
-const MIGRATION_ROWS_PER_TRANSACTION: usize = 20_000;
+/// Layout 2: each record stored once (`state::packing`).
+const RECORD_LAYOUT_EACH_RECORD_ONCE: u64 = 2;
+/// Layout 3: layout 2, with request rows naming their dossier by id and the log's leaves
+/// and nodes kept many to a row ([`TLOG_LEAF_BUCKETS`], [`TLOG_NODE_BUCKETS`]).
+pub const RECORD_LAYOUT: u64 = 3;
+/// Rows rewritten per transaction while a data directory is migrated (few in tests, so
+/// that they migrate in several transactions).
+const MIGRATION_ROWS_PER_TRANSACTION: usize = if cfg!(test) { 100 } else { 20_000 };
 /// Set once STATISTICS counts every record (data directories from before it are counted
 /// from their dossiers and certifications on first open; verifications start at zero).
 const STATISTICS_INDEXED: &str = "statistics_indexed";
@@ -200,16 +226,20 @@ impl StateStore {
             txn.open_table(CERTIFICATIONS)?;
             txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
             txn.open_table(BLOBS)?;
-            txn.open_table(TLOG_NODES)?;
+            txn.open_table(TLOG_NODE_BUCKETS)?;
             txn.open_table(REGISTER)?;
-            txn.open_table(TLOG_LEAVES)?;
+            txn.open_table(TLOG_LEAF_BUCKETS)?;
             txn.open_table(CERTIFICATION_LEAVES)?;
             txn.open_table(SECURITY)?;
             txn.open_multimap_table(BLOB_AGENCIES)?;
             txn.open_table(REQUEST_DETAILS)?;
             txn.open_table(STATISTICS)?;
             txn.open_table(BLOB_ARRIVALS)?;
-            if txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.is_none() && txn.open_table(TLOG_LEAVES)?.is_empty()? {
+            let earlier_leaves = match txn.list_tables()?.any(|table| redb::TableHandle::name(&table) == redb::TableHandle::name(&TLOG_LEAVES)) {
+                true => !txn.open_table(TLOG_LEAVES)?.is_empty()?,
+                false => false,
+            };
+            if txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.is_none() && !earlier_leaves {
                 // A fresh store starts in the current layout.
                 txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
             }
@@ -217,7 +247,14 @@ impl StateStore {
         txn.commit()?;
         let store = StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false };
         store.migrate_record_layout()?;
-        let txn = store.db.begin_write()?;
+        store.index_derived_tables()?;
+        Ok(store)
+    }
+
+    /// Builds each derived table that is not marked as complete (data directories from
+    /// before it, or a backup of an earlier layout just restored and migrated).
+    fn index_derived_tables(&self) -> Result<(), StateError> {
+        let txn = self.db.begin_write()?;
         {
             let indexed = txn.open_table(META)?.get(BLOB_AGENCIES_INDEXED)?.is_some();
             if !indexed {
@@ -237,7 +274,7 @@ impl StateStore {
             }
         }
         txn.commit()?;
-        Ok(store)
+        Ok(())
     }
 
     /// Rewrites a data directory from before issue 16 into the current record layout, a
@@ -246,14 +283,23 @@ impl StateStore {
     /// become rows naming their leaf, certification leaves are packed, and remembered
     /// outcomes name their certifications by code. Logs its progress.
     pub fn migrate_record_layout(&self) -> Result<(), StateError> {
-        {
+        let layout = {
             let txn = self.db.begin_read()?;
-            if txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.map(|value| value.value()) == Some(RECORD_LAYOUT) {
-                return Ok(());
-            }
+            txn.open_table(META)?.get(RECORD_LAYOUT_KEY)?.map(|value| value.value()).unwrap_or(1)
+        };
+        if layout < RECORD_LAYOUT_EACH_RECORD_ONCE {
+            self.migrate_to_each_record_once()?;
         }
+        if layout < RECORD_LAYOUT {
+            self.migrate_to_layout_3()?;
+        }
+        Ok(())
+    }
+
+    /// Layout 1 to 2: each record stored once (see [`Self::migrate_record_layout`]).
+    fn migrate_to_each_record_once(&self) -> Result<(), StateError> {
         let started = std::time::Instant::now();
-        tracing::info!("migrating the state store to record layout {RECORD_LAYOUT} (each record stored once)");
+        tracing::info!("migrating the state store to record layout {RECORD_LAYOUT_EACH_RECORD_ONCE} (each record stored once)");
         let mut rewritten = [0u64; 3];
         // 1. Leaves: certification leaves are packed.
         let mut next_leaf = 0u64;
@@ -261,10 +307,11 @@ impl StateStore {
             let txn = self.db.begin_write()?;
             let mut done = true;
             {
-                let mut leaves = txn.open_table(TLOG_LEAVES)?;
+                // Layouts 1 and 2 keep one leaf to a row.
+                let mut leaves = Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true };
                 let mut security = txn.open_table(SECURITY)?;
                 let mut batch = Vec::new();
-                for row in leaves.range(next_leaf..)?.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                for row in leaves.table.range(next_leaf..)?.take(MIGRATION_ROWS_PER_TRANSACTION) {
                     let (index, value) = row?;
                     batch.push((index.value(), value.value().to_vec()));
                 }
@@ -277,7 +324,7 @@ impl StateStore {
                     let Ok(LogLeaf { event: LogEvent::Certification(certification), .. }) = LogLeaf::decode(&stored) else { continue };
                     let packed = pack_certification_leaf(&leaves, &mut security, index, &stored, &certification)?;
                     if packed != stored {
-                        leaves.insert(index, packed.as_slice())?;
+                        leaves.table.insert(index, packed.as_slice())?;
                         rewritten[0] += 1;
                     }
                 }
@@ -320,50 +367,8 @@ impl StateStore {
                 break;
             }
         }
-        // 3. Remembered outcomes: certifications by code.
-        let mut after: Option<String> = None;
-        loop {
-            let txn = self.db.begin_write()?;
-            let mut done = true;
-            {
-                let mut requests = txn.open_table(REQUESTS)?;
-                let mut batch = Vec::new();
-                let range = match &after {
-                    Some(key) => requests.range::<&str>((std::ops::Bound::Excluded(key.as_str()), std::ops::Bound::Unbounded))?,
-                    None => requests.range::<&str>(..)?,
-                };
-                for row in range.take(MIGRATION_ROWS_PER_TRANSACTION) {
-                    let (key, value) = row?;
-                    batch.push((key.value().to_string(), value.value().to_vec()));
-                }
-                done = done && batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
-                for (key, value) in batch {
-                    after = Some(key.clone());
-                    let rewritten_row = if is_scoped_request_key(&key) {
-                        let mut row: RequestRow = decode(&value)?;
-                        // Rows with nothing to strip are no longer marked detailed.
-                        let detailed = row.detailed && has_private_details(&row.outcome);
-                        let compact = compact_outcome(&row.outcome);
-                        if compact.is_none() && detailed == row.detailed {
-                            continue;
-                        }
-                        row.outcome = compact.unwrap_or(row.outcome);
-                        row.detailed = detailed;
-                        encode(&row)
-                    } else {
-                        let (fingerprint, outcome): ([u8; 32], Outcome) = decode(&value)?;
-                        let Some(compact) = compact_outcome(&outcome) else { continue };
-                        encode(&(fingerprint, compact))
-                    };
-                    requests.insert(key.as_str(), rewritten_row.as_slice())?;
-                    rewritten[2] += 1;
-                }
-            }
-            txn.commit()?;
-            if done {
-                break;
-            }
-        }
+        // 3. Remembered outcomes: certifications by code (and dossiers by id).
+        rewritten[2] = self.compact_request_rows()?;
         let txn = self.db.begin_write()?;
         {
             // Every index CERTIFICATION_LEAVES held now sits in its certification's row,
@@ -385,7 +390,7 @@ impl StateStore {
             for (key, index) in still_needed {
                 leaves.insert(key.as_slice(), index)?;
             }
-            txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
+            txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT_EACH_RECORD_ONCE)?;
             // Derived: re-listed from the rewritten rows.
             txn.delete_table(REQUEST_DETAILS)?;
             rebuild_request_details(&txn)?;
@@ -396,9 +401,145 @@ impl StateStore {
             certifications = rewritten[1],
             request_rows = rewritten[2],
             seconds = started.elapsed().as_secs_f64(),
-            "state store migrated to record layout {RECORD_LAYOUT}"
+            "state store migrated to record layout {RECORD_LAYOUT_EACH_RECORD_ONCE}"
         );
         Ok(())
+    }
+
+    /// Rewrites request rows that still copy a record into rows that name it
+    /// ([`compact_outcome`]), a bounded number per transaction; returns how many changed.
+    /// Rows already compact are left as they are, so a crash resumes it.
+    fn compact_request_rows(&self) -> Result<u64, StateError> {
+        let mut rewritten = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let txn = self.db.begin_write()?;
+            let mut done = true;
+            {
+                let mut requests = txn.open_table(REQUESTS)?;
+                let mut batch = Vec::new();
+                let range = match &after {
+                    Some(key) => requests.range::<&str>((std::ops::Bound::Excluded(key.as_str()), std::ops::Bound::Unbounded))?,
+                    None => requests.range::<&str>(..)?,
+                };
+                for row in range.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                    let (key, value) = row?;
+                    batch.push((key.value().to_string(), value.value().to_vec()));
+                }
+                done = done && batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
+                for (key, value) in batch {
+                    after = Some(key.clone());
+                    let rewritten_row = if is_scoped_request_key(&key) {
+                        let mut row: RequestRow = decode(&value)?;
+                        // Rows with nothing to strip are no longer marked detailed (a row
+                        // naming its dossier already says whether the answer has them).
+                        let names_dossier = matches!(row.outcome, Outcome::DossierById(_));
+                        let detailed = row.detailed && (names_dossier || has_private_details(&row.outcome));
+                        let compact = compact_outcome(&row.outcome);
+                        if compact.is_none() && detailed == row.detailed {
+                            continue;
+                        }
+                        row.outcome = compact.unwrap_or(row.outcome);
+                        row.detailed = detailed;
+                        encode(&row)
+                    } else {
+                        // Rows without a retention flag keep their dossiers whole.
+                        let (fingerprint, outcome): ([u8; 32], Outcome) = decode(&value)?;
+                        let Some(compact) = certifications_by_code(&outcome) else { continue };
+                        encode(&(fingerprint, compact))
+                    };
+                    requests.insert(key.as_str(), rewritten_row.as_slice())?;
+                    rewritten += 1;
+                }
+            }
+            txn.commit()?;
+            if done {
+                break;
+            }
+        }
+        Ok(rewritten)
+    }
+
+    /// Layout 2 to 3: request rows name their dossier by id, the log's leaves move from one
+    /// row each ([`TLOG_LEAVES`]) to rows of many ([`TLOG_LEAF_BUCKETS`]) and its nodes
+    /// likewise ([`TLOG_NODES`] to [`TLOG_NODE_BUCKETS`]), a bounded number per
+    /// transaction; each transaction deletes the rows it moved, so a crash resumes where it
+    /// stopped. Leaf bytes, hashes, roots and proofs are unchanged.
+    fn migrate_to_layout_3(&self) -> Result<(), StateError> {
+        let started = std::time::Instant::now();
+        tracing::info!("migrating the state store to record layout {RECORD_LAYOUT} (dossiers kept once, log leaves and nodes many to a row)");
+        let request_rows = self.compact_request_rows()?;
+        let mut leaves_moved = 0u64;
+        self.in_bounded_transactions(|txn| {
+            let mut old = txn.open_table(TLOG_LEAVES)?;
+            let mut rows = txn.open_table(TLOG_LEAF_BUCKETS)?;
+            let mut batch: Vec<(u64, Vec<u8>)> = Vec::new();
+            for row in old.iter()?.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                let (index, stored) = row?;
+                batch.push((index.value(), stored.value().to_vec()));
+            }
+            append_leaves_to_rows(&mut rows, batch.iter().map(|(index, stored)| (*index, stored.as_slice())))?;
+            for (index, _) in &batch {
+                old.remove(*index)?;
+            }
+            leaves_moved += batch.len() as u64;
+            let done = batch.len() < MIGRATION_ROWS_PER_TRANSACTION;
+            if done {
+                drop((old, rows));
+                txn.delete_table(TLOG_LEAVES)?;
+            }
+            Ok(done)
+        })?;
+        let mut moved = 0u64;
+        self.in_bounded_transactions(|txn| {
+            let done = {
+                let mut old = txn.open_table(TLOG_NODES)?;
+                let mut buckets = txn.open_table(TLOG_NODE_BUCKETS)?;
+                let mut batch: Vec<((u8, u64), [u8; 32])> = Vec::new();
+                for row in old.iter()?.take(MIGRATION_ROWS_PER_TRANSACTION) {
+                    let (key, value) = row?;
+                    batch.push((key.value(), node_from(value.value())?));
+                }
+                // Rows come in key order: by level, then index, as the nodes were appended.
+                for run in batch.chunk_by(|(one, _), (other, _)| one.0 == other.0 && node_bucket(one.1).0 == node_bucket(other.1).0) {
+                    let ((level, first), _) = run[0];
+                    let (bucket, offset) = node_bucket(first);
+                    let mut row = buckets.get((level, bucket))?.map(|value| value.value().to_vec()).unwrap_or_default();
+                    for ((_, index), hash) in run {
+                        if row.len() != node_bucket(*index).1 || row.len() < offset {
+                            return Err(StateError::Corrupt(format!("log node ({level}, {index}) is not the next of its level")));
+                        }
+                        row.extend_from_slice(hash);
+                    }
+                    buckets.insert((level, bucket), row.as_slice())?;
+                }
+                for (key, _) in &batch {
+                    old.remove(*key)?;
+                }
+                moved += batch.len() as u64;
+                batch.len() < MIGRATION_ROWS_PER_TRANSACTION
+            };
+            if done {
+                txn.delete_table(TLOG_NODES)?;
+                txn.open_table(META)?.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
+            }
+            Ok(done)
+        })?;
+        tracing::info!(request_rows, leaves = leaves_moved, nodes = moved, seconds = started.elapsed().as_secs_f64(), "state store migrated to record layout {RECORD_LAYOUT}");
+        Ok(())
+    }
+
+    /// Runs `step` in one write transaction after another, each committed, until it says
+    /// it is done.
+    fn in_bounded_transactions(&self, mut step: impl FnMut(&WriteTransaction) -> Result<bool, StateError>) -> Result<(), StateError> {
+        loop {
+            let txn = self.db.begin_write()?;
+            let done = step(&txn)?;
+            txn.commit()?;
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     /// The agencies kyso knows by name: those of registered signers and of grants (not
@@ -469,10 +610,11 @@ impl StateStore {
     pub fn request_outcome(&self, actor: &Actor, request_id: &str, fingerprint: &[u8; 32]) -> Result<Option<([u8; 32], Outcome)>, StateError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(REQUESTS)?;
-        let Some((stored_fingerprint, outcome)) = find_request(&table, actor, request_id, fingerprint)? else {
+        let Some((stored_fingerprint, outcome, detailed)) = find_request(&table, actor, request_id, fingerprint)? else {
             return Ok(None);
         };
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let outcome = expand_dossier(&txn.open_table(DOSSIERS)?, outcome, detailed)?;
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
         Ok(Some((stored_fingerprint, records.expand(outcome)?)))
     }
 
@@ -529,7 +671,7 @@ impl StateStore {
 
     pub fn certification(&self, code: &LookupCode) -> Result<Option<Certification>, StateError> {
         let txn = self.db.begin_read()?;
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
         records.certification(code.index_key().as_slice())
     }
 
@@ -537,7 +679,7 @@ impl StateStore {
     pub fn certifications_of(&self, document: &Sha256) -> Result<Vec<Certification>, StateError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
         let mut found = Vec::new();
         for key in index.get(document.0.as_slice())? {
             let key = key?;
@@ -648,14 +790,14 @@ impl StateStore {
     pub fn tlog_head(&self) -> Result<(u64, [u8; 32]), StateError> {
         let txn = self.db.begin_read()?;
         let size = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
-        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
         Ok((size, tlog::root(&nodes, size).map_err(merkle_error)?))
     }
 
     /// Root of the tree at an earlier (or the current) size.
     pub fn tlog_root(&self, size: u64) -> Result<[u8; 32], StateError> {
         let txn = self.db.begin_read()?;
-        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
         tlog::root(&nodes, size).map_err(merkle_error)
     }
 
@@ -668,10 +810,10 @@ impl StateStore {
         if tree_size > current || leaf_index >= tree_size {
             return Ok(None);
         }
-        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
         let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
         let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
-        let leaf_data = read_leaf(&txn.open_table(TLOG_LEAVES)?, &txn.open_table(SECURITY)?, leaf_index)?
+        let leaf_data = read_leaf(&Leaves::open(&txn)?, &txn.open_table(SECURITY)?, leaf_index)?
             .ok_or_else(|| StateError::Corrupt(format!("log leaf {leaf_index} is missing")))?;
         Ok(Some(LogProof { leaf_index, tree_size, root, leaf_data, audit_path }))
     }
@@ -683,7 +825,7 @@ impl StateStore {
         if second_size > current {
             return Ok(None);
         }
-        let nodes = ReadNodes(txn.open_table(TLOG_NODES)?);
+        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
         tlog::consistency_proof(&nodes, first_size, second_size).map(Some).map_err(merkle_error)
     }
 
@@ -691,11 +833,10 @@ impl StateStore {
     pub fn tlog_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
         let txn = self.db.begin_read()?;
         let security = txn.open_table(SECURITY)?;
-        let leaves = txn.open_table(TLOG_LEAVES)?;
+        let leaves = Leaves::open(&txn)?;
         let mut entries = Vec::new();
-        for row in leaves.range(start..end)? {
-            let (index, data) = row?;
-            entries.push((index.value(), unpack(data.value(), &leaves, &security)?));
+        for (index, stored) in leaves.stored_range(start, end)? {
+            entries.push((index, unpack(&stored, &leaves, &security)?));
         }
         Ok(entries)
     }
@@ -810,10 +951,12 @@ struct SnapshotV2 {
 /// Version of the whole-state record ([`SnapshotV2`]) that backups hold. Version 2 added the
 /// security table, version 3 the register, version 4 the statistics. Raft snapshots used
 /// it too up to version 4; they are streamed since version 5 (`snapshot::SNAPSHOT_VERSION`).
-/// Version 5 holds the same tables in the layout of issue 16 (`state::packing`); a version
-/// 4 backup is restored, then migrated.
-const BACKUP_SNAPSHOT_VERSION: u8 = 5;
+/// Version 5 holds the same tables in the layout of issue 16 (`state::packing`); version 6
+/// holds record layout 3 (the log's leaves and nodes in rows of many). A backup of
+/// version 4 or 5 is restored, then migrated.
+const BACKUP_SNAPSHOT_VERSION: u8 = 6;
 const BACKUP_SNAPSHOT_VERSION_LAYOUT_2: u8 = 5;
+const BACKUP_SNAPSHOT_VERSION_LAYOUT_3: u8 = 6;
 /// The oldest backup version this build restores.
 const BACKUP_SNAPSHOT_VERSION_OLDEST: u8 = 4;
 
@@ -869,8 +1012,9 @@ impl StateStore {
         };
         let applied = decode::<SnapshotV2>(body)?.applied;
         self.install_snapshot(applied, bytes)?;
-        // A backup from before issue 16 holds the earlier record layout.
+        // A backup of an earlier version holds an earlier record layout.
         self.migrate_record_layout()?;
+        self.index_derived_tables()?;
         Ok(applied)
     }
 
@@ -907,11 +1051,11 @@ impl StateStore {
             snapshot.blobs.push((key.value().to_vec(), value.value()));
         }
         snapshot.tlog_size = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
-        for row in txn.open_table(TLOG_NODES)?.iter()? {
+        for row in txn.open_table(TLOG_NODE_BUCKETS)?.iter()? {
             let (key, value) = row?;
             snapshot.tlog_nodes.push((key.value(), value.value().to_vec()));
         }
-        for row in txn.open_table(TLOG_LEAVES)?.iter()? {
+        for row in txn.open_table(TLOG_LEAF_BUCKETS)?.iter()? {
             let (key, value) = row?;
             snapshot.tlog_leaves.push((key.value(), value.value().to_vec()));
         }
@@ -951,7 +1095,9 @@ impl StateStore {
         txn.delete_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
         txn.delete_table(BLOBS)?;
         txn.delete_table(TLOG_NODES)?;
+        txn.delete_table(TLOG_NODE_BUCKETS)?;
         txn.delete_table(TLOG_LEAVES)?;
+        txn.delete_table(TLOG_LEAF_BUCKETS)?;
         txn.delete_table(CERTIFICATION_LEAVES)?;
         txn.delete_table(SECURITY)?;
         txn.delete_table(REGISTER)?;
@@ -981,14 +1127,24 @@ impl StateStore {
             for (key, value) in &snapshot.blobs {
                 table.insert(key.as_slice(), *value)?;
             }
-            let mut table = txn.open_table(TLOG_NODES)?;
-            for (key, value) in &snapshot.tlog_nodes {
-                table.insert(*key, value.as_slice())?;
+            // Before version 6, one node to a row (migrated by the caller).
+            let nodes = if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_3 { TLOG_NODE_BUCKETS } else { TLOG_NODES };
+            {
+                let mut table = txn.open_table(nodes)?;
+                for (key, value) in &snapshot.tlog_nodes {
+                    table.insert(*key, value.as_slice())?;
+                }
             }
-            let mut table = txn.open_table(TLOG_LEAVES)?;
-            for (key, value) in &snapshot.tlog_leaves {
-                table.insert(*key, value.as_slice())?;
+            txn.open_table(TLOG_NODE_BUCKETS)?;
+            // Before version 6, one leaf to a row (migrated by the caller).
+            let leaves = if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_3 { TLOG_LEAF_BUCKETS } else { TLOG_LEAVES };
+            {
+                let mut table = txn.open_table(leaves)?;
+                for (key, value) in &snapshot.tlog_leaves {
+                    table.insert(*key, value.as_slice())?;
+                }
             }
+            txn.open_table(TLOG_LEAF_BUCKETS)?;
             let mut table = txn.open_table(CERTIFICATION_LEAVES)?;
             for (key, value) in &snapshot.certification_leaves {
                 table.insert(key.as_slice(), *value)?;
@@ -1009,14 +1165,22 @@ impl StateStore {
             meta.insert(TLOG_SIZE, snapshot.tlog_size)?;
             meta.insert(APPLIED_INDEX, index)?;
             meta.insert(STATISTICS_INDEXED, 1)?;
-            if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_2 {
+            if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_3 {
                 meta.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT)?;
+            } else if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_2 {
+                meta.insert(RECORD_LAYOUT_KEY, RECORD_LAYOUT_EACH_RECORD_ONCE)?;
             } else {
                 meta.remove(RECORD_LAYOUT_KEY)?;
             }
         }
         txn.delete_multimap_table(BLOB_AGENCIES)?;
-        rebuild_blob_agencies(&txn)?;
+        if version >= BACKUP_SNAPSHOT_VERSION_LAYOUT_3 {
+            rebuild_blob_agencies(&txn)?;
+        } else {
+            // It reads certifications from leaves stored in a layout this release reads
+            // only once migrated: built after the migration (`restore_backup`).
+            txn.open_table(META)?.remove(BLOB_AGENCIES_INDEXED)?;
+        }
         txn.delete_table(REQUEST_DETAILS)?;
         rebuild_request_details(&txn)?;
         rebuild_blob_arrivals(&txn)?;
@@ -1066,11 +1230,12 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
     };
     strip_expired_request_details(txn, envelope.issued_at_unix)?;
     let key = request_key(&envelope.actor, &envelope.request_id);
-    if let Some((fingerprint, outcome)) =
+    if let Some((fingerprint, outcome, detailed)) =
         find_request(&txn.open_table(REQUESTS)?, &envelope.actor, &envelope.request_id, &envelope.request_fingerprint)?
     {
         if fingerprint == envelope.request_fingerprint {
-            let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+            let outcome = expand_dossier(&txn.open_table(DOSSIERS)?, outcome, detailed)?;
+            let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
             return records.expand(outcome);
         }
         return Ok(Outcome::Rejected(Rejection::RequestIdReused(envelope.request_id.clone())));
@@ -1107,12 +1272,17 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
     if matches!(outcome, Outcome::Rejected(Rejection::RegisterNumberTaken { .. })) {
         return Ok(outcome);
     }
-    // The row names certifications by code: the records themselves are kept once.
+    // The row names certifications by code and a dossier by id: the records themselves are
+    // kept once.
     let stored = compact_outcome(&outcome).unwrap_or_else(|| outcome.clone());
     #[cfg(test)]
-    let stored = if tests::layout_1::writing() { outcome.clone() } else { stored };
+    let stored = match tests::layout_1::writing_layout() {
+        1 => outcome.clone(),
+        2 => certifications_by_code(&outcome).unwrap_or_else(|| outcome.clone()),
+        _ => stored,
+    };
     // Only rows with something to strip later are indexed for the retention.
-    let detailed = has_private_details(&stored);
+    let detailed = has_private_details(&outcome);
     #[cfg(test)]
     let detailed = detailed || tests::layout_1::writing();
     let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed, outcome: stored };
@@ -1123,24 +1293,35 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
     Ok(outcome)
 }
 
-/// The stored answer to `actor`'s `request_id` (see [`StateStore::request_outcome`]).
+/// The stored answer to `actor`'s `request_id` (see [`StateStore::request_outcome`]), and
+/// whether the row still holds its private details.
 fn find_request(
     requests: &impl ReadableTable<&'static str, &'static [u8]>,
     actor: &Actor,
     request_id: &str,
     fingerprint: &[u8; 32],
-) -> Result<Option<([u8; 32], Outcome)>, StateError> {
+) -> Result<Option<([u8; 32], Outcome, bool)>, StateError> {
     if let Some(stored) = requests.get(request_key(actor, request_id).as_str())? {
         let row: RequestRow = decode(stored.value())?;
-        return Ok(Some((row.fingerprint, row.outcome)));
+        return Ok(Some((row.fingerprint, row.outcome, row.detailed)));
     }
     if let Some(stored) = requests.get(request_id)? {
         let (stored_fingerprint, outcome): ([u8; 32], Outcome) = decode(stored.value())?;
         if &stored_fingerprint == fingerprint {
-            return Ok(Some((stored_fingerprint, outcome)));
+            // These rows hold whole outcomes, never a dossier by id.
+            return Ok(Some((stored_fingerprint, outcome, true)));
         }
     }
     Ok(None)
+}
+
+/// A remembered `DossierById` as the caller receives it: the dossier, without its private
+/// fields once the row's retention passed (`detailed` false).
+fn expand_dossier(dossiers: &impl ReadableTable<&'static str, &'static [u8]>, outcome: Outcome, detailed: bool) -> Result<Outcome, StateError> {
+    let Outcome::DossierById(id) = outcome else { return Ok(outcome) };
+    let stored = dossiers.get(id.as_str())?.ok_or_else(|| StateError::Corrupt(format!("a remembered outcome names dossier {id}, which is missing")))?;
+    let dossier = Outcome::Dossier(decode(stored.value())?);
+    Ok(if detailed { dossier } else { dossier.without_private_details() })
 }
 
 /// Strips, from at most [`REQUEST_DETAILS_STRIPPED_PER_ENTRY_MAX`] request rows issued
@@ -1416,7 +1597,7 @@ fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
             agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
         }
     }
-    let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+    let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
     for row in records.table.iter()? {
         let (_, value) = row?;
         let certification = records.from_value(value.value())?;
@@ -1431,7 +1612,7 @@ fn rebuild_blob_agencies(txn: &WriteTransaction) -> Result<(), StateError> {
 fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: Revocation) -> Result<Outcome, StateError> {
     let key = code.index_key();
     let (mut certification, stored) = {
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
         let Some(value) = records.table.get(key.as_slice())? else {
             return Ok(Outcome::Rejected(Rejection::NotFound(format!("no certification has lookup code {code}"))));
         };
@@ -1545,7 +1726,7 @@ fn count_statistics_of_records(txn: &WriteTransaction) -> Result<(), StateError>
         let (_, value) = row?;
         count_dossier(txn, &decode::<Dossier>(value.value())?)?;
     }
-    let records = Records::new(txn.open_table(CERTIFICATIONS)?, txn.open_table(TLOG_LEAVES)?, txn.open_table(SECURITY)?);
+    let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
     for row in records.table.iter()? {
         let (_, value) = row?;
         let certification = records.from_value(value.value())?;
@@ -1683,14 +1864,19 @@ fn replace_signer_key(txn: &WriteTransaction, actor: &Actor, signer_id: &str, se
 
 /// Appends a leaf to the Merkle log; returns its index. O(log n) node writes.
 fn append_leaf(txn: &WriteTransaction, leaf: &LogLeaf) -> Result<u64, StateError> {
+    append_encoded_leaf(txn, &leaf.encode(), None)
+}
+
+/// Appends leaf bytes `data` to the Merkle log, stored as `stored` when given (a packed
+/// form of the same bytes); returns its index.
+fn append_encoded_leaf(txn: &WriteTransaction, data: &[u8], stored: Option<&[u8]>) -> Result<u64, StateError> {
     let mut meta = txn.open_table(META)?;
     let size = meta.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
-    let data = leaf.encode();
     {
-        let mut nodes = WriteNodes(txn.open_table(TLOG_NODES)?);
-        tlog::append(&mut nodes, size, &data).map_err(merkle_error)?;
+        let mut nodes = WriteNodes::open(txn)?;
+        tlog::append(&mut nodes, size, data).map_err(merkle_error)?;
     }
-    txn.open_table(TLOG_LEAVES)?.insert(size, data.as_slice())?;
+    Leaves::open_for_apply(txn)?.append(size, stored.unwrap_or(data))?;
     meta.insert(TLOG_SIZE, size + 1)?;
     Ok(size)
 }
@@ -1698,22 +1884,24 @@ fn append_leaf(txn: &WriteTransaction, leaf: &LogLeaf) -> Result<u64, StateError
 /// Appends a certification's leaf in its stored form (`state::packing`): a delta against
 /// the signer's reference leaf, or, for the signer's first, packed with the certificates
 /// its CMS carries kept once in `security` (and it becomes the reference). Same bytes in
-/// the tree either way.
+/// the tree either way. The leaf is inserted once, already packed: inserting the whole
+/// leaf and then its packed form split pages for bytes that did not stay.
 fn append_leaf_packed(txn: &WriteTransaction, leaf: &LogLeaf, certification: &Certification) -> Result<u64, StateError> {
-    let index = append_leaf(txn, leaf)?;
+    let index = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
     let data = leaf.encode();
-    let mut leaves = txn.open_table(TLOG_LEAVES)?;
-    let mut security = txn.open_table(SECURITY)?;
-    let stored = pack_certification_leaf(&leaves, &mut security, index, &data, certification)?;
-    if stored != data {
-        leaves.insert(index, stored.as_slice())?;
-    }
+    let stored = {
+        let leaves = Leaves::open_for_apply(txn)?;
+        let mut security = txn.open_table(SECURITY)?;
+        pack_certification_leaf(&leaves, &mut security, index, &data, certification)?
+    };
+    let appended = append_encoded_leaf(txn, &data, Some(stored.as_slice()))?;
+    debug_assert_eq!(appended, index);
     Ok(index)
 }
 
 /// The stored form of certification leaf `index` (see [`append_leaf_packed`]).
 fn pack_certification_leaf(
-    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &mut redb::Table<'_, &'static str, &'static [u8]>,
     index: u64,
     leaf_bytes: &[u8],
@@ -1740,24 +1928,146 @@ fn pack_certification_leaf(
 
 fn unpack(
     stored: &[u8],
-    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Vec<u8>, StateError> {
     packing::unpack_leaf(
         stored,
         |hash| Ok(security.get(packing::certificate_key(hash).as_str())?.map(|value| value.value().to_vec())),
-        |index| Ok(leaves.get(index)?.map(|value| value.value().to_vec())),
+        |index| leaves.stored(index),
         StateError::Corrupt,
     )
 }
 
 /// A leaf's own bytes (unpacked), or `None` beyond the log.
 fn read_leaf(
-    leaves: &impl ReadableTable<u64, &'static [u8]>,
+    leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &impl ReadableTable<&'static str, &'static [u8]>,
     index: u64,
 ) -> Result<Option<Vec<u8>>, StateError> {
-    leaves.get(index)?.map(|stored| unpack(stored.value(), leaves, security)).transpose()
+    leaves.stored(index)?.map(|stored| unpack(&stored, leaves, security)).transpose()
+}
+
+/// The log's leaves as stored: in rows of many ([`TLOG_LEAF_BUCKETS`]), or one to a row
+/// ([`TLOG_LEAVES`], layouts 1 and 2: the migration, and tests writing those layouts).
+struct Leaves<T> {
+    table: T,
+    one_per_row: bool,
+}
+
+impl Leaves<redb::ReadOnlyTable<u64, &'static [u8]>> {
+    fn open(txn: &redb::ReadTransaction) -> Result<Self, StateError> {
+        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false })
+    }
+}
+
+impl<'txn> Leaves<redb::Table<'txn, u64, &'static [u8]>> {
+    fn open_for_apply(txn: &'txn WriteTransaction) -> Result<Self, StateError> {
+        #[cfg(test)]
+        if tests::layout_1::writing_layout() < 3 {
+            return Ok(Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true });
+        }
+        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false })
+    }
+
+    /// Appends leaf `index`'s stored form; `index` must be the next leaf.
+    fn append(&mut self, index: u64, stored: &[u8]) -> Result<(), StateError> {
+        if self.one_per_row {
+            self.table.insert(index, stored)?;
+            return Ok(());
+        }
+        append_to_leaf_rows(&mut self.table, index, stored)
+    }
+}
+
+impl<T: ReadableTable<u64, &'static [u8]>> Leaves<T> {
+    /// The stored form of leaf `index`, or `None` beyond the log.
+    fn stored(&self, index: u64) -> Result<Option<Vec<u8>>, StateError> {
+        if self.one_per_row {
+            return Ok(self.table.get(index)?.map(|value| value.value().to_vec()));
+        }
+        let Some(row) = self.table.range(..=index)?.next_back() else { return Ok(None) };
+        let (first, row) = row?;
+        Ok(leaves_in_row(row.value())?.into_iter().nth((index - first.value()) as usize).map(<[u8]>::to_vec))
+    }
+
+    /// The stored forms of leaves `start..end` that exist, in index order.
+    fn stored_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
+        let mut found = Vec::new();
+        if start >= end {
+            return Ok(found);
+        }
+        if self.one_per_row {
+            for row in self.table.range(start..end)? {
+                let (index, stored) = row?;
+                found.push((index.value(), stored.value().to_vec()));
+            }
+            return Ok(found);
+        }
+        let first_row = match self.table.range(..=start)?.next_back() {
+            Some(row) => row?.0.value(),
+            None => start,
+        };
+        for row in self.table.range(first_row..end)? {
+            let (first, row) = row?;
+            for (offset, stored) in leaves_in_row(row.value())?.into_iter().enumerate() {
+                let index = first.value() + offset as u64;
+                if (start..end).contains(&index) {
+                    found.push((index, stored.to_vec()));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The stored leaves one row of [`TLOG_LEAF_BUCKETS`] holds, in order.
+fn leaves_in_row(mut row: &[u8]) -> Result<Vec<&[u8]>, StateError> {
+    let mut leaves = Vec::new();
+    while !row.is_empty() {
+        let corrupt = || StateError::Corrupt("a row of log leaves ends inside a leaf".into());
+        let (length, rest) = row.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let length = u32::from_be_bytes(*length) as usize;
+        let leaf = rest.get(..length).ok_or_else(corrupt)?;
+        leaves.push(leaf);
+        row = &rest[length..];
+    }
+    Ok(leaves)
+}
+
+/// Appends leaf `index`'s stored form to the last row of [`TLOG_LEAF_BUCKETS`] when it
+/// fits there, else starts a row; `index` must be the next leaf.
+fn append_to_leaf_rows(table: &mut redb::Table<'_, u64, &'static [u8]>, index: u64, stored: &[u8]) -> Result<(), StateError> {
+    append_leaves_to_rows(table, [(index, stored)])
+}
+
+/// Appends consecutive leaves (index, stored form) to [`TLOG_LEAF_BUCKETS`]: each goes to
+/// the last row when it fits there, else starts a row. Each row is written once.
+fn append_leaves_to_rows<'a>(table: &mut redb::Table<'_, u64, &'static [u8]>, leaves: impl IntoIterator<Item = (u64, &'a [u8])>) -> Result<(), StateError> {
+    // The last row (its first index and bytes), and the index of the next leaf.
+    let mut row: Option<(u64, Vec<u8>)> = table.last()?.map(|(first, row)| (first.value(), row.value().to_vec()));
+    let mut next = match &row {
+        Some((first, bytes)) => first + leaves_in_row(bytes)?.len() as u64,
+        None => 0,
+    };
+    for (index, stored) in leaves {
+        if index != next {
+            return Err(StateError::Corrupt(format!("log leaf {index} is appended where leaf {next} is next")));
+        }
+        let length = u32::try_from(stored.len()).map_err(|_| StateError::Corrupt(format!("log leaf {index} exceeds 4 GiB")))?;
+        if row.as_ref().is_some_and(|(_, bytes)| bytes.len() + 4 + stored.len() > LEAF_ROW_BYTES_MAX) {
+            let (first, bytes) = row.take().expect("checked above");
+            table.insert(first, bytes.as_slice())?;
+        }
+        let (_, bytes) = row.get_or_insert_with(|| (index, Vec::new()));
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.extend_from_slice(stored);
+        next = index + 1;
+    }
+    if let Some((first, bytes)) = row {
+        table.insert(first, bytes.as_slice())?;
+    }
+    Ok(())
 }
 
 fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, StateError> {
@@ -1767,7 +2077,7 @@ fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, State
 /// The tables a certification is read from: its row, its leaf, shared certificates.
 struct Records<C, L, S> {
     table: C,
-    leaves: L,
+    leaves: Leaves<L>,
     security: S,
 }
 
@@ -1777,7 +2087,7 @@ where
     L: ReadableTable<u64, &'static [u8]>,
     S: ReadableTable<&'static str, &'static [u8]>,
 {
-    fn new(table: C, leaves: L, security: S) -> Self {
+    fn new(table: C, leaves: Leaves<L>, security: S) -> Self {
         Records { table, leaves, security }
     }
 
@@ -1819,8 +2129,18 @@ fn has_private_details(outcome: &Outcome) -> bool {
     outcome.without_private_details() != *outcome
 }
 
-/// How a request row remembers an outcome that holds certifications: by code.
+/// How a request row remembers an outcome that holds records: certifications by code, a
+/// dossier by id (the row's `detailed` flag says whether its private fields are part of
+/// the answer).
 fn compact_outcome(outcome: &Outcome) -> Option<Outcome> {
+    match outcome {
+        Outcome::Dossier(dossier) => Some(Outcome::DossierById(dossier.id.clone())),
+        other => certifications_by_code(other),
+    }
+}
+
+/// Certifications by code (record layout 2; rows without a retention flag since).
+fn certifications_by_code(outcome: &Outcome) -> Option<Outcome> {
     match outcome {
         Outcome::Certifications(certifications) => {
             Some(Outcome::CertificationsByCode(certifications.iter().map(|certification| certification.lookup_code.clone()).collect()))
@@ -1829,28 +2149,71 @@ fn compact_outcome(outcome: &Outcome) -> Option<Outcome> {
     }
 }
 
-struct WriteNodes<'txn>(redb::Table<'txn, (u8, u64), &'static [u8]>);
+/// The log nodes of an apply: [`TLOG_NODE_BUCKETS`] (tests writing an earlier layout use
+/// one row per node in [`TLOG_NODES`]).
+struct WriteNodes<'txn> {
+    table: redb::Table<'txn, (u8, u64), &'static [u8]>,
+    one_per_row: bool,
+}
 struct ReadNodes(redb::ReadOnlyTable<(u8, u64), &'static [u8]>);
+
+impl<'txn> WriteNodes<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StateError> {
+        #[cfg(test)]
+        if tests::layout_1::writing_layout() < 3 {
+            return Ok(WriteNodes { table: txn.open_table(TLOG_NODES)?, one_per_row: true });
+        }
+        Ok(WriteNodes { table: txn.open_table(TLOG_NODE_BUCKETS)?, one_per_row: false })
+    }
+}
+
+/// The row of node `index` and the node's offset in it.
+fn node_bucket(index: u64) -> (u64, usize) {
+    (index / NODES_PER_BUCKET, (index % NODES_PER_BUCKET) as usize * 32)
+}
+
+fn node_in_bucket(bucket: &[u8], index: u64) -> Option<[u8; 32]> {
+    let (_, offset) = node_bucket(index);
+    bucket.get(offset..offset + 32).map(|hash| hash.try_into().expect("32 bytes"))
+}
 
 fn node_from(bytes: &[u8]) -> Result<[u8; 32], StateError> {
     <[u8; 32]>::try_from(bytes).map_err(|_| StateError::Corrupt(format!("log node of {} bytes", bytes.len())))
 }
 
+/// Appends node `(level, index)` to its row; it must be the next node of its level.
+fn put_node_in_bucket(table: &mut redb::Table<'_, (u8, u64), &'static [u8]>, level: u8, index: u64, hash: &[u8; 32]) -> Result<(), StateError> {
+    let (bucket, offset) = node_bucket(index);
+    let mut row = table.get((level, bucket))?.map(|value| value.value().to_vec()).unwrap_or_default();
+    if row.len() != offset {
+        return Err(StateError::Corrupt(format!("log node ({level}, {index}) is not the next of its level ({} stored in its row)", row.len() / 32)));
+    }
+    row.extend_from_slice(hash);
+    table.insert((level, bucket), row.as_slice())?;
+    Ok(())
+}
+
 impl tlog::NodeStore for WriteNodes<'_> {
     type Error = StateError;
     fn get(&self, level: u8, index: u64) -> Result<Option<[u8; 32]>, StateError> {
-        self.0.get((level, index))?.map(|value| node_from(value.value())).transpose()
+        if self.one_per_row {
+            return self.table.get((level, index))?.map(|value| node_from(value.value())).transpose();
+        }
+        Ok(self.table.get((level, node_bucket(index).0))?.and_then(|row| node_in_bucket(row.value(), index)))
     }
     fn put(&mut self, level: u8, index: u64, hash: [u8; 32]) -> Result<(), StateError> {
-        self.0.insert((level, index), hash.as_slice())?;
-        Ok(())
+        if self.one_per_row {
+            self.table.insert((level, index), hash.as_slice())?;
+            return Ok(());
+        }
+        put_node_in_bucket(&mut self.table, level, index, &hash)
     }
 }
 
 impl tlog::NodeStore for ReadNodes {
     type Error = StateError;
     fn get(&self, level: u8, index: u64) -> Result<Option<[u8; 32]>, StateError> {
-        self.0.get((level, index))?.map(|value| node_from(value.value())).transpose()
+        Ok(self.0.get((level, node_bucket(index).0))?.and_then(|row| node_in_bucket(row.value(), index)))
     }
     fn put(&mut self, _level: u8, _index: u64, _hash: [u8; 32]) -> Result<(), StateError> {
         Err(StateError::Storage("log nodes are read-only outside apply".into()))
@@ -1909,18 +2272,33 @@ mod tests {
         use std::cell::Cell;
 
         thread_local! {
-            static WRITING: Cell<bool> = const { Cell::new(false) };
+            /// The record layout apply writes on this thread (0: the current one).
+            static WRITING: Cell<u64> = const { Cell::new(0) };
         }
 
+        /// Whether apply writes layout 1 on this thread.
         pub fn writing() -> bool {
-            WRITING.with(Cell::get)
+            WRITING.with(Cell::get) == 1
         }
 
-        /// Runs `body` with apply writing the earlier layout on this thread.
+        /// The record layout apply writes on this thread.
+        pub fn writing_layout() -> u64 {
+            match WRITING.with(Cell::get) {
+                0 => RECORD_LAYOUT,
+                layout => layout,
+            }
+        }
+
+        /// Runs `body` with apply writing layout 1 on this thread.
         pub fn with<T>(body: impl FnOnce() -> T) -> T {
-            WRITING.with(|writing| writing.set(true));
+            with_layout(1, body)
+        }
+
+        /// Runs `body` with apply writing `layout` on this thread.
+        pub fn with_layout<T>(layout: u64, body: impl FnOnce() -> T) -> T {
+            WRITING.with(|writing| writing.set(layout));
             let result = body();
-            WRITING.with(|writing| writing.set(false));
+            WRITING.with(|writing| writing.set(0));
             result
         }
 
@@ -2242,7 +2620,7 @@ mod layout_tests {
             procedure_code: "1.001193".into(),
             dossier_number: "HS-1".into(),
             received_date: "2026-12-01".into(),
-            private_fields: Vec::new(),
+            private_fields: vec![("applicant_name".into(), "Trần Thị Bình".into())],
             files: documents
                 .iter()
                 .enumerate()
@@ -2290,6 +2668,54 @@ mod layout_tests {
         store.apply_batch(&entries).unwrap()
     }
 
+    /// The log nodes of a store written in layout 1 or 2 (one node to a row).
+    struct OneNodePerRow(redb::ReadOnlyTable<(u8, u64), &'static [u8]>);
+
+    impl tlog::NodeStore for OneNodePerRow {
+        type Error = StateError;
+        fn get(&self, level: u8, index: u64) -> Result<Option<[u8; 32]>, StateError> {
+            self.0.get((level, index))?.map(|value| node_from(value.value())).transpose()
+        }
+        fn put(&mut self, _level: u8, _index: u64, _hash: [u8; 32]) -> Result<(), StateError> {
+            unreachable!("read only")
+        }
+    }
+
+    /// Size and root of the log of a store written in layout 1 or 2.
+    fn head_of_one_node_per_row(store: &StateStore) -> (u64, [u8; 32]) {
+        let txn = store.db.begin_read().unwrap();
+        let size = txn.open_table(META).unwrap().get(TLOG_SIZE).unwrap().unwrap().value();
+        let nodes = OneNodePerRow(txn.open_table(TLOG_NODES).unwrap());
+        (size, tlog::root(&nodes, size).unwrap())
+    }
+
+    /// The log's leaves of a store written in layout 1 or 2 (one to a row).
+    fn entries_of_one_leaf_per_row(store: &StateStore) -> Vec<(u64, Vec<u8>)> {
+        let txn = store.db.begin_read().unwrap();
+        let security = txn.open_table(SECURITY).unwrap();
+        let leaves = Leaves { table: txn.open_table(TLOG_LEAVES).unwrap(), one_per_row: true };
+        let stored = leaves.stored_range(0, u64::MAX).unwrap();
+        stored.into_iter().map(|(index, stored)| (index, unpack(&stored, &leaves, &security).unwrap())).collect()
+    }
+
+    /// A backup of `version` (4 or 5) of a store written in layout 1 or 2, as the release
+    /// of that time made it (its log leaves and nodes one to a row).
+    fn backup_of_layout_1_or_2(store: &StateStore, version: u8) -> Vec<u8> {
+        let mut record = store.snapshot_record().unwrap();
+        let txn = store.db.begin_read().unwrap();
+        fn rows<K>(txn: &redb::ReadTransaction, table: TableDefinition<K, &'static [u8]>) -> Vec<(K, Vec<u8>)>
+        where
+            K: redb::Key + for<'a> redb::Value<SelfType<'a> = K> + 'static,
+        {
+            txn.open_table(table).unwrap().iter().unwrap().map(|row| row.unwrap()).map(|(key, value)| (key.value(), value.value().to_vec())).collect()
+        }
+        record.tlog_nodes = rows(&txn, TLOG_NODES);
+        record.tlog_leaves = rows(&txn, TLOG_LEAVES);
+        let mut bytes = vec![version];
+        bytes.extend(encode(&record));
+        bytes
+    }
+
     fn table_bytes<K: redb::Key + 'static>(store: &StateStore, table: TableDefinition<K, &'static [u8]>) -> u64 {
         let txn = store.db.begin_read().unwrap();
         let table = txn.open_table(table).unwrap();
@@ -2311,8 +2737,8 @@ mod layout_tests {
         let old_leaf_bytes = table_bytes(&old, TLOG_LEAVES);
         let old_request_bytes = table_bytes(&old, REQUESTS);
         let (_, digest_before) = old.digest().unwrap();
-        let entries_before = old.tlog_entries(0, 1_000).unwrap();
-        let (size_before, root_before) = old.tlog_head().unwrap();
+        let entries_before = entries_of_one_leaf_per_row(&old);
+        let (size_before, root_before) = head_of_one_node_per_row(&old);
         drop(old);
         // Opening migrates it.
         let migrated = StateStore::open(&dir.path().join("old.redb")).unwrap();
@@ -2328,9 +2754,9 @@ mod layout_tests {
         assert_eq!(migrated.tlog_head().unwrap(), (size_before, root_before));
         // Each certification leaf no longer carries the chain (two certificates, ~800 bytes).
         assert!(
-            table_bytes(&migrated, TLOG_LEAVES) + 12 * 700 < old_leaf_bytes,
+            table_bytes(&migrated, TLOG_LEAF_BUCKETS) + 12 * 700 < old_leaf_bytes,
             "leaves {} bytes packed, {old_leaf_bytes} before",
-            table_bytes(&migrated, TLOG_LEAVES)
+            table_bytes(&migrated, TLOG_LEAF_BUCKETS)
         );
         assert!(table_bytes(&migrated, REQUESTS) * 3 < old_request_bytes, "request rows {} bytes, {old_request_bytes} before", table_bytes(&migrated, REQUESTS));
         assert_eq!(migrated.db.begin_read().unwrap().open_table(CERTIFICATION_LEAVES).unwrap().len().unwrap(), 0);
@@ -2360,13 +2786,116 @@ mod layout_tests {
     }
 
     #[test]
+    fn a_data_directory_of_layout_2_migrates_to_dossiers_kept_once_and_log_leaves_and_nodes_in_rows_of_many_with_the_same_answers_roots_and_proofs() {
+        // More nodes than one migration transaction moves, and more than a row holds.
+        let data = commands(140);
+        let dir = tempfile::tempdir().unwrap();
+        let old = StateStore::open(&dir.path().join("old.redb")).unwrap();
+        let old_answers = layout_1::with_layout(2, || apply_all(&old, &data));
+        {
+            let txn = old.db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert(RECORD_LAYOUT_KEY, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let (size_before, root_before) = head_of_one_node_per_row(&old);
+        let node_rows = old.db.begin_read().unwrap().open_table(TLOG_NODES).unwrap().len().unwrap();
+        assert_eq!(node_rows, 2 * size_before - u64::from(size_before.count_ones()), "one row per complete subtree");
+        let backup = backup_of_layout_1_or_2(&old, 5);
+        let entries_before = entries_of_one_leaf_per_row(&old);
+        let old_request_bytes = table_bytes(&old, REQUESTS);
+        drop(old);
+        let migrated = StateStore::open(&dir.path().join("old.redb")).unwrap();
+        let fresh = StateStore::open(&dir.path().join("new.redb")).unwrap();
+        assert_eq!(apply_all(&fresh, &data), old_answers);
+        assert_eq!(migrated.digest().unwrap().1, fresh.digest().unwrap().1, "a migrated store equals one written in layout 3");
+        // The archive's request row names its dossier instead of copying it (140 files).
+        let request_bytes = table_bytes(&migrated, REQUESTS);
+        assert!(request_bytes + 140 * 40 < old_request_bytes, "request rows {request_bytes} bytes, {old_request_bytes} before");
+        let actor = Actor { name: "Người Ký".into(), certificate_sha256: Some(Sha256([4; 32])) };
+        let Outcome::Dossier(archived) = Outcome::decode(&old_answers[1]).unwrap() else { panic!("{:?}", old_answers[1]) };
+        assert!(!archived.private_fields.is_empty());
+        for store in [&migrated, &fresh] {
+            let (_, outcome) = store.request_outcome(&actor, "archive", &[3; 32]).unwrap().unwrap();
+            assert_eq!(outcome, Outcome::Dossier(archived.clone()), "within its retention a retry gets the private fields");
+        }
+        assert_eq!(migrated.tlog_head().unwrap(), (size_before, root_before));
+        assert_eq!(migrated.tlog_entries(0, u64::MAX).unwrap(), entries_before);
+        assert_eq!(fresh.tlog_entries(0, u64::MAX).unwrap(), entries_before);
+        assert_eq!(fresh.tlog_entries(3, 140).unwrap(), entries_before[3..140].to_vec());
+        let txn = migrated.db.begin_read().unwrap();
+        assert!(matches!(txn.open_table(TLOG_NODES), Err(redb::TableError::TableDoesNotExist(_))), "the one-per-row table is gone");
+        assert!(matches!(txn.open_table(TLOG_LEAVES), Err(redb::TableError::TableDoesNotExist(_))), "the one-per-row table is gone");
+        let leaf_rows = txn.open_table(TLOG_LEAF_BUCKETS).unwrap().len().unwrap();
+        assert!(leaf_rows * 8 < size_before, "{leaf_rows} rows for {size_before} leaves");
+        let rows = txn.open_table(TLOG_NODE_BUCKETS).unwrap().len().unwrap();
+        assert!(node_rows > MIGRATION_ROWS_PER_TRANSACTION as u64 && size_before > NODES_PER_BUCKET);
+        assert!(rows < 16, "{rows} rows for {node_rows} nodes");
+        drop(txn);
+        // Every root and proof of every size is the one layout 2 gave.
+        for size in 1..=size_before {
+            assert_eq!(migrated.tlog_root(size).unwrap(), fresh.tlog_root(size).unwrap());
+            for leaf in (0..size).step_by(5).chain([size - 1]) {
+                assert_eq!(migrated.tlog_inclusion(leaf, size).unwrap(), fresh.tlog_inclusion(leaf, size).unwrap());
+            }
+            assert_eq!(migrated.tlog_consistency(1, size).unwrap(), fresh.tlog_consistency(1, size).unwrap());
+        }
+        // A layout 2 backup restores, then migrates, to the same state.
+        let restored = StateStore::open(&dir.path().join("restored.redb")).unwrap();
+        restored.restore_backup(&backup).unwrap();
+        assert_eq!(restored.digest().unwrap().1, fresh.digest().unwrap().1);
+        assert_eq!(restored.tlog_head().unwrap(), (size_before, root_before));
+        // Past the retention, the same entry strips the private fields on both.
+        let later = envelope("later", 1_000 + REQUEST_DETAILS_RETENTION_SECONDS + 1, Command::Audit(AuditEvent::ClusterChanged { change: "none".into() }));
+        for store in [&migrated, &fresh] {
+            let next = store.applied().unwrap() + 1;
+            store.apply_batch(&[Entry { index: next, term: 1, data: later.clone() }]).unwrap();
+            let (_, outcome) = store.request_outcome(&actor, "archive", &[3; 32]).unwrap().unwrap();
+            assert_eq!(outcome, Outcome::Dossier(Dossier { private_fields: Vec::new(), ..archived.clone() }));
+        }
+        assert_eq!(migrated.digest().unwrap().1, fresh.digest().unwrap().1);
+    }
+
+    #[test]
+    fn leaves_fill_a_row_until_the_next_would_not_fit_and_read_back_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        let sizes = [5_000usize, 10, 10, 4_000, 3, 0, 4_060];
+        let leaves: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(index, &size)| vec![index as u8; size]).collect();
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(TLOG_LEAF_BUCKETS).unwrap();
+            append_to_leaf_rows(&mut table, 0, &leaves[0]).unwrap();
+            append_leaves_to_rows(&mut table, (1..4).map(|index| (index as u64, leaves[index].as_slice()))).unwrap();
+            for index in 4..leaves.len() {
+                append_to_leaf_rows(&mut table, index as u64, &leaves[index]).unwrap();
+            }
+            // Only the next leaf may be appended.
+            assert!(append_to_leaf_rows(&mut table, 9, b"gap").is_err());
+            assert!(append_to_leaf_rows(&mut table, 3, b"again").is_err());
+            let rows: Vec<(u64, usize)> = table.iter().unwrap().map(|row| row.unwrap()).map(|(first, row)| (first.value(), row.value().len())).collect();
+            // A leaf larger than a row has one to itself; the others share rows of at most
+            // LEAF_ROW_BYTES_MAX bytes.
+            assert_eq!(rows, vec![(0, 5_004), (1, 14 + 14 + 4_004 + 7 + 4), (6, 4_064)]);
+        }
+        txn.commit().unwrap();
+        let txn = store.db.begin_read().unwrap();
+        let read = Leaves::open(&txn).unwrap();
+        for (index, leaf) in leaves.iter().enumerate() {
+            assert_eq!(read.stored(index as u64).unwrap().as_ref(), Some(leaf));
+        }
+        assert_eq!(read.stored(leaves.len() as u64).unwrap(), None);
+        let range = read.stored_range(2, 6).unwrap();
+        assert_eq!(range, (2..6).map(|index| (index as u64, leaves[index].clone())).collect::<Vec<_>>());
+        assert!(read.stored_range(4, 4).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_layout_1_backup_restores_and_migrates_and_a_current_one_restores_as_it_is() {
         let data = commands(3);
         let dir = tempfile::tempdir().unwrap();
         let old = StateStore::open(&dir.path().join("old.redb")).unwrap();
         layout_1::with(|| apply_all(&old, &data));
-        let mut backup = old.backup_snapshot().unwrap().bytes.to_vec();
-        backup[0] = 4;
+        let backup = backup_of_layout_1_or_2(&old, 4);
         let restored = StateStore::open(&dir.path().join("restored.redb")).unwrap();
         restored.restore_backup(&backup).unwrap();
         let fresh = StateStore::open(&dir.path().join("fresh.redb")).unwrap();

@@ -30,8 +30,9 @@ use super::*;
 
 /// Version of the streamed Raft snapshot. Versions up to 4 were one whole-state record
 /// (still the backup format); version 5 is a stream of records; version 6 is the same
-/// stream of records in the layout of issue 16 (each record stored once, `state::packing`).
-pub(super) const SNAPSHOT_VERSION: u8 = 6;
+/// stream of records in the layout of issue 16 (each record stored once, `state::packing`);
+/// version 7 streams the log's leaves and nodes as rows of many (record layout 3).
+pub(super) const SNAPSHOT_VERSION: u8 = 7;
 
 const TAG_HEADER: u8 = 0;
 /// Piece size of [`StateStore::streamed_digest`].
@@ -48,8 +49,12 @@ const STAGING_CERTIFICATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::n
 const STAGING_CERTIFICATIONS_BY_DOCUMENT: MultimapTableDefinition<&[u8], &[u8]> =
     MultimapTableDefinition::new("staging.certifications_by_document");
 const STAGING_BLOBS: TableDefinition<&[u8], u64> = TableDefinition::new("staging.blobs");
-const STAGING_TLOG_NODES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("staging.tlog_nodes");
-const STAGING_TLOG_LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("staging.tlog_leaves");
+const STAGING_TLOG_NODE_BUCKETS: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("staging.tlog_node_buckets");
+/// Staged log nodes of an earlier release (one to a row): deleted when a transfer starts.
+const STAGING_TLOG_NODES_LAYOUT_2: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("staging.tlog_nodes");
+const STAGING_TLOG_LEAF_BUCKETS: TableDefinition<u64, &[u8]> = TableDefinition::new("staging.tlog_leaf_buckets");
+/// Staged log leaves of an earlier release (one to a row): deleted when a transfer starts.
+const STAGING_TLOG_LEAVES_LAYOUT_2: TableDefinition<u64, &[u8]> = TableDefinition::new("staging.tlog_leaves");
 const STAGING_CERTIFICATION_LEAVES: TableDefinition<&[u8], u64> = TableDefinition::new("staging.certification_leaves");
 const STAGING_SECURITY: TableDefinition<&str, &[u8]> = TableDefinition::new("staging.security");
 const STAGING_REGISTER: TableDefinition<&str, &[u8]> = TableDefinition::new("staging.register");
@@ -163,8 +168,8 @@ impl SnapshotSource for StoreSnapshotSource {
             }
         }
         read_table(&txn, BLOBS, 6, &mut out)?;
-        read_table(&txn, TLOG_NODES, 7, &mut out)?;
-        read_table(&txn, TLOG_LEAVES, 8, &mut out)?;
+        read_table(&txn, TLOG_NODE_BUCKETS, 7, &mut out)?;
+        read_table(&txn, TLOG_LEAF_BUCKETS, 8, &mut out)?;
         read_table(&txn, CERTIFICATION_LEAVES, 9, &mut out)?;
         read_table(&txn, SECURITY, 10, &mut out)?;
         read_table(&txn, REGISTER, 11, &mut out)?;
@@ -252,8 +257,8 @@ fn insert_run(txn: &WriteTransaction, tag: u8, run: &[Record]) -> Result<(), Sta
             Ok(())
         }
         6 => insert_all(txn, STAGING_BLOBS, false, run),
-        7 => insert_all(txn, STAGING_TLOG_NODES, false, run),
-        8 => insert_all(txn, STAGING_TLOG_LEAVES, false, run),
+        7 => insert_all(txn, STAGING_TLOG_NODE_BUCKETS, false, run),
+        8 => insert_all(txn, STAGING_TLOG_LEAF_BUCKETS, false, run),
         9 => insert_all(txn, STAGING_CERTIFICATION_LEAVES, false, run),
         10 => insert_all(txn, STAGING_SECURITY, true, run),
         11 => insert_all(txn, STAGING_REGISTER, true, run),
@@ -286,10 +291,12 @@ fn reset_staging(txn: &WriteTransaction, index: u64) -> Result<(), StateError> {
     }
     txn.delete_multimap_table(STAGING_CERTIFICATIONS_BY_DOCUMENT)?;
     txn.open_multimap_table(STAGING_CERTIFICATIONS_BY_DOCUMENT)?;
-    txn.delete_table(STAGING_TLOG_NODES)?;
-    txn.open_table(STAGING_TLOG_NODES)?;
-    txn.delete_table(STAGING_TLOG_LEAVES)?;
-    txn.open_table(STAGING_TLOG_LEAVES)?;
+    txn.delete_table(STAGING_TLOG_NODES_LAYOUT_2)?;
+    txn.delete_table(STAGING_TLOG_NODE_BUCKETS)?;
+    txn.open_table(STAGING_TLOG_NODE_BUCKETS)?;
+    txn.delete_table(STAGING_TLOG_LEAVES_LAYOUT_2)?;
+    txn.delete_table(STAGING_TLOG_LEAF_BUCKETS)?;
+    txn.open_table(STAGING_TLOG_LEAF_BUCKETS)?;
     txn.delete_table(STAGING_STATISTICS)?;
     txn.open_table(STAGING_STATISTICS)?;
     let mut meta = txn.open_table(META)?;
@@ -319,10 +326,14 @@ fn swap_in_staged_tables(txn: &WriteTransaction) -> Result<(), StateError> {
     }
     txn.delete_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
     txn.rename_multimap_table(STAGING_CERTIFICATIONS_BY_DOCUMENT, CERTIFICATIONS_BY_DOCUMENT)?;
+    // A store migrated from layout 2 has no TLOG_NODES left; one interrupted mid-migration
+    // is replaced whole.
     txn.delete_table(TLOG_NODES)?;
-    txn.rename_table(STAGING_TLOG_NODES, TLOG_NODES)?;
+    txn.delete_table(TLOG_NODE_BUCKETS)?;
+    txn.rename_table(STAGING_TLOG_NODE_BUCKETS, TLOG_NODE_BUCKETS)?;
     txn.delete_table(TLOG_LEAVES)?;
-    txn.rename_table(STAGING_TLOG_LEAVES, TLOG_LEAVES)?;
+    txn.delete_table(TLOG_LEAF_BUCKETS)?;
+    txn.rename_table(STAGING_TLOG_LEAF_BUCKETS, TLOG_LEAF_BUCKETS)?;
     txn.delete_table(STATISTICS)?;
     txn.rename_table(STAGING_STATISTICS, STATISTICS)?;
     Ok(())
