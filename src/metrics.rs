@@ -102,6 +102,19 @@ pub fn record_verification(channel: Channel, outcome: &'static str) {
     VERIFICATIONS.with_label_values(&[channel, outcome]).inc();
 }
 
+static STATE_REPAIR_MILLISECONDS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "kyso_state_repair_on_open_milliseconds",
+        "How long redb repaired state.redb when this process opened it (0: it had been closed cleanly)"
+    )
+    .expect("registered once")
+});
+
+/// Records how long opening the state store spent repairing it (`None`: no repair).
+pub fn record_state_repair(took: Option<Duration>) {
+    STATE_REPAIR_MILLISECONDS.set(took.map_or(0, |took| i64::try_from(took.as_millis()).unwrap_or(i64::MAX).max(1)));
+}
+
 pub fn record_key_unseal() {
     KEY_UNSEALS.inc();
 }
@@ -129,6 +142,7 @@ pub fn register() {
     }
     LazyLock::force(&ARCHIVE_BLOBS_WRITTEN);
     LazyLock::force(&ARCHIVE_BYTES_WRITTEN);
+    LazyLock::force(&STATE_REPAIR_MILLISECONDS);
     for gauge in [&RAFT_TERM, &RAFT_LEADER, &RAFT_IS_LEADER, &RAFT_COMMIT, &RAFT_APPLIED, &RAFT_PROPOSALS_IN_FLIGHT] {
         LazyLock::force(gauge);
     }

@@ -77,6 +77,7 @@ impl Node {
         prepare_data_dir(&config.data_dir)?;
         check_private_key_files(config)?;
         let mut state = StateStore::open_with_cache(&config.data_dir.join("state.redb"), config.limits.state_cache_size_bytes_max)?;
+        crate::metrics::record_state_repair(state.repaired_on_open());
         if crate::fault::skips_fsync(crate::fault::Durable::State) {
             state = state.without_fsync();
         }

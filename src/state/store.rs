@@ -194,6 +194,37 @@ impl<E: Into<redb::Error>> From<E> for StateError {
     }
 }
 
+/// Logs redb's repair of a file that was not closed cleanly, at most every tenth of the
+/// way, so that an operator waiting for a large node to start sees why and how far along
+/// it is (the node serves nothing until the store is open).
+struct RepairLog {
+    path: String,
+    /// Whether the file existed before this open: a new one is never logged.
+    existed: bool,
+    /// The last tenth logged, plus one; 0 while no repair ran.
+    logged: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RepairLog {
+    fn new(path: &Path, existed: bool) -> RepairLog {
+        RepairLog { path: path.display().to_string(), existed, logged: Default::default() }
+    }
+
+    fn callback(&self) -> impl Fn(&mut redb::RepairSession) + 'static {
+        let (path, existed, logged) = (self.path.clone(), self.existed, self.logged.clone());
+        move |session: &mut redb::RepairSession| {
+            let tenth = (session.progress().clamp(0.0, 1.0) * 10.0) as u64 + 1;
+            if logged.fetch_max(tenth, std::sync::atomic::Ordering::Relaxed) < tenth && existed {
+                tracing::warn!(path = %path, percent = (tenth - 1) * 10, "repairing the state store after an unclean shutdown: redb walks the whole file before the node can serve");
+            }
+        }
+    }
+
+    fn happened(&self) -> bool {
+        self.logged.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+}
+
 /// redb's own default read cache.
 pub const DEFAULT_CACHE_SIZE_BYTES: usize = 1024 * 1024 * 1024;
 
@@ -204,6 +235,9 @@ pub struct StateStore {
     staging: std::sync::Arc<std::sync::Mutex<snapshot::StagingState>>,
     /// TEST ONLY: commit without fsync (see `crate::fault::skips_fsync`).
     skip_fsync: bool,
+    /// How long redb repaired the file on open, when it was not closed cleanly (a crash
+    /// or a power loss): it walks the whole file, so this grows with the state.
+    repaired_on_open: Option<std::time::Duration>,
 }
 
 impl StateStore {
@@ -216,7 +250,16 @@ impl StateStore {
     /// Opens (or creates) the store; redb's page cache holds at most `cache_size_bytes`,
     /// which bounds the node's memory however many records the store holds.
     pub fn open_with_cache(path: &Path, cache_size_bytes: usize) -> Result<StateStore, StateError> {
-        let db = redb::Builder::new().set_cache_size(cache_size_bytes).create(path)?;
+        let existed = std::fs::metadata(path).is_ok_and(|metadata| metadata.len() > 0);
+        let repair = RepairLog::new(path, existed);
+        let opened_at = std::time::Instant::now();
+        let db = redb::Builder::new().set_cache_size(cache_size_bytes).set_repair_callback(repair.callback()).create(path)?;
+        // redb takes a file it has just created for one that needs repairing (it has no
+        // saved allocator state yet); only a file that existed was left unclean.
+        let repaired_on_open = (existed && repair.happened()).then(|| opened_at.elapsed());
+        if let Some(took) = repaired_on_open {
+            tracing::warn!(path = %path.display(), seconds = took.as_secs_f64(), "the state store was not closed cleanly (crash or power loss); redb checked and repaired it on open");
+        }
         let txn = db.begin_write()?;
         {
             txn.open_table(META)?;
@@ -245,7 +288,7 @@ impl StateStore {
             }
         }
         txn.commit()?;
-        let store = StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false };
+        let store = StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false, repaired_on_open };
         store.migrate_record_layout()?;
         store.index_derived_tables()?;
         Ok(store)
@@ -894,6 +937,12 @@ impl StateStore {
     }
 
     // ----- apply ---------------------------------------------------------------------
+
+    /// How long redb repaired the file when this store was opened, if it was not closed
+    /// cleanly.
+    pub fn repaired_on_open(&self) -> Option<std::time::Duration> {
+        self.repaired_on_open
+    }
 
     /// TEST ONLY (power-loss tests prove they catch it): commit applies without fsync.
     pub fn without_fsync(mut self) -> Self {
