@@ -130,6 +130,10 @@ pub enum CmsError {
     /// The content's digest differs from the message-digest attribute.
     #[error("the document does not match the signature: it was changed after signing, or the signature belongs to another document")]
     DigestMismatch,
+    /// [`Covered::Sha256`] given for a signer whose digest is not SHA-256 (Ed25519): the
+    /// caller must pass the content itself.
+    #[error("this signer's digest is not SHA-256: sign and verify over the content")]
+    DigestNotSha256,
     /// No certificate in the CMS matches the signer's issuer and serial number.
     #[error("the signer's certificate is not included in the signature")]
     SignerCertificateNotFound,
@@ -341,7 +345,7 @@ impl Covered<'_> {
         match self {
             Covered::Parts(parts) => Ok(digest_parts(algorithm, parts).as_ref().to_vec()),
             Covered::Sha256(sha256) if algorithm == &digest::SHA256 => Ok(sha256.to_vec()),
-            Covered::Sha256(_) => Err(CmsError::Malformed("this signer's digest is not SHA-256: sign and verify over the content".into())),
+            Covered::Sha256(_) => Err(CmsError::DigestNotSha256),
         }
     }
 }
@@ -1296,7 +1300,9 @@ mod tests {
         assert!(!digests_with_sha256(KeyAlgorithm::Ed25519), "Ed25519 signs SHA-512 digests");
         let chain = test_chain(KeyAlgorithm::Ed25519);
         let key = chain.leaf.signing_key().expect("leaf key");
-        assert!(sign_detached_covered(Covered::Sha256(&sha256), NOW_UNIX, &chain.chain_der(), &key, RsaPadding::Pkcs1v15).is_err());
+        assert!(matches!(sign_detached_covered(Covered::Sha256(&sha256), NOW_UNIX, &chain.chain_der(), &key, RsaPadding::Pkcs1v15), Err(CmsError::DigestNotSha256)));
+        let over_bytes = sign(&chain, DOCUMENT, NOW_UNIX);
+        assert!(matches!(verify_detached_covered(&over_bytes, Covered::Sha256(&sha256)), Err(CmsError::DigestNotSha256)), "verify says to pass the content");
     }
 
     #[test]

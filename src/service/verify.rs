@@ -115,7 +115,7 @@ impl<P: Proposer> Kyso<P> {
     /// token's signature then fails at once on its message-digest, without hashing the scan.
     async fn check_signature(&self, certification: &Certification, scan: &[u8]) -> Result<Result<(), String>, ServiceError> {
         let over_scan = match crypto::cms::verify_detached_covered(&certification.cms_der, Covered::Sha256(&certification.document_sha256.0)) {
-            Err(crypto::CmsError::Malformed(_)) => crypto::verify_detached(&certification.cms_der, scan),
+            Err(crypto::CmsError::DigestNotSha256) => crypto::verify_detached(&certification.cms_der, scan),
             checked => checked,
         }
         .map(drop)
