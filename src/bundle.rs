@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{self, TrustAnchors};
 use crate::domain::Sha256;
 use crate::state::{LogEvent, LogLeaf};
+use crate::pdf::PERFORMER_FIELD_NAME;
 use crate::tlog::{self, LogVerifier};
 
 pub const BUNDLE_FORMAT: &str = "kyso-bundle/v1";
@@ -128,9 +129,10 @@ pub fn verify_bundle(
     let actual = Sha256::digest(content);
     let mismatch = || BundleError::DocumentMismatch { expected: bundle.document_sha256.clone(), actual: actual.to_hex() };
     let document = Sha256::from_hex(&bundle.document_sha256).ok_or_else(|| BundleError::Malformed(format!("document_sha256 {:?} is not 64 hex digits", bundle.document_sha256)))?;
+    let delivered: Vec<Option<Sha256>> = bundle.certifications.iter().map(delivered_pdf_of).collect();
     let held = if actual == document {
         Held::Document
-    } else if bundle.certifications.iter().any(|item| delivered_pdf_of(item) == Some(actual)) {
+    } else if delivered.contains(&Some(actual)) {
         Held::DeliveredPdf
     } else {
         return Err(mismatch());
@@ -140,8 +142,9 @@ pub fn verify_bundle(
     bundle
         .certifications
         .iter()
-        .filter(|item| held == Held::Document || delivered_pdf_of(item) == Some(actual))
-        .map(|item| {
+        .zip(&delivered)
+        .filter(|(_, pdf)| held == Held::Document || **pdf == Some(actual))
+        .map(|(item, _)| {
             check_one(item, &document, content, held, trust, log_key)
                 .map_err(|reason| BundleError::Certification { code: item.lookup_code.clone(), reason })
         })
@@ -177,17 +180,14 @@ fn check_cms(cms: &[u8], content: &[u8], held: Held, has_pdf: bool) -> Result<Ve
             let (_, ranges) = signed
                 .iter()
                 .find(|(_, ranges)| ranges.cms_der == cms)
-                .or_else(|| signed.iter().find(|(field, _)| field.field_name == PERFORMER_FIELD))
-                .ok_or_else(|| format!("the certified pdf has no {PERFORMER_FIELD} signature"))?;
+                .or_else(|| signed.iter().find(|(field, _)| field.field_name == PERFORMER_FIELD_NAME))
+                .ok_or_else(|| format!("the certified pdf has no {PERFORMER_FIELD_NAME} signature"))?;
             crypto::verify_detached_parts(&ranges.cms_der, &ranges.parts(content))
                 .map(|verified| verified.signer_cert_der)
-                .map_err(|error| format!("the certified pdf's {PERFORMER_FIELD} signature does not verify: {error}"))
+                .map_err(|error| format!("the certified pdf's {PERFORMER_FIELD_NAME} signature does not verify: {error}"))
         }
     }
 }
-
-/// The signature field of the performer in a certified PDF kyso delivers.
-const PERFORMER_FIELD: &str = "kyso-performer";
 
 fn decode_base64(field: &str, text: &str) -> Result<Vec<u8>, String> {
     BASE64.decode(text).map_err(|error| format!("{field} is not base64: {error}"))

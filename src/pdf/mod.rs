@@ -28,6 +28,12 @@ pub use dss::{append_dss, ValidationData};
 pub use sign::{prepare_signature, PreparedSignature, SignatureFields};
 pub use signatures::{check_signatures, read_signatures, signature_ranges, SignatureCheck, SignatureDefect, PDF_SIGNATURES_COUNT_MAX};
 
+/// The signature field of the performer in a certified PDF kyso delivers (the first
+/// signature; the agency's seal, when there is one, follows in `AGENCY_FIELD_NAME`).
+pub const PERFORMER_FIELD_NAME: &str = "kyso-performer";
+/// The signature field of the agency's seal.
+pub const AGENCY_FIELD_NAME: &str = "kyso-agency";
+
 /// The largest PDF kyso reads, in bytes. The parser holds the whole file in memory (and
 /// its objects once more), so this bounds a certification's memory.
 pub const PDF_SIZE_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -256,7 +256,7 @@ impl<P: Proposer> Kyso<P> {
     /// Adds the agency's signature after the performer's, when the agency has a seal.
     pub(crate) async fn seal_by_agency(&self, signed: Vec<u8>, agency_name: &str, signed_at_unix: i64, agency: Option<ChainAndKey>) -> Result<Vec<u8>, ServiceError> {
         match agency {
-            Some(agency) => self.sign_once(signed, signature_fields("kyso-agency", agency_name, "Cơ quan thực hiện chứng thực", signed_at_unix), agency).await,
+            Some(agency) => self.sign_once(signed, signature_fields(pdf::AGENCY_FIELD_NAME, agency_name, "Cơ quan thực hiện chứng thực", signed_at_unix), agency).await,
             None => Ok(signed),
         }
     }
@@ -299,7 +299,7 @@ pub(crate) fn with_validation_data(unsigned: Vec<u8>, validation: Option<pdf::Va
 
 /// The performer's signature fields; the capacity is set by the caller.
 pub(crate) fn performer_fields(performer_name: &str, signed_at_unix: i64) -> SignatureFields {
-    signature_fields("kyso-performer", performer_name, "Người thực hiện chứng thực", signed_at_unix)
+    signature_fields(pdf::PERFORMER_FIELD_NAME, performer_name, "Người thực hiện chứng thực", signed_at_unix)
 }
 
 /// The fields of one signature; its capacity is set by `sign_once`.
