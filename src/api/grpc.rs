@@ -437,10 +437,11 @@ impl<P: Proposer> pb::signing_service_server::SigningService for GrpcApi<P> {
         if request.crl.len() > limit {
             return Err(Status::invalid_argument(format!("crl is {} bytes; the limit is {limit}", request.crl.len())));
         }
-        let revoked = self.bounded(self.kyso.import_crl(&caller, &request.request_id, &request.crl)).await?;
-        let embedded_in_certified_pdfs =
-            crate::crypto::crl::crl_der(&request.crl).is_ok_and(|der| der.len() <= crate::domain::KEPT_CRL_SIZE_BYTES_MAX);
-        Ok(Response::new(pb::ImportCrlResponse { revoked: revoked.iter().map(convert::signer_revocation_to_proto).collect(), embedded_in_certified_pdfs }))
+        let imported = self.bounded(self.kyso.import_crl(&caller, &request.request_id, &request.crl)).await?;
+        Ok(Response::new(pb::ImportCrlResponse {
+            revoked: imported.revoked.iter().map(convert::signer_revocation_to_proto).collect(),
+            embedded_in_certified_pdfs: imported.embedded_in_certified_pdfs,
+        }))
     }
 
     #[tracing::instrument(skip_all)]

@@ -53,14 +53,16 @@ impl<P: Proposer> Kyso<P> {
 
     /// Imports a CRL: its signature must verify with a trust anchor or with a CA
     /// certificate of a registered signer's validated chain; every registered signer whose
-    /// certificate it lists is recorded revoked from the entry's revocation date on.
+    /// certificate it lists is recorded revoked from the entry's revocation date on. A CRL
+    /// of at most [`KEPT_CRL_SIZE_BYTES_MAX`] is also kept for certified PDFs' DSS.
     #[tracing::instrument(skip(self, caller, crl), fields(request_id = %request_id))]
-    pub async fn import_crl(&self, caller: &Caller, request_id: &str, crl: &[u8]) -> Result<Vec<SignerRevocation>, ServiceError> {
+    pub async fn import_crl(&self, caller: &Caller, request_id: &str, crl: &[u8]) -> Result<ImportedCrl, ServiceError> {
         require_role(caller, Role::Admin, "importing a crl")?;
         validate::request_id(request_id)?;
         let request_fingerprint = fingerprint(&[b"import-crl", crl]);
         if let Some(outcome) = self.earlier_outcome(&caller.actor, request_id, &request_fingerprint).await? {
-            return expect_revocations(outcome);
+            let embedded_in_certified_pdfs = crypto::crl::crl_der(crl).is_ok_and(|der| kept_for_certified_pdfs(der.len()));
+            return Ok(ImportedCrl { revoked: expect_revocations(outcome)?, embedded_in_certified_pdfs });
         }
         let signers = self.state.signers()?;
         let mut issuers: Vec<Vec<u8>> = self.trust.certificates_der().to_vec();
@@ -92,13 +94,15 @@ impl<P: Proposer> Kyso<P> {
                 })
             })
             .collect();
-        let kept = (verified.der.len() <= KEPT_CRL_SIZE_BYTES_MAX).then(|| KeptCrl {
+        let embedded_in_certified_pdfs = kept_for_certified_pdfs(verified.der.len());
+        let kept = embedded_in_certified_pdfs.then(|| KeptCrl {
             issuer_name_sha256: Sha256::digest(&verified.issuer_der),
             this_update_unix: verified.this_update_unix,
             der: verified.der,
         });
         let command = Command::ImportCrl { crl_sha256, issuer: verified.issuer, revocations, kept };
-        expect_revocations(self.propose(&caller.actor, request_id, request_fingerprint, command).await?)
+        let revoked = expect_revocations(self.propose(&caller.actor, request_id, request_fingerprint, command).await?)?;
+        Ok(ImportedCrl { revoked, embedded_in_certified_pdfs })
     }
 
     /// Clears a signer's wrong-PIN count. The admin still cannot sign: that needs the PIN.
@@ -187,6 +191,21 @@ fn expect_principal(outcome: Outcome) -> Result<Principal, ServiceError> {
         Outcome::Rejected(rejection) => Err(rejection.into()),
         other => Err(ServiceError::Internal(format!("unexpected outcome: {other:?}"))),
     }
+}
+
+/// What an imported CRL did.
+#[derive(Debug, Clone)]
+pub struct ImportedCrl {
+    /// The registered signers it newly revoked.
+    pub revoked: Vec<SignerRevocation>,
+    /// Whether it is small enough to be kept for certified PDFs (unless a newer CRL of its
+    /// issuer is kept already).
+    pub embedded_in_certified_pdfs: bool,
+}
+
+/// Whether a CRL whose DER is `der_bytes` long is kept for certified PDFs' DSS.
+fn kept_for_certified_pdfs(der_bytes: usize) -> bool {
+    der_bytes <= KEPT_CRL_SIZE_BYTES_MAX
 }
 
 fn expect_revocations(outcome: Outcome) -> Result<Vec<SignerRevocation>, ServiceError> {
