@@ -244,7 +244,7 @@ fn grpcurl_lists_services_through_reflection() {
 
 /// A node killed without a clean stop leaves state.redb needing redb's repair, which walks
 /// the whole file before the node serves (105.7 s at 7.13 M records: BENCHMARKS.md); the
-/// next start measures it, logs it, and reports it in
+/// next start logs its progress and its end, and reports it in
 /// `kyso_state_repair_on_open_milliseconds`. A clean stop leaves nothing to repair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_after_a_kill_reports_the_state_repair_and_a_start_after_a_clean_stop_does_not() {
@@ -259,7 +259,42 @@ async fn a_start_after_a_kill_reports_the_state_repair_and_a_start_after_a_clean
     };
     assert_eq!(repair(http_get(&format!("http://{metrics_addr}/metrics")).await), 0, "a fresh store needs no repair");
 
+    // A start after a kill, its log read: the repair's progress and its end. That process
+    // is killed as well, so the store is unclean again for the next start.
     node.kill();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
+        .args(["node", "--config"])
+        .arg(&node.config_path)
+        .env("KYSO_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kyso node");
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in stderr.lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut log = Vec::new();
+    while !log.iter().any(|line: &String| line.contains("redb checked and repaired it on open")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match received.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = log.join("\n");
+    assert!(log.contains("repairing the state store after an unclean shutdown"), "the repair's progress is logged:\n{log}");
+    assert!(log.contains("redb checked and repaired it on open"), "its end is logged:\n{log}");
+
     node.start_again();
     assert!(repair(http_get(&format!("http://{metrics_addr}/metrics")).await) > 0, "a killed node's store is repaired on the next open");
 
