@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::BufRead as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -184,23 +183,7 @@ fn json_log_format_writes_one_json_object_a_line() {
     let ca = TestPki::new(&dir.path().join("pki"));
     let mut node = TestNode::start_with(&dir.path().join("node"), &ca.ca_pem_path, "[observability]\nlog_format = \"json\"\n", "");
     node.stop();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
-        .args(["node", "--config"])
-        .arg(&node.config_path)
-        .env("KYSO_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (sender, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, received) = spawn_node_reading_log(&node.config_path, "info");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines = Vec::new();
     let mut terminated = false;

@@ -262,24 +262,7 @@ async fn a_start_after_a_kill_reports_the_state_repair_and_a_start_after_a_clean
     // A start after a kill, its log read: the repair's progress and its end. That process
     // is killed as well, so the store is unclean again for the next start.
     node.kill();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
-        .args(["node", "--config"])
-        .arg(&node.config_path)
-        .env("KYSO_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start kyso node");
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let (sender, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in stderr.lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, received) = spawn_node_reading_log(&node.config_path, "warn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut log = Vec::new();
     while !log.iter().any(|line: &String| line.contains("redb checked and repaired it on open")) {

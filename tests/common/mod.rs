@@ -916,3 +916,26 @@ pub fn token_prepare_request(agency: &str, scan: &[u8], signer_id: &str) -> pb::
         dossier_id: String::new(),
     }
 }
+
+/// Starts `kyso node` on `config_path` at log level `level`, its stdout discarded, and
+/// returns the process with a channel of its stderr lines (disconnected once it exits).
+pub fn spawn_node_reading_log(config_path: &Path, level: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kyso"))
+        .args(["node", "--config"])
+        .arg(config_path)
+        .env("KYSO_LOG", level)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot start the kyso binary");
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, received)
+}
