@@ -290,6 +290,14 @@ pub struct KeptCrl {
     pub der: Vec<u8>,
 }
 
+impl KeptCrl {
+    /// The key a CRL is kept under: SHA-256 of its issuer name's DER, which is also the
+    /// issuer field of every certificate it speaks for.
+    pub fn issuer_key(issuer_name_der: &[u8]) -> Sha256 {
+        Sha256::digest(issuer_name_der)
+    }
+}
+
 /// The largest CRL kept for embedding: every certified PDF whose chain it covers carries
 /// it, so a larger one only revokes (its entries still apply) and is not embedded.
 pub const KEPT_CRL_SIZE_BYTES_MAX: usize = 256 * 1024;

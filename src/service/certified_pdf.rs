@@ -22,7 +22,7 @@ use super::timestamp::StampSource;
 use super::{fingerprint, now_unix, require_role, validate, Kyso, ServiceError};
 use crate::crypto::{self, SigningKey};
 use crate::access::{Caller, Role};
-use crate::domain::{AgencySeal, Certification, DeliveredPdf, Sha256, Signer};
+use crate::domain::{AgencySeal, Certification, DeliveredPdf, KeptCrl, Sha256, Signer};
 use crate::state::{Command, Outcome};
 use crate::pdf::{self, Block, BlockPlacement, BlockText, PdfError, ScanFormat, SignatureFields};
 
@@ -244,7 +244,7 @@ impl<P: Proposer> Kyso<P> {
             }
             data.certificates.push(certificate.clone());
             let issuer = crypto::issuer_name_der(certificate).map_err(|error| ServiceError::Internal(format!("a signing chain's certificate cannot be read: {error}")))?;
-            if let Some(kept) = issuer.map(|issuer| self.state.kept_crl(&Sha256::digest(&issuer))).transpose()?.flatten() {
+            if let Some(kept) = issuer.map(|issuer| self.state.kept_crl(&KeptCrl::issuer_key(&issuer))).transpose()?.flatten() {
                 if !data.crls.contains(&kept.der) {
                     data.crls.push(kept.der);
                 }

@@ -96,7 +96,7 @@ impl<P: Proposer> Kyso<P> {
             .collect();
         let embedded_in_certified_pdfs = kept_for_certified_pdfs(verified.der.len());
         let kept = embedded_in_certified_pdfs.then(|| KeptCrl {
-            issuer_name_sha256: Sha256::digest(&verified.issuer_der),
+            issuer_name_sha256: KeptCrl::issuer_key(&verified.issuer_der),
             this_update_unix: verified.this_update_unix,
             der: verified.der,
         });
