@@ -134,18 +134,18 @@ fn literal(packed: &mut Vec<u8>, bytes: &[u8]) {
 /// `reference_index`): a greedy, deterministic match of each position against the first
 /// place in the reference where the same [`WINDOW_BYTES`] bytes start.
 pub fn delta_leaf(leaf: &[u8], reference_index: u64, reference: &[u8]) -> Vec<u8> {
-    let mut first_at: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
-    if reference.len() >= WINDOW_BYTES {
-        for start in 0..=reference.len() - WINDOW_BYTES {
-            first_at.entry(&reference[start..start + WINDOW_BYTES]).or_insert(start);
-        }
+    let starts = reference.len().saturating_sub(WINDOW_BYTES - 1);
+    let mut first_at: std::collections::HashMap<u64, usize, WindowHash> =
+        std::collections::HashMap::with_capacity_and_hasher(starts, WindowHash);
+    for start in 0..starts {
+        first_at.entry(window(&reference[start..])).or_insert(start);
     }
     let mut delta = Vec::with_capacity(leaf.len() / 2);
     delta.push(DELTA_LEAF);
     delta.extend_from_slice(&reference_index.to_be_bytes());
     let (mut position, mut literal_from) = (0, 0);
     while position + WINDOW_BYTES <= leaf.len() {
-        let matched = first_at.get(&leaf[position..position + WINDOW_BYTES]).map(|&at| {
+        let matched = first_at.get(&window(&leaf[position..])).map(|&at| {
             let length = leaf[position..].iter().zip(&reference[at..]).take_while(|(a, b)| a == b).count();
             (at, length)
         });
@@ -163,6 +163,48 @@ pub fn delta_leaf(leaf: &[u8], reference_index: u64, reference: &[u8]) -> Vec<u8
     }
     literal(&mut delta, &leaf[literal_from..]);
     delta
+}
+
+/// The [`WINDOW_BYTES`] bytes at the start of `bytes` (which holds at least as many) as one
+/// key.
+fn window(bytes: &[u8]) -> u64 {
+    let mut key = [0; WINDOW_BYTES];
+    key.copy_from_slice(&bytes[..WINDOW_BYTES]);
+    u64::from_le_bytes(key)
+}
+
+/// Hashes a window key with one widening multiplication, folded (as foldhash and
+/// rustc-hash do): [`delta_leaf`] indexes every window of the reference on each
+/// certification, inside the Raft apply, where SipHash took 6 % of a node's time. Which
+/// hash is used never shows in the output: the map only answers "where does this window
+/// first start".
+#[derive(Clone, Copy, Default)]
+struct WindowHash;
+
+impl std::hash::BuildHasher for WindowHash {
+    type Hasher = WindowHasher;
+    fn build_hasher(&self) -> WindowHasher {
+        WindowHasher(0)
+    }
+}
+
+struct WindowHasher(u64);
+
+impl std::hash::Hasher for WindowHasher {
+    fn finish(&self) -> u64 {
+        let product = u128::from(self.0) * u128::from(0x9E37_79B9_7F4A_7C15u64);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// The leaf's own bytes from its stored form; `certificate` fetches a shared certificate,
@@ -271,6 +313,60 @@ mod tests {
         assert!(error.contains("not stored"), "{error}");
         let error = unpack_leaf(&packed[..packed.len() - 3], |_| Ok(Some(vec![0x30; 200])), |_| Ok(None), |e: String| e).unwrap_err();
         assert!(error.contains("ends inside"), "{error}");
+    }
+
+    /// The stored form is what replicas of different versions must agree on, so the
+    /// index behind [`delta_leaf`] may change only if its output does not: each position
+    /// is matched against the first start of its window in the reference, found here by a
+    /// plain scan.
+    #[test]
+    fn a_delta_leaf_matches_each_window_at_its_first_start_in_the_reference() {
+        fn by_scan(leaf: &[u8], reference_index: u64, reference: &[u8]) -> Vec<u8> {
+            let first_at = |window: &[u8]| reference.windows(WINDOW_BYTES).position(|candidate| candidate == window);
+            let mut delta = vec![DELTA_LEAF];
+            delta.extend_from_slice(&reference_index.to_be_bytes());
+            let (mut position, mut literal_from) = (0, 0);
+            while position + WINDOW_BYTES <= leaf.len() {
+                let matched = first_at(&leaf[position..position + WINDOW_BYTES])
+                    .map(|at| (at, leaf[position..].iter().zip(&reference[at..]).take_while(|(a, b)| a == b).count()));
+                match matched {
+                    Some((at, length)) if length >= COPY_MIN_BYTES => {
+                        literal(&mut delta, &leaf[literal_from..position]);
+                        delta.push(SEGMENT_COPY);
+                        delta.extend_from_slice(&(at as u32).to_be_bytes());
+                        delta.extend_from_slice(&(length as u32).to_be_bytes());
+                        position += length;
+                        literal_from = position;
+                    }
+                    _ => position += 1,
+                }
+            }
+            literal(&mut delta, &leaf[literal_from..]);
+            delta
+        }
+        // Repeated windows (first start wins), matches at both ends, short references.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..200 {
+            let alphabet = 2 + next() % 6;
+            let reference: Vec<u8> = (0..next() % 600).map(|_| (next() % alphabet) as u8).collect();
+            let mut leaf = Vec::new();
+            while leaf.len() < 700 {
+                if !reference.is_empty() && next() % 2 == 0 {
+                    let from = (next() as usize) % reference.len();
+                    let to = (from + 1 + (next() as usize) % 80).min(reference.len());
+                    leaf.extend_from_slice(&reference[from..to]);
+                } else {
+                    leaf.push((next() % alphabet) as u8);
+                }
+            }
+            assert_eq!(delta_leaf(&leaf, round, &reference), by_scan(&leaf, round, &reference), "round {round}");
+        }
     }
 
     #[test]
