@@ -22,6 +22,7 @@ use crate::domain::{Certification, CertificationKind, Sha256, Signer, CERTIFICAT
 use crate::lookup::LookupCode;
 use crate::state::{Command, Outcome, Rejection};
 use super::certified_pdf;
+use super::timestamp::StampPlan;
 
 /// Agencies one signer may be registered to.
 pub const SIGNER_AGENCIES_MAX: usize = 32;
@@ -595,19 +596,37 @@ impl<P: Proposer> Kyso<P> {
         key: std::sync::Arc<SigningKey>,
     ) -> Result<Vec<u8>, ServiceError> {
         let by_digest = crypto::cms::digests_with_sha256(key.algorithm());
-        let signing_document = document.clone();
-        let cms = blocking(move || {
-            let covered = if by_digest { Covered::Sha256(&document_sha256.0) } else { Covered::Parts(&[&signing_document]) };
-            crypto::cms::sign_detached_covered(covered, signed_at_unix, &chain_der, &key, crypto::RsaPadding::Pkcs1v15)
-                .map_err(|error| ServiceError::Internal(format!("signing failed: {error}")))
-        })
-        .await?;
-        let cms = self.stamp_cms(cms).await?;
-        blocking(move || {
+        let sign = {
+            let document = document.clone();
+            move || {
+                let covered = if by_digest { Covered::Sha256(&document_sha256.0) } else { Covered::Parts(&[&document]) };
+                crypto::cms::sign_detached_covered(covered, signed_at_unix, &chain_der, &key, crypto::RsaPadding::Pkcs1v15)
+                    .map_err(|error| ServiceError::Internal(format!("signing failed: {error}")))
+            }
+        };
+        let check = move |cms: Vec<u8>| {
             let covered = if by_digest { Covered::Sha256(&document_sha256.0) } else { Covered::Parts(&[&document]) };
             crypto::cms::verify_detached_covered(&cms, covered)
                 .map_err(|error| ServiceError::Internal(format!("fresh signature does not verify: {error}")))?;
             Ok(cms)
+        };
+        let own = match self.stamp_plan()? {
+            StampPlan::None => None,
+            StampPlan::Own(authority, issue) => Some((authority, issue)),
+            StampPlan::Fetch => {
+                let cms = self.stamp_cms(blocking(sign).await?).await?;
+                return blocking(move || check(cms)).await;
+            }
+        };
+        // No network in between: one trip to a blocking thread, not two (each hand-off
+        // between threads showed in the profile of certify).
+        blocking(move || {
+            let cms = sign()?;
+            let cms = match own {
+                Some((authority, issue)) => super::timestamp::stamp_with_own(&authority, cms, issue)?,
+                None => cms,
+            };
+            check(cms)
         })
         .await
     }

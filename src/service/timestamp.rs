@@ -87,13 +87,19 @@ impl<P: Proposer> Kyso<P> {
     pub(crate) async fn stamp_cms(&self, cms_der: Vec<u8>) -> Result<Vec<u8>, ServiceError> {
         let token = match &self.timestamps.source {
             StampSource::None => return Ok(cms_der),
-            StampSource::Own(authority) => {
-                let signature = crypto::signature_value(&cms_der).map_err(|error| ServiceError::Internal(format!("fresh signature does not decode: {error}")))?;
-                authority.stamp_signature(&signature, self.issue()?).map_err(|error| ServiceError::Internal(format!("time stamp failed: {error}")))?
-            }
+            StampSource::Own(authority) => return stamp_with_own(authority, cms_der, self.issue()?),
             StampSource::External { url, client } => self.external_token(url, client, &cms_der).await?,
         };
-        crypto::add_signature_timestamp(&cms_der, &token).map_err(|error| ServiceError::Internal(format!("cannot add the time stamp: {error}")))
+        add_token(&cms_der, &token)
+    }
+
+    /// How a signature made now gets its time stamp, with what only the async side holds.
+    pub(crate) fn stamp_plan(&self) -> Result<StampPlan, ServiceError> {
+        Ok(match &self.timestamps.source {
+            StampSource::None => StampPlan::None,
+            StampSource::Own(authority) => StampPlan::Own(authority.clone(), self.issue()?),
+            StampSource::External { .. } => StampPlan::Fetch,
+        })
     }
 
     async fn external_token(&self, url: &str, client: &reqwest::Client, cms_der: &[u8]) -> Result<Vec<u8>, ServiceError> {
@@ -131,4 +137,25 @@ impl<P: Proposer> Kyso<P> {
         self.random.fill(&mut bytes).map_err(|_| ServiceError::Internal("the system random source failed".into()))?;
         Ok(u64::from_be_bytes(bytes))
     }
+}
+
+/// See [`Kyso::stamp_plan`].
+pub(crate) enum StampPlan {
+    /// No `[tsa]`: the CMS stays as signed.
+    None,
+    /// The own authority, with the serial and time of the token it will issue.
+    Own(Arc<TimeStampAuthority>, Issue),
+    /// Another TSA over HTTP: [`Kyso::stamp_cms`] fetches the token.
+    Fetch,
+}
+
+/// Stamps `cms_der`'s signature with the node's own authority (synchronous: no network).
+pub(crate) fn stamp_with_own(authority: &TimeStampAuthority, cms_der: Vec<u8>, issue: Issue) -> Result<Vec<u8>, ServiceError> {
+    let signature = crypto::signature_value(&cms_der).map_err(|error| ServiceError::Internal(format!("fresh signature does not decode: {error}")))?;
+    let token = authority.stamp_signature(&signature, issue).map_err(|error| ServiceError::Internal(format!("time stamp failed: {error}")))?;
+    add_token(&cms_der, &token)
+}
+
+fn add_token(cms_der: &[u8], token: &[u8]) -> Result<Vec<u8>, ServiceError> {
+    crypto::add_signature_timestamp(cms_der, token).map_err(|error| ServiceError::Internal(format!("cannot add the time stamp: {error}")))
 }
