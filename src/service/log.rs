@@ -110,16 +110,4 @@ impl<P: Proposer> Kyso<P> {
         self.read_barrier().await?;
         Ok(self.state.tlog_entries(start, end)?)
     }
-
-    /// Inclusion proof for a certification at the current size, for verify answers.
-    pub(crate) fn current_inclusion(&self, code: &LookupCode) -> Result<Option<(LogProof, SignedCheckpoint)>, ServiceError> {
-        let Some(leaf_index) = self.state.certification_leaf(code)? else {
-            return Ok(None);
-        };
-        let Some(proof) = self.state.tlog_inclusion(leaf_index, 0)? else {
-            return Ok(None);
-        };
-        let checkpoint = self.sign_checkpoint(proof.tree_size, proof.root)?;
-        Ok(Some((proof, checkpoint)))
-    }
 }

@@ -12,4 +12,4 @@ pub mod store;
 
 pub use command::{Command, CommandEnvelope, Outcome, Rejection};
 pub use leaf::{LogEvent, LogLeaf};
-pub use store::{LogProof, StateError, StateStore};
+pub use store::{LogProof, StateError, StateStore, VerifyRecord};

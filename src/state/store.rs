@@ -170,6 +170,17 @@ fn is_scoped_request_key(key: &str) -> bool {
     key.starts_with("caller ")
 }
 
+/// One certification as a verify reads it ([`StateStore::verify_read`]).
+#[derive(Debug, Clone)]
+pub struct VerifyRecord {
+    pub certification: Certification,
+    /// `None` only if the state is corrupt (a certification names an unknown signer).
+    pub signer: Option<Signer>,
+    pub signer_status: SignerStatus,
+    /// Inclusion at the current tree size; `None` for a record that predates the log.
+    pub proof: Option<LogProof>,
+}
+
 /// A leaf with its audit path to the root of a tree of `tree_size`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogProof {
@@ -718,6 +729,62 @@ impl StateStore {
         records.certification(code.index_key().as_slice())
     }
 
+    /// What a verify of the document `hash` names reads, from one read transaction (one
+    /// consistent view; a verify read six before): the hash of the certified scan (`hash`
+    /// itself, or the scan a delivered PDF with that hash was made from) and, for each of
+    /// its certifications in lookup-key order, its signer, the signer's status and its
+    /// inclusion proof at the current tree size. Each log leaf is read once.
+    pub fn verify_read(&self, hash: &Sha256) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
+        let read_all = |document: &Sha256| -> Result<Vec<(Certification, Option<LeafRead>)>, StateError> {
+            let mut found = Vec::new();
+            for key in index.get(document.0.as_slice())? {
+                let key = key?;
+                let value = records
+                    .table
+                    .get(key.value())?
+                    .ok_or_else(|| StateError::Corrupt(format!("index names a missing certification of {document}")))?;
+                found.push(records.from_value_with_leaf(value.value())?);
+            }
+            Ok(found)
+        };
+        let mut found = read_all(hash)?;
+        let scan = found
+            .iter()
+            .find(|(certification, _)| certification.delivered_pdf.as_ref().is_some_and(|pdf| pdf.sha256 == *hash))
+            .map(|(certification, _)| certification.document_sha256);
+        if let Some(scan) = scan {
+            found = read_all(&scan)?;
+        }
+        let signers = txn.open_table(SIGNERS)?;
+        let mut verified = Vec::with_capacity(found.len());
+        for (certification, leaf) in found {
+            let signer = signers.get(certification.signer_id.as_str())?.map(|value| decode(value.value())).transpose()?;
+            let signer_status = records
+                .security
+                .get(signer_status_key(&certification.signer_id).as_str())?
+                .map(|value| decode(value.value()))
+                .transpose()?
+                .unwrap_or_default();
+            let leaf = match leaf {
+                Some(leaf) => Some(leaf),
+                // A record of layout 1 names its leaf in CERTIFICATION_LEAVES.
+                None => txn
+                    .open_table(CERTIFICATION_LEAVES)?
+                    .get(certification.lookup_code.index_key().as_slice())?
+                    .map(|value| LeafRead { index: value.value(), data: None }),
+            };
+            let proof = match leaf {
+                Some(leaf) => inclusion_in(&txn, leaf.index, 0, leaf.data)?,
+                None => None,
+            };
+            verified.push(VerifyRecord { certification, signer, signer_status, proof });
+        }
+        Ok((scan.unwrap_or(*hash), verified))
+    }
+
     /// Every certification of a document, in lookup-key order.
     pub fn certifications_of(&self, document: &Sha256) -> Result<Vec<Certification>, StateError> {
         let txn = self.db.begin_read()?;
@@ -847,18 +914,7 @@ impl StateStore {
     /// Inclusion proof of a leaf at `tree_size` (0 = current size). `None` if the leaf or
     /// the size is beyond the log.
     pub fn tlog_inclusion(&self, leaf_index: u64, tree_size: u64) -> Result<Option<LogProof>, StateError> {
-        let txn = self.db.begin_read()?;
-        let current = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
-        let tree_size = if tree_size == 0 { current } else { tree_size };
-        if tree_size > current || leaf_index >= tree_size {
-            return Ok(None);
-        }
-        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
-        let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
-        let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
-        let leaf_data = read_leaf(&Leaves::open(&txn)?, &txn.open_table(SECURITY)?, leaf_index)?
-            .ok_or_else(|| StateError::Corrupt(format!("log leaf {leaf_index} is missing")))?;
-        Ok(Some(LogProof { leaf_index, tree_size, root, leaf_data, audit_path }))
+        inclusion_in(&self.db.begin_read()?, leaf_index, tree_size, None)
     }
 
     /// Consistency proof between two sizes; `None` if a size is beyond the log.
@@ -1989,6 +2045,31 @@ fn unpack(
 }
 
 /// A leaf's own bytes (unpacked), or `None` beyond the log.
+/// A log leaf's index, with its bytes when they were already read.
+struct LeafRead {
+    index: u64,
+    data: Option<Vec<u8>>,
+}
+
+/// Inclusion proof of leaf `leaf_index` at `tree_size` (0: the current size) within `txn`;
+/// `leaf_data` when the caller already read the leaf.
+fn inclusion_in(txn: &redb::ReadTransaction, leaf_index: u64, tree_size: u64, leaf_data: Option<Vec<u8>>) -> Result<Option<LogProof>, StateError> {
+    let current = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
+    let tree_size = if tree_size == 0 { current } else { tree_size };
+    if tree_size > current || leaf_index >= tree_size {
+        return Ok(None);
+    }
+    let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
+    let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
+    let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
+    let leaf_data = match leaf_data {
+        Some(data) => data,
+        None => read_leaf(&Leaves::open(txn)?, &txn.open_table(SECURITY)?, leaf_index)?
+            .ok_or_else(|| StateError::Corrupt(format!("log leaf {leaf_index} is missing")))?,
+    };
+    Ok(Some(LogProof { leaf_index, tree_size, root, leaf_data, audit_path }))
+}
+
 fn read_leaf(
     leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -2147,14 +2228,23 @@ where
 
     /// A `certifications` value as the record it stands for.
     fn from_value(&self, value: &[u8]) -> Result<Certification, StateError> {
+        self.from_value_with_leaf(value).map(|(certification, _)| certification)
+    }
+
+    /// [`Records::from_value`], with the leaf it was read from (`None` for a record of
+    /// layout 1, which is stored whole).
+    fn from_value_with_leaf(&self, value: &[u8]) -> Result<(Certification, Option<LeafRead>), StateError> {
         let row = match decode_certification_value(value)? {
-            StoredCertification::Full(certification) => return Ok(certification),
+            StoredCertification::Full(certification) => return Ok((certification, None)),
             StoredCertification::Row(row) => row,
         };
         let leaf = read_leaf(&self.leaves, &self.security, row.leaf_index)?
             .ok_or_else(|| StateError::Corrupt(format!("a certification names log leaf {}, which is missing", row.leaf_index)))?;
         match LogLeaf::decode(&leaf).map_err(StateError::Corrupt)?.event {
-            LogEvent::Certification(certification) => Ok(Certification { revocation: row.revocation, ..certification }),
+            LogEvent::Certification(certification) => Ok((
+                Certification { revocation: row.revocation, ..certification },
+                Some(LeafRead { index: row.leaf_index, data: Some(leaf) }),
+            )),
             _ => Err(StateError::Corrupt(format!("log leaf {} is not a certification", row.leaf_index))),
         }
     }
@@ -2823,6 +2913,15 @@ mod layout_tests {
                 let leaf = store.certification_leaf(code).unwrap().expect("a leaf index");
                 let proof = store.tlog_inclusion(leaf, 0).unwrap().unwrap();
                 assert_eq!(LogLeaf::decode(&proof.leaf_data).unwrap().event, LogEvent::Certification(recorded[0].clone()));
+                // A verify's one read gives what the separate reads give.
+                let (scan, read) = store.verify_read(&expected.document_sha256).unwrap();
+                assert_eq!(scan, expected.document_sha256);
+                assert_eq!(read.len(), 1);
+                assert_eq!(read[0].certification, expected);
+                assert_eq!(read[0].signer, store.signer(&expected.signer_id).unwrap());
+                assert!(read[0].signer.is_some());
+                assert_eq!(read[0].signer_status, store.signer_status(&expected.signer_id).unwrap());
+                assert_eq!(read[0].proof.as_ref(), Some(&proof));
                 let actor = Actor { name: "Người Ký".into(), certificate_sha256: Some(Sha256([4; 32])) };
                 let (_, outcome) = store.request_outcome(&actor, &format!("certify-{}", index - 2), &[3; 32]).unwrap().unwrap();
                 assert_eq!(outcome, Outcome::Certifications(vec![expected.clone()]));
