@@ -55,6 +55,27 @@ enum Command {
     /// the sink on another, two pieces in flight, then swapped in), and reports time, bytes
     /// and this process's peak memory (both ends).
     SnapshotTransfer(SnapshotTransferArgs),
+    /// What redb's quick repair costs per durable commit on a real state file: commits of
+    /// one small row into the given file (a copy: it is written), alternating rounds with
+    /// and without quick repair.
+    CommitCost(CommitCostArgs),
+}
+
+#[derive(Debug, Args)]
+struct CommitCostArgs {
+    /// A state.redb to write into (use a copy of a stopped node's).
+    #[arg(long)]
+    file: PathBuf,
+    /// Durable commits per round.
+    #[arg(long, default_value_t = 200)]
+    commits: u32,
+    /// Rounds per mode, alternated.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// End with one commit without quick repair and abort with the file open: what an
+    /// older kyso leaves at a crash (a full repair on the next open).
+    #[arg(long)]
+    leave_unclean: bool,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +346,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Scale(args) => scale(args).await,
         Command::StateRss(args) => state_rss(args),
         Command::SnapshotTransfer(args) => snapshot_transfer(args),
+        Command::CommitCost(args) => commit_cost(args),
         Command::StateStats(args) => {
             let progress = bulk::read_progress(&args.data_dir).ok();
             let (file, tables) = kyso_bench::state_stats::table_stats(&args.data_dir.join("state.redb"))?;
@@ -714,5 +736,38 @@ fn state_rss(args: StateRssArgs) -> anyhow::Result<()> {
         "peak_rss_bytes": after.peak_rss_bytes,
         "rss_growth": checkpoints,
     }));
+    Ok(())
+}
+
+fn commit_cost(args: CommitCostArgs) -> anyhow::Result<()> {
+    const SCRATCH: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("kyso-bench-commit-cost");
+    let db = redb::Database::create(&args.file)?;
+    let file_bytes = std::fs::metadata(&args.file)?.len();
+    let row = vec![0x5a_u8; 1024];
+    let mut key = 0u64;
+    for round in 0..args.rounds {
+        for quick_repair in [false, true] {
+            let started = std::time::Instant::now();
+            for _ in 0..args.commits {
+                let mut txn = db.begin_write()?;
+                txn.set_quick_repair(quick_repair);
+                txn.open_table(SCRATCH)?.insert(key, row.as_slice())?;
+                txn.commit()?;
+                key += 1;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            emit(json!({
+                "kind": "commit-cost", "file_bytes": file_bytes, "round": round, "quick_repair": quick_repair,
+                "commits": args.commits, "seconds": seconds, "ms_per_commit": seconds * 1000.0 / f64::from(args.commits),
+            }));
+        }
+    }
+    if args.leave_unclean {
+        let txn = db.begin_write()?;
+        txn.open_table(SCRATCH)?.insert(key, row.as_slice())?;
+        txn.commit()?;
+        eprintln!("left {} unclean after a commit without quick repair", args.file.display());
+        std::process::abort();
+    }
     Ok(())
 }

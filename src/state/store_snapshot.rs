@@ -357,7 +357,7 @@ impl StagingSink {
         if self.trailer.is_some() && !records.is_empty() {
             return Err(StateError::Corrupt("snapshot records arrived after its trailer".into()));
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = begin_write(&self.db)?;
         // Durable at `finish`: redb's next durable commit persists these too.
         txn.set_durability(redb::Durability::None).map_err(|error| StateError::Storage(error.to_string()))?;
         if !self.header_seen {
@@ -403,7 +403,7 @@ impl StagingSink {
                 )))
             }
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = begin_write(&self.db)?;
         if self.skip_fsync {
             txn.set_durability(redb::Durability::None).map_err(|error| StateError::Storage(error.to_string()))?;
         }
