@@ -140,12 +140,18 @@ pub fn delta_leaf(leaf: &[u8], reference_index: u64, reference: &[u8]) -> Vec<u8
     for start in 0..starts {
         first_at.entry(window(&reference[start..])).or_insert(start);
     }
+    delta_by(leaf, reference_index, reference, |window_at| first_at.get(&window(window_at)).copied())
+}
+
+/// [`delta_leaf`] with `first_at` answering where the window at the start of its argument
+/// first starts in `reference`.
+fn delta_by(leaf: &[u8], reference_index: u64, reference: &[u8], first_at: impl Fn(&[u8]) -> Option<usize>) -> Vec<u8> {
     let mut delta = Vec::with_capacity(leaf.len() / 2);
     delta.push(DELTA_LEAF);
     delta.extend_from_slice(&reference_index.to_be_bytes());
     let (mut position, mut literal_from) = (0, 0);
     while position + WINDOW_BYTES <= leaf.len() {
-        let matched = first_at.get(&window(&leaf[position..])).map(|&at| {
+        let matched = first_at(&leaf[position..]).map(|at| {
             let length = leaf[position..].iter().zip(&reference[at..]).take_while(|(a, b)| a == b).count();
             (at, length)
         });
@@ -317,32 +323,14 @@ mod tests {
 
     /// The stored form is what replicas of different versions must agree on, so the
     /// index behind [`delta_leaf`] may change only if its output does not: each position
-    /// is matched against the first start of its window in the reference, found here by a
-    /// plain scan.
+    /// is matched against the first start of its window in the reference, which a plain
+    /// scan finds here.
     #[test]
     fn a_delta_leaf_matches_each_window_at_its_first_start_in_the_reference() {
         fn by_scan(leaf: &[u8], reference_index: u64, reference: &[u8]) -> Vec<u8> {
-            let first_at = |window: &[u8]| reference.windows(WINDOW_BYTES).position(|candidate| candidate == window);
-            let mut delta = vec![DELTA_LEAF];
-            delta.extend_from_slice(&reference_index.to_be_bytes());
-            let (mut position, mut literal_from) = (0, 0);
-            while position + WINDOW_BYTES <= leaf.len() {
-                let matched = first_at(&leaf[position..position + WINDOW_BYTES])
-                    .map(|at| (at, leaf[position..].iter().zip(&reference[at..]).take_while(|(a, b)| a == b).count()));
-                match matched {
-                    Some((at, length)) if length >= COPY_MIN_BYTES => {
-                        literal(&mut delta, &leaf[literal_from..position]);
-                        delta.push(SEGMENT_COPY);
-                        delta.extend_from_slice(&(at as u32).to_be_bytes());
-                        delta.extend_from_slice(&(length as u32).to_be_bytes());
-                        position += length;
-                        literal_from = position;
-                    }
-                    _ => position += 1,
-                }
-            }
-            literal(&mut delta, &leaf[literal_from..]);
-            delta
+            delta_by(leaf, reference_index, reference, |at: &[u8]| {
+                reference.windows(WINDOW_BYTES).position(|candidate| candidate == &at[..WINDOW_BYTES])
+            })
         }
         // Repeated windows (first start wins), matches at both ends, short references.
         let mut state = 0x2545_F491_4F6C_DD1Du64;
