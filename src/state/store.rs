@@ -2054,7 +2054,6 @@ fn unpack(
     )
 }
 
-/// A leaf's own bytes (unpacked), or `None` beyond the log.
 /// A log leaf's index, with its bytes when they were already read.
 struct LeafRead {
     index: u64,
@@ -2080,6 +2079,7 @@ fn inclusion_in(txn: &redb::ReadTransaction, leaf_index: u64, tree_size: u64, le
     Ok(Some(LogProof { leaf_index, tree_size, root, leaf_data, audit_path }))
 }
 
+/// A leaf's own bytes (unpacked), or `None` beyond the log.
 fn read_leaf(
     leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &impl ReadableTable<&'static str, &'static [u8]>,
