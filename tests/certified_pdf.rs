@@ -104,6 +104,17 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
         assert_eq!(answer.certifications[0].summary, "valid");
         assert_eq!(answer.document_sha256, sha256(&scans[1]), "answered with the scan the pdf was made from");
     }
+
+    // The delivered PDF certified in its turn, as a document of its own: its lookup code
+    // answers with that certification, not with the scan the PDF was first made from.
+    let of_pdf = node.signing().await.certify(certify_request("c-pdf", &delivered, AGENCY, &signer.signer_id)).await.unwrap().into_inner();
+    let subject = pb::verify_request::Subject::LookupCode(of_pdf.lookup_code.clone());
+    let answer = node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.unwrap().into_inner();
+    assert_eq!(answer.document_sha256, second.delivered_pdf_sha256, "answered for the document the code certifies");
+    assert!(
+        answer.certifications.iter().any(|verified| verified.certification.as_ref().is_some_and(|certification| certification.lookup_code == of_pdf.lookup_code)),
+        "{answer:?}"
+    );
 }
 
 /// The DSS of a PDF as pyHanko reads it: (certificates, CRLs), each a SHA-256 in hex.

@@ -581,8 +581,9 @@ impl<P: Proposer> Kyso<P> {
 
 impl<P: Proposer> Kyso<P> {
     /// Signs on a blocking thread (RSA signing takes milliseconds), adds the
-    /// signature-time-stamp (`stamp_cms`), and verifies the result, time stamp included,
-    /// before it may enter the log. `document` was read by `get_blob`, which checked that
+    /// signature-time-stamp (the own TSA's in the same trip, an external TSA's through
+    /// `stamp_cms`), and verifies the result, time stamp included, before it may enter the
+    /// log. `document` was read by `get_blob`, which checked that
     /// it hashes to `document_sha256`; so for a SHA-256 signer both the signature and its
     /// check take that digest instead of hashing the document twice more (the self-check
     /// still verifies the signature value over the signed attributes, which is what a

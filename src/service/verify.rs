@@ -84,8 +84,8 @@ impl<P: Proposer> Kyso<P> {
             None => None,
         };
         let mut verified = Vec::with_capacity(records.len());
-        for (record, cached) in records.into_iter().zip(cached) {
-            let signer = record.signer.clone().ok_or_else(|| {
+        for (mut record, cached) in records.into_iter().zip(cached) {
+            let signer = record.signer.take().ok_or_else(|| {
                 ServiceError::DataLoss(format!("certification names signer {} that is not recorded", record.certification.signer_id))
             })?;
             let checked = match (cached, &content) {
@@ -133,15 +133,15 @@ impl<P: Proposer> Kyso<P> {
         })
     }
 
-    /// Resolves the subject to the hash of the certified scan and what a verify reads of
-    /// its certifications ([`StateStore::verify_read`](crate::state::StateStore::verify_read):
-    /// a delivered PDF's hash names the scan it was made from), with the scan's bytes when
-    /// the client sent them.
+    /// Resolves the subject to the hash of the certified document and what a verify reads
+    /// of its certifications ([`StateStore::verify_read`](crate::state::StateStore::verify_read):
+    /// a delivered PDF's file or hash names the scan it was made from; a lookup code names
+    /// its own document), with the scan's bytes when the client sent them.
     fn read_for_verify(&self, subject: VerifySubject) -> Result<(Sha256, Vec<VerifyRecord>, Option<Bytes>), ServiceError> {
         match subject {
             VerifySubject::File(content) => {
                 let hash = Sha256::digest(&content);
-                let (scan, records) = self.state.verify_read(&hash)?;
+                let (scan, records) = self.state.verify_read(&hash, true)?;
                 // The bytes are the scan's only when the file is the scan.
                 Ok((scan, records, (scan == hash).then_some(content)))
             }
@@ -149,7 +149,7 @@ impl<P: Proposer> Kyso<P> {
                 let hash = Sha256::from_slice(&bytes).ok_or_else(|| {
                     ServiceError::InvalidArgument(format!("sha256 must be 32 bytes, got {}", bytes.len()))
                 })?;
-                let (scan, records) = self.state.verify_read(&hash)?;
+                let (scan, records) = self.state.verify_read(&hash, true)?;
                 Ok((scan, records, None))
             }
             VerifySubject::LookupCode(text) => {
@@ -158,7 +158,8 @@ impl<P: Proposer> Kyso<P> {
                     .state
                     .certification(&code)?
                     .ok_or_else(|| ServiceError::NotFound(format!("no certification has lookup code {code}")))?;
-                let (scan, records) = self.state.verify_read(&certification.document_sha256)?;
+                // The code names its own document, even one that is also a delivered PDF.
+                let (scan, records) = self.state.verify_read(&certification.document_sha256, false)?;
                 Ok((scan, records, None))
             }
         }

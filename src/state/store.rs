@@ -740,11 +740,12 @@ impl StateStore {
     }
 
     /// What a verify of the document `hash` names reads, from one read transaction (one
-    /// consistent view; a verify read six before): the hash of the certified scan (`hash`
-    /// itself, or the scan a delivered PDF with that hash was made from) and, for each of
-    /// its certifications in lookup-key order, its signer, the signer's status and its
-    /// inclusion proof at the current tree size. Each log leaf is read once.
-    pub fn verify_read(&self, hash: &Sha256) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
+    /// consistent view; a verify read six before): the hash of the certified document
+    /// (`hash` itself, or, with `follow_delivered_pdf`, the scan a delivered PDF with that
+    /// hash was made from) and, for each of its certifications in lookup-key order, its
+    /// signer, the signer's status and its inclusion proof at the current tree size. Each
+    /// log leaf is read once.
+    pub fn verify_read(&self, hash: &Sha256, follow_delivered_pdf: bool) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
         let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
@@ -761,10 +762,14 @@ impl StateStore {
             Ok(found)
         };
         let mut found = read_all(hash)?;
-        let scan = found
-            .iter()
-            .find(|(certification, _)| certification.delivered_pdf.as_ref().is_some_and(|pdf| pdf.sha256 == *hash))
-            .map(|(certification, _)| certification.document_sha256);
+        let scan = if follow_delivered_pdf {
+            found
+                .iter()
+                .find(|(certification, _)| certification.delivered_pdf.as_ref().is_some_and(|pdf| pdf.sha256 == *hash))
+                .map(|(certification, _)| certification.document_sha256)
+        } else {
+            None
+        };
         if let Some(scan) = scan {
             found = read_all(&scan)?;
         }
@@ -3010,7 +3015,12 @@ mod layout_tests {
                 let proof = store.tlog_inclusion(leaf, 0).unwrap().unwrap();
                 assert_eq!(LogLeaf::decode(&proof.leaf_data).unwrap().event, LogEvent::Certification(recorded[0].clone()));
                 // A verify's one read gives what the separate reads give.
-                let (scan, read) = store.verify_read(&expected.document_sha256).unwrap();
+                assert_eq!(
+                    format!("{:?}", store.verify_read(&expected.document_sha256, false).unwrap()),
+                    format!("{:?}", store.verify_read(&expected.document_sha256, true).unwrap()),
+                    "a scan's hash names the scan either way"
+                );
+                let (scan, read) = store.verify_read(&expected.document_sha256, true).unwrap();
                 assert_eq!(scan, expected.document_sha256);
                 assert_eq!(read.len(), 1);
                 assert_eq!(read[0].certification, expected);
