@@ -745,15 +745,19 @@ fn commit_cost(args: CommitCostArgs) -> anyhow::Result<()> {
     let file_bytes = std::fs::metadata(&args.file)?.len();
     let row = vec![0x5a_u8; 1024];
     let mut key = 0u64;
+    let mut commit = |quick_repair: bool| -> anyhow::Result<()> {
+        let mut txn = db.begin_write()?;
+        txn.set_quick_repair(quick_repair);
+        txn.open_table(SCRATCH)?.insert(key, row.as_slice())?;
+        txn.commit()?;
+        key += 1;
+        Ok(())
+    };
     for round in 0..args.rounds {
         for quick_repair in [false, true] {
             let started = std::time::Instant::now();
             for _ in 0..args.commits {
-                let mut txn = db.begin_write()?;
-                txn.set_quick_repair(quick_repair);
-                txn.open_table(SCRATCH)?.insert(key, row.as_slice())?;
-                txn.commit()?;
-                key += 1;
+                commit(quick_repair)?;
             }
             let seconds = started.elapsed().as_secs_f64();
             emit(json!({
@@ -763,9 +767,7 @@ fn commit_cost(args: CommitCostArgs) -> anyhow::Result<()> {
         }
     }
     if args.leave_unclean {
-        let txn = db.begin_write()?;
-        txn.open_table(SCRATCH)?.insert(key, row.as_slice())?;
-        txn.commit()?;
+        commit(false)?;
         eprintln!("left {} unclean after a commit without quick repair", args.file.display());
         std::process::abort();
     }

@@ -19,8 +19,8 @@ use super::{Kyso, ServiceError};
 use crate::crypto;
 use crate::crypto::cms::Covered;
 use crate::crypto::cert::format_unix_utc;
-use crate::domain::{Certification, Sha256, Signer, SignerRevocation};
-use crate::state::VerifyRecord;
+use crate::domain::{Certification, Sha256, Signer, SignerRevocation, SignerStatus};
+use crate::state::{LogProof, VerifyRecord};
 use crate::lookup::LookupCode;
 
 /// What the verifier presents.
@@ -84,27 +84,27 @@ impl<P: Proposer> Kyso<P> {
             None => None,
         };
         let mut verified = Vec::with_capacity(records.len());
-        for (mut record, cached) in records.into_iter().zip(cached) {
-            let signer = record.signer.take().ok_or_else(|| {
-                ServiceError::DataLoss(format!("certification names signer {} that is not recorded", record.certification.signer_id))
+        for (VerifyRecord { certification, signer, signer_status, proof }, cached) in records.into_iter().zip(cached) {
+            let signer = signer.ok_or_else(|| {
+                ServiceError::DataLoss(format!("certification names signer {} that is not recorded", certification.signer_id))
             })?;
             let checked = match (cached, &content) {
                 (Some(checked), _) => checked,
                 (None, Some(content)) => {
                     let checked = Checked {
                         // A token that does not cover the signature already made `signature` fail.
-                        timestamp_unix: crypto::cms::signature_timestamp_unix(&record.certification.cms_der).ok().flatten(),
-                        signature: self.check_signature(&record.certification, content).await?,
-                        chain: crypto::validate_chain(&signer.chain_der, &self.trust, record.certification.signed_at_unix)
+                        timestamp_unix: crypto::cms::signature_timestamp_unix(&certification.cms_der).ok().flatten(),
+                        signature: self.check_signature(&certification, content).await?,
+                        chain: crypto::validate_chain(&signer.chain_der, &self.trust, certification.signed_at_unix)
                             .map(drop)
                             .map_err(|error| error.to_string()),
                     };
-                    self.check_cache.put(record.certification.lookup_code.clone(), checked.clone());
+                    self.check_cache.put(certification.lookup_code.clone(), checked.clone());
                     checked
                 }
                 (None, None) => return Err(ServiceError::Internal("a verify check was neither cached nor given the document".into())),
             };
-            verified.push(self.check_certification(record, signer, checked)?);
+            verified.push(self.check_certification(certification, signer, signer_status, proof, checked)?);
         }
         Ok(Verification { document_sha256, certifications: verified })
     }
@@ -165,9 +165,15 @@ impl<P: Proposer> Kyso<P> {
         }
     }
 
-    fn check_certification(&self, record: VerifyRecord, signer: Signer, checked: Checked) -> Result<VerifiedCertification, ServiceError> {
+    fn check_certification(
+        &self,
+        certification: Certification,
+        signer: Signer,
+        signer_status: SignerStatus,
+        proof: Option<LogProof>,
+        checked: Checked,
+    ) -> Result<VerifiedCertification, ServiceError> {
         let Checked { signature, chain, timestamp_unix } = checked;
-        let VerifyRecord { certification, signer_status, proof, .. } = record;
         let signer_revocation = signer_status.revocation;
         let revoked_before_signing =
             signer_revocation.as_ref().filter(|revocation| revocation.revoked_at_unix <= certification.signed_at_unix);
@@ -189,13 +195,7 @@ impl<P: Proposer> Kyso<P> {
             ),
             (None, Ok(_), Ok(_), None, None) => "valid".to_string(),
         };
-        let inclusion = match proof {
-            Some(proof) => {
-                let checkpoint = self.sign_checkpoint(proof.tree_size, proof.root)?;
-                Some((proof, checkpoint))
-            }
-            None => None,
-        };
+        let inclusion = proof.map(|proof| self.sign_checkpoint(proof.tree_size, proof.root).map(|checkpoint| (proof, checkpoint))).transpose()?;
         Ok(VerifiedCertification {
             timestamp_unix,
             inclusion,
