@@ -322,6 +322,17 @@ pub fn read_progress(data_dir: &Path) -> anyhow::Result<Progress> {
     Ok(serde_json::from_slice(&bytes)?)
 }
 
+/// Makes a stopped, loaded data directory the founding (only) voter of a new Raft cluster,
+/// as `kyso restore --node-id` does with a backup: a Raft log that starts right after the
+/// state's applied index. Returns that index. Other members join it with `join = true` and
+/// AddNode, receiving the whole state as a streamed snapshot (the catch-up benchmark).
+pub fn seed_cluster(data_dir: &Path, member: kyso_cluster::raft::PeerAddress) -> anyhow::Result<u64> {
+    let applied = StateStore::open(&data_dir.join("state.redb"))?.applied()?;
+    kyso_cluster::raft::seed_restored_log(&data_dir.join("raft"), applied, &member)
+        .map_err(|error| anyhow::anyhow!("cannot write the Raft log of {}: {error}", data_dir.display()))?;
+    Ok(applied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +362,13 @@ mod tests {
         let filler = store.certification(&record_code(12)).unwrap().unwrap();
         assert!(filler.cms_der.len().abs_diff(sample.cms_der.len()) < 8, "fillers have a real record's size");
         assert!(store.certification(&record_code(30)).unwrap().is_none());
+        let applied = store.applied().unwrap();
+        assert_eq!(applied, loader.progress().applied_index);
+        drop(loader);
+
+        let member = || kyso_cluster::raft::PeerAddress { id: 1, raft_addr: "127.0.0.1:1".into(), client_addr: "127.0.0.1:2".into() };
+        assert_eq!(seed_cluster(&data_dir, member()).unwrap(), applied, "the log starts after the state's applied index");
+        let again = seed_cluster(&data_dir, member()).unwrap_err().to_string();
+        assert!(again.contains("already holds a Raft log"), "a second seed is refused: {again}");
     }
 }

@@ -59,6 +59,26 @@ enum Command {
     /// one small row into the given file (a copy: it is written), alternating rounds with
     /// and without quick repair.
     CommitCost(CommitCostArgs),
+    /// Makes a stopped, bulk-loaded data directory the founding (only) voter of a new Raft
+    /// cluster, as `kyso restore --node-id` does with a backup: a Raft log that starts right
+    /// after the state's applied index. Other members then join it with `join = true` and
+    /// `kyso cluster add`, receiving the state as a streamed snapshot.
+    SeedCluster(SeedClusterArgs),
+}
+
+#[derive(Debug, Args)]
+struct SeedClusterArgs {
+    /// The data directory of a stopped node that has no Raft log yet (a bulk-loaded one).
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long)]
+    node_id: u64,
+    /// host:port of this member's Raft peer port (as in its config).
+    #[arg(long)]
+    raft_addr: String,
+    /// host:port of this member's client gRPC port.
+    #[arg(long)]
+    client_addr: String,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +367,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::StateRss(args) => state_rss(args),
         Command::SnapshotTransfer(args) => snapshot_transfer(args),
         Command::CommitCost(args) => commit_cost(args),
+        Command::SeedCluster(args) => {
+            let member = kyso_cluster::raft::PeerAddress { id: args.node_id, raft_addr: args.raft_addr, client_addr: args.client_addr };
+            let applied = bulk::seed_cluster(&args.data_dir, member)?;
+            println!("{}", json!({"kind": "seed-cluster", "applied_index": applied, "node_id": args.node_id}));
+            Ok(())
+        }
         Command::StateStats(args) => {
             let progress = bulk::read_progress(&args.data_dir).ok();
             let (file, tables) = kyso_bench::state_stats::table_stats(&args.data_dir.join("state.redb"))?;
