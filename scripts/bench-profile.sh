@@ -51,7 +51,7 @@ groups = collections.OrderedDict([
     ("Ed25519 (checkpoint signatures)", r"x25519|curve25519|ed25519|sha512|fiat_25519|fe_loose|fe_mul|ge_scalarmult"),
     ("AES-GCM (unsealing keys)", r"aes_|gcm|ghash"),
     ("kernel: scheduling, syscalls, TCP, file I/O, fsync", r"\[k\]"),
-    ("allocator and memcpy", r"malloc|free|memmove|memset|memcpy|realloc|calloc|unlink_chunk"),
+    ("allocator and memcpy", r"malloc|free|memmove|memset|memcpy|realloc|calloc|unlink_chunk|\bmi_|_mi_"),
     ("redb", r"redb::"),
     ("HTTP/2, gRPC, protobuf", r"h2::|hyper|tonic|prost|http::|bytes::"),
     ("tokio runtime", r"tokio::"),
