@@ -52,8 +52,22 @@ impl<S: StateMachine> StateMachine for FaultableState<S> {
         self.inner.apply(entries)
     }
 
+    fn apply_logged(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
+        self.fault.check()?;
+        self.inner.apply_logged(entries)
+    }
+
     fn applied_index(&self) -> Result<u64, StateMachineError> {
         self.inner.applied_index()
+    }
+
+    fn durable_index(&self) -> Result<u64, StateMachineError> {
+        self.inner.durable_index()
+    }
+
+    fn persist_if_due(&self) -> Result<(), StateMachineError> {
+        self.fault.check()?;
+        self.inner.persist_if_due()
     }
 
     fn snapshot(&self) -> Result<Arc<dyn SnapshotSource>, StateMachineError> {

@@ -51,6 +51,28 @@ pub trait StateMachine: Send + Sync + 'static {
     /// here: it is applied as a no-op and its rejection is encoded in the response.
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError>;
 
+    /// Applies entries that a durable log holds (the Raft driver's applies): like
+    /// [`StateMachine::apply`], but the commit may return before it is durable, as long as
+    /// [`StateMachine::durable_index`] says how far the state would come back after a crash.
+    /// The driver applies the log's entries after that index again on restart.
+    fn apply_logged(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
+        self.apply(entries)
+    }
+
+    /// The last applied index a crash or a power loss cannot take back. The Raft log is
+    /// never compacted past it. Without [`StateMachine::apply_logged`] of its own, every
+    /// apply is durable and this is `applied_index()`.
+    fn durable_index(&self) -> Result<u64, StateMachineError> {
+        self.applied_index()
+    }
+
+    /// Makes the applied state durable when the state machine's own bound on how long it
+    /// stays volatile is reached. The Raft driver calls it on every turn (at least once a
+    /// tick), so that an idle node does not keep volatile applies.
+    fn persist_if_due(&self) -> Result<(), StateMachineError> {
+        Ok(())
+    }
+
     /// The index of the last applied entry (0 for an empty state).
     fn applied_index(&self) -> Result<u64, StateMachineError>;
 

@@ -249,6 +249,45 @@ fn begin_write(db: &Database) -> Result<WriteTransaction, StateError> {
     Ok(txn)
 }
 
+/// How a Raft member's applies reach the disk. The Raft log already holds every committed
+/// entry durably on a majority, so an apply may commit without fsync: after a crash the
+/// state comes back at its last durable commit and the driver applies the log's entries
+/// after it again (apply is deterministic). A durable commit is made at least every
+/// [`PERSIST_INTERVAL`] and every [`PERSIST_ENTRIES_MAX`] entries, as etcd commits its
+/// backend (100 ms or 10,000 writes), and the log is compacted only up to
+/// [`StateMachine::durable_index`]. A standalone node has no log: each of its applies is
+/// durable before it answers.
+pub const PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// See [`PERSIST_INTERVAL`].
+pub const PERSIST_ENTRIES_MAX: u64 = 10_000;
+
+/// How far the state is applied, and how far of that is durable.
+#[derive(Debug)]
+struct Persistence {
+    applied: u64,
+    durable: u64,
+    durable_at: std::time::Instant,
+    volatile_entries: u64,
+}
+
+impl Persistence {
+    fn durable_at(index: u64) -> Self {
+        Persistence { applied: index, durable: index, durable_at: std::time::Instant::now(), volatile_entries: 0 }
+    }
+
+    fn due(&self, more_entries: u64) -> bool {
+        self.volatile_entries + more_entries >= PERSIST_ENTRIES_MAX || self.durable_at.elapsed() >= PERSIST_INTERVAL
+    }
+}
+
+/// Whether an apply's commit is durable before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    Durable,
+    /// Without fsync: the Raft log holds the entries (see [`PERSIST_INTERVAL`]).
+    Volatile,
+}
+
 /// The replicated state of one node.
 pub struct StateStore {
     db: std::sync::Arc<Database>,
@@ -259,6 +298,7 @@ pub struct StateStore {
     /// How long redb repaired the file on open, when it was not closed cleanly (a crash
     /// or a power loss): it walks the whole file, so this grows with the state.
     repaired_on_open: Option<std::time::Duration>,
+    persistence: std::sync::Mutex<Persistence>,
 }
 
 impl StateStore {
@@ -309,9 +349,17 @@ impl StateStore {
             }
         }
         txn.commit()?;
-        let store = StateStore { db: std::sync::Arc::new(db), staging: Default::default(), skip_fsync: false, repaired_on_open };
+        let store = StateStore {
+            db: std::sync::Arc::new(db),
+            staging: Default::default(),
+            skip_fsync: false,
+            repaired_on_open,
+            persistence: std::sync::Mutex::new(Persistence::durable_at(0)),
+        };
         store.migrate_record_layout()?;
         store.index_derived_tables()?;
+        // What a file holds on open is what its last durable commit wrote.
+        store.committed_durably(store.applied()?);
         Ok(store)
     }
 
@@ -993,15 +1041,57 @@ impl StateStore {
     }
 
     fn begin_apply(&self) -> Result<WriteTransaction, StateError> {
+        self.begin_apply_as(Commit::Durable)
+    }
+
+    fn begin_apply_as(&self, commit: Commit) -> Result<WriteTransaction, StateError> {
         let mut txn = begin_write(&self.db)?;
-        if self.skip_fsync {
+        if self.skip_fsync || commit == Commit::Volatile {
             txn.set_durability(redb::Durability::None).map_err(|error| StateError::Storage(error.to_string()))?;
         }
         Ok(txn)
     }
 
-    fn apply_batch(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateError> {
+    fn persistence(&self) -> std::sync::MutexGuard<'_, Persistence> {
+        // Plain numbers, each update whole: a panic elsewhere cannot leave them half-set.
+        self.persistence.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that a durable commit left the state applied up to `index`.
+    fn committed_durably(&self, index: u64) {
+        *self.persistence() = Persistence::durable_at(index);
+    }
+
+    /// The last applied index a crash cannot take back (see [`PERSIST_INTERVAL`]).
+    pub fn durable_applied(&self) -> u64 {
+        self.persistence().durable
+    }
+
+    /// Makes every apply durable now if the last durable commit is older than
+    /// [`PERSIST_INTERVAL`] (one empty durable commit persists the volatile ones before it).
+    pub fn persist_if_due(&self) -> Result<(), StateError> {
+        let mut persistence = self.persistence();
+        if persistence.durable == persistence.applied || !persistence.due(0) {
+            return Ok(());
+        }
         let txn = self.begin_apply()?;
+        txn.commit()?;
+        *persistence = Persistence::durable_at(persistence.applied);
+        Ok(())
+    }
+
+    fn apply_batch(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateError> {
+        self.apply_batch_as(entries, Commit::Durable)
+    }
+
+    /// Applies entries that the Raft log holds: durable only when due.
+    fn apply_logged(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateError> {
+        let commit = if self.persistence().due(entries.len() as u64) { Commit::Durable } else { Commit::Volatile };
+        self.apply_batch_as(entries, commit)
+    }
+
+    fn apply_batch_as(&self, entries: &[Entry], commit: Commit) -> Result<Vec<Bytes>, StateError> {
+        let txn = self.begin_apply_as(commit)?;
         let mut responses = Vec::with_capacity(entries.len());
         let mut applied = txn.open_table(META)?.get(APPLIED_INDEX)?.map(|value| value.value()).unwrap_or(0);
         for entry in entries {
@@ -1016,6 +1106,14 @@ impl StateStore {
         }
         txn.open_table(META)?.insert(APPLIED_INDEX, applied)?;
         txn.commit()?;
+        match commit {
+            Commit::Durable => self.committed_durably(applied),
+            Commit::Volatile => {
+                let mut persistence = self.persistence();
+                persistence.applied = applied;
+                persistence.volatile_entries += entries.len() as u64;
+            }
+        }
         Ok(responses)
     }
 }
@@ -1276,6 +1374,7 @@ impl StateStore {
         rebuild_request_details(&txn)?;
         rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
+        self.committed_durably(index);
         Ok(())
     }
 
@@ -1292,6 +1391,18 @@ impl StateStore {
 impl StateMachine for StateStore {
     fn apply(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
         self.apply_batch(entries).map_err(|error| StateMachineError(error.to_string()))
+    }
+
+    fn apply_logged(&self, entries: &[Entry]) -> Result<Vec<Bytes>, StateMachineError> {
+        self.apply_logged(entries).map_err(|error| StateMachineError(error.to_string()))
+    }
+
+    fn durable_index(&self) -> Result<u64, StateMachineError> {
+        Ok(self.durable_applied())
+    }
+
+    fn persist_if_due(&self) -> Result<(), StateMachineError> {
+        self.persist_if_due().map_err(|error| StateMachineError(error.to_string()))
     }
 
     fn applied_index(&self) -> Result<u64, StateMachineError> {
@@ -2517,10 +2628,21 @@ mod tests {
     fn leave_a_store_unclean() {
         let path = std::env::var(UNCLEAN_STORE_VARIABLE).expect("run by the test that names the file");
         let store = StateStore::open(Path::new(&path)).unwrap();
-        if std::env::var(UNCLEAN_COMMIT_VARIABLE).as_deref() == Ok("plain") {
+        let commit = std::env::var(UNCLEAN_COMMIT_VARIABLE).unwrap_or_default();
+        if commit == "plain" {
             let txn = store.db.begin_write().unwrap();
             txn.open_table(META).unwrap().insert("test-padding", 1).unwrap();
             txn.commit().unwrap();
+        } else if commit == "volatile" {
+            // One durable apply, then three a Raft member makes without fsync.
+            let next = store.applied().unwrap() + 1;
+            let clerk = Actor { name: "clerk".into(), certificate_sha256: Some(Sha256([9; 32])) };
+            let dossier = |index: u64| envelope(&clerk, &format!("r-{index}"), 1_000_000, Command::ArchiveDossier(dossier(&format!("d{index}"), "xa-a", b"scan")));
+            store.apply_batch(&[Entry { index: next, term: 1, data: dossier(next) }]).unwrap();
+            for index in next + 1..next + 4 {
+                store.apply_batch_as(&[Entry { index, term: 1, data: dossier(index) }], Commit::Volatile).unwrap();
+            }
+            assert_eq!((store.applied().unwrap(), store.durable_applied()), (next + 3, next));
         } else {
             let next = store.applied().unwrap() + 1;
             store.apply_batch(&[Entry { index: next, term: 1, data: Bytes::new() }]).unwrap();
@@ -2561,6 +2683,72 @@ mod tests {
         assert!(log.contains("redb checked and repaired it on open"), "its end is logged:\n{log}");
         drop(store);
         assert_eq!(StateStore::open(&path).unwrap().repaired_on_open(), None, "closed cleanly");
+    }
+
+    /// A Raft member's applies between durable commits are volatile: a kill takes them back
+    /// to the last durable commit (the Raft log replays them), and the file still opens
+    /// without a walk, since that commit saved the allocator state.
+    #[test]
+    fn a_kill_takes_the_state_back_to_its_last_durable_commit_without_a_walk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let before = StateStore::open(&path).unwrap().applied().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "state::store::tests::leave_a_store_unclean", "--ignored", "--test-threads=1"])
+            .env(UNCLEAN_STORE_VARIABLE, &path)
+            .env(UNCLEAN_COMMIT_VARIABLE, "volatile")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child aborts with the store open");
+        let store = StateStore::open(&path).unwrap();
+        assert_eq!(store.repaired_on_open(), None, "the last durable commit saved the allocator state");
+        assert_eq!(store.applied().unwrap(), before + 1, "the three volatile applies are gone, the durable one stayed");
+        assert_eq!(store.durable_applied(), before + 1);
+        assert!(store.dossier("d1").unwrap().is_some() && store.dossier("d2").unwrap().is_none());
+        // The Raft log would replay entries 2-4: they apply again on top.
+        let clerk = Actor { name: "clerk".into(), certificate_sha256: Some(Sha256([9; 32])) };
+        for index in 2..5 {
+            let data = envelope(&clerk, &format!("r-{index}"), 1_000_000, Command::ArchiveDossier(dossier(&format!("d{index}"), "xa-a", b"scan")));
+            store.apply_logged(&[Entry { index, term: 1, data }]).unwrap();
+        }
+        assert!(store.dossier("d4").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_durable_commit_is_due_after_the_interval_or_the_entry_bound() {
+        let now = std::time::Instant::now();
+        let at = |age: std::time::Duration, volatile_entries: u64| Persistence {
+            applied: 10 + volatile_entries,
+            durable: 10,
+            durable_at: now.checked_sub(age).unwrap(),
+            volatile_entries,
+        };
+        let young = std::time::Duration::from_secs(3600);
+        assert!(at(PERSIST_INTERVAL, 0).due(1), "the interval passed");
+        assert!(at(PERSIST_INTERVAL * 5, 3).due(0));
+        // Far from the interval (an hour ahead, so no slow machine reaches it): only the count.
+        let fresh = |volatile_entries| Persistence { durable_at: now + young, ..at(std::time::Duration::ZERO, volatile_entries) };
+        assert!(!fresh(0).due(PERSIST_ENTRIES_MAX - 1));
+        assert!(fresh(0).due(PERSIST_ENTRIES_MAX));
+        assert!(fresh(PERSIST_ENTRIES_MAX - 5).due(5));
+        assert!(!fresh(PERSIST_ENTRIES_MAX - 5).due(4));
+    }
+
+    /// After the interval, the driver's call makes the volatile applies durable with one
+    /// empty commit.
+    #[test]
+    fn persist_if_due_makes_volatile_applies_durable_once_the_interval_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        let clerk = Actor { name: "clerk".into(), certificate_sha256: Some(Sha256([9; 32])) };
+        let data = envelope(&clerk, "r-1", 1_000_000, Command::ArchiveDossier(dossier("d1", "xa-a", b"scan")));
+        store.apply_batch_as(&[Entry { index: 1, term: 1, data }], Commit::Volatile).unwrap();
+        assert_eq!((store.applied().unwrap(), store.durable_applied()), (1, 0));
+        std::thread::sleep(PERSIST_INTERVAL);
+        store.persist_if_due().unwrap();
+        assert_eq!(store.durable_applied(), 1, "an empty durable commit persisted the volatile apply");
     }
 
     #[test]

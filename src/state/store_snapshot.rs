@@ -547,6 +547,7 @@ impl StateStore {
         rebuild_request_details(&txn)?;
         rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
+        self.committed_durably(index);
         if let Ok(mut staging) = self.staging.lock() {
             staging.finished_at = None;
         }

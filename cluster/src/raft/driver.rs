@@ -224,6 +224,7 @@ impl<S: StateMachine> Driver<S> {
         }
         self.replica.prepare_requested_snapshot().map_err(|error| error.to_string())?;
         self.replica.release_idle_snapshot();
+        self.replica.persist_state_if_due().map_err(|error| error.to_string())?;
         self.replica.maybe_compact().map_err(|error| error.to_string())?;
         for (peer, was_snapshot) in self.outbound.take_undeliverable() {
             self.replica.raw.report_unreachable(peer);

@@ -341,7 +341,7 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
             self.raw.mut_store().log.write(LogWrite { membership, sync: true, ..LogWrite::default() })?;
             outcome.membership_changed = true;
         }
-        let responses = self.state.apply(&commands)?;
+        let responses = self.state.apply_logged(&commands)?;
         assert_eq!(responses.len(), commands.len(), "the state machine must answer every entry");
         self.applied = chunk[chunk.len() - 1].index;
         for (entry, response) in chunk.iter().zip(responses) {
@@ -426,12 +426,20 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
         }
     }
 
+    /// Lets the state machine make its applies durable when its bound says so.
+    pub fn persist_state_if_due(&mut self) -> Result<(), ReplicaError> {
+        Ok(self.state.persist_if_due()?)
+    }
+
     /// Removes applied entries from the head of the log once `compaction_interval_entries`
     /// have accumulated past what must be retained. Members that lag behind the new head
     /// catch up through a snapshot.
     pub fn maybe_compact(&mut self) -> Result<(), ReplicaError> {
         let truncated = self.raw.store().log.truncated().index;
-        let target = self.applied.saturating_sub(self.config.log_retained_entries);
+        // Never past what the state machine holds durably: after a crash it replays the
+        // entries after its durable index from this log.
+        let durable = self.state.durable_index()?.min(self.applied);
+        let target = durable.saturating_sub(self.config.log_retained_entries);
         if self.config.compaction_interval_entries == 0
             || target < truncated + self.config.compaction_interval_entries
             || self.membership.index > self.applied
