@@ -244,6 +244,15 @@ impl BlobStore {
         Ok(content)
     }
 
+    /// The first `bytes` bytes of a blob, not hash-checked: enough to tell a scan's format
+    /// (`ScanFormat::sniff`) without reading the whole file.
+    pub async fn head_bytes(&self, hash: &Sha256, bytes: u64) -> Result<Bytes, ArchiveError> {
+        if bytes == 0 {
+            return Ok(Bytes::new());
+        }
+        self.store.get_range(&blob_key(hash), 0..bytes).await.map_err(|error| self.read_error(hash, error))
+    }
+
     /// Opens a blob for a streamed, hash-checked read.
     pub async fn open(&self, hash: &Sha256) -> Result<BlobStream, ArchiveError> {
         let result = self.store.get(&blob_key(hash)).await.map_err(|error| self.read_error(hash, error))?;

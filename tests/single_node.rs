@@ -207,6 +207,40 @@ async fn openssl_accepts_certified_copies_and_rejects_a_changed_byte() {
     }
 }
 
+/// Certify reads a scan whole, hash-checked, because its bytes go into the certified PDF;
+/// an Ed25519 signer (which does not sign a SHA-256 digest) needs the bytes too. Any other
+/// file is signed from the digest it was archived under without being read: with its
+/// stored copy damaged, the signature still verifies over the original bytes (openssl),
+/// while the scan and the Ed25519 signature fail with DATA_LOSS. Damaged copies are
+/// scrub's business (`tests/scrub.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_is_read_whole_before_signing_and_any_other_file_is_signed_from_its_archived_digest() {
+    let dir = tempdir();
+    let pki = TestPki::new(&dir.path().join("pki"));
+    let node = TestNode::start(&dir.path().join("node"), &pki.ca_pem_path, "");
+    let ecdsa = register_signer(&node, &pki.issue(&signer_spec("Ký ECDSA", KeyAlgorithm::EcdsaP256)), &[AGENCY]).await.unwrap();
+    let ed25519 = register_signer(&node, &pki.issue(&signer_spec("Ký Ed25519", KeyAlgorithm::Ed25519)), &[AGENCY]).await.unwrap();
+    let other = document(41, 60_000);
+    let mut scan = b"\x89PNG\r\n\x1a\n".to_vec();
+    scan.extend(document(42, 60_000));
+    assert_eq!(kyso::pdf::ScanFormat::sniff(&other), None);
+    assert!(kyso::pdf::ScanFormat::sniff(&scan).is_some());
+    upload(&node, "d-digest", AGENCY, &[("ho-so.xml", &other), ("ban-chup.png", &scan)]).await.unwrap();
+    for content in [&other, &scan] {
+        let path = node.dir.join("data/blobs").join(kyso::archive::blob_key(&kyso::domain::Sha256::digest(content)).as_ref());
+        let mut stored = std::fs::read(&path).unwrap();
+        stored[30_000] ^= 0x20;
+        std::fs::write(&path, stored).unwrap();
+    }
+    let certification = node.signing().await.certify(certify_request("c-digest", &other, AGENCY, &ecdsa.signer_id)).await.unwrap().into_inner();
+    let accepted = openssl_verify(dir.path(), &pki.ca_pem_path, &certification.cms_signature, &other);
+    assert!(accepted.status.success(), "signed from the archived digest: {}", String::from_utf8_lossy(&accepted.stderr));
+    let scan_refused = node.signing().await.certify(certify_request("c-scan", &scan, AGENCY, &ecdsa.signer_id)).await.unwrap_err();
+    assert_eq!(scan_refused.code(), tonic::Code::DataLoss, "{scan_refused:?}");
+    let ed25519_refused = node.signing().await.certify(certify_request("c-ed", &other, AGENCY, &ed25519.signer_id)).await.unwrap_err();
+    assert_eq!(ed25519_refused.code(), tonic::Code::DataLoss, "{ed25519_refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_service_reports_serving() {
     let dir = tempdir();

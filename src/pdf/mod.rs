@@ -52,6 +52,10 @@ pub enum ScanFormat {
     Png,
 }
 
+/// How many leading bytes [`ScanFormat::sniff`] looks at (a PDF header may follow up to
+/// 1 KiB of junk, as readers accept).
+pub const SNIFF_BYTES: u64 = 1024;
+
 impl ScanFormat {
     /// The format kyso can deliver a certified PDF for, or `None` (other files keep only
     /// their detached CMS).
@@ -60,7 +64,7 @@ impl ScanFormat {
             Some(ScanFormat::Jpeg)
         } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
             Some(ScanFormat::Png)
-        } else if bytes.iter().take(1024).collect::<Vec<_>>().windows(5).any(|window| window.iter().copied().eq(b"%PDF-")) {
+        } else if bytes[..bytes.len().min(SNIFF_BYTES as usize)].windows(5).any(|window| window == b"%PDF-") {
             Some(ScanFormat::Pdf)
         } else {
             None

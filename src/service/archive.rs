@@ -188,6 +188,25 @@ impl<P: Proposer> Kyso<P> {
         }
     }
 
+    /// The first bytes of an archived blob (up to [`crate::pdf::SNIFF_BYTES`]), for certify
+    /// to tell a scan, whose bytes go into the certified PDF, from any other file, which is
+    /// signed from its stored digest without being read. Fetched from a peer first when
+    /// this node lacks the blob, as `get_blob` does.
+    pub async fn blob_head(&self, hash: &Sha256) -> Result<Bytes, ServiceError> {
+        let size_bytes = self
+            .state
+            .blob_size(hash)?
+            .ok_or_else(|| ServiceError::NotFound(format!("no archived file has SHA-256 {hash}")))?;
+        let bytes = size_bytes.min(crate::pdf::SNIFF_BYTES);
+        match self.blobs.head_bytes(hash, bytes).await {
+            Err(crate::archive::ArchiveError::NotFound(_)) if self.peer_blobs.is_some() => {
+                self.fetch_from_peers(hash).await?;
+                Ok(self.blobs.head_bytes(hash, bytes).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// A blob the replicated state references but this node lacks (it missed the upload, or
     /// caught up from a snapshot): fetch it from a peer into the spool, check its hash and
     /// size, and keep it (the store re-hashes it from the spool as it writes).

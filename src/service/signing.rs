@@ -215,7 +215,10 @@ impl<P: Proposer> Kyso<P> {
         let mut certifications = Vec::with_capacity(items.len());
         let mut pdf_items = Vec::new();
         for item in items {
-            let (signer, document) = self.check_certify_item(caller, &item, signed_at_unix).await?;
+            let signer = self.check_certify_item_before_reading(caller, &item, signed_at_unix)?;
+            let document_sha256 = Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item_before_reading");
+            // Whether the document exists (here or on a peer) before the PIN is tried.
+            let head = self.blob_head(&document_sha256).await.map_err(not_archived(&document_sha256))?;
             let key = match keys.get(&signer.id) {
                 Some(key) => key.clone(),
                 None => {
@@ -224,9 +227,16 @@ impl<P: Proposer> Kyso<P> {
                     key
                 }
             };
-            let document_sha256 = Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item");
+            // A scan's bytes go into its certified PDF, and a signer that does not sign a
+            // SHA-256 digest needs them too: read whole, hash-checked. Any other file is
+            // signed from the digest it was archived under, unread.
+            let scan = certified_pdf::delivers_pdf(&head);
+            let document = match scan || !crypto::cms::digests_with_sha256(key.algorithm()) {
+                true => Some(self.get_blob(&document_sha256).await.map_err(not_archived(&document_sha256))?),
+                false => None,
+            };
             let cms_der = self.sign_and_check(document.clone(), document_sha256, signed_at_unix, signer.chain_der.clone(), key.clone()).await?;
-            if certified_pdf::delivers_pdf(&document) {
+            if let Some(document) = document.filter(|_| scan) {
                 pdf_items.push(certified_pdf::PdfItem { index: certifications.len(), document, signer: signer.clone(), key });
             }
             certifications.push(self.new_certification(item, signer.id, signed_at_unix, cms_der)?);
@@ -375,6 +385,14 @@ impl<P: Proposer> Kyso<P> {
     /// Everything a certification needs that can be checked before signing; returns the
     /// signer and the document's bytes.
     pub(super) async fn check_certify_item(&self, caller: &Caller, item: &CertifyItem, at_unix: i64) -> Result<(Signer, Bytes), ServiceError> {
+        let signer = self.check_certify_item_before_reading(caller, item, at_unix)?;
+        let hash = Sha256::from_slice(&item.document_sha256).expect("checked in check_certify_item_before_reading");
+        let document = self.get_blob(&hash).await.map_err(not_archived(&hash))?;
+        Ok((signer, document))
+    }
+
+    /// The checks of [`Self::check_certify_item`] that need no document bytes.
+    fn check_certify_item_before_reading(&self, caller: &Caller, item: &CertifyItem, at_unix: i64) -> Result<Signer, ServiceError> {
         let hash = Sha256::from_slice(&item.document_sha256).ok_or_else(|| {
             ServiceError::InvalidArgument(format!(
                 "document_sha256 must be 32 bytes, got {}",
@@ -405,13 +423,7 @@ impl<P: Proposer> Kyso<P> {
         }
         self.check_document_of_agency(&hash, &item.agency_id, &item.dossier_id)?;
         self.check_signer_may_sign(&signer, at_unix)?;
-        let document = self.get_blob(&hash).await.map_err(|error| match error {
-            ServiceError::NotFound(_) => {
-                ServiceError::NotFound(format!("document {hash} is not archived; upload it in a dossier first"))
-            }
-            other => other,
-        })?;
-        Ok((signer, document))
+        Ok(signer)
     }
 
     /// The document must be a file of a dossier of the request's agency (of `dossier_id`
@@ -583,20 +595,25 @@ impl<P: Proposer> Kyso<P> {
     /// Signs on a blocking thread (RSA signing takes milliseconds), adds the
     /// signature-time-stamp (the own TSA's in the same trip, an external TSA's through
     /// `stamp_cms`), and verifies the result, time stamp included, before it may enter the
-    /// log. `document` was read by `get_blob`, which checked that
-    /// it hashes to `document_sha256`; so for a SHA-256 signer both the signature and its
-    /// check take that digest instead of hashing the document twice more (the self-check
-    /// still verifies the signature value over the signed attributes, which is what a
-    /// faulty key would get wrong).
+    /// log. For a SHA-256 signer both the signature and its check take `document_sha256`,
+    /// the digest the document was archived under (content-addressed: the upload hashed
+    /// the bytes it stored), and `document` may be `None`; the self-check still verifies
+    /// the signature value over the signed attributes, which is what a faulty key would get
+    /// wrong. Any other signer covers `document`, read by `get_blob` (hash-checked).
     async fn sign_and_check(
         &self,
-        document: Bytes,
+        document: Option<Bytes>,
         document_sha256: Sha256,
         signed_at_unix: i64,
         chain_der: Vec<Vec<u8>>,
         key: std::sync::Arc<SigningKey>,
     ) -> Result<Vec<u8>, ServiceError> {
         let by_digest = crypto::cms::digests_with_sha256(key.algorithm());
+        let document = match document {
+            Some(document) => document,
+            None if by_digest => Bytes::new(),
+            None => return Err(ServiceError::Internal("a signer that does not sign a SHA-256 digest needs the document's bytes".into())),
+        };
         let sign = {
             let document = document.clone();
             move || {
@@ -630,6 +647,14 @@ impl<P: Proposer> Kyso<P> {
             check(cms)
         })
         .await
+    }
+}
+
+/// A document the state names but no store holds is "not archived" to the caller.
+fn not_archived(hash: &Sha256) -> impl FnOnce(ServiceError) -> ServiceError + '_ {
+    move |error| match error {
+        ServiceError::NotFound(_) => ServiceError::NotFound(format!("document {hash} is not archived; upload it in a dossier first")),
+        other => other,
     }
 }
 
