@@ -227,13 +227,36 @@ pub fn unpack_leaf<E>(
 type FetchCertificate<'a, E> = dyn for<'h> FnMut(&'h Sha256) -> Result<Option<Vec<u8>>, E> + 'a;
 type FetchLeaf<'a, E> = dyn FnMut(u64) -> Result<Option<Vec<u8>>, E> + 'a;
 
+/// The leaf a delta-encoded stored leaf copies from, or `None` for any other stored form.
+pub fn delta_reference(stored: &[u8]) -> Option<u64> {
+    match stored.split_first() {
+        Some((&DELTA_LEAF, rest)) => rest.first_chunk::<8>().map(|index| u64::from_be_bytes(*index)),
+        _ => None,
+    }
+}
+
+/// [`unpack_leaf`] of a delta-encoded leaf whose reference the caller already unpacked
+/// (`base`, the leaf [`delta_reference`] names).
+pub fn unpack_delta<E>(
+    stored: &[u8],
+    base: &[u8],
+    mut certificate: impl FnMut(&Sha256) -> Result<Option<Vec<u8>>, E>,
+    corrupt: impl Fn(String) -> E,
+) -> Result<Vec<u8>, E> {
+    let rest = match stored.split_first() {
+        Some((&DELTA_LEAF, rest)) => rest.get(8..).ok_or_else(|| corrupt("a delta leaf ends inside its reference".into()))?,
+        _ => return Err(corrupt("not a delta leaf".into())),
+    };
+    segments(stored.len(), rest, Some(base), &mut certificate, &corrupt)
+}
+
 fn unpack<E>(
     stored: &[u8],
     certificate: &mut FetchCertificate<'_, E>,
     reference: &mut FetchLeaf<'_, E>,
     corrupt: &dyn Fn(String) -> E,
 ) -> Result<Vec<u8>, E> {
-    let (base, mut rest) = match stored.split_first() {
+    let (base, rest) = match stored.split_first() {
         Some((&PACKED_LEAF, rest)) => (None, rest),
         Some((&DELTA_LEAF, rest)) => {
             let (index, rest) = rest.split_first_chunk::<8>().ok_or_else(|| corrupt("a delta leaf ends inside its reference".into()))?;
@@ -247,7 +270,18 @@ fn unpack<E>(
         }
         _ => return Ok(stored.to_vec()),
     };
-    let mut leaf = Vec::with_capacity(stored.len() * 2);
+    segments(stored.len(), rest, base.as_deref(), certificate, corrupt)
+}
+
+/// The leaf that the segments after a stored leaf's header spell.
+fn segments<E>(
+    stored_len: usize,
+    mut rest: &[u8],
+    base: Option<&[u8]>,
+    certificate: &mut FetchCertificate<'_, E>,
+    corrupt: &dyn Fn(String) -> E,
+) -> Result<Vec<u8>, E> {
+    let mut leaf = Vec::with_capacity(stored_len * 2);
     while let Some((&tag, body)) = rest.split_first() {
         match tag {
             SEGMENT_LITERAL => {
@@ -265,7 +299,7 @@ fn unpack<E>(
                 rest = body;
             }
             SEGMENT_COPY => {
-                let base = base.as_deref().ok_or_else(|| corrupt("a packed leaf without a reference copies from one".into()))?;
+                let base = base.ok_or_else(|| corrupt("a packed leaf without a reference copies from one".into()))?;
                 let (at, body) = body.split_first_chunk::<4>().ok_or_else(|| corrupt("a delta leaf ends inside a copy".into()))?;
                 let (length, body) = body.split_first_chunk::<4>().ok_or_else(|| corrupt("a delta leaf ends inside a copy".into()))?;
                 let (at, length) = (u32::from_be_bytes(*at) as usize, u32::from_be_bytes(*length) as usize);

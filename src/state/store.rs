@@ -299,6 +299,7 @@ pub struct StateStore {
     /// or a power loss): it walks the whole file, so this grows with the state.
     repaired_on_open: Option<std::time::Duration>,
     persistence: std::sync::Mutex<Persistence>,
+    references: std::sync::Arc<ReferenceLeaves>,
 }
 
 impl StateStore {
@@ -355,6 +356,7 @@ impl StateStore {
             skip_fsync: false,
             repaired_on_open,
             persistence: std::sync::Mutex::new(Persistence::durable_at(0)),
+            references: Default::default(),
         };
         store.migrate_record_layout()?;
         store.index_derived_tables()?;
@@ -420,7 +422,7 @@ impl StateStore {
             let mut done = true;
             {
                 // Layouts 1 and 2 keep one leaf to a row.
-                let mut leaves = Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true };
+                let mut leaves = Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true, references: None };
                 let mut security = txn.open_table(SECURITY)?;
                 let mut batch = Vec::new();
                 for row in leaves.table.range(next_leaf..)?.take(MIGRATION_ROWS_PER_TRANSACTION) {
@@ -792,7 +794,8 @@ impl StateStore {
     pub fn verify_read(&self, hash: &Sha256, follow_delivered_pdf: bool) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
+        let leaves = Leaves::open(&txn)?.with_references(&self.references);
+        let records = Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?);
         let mut found = records.of_document(&index, hash)?;
         let scan = if follow_delivered_pdf {
             found
@@ -966,7 +969,7 @@ impl StateStore {
     pub fn tlog_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
         let txn = self.db.begin_read()?;
         let security = txn.open_table(SECURITY)?;
-        let leaves = Leaves::open(&txn)?;
+        let leaves = Leaves::open(&txn)?.with_references(&self.references);
         let mut entries = Vec::new();
         for (index, stored) in leaves.stored_range(start, end)? {
             entries.push((index, unpack(&stored, &leaves, &security)?));
@@ -1375,6 +1378,7 @@ impl StateStore {
         rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
         self.committed_durably(index);
+        self.references.clear();
         Ok(())
     }
 
@@ -2137,12 +2141,20 @@ fn unpack(
     leaves: &Leaves<impl ReadableTable<u64, &'static [u8]>>,
     security: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Vec<u8>, StateError> {
-    packing::unpack_leaf(
-        stored,
-        |hash| Ok(security.get(packing::certificate_key(hash).as_str())?.map(|value| value.value().to_vec())),
-        |index| leaves.stored(index),
-        StateError::Corrupt,
-    )
+    let certificate = |hash: &Sha256| Ok(security.get(packing::certificate_key(hash).as_str())?.map(|value| value.value().to_vec()));
+    if let (Some(references), Some(index)) = (&leaves.references, packing::delta_reference(stored)) {
+        let base = references.get_or_load(index, || {
+            let reference = leaves
+                .stored(index)?
+                .ok_or_else(|| StateError::Corrupt(format!("a delta leaf refers to leaf {index}, which is missing")))?;
+            if reference.first() == Some(&packing::DELTA_LEAF) {
+                return Err(StateError::Corrupt(format!("a delta leaf refers to leaf {index}, itself a delta")));
+            }
+            packing::unpack_leaf(&reference, certificate, |_| Ok(None), StateError::Corrupt)
+        })?;
+        return packing::unpack_delta(stored, &base, certificate, StateError::Corrupt);
+    }
+    packing::unpack_leaf(stored, certificate, |index| leaves.stored(index), StateError::Corrupt)
 }
 
 /// A log leaf's index, with its bytes when they were already read.
@@ -2184,11 +2196,57 @@ fn read_leaf(
 struct Leaves<T> {
     table: T,
     one_per_row: bool,
+    /// Where unpacked reference leaves are kept between reads (the read paths that
+    /// verify; `None` elsewhere).
+    references: Option<std::sync::Arc<ReferenceLeaves>>,
+}
+
+impl<T> Leaves<T> {
+    fn with_references(mut self, references: &std::sync::Arc<ReferenceLeaves>) -> Self {
+        self.references = Some(references.clone());
+        self
+    }
+}
+
+/// How many unpacked reference leaves [`ReferenceLeaves`] keeps (one per signer that signs;
+/// a few KB each).
+const REFERENCE_LEAVES_KEPT: usize = 1024;
+
+/// Signers' reference leaves, unpacked. Every delta-encoded leaf copies from its signer's
+/// one reference leaf (`packing`), so without this every verify read that reference's row
+/// of leaves and its certificates and rebuilt it. A leaf never changes once appended; a
+/// snapshot install, which replaces the whole state, clears this.
+pub(crate) struct ReferenceLeaves(std::sync::Mutex<lru::LruCache<u64, std::sync::Arc<Vec<u8>>>>);
+
+impl Default for ReferenceLeaves {
+    fn default() -> Self {
+        ReferenceLeaves(std::sync::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(REFERENCE_LEAVES_KEPT).expect("not zero"))))
+    }
+}
+
+impl ReferenceLeaves {
+    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<u64, std::sync::Arc<Vec<u8>>>> {
+        // A cache: a panic while it was held leaves at worst a missing entry.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get_or_load(&self, index: u64, load: impl FnOnce() -> Result<Vec<u8>, StateError>) -> Result<std::sync::Arc<Vec<u8>>, StateError> {
+        if let Some(kept) = self.lock().get(&index) {
+            return Ok(kept.clone());
+        }
+        let loaded = std::sync::Arc::new(load()?);
+        self.lock().put(index, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn clear(&self) {
+        self.lock().clear();
+    }
 }
 
 impl Leaves<redb::ReadOnlyTable<u64, &'static [u8]>> {
     fn open(txn: &redb::ReadTransaction) -> Result<Self, StateError> {
-        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false })
+        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false, references: None })
     }
 }
 
@@ -2196,9 +2254,9 @@ impl<'txn> Leaves<redb::Table<'txn, u64, &'static [u8]>> {
     fn open_for_apply(txn: &'txn WriteTransaction) -> Result<Self, StateError> {
         #[cfg(test)]
         if tests::layout_1::writing_layout() < 3 {
-            return Ok(Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true });
+            return Ok(Leaves { table: txn.open_table(TLOG_LEAVES)?, one_per_row: true, references: None });
         }
-        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false })
+        Ok(Leaves { table: txn.open_table(TLOG_LEAF_BUCKETS)?, one_per_row: false, references: None })
     }
 
     /// Appends leaf `index`'s stored form; `index` must be the next leaf.
@@ -3115,7 +3173,7 @@ mod layout_tests {
     fn entries_of_one_leaf_per_row(store: &StateStore) -> Vec<(u64, Vec<u8>)> {
         let txn = store.db.begin_read().unwrap();
         let security = txn.open_table(SECURITY).unwrap();
-        let leaves = Leaves { table: txn.open_table(TLOG_LEAVES).unwrap(), one_per_row: true };
+        let leaves = Leaves { table: txn.open_table(TLOG_LEAVES).unwrap(), one_per_row: true, references: None };
         let stored = leaves.stored_range(0, u64::MAX).unwrap();
         stored.into_iter().map(|(index, stored)| (index, unpack(&stored, &leaves, &security).unwrap())).collect()
     }
@@ -3219,6 +3277,30 @@ mod layout_tests {
         let next = fresh.applied().unwrap() + 1;
         let retry = fresh.apply_batch(&[Entry { index: next, term: 1, data: data[2].clone() }]).unwrap();
         assert_eq!(Outcome::decode(&retry[0]).unwrap(), Outcome::decode(&fresh_answers[2]).unwrap());
+    }
+
+    /// Verify reads keep each signer's unpacked reference leaf between calls: the leaves
+    /// they give, cold and warm, are those read and unpacked afresh each time.
+    #[test]
+    fn reference_leaves_kept_between_reads_give_the_leaves_read_afresh() {
+        let data = commands(30);
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        apply_all(&store, &data);
+        let afresh: Vec<(u64, Vec<u8>)> = {
+            let txn = store.db.begin_read().unwrap();
+            let security = txn.open_table(SECURITY).unwrap();
+            let leaves = Leaves::open(&txn).unwrap();
+            assert!(leaves.references.is_none());
+            let stored = leaves.stored_range(0, u64::MAX).unwrap();
+            let deltas = stored.iter().filter(|(_, stored)| packing::delta_reference(stored).is_some()).count();
+            assert!(deltas >= 25, "most certification leaves copy from the signer's reference: {deltas}");
+            stored.into_iter().map(|(index, stored)| (index, unpack(&stored, &leaves, &security).unwrap())).collect()
+        };
+        assert!(store.references.lock().is_empty());
+        assert_eq!(store.tlog_entries(0, u64::MAX).unwrap(), afresh, "cold");
+        assert_eq!(store.references.lock().len(), 1, "one signer, one reference kept");
+        assert_eq!(store.tlog_entries(0, u64::MAX).unwrap(), afresh, "warm");
     }
 
     #[test]

@@ -548,6 +548,7 @@ impl StateStore {
         rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
         self.committed_durably(index);
+        self.references.clear();
         if let Ok(mut staging) = self.staging.lock() {
             staging.finished_at = None;
         }
