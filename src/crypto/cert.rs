@@ -149,6 +149,8 @@ pub struct ValidatedChain {
 #[derive(Clone, Debug)]
 pub struct TrustAnchors {
     anchors_der: Vec<Vec<u8>>,
+    /// SHA-256 over the anchors (each length-prefixed): what a [`ChainCache`] key names.
+    digest: [u8; 32],
 }
 
 impl TrustAnchors {
@@ -173,7 +175,8 @@ impl TrustAnchors {
                 anchors_der.push(der);
             }
         }
-        Ok(TrustAnchors { anchors_der })
+        let digest = length_prefixed_digest(&anchors_der);
+        Ok(TrustAnchors { anchors_der, digest })
     }
 
     /// Trust anchors from PEM text holding one or more CERTIFICATE blocks (or one DER
@@ -255,6 +258,16 @@ pub fn validate_chain(
     anchors: &TrustAnchors,
     at_unix: i64,
 ) -> Result<ValidatedChain, CertError> {
+    validate_chain_spanned(chain_der, anchors, at_unix).map(|(chain, _)| chain)
+}
+
+/// [`validate_chain`], with the span of time in which every certificate of the path is
+/// valid (where the same chain validates again: see [`ChainCache`]).
+fn validate_chain_spanned(
+    chain_der: &[Vec<u8>],
+    anchors: &TrustAnchors,
+    at_unix: i64,
+) -> Result<(ValidatedChain, std::ops::RangeInclusive<i64>), CertError> {
     if chain_der.is_empty() {
         return Err(CertError::Empty);
     }
@@ -302,7 +315,80 @@ pub fn validate_chain(
         let intermediates_below = index - 1;
         check_issuer(issuer, at_unix, intermediates_below)?;
     }
-    Ok(describe_leaf(leaf, &path, algorithm))
+    let valid_from = path.iter().map(|certificate| certificate.validity().not_before.timestamp()).max().unwrap_or(i64::MIN);
+    let valid_until = path.iter().map(|certificate| certificate.validity().not_after.timestamp()).min().unwrap_or(i64::MAX);
+    Ok((describe_leaf(leaf, &path, algorithm), valid_from..=valid_until))
+}
+
+/// SHA-256 over `parts`, each preceded by its length (so that no two lists collide).
+pub(crate) fn length_prefixed_digest(parts: impl IntoIterator<Item = impl AsRef<[u8]>>) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        let part = part.as_ref();
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(context.finish().as_ref());
+    out
+}
+
+/// Chains that validated against a set of trust anchors, each with the span of time in
+/// which every certificate of its path is valid. Within that span [`validate_chain`] gives
+/// the same answer again: the path, its signatures and its constraints do not depend on
+/// the time, only the validity periods do. So a signer's chain is parsed and its
+/// signatures checked once, not on every certification (both showed in certify's
+/// profile). Only successes are kept; outside the span, or for other anchors (the key
+/// names them), the chain is validated afresh. Bounded: at `capacity` entries it starts
+/// over.
+pub struct ChainCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedChain>>,
+    capacity: usize,
+}
+
+struct CachedChain {
+    chain: std::sync::Arc<ValidatedChain>,
+    valid: std::ops::RangeInclusive<i64>,
+}
+
+impl ChainCache {
+    pub fn new(capacity: usize) -> Self {
+        ChainCache { entries: std::sync::Mutex::new(std::collections::HashMap::new()), capacity: capacity.max(1) }
+    }
+
+    /// [`validate_chain`], answered from the cache when `chain_der` validated against
+    /// `anchors` before and `at_unix` is inside its span.
+    pub fn validate(&self, chain_der: &[Vec<u8>], anchors: &TrustAnchors, at_unix: i64) -> Result<std::sync::Arc<ValidatedChain>, CertError> {
+        let anchors_digest = anchors.digest.to_vec();
+        let key = length_prefixed_digest(std::iter::once(&anchors_digest).chain(chain_der));
+        if let Some(cached) = self.entries().get(&key) {
+            if cached.valid.contains(&at_unix) {
+                return Ok(cached.chain.clone());
+            }
+        }
+        let (chain, valid) = validate_chain_spanned(chain_der, anchors, at_unix)?;
+        let chain = std::sync::Arc::new(chain);
+        let mut entries = self.entries();
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        entries.insert(key, CachedChain { chain: chain.clone(), valid });
+        Ok(chain)
+    }
+
+    /// How many chains are kept.
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], CachedChain>> {
+        // Each insertion and clear is whole: a panic elsewhere cannot leave it half-done.
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Classifies a signer's public key, enforcing the allow-list and RSA sizes. Shared with the
@@ -995,6 +1081,51 @@ mod tests {
             matches!(error, CertError::NotYetValid { not_before_unix, .. } if not_before_unix == NOW_UNIX + DAY_SECONDS),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn a_cached_chain_answers_as_a_fresh_validation_inside_its_span_and_is_validated_again_outside_it() {
+        let root = ecdsa_root();
+        let mut intermediate_spec = ca_spec("Short Intermediate", KeyAlgorithm::EcdsaP256);
+        intermediate_spec.not_after_unix = NOW_UNIX + DAY_SECONDS;
+        let intermediate = devpki::issue(&intermediate_spec, &root).expect("intermediate");
+        let leaf = issue_leaf(&signer_spec("Alice", KeyAlgorithm::EcdsaP256), &intermediate);
+        let chain = vec![leaf.cert_der.clone(), intermediate.cert_der.clone()];
+        let anchors = anchors_of(&root);
+        let cache = ChainCache::new(8);
+
+        let first = cache.validate(&chain, &anchors, NOW_UNIX).expect("valid now");
+        assert_eq!(*first, validate_chain(&chain, &anchors, NOW_UNIX).expect("valid now"));
+        assert_eq!(cache.len(), 1);
+        let again = cache.validate(&chain, &anchors, NOW_UNIX + 60).expect("still valid");
+        assert!(std::sync::Arc::ptr_eq(&first, &again), "inside the span the kept validation answers");
+
+        // The intermediate's last second is the end of the span; a second later the chain
+        // is validated again and fails as a fresh validation does.
+        cache.validate(&chain, &anchors, NOW_UNIX + DAY_SECONDS).expect("valid through the intermediate's last second");
+        let cached = cache.validate(&chain, &anchors, NOW_UNIX + DAY_SECONDS + 1).expect_err("the intermediate expired");
+        let fresh = validate_chain(&chain, &anchors, NOW_UNIX + DAY_SECONDS + 1).expect_err("the intermediate expired");
+        assert_eq!(cached.to_string(), fresh.to_string());
+        assert!(matches!(&cached, CertError::Expired { subject, .. } if subject == "CN=Short Intermediate,O=Kyso Test"), "{cached:?}");
+        let before = cache.validate(&chain, &anchors, leaf_not_before(&leaf) - 1).expect_err("before the leaf's validity");
+        assert!(matches!(before, CertError::NotYetValid { .. }), "{before:?}");
+
+        // Other anchors never get the kept answer.
+        let other_root = devpki::self_signed_ca(&ca_spec("Other Root", KeyAlgorithm::EcdsaP256)).expect("root");
+        let untrusted = cache.validate(&chain, &anchors_of(&other_root), NOW_UNIX).expect_err("another root");
+        assert!(matches!(untrusted, CertError::Untrusted { .. }), "{untrusted:?}");
+        // Nor does another chain, and a full cache starts over.
+        let small = ChainCache::new(1);
+        small.validate(&chain, &anchors, NOW_UNIX).expect("valid");
+        let bob = issue_leaf(&signer_spec("Bob", KeyAlgorithm::EcdsaP256), &intermediate);
+        let bob_chain = vec![bob.cert_der.clone(), intermediate.cert_der.clone()];
+        let validated = small.validate(&bob_chain, &anchors, NOW_UNIX).expect("valid");
+        assert!(validated.subject.contains("Bob"), "{}", validated.subject);
+        assert_eq!(small.len(), 1);
+    }
+
+    fn leaf_not_before(leaf: &IssuedCert) -> i64 {
+        parse_certificate(&leaf.cert_der).expect("parses").validity().not_before.timestamp()
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub(crate) mod testutil;
 
 use std::fmt;
 
-pub use cert::{issuer_name_der, parse_certificates, validate_chain, CertError, TrustAnchors, ValidatedChain};
+pub use cert::{issuer_name_der, parse_certificates, validate_chain, CertError, ChainCache, TrustAnchors, ValidatedChain};
 pub use cms::{add_signature_timestamp, prepare_detached_parts, signature_value, sign_detached, sign_detached_parts, RsaPadding, UnsignedCms, verify_detached, verify_detached_parts, CmsError, VerifiedCms};
 pub use devpki::DevPkiError;
 pub use crl::{verify_crl, CrlError, VerifiedCrl};

@@ -113,12 +113,18 @@ impl From<ProposeError> for ServiceError {
     }
 }
 
+/// How many validated signer chains a node keeps (a commune has a handful of signers; a
+/// province some thousands).
+const CHAIN_CACHE_ENTRIES_MAX: usize = 4096;
+
 /// The node's use cases over one consensus driver.
 pub struct Kyso<P: Proposer> {
     pub(crate) state: Arc<StateStore>,
     pub(crate) blobs: BlobStore,
     pub(crate) proposer: P,
     pub(crate) trust: TrustAnchors,
+    /// Signer chains that validated against `trust`, with the time span they hold in.
+    pub(crate) chains: crate::crypto::ChainCache,
     pub(crate) master_key: MasterKey,
     /// The master key before a rotation: keys sealed under it are re-sealed on next use.
     pub(crate) previous_master_key: Option<MasterKey>,
@@ -206,6 +212,7 @@ impl<P: Proposer> Kyso<P> {
             blobs,
             proposer,
             trust,
+            chains: crate::crypto::ChainCache::new(CHAIN_CACHE_ENTRIES_MAX),
             master_key,
             previous_master_key: None,
             limits,
@@ -351,12 +358,5 @@ pub fn now_unix() -> i64 {
 
 /// SHA-256 over length-prefixed parts: the fingerprint of a client request.
 pub fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in parts {
-        context.update(&(part.len() as u64).to_be_bytes());
-        context.update(part);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(context.finish().as_ref());
-    out
+    crate::crypto::cert::length_prefixed_digest(parts)
 }

@@ -367,7 +367,7 @@ impl<P: Proposer> Kyso<P> {
 
     /// The signer's chain is valid at `at_unix` and its certificate not revoked by then.
     pub(super) fn check_signer_may_sign(&self, signer: &Signer, at_unix: i64) -> Result<(), ServiceError> {
-        crypto::validate_chain(&signer.chain_der, &self.trust, at_unix).map_err(|error| {
+        self.chains.validate(&signer.chain_der, &self.trust, at_unix).map_err(|error| {
             ServiceError::PermissionDenied(format!("signer {} cannot sign now: {error}", signer.id))
         })?;
         if let Some(revocation) = self.state.signer_status(&signer.id)?.revoked_at(at_unix) {

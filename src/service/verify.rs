@@ -95,7 +95,7 @@ impl<P: Proposer> Kyso<P> {
                         // A token that does not cover the signature already made `signature` fail.
                         timestamp_unix: crypto::cms::signature_timestamp_unix(&certification.cms_der).ok().flatten(),
                         signature: self.check_signature(&certification, content).await?,
-                        chain: crypto::validate_chain(&signer.chain_der, &self.trust, certification.signed_at_unix)
+                        chain: self.chains.validate(&signer.chain_der, &self.trust, certification.signed_at_unix)
                             .map(drop)
                             .map_err(|error| error.to_string()),
                     };
