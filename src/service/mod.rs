@@ -6,6 +6,7 @@ pub mod archive;
 pub mod backup;
 pub mod forward;
 pub mod certified_pdf;
+pub mod cpu_pool;
 pub mod log;
 pub mod lookup;
 pub mod received_pdf;

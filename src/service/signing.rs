@@ -658,9 +658,10 @@ fn not_archived(hash: &Sha256) -> impl FnOnce(ServiceError) -> ServiceError + '_
     }
 }
 
-/// Runs `work` on a blocking thread (signing, hashing a whole document).
+/// Runs `work` on the node's signing threads, one per core (signing and its self-check,
+/// building a certified PDF): see [`super::cpu_pool`].
 pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, ServiceError> + Send + 'static) -> Result<T, ServiceError> {
-    tokio::task::spawn_blocking(work)
+    super::cpu_pool::run(work)
         .await
         .map_err(|error| ServiceError::Internal(format!("signing task failed: {error}")))?
 }
