@@ -339,11 +339,10 @@ pub(crate) fn length_prefixed_digest(parts: impl IntoIterator<Item = impl AsRef<
 /// the time, only the validity periods do. So a signer's chain is parsed and its
 /// signatures checked once, not on every certification (both showed in certify's
 /// profile). Only successes are kept; outside the span, or for other anchors (the key
-/// names them), the chain is validated afresh. Bounded: at `capacity` entries it starts
-/// over.
+/// names them), the chain is validated afresh. Bounded, least recently used out first (as
+/// [`ISSUANCES_CHECKED`]).
 pub struct ChainCache {
-    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], CachedChain>>,
-    capacity: usize,
+    entries: std::sync::Mutex<lru::LruCache<[u8; 32], CachedChain>>,
 }
 
 struct CachedChain {
@@ -353,14 +352,14 @@ struct CachedChain {
 
 impl ChainCache {
     pub fn new(capacity: usize) -> Self {
-        ChainCache { entries: std::sync::Mutex::new(std::collections::HashMap::new()), capacity: capacity.max(1) }
+        let capacity = std::num::NonZeroUsize::new(capacity).unwrap_or(std::num::NonZeroUsize::MIN);
+        ChainCache { entries: std::sync::Mutex::new(lru::LruCache::new(capacity)) }
     }
 
     /// [`validate_chain`], answered from the cache when `chain_der` validated against
     /// `anchors` before and `at_unix` is inside its span.
     pub fn validate(&self, chain_der: &[Vec<u8>], anchors: &TrustAnchors, at_unix: i64) -> Result<std::sync::Arc<ValidatedChain>, CertError> {
-        let anchors_digest = anchors.digest.to_vec();
-        let key = length_prefixed_digest(std::iter::once(&anchors_digest).chain(chain_der));
+        let key = length_prefixed_digest(std::iter::once(anchors.digest.as_slice()).chain(chain_der.iter().map(Vec::as_slice)));
         if let Some(cached) = self.entries().get(&key) {
             if cached.valid.contains(&at_unix) {
                 return Ok(cached.chain.clone());
@@ -368,11 +367,7 @@ impl ChainCache {
         }
         let (chain, valid) = validate_chain_spanned(chain_der, anchors, at_unix)?;
         let chain = std::sync::Arc::new(chain);
-        let mut entries = self.entries();
-        if entries.len() >= self.capacity {
-            entries.clear();
-        }
-        entries.insert(key, CachedChain { chain: chain.clone(), valid });
+        self.entries().put(key, CachedChain { chain: chain.clone(), valid });
         Ok(chain)
     }
 
@@ -385,8 +380,8 @@ impl ChainCache {
         self.len() == 0
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], CachedChain>> {
-        // Each insertion and clear is whole: a panic elsewhere cannot leave it half-done.
+    fn entries(&self) -> std::sync::MutexGuard<'_, lru::LruCache<[u8; 32], CachedChain>> {
+        // Each lookup and insertion is whole: a panic elsewhere cannot leave it half-done.
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -601,14 +596,7 @@ static ISSUANCES_CHECKED: std::sync::LazyLock<std::sync::Mutex<lru::LruCache<[u8
 /// SHA-256 over the certificate's whole DER and the issuer's subjectPublicKeyInfo, each
 /// preceded by its length: the same certificate under another key is another entry.
 fn issuances_checked_key(certificate: &X509Certificate<'_>, issuer: &X509Certificate<'_>) -> [u8; 32] {
-    let mut context = digest::Context::new(&digest::SHA256);
-    for part in [certificate.as_raw(), issuer.public_key().raw] {
-        context.update(&(part.len() as u64).to_be_bytes());
-        context.update(part);
-    }
-    let mut key = [0; 32];
-    key.copy_from_slice(context.finish().as_ref());
-    key
+    length_prefixed_digest([certificate.as_raw(), issuer.public_key().raw])
 }
 
 /// Builds the path from the leaf to an anchor. At each step an anchor that issued the
@@ -1114,7 +1102,7 @@ mod tests {
         let other_root = devpki::self_signed_ca(&ca_spec("Other Root", KeyAlgorithm::EcdsaP256)).expect("root");
         let untrusted = cache.validate(&chain, &anchors_of(&other_root), NOW_UNIX).expect_err("another root");
         assert!(matches!(untrusted, CertError::Untrusted { .. }), "{untrusted:?}");
-        // Nor does another chain, and a full cache starts over.
+        // Nor does another chain, and a full cache lets the least recently used go.
         let small = ChainCache::new(1);
         small.validate(&chain, &anchors, NOW_UNIX).expect("valid");
         let bob = issue_leaf(&signer_spec("Bob", KeyAlgorithm::EcdsaP256), &intermediate);
