@@ -547,7 +547,12 @@ pub fn add_signature_timestamp(cms_der: &[u8], token_der: &[u8]) -> Result<Vec<u
 /// The signature-time-stamp token of the one signer, if it carries one (DER, as embedded).
 pub fn signature_timestamp_token(cms_der: &[u8]) -> Result<Option<Vec<u8>>, CmsError> {
     let (_, signed_data) = decode_signed_data(cms_der)?;
-    let signer = single_signer(&signed_data)?;
+    timestamp_token_of(single_signer(&signed_data)?)
+}
+
+/// [`signature_timestamp_token`] of a signer already decoded: decoding a CMS is most of
+/// what checking one costs, so each check decodes it once.
+fn timestamp_token_of(signer: &SignerInfo) -> Result<Option<Vec<u8>>, CmsError> {
     let Some(attributes) = &signer.unsigned_attrs else {
         return Ok(None);
     };
@@ -568,11 +573,12 @@ pub fn signature_timestamp_token(cms_der: &[u8]) -> Result<Option<Vec<u8>>, CmsE
 /// carries one whose imprint covers its SignatureValue; the TSA's signature and trust are
 /// not checked. Needs no document: what verify answers report.
 pub fn signature_timestamp_unix(cms_der: &[u8]) -> Result<Option<i64>, CmsError> {
-    let Some(token) = signature_timestamp_token(cms_der)? else {
+    let (_, signed_data) = decode_signed_data(cms_der)?;
+    let signer = single_signer(&signed_data)?;
+    let Some(token) = timestamp_token_of(signer)? else {
         return Ok(None);
     };
-    let signature = signature_value(cms_der)?;
-    super::tsa::check_signature_token(&token, &signature)
+    super::tsa::check_signature_token(&token, signer.signature.as_bytes())
         .map(Some)
         .map_err(|error| CmsError::InvalidAttribute { name: "signature-time-stamp", reason: error.to_string() })
 }
@@ -656,7 +662,7 @@ pub fn verify_detached_covered(cms_der: &[u8], covered: Covered<'_>) -> Result<V
     let signer_info = single_signer(&signed_data)?;
     let attributes = signer_info.signed_attrs.as_ref().ok_or(CmsError::SignedAttributesMissing)?;
     let signing_time_unix = signing_time_attribute(attributes)?;
-    let timestamp_unix = match signature_timestamp_token(cms_der)? {
+    let timestamp_unix = match timestamp_token_of(signer_info)? {
         Some(token) => Some(super::tsa::check_signature_token(&token, signer_info.signature.as_bytes()).map_err(|error| CmsError::InvalidAttribute {
             name: "signature-time-stamp",
             reason: error.to_string(),

@@ -422,12 +422,15 @@ mod tests {
         let verified = cms::verify_detached(&stamped, b"document").unwrap();
         assert_eq!(verified.timestamp_unix, Some(ISSUE.gen_time_unix));
         assert_eq!(cms::signature_timestamp_token(&stamped).unwrap(), Some(token));
+        assert_eq!(cms::signature_timestamp_unix(&stamped).unwrap(), Some(ISSUE.gen_time_unix));
         assert_eq!(cms::verify_detached(&cms_der, b"document").unwrap().timestamp_unix, None, "an unstamped CMS (stored before) still verifies");
+        assert_eq!(cms::signature_timestamp_unix(&cms_der).unwrap(), None);
 
         let other = cms::sign_detached(b"other", now, &chain, &key).unwrap();
         let foreign = authority.stamp_signature(&cms::signature_value(&other).unwrap(), ISSUE).unwrap();
         let mismatched = cms::add_signature_timestamp(&cms_der, &foreign).unwrap();
         assert!(matches!(cms::verify_detached(&mismatched, b"document"), Err(CmsError::InvalidAttribute { name: "signature-time-stamp", .. })));
+        assert!(matches!(cms::signature_timestamp_unix(&mismatched), Err(CmsError::InvalidAttribute { name: "signature-time-stamp", .. })));
     }
 
     #[test]
