@@ -50,6 +50,11 @@ pub enum PoolError {
     Panicked(String),
     #[error("no signing thread could be started")]
     NoThreads,
+    /// What the pool's own bounds rule out while its threads live (a closed place count, a
+    /// full or closed queue, a job dropped unanswered): reported as what happened, not
+    /// as a missing thread.
+    #[error("the signing pool lost the job: {0}")]
+    Lost(&'static str),
 }
 
 /// How many threads the pool runs (the machine's cores, unless a spawn failed).
@@ -65,7 +70,7 @@ pub async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -
         return Err(PoolError::NoThreads);
     }
     // Never closed: waiting here only ends with a place.
-    let place = pool.places.acquire().await.map_err(|_| PoolError::NoThreads)?;
+    let place = pool.places.acquire().await.map_err(|_| PoolError::Lost("its places were closed"))?;
     let (answer, answered) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).map_err(|panic| {
@@ -81,8 +86,8 @@ pub async fn run<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -
         drop(place);
     });
     // The queue holds QUEUE_MAX jobs and each holds a place: there is room.
-    pool.sender.try_send(job).map_err(|_| PoolError::NoThreads)?;
-    answered.await.map_err(|_| PoolError::NoThreads)?
+    pool.sender.try_send(job).map_err(|error| PoolError::Lost(if error.is_full() { "its queue was full" } else { "its threads had exited" }))?;
+    answered.await.map_err(|_| PoolError::Lost("the job was dropped unanswered"))?
 }
 
 #[cfg(test)]
