@@ -46,8 +46,12 @@ roles = ["admin", "clerk", "signer", "verifier"]
 agency_ids = ["*"]
 signer_ids = ["*"]
 
+# The load generator is one client certificate standing for many agency systems: its
+# per-client bounds are lifted, so that 256 closed-loop clients on one node are not refused
+# by the bound meant for one system (128 calls in flight by default).
 [limits]
 client_requests_per_second_max = 1000000
+calls_in_flight_per_client_max = 4096
 CONFIG
 }
 
