@@ -10,10 +10,13 @@
 //! 1. send `messages` at once (a leader replicates while it writes);
 //! 2. install a snapshot, if any: stage its data durably, record it in the log together
 //!    with the hard state (one synced write), then restore the state machine;
-//! 3. apply committed entries in order, in batches (membership changes are recorded, with
-//!    an fsync, before the batch that contains them is applied);
-//! 4. append `entries` and the hard state in one write, fsync'd when `must_sync`;
-//! 5. only then send `persisted_messages` (votes, append responses);
+//! 3. append `entries` and the hard state in one write, fsync'd when `must_sync`;
+//! 4. only then send `persisted_messages` (votes, append responses);
+//! 5. apply committed entries in order, in batches (membership changes are recorded, with
+//!    an fsync, before the batch that contains them is applied). After the write and its
+//!    messages, not before them as in raft-rs's example: a follower's append response
+//!    and the leader's own fsync of new proposals do not wait for this apply (3-node
+//!    certify +3 to +6 %, BENCHMARKS.md, stop 32);
 //! 6. `advance`; record the new commit index; send; apply; `advance_apply_to`.
 //!
 //! A failed write or apply returns an error and the caller stops the node: nothing is
@@ -261,7 +264,7 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
             self.install_snapshot(snapshot, ready.hs().cloned())?;
             outcome.membership_changed = true;
         }
-        self.apply_committed(ready.take_committed_entries(), &mut outcome)?;
+        let committed = ready.take_committed_entries();
         let write = LogWrite {
             entries: ready.take_entries(),
             hard_state: ready.hs().cloned(),
@@ -270,6 +273,7 @@ impl<S: StateMachine, L: LogStore> Replica<S, L> {
         };
         self.raw.mut_store().log.write(write)?;
         send(outbox, ready.take_persisted_messages());
+        self.apply_committed(committed, &mut outcome)?;
         outcome.read_states = ready.take_read_states();
         let mut light = self.raw.advance(ready);
         if let Some(commit) = light.commit_index() {
