@@ -16,7 +16,7 @@
 //!    an fsync, before the batch that contains them is applied). After the write and its
 //!    messages, not before them as in raft-rs's example: a follower's append response
 //!    and the leader's own fsync of new proposals do not wait for this apply (3-node
-//!    certify +3 to +6 %, BENCHMARKS.md, stop 32);
+//!    certify, A/B: +4 to +6 % at 16 clients, +1.5 to +12 % at 64; BENCHMARKS.md, stop 32);
 //! 6. `advance`; record the new commit index; send; apply; `advance_apply_to`.
 //!
 //! A failed write or apply returns an error and the caller stops the node: nothing is
