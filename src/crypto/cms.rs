@@ -178,6 +178,9 @@ pub struct VerifiedCms {
     /// one; its imprint was checked against the SignatureValue, not the TSA's signature or
     /// trust.
     pub timestamp_unix: Option<i64>,
+    /// The time stamp's authority certificate first, then the token's other embedded
+    /// certificates (empty without a time stamp): what a caller validates to trust it.
+    pub timestamp_chain_der: Vec<Vec<u8>>,
 }
 
 impl VerifiedCms {
@@ -579,7 +582,7 @@ pub fn signature_timestamp_unix(cms_der: &[u8]) -> Result<Option<i64>, CmsError>
         return Ok(None);
     };
     super::tsa::check_signature_token(&token, signer.signature.as_bytes())
-        .map(Some)
+        .map(|(gen_time_unix, _)| Some(gen_time_unix))
         .map_err(|error| CmsError::InvalidAttribute { name: "signature-time-stamp", reason: error.to_string() })
 }
 
@@ -662,15 +665,17 @@ pub fn verify_detached_covered(cms_der: &[u8], covered: Covered<'_>) -> Result<V
     let signer_info = single_signer(&signed_data)?;
     let attributes = signer_info.signed_attrs.as_ref().ok_or(CmsError::SignedAttributesMissing)?;
     let signing_time_unix = signing_time_attribute(attributes)?;
-    let timestamp_unix = match timestamp_token_of(signer_info)? {
-        Some(token) => Some(super::tsa::check_signature_token(&token, signer_info.signature.as_bytes()).map_err(|error| CmsError::InvalidAttribute {
-            name: "signature-time-stamp",
-            reason: error.to_string(),
-        })?),
-        None => None,
+    let (timestamp_unix, timestamp_chain_der) = match timestamp_token_of(signer_info)? {
+        Some(token) => {
+            let (gen_time_unix, verified) = super::tsa::check_signature_token(&token, signer_info.signature.as_bytes())
+                .map_err(|error| CmsError::InvalidAttribute { name: "signature-time-stamp", reason: error.to_string() })?;
+            (Some(gen_time_unix), verified.chain_der())
+        }
+        None => (None, Vec::new()),
     };
     Ok(VerifiedCms {
         timestamp_unix,
+        timestamp_chain_der,
         signer_cert_der: signer.cert_der.to_vec(),
         certificates_der: signer.certificates.iter().map(|der| der.to_vec()).collect(),
         signing_time_unix,
@@ -685,6 +690,16 @@ pub struct VerifiedToken {
     pub tsa_cert_der: Vec<u8>,
     pub certificates_der: Vec<Vec<u8>>,
     pub tst_info_der: Vec<u8>,
+}
+
+impl VerifiedToken {
+    /// The TSA's certificate first, then the other embedded certificates: the shape
+    /// `cert::validate_chain` takes.
+    pub fn chain_der(&self) -> Vec<Vec<u8>> {
+        let mut chain = vec![self.tsa_cert_der.clone()];
+        chain.extend(self.certificates_der.iter().filter(|der| **der != self.tsa_cert_der).cloned());
+        chain
+    }
 }
 
 /// Checks an RFC 3161 TimeStampToken's own signature: eContent id-ct-TSTInfo, the

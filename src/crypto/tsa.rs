@@ -271,10 +271,10 @@ pub fn token_info(token_der: &[u8]) -> Result<TstInfo, TsaError> {
 /// Checks a signature-time-stamp token: its own signature by the embedded TSA certificate
 /// (`cms::verify_timestamp_token`), that certificate being a TSA certificate, and its
 /// imprint covering `signature_value` (with the algorithm the token names); returns its
-/// genTime (unix seconds). It does NOT decide whether the TSA is trusted: its chain is not
-/// validated against any anchor.
-pub fn check_signature_token(token_der: &[u8], signature_value: &[u8]) -> Result<i64, TsaError> {
-    check_token_over(token_der, &[signature_value]).map(|(gen_time_unix, _)| gen_time_unix).map_err(|error| match error {
+/// genTime (unix seconds) and the token's check. It does NOT decide whether the TSA is
+/// trusted: its chain is not validated against any anchor.
+pub fn check_signature_token(token_der: &[u8], signature_value: &[u8]) -> Result<(i64, cms::VerifiedToken), TsaError> {
+    check_token_over(token_der, &[signature_value]).map_err(|error| match error {
         TsaError::ImprintMismatch => TsaError::BadReply("the time stamp covers another signature value".into()),
         other => other,
     })
@@ -375,7 +375,7 @@ mod tests {
         assert_eq!(info.serial_number.as_bytes(), [0x07, 0x80, 0, 0, 0, 0, 0, 0, 0x01], "node id 7 high, random low");
         assert_eq!(info.gen_time.to_unix_duration().as_secs(), 1_700_000_100);
         assert_eq!(info.accuracy.unwrap().seconds, Some(1));
-        assert_eq!(check_signature_token(&token, b"signature").unwrap(), 1_700_000_100);
+        assert_eq!(check_signature_token(&token, b"signature").unwrap().0, 1_700_000_100);
         assert!(matches!(check_signature_token(&token, b"other"), Err(TsaError::BadReply(_))));
         assert!(matches!(token_from_reply(&reply, b"signature", 43), Err(TsaError::BadReply(message)) if message.contains("nonce")));
         assert!(matches!(token_from_reply(&reply, b"other", 42), Err(TsaError::BadReply(message)) if message.contains("another signature value")));
@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn a_stamped_cms_verifies_and_a_token_over_another_signature_is_refused() {
-        let (authority, _) = authority();
+        let (authority, tsa_ca) = authority();
         let now = 1_700_000_000;
         let signer_ca = devpki::self_signed_ca(&CertSpec::certificate_authority("signer CA", KeyAlgorithm::EcdsaP256, now - 10, now + 86_400)).unwrap();
         let signer = devpki::issue(&CertSpec::signer("a signer", KeyAlgorithm::EcdsaP256, now - 10, now + 86_400), &signer_ca).unwrap();
@@ -421,9 +421,13 @@ mod tests {
         let stamped = cms::add_signature_timestamp(&cms_der, &token).unwrap();
         let verified = cms::verify_detached(&stamped, b"document").unwrap();
         assert_eq!(verified.timestamp_unix, Some(ISSUE.gen_time_unix));
+        let tsa_cert = cms::verify_timestamp_token(&token).unwrap().tsa_cert_der;
+        assert_eq!(verified.timestamp_chain_der, vec![tsa_cert, tsa_ca], "the TSA's certificate first, then its CA, as the token carries them");
         assert_eq!(cms::signature_timestamp_token(&stamped).unwrap(), Some(token));
         assert_eq!(cms::signature_timestamp_unix(&stamped).unwrap(), Some(ISSUE.gen_time_unix));
-        assert_eq!(cms::verify_detached(&cms_der, b"document").unwrap().timestamp_unix, None, "an unstamped CMS (stored before) still verifies");
+        let unstamped = cms::verify_detached(&cms_der, b"document").unwrap();
+        assert_eq!(unstamped.timestamp_unix, None, "an unstamped CMS (stored before) still verifies");
+        assert!(unstamped.timestamp_chain_der.is_empty());
         assert_eq!(cms::signature_timestamp_unix(&cms_der).unwrap(), None);
 
         let other = cms::sign_detached(b"other", now, &chain, &key).unwrap();
@@ -437,7 +441,7 @@ mod tests {
     fn a_token_with_a_broken_signature_or_from_a_non_tsa_certificate_is_refused() {
         let (authority, _) = authority();
         let token = authority.stamp_signature(b"signature", ISSUE).unwrap();
-        assert_eq!(check_signature_token(&token, b"signature").unwrap(), ISSUE.gen_time_unix);
+        assert_eq!(check_signature_token(&token, b"signature").unwrap().0, ISSUE.gen_time_unix);
         // The TSTInfo's genTime is inside what the TSA signed: change one digit of it.
         let mut forged = token.clone();
         let at = forged.windows(15).position(|window| window == b"20231114221500Z").expect("genTime in the token");

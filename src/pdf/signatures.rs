@@ -395,7 +395,8 @@ fn check_one(pdf: &[u8], field: SignatureField, revision: Option<Sha256>, anchor
     });
     let trusted_time = verified.timestamp_unix.unwrap_or(verified.signing_time_unix);
     check.signer_trusted = validate_chain(&verified.chain_der(), anchors, trusted_time).is_ok();
-    check.timestamp_trusted = verified.timestamp_unix.is_some_and(|gen_time| timestamp_trusted(&signed.cms_der, gen_time, anchors));
+    // The token's imprint and signature were checked by `verify_detached_parts`.
+    check.timestamp_trusted = verified.timestamp_unix.is_some_and(|gen_time| validate_chain(&verified.timestamp_chain_der, anchors, gen_time).is_ok());
     check
 }
 
@@ -415,9 +416,7 @@ fn check_document_timestamp(pdf: &[u8], mut check: SignatureCheck, signed: &Sign
         subject,
         certificate_sha256: Sha256::digest(&verified.tsa_cert_der),
     });
-    let mut chain = vec![verified.tsa_cert_der.clone()];
-    chain.extend(verified.certificates_der.into_iter().filter(|der| *der != verified.tsa_cert_der));
-    check.timestamp_trusted = validate_chain(&chain, anchors, gen_time_unix).is_ok();
+    check.timestamp_trusted = validate_chain(&verified.chain_der(), anchors, gen_time_unix).is_ok();
     check.signer_trusted = check.timestamp_trusted;
     check
 }
@@ -425,20 +424,6 @@ fn check_document_timestamp(pdf: &[u8], mut check: SignatureCheck, signed: &Sign
 fn with_defect(mut check: SignatureCheck, defect: SignatureDefect) -> SignatureCheck {
     check.defect = Some(defect);
     check
-}
-
-/// Whether the signature-time-stamp's authority chains to `anchors` at its genTime (its
-/// imprint and signature were checked by `verify_detached_parts`).
-fn timestamp_trusted(cms_der: &[u8], gen_time_unix: i64, anchors: &TrustAnchors) -> bool {
-    let Ok(Some(token)) = cms::signature_timestamp_token(cms_der) else {
-        return false;
-    };
-    let Ok(verified) = cms::verify_timestamp_token(&token) else {
-        return false;
-    };
-    let mut chain = vec![verified.tsa_cert_der.clone()];
-    chain.extend(verified.certificates_der.into_iter().filter(|der| *der != verified.tsa_cert_der));
-    validate_chain(&chain, anchors, gen_time_unix).is_ok()
 }
 
 /// A signature is changed after when the file goes on past both its own revision and
