@@ -1434,11 +1434,12 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
         Ok(envelope) => envelope,
         Err(rejection) => return Ok(Outcome::Rejected(rejection)),
     };
-    strip_expired_request_details(txn, envelope.issued_at_unix)?;
+    // Open for the whole entry: no command reads or writes these two tables.
+    let mut requests = txn.open_table(REQUESTS)?;
+    let mut details = txn.open_table(REQUEST_DETAILS)?;
+    strip_expired_request_details(&mut requests, &mut details, envelope.issued_at_unix)?;
     let key = request_key(&envelope.actor, &envelope.request_id);
-    if let Some((fingerprint, outcome, detailed)) =
-        find_request(&txn.open_table(REQUESTS)?, &envelope.actor, &envelope.request_id, &envelope.request_fingerprint)?
-    {
+    if let Some((fingerprint, outcome, detailed)) = find_request(&requests, &envelope.actor, &envelope.request_id, &envelope.request_fingerprint)? {
         if fingerprint == envelope.request_fingerprint {
             let outcome = expand_dossier(&txn.open_table(DOSSIERS)?, outcome, detailed)?;
             let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open_for_apply(txn)?, txn.open_table(SECURITY)?);
@@ -1492,9 +1493,9 @@ fn apply_entry(txn: &WriteTransaction, data: &[u8]) -> Result<Outcome, StateErro
     #[cfg(test)]
     let detailed = detailed || tests::layout_1::writing();
     let row = RequestRow { fingerprint: envelope.request_fingerprint, issued_at_unix: envelope.issued_at_unix, detailed, outcome: stored };
-    txn.open_table(REQUESTS)?.insert(key.as_str(), encode(&row).as_slice())?;
+    requests.insert(key.as_str(), encode(&row).as_slice())?;
     if detailed {
-        txn.open_table(REQUEST_DETAILS)?.insert((envelope.issued_at_unix, key.as_str()), ())?;
+        details.insert((envelope.issued_at_unix, key.as_str()), ())?;
     }
     Ok(outcome)
 }
@@ -1533,16 +1534,18 @@ fn expand_dossier(dossiers: &impl ReadableTable<&'static str, &'static [u8]>, ou
 /// Strips, from at most [`REQUEST_DETAILS_STRIPPED_PER_ENTRY_MAX`] request rows issued
 /// more than [`REQUEST_DETAILS_RETENTION_SECONDS`] before `now_unix` (the applied command's
 /// own issue time), everything deduplication does not need.
-fn strip_expired_request_details(txn: &WriteTransaction, now_unix: i64) -> Result<(), StateError> {
+fn strip_expired_request_details(
+    requests: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    details: &mut redb::Table<'_, (i64, &'static str), ()>,
+    now_unix: i64,
+) -> Result<(), StateError> {
     let cutoff = now_unix.saturating_sub(REQUEST_DETAILS_RETENTION_SECONDS);
-    let mut details = txn.open_table(REQUEST_DETAILS)?;
     let mut expired: Vec<(i64, String)> = Vec::new();
     for row in details.range((i64::MIN, "")..(cutoff, ""))?.take(REQUEST_DETAILS_STRIPPED_PER_ENTRY_MAX) {
         let (key, _) = row?;
         let (issued_at, request_key) = key.value();
         expired.push((issued_at, request_key.to_string()));
     }
-    let mut requests = txn.open_table(REQUESTS)?;
     for (issued_at, key) in expired {
         details.remove((issued_at, key.as_str()))?;
         let Some(stored) = requests.get(key.as_str())? else { continue };
@@ -1606,10 +1609,11 @@ fn archive_dossier(txn: &WriteTransaction, dossier: Dossier) -> Result<Outcome, 
         return Ok(Outcome::Rejected(Rejection::AlreadyExists(format!("dossier {} already exists", dossier.id))));
     }
     let mut blobs = txn.open_table(BLOBS)?;
+    let mut arrivals = txn.open_table(BLOB_ARRIVALS)?;
     let mut agencies = txn.open_multimap_table(BLOB_AGENCIES)?;
     for file in &dossier.files {
         if blobs.insert(file.sha256.0.as_slice(), file.size_bytes)?.is_none() {
-            record_blob_arrival(txn, &file.sha256)?;
+            record_blob_arrival(&mut arrivals, &file.sha256)?;
         }
         agencies.insert(file.sha256.0.as_slice(), dossier.agency_id.as_str())?;
     }
@@ -1618,55 +1622,82 @@ fn archive_dossier(txn: &WriteTransaction, dossier: Dossier) -> Result<Outcome, 
     Ok(Outcome::Dossier(dossier))
 }
 
+/// The tables a certify command reads and writes, each opened once for the command: an
+/// open is a lookup in redb's table of tables, and a certification opened about 25.
+struct CertifyTables<'txn> {
+    signers: redb::Table<'txn, &'static str, &'static [u8]>,
+    blobs: redb::Table<'txn, &'static [u8], u64>,
+    arrivals: redb::Table<'txn, u64, &'static [u8]>,
+    dossiers: redb::Table<'txn, &'static str, &'static [u8]>,
+    blob_agencies: redb::MultimapTable<'txn, &'static [u8], &'static str>,
+    certifications: redb::Table<'txn, &'static [u8], &'static [u8]>,
+    by_document: redb::MultimapTable<'txn, &'static [u8], &'static [u8]>,
+    security: redb::Table<'txn, &'static str, &'static [u8]>,
+    register: redb::Table<'txn, &'static str, &'static [u8]>,
+    statistics: redb::Table<'txn, (i64, &'static str), &'static [u8]>,
+    log: LogTables<'txn>,
+}
+
+impl<'txn> CertifyTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StateError> {
+        Ok(CertifyTables {
+            signers: txn.open_table(SIGNERS)?,
+            blobs: txn.open_table(BLOBS)?,
+            arrivals: txn.open_table(BLOB_ARRIVALS)?,
+            dossiers: txn.open_table(DOSSIERS)?,
+            blob_agencies: txn.open_multimap_table(BLOB_AGENCIES)?,
+            certifications: txn.open_table(CERTIFICATIONS)?,
+            by_document: txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?,
+            security: txn.open_table(SECURITY)?,
+            register: txn.open_table(REGISTER)?,
+            statistics: txn.open_table(STATISTICS)?,
+            log: LogTables::open(txn)?,
+        })
+    }
+}
+
 fn certify(txn: &WriteTransaction, actor: &Actor, certifications: Vec<Certification>) -> Result<Outcome, StateError> {
-    if let Some(rejection) = check_certifiable(txn, &certifications)? {
+    let mut tables = CertifyTables::open(txn)?;
+    if let Some(rejection) = check_certifiable(&tables, &certifications)? {
         return Ok(Outcome::Rejected(rejection));
     }
     #[cfg(test)]
     if tests::layout_1::writing() {
+        drop(tables);
         return tests::layout_1::certify(txn, actor, certifications);
     }
-    let mut table = txn.open_table(CERTIFICATIONS)?;
-    let mut by_document = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
     for certification in &certifications {
         let key = certification.lookup_code.index_key();
         // The record is kept once, in its leaf; the row names the leaf.
         let leaf = LogLeaf::new(actor.clone(), LogEvent::Certification(certification.clone()));
-        let leaf_index = append_leaf_packed(txn, &leaf, certification)?;
-        table.insert(key.as_slice(), CertificationRow { leaf_index, revocation: None }.encode().as_slice())?;
-        by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
+        let leaf_index = append_leaf_packed(&mut tables.log, &mut tables.security, &leaf, certification)?;
+        tables.certifications.insert(key.as_slice(), CertificationRow { leaf_index, revocation: None }.encode().as_slice())?;
+        tables.by_document.insert(certification.document_sha256.0.as_slice(), key.as_slice())?;
         if let Some(delivered) = &certification.delivered_pdf {
             // Verify and lookup answer to the delivered PDF's hash as to the scan's.
-            by_document.insert(delivered.sha256.0.as_slice(), key.as_slice())?;
-            if txn.open_table(BLOBS)?.insert(delivered.sha256.0.as_slice(), delivered.size_bytes)?.is_none() {
-                record_blob_arrival(txn, &delivered.sha256)?;
+            tables.by_document.insert(delivered.sha256.0.as_slice(), key.as_slice())?;
+            if tables.blobs.insert(delivered.sha256.0.as_slice(), delivered.size_bytes)?.is_none() {
+                record_blob_arrival(&mut tables.arrivals, &delivered.sha256)?;
             }
             // The delivered PDF is read within its agency, as the scan it came from.
-            txn.open_multimap_table(BLOB_AGENCIES)?.insert(delivered.sha256.0.as_slice(), certification.agency_id.as_str())?;
-            let mut register = txn.open_table(REGISTER)?;
+            tables.blob_agencies.insert(delivered.sha256.0.as_slice(), certification.agency_id.as_str())?;
             let (agency, year, number) = (&certification.agency_id, delivered.register_year, delivered.register_number);
-            register.insert(register_last_key(agency, year).as_str(), encode(&number).as_slice())?;
-            register.insert(register_entry_key(agency, year, number).as_str(), encode(&certification.lookup_code.to_string()).as_slice())?;
+            tables.register.insert(register_last_key(agency, year).as_str(), encode(&number).as_slice())?;
+            tables.register.insert(register_entry_key(agency, year, number).as_str(), encode(&certification.lookup_code.to_string()).as_slice())?;
         }
         let code = certification.lookup_code.to_string();
-        txn.open_table(SECURITY)?.insert(signature_key(&certification.cms_der).as_str(), encode(&code).as_slice())?;
+        tables.security.insert(signature_key(&certification.cms_der).as_str(), encode(&code).as_slice())?;
         // A signature made with the key is a correct PIN (or a client-side signature): the
         // wrong-PIN count starts again.
-        update_signer_status(txn, &certification.signer_id, |status| status.pin_failures = 0)?;
-        count_certification(txn, certification)?;
+        update_signer_status_in(&mut tables.security, &certification.signer_id, |status| status.pin_failures = 0)?;
+        count_certification_in(&tables.dossiers, &mut tables.statistics, certification)?;
     }
     Ok(Outcome::Certifications(certifications))
 }
 
 /// The checks a certification must pass at apply time, all against replicated state only.
-fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -> Result<Option<Rejection>, StateError> {
-    let signers = txn.open_table(SIGNERS)?;
-    let blobs = txn.open_table(BLOBS)?;
-    let dossiers = txn.open_table(DOSSIERS)?;
-    let blob_agencies = txn.open_multimap_table(BLOB_AGENCIES)?;
-    let table = txn.open_table(CERTIFICATIONS)?;
-    let security = txn.open_table(SECURITY)?;
-    let register = txn.open_table(REGISTER)?;
+fn check_certifiable(tables: &CertifyTables<'_>, certifications: &[Certification]) -> Result<Option<Rejection>, StateError> {
+    let CertifyTables { signers, blobs, dossiers, blob_agencies, certifications: table, security, register, .. } = tables;
     let mut codes = std::collections::BTreeSet::new();
     let mut signatures = std::collections::BTreeSet::new();
     let mut register_next: std::collections::BTreeMap<(String, i64), u64> = std::collections::BTreeMap::new();
@@ -1675,7 +1706,7 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
             let slot = (certification.agency_id.clone(), delivered.register_year);
             let expected = match register_next.get(&slot) {
                 Some(next) => *next,
-                None => read_register_last(&register, &slot.0, slot.1)? + 1,
+                None => read_register_last(register, &slot.0, slot.1)? + 1,
             };
             if delivered.register_number != expected {
                 return Ok(Some(Rejection::RegisterNumberTaken {
@@ -1697,7 +1728,7 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
                 signer.id, certification.agency_id
             ))));
         }
-        if let Some(revocation) = read_signer_status(&security, &signer.id)?.revoked_at(certification.signed_at_unix) {
+        if let Some(revocation) = read_signer_status(security, &signer.id)?.revoked_at(certification.signed_at_unix) {
             return Ok(Some(Rejection::PermissionDenied(format!(
                 "signer {}'s certificate was revoked at {} ({}); it cannot sign",
                 signer.id, revocation.revoked_at_unix, revocation.reason
@@ -1719,7 +1750,7 @@ fn check_certifiable(txn: &WriteTransaction, certifications: &[Certification]) -
                 certification.document_sha256
             ))));
         }
-        if let Some(rejection) = check_document_belongs(&dossiers, &blob_agencies, certification)? {
+        if let Some(rejection) = check_document_belongs(dossiers, blob_agencies, certification)? {
             return Ok(Some(rejection));
         }
         let key = certification.lookup_code.index_key();
@@ -1769,8 +1800,7 @@ pub fn document_not_of_agency(hash: &Sha256, agency_id: &str) -> String {
 }
 
 /// Appends a blob new to the state to BLOB_ARRIVALS.
-fn record_blob_arrival(txn: &WriteTransaction, hash: &Sha256) -> Result<(), StateError> {
-    let mut arrivals = txn.open_table(BLOB_ARRIVALS)?;
+fn record_blob_arrival(arrivals: &mut redb::Table<'_, u64, &'static [u8]>, hash: &Sha256) -> Result<(), StateError> {
     let next = arrivals.last()?.map(|(sequence, _)| sequence.value() + 1).unwrap_or(0);
     arrivals.insert(next, hash.0.as_slice())?;
     Ok(())
@@ -1853,7 +1883,15 @@ fn revoke(txn: &WriteTransaction, actor: &Actor, code: &LookupCode, revocation: 
 
 /// Changes one agency-day's statistics row.
 fn update_statistics(txn: &WriteTransaction, day: i64, agency_id: &str, change: impl FnOnce(&mut DayStatistics)) -> Result<(), StateError> {
-    let mut table = txn.open_table(STATISTICS)?;
+    update_statistics_in(&mut txn.open_table(STATISTICS)?, day, agency_id, change)
+}
+
+fn update_statistics_in(
+    table: &mut redb::Table<'_, (i64, &'static str), &'static [u8]>,
+    day: i64,
+    agency_id: &str,
+    change: impl FnOnce(&mut DayStatistics),
+) -> Result<(), StateError> {
     let mut statistics: DayStatistics = match table.get((day, agency_id))? {
         Some(stored) => decode(stored.value())?,
         None => DayStatistics::default(),
@@ -1877,15 +1915,22 @@ fn count_dossier(txn: &WriteTransaction, dossier: &Dossier) -> Result<(), StateE
 /// Counts a certification on the day it was signed, with its delay from its dossier's
 /// archive when it names its dossier (a certification without one has no delay).
 fn count_certification(txn: &WriteTransaction, certification: &Certification) -> Result<(), StateError> {
+    count_certification_in(&txn.open_table(DOSSIERS)?, &mut txn.open_table(STATISTICS)?, certification)
+}
+
+fn count_certification_in(
+    dossiers: &impl ReadableTable<&'static str, &'static [u8]>,
+    statistics: &mut redb::Table<'_, (i64, &'static str), &'static [u8]>,
+    certification: &Certification,
+) -> Result<(), StateError> {
     let archived_at = if certification.dossier_id.is_empty() {
         None
     } else {
-        let dossiers = txn.open_table(DOSSIERS)?;
         let stored = dossiers.get(certification.dossier_id.as_str())?;
         stored.map(|stored| decode::<Dossier>(stored.value())).transpose()?.map(|dossier| dossier.archived_at_unix)
     };
     let day = crate::statistics::vietnam_day(certification.signed_at_unix);
-    update_statistics(txn, day, &certification.agency_id, |statistics| {
+    update_statistics_in(statistics, day, &certification.agency_id, |statistics| {
         match certification.kind {
             crate::domain::CertificationKind::Result => statistics.counts.results_signed = statistics.counts.results_signed.saturating_add(1),
             crate::domain::CertificationKind::CertifiedCopy => statistics.counts.copies_certified = statistics.counts.copies_certified.saturating_add(1),
@@ -1959,8 +2004,15 @@ fn read_signer_status(security: &impl ReadableTable<&'static str, &'static [u8]>
 
 /// Applies `change` to a signer's status and writes it back if it changed; returns it.
 fn update_signer_status(txn: &WriteTransaction, signer_id: &str, change: impl FnOnce(&mut SignerStatus)) -> Result<SignerStatus, StateError> {
-    let mut security = txn.open_table(SECURITY)?;
-    let before = read_signer_status(&security, signer_id)?;
+    update_signer_status_in(&mut txn.open_table(SECURITY)?, signer_id, change)
+}
+
+fn update_signer_status_in(
+    security: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    signer_id: &str,
+    change: impl FnOnce(&mut SignerStatus),
+) -> Result<SignerStatus, StateError> {
+    let before = read_signer_status(&*security, signer_id)?;
     let mut status = before.clone();
     change(&mut status);
     if status != before {
@@ -2074,21 +2126,34 @@ fn replace_signer_key(txn: &WriteTransaction, actor: &Actor, signer_id: &str, se
 
 /// Appends a leaf to the Merkle log; returns its index. O(log n) node writes.
 fn append_leaf(txn: &WriteTransaction, leaf: &LogLeaf) -> Result<u64, StateError> {
-    append_encoded_leaf(txn, &leaf.encode(), None)
+    LogTables::open(txn)?.append(&leaf.encode(), None)
 }
 
-/// Appends leaf bytes `data` to the Merkle log, stored as `stored` when given (a packed
-/// form of the same bytes); returns its index.
-fn append_encoded_leaf(txn: &WriteTransaction, data: &[u8], stored: Option<&[u8]>) -> Result<u64, StateError> {
-    let mut meta = txn.open_table(META)?;
-    let size = meta.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
-    {
-        let mut nodes = WriteNodes::open(txn)?;
-        tlog::append(&mut nodes, size, data).map_err(merkle_error)?;
+/// The tables the Merkle log is appended to: its size (in META), its nodes and its leaves.
+struct LogTables<'txn> {
+    meta: redb::Table<'txn, &'static str, u64>,
+    nodes: WriteNodes<'txn>,
+    leaves: Leaves<redb::Table<'txn, u64, &'static [u8]>>,
+}
+
+impl<'txn> LogTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self, StateError> {
+        Ok(LogTables { meta: txn.open_table(META)?, nodes: WriteNodes::open(txn)?, leaves: Leaves::open_for_apply(txn)? })
     }
-    Leaves::open_for_apply(txn)?.append(size, stored.unwrap_or(data))?;
-    meta.insert(TLOG_SIZE, size + 1)?;
-    Ok(size)
+
+    fn size(&self) -> Result<u64, StateError> {
+        Ok(self.meta.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0))
+    }
+
+    /// Appends leaf bytes `data`, stored as `stored` when given (a packed form of the same
+    /// bytes); returns its index.
+    fn append(&mut self, data: &[u8], stored: Option<&[u8]>) -> Result<u64, StateError> {
+        let size = self.size()?;
+        tlog::append(&mut self.nodes, size, data).map_err(merkle_error)?;
+        self.leaves.append(size, stored.unwrap_or(data))?;
+        self.meta.insert(TLOG_SIZE, size + 1)?;
+        Ok(size)
+    }
 }
 
 /// Appends a certification's leaf in its stored form (`state::packing`): a delta against
@@ -2096,15 +2161,16 @@ fn append_encoded_leaf(txn: &WriteTransaction, data: &[u8], stored: Option<&[u8]
 /// its CMS carries kept once in `security` (and it becomes the reference). Same bytes in
 /// the tree either way. The leaf is inserted once, already packed: inserting the whole
 /// leaf and then its packed form split pages for bytes that did not stay.
-fn append_leaf_packed(txn: &WriteTransaction, leaf: &LogLeaf, certification: &Certification) -> Result<u64, StateError> {
-    let index = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
+fn append_leaf_packed(
+    log: &mut LogTables<'_>,
+    security: &mut redb::Table<'_, &'static str, &'static [u8]>,
+    leaf: &LogLeaf,
+    certification: &Certification,
+) -> Result<u64, StateError> {
+    let index = log.size()?;
     let data = leaf.encode();
-    let stored = {
-        let leaves = Leaves::open_for_apply(txn)?;
-        let mut security = txn.open_table(SECURITY)?;
-        pack_certification_leaf(&leaves, &mut security, index, &data, certification)?
-    };
-    let appended = append_encoded_leaf(txn, &data, Some(stored.as_slice()))?;
+    let stored = pack_certification_leaf(&log.leaves, security, index, &data, certification)?;
+    let appended = log.append(&data, Some(stored.as_slice()))?;
     debug_assert_eq!(appended, index);
     Ok(index)
 }
