@@ -7,13 +7,16 @@
 # --short prints the four ratios of issue 18 in about three minutes with a warm build:
 # 1 node (certify, verify by hash, health check) and 3 nodes (certify, verify by code) at
 # 16 then 64 clients, etcd's puts and linearizable gets in the same run; no limits, scale
-# or criterion steps. The ratios (at 64 clients) go to stdout and DIR/ratios.txt.
+# or criterion steps. The ratios (at 64 clients) go to stdout and DIR/ratios.txt, with the
+# cold start of each cluster (below).
 #
 #  1. the machine's limits: fsyncs/s in the run directory, ring signing per core and on
 #     all cores, CMS build and check, SHA-256 bandwidth (kyso-bench limits);
 #  2. kyso under load: for each cluster size in --nodes (default 1,3), real `kyso node`
-#     processes (deploy/local/bench-nodes.sh; more than one form a Raft cluster): certify,
-#     verify by hash, verify by lookup code and a gRPC health check at each client count;
+#     processes (deploy/local/bench-nodes.sh; more than one form a Raft cluster): first the
+#     cold start (64 clients certify at once on the fresh nodes for 6 s: how soon they
+#     reach the steady rate), then certify, verify by hash, verify by lookup code and a
+#     gRPC health check at each client count;
 #  3. the peer in the same run: Debian's etcd-server (installed when missing), three members
 #     on 127.0.0.1 with their defaults (fsync on), puts of one kyso record's size and
 #     linearizable gets at the same client counts;
@@ -37,6 +40,7 @@ sizes=10000,100000,1000000
 clients=1,16,64,256
 seconds=3
 warmup_seconds=1
+cold_seconds=6
 probe_seconds=1
 criterion_args=(--warm-up-time 0.5 --measurement-time 1)
 out=""
@@ -52,7 +56,7 @@ while (($#)); do
     --keep-data) keep_data=true; shift ;;
     --quick)
       # A smoke run of every step in about two minutes; its numbers are not the report's.
-      sizes=2000,10000; clients=1,16; seconds=1; warmup_seconds=0.5; probe_seconds=0.3
+      sizes=2000,10000; clients=1,16; seconds=1; warmup_seconds=0.5; probe_seconds=0.3; cold_seconds=3
       criterion_args=(--warm-up-time 0.2 --measurement-time 0.3 --sample-size 10)
       export KYSO_BENCH_TLOG_LEAVES=100000
       shift ;;
@@ -135,15 +139,16 @@ for cluster_nodes in ${nodes//,/ }; do
   step "kyso: $cluster_nodes-node cluster, certify and verify at $clients clients"
   rm -rf "$out/cluster"
   "$repo/deploy/local/bench-nodes.sh" start --nodes "$cluster_nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
-  ops=certify,verify-hash,verify-code,health
+  # certify-cold first: the nodes and the signer's key are fresh.
+  ops=certify-cold,certify,verify-hash,verify-code,health
   if $short; then
-    ((cluster_nodes == 1)) && ops=certify,verify-hash,health || ops=certify,verify-code
+    ((cluster_nodes == 1)) && ops=certify-cold,certify,verify-hash,health || ops=certify-cold,certify,verify-code
   fi
   servers=()
   while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"
   KYSO_CA="$out/cluster/shared/tls/ca.pem" KYSO_CERT="$out/cluster/shared/tls/client.pem" \
     KYSO_KEY="$out/cluster/shared/tls/client.key" "$kyso_bench" kyso "${servers[@]}" --pki "$out/pki" --nodes "$cluster_nodes" --clients "$clients" --ops "$ops" \
-    --seconds "$seconds" --warmup-seconds "$warmup_seconds" >>"$results"
+    --seconds "$seconds" --warmup-seconds "$warmup_seconds" --cold-seconds "$cold_seconds" >>"$results"
   "$repo/deploy/local/bench-nodes.sh" stop --dir "$out/cluster"
 done
 

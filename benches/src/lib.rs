@@ -2,7 +2,7 @@
 //! this library holds what they share with the `kyso-bench` binary, the load generator:
 //!
 //! - [`load`]: the closed-loop driver (N clients, bounded time and count) and [`stats`]
-//!   (exact percentiles);
+//!   (exact percentiles); [`cold`]: how soon a cold cluster reaches its steady rate;
 //! - [`target_kyso`] and [`target_etcd`]: the operations against kyso's API and etcd's;
 //! - [`pki`] and [`fixtures`]: real signers and records made with kyso's own crypto;
 //! - [`limits`]: the machine's fsync, signing and hashing limits;
@@ -13,6 +13,7 @@
 //! benchmarks run only through `cargo bench` or `scripts/bench.sh`.
 
 pub mod bulk;
+pub mod cold;
 pub mod fixtures;
 pub mod limits;
 pub mod load;

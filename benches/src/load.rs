@@ -32,6 +32,17 @@ pub trait Operation: Send + Sync + 'static {
 
 /// Runs `operation` under `plan` and summarises the measured window.
 pub async fn run<O: Operation>(plan: LoadPlan, operation: Arc<O>) -> Summary {
+    drive(plan, operation, false).await.0
+}
+
+/// [`run`], with the completion time of every success in the measured window, in
+/// milliseconds since the clients started (unsorted): what [`crate::cold`] reads to tell
+/// how soon a cold cluster reached its steady rate. Bounded as the samples are.
+pub async fn run_with_timeline<O: Operation>(plan: LoadPlan, operation: Arc<O>) -> (Summary, Vec<u32>) {
+    drive(plan, operation, true).await
+}
+
+async fn drive<O: Operation>(plan: LoadPlan, operation: Arc<O>, timeline: bool) -> (Summary, Vec<u32>) {
     assert!(plan.clients > 0, "a load plan needs at least one client");
     let started = Arc::new(AtomicU64::new(0));
     let begin = Instant::now();
@@ -43,6 +54,7 @@ pub async fn run<O: Operation>(plan: LoadPlan, operation: Arc<O>) -> Summary {
         let started = started.clone();
         tasks.push(tokio::spawn(async move {
             let mut samples = Samples::default();
+            let mut completions = Vec::new();
             let mut sequence = 0u64;
             loop {
                 let now = Instant::now();
@@ -56,23 +68,32 @@ pub async fn run<O: Operation>(plan: LoadPlan, operation: Arc<O>) -> Summary {
                     continue;
                 }
                 match result {
-                    Ok(()) => samples.record(done - now),
+                    Ok(()) => {
+                        samples.record(done - now);
+                        if timeline {
+                            completions.push(u32::try_from((done - begin).as_millis()).unwrap_or(u32::MAX));
+                        }
+                    }
                     Err(kind) => samples.record_error(&kind),
                 }
             }
-            samples
+            (samples, completions)
         }));
     }
     let mut all = Samples::default();
+    let mut completions = Vec::new();
     for task in tasks {
         match task.await {
-            Ok(samples) => all.merge(samples),
+            Ok((samples, times)) => {
+                all.merge(samples);
+                completions.extend(times);
+            }
             Err(error) => all.record_error(&format!("client task failed: {error}")),
         }
     }
     // A run cut short by `operations_max` measured only until its last operation.
     let measured_until = Instant::now().min(window_end);
-    all.summarise(measured_until.saturating_duration_since(window_start))
+    (all.summarise(measured_until.saturating_duration_since(window_start)), completions)
 }
 
 /// A small deterministic generator (xorshift64*) for picking keys: no dependency, the same
@@ -138,6 +159,15 @@ mod tests {
         assert!(began.elapsed() < Duration::from_secs(5));
         assert!(summary.operations > 5 && summary.operations < 200, "{summary:?}");
         assert!((summary.seconds - 0.2).abs() < 0.05, "{summary:?}");
+    }
+
+    #[tokio::test]
+    async fn a_timeline_holds_each_measured_success_once_inside_its_window() {
+        let plan = LoadPlan { clients: 2, warmup: Duration::from_millis(50), window: Duration::from_millis(200), operations_max: u64::MAX };
+        let (summary, completions) = run_with_timeline(plan, Arc::new(Sleep)).await;
+        assert!(summary.operations > 5, "{summary:?}");
+        assert_eq!(completions.len() as u64, summary.operations, "client 1 fails every call: its errors have no completion time");
+        assert!(completions.iter().all(|&at| (50..=250).contains(&at)), "{completions:?}");
     }
 
     #[test]

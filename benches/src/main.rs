@@ -14,7 +14,7 @@ use kyso_bench::bulk::{self, BulkLoader};
 use kyso_bench::load::{self, LoadPlan};
 use kyso_bench::node_process::{self, NodeProcess};
 use kyso_bench::pki::{self, BenchPki};
-use kyso_bench::{fixtures, limits, report, target_etcd, target_kyso};
+use kyso_bench::{cold, fixtures, limits, report, target_etcd, target_kyso};
 
 #[derive(Debug, Parser)]
 #[command(name = "kyso-bench", about = "Load generator and limit probes for kyso (and etcd, the peer)")]
@@ -191,11 +191,19 @@ struct KysoArgs {
     #[arg(long)]
     pki: PathBuf,
     /// Operations: certify, verify-hash, verify-code, health (a gRPC health check: the
-    /// transport's ceiling), comma-separated.
+    /// transport's ceiling), comma-separated. certify-cold (first, on freshly started
+    /// nodes): --cold-clients clients start certifying at once, and the run reports how
+    /// soon they reached the steady rate (`kyso_bench::cold`).
     #[arg(long, value_delimiter = ',', default_value = "certify,verify-hash,verify-code,health")]
     ops: Vec<String>,
     #[command(flatten)]
     window: Window,
+    /// Clients of the certify-cold run.
+    #[arg(long, default_value_t = 64)]
+    cold_clients: usize,
+    /// Seconds of the certify-cold run, from the clients' start (no warm-up).
+    #[arg(long, default_value_t = 6.0)]
+    cold_seconds: f64,
     /// Distinct documents certified round-robin by the certify runs.
     #[arg(long, default_value_t = 200)]
     documents: usize,
@@ -430,9 +438,47 @@ async fn kyso(args: KysoArgs) -> anyhow::Result<()> {
     let pki = BenchPki::load(&args.pki)?;
     let setup_channel = target_kyso::connect_one(&args.servers[0]).await?;
     let signer_id = target_kyso::register_signer(&setup_channel, &pki).await?;
-    for op in &args.ops {
+    for (position, op) in args.ops.iter().enumerate() {
         let began = Instant::now();
         match op.as_str() {
+            "certify-cold" => {
+                // Any earlier operation certifies (verify's setup too), and so unseals the key.
+                if position != 0 {
+                    bail!("certify-cold must be the first operation: an earlier one unseals the signer's key");
+                }
+                let documents =
+                    target_kyso::upload_documents(&setup_channel, args.seed, args.documents, args.document_size_bytes).await?;
+                eprintln!("setup: {} documents uploaded in {:.1} s", documents.len(), began.elapsed().as_secs_f64());
+                let clients = args.cold_clients;
+                let channels = target_kyso::connect(&args.servers, clients.min(args.window.connections)).await?;
+                let operation =
+                    target_kyso::Certify { channels, signer_id: signer_id.clone(), documents, run_id: target_kyso::run_id() };
+                let run = Duration::from_secs_f64(args.cold_seconds);
+                let plan = LoadPlan { clients, warmup: Duration::ZERO, window: run, operations_max: args.window.operations_max };
+                let (summary, completions) = load::run_with_timeline(plan, Arc::new(operation)).await;
+                let cold = cold::cold_start(&completions, u32::try_from(run.as_millis()).unwrap_or(u32::MAX));
+                eprintln!(
+                    "kyso  certify-cold nodes={} clients={clients:4}: first success at {}, first second {} certified, steady {:.1}/s from {} ({} within {} s), errors {}",
+                    args.window.nodes,
+                    cold.first_success_seconds.map_or("never".to_string(), |seconds| format!("{seconds:.3} s")),
+                    cold.first_second,
+                    cold.steady_per_second,
+                    cold.steady_after_seconds.map_or("never".to_string(), |seconds| format!("{seconds:.1} s")),
+                    if cold.met() { "met" } else { "MISSED" },
+                    cold::STEADY_WITHIN_SECONDS,
+                    summary.errors
+                );
+                emit(json!({
+                    "kind": "cold-start",
+                    "system": "kyso",
+                    "op": "certify",
+                    "nodes": args.window.nodes,
+                    "clients": clients,
+                    "summary": summary,
+                    "cold": cold,
+                    "extra": {"document_size_bytes": args.document_size_bytes},
+                }));
+            }
             "certify" => {
                 let documents =
                     target_kyso::upload_documents(&setup_channel, args.seed, args.documents, args.document_size_bytes).await?;
@@ -471,7 +517,7 @@ async fn kyso(args: KysoArgs) -> anyhow::Result<()> {
                     report_load("kyso", op, &args.window, clients, &summary, json!({}));
                 }
             }
-            other => bail!("unknown kyso operation {other:?}: use certify, verify-hash, verify-code or health"),
+            other => bail!("unknown kyso operation {other:?}: use certify-cold, certify, verify-hash, verify-code or health"),
         }
     }
     Ok(())

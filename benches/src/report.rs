@@ -63,6 +63,7 @@ pub fn render(jsonl: &str) -> anyhow::Result<String> {
 
     render_criterion(&mut out, &records)?;
     render_load(&mut out, &records)?;
+    render_cold(&mut out, &records)?;
     render_bounds(&mut out, &records)?;
     render_scale(&mut out, &records)?;
     render_state(&mut out, &records)?;
@@ -141,6 +142,34 @@ fn render_load(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
                 errors_cell(summary)
             )?;
         }
+    }
+    Ok(())
+}
+
+fn render_cold(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
+    let runs: Vec<&Value> = records.iter().filter(|record| record["kind"] == "cold-start").collect();
+    if runs.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\n### Cold start (fresh nodes, a signer no node has unsealed, every client certifying at once)\n"
+    )?;
+    writeln!(out, "| kyso nodes | clients | run s | first success | certified in the first second | steady ops/s (second half) | steady from (≥ 90 % of it over 1 s) | errors |\n|---|---|---|---|---|---|---|---|")?;
+    for run in runs {
+        let cold = &run["cold"];
+        writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} | {:.0} | {} | {} |",
+            run["nodes"],
+            run["clients"],
+            num(&cold["run_seconds"]),
+            cold["first_success_seconds"].as_f64().map_or("never".to_string(), |seconds| format!("{seconds:.3} s")),
+            cold["first_second"],
+            num(&cold["steady_per_second"]),
+            cold["steady_after_seconds"].as_f64().map_or("never".to_string(), |seconds| format!("{seconds:.1} s")),
+            errors_cell(&run["summary"])
+        )?;
     }
     Ok(())
 }
@@ -369,6 +398,27 @@ pub fn ratios(jsonl: &str, clients: u64) -> anyhow::Result<String> {
             num(&theirs["p999_ms"]),
         )?;
     }
+    let mut cold_runs = records.iter().filter(|record| record["kind"] == "cold-start").peekable();
+    if cold_runs.peek().is_none() {
+        writeln!(out, "  cold start: missing from this run")?;
+    }
+    for record in cold_runs {
+        let cold = &record["cold"];
+        let after = cold["steady_after_seconds"].as_f64();
+        let within = crate::cold::STEADY_WITHIN_SECONDS;
+        writeln!(
+            out,
+            "  {}-node cold start, {} clients at once: steady from {} [<= {within} s] {} | {:.0}/s steady, first success at {:.3} s, {} in the first second, errors {}",
+            record["nodes"],
+            record["clients"],
+            after.map_or("never".to_string(), |seconds| format!("{seconds:.1} s")),
+            if after.is_some_and(|seconds| seconds <= within) { "met" } else { "MISSED" },
+            num(&cold["steady_per_second"]),
+            num(&cold["first_success_seconds"]),
+            cold["first_second"],
+            errors_cell(&record["summary"]),
+        )?;
+    }
     Ok(out)
 }
 
@@ -434,5 +484,21 @@ mod tests {
         assert!(text.contains("1-node certify vs etcd 3-member put: 1.50 x [>= 1.5] met"), "{text}");
         assert!(text.contains("1-node verify-hash vs 1-node gRPC health check: 0.70 x [>= 0.6] met"), "{text}");
         assert!(text.contains("3-node verify-code (linearizable) vs etcd linearizable get: missing from this run"), "{text}");
+        assert!(text.contains("cold start: missing from this run"), "{text}");
+    }
+
+    #[test]
+    fn ratios_judge_each_cold_start_against_two_seconds() {
+        let cold = |nodes: u64, after: &str| {
+            format!(r#"{{"kind":"cold-start","system":"kyso","op":"certify","nodes":{nodes},"clients":64,"summary":{{"errors":0}},"cold":{{"run_seconds":6.0,"steady_per_second":700.0,"first_success_seconds":0.412,"first_second":120,"steady_after_seconds":{after}}}}}"#)
+        };
+        let text = ratios(&[cold(1, "0.7"), cold(3, "2.4")].join("\n"), 64).unwrap();
+        assert!(text.contains("1-node cold start, 64 clients at once: steady from 0.7 s [<= 2 s] met | 700/s steady, first success at 0.412 s, 120 in the first second, errors 0"), "{text}");
+        assert!(text.contains("3-node cold start, 64 clients at once: steady from 2.4 s [<= 2 s] MISSED"), "{text}");
+        assert!(!text.contains("cold start: missing"), "{text}");
+        let never = ratios(&cold(3, "null"), 64).unwrap();
+        assert!(never.contains("steady from never [<= 2 s] MISSED"), "{never}");
+        let markdown = render(&cold(3, "1.2")).unwrap();
+        assert!(markdown.contains("| 3 | 64 | 6 | 0.412 s | 120 | 700 | 1.2 s | 0 |"), "{markdown}");
     }
 }
