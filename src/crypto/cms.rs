@@ -669,7 +669,7 @@ pub fn verify_detached_covered(cms_der: &[u8], covered: Covered<'_>) -> Result<V
         Some(token) => {
             let (gen_time_unix, verified) = super::tsa::check_signature_token(&token, signer_info.signature.as_bytes())
                 .map_err(|error| CmsError::InvalidAttribute { name: "signature-time-stamp", reason: error.to_string() })?;
-            (Some(gen_time_unix), verified.chain_der())
+            (Some(gen_time_unix), verified.into_chain_der())
         }
         None => (None, Vec::new()),
     };
@@ -694,10 +694,12 @@ pub struct VerifiedToken {
 
 impl VerifiedToken {
     /// The TSA's certificate first, then the other embedded certificates: the shape
-    /// `cert::validate_chain` takes.
-    pub fn chain_der(&self) -> Vec<Vec<u8>> {
-        let mut chain = vec![self.tsa_cert_der.clone()];
-        chain.extend(self.certificates_der.iter().filter(|der| **der != self.tsa_cert_der).cloned());
+    /// `cert::validate_chain` takes. Moves the certificates, copies none: every stamped
+    /// signature's check (certify's self-check included) builds it.
+    pub fn into_chain_der(self) -> Vec<Vec<u8>> {
+        let VerifiedToken { tsa_cert_der, certificates_der: mut chain, .. } = self;
+        chain.retain(|der| *der != tsa_cert_der);
+        chain.insert(0, tsa_cert_der);
         chain
     }
 }

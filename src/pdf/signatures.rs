@@ -416,7 +416,7 @@ fn check_document_timestamp(pdf: &[u8], mut check: SignatureCheck, signed: &Sign
         subject,
         certificate_sha256: Sha256::digest(&verified.tsa_cert_der),
     });
-    check.timestamp_trusted = validate_chain(&verified.chain_der(), anchors, gen_time_unix).is_ok();
+    check.timestamp_trusted = validate_chain(&verified.into_chain_der(), anchors, gen_time_unix).is_ok();
     check.signer_trusted = check.timestamp_trusted;
     check
 }
