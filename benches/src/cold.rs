@@ -8,7 +8,7 @@
 //! half; the run reached it at the start of the first one-second window (tried every
 //! 100 ms) that completed at least 90 % of that rate.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The window whose rate is compared with the steady rate.
 pub const RAMP_WINDOW_MS: u32 = 1000;
@@ -19,7 +19,7 @@ pub const STEADY_SHARE: f64 = 0.9;
 /// The target: steady within this many seconds of the clients starting.
 pub const STEADY_WITHIN_SECONDS: f64 = 2.0;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColdStart {
     /// Length of the run, from the clients' start.
     pub run_seconds: f64,
@@ -38,6 +38,11 @@ impl ColdStart {
     pub fn met(&self) -> bool {
         self.steady_after_seconds.is_some_and(|seconds| seconds <= STEADY_WITHIN_SECONDS)
     }
+}
+
+/// `seconds` with `decimals` places, or "never": how a cold run's moments are printed.
+pub fn seconds_or_never(seconds: Option<f64>, decimals: usize) -> String {
+    seconds.map_or_else(|| "never".to_string(), |seconds| format!("{seconds:.decimals$} s"))
 }
 
 /// Reads a cold run's completion times (milliseconds since the clients started, any order)

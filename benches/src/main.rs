@@ -460,10 +460,10 @@ async fn kyso(args: KysoArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "kyso  certify-cold nodes={} clients={clients:4}: first success at {}, first second {} certified, steady {:.1}/s from {} ({} within {} s), errors {}",
                     args.window.nodes,
-                    cold.first_success_seconds.map_or("never".to_string(), |seconds| format!("{seconds:.3} s")),
+                    cold::seconds_or_never(cold.first_success_seconds, 3),
                     cold.first_second,
                     cold.steady_per_second,
-                    cold.steady_after_seconds.map_or("never".to_string(), |seconds| format!("{seconds:.1} s")),
+                    cold::seconds_or_never(cold.steady_after_seconds, 1),
                     if cold.met() { "met" } else { "MISSED" },
                     cold::STEADY_WITHIN_SECONDS,
                     summary.errors

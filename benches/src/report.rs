@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::cold::{seconds_or_never, ColdStart, STEADY_WITHIN_SECONDS};
+
 /// Largest batch the single-node driver applies in one transaction (DriverConfig default).
 const GROUP_COMMIT_ENTRIES_MAX: f64 = 512.0;
 
@@ -157,17 +159,17 @@ fn render_cold(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
     )?;
     writeln!(out, "| kyso nodes | clients | run s | first success | certified in the first second | steady ops/s (second half) | steady from (≥ 90 % of it over 1 s) | errors |\n|---|---|---|---|---|---|---|---|")?;
     for run in runs {
-        let cold = &run["cold"];
+        let cold: ColdStart = serde_json::from_value(run["cold"].clone())?;
         writeln!(
             out,
             "| {} | {} | {:.0} | {} | {} | {:.0} | {} | {} |",
             run["nodes"],
             run["clients"],
-            num(&cold["run_seconds"]),
-            cold["first_success_seconds"].as_f64().map_or("never".to_string(), |seconds| format!("{seconds:.3} s")),
-            cold["first_second"],
-            num(&cold["steady_per_second"]),
-            cold["steady_after_seconds"].as_f64().map_or("never".to_string(), |seconds| format!("{seconds:.1} s")),
+            cold.run_seconds,
+            seconds_or_never(cold.first_success_seconds, 3),
+            cold.first_second,
+            cold.steady_per_second,
+            seconds_or_never(cold.steady_after_seconds, 1),
             errors_cell(&run["summary"])
         )?;
     }
@@ -403,19 +405,17 @@ pub fn ratios(jsonl: &str, clients: u64) -> anyhow::Result<String> {
         writeln!(out, "  cold start: missing from this run")?;
     }
     for record in cold_runs {
-        let cold = &record["cold"];
-        let after = cold["steady_after_seconds"].as_f64();
-        let within = crate::cold::STEADY_WITHIN_SECONDS;
+        let cold: ColdStart = serde_json::from_value(record["cold"].clone())?;
         writeln!(
             out,
-            "  {}-node cold start, {} clients at once: steady from {} [<= {within} s] {} | {:.0}/s steady, first success at {:.3} s, {} in the first second, errors {}",
+            "  {}-node cold start, {} clients at once: steady from {} [<= {STEADY_WITHIN_SECONDS} s] {} | {:.0}/s steady, first success at {}, {} in the first second, errors {}",
             record["nodes"],
             record["clients"],
-            after.map_or("never".to_string(), |seconds| format!("{seconds:.1} s")),
-            if after.is_some_and(|seconds| seconds <= within) { "met" } else { "MISSED" },
-            num(&cold["steady_per_second"]),
-            num(&cold["first_success_seconds"]),
-            cold["first_second"],
+            seconds_or_never(cold.steady_after_seconds, 1),
+            if cold.met() { "met" } else { "MISSED" },
+            cold.steady_per_second,
+            seconds_or_never(cold.first_success_seconds, 3),
+            cold.first_second,
             errors_cell(&record["summary"]),
         )?;
     }
@@ -498,6 +498,8 @@ mod tests {
         assert!(!text.contains("cold start: missing"), "{text}");
         let never = ratios(&cold(3, "null"), 64).unwrap();
         assert!(never.contains("steady from never [<= 2 s] MISSED"), "{never}");
+        let nothing = r#"{"kind":"cold-start","system":"kyso","op":"certify","nodes":3,"clients":64,"summary":{"errors":5},"cold":{"run_seconds":6.0,"steady_per_second":0.0,"first_success_seconds":null,"first_second":0,"steady_after_seconds":null}}"#;
+        assert!(ratios(nothing, 64).unwrap().contains("first success at never, 0 in the first second"), "a run without successes has no first success");
         let markdown = render(&cold(3, "1.2")).unwrap();
         assert!(markdown.contains("| 3 | 64 | 6 | 0.412 s | 120 | 700 | 1.2 s | 0 |"), "{markdown}");
     }
