@@ -15,6 +15,7 @@ use redb::{ReadableTableMetadata,
 
 use super::command::{AuditEvent, Command, CommandEnvelope, Outcome, Rejection};
 use super::leaf::{LogEvent, LogLeaf};
+use super::log_hashes::LogHashes;
 use super::packing::{self, CertificationRow, StoredCertification};
 use crate::access::{Actor, Principal};
 use crate::tlog;
@@ -300,6 +301,8 @@ pub struct StateStore {
     repaired_on_open: Option<std::time::Duration>,
     persistence: std::sync::Mutex<Persistence>,
     references: std::sync::Arc<ReferenceLeaves>,
+    /// The Merkle log's node and range hashes kept between reads (`log_hashes`).
+    log_hashes: LogHashes,
 }
 
 impl StateStore {
@@ -357,6 +360,7 @@ impl StateStore {
             repaired_on_open,
             persistence: std::sync::Mutex::new(Persistence::durable_at(0)),
             references: Default::default(),
+            log_hashes: Default::default(),
         };
         store.migrate_record_layout()?;
         store.index_derived_tables()?;
@@ -792,7 +796,7 @@ impl StateStore {
     /// signer, the signer's status and its inclusion proof at the current tree size. Each
     /// log leaf is read once.
     pub fn verify_read(&self, hash: &Sha256, follow_delivered_pdf: bool) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
-        let txn = self.db.begin_read()?;
+        let (txn, generation) = self.begin_log_read()?;
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
         let leaves = Leaves::open(&txn)?.with_references(&self.references);
         let records = Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?);
@@ -822,7 +826,7 @@ impl StateStore {
                     .map(|value| LeafRead { index: value.value(), data: None }),
             };
             let proof = match leaf {
-                Some(leaf) => inclusion_in(&txn, leaf.index, 0, leaf.data)?,
+                Some(leaf) => inclusion_in(&txn, self.log_nodes(&txn, generation)?, leaf.index, 0, leaf.data)?,
                 None => None,
             };
             verified.push(VerifyRecord { certification, signer, signer_status, proof });
@@ -935,34 +939,44 @@ impl StateStore {
 
     /// The current size and root, read in one transaction.
     pub fn tlog_head(&self) -> Result<(u64, [u8; 32]), StateError> {
-        let txn = self.db.begin_read()?;
+        let (txn, generation) = self.begin_log_read()?;
         let size = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
-        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
-        Ok((size, tlog::root(&nodes, size).map_err(merkle_error)?))
+        Ok((size, tlog::root(&self.log_nodes(&txn, generation)?, size).map_err(merkle_error)?))
     }
 
     /// Root of the tree at an earlier (or the current) size.
     pub fn tlog_root(&self, size: u64) -> Result<[u8; 32], StateError> {
-        let txn = self.db.begin_read()?;
-        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
-        tlog::root(&nodes, size).map_err(merkle_error)
+        let (txn, generation) = self.begin_log_read()?;
+        tlog::root(&self.log_nodes(&txn, generation)?, size).map_err(merkle_error)
     }
 
     /// Inclusion proof of a leaf at `tree_size` (0 = current size). `None` if the leaf or
     /// the size is beyond the log.
     pub fn tlog_inclusion(&self, leaf_index: u64, tree_size: u64) -> Result<Option<LogProof>, StateError> {
-        inclusion_in(&self.db.begin_read()?, leaf_index, tree_size, None)
+        let (txn, generation) = self.begin_log_read()?;
+        inclusion_in(&txn, self.log_nodes(&txn, generation)?, leaf_index, tree_size, None)
     }
 
     /// Consistency proof between two sizes; `None` if a size is beyond the log.
     pub fn tlog_consistency(&self, first_size: u64, second_size: u64) -> Result<Option<Vec<[u8; 32]>>, StateError> {
-        let txn = self.db.begin_read()?;
+        let (txn, generation) = self.begin_log_read()?;
         let current = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
         if second_size > current {
             return Ok(None);
         }
-        let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
-        tlog::consistency_proof(&nodes, first_size, second_size).map(Some).map_err(merkle_error)
+        tlog::consistency_proof(&self.log_nodes(&txn, generation)?, first_size, second_size).map(Some).map_err(merkle_error)
+    }
+
+    /// A read transaction that reads the Merkle log: the kept hashes' generation is taken
+    /// before it begins (see `log_hashes`).
+    fn begin_log_read(&self) -> Result<(redb::ReadTransaction, u64), StateError> {
+        let generation = self.log_hashes.generation();
+        Ok((self.db.begin_read()?, generation))
+    }
+
+    /// The log's committed nodes as `txn` reads them, with the kept hashes in front.
+    fn log_nodes(&self, txn: &redb::ReadTransaction, generation: u64) -> Result<impl tlog::NodeStore<Error = StateError> + '_, StateError> {
+        Ok(self.log_hashes.in_front_of(ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?), generation))
     }
 
     /// Leaves in `[start, end)`, clipped to the log's size.
@@ -1379,6 +1393,7 @@ impl StateStore {
         txn.commit()?;
         self.committed_durably(index);
         self.references.clear();
+        self.log_hashes.clear();
         Ok(())
     }
 
@@ -2231,13 +2246,18 @@ struct LeafRead {
 
 /// Inclusion proof of leaf `leaf_index` at `tree_size` (0: the current size) within `txn`;
 /// `leaf_data` when the caller already read the leaf.
-fn inclusion_in(txn: &redb::ReadTransaction, leaf_index: u64, tree_size: u64, leaf_data: Option<Vec<u8>>) -> Result<Option<LogProof>, StateError> {
+fn inclusion_in(
+    txn: &redb::ReadTransaction,
+    nodes: impl tlog::NodeStore<Error = StateError>,
+    leaf_index: u64,
+    tree_size: u64,
+    leaf_data: Option<Vec<u8>>,
+) -> Result<Option<LogProof>, StateError> {
     let current = txn.open_table(META)?.get(TLOG_SIZE)?.map(|value| value.value()).unwrap_or(0);
     let tree_size = if tree_size == 0 { current } else { tree_size };
     if tree_size > current || leaf_index >= tree_size {
         return Ok(None);
     }
-    let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS)?);
     let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
     let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
     let leaf_data = match leaf_data {
@@ -3367,6 +3387,42 @@ mod layout_tests {
         assert_eq!(store.tlog_entries(0, u64::MAX).unwrap(), afresh, "cold");
         assert_eq!(store.references.lock().len(), 1, "one signer, one reference kept");
         assert_eq!(store.tlog_entries(0, u64::MAX).unwrap(), afresh, "warm");
+    }
+
+    /// The log's hashes kept between reads give the roots and proofs read afresh, and a
+    /// state that replaces the store (another log of the same size: each `commands` call
+    /// signs with a new key) is never answered from the hashes of the one it replaced.
+    #[test]
+    fn kept_log_hashes_answer_as_fresh_reads_and_go_with_a_replaced_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        apply_all(&store, &commands(30));
+        let afresh = |store: &StateStore, size: u64| {
+            let txn = store.db.begin_read().unwrap();
+            let nodes = ReadNodes(txn.open_table(TLOG_NODE_BUCKETS).unwrap());
+            let proofs: Vec<_> = (0..size).map(|leaf| tlog::inclusion_proof(&nodes, leaf, size).unwrap()).collect();
+            (tlog::root(&nodes, size).unwrap(), proofs)
+        };
+        let (size, _) = store.tlog_head().unwrap();
+        assert!(size >= 30, "a leaf per certification at least: {size}");
+        let kept = |store: &StateStore| {
+            let proofs: Vec<_> = (0..size).map(|leaf| store.tlog_inclusion(leaf, size).unwrap().unwrap().audit_path).collect();
+            (store.tlog_root(size).unwrap(), proofs)
+        };
+        let before = afresh(&store, size);
+        assert_eq!(kept(&store), before, "cold");
+        assert!(store.log_hashes.len() > 0);
+        assert_eq!(kept(&store), before, "warm");
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = StateStore::open(&other_dir.path().join("state.redb")).unwrap();
+        apply_all(&other, &commands(30));
+        assert_eq!(other.tlog_head().unwrap().0, size);
+        let replacing = afresh(&other, size);
+        assert_ne!(replacing.0, before.0, "another log of the same size");
+        store.restore_backup(&other.backup_snapshot().unwrap().bytes).unwrap();
+        assert_eq!(store.tlog_head().unwrap(), (size, replacing.0));
+        assert_eq!(kept(&store), replacing, "after the state was replaced");
     }
 
     #[test]

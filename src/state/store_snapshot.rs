@@ -549,6 +549,7 @@ impl StateStore {
         txn.commit()?;
         self.committed_durably(index);
         self.references.clear();
+        self.log_hashes.clear();
         if let Ok(mut staging) = self.staging.lock() {
             staging.finished_at = None;
         }

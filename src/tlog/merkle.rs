@@ -59,6 +59,17 @@ pub trait NodeStore {
     /// Stores the hash of the complete node `(level, index)`. [`append`]
     /// calls this once per node, in increasing index order within a level.
     fn put(&mut self, level: u8, index: u64, hash: Hash) -> Result<(), Self::Error>;
+
+    /// The hash of leaves `[start, end)` computed earlier, if the store keeps
+    /// what roots and proofs compute (a cache). The hash of a range never
+    /// changes once its last leaf exists, so a kept one stays right.
+    fn computed(&self, _start: u64, _end: u64) -> Option<Hash> {
+        None
+    }
+
+    /// Offers the hash of leaves `[start, end)`, just computed from stored
+    /// nodes, for [`NodeStore::computed`] to return later; a store may drop it.
+    fn keep_computed(&self, _start: u64, _end: u64, _hash: Hash) {}
 }
 
 /// Why a tree operation failed.
@@ -249,11 +260,19 @@ fn range_hash<S: NodeStore>(
     assert!(start < end, "range_hash needs a non-empty range");
     let mut remaining = end - start;
     let mut right_end = end;
+    if remaining.is_power_of_two() {
+        // One complete subtree: a single lookup, nothing to compute or keep.
+        return take_rightmost_subtree(store, &mut remaining, &mut right_end);
+    }
+    if let Some(hash) = store.computed(start, end) {
+        return Ok(hash);
+    }
     let mut folded = take_rightmost_subtree(store, &mut remaining, &mut right_end)?;
     while remaining != 0 {
         let node = take_rightmost_subtree(store, &mut remaining, &mut right_end)?;
         folded = node_hash(&node, &folded);
     }
+    store.keep_computed(start, end, folded);
     Ok(folded)
 }
 

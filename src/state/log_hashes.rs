@@ -1,0 +1,223 @@
+//! The Merkle log's hashes kept between reads.
+//!
+//! Every verify answers with an inclusion proof and the root it leads to: about
+//! 2·log2(n) node lookups in the state store and the hashes of the tree's right edge,
+//! recomputed on each read (14 % of a node's time under verify by hash, stop 34's
+//! profile). Neither can change: a complete node is written once and never again (the
+//! tree is append-only), and the hash of leaves `[start, end)` is fixed once leaf
+//! `end - 1` exists. So a hash read or computed once is kept here, whatever tree size
+//! later reads ask about: the upper levels, which every proof shares, and the right
+//! edge of the current size stay in memory; redb is read for what is new.
+//!
+//! Only committed nodes may come in: [`KeptNodes`] wraps a read transaction's store,
+//! never a write transaction's (whose nodes an abort would take back). Replacing the
+//! whole state (a snapshot or a backup restored) clears what is kept and starts a new
+//! generation; a read that began before the replacement offers its hashes with the old
+//! generation, and they are dropped.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::tlog::{self, NodeStore};
+
+/// Hashes kept at most, nodes and computed ranges together: about 100 bytes each with
+/// the LRU's bookkeeping (6.5 MiB). The upper levels of a tree of 10 million leaves
+/// (levels 10 and up) are 20,000 nodes.
+pub(crate) const LOG_HASHES_KEPT: usize = 65_536;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// A stored complete node (level, index).
+    Node(u8, u64),
+    /// The computed hash of leaves [start, end).
+    Range(u64, u64),
+}
+
+pub(crate) struct LogHashes(Mutex<Kept>);
+
+struct Kept {
+    generation: u64,
+    hashes: lru::LruCache<Key, tlog::Hash>,
+}
+
+impl Default for LogHashes {
+    fn default() -> Self {
+        let capacity = std::num::NonZeroUsize::new(LOG_HASHES_KEPT).expect("not zero");
+        LogHashes(Mutex::new(Kept { generation: 0, hashes: lru::LruCache::new(capacity) }))
+    }
+}
+
+impl LogHashes {
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        // A cache: a panic while it was held leaves at worst a missing entry.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The generation a read takes BEFORE it begins its transaction.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Forgets every hash; hashes offered by reads that began before are dropped.
+    pub fn clear(&self) {
+        let mut kept = self.lock();
+        kept.hashes.clear();
+        kept.generation += 1;
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().hashes.len()
+    }
+
+    fn get(&self, key: Key) -> Option<tlog::Hash> {
+        self.lock().hashes.get(&key).copied()
+    }
+
+    fn keep(&self, generation: u64, key: Key, hash: tlog::Hash) {
+        let mut kept = self.lock();
+        if kept.generation == generation {
+            kept.hashes.put(key, hash);
+        }
+    }
+
+    /// `store` (a read transaction's committed nodes) with these hashes in front of it;
+    /// `generation` as [`LogHashes::generation`] gave it before the transaction began.
+    pub fn in_front_of<S: NodeStore>(&self, store: S, generation: u64) -> KeptNodes<'_, S> {
+        KeptNodes { store, kept: self, generation }
+    }
+}
+
+/// A read transaction's node store with the kept hashes in front of it.
+pub(crate) struct KeptNodes<'a, S> {
+    store: S,
+    kept: &'a LogHashes,
+    generation: u64,
+}
+
+impl<S: NodeStore> NodeStore for KeptNodes<'_, S> {
+    type Error = S::Error;
+
+    fn get(&self, level: u8, index: u64) -> Result<Option<tlog::Hash>, S::Error> {
+        if let Some(hash) = self.kept.get(Key::Node(level, index)) {
+            return Ok(Some(hash));
+        }
+        let found = self.store.get(level, index)?;
+        if let Some(hash) = found {
+            self.kept.keep(self.generation, Key::Node(level, index), hash);
+        }
+        Ok(found)
+    }
+
+    fn put(&mut self, level: u8, index: u64, hash: tlog::Hash) -> Result<(), S::Error> {
+        // Reads only: a write would make a node the store has not committed.
+        self.store.put(level, index, hash)
+    }
+
+    fn computed(&self, start: u64, end: u64) -> Option<tlog::Hash> {
+        self.kept.get(Key::Range(start, end))
+    }
+
+    fn keep_computed(&self, start: u64, end: u64, hash: tlog::Hash) {
+        self.kept.keep(self.generation, Key::Range(start, end), hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::convert::Infallible;
+
+    use super::*;
+    use crate::tlog::MemoryNodeStore;
+
+    /// A store that counts its lookups.
+    struct Counting<'a> {
+        nodes: &'a MemoryNodeStore,
+        lookups: Cell<usize>,
+    }
+
+    impl NodeStore for &Counting<'_> {
+        type Error = Infallible;
+        fn get(&self, level: u8, index: u64) -> Result<Option<tlog::Hash>, Infallible> {
+            self.lookups.set(self.lookups.get() + 1);
+            self.nodes.get(level, index)
+        }
+        fn put(&mut self, _level: u8, _index: u64, _hash: tlog::Hash) -> Result<(), Infallible> {
+            unreachable!("reads only")
+        }
+    }
+
+    fn tree(leaves: u64) -> MemoryNodeStore {
+        let mut nodes = MemoryNodeStore::new();
+        for index in 0..leaves {
+            tlog::append(&mut nodes, index, format!("leaf {index}").as_bytes()).expect("append");
+        }
+        nodes
+    }
+
+    #[test]
+    fn kept_hashes_give_the_same_roots_and_proofs_at_every_size() {
+        let nodes = tree(70);
+        let kept = LogHashes::default();
+        for size in 1..=70u64 {
+            // Twice: the second pass reads what the first kept.
+            for _ in 0..2 {
+                let front = kept.in_front_of(nodes.clone(), kept.generation());
+                assert_eq!(tlog::root(&front, size).unwrap(), tlog::root(&nodes, size).unwrap(), "root at {size}");
+                for leaf in [0, size / 2, size - 1] {
+                    assert_eq!(
+                        tlog::inclusion_proof(&front, leaf, size).unwrap(),
+                        tlog::inclusion_proof(&nodes, leaf, size).unwrap(),
+                        "proof of {leaf} at {size}"
+                    );
+                }
+                for old in [1, size / 2 + 1, size] {
+                    assert_eq!(
+                        tlog::consistency_proof(&front, old, size).unwrap(),
+                        tlog::consistency_proof(&nodes, old, size).unwrap(),
+                        "consistency {old} -> {size}"
+                    );
+                }
+            }
+        }
+        assert!(kept.len() > 0);
+    }
+
+    #[test]
+    fn a_second_proof_at_the_same_size_reads_nothing_from_the_store() {
+        let nodes = tree(1000);
+        let counting = Counting { nodes: &nodes, lookups: Cell::new(0) };
+        let kept = LogHashes::default();
+        let front = kept.in_front_of(&counting, kept.generation());
+        let first = (tlog::inclusion_proof(&front, 517, 1000).unwrap(), tlog::root(&front, 1000).unwrap());
+        let cold = counting.lookups.get();
+        assert!(cold >= 10, "a first proof in a tree of 1000 reads at least its path ({cold} lookups)");
+        let second = (tlog::inclusion_proof(&front, 517, 1000).unwrap(), tlog::root(&front, 1000).unwrap());
+        assert_eq!(first, second);
+        assert_eq!(counting.lookups.get(), cold, "the second proof and root came from the kept hashes");
+        // A neighbour's proof shares every level above its own pair of leaves.
+        tlog::inclusion_proof(&front, 516, 1000).unwrap();
+        assert_eq!(counting.lookups.get(), cold + 1, "only leaf 517's own hash was new");
+    }
+
+    #[test]
+    fn hashes_offered_by_a_read_older_than_a_clear_are_dropped() {
+        let old_tree = tree(9);
+        let kept = LogHashes::default();
+        let stale = kept.generation();
+        kept.clear();
+        tlog::root(&kept.in_front_of(old_tree.clone(), stale), 9).unwrap();
+        assert_eq!(kept.len(), 0, "a read from before the state was replaced keeps nothing");
+        // The replacing state's tree is another: its root must not come from the old one.
+        let new_tree = {
+            let mut nodes = MemoryNodeStore::new();
+            for index in 0..9u64 {
+                tlog::append(&mut nodes, index, format!("other {index}").as_bytes()).unwrap();
+            }
+            nodes
+        };
+        let front = kept.in_front_of(new_tree.clone(), kept.generation());
+        assert_eq!(tlog::root(&front, 9).unwrap(), tlog::root(&new_tree, 9).unwrap());
+        assert_ne!(tlog::root(&front, 9).unwrap(), tlog::root(&old_tree, 9).unwrap());
+    }
+}
