@@ -147,17 +147,18 @@ mod tests {
         }
     }
 
-    fn tree(leaves: u64) -> MemoryNodeStore {
+    /// A tree of `leaves` leaves whose data is `label` and the leaf's index.
+    fn tree(leaves: u64, label: &str) -> MemoryNodeStore {
         let mut nodes = MemoryNodeStore::new();
         for index in 0..leaves {
-            tlog::append(&mut nodes, index, format!("leaf {index}").as_bytes()).expect("append");
+            tlog::append(&mut nodes, index, format!("{label} {index}").as_bytes()).expect("append");
         }
         nodes
     }
 
     #[test]
     fn kept_hashes_give_the_same_roots_and_proofs_at_every_size() {
-        let nodes = tree(70);
+        let nodes = tree(70, "leaf");
         let kept = LogHashes::default();
         for size in 1..=70u64 {
             // Twice: the second pass reads what the first kept.
@@ -185,7 +186,7 @@ mod tests {
 
     #[test]
     fn a_second_proof_at_the_same_size_reads_nothing_from_the_store() {
-        let nodes = tree(1000);
+        let nodes = tree(1000, "leaf");
         let counting = Counting { nodes: &nodes, lookups: Cell::new(0) };
         let kept = LogHashes::default();
         let front = kept.in_front_of(&counting, kept.generation());
@@ -202,20 +203,14 @@ mod tests {
 
     #[test]
     fn hashes_offered_by_a_read_older_than_a_clear_are_dropped() {
-        let old_tree = tree(9);
+        let old_tree = tree(9, "leaf");
         let kept = LogHashes::default();
         let stale = kept.generation();
         kept.clear();
         tlog::root(&kept.in_front_of(old_tree.clone(), stale), 9).unwrap();
         assert_eq!(kept.len(), 0, "a read from before the state was replaced keeps nothing");
         // The replacing state's tree is another: its root must not come from the old one.
-        let new_tree = {
-            let mut nodes = MemoryNodeStore::new();
-            for index in 0..9u64 {
-                tlog::append(&mut nodes, index, format!("other {index}").as_bytes()).unwrap();
-            }
-            nodes
-        };
+        let new_tree = tree(9, "other");
         let front = kept.in_front_of(new_tree.clone(), kept.generation());
         assert_eq!(tlog::root(&front, 9).unwrap(), tlog::root(&new_tree, 9).unwrap());
         assert_ne!(tlog::root(&front, 9).unwrap(), tlog::root(&old_tree, 9).unwrap());

@@ -967,6 +967,14 @@ impl StateStore {
         tlog::consistency_proof(&self.log_nodes(&txn, generation)?, first_size, second_size).map(Some).map_err(merkle_error)
     }
 
+    /// Forgets what reads kept of the state a snapshot or backup has just replaced:
+    /// the unpacked reference leaves and the log's hashes. Every install calls it after
+    /// its commit.
+    fn state_replaced(&self) {
+        self.references.clear();
+        self.log_hashes.clear();
+    }
+
     /// A read transaction that reads the Merkle log: the kept hashes' generation is taken
     /// before it begins (see `log_hashes`).
     fn begin_log_read(&self) -> Result<(redb::ReadTransaction, u64), StateError> {
@@ -1392,8 +1400,7 @@ impl StateStore {
         rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
         self.committed_durably(index);
-        self.references.clear();
-        self.log_hashes.clear();
+        self.state_replaced();
         Ok(())
     }
 

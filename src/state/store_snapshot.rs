@@ -548,8 +548,7 @@ impl StateStore {
         rebuild_blob_arrivals(&txn)?;
         txn.commit()?;
         self.committed_durably(index);
-        self.references.clear();
-        self.log_hashes.clear();
+        self.state_replaced();
         if let Ok(mut staging) = self.staging.lock() {
             staging.finished_at = None;
         }
