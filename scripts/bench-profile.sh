@@ -36,7 +36,8 @@ main() {
   # The node asks for a client certificate (mutual TLS): the driver presents the cluster's.
   export KYSO_CA="$work/cluster/shared/tls/ca.pem" KYSO_CERT="$work/cluster/shared/tls/client.pem" KYSO_KEY="$work/cluster/shared/tls/client.key"
   local common=(--server "$server" --pki "$work/pki" --ops "$op" --clients "$clients" --document-size-bytes "$size")
-  # A short run first does the setup (uploads, certifications), so perf sees only the load.
+  # A short run first warms the node (the signer's key unsealed, the documents stored), so
+  # the measured run's setup is quick and its load meets a warm node.
   "$bin/kyso-bench" kyso "${common[@]}" --seconds 1 --warmup-seconds 0.2 >/dev/null 2>&1
   # The measured run sets up again (uploads every document, certifies the verified ones:
   # seconds of hashing and HTTP/2 framing that are not the load). perf starts when the
