@@ -11,12 +11,14 @@
 //!
 //! Only committed nodes may come in: [`KeptNodes`] wraps a read transaction's store,
 //! never a write transaction's (whose nodes an abort would take back). Replacing the
-//! whole state (a snapshot or a backup restored) clears what is kept and starts a new
-//! generation; a read that began before the replacement offers its hashes with the old
-//! generation, and they are dropped.
+//! whole state (a snapshot or a backup restored) empties what is kept; a read that began
+//! before the replacement offers its hashes under the old generation, and they are
+//! dropped (`super::kept`).
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::cell::RefCell;
+use std::sync::MutexGuard;
 
+use super::kept::{Generation, Kept};
 use crate::tlog::{self, NodeStore};
 
 /// Hashes kept at most, nodes and computed ranges together: about 100 bytes each with
@@ -32,93 +34,82 @@ enum Key {
     Range(u64, u64),
 }
 
-pub(crate) struct LogHashes(Mutex<Kept>);
-
-struct Kept {
-    generation: u64,
-    hashes: lru::LruCache<Key, tlog::Hash>,
-}
-
-impl Default for LogHashes {
-    fn default() -> Self {
-        let capacity = std::num::NonZeroUsize::new(LOG_HASHES_KEPT).expect("not zero");
-        LogHashes(Mutex::new(Kept { generation: 0, hashes: lru::LruCache::new(capacity) }))
-    }
-}
+pub(crate) struct LogHashes(Kept<Key, tlog::Hash>);
 
 impl LogHashes {
-    fn lock(&self) -> MutexGuard<'_, Kept> {
-        // A cache: a panic while it was held leaves at worst a missing entry.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn new(generation: &Generation) -> Self {
+        LogHashes(Kept::new(generation, LOG_HASHES_KEPT))
     }
 
-    /// The generation a read takes BEFORE it begins its transaction.
-    pub fn generation(&self) -> u64 {
-        self.lock().generation
-    }
-
-    /// Forgets every hash; hashes offered by reads that began before are dropped.
-    pub fn clear(&self) {
-        let mut kept = self.lock();
-        kept.hashes.clear();
-        kept.generation += 1;
+    /// Forgets every hash (after the generation advanced).
+    pub fn forget_all(&self) {
+        self.0.forget_all();
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lock().hashes.len()
-    }
-
-    fn get(&self, key: Key) -> Option<tlog::Hash> {
-        self.lock().hashes.get(&key).copied()
-    }
-
-    fn keep(&self, generation: u64, key: Key, hash: tlog::Hash) {
-        let mut kept = self.lock();
-        if kept.generation == generation {
-            kept.hashes.put(key, hash);
-        }
+        self.0.len()
     }
 
     /// `store` (a read transaction's committed nodes) with these hashes in front of it;
-    /// `generation` as [`LogHashes::generation`] gave it before the transaction began.
+    /// `generation` as [`Generation::current`] gave it before the transaction began.
     pub fn in_front_of<S: NodeStore>(&self, store: S, generation: u64) -> KeptNodes<'_, S> {
-        KeptNodes { store, kept: self, generation }
+        KeptNodes { store, kept: self, generation, held: RefCell::new(None) }
     }
 }
 
 /// A read transaction's node store with the kept hashes in front of it.
+///
+/// A proof and its root look up about 20 hashes in a row; the cache's lock is taken at the
+/// first and held while they hit (one lock per proof, not per node), and let go before
+/// the store is read on a miss, and when this is dropped.
 pub(crate) struct KeptNodes<'a, S> {
     store: S,
     kept: &'a LogHashes,
     generation: u64,
+    held: RefCell<Option<MutexGuard<'a, lru::LruCache<Key, tlog::Hash>>>>,
+}
+
+impl<'a, S> KeptNodes<'a, S> {
+    /// Runs `f` under the cache's lock, taking it unless this already holds it.
+    fn held<R>(&self, f: impl FnOnce(&mut lru::LruCache<Key, tlog::Hash>) -> R) -> R {
+        let mut held = self.held.borrow_mut();
+        let entries = held.get_or_insert_with(|| self.kept.0.hold());
+        f(entries)
+    }
+
+    fn let_go(&self) {
+        self.held.borrow_mut().take();
+    }
 }
 
 impl<S: NodeStore> NodeStore for KeptNodes<'_, S> {
     type Error = S::Error;
 
     fn get(&self, level: u8, index: u64) -> Result<Option<tlog::Hash>, S::Error> {
-        if let Some(hash) = self.kept.get(Key::Node(level, index)) {
+        if let Some(hash) = self.held(|entries| entries.get(&Key::Node(level, index)).copied()) {
             return Ok(Some(hash));
         }
+        self.let_go();
         let found = self.store.get(level, index)?;
         if let Some(hash) = found {
-            self.kept.keep(self.generation, Key::Node(level, index), hash);
+            self.held(|entries| self.kept.0.keep_held(entries, self.generation, Key::Node(level, index), hash));
         }
         Ok(found)
     }
 
     fn put(&mut self, level: u8, index: u64, hash: tlog::Hash) -> Result<(), S::Error> {
         // Reads only: a write would make a node the store has not committed.
+        self.let_go();
         self.store.put(level, index, hash)
     }
 
     fn computed(&self, start: u64, end: u64) -> Option<tlog::Hash> {
-        self.kept.get(Key::Range(start, end))
+        self.held(|entries| entries.get(&Key::Range(start, end)).copied())
     }
 
     fn keep_computed(&self, start: u64, end: u64, hash: tlog::Hash) {
-        self.kept.keep(self.generation, Key::Range(start, end), hash);
+        self.held(|entries| self.kept.0.keep_held(entries, self.generation, Key::Range(start, end), hash));
     }
 }
 
@@ -159,11 +150,12 @@ mod tests {
     #[test]
     fn kept_hashes_give_the_same_roots_and_proofs_at_every_size() {
         let nodes = tree(70, "leaf");
-        let kept = LogHashes::default();
+        let generation = Generation::default();
+        let kept = LogHashes::new(&generation);
         for size in 1..=70u64 {
             // Twice: the second pass reads what the first kept.
             for _ in 0..2 {
-                let front = kept.in_front_of(nodes.clone(), kept.generation());
+                let front = kept.in_front_of(nodes.clone(), generation.current());
                 assert_eq!(tlog::root(&front, size).unwrap(), tlog::root(&nodes, size).unwrap(), "root at {size}");
                 for leaf in [0, size / 2, size - 1] {
                     assert_eq!(
@@ -188,8 +180,9 @@ mod tests {
     fn a_second_proof_at_the_same_size_reads_nothing_from_the_store() {
         let nodes = tree(1000, "leaf");
         let counting = Counting { nodes: &nodes, lookups: Cell::new(0) };
-        let kept = LogHashes::default();
-        let front = kept.in_front_of(&counting, kept.generation());
+        let generation = Generation::default();
+        let kept = LogHashes::new(&generation);
+        let front = kept.in_front_of(&counting, generation.current());
         let first = (tlog::inclusion_proof(&front, 517, 1000).unwrap(), tlog::root(&front, 1000).unwrap());
         let cold = counting.lookups.get();
         assert!(cold >= 10, "a first proof in a tree of 1000 reads at least its path ({cold} lookups)");
@@ -204,14 +197,16 @@ mod tests {
     #[test]
     fn hashes_offered_by_a_read_older_than_a_clear_are_dropped() {
         let old_tree = tree(9, "leaf");
-        let kept = LogHashes::default();
-        let stale = kept.generation();
-        kept.clear();
+        let generation = Generation::default();
+        let kept = LogHashes::new(&generation);
+        let stale = generation.current();
+        generation.advance();
+        kept.forget_all();
         tlog::root(&kept.in_front_of(old_tree.clone(), stale), 9).unwrap();
         assert_eq!(kept.len(), 0, "a read from before the state was replaced keeps nothing");
         // The replacing state's tree is another: its root must not come from the old one.
         let new_tree = tree(9, "other");
-        let front = kept.in_front_of(new_tree.clone(), kept.generation());
+        let front = kept.in_front_of(new_tree.clone(), generation.current());
         assert_eq!(tlog::root(&front, 9).unwrap(), tlog::root(&new_tree, 9).unwrap());
         assert_ne!(tlog::root(&front, 9).unwrap(), tlog::root(&old_tree, 9).unwrap());
     }

@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod leaf;
+mod kept;
 mod log_hashes;
 pub mod packing;
 pub mod store;

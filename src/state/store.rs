@@ -15,6 +15,7 @@ use redb::{ReadableTableMetadata,
 
 use super::command::{AuditEvent, Command, CommandEnvelope, Outcome, Rejection};
 use super::leaf::{LogEvent, LogLeaf};
+use super::kept::{Generation, Kept};
 use super::log_hashes::LogHashes;
 use super::packing::{self, CertificationRow, StoredCertification};
 use crate::access::{Actor, Principal};
@@ -300,9 +301,15 @@ pub struct StateStore {
     /// or a power loss): it walks the whole file, so this grows with the state.
     repaired_on_open: Option<std::time::Duration>,
     persistence: std::sync::Mutex<Persistence>,
+    /// What verify reads keep between them (`kept`): the generation every cache checks,
+    /// the signers' reference leaves unpacked, the log's node and range hashes
+    /// (`log_hashes`), certifications decoded from their log leaves, and signers decoded
+    /// from their rows.
+    generation: Generation,
     references: std::sync::Arc<ReferenceLeaves>,
-    /// The Merkle log's node and range hashes kept between reads (`log_hashes`).
     log_hashes: LogHashes,
+    leaf_records: std::sync::Arc<LeafRecords>,
+    signers: Kept<String, std::sync::Arc<KeptSigner>>,
 }
 
 impl StateStore {
@@ -353,14 +360,18 @@ impl StateStore {
             }
         }
         txn.commit()?;
+        let generation = Generation::default();
         let store = StateStore {
             db: std::sync::Arc::new(db),
             staging: Default::default(),
             skip_fsync: false,
             repaired_on_open,
             persistence: std::sync::Mutex::new(Persistence::durable_at(0)),
-            references: Default::default(),
-            log_hashes: Default::default(),
+            references: std::sync::Arc::new(Kept::new(&generation, REFERENCE_LEAVES_KEPT)),
+            log_hashes: LogHashes::new(&generation),
+            leaf_records: std::sync::Arc::new(Kept::new(&generation, LEAF_RECORDS_KEPT)),
+            signers: Kept::new(&generation, SIGNERS_KEPT),
+            generation,
         };
         store.migrate_record_layout()?;
         store.index_derived_tables()?;
@@ -783,9 +794,13 @@ impl StateStore {
         table.get(signature_key(cms_der).as_str())?.map(|value| decode(value.value())).transpose()
     }
 
+    /// The certification of a lookup code (what verify by code reads first: its leaf is
+    /// kept for the verify read that follows).
     pub fn certification(&self, code: &LookupCode) -> Result<Option<Certification>, StateError> {
-        let txn = self.db.begin_read()?;
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, Leaves::open(&txn)?, txn.open_table(SECURITY)?);
+        let (txn, generation) = self.begin_log_read()?;
+        let leaves = Leaves::open(&txn)?.with_references(&self.references, generation);
+        let records =
+            Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?).with_kept(&self.leaf_records, generation);
         records.certification(code.index_key().as_slice())
     }
 
@@ -798,8 +813,9 @@ impl StateStore {
     pub fn verify_read(&self, hash: &Sha256, follow_delivered_pdf: bool) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
         let (txn, generation) = self.begin_log_read()?;
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
-        let leaves = Leaves::open(&txn)?.with_references(&self.references);
-        let records = Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?);
+        let leaves = Leaves::open(&txn)?.with_references(&self.references, generation);
+        let records =
+            Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?).with_kept(&self.leaf_records, generation);
         let mut found = records.of_document(&index, hash)?;
         let scan = if follow_delivered_pdf {
             found
@@ -815,7 +831,7 @@ impl StateStore {
         let signers = txn.open_table(SIGNERS)?;
         let mut verified = Vec::with_capacity(found.len());
         for (certification, leaf) in found {
-            let signer = read_signer(&signers, &certification.signer_id)?;
+            let signer = self.read_signer_kept(&signers, &certification.signer_id, generation)?;
             let signer_status = read_signer_status(&records.security, &certification.signer_id)?;
             let leaf = match leaf {
                 Some(leaf) => Some(leaf),
@@ -832,6 +848,25 @@ impl StateStore {
             verified.push(VerifyRecord { certification, signer, signer_status, proof });
         }
         Ok((scan.unwrap_or(*hash), verified))
+    }
+
+    /// A signer as [`read_signer`] reads it, decoded once per version of its row: a row
+    /// can change (a new sealed key), so the kept signer is used only while the row is
+    /// byte for byte the one it was decoded from.
+    fn read_signer_kept(
+        &self,
+        signers: &impl ReadableTable<&'static str, &'static [u8]>,
+        signer_id: &str,
+        generation: u64,
+    ) -> Result<Option<Signer>, StateError> {
+        let Some(row) = signers.get(signer_id)? else { return Ok(None) };
+        let row = row.value();
+        if let Some(kept) = self.signers.get(signer_id).filter(|kept| kept.row == row) {
+            return Ok(Some(kept.signer.clone()));
+        }
+        let signer: Signer = decode(row)?;
+        self.signers.keep(generation, signer_id.to_string(), std::sync::Arc::new(KeptSigner { row: row.to_vec(), signer: signer.clone() }));
+        Ok(Some(signer))
     }
 
     /// Every certification of a document, in lookup-key order.
@@ -968,17 +1003,20 @@ impl StateStore {
     }
 
     /// Forgets what reads kept of the state a snapshot or backup has just replaced:
-    /// the unpacked reference leaves and the log's hashes. Every install calls it after
-    /// its commit.
+    /// the generation advances, then every cache empties (see `kept`). Every install
+    /// calls it after its commit.
     fn state_replaced(&self) {
-        self.references.clear();
-        self.log_hashes.clear();
+        self.generation.advance();
+        self.references.forget_all();
+        self.log_hashes.forget_all();
+        self.leaf_records.forget_all();
+        self.signers.forget_all();
     }
 
-    /// A read transaction that reads the Merkle log: the kept hashes' generation is taken
-    /// before it begins (see `log_hashes`).
+    /// A read transaction whose reads may keep what they read: the generation is taken
+    /// before it begins (see `kept`).
     fn begin_log_read(&self) -> Result<(redb::ReadTransaction, u64), StateError> {
-        let generation = self.log_hashes.generation();
+        let generation = self.generation.current();
         Ok((self.db.begin_read()?, generation))
     }
 
@@ -989,9 +1027,9 @@ impl StateStore {
 
     /// Leaves in `[start, end)`, clipped to the log's size.
     pub fn tlog_entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StateError> {
-        let txn = self.db.begin_read()?;
+        let (txn, generation) = self.begin_log_read()?;
         let security = txn.open_table(SECURITY)?;
-        let leaves = Leaves::open(&txn)?.with_references(&self.references);
+        let leaves = Leaves::open(&txn)?.with_references(&self.references, generation);
         let mut entries = Vec::new();
         for (index, stored) in leaves.stored_range(start, end)? {
             entries.push((index, unpack(&stored, &leaves, &security)?));
@@ -2230,15 +2268,15 @@ fn unpack(
     security: &impl ReadableTable<&'static str, &'static [u8]>,
 ) -> Result<Vec<u8>, StateError> {
     let certificate = |hash: &Sha256| Ok(security.get(packing::certificate_key(hash).as_str())?.map(|value| value.value().to_vec()));
-    if let (Some(references), Some(index)) = (&leaves.references, packing::delta_reference(stored)) {
-        let base = references.get_or_load(index, || {
+    if let (Some((references, generation)), Some(index)) = (&leaves.references, packing::delta_reference(stored)) {
+        let base = references.get_or_load(*generation, index, || {
             let reference = leaves
                 .stored(index)?
                 .ok_or_else(|| StateError::Corrupt(format!("a delta leaf refers to leaf {index}, which is missing")))?;
             if reference.first() == Some(&packing::DELTA_LEAF) {
                 return Err(StateError::Corrupt(format!("a delta leaf refers to leaf {index}, itself a delta")));
             }
-            packing::unpack_leaf(&reference, certificate, |_| Ok(None), StateError::Corrupt)
+            packing::unpack_leaf(&reference, certificate, |_| Ok(None), StateError::Corrupt).map(std::sync::Arc::new)
         })?;
         return packing::unpack_delta(stored, &base, certificate, StateError::Corrupt);
     }
@@ -2267,6 +2305,8 @@ fn inclusion_in(
     }
     let audit_path = tlog::inclusion_proof(&nodes, leaf_index, tree_size).map_err(merkle_error)?;
     let root = tlog::root(&nodes, tree_size).map_err(merkle_error)?;
+    // Kept hashes hold their lock while a proof reads them: let it go before the leaf.
+    drop(nodes);
     let leaf_data = match leaf_data {
         Some(data) => data,
         None => read_leaf(&Leaves::open(txn)?, &txn.open_table(SECURITY)?, leaf_index)?
@@ -2289,14 +2329,14 @@ fn read_leaf(
 struct Leaves<T> {
     table: T,
     one_per_row: bool,
-    /// Where unpacked reference leaves are kept between reads (the read paths that
-    /// verify; `None` elsewhere).
-    references: Option<std::sync::Arc<ReferenceLeaves>>,
+    /// Where unpacked reference leaves are kept between reads, and the generation the
+    /// read took (the read paths that verify; `None` elsewhere).
+    references: Option<(std::sync::Arc<ReferenceLeaves>, u64)>,
 }
 
 impl<T> Leaves<T> {
-    fn with_references(mut self, references: &std::sync::Arc<ReferenceLeaves>) -> Self {
-        self.references = Some(references.clone());
+    fn with_references(mut self, references: &std::sync::Arc<ReferenceLeaves>, generation: u64) -> Self {
+        self.references = Some((references.clone(), generation));
         self
     }
 }
@@ -2307,35 +2347,35 @@ const REFERENCE_LEAVES_KEPT: usize = 1024;
 
 /// Signers' reference leaves, unpacked. Every delta-encoded leaf copies from its signer's
 /// one reference leaf (`packing`), so without this every verify read that reference's row
-/// of leaves and its certificates and rebuilt it. A leaf never changes once appended; a
-/// snapshot install, which replaces the whole state, clears this.
-pub(crate) struct ReferenceLeaves(std::sync::Mutex<lru::LruCache<u64, std::sync::Arc<Vec<u8>>>>);
+/// of leaves and its certificates and rebuilt it. A leaf never changes once appended.
+type ReferenceLeaves = Kept<u64, std::sync::Arc<Vec<u8>>>;
 
-impl Default for ReferenceLeaves {
-    fn default() -> Self {
-        ReferenceLeaves(std::sync::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(REFERENCE_LEAVES_KEPT).expect("not zero"))))
-    }
+/// How many certifications decoded from their leaves [`LeafRecords`] keeps: about 3 KB
+/// each (the record and its leaf), 24 MiB in all. Those verified most are the recent
+/// ones, whose QR codes citizens have just scanned.
+const LEAF_RECORDS_KEPT: usize = 8192;
+
+/// A certification as its log leaf records it (without its revocation, which lives in
+/// its row and is read afresh), with the leaf's bytes for its inclusion proof.
+#[derive(Clone)]
+struct LeafRecord {
+    certification: Certification,
+    leaf: Vec<u8>,
 }
 
-impl ReferenceLeaves {
-    fn lock(&self) -> std::sync::MutexGuard<'_, lru::LruCache<u64, std::sync::Arc<Vec<u8>>>> {
-        // A cache: a panic while it was held leaves at worst a missing entry.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+/// How many decoded signers verify keeps (a few KB each: the chain and the sealed key).
+const SIGNERS_KEPT: usize = 1024;
 
-    fn get_or_load(&self, index: u64, load: impl FnOnce() -> Result<Vec<u8>, StateError>) -> Result<std::sync::Arc<Vec<u8>>, StateError> {
-        if let Some(kept) = self.lock().get(&index) {
-            return Ok(kept.clone());
-        }
-        let loaded = std::sync::Arc::new(load()?);
-        self.lock().put(index, loaded.clone());
-        Ok(loaded)
-    }
-
-    fn clear(&self) {
-        self.lock().clear();
-    }
+/// A signer decoded from its row, with the row's bytes it was decoded from.
+struct KeptSigner {
+    row: Vec<u8>,
+    signer: Signer,
 }
+
+/// Certifications decoded from their log leaves, by leaf index: a leaf never changes
+/// once appended, so a verify of a document read recently neither unpacks its leaf nor
+/// decodes it again.
+type LeafRecords = Kept<u64, std::sync::Arc<LeafRecord>>;
 
 impl Leaves<redb::ReadOnlyTable<u64, &'static [u8]>> {
     fn open(txn: &redb::ReadTransaction) -> Result<Self, StateError> {
@@ -2461,6 +2501,9 @@ struct Records<C, L, S> {
     table: C,
     leaves: Leaves<L>,
     security: S,
+    /// Where decoded leaf records are kept between reads, and the generation the read
+    /// took (verify only; `None` elsewhere).
+    kept: Option<(std::sync::Arc<LeafRecords>, u64)>,
 }
 
 impl<C, L, S> Records<C, L, S>
@@ -2470,7 +2513,12 @@ where
     S: ReadableTable<&'static str, &'static [u8]>,
 {
     fn new(table: C, leaves: Leaves<L>, security: S) -> Self {
-        Records { table, leaves, security }
+        Records { table, leaves, security, kept: None }
+    }
+
+    fn with_kept(mut self, kept: &std::sync::Arc<LeafRecords>, generation: u64) -> Self {
+        self.kept = Some((kept.clone(), generation));
+        self
     }
 
     fn certification(&self, key: &[u8]) -> Result<Option<Certification>, StateError> {
@@ -2509,14 +2557,24 @@ where
             StoredCertification::Full(certification) => return Ok((certification, None)),
             StoredCertification::Row(row) => row,
         };
-        let leaf = read_leaf(&self.leaves, &self.security, row.leaf_index)?
-            .ok_or_else(|| StateError::Corrupt(format!("a certification names log leaf {}, which is missing", row.leaf_index)))?;
+        let record = match &self.kept {
+            Some((kept, generation)) => kept.get_or_load(*generation, row.leaf_index, || self.leaf_record(row.leaf_index).map(std::sync::Arc::new))?,
+            None => std::sync::Arc::new(self.leaf_record(row.leaf_index)?),
+        };
+        let record = std::sync::Arc::unwrap_or_clone(record);
+        Ok((
+            Certification { revocation: row.revocation, ..record.certification },
+            Some(LeafRead { index: row.leaf_index, data: Some(record.leaf) }),
+        ))
+    }
+
+    /// The certification log leaf `index` records, read and decoded.
+    fn leaf_record(&self, index: u64) -> Result<LeafRecord, StateError> {
+        let leaf = read_leaf(&self.leaves, &self.security, index)?
+            .ok_or_else(|| StateError::Corrupt(format!("a certification names log leaf {index}, which is missing")))?;
         match LogLeaf::decode(&leaf).map_err(StateError::Corrupt)?.event {
-            LogEvent::Certification(certification) => Ok((
-                Certification { revocation: row.revocation, ..certification },
-                Some(LeafRead { index: row.leaf_index, data: Some(leaf) }),
-            )),
-            _ => Err(StateError::Corrupt(format!("log leaf {} is not a certification", row.leaf_index))),
+            LogEvent::Certification(certification) => Ok(LeafRecord { certification, leaf }),
+            _ => Err(StateError::Corrupt(format!("log leaf {index} is not a certification"))),
         }
     }
 
@@ -3390,9 +3448,9 @@ mod layout_tests {
             assert!(deltas >= 25, "most certification leaves copy from the signer's reference: {deltas}");
             stored.into_iter().map(|(index, stored)| (index, unpack(&stored, &leaves, &security).unwrap())).collect()
         };
-        assert!(store.references.lock().is_empty());
+        assert_eq!(store.references.len(), 0);
         assert_eq!(store.tlog_entries(0, u64::MAX).unwrap(), afresh, "cold");
-        assert_eq!(store.references.lock().len(), 1, "one signer, one reference kept");
+        assert_eq!(store.references.len(), 1, "one signer, one reference kept");
         assert_eq!(store.tlog_entries(0, u64::MAX).unwrap(), afresh, "warm");
     }
 
@@ -3430,6 +3488,83 @@ mod layout_tests {
         store.restore_backup(&other.backup_snapshot().unwrap().bytes).unwrap();
         assert_eq!(store.tlog_head().unwrap(), (size, replacing.0));
         assert_eq!(kept(&store), replacing, "after the state was replaced");
+    }
+
+    /// Certifications kept decoded between verify reads answer as a read afresh does: by
+    /// hash and by lookup code, cold and warm; a revocation recorded after they were kept
+    /// shows at once (it lives in the row, read each time); and a state that replaces the
+    /// store, whose leaves at the same indexes record other certifications, is never
+    /// answered from the replaced one's.
+    #[test]
+    fn kept_leaf_records_answer_as_fresh_reads_show_a_later_revocation_and_go_with_a_replaced_state() {
+        let data = commands(20);
+        let (revoke, before_revoke) = data.split_last().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        apply_all(&store, before_revoke);
+        let documents: Vec<Sha256> = (0..20).map(|index| Sha256::digest(format!("document {index}").as_bytes())).collect();
+        let afresh = |store: &StateStore, document: &Sha256| {
+            let txn = store.db.begin_read().unwrap();
+            let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT).unwrap();
+            let records = Records::new(txn.open_table(CERTIFICATIONS).unwrap(), Leaves::open(&txn).unwrap(), txn.open_table(SECURITY).unwrap());
+            assert!(records.kept.is_none());
+            let found = records.of_document(&index, document).unwrap();
+            found.into_iter().map(|(certification, leaf)| (certification, leaf.unwrap().data.unwrap())).collect::<Vec<_>>()
+        };
+        let read = |store: &StateStore, document: &Sha256| {
+            let (_, records) = store.verify_read(document, true).unwrap();
+            records.into_iter().map(|record| (record.certification, record.proof.unwrap().leaf_data)).collect::<Vec<_>>()
+        };
+        assert_eq!(store.leaf_records.len(), 0);
+        for pass in ["cold", "warm"] {
+            for document in &documents {
+                let expected = afresh(&store, document);
+                assert_eq!(expected.len(), 1);
+                assert_eq!(read(&store, document), expected, "{pass}: verify by hash");
+                let by_code = store.certification(&expected[0].0.lookup_code).unwrap().unwrap();
+                assert_eq!(by_code, expected[0].0, "{pass}: by lookup code");
+            }
+            assert_eq!(store.leaf_records.len(), 20, "{pass}: one kept per certification");
+        }
+
+        let next = store.applied().unwrap() + 1;
+        store.apply_batch(&[Entry { index: next, term: 1, data: revoke.clone() }]).unwrap();
+        let revoked = read(&store, &documents[1]);
+        assert_eq!(revoked, afresh(&store, &documents[1]));
+        assert_eq!(revoked[0].0.revocation.as_ref().map(|revocation| revocation.reason.as_str()), Some("nhầm hồ sơ"), "kept, yet revoked");
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = StateStore::open(&other_dir.path().join("state.redb")).unwrap();
+        apply_all(&other, &commands(20));
+        let replaced: Vec<_> = documents.iter().map(|document| read(&store, document)).collect();
+        store.restore_backup(&other.backup_snapshot().unwrap().bytes).unwrap();
+        for (document, replaced) in documents.iter().zip(&replaced) {
+            let replacing = afresh(&other, document);
+            assert_eq!(replacing[0].0.document_sha256, *document);
+            assert_ne!(replacing, *replaced, "another key signed the replacing state's certifications");
+            assert_eq!(read(&store, document), replacing, "after the state was replaced");
+        }
+    }
+
+    /// A signer kept decoded between verify reads is the one its row holds now: a row
+    /// written since (whatever command wrote it) is decoded again.
+    #[test]
+    fn a_kept_signer_follows_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
+        apply_all(&store, &commands(2));
+        let document = Sha256::digest(b"document 0");
+        let signer_read = |store: &StateStore| store.verify_read(&document, true).unwrap().1[0].signer.clone().unwrap();
+        let first = signer_read(&store);
+        assert_eq!(first, store.signer("s1").unwrap().unwrap());
+        assert_eq!(signer_read(&store), first, "warm");
+        assert_eq!(store.signers.len(), 1);
+        let renamed = Signer { name: "Người Ký Mới".into(), sealed_key: Some(vec![7; 40]), ..first.clone() };
+        let txn = begin_write(&store.db).unwrap();
+        txn.open_table(SIGNERS).unwrap().insert("s1", encode(&renamed).as_slice()).unwrap();
+        txn.commit().unwrap();
+        assert_eq!(signer_read(&store), renamed, "the row changed, so the kept signer is not used");
+        assert_eq!(signer_read(&store), renamed);
     }
 
     #[test]
