@@ -154,12 +154,11 @@ impl<P: Proposer> Kyso<P> {
             }
             VerifySubject::LookupCode(text) => {
                 let code = LookupCode::parse(&text).map_err(|error| ServiceError::InvalidArgument(error.to_string()))?;
-                let certification = self
-                    .state
-                    .certification(&code)?
-                    .ok_or_else(|| ServiceError::NotFound(format!("no certification has lookup code {code}")))?;
                 // The code names its own document, even one that is also a delivered PDF.
-                let (scan, records) = self.state.verify_read(&certification.document_sha256, false)?;
+                let (scan, records) = self
+                    .state
+                    .verify_read_code(&code)?
+                    .ok_or_else(|| ServiceError::NotFound(format!("no certification has lookup code {code}")))?;
                 Ok((scan, records, None))
             }
         }

@@ -62,7 +62,9 @@ impl LogHashes {
 ///
 /// A proof and its root look up about 20 hashes in a row; the cache's lock is taken at the
 /// first and held while they hit (one lock per proof, not per node), and let go before
-/// the store is read on a miss, and when this is dropped.
+/// the store is read on a miss, and when this is dropped. So keep at most one alive per
+/// thread, and drop it before reading anything else (`inclusion_in` does): a second one
+/// on the same thread would wait for the first's lock forever.
 pub(crate) struct KeptNodes<'a, S> {
     store: S,
     kept: &'a LogHashes,

@@ -794,14 +794,10 @@ impl StateStore {
         table.get(signature_key(cms_der).as_str())?.map(|value| decode(value.value())).transpose()
     }
 
-    /// The certification of a lookup code (what verify by code reads first: its leaf is
-    /// kept for the verify read that follows).
+    /// The certification of a lookup code (read through the caches verify reads keep).
     pub fn certification(&self, code: &LookupCode) -> Result<Option<Certification>, StateError> {
         let (txn, generation) = self.begin_log_read()?;
-        let leaves = Leaves::open(&txn)?.with_references(&self.references, generation);
-        let records =
-            Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?).with_kept(&self.leaf_records, generation);
-        records.certification(code.index_key().as_slice())
+        self.kept_records(&txn, generation)?.certification(code.index_key().as_slice())
     }
 
     /// What a verify of the document `hash` names reads, from one read transaction (one
@@ -812,10 +808,36 @@ impl StateStore {
     /// log leaf is read once.
     pub fn verify_read(&self, hash: &Sha256, follow_delivered_pdf: bool) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
         let (txn, generation) = self.begin_log_read()?;
+        let records = self.kept_records(&txn, generation)?;
+        self.verify_read_in(&txn, generation, &records, hash, follow_delivered_pdf)
+    }
+
+    /// What a verify by lookup code reads, from one read transaction: the code's
+    /// certification names its own document (never the scan a delivered PDF was made
+    /// from), read as [`StateStore::verify_read`] reads it. `None` when no certification
+    /// has this code.
+    pub fn verify_read_code(&self, code: &LookupCode) -> Result<Option<(Sha256, Vec<VerifyRecord>)>, StateError> {
+        let (txn, generation) = self.begin_log_read()?;
+        let records = self.kept_records(&txn, generation)?;
+        let Some(certification) = records.certification(code.index_key().as_slice())? else { return Ok(None) };
+        self.verify_read_in(&txn, generation, &records, &certification.document_sha256, false).map(Some)
+    }
+
+    /// The certifications `txn` reads, through the caches verify reads keep.
+    fn kept_records(&self, txn: &redb::ReadTransaction, generation: u64) -> Result<ReadRecords, StateError> {
+        let leaves = Leaves::open(txn)?.with_references(&self.references, generation);
+        Ok(Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?).with_kept(&self.leaf_records, generation))
+    }
+
+    fn verify_read_in(
+        &self,
+        txn: &redb::ReadTransaction,
+        generation: u64,
+        records: &ReadRecords,
+        hash: &Sha256,
+        follow_delivered_pdf: bool,
+    ) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
-        let leaves = Leaves::open(&txn)?.with_references(&self.references, generation);
-        let records =
-            Records::new(txn.open_table(CERTIFICATIONS)?, leaves, txn.open_table(SECURITY)?).with_kept(&self.leaf_records, generation);
         let mut found = records.of_document(&index, hash)?;
         let scan = if follow_delivered_pdf {
             found
@@ -842,7 +864,7 @@ impl StateStore {
                     .map(|value| LeafRead { index: value.value(), data: None }),
             };
             let proof = match leaf {
-                Some(leaf) => inclusion_in(&txn, self.log_nodes(&txn, generation)?, leaf.index, 0, leaf.data)?,
+                Some(leaf) => inclusion_in(txn, self.log_nodes(txn, generation)?, leaf.index, 0, leaf.data)?,
                 None => None,
             };
             verified.push(VerifyRecord { certification, signer, signer_status, proof });
@@ -2496,6 +2518,13 @@ fn decode_certification_value(bytes: &[u8]) -> Result<StoredCertification, State
     packing::decode_certification_value(bytes).map_err(StateError::Corrupt)
 }
 
+/// [`Records`] of a read transaction.
+type ReadRecords = Records<
+    redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    redb::ReadOnlyTable<u64, &'static [u8]>,
+    redb::ReadOnlyTable<&'static str, &'static [u8]>,
+>;
+
 /// The tables a certification is read from: its row, its leaf, shared certificates.
 struct Records<C, L, S> {
     table: C,
@@ -3523,6 +3552,11 @@ mod layout_tests {
                 assert_eq!(read(&store, document), expected, "{pass}: verify by hash");
                 let by_code = store.certification(&expected[0].0.lookup_code).unwrap().unwrap();
                 assert_eq!(by_code, expected[0].0, "{pass}: by lookup code");
+                let (named, verify_by_code) = store.verify_read_code(&expected[0].0.lookup_code).unwrap().unwrap();
+                assert_eq!(named, *document);
+                let verify_by_code: Vec<_> =
+                    verify_by_code.into_iter().map(|record| (record.certification, record.proof.unwrap().leaf_data)).collect();
+                assert_eq!(verify_by_code, expected, "{pass}: verify by lookup code");
             }
             assert_eq!(store.leaf_records.len(), 20, "{pass}: one kept per certification");
         }
