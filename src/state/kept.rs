@@ -46,7 +46,9 @@ impl<K: Hash + Eq, V: Clone> Kept<K, V> {
         Kept { generation: generation.clone(), entries: Mutex::new(lru::LruCache::new(capacity)) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, lru::LruCache<K, V>> {
+    /// The cache's lock, also for a caller that looks up many keys in a row
+    /// ([`Kept::keep_held`] to keep under it). Never held while the store is read.
+    pub fn hold(&self) -> MutexGuard<'_, lru::LruCache<K, V>> {
         // A cache: a panic while it was held leaves at worst a missing entry.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -55,13 +57,7 @@ impl<K: Hash + Eq, V: Clone> Kept<K, V> {
     where
         K: std::borrow::Borrow<Q>,
     {
-        self.lock().get(key).cloned()
-    }
-
-    /// The cache's lock, for a caller that looks up many keys in a row
-    /// ([`Kept::keep_held`] to keep under it). Never held while the store is read.
-    pub fn hold(&self) -> MutexGuard<'_, lru::LruCache<K, V>> {
-        self.lock()
+        self.hold().get(key).cloned()
     }
 
     /// [`Kept::keep`] under a lock [`Kept::hold`] gave.
@@ -74,17 +70,11 @@ impl<K: Hash + Eq, V: Clone> Kept<K, V> {
     /// Keeps `value`, read by a read that took generation `read_began`, unless the state
     /// was replaced since.
     pub fn keep(&self, read_began: u64, key: K, value: V) {
-        let mut entries = self.lock();
-        if self.generation.current() == read_began {
-            entries.put(key, value);
-        }
+        self.keep_held(&mut self.hold(), read_began, key, value);
     }
 
     /// The kept value of `key`, or `load`'s, kept for later reads.
-    pub fn get_or_load<E>(&self, read_began: u64, key: K, load: impl FnOnce() -> Result<V, E>) -> Result<V, E>
-    where
-        K: Clone,
-    {
+    pub fn get_or_load<E>(&self, read_began: u64, key: K, load: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
         if let Some(kept) = self.get(&key) {
             return Ok(kept);
         }
@@ -95,12 +85,12 @@ impl<K: Hash + Eq, V: Clone> Kept<K, V> {
 
     /// Empties the cache (after [`Generation::advance`]).
     pub fn forget_all(&self) {
-        self.lock().clear();
+        self.hold().clear();
     }
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.hold().len()
     }
 }
 

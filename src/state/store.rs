@@ -2587,10 +2587,11 @@ where
             StoredCertification::Row(row) => row,
         };
         let record = match &self.kept {
-            Some((kept, generation)) => kept.get_or_load(*generation, row.leaf_index, || self.leaf_record(row.leaf_index).map(std::sync::Arc::new))?,
-            None => std::sync::Arc::new(self.leaf_record(row.leaf_index)?),
+            Some((kept, generation)) => std::sync::Arc::unwrap_or_clone(
+                kept.get_or_load(*generation, row.leaf_index, || self.leaf_record(row.leaf_index).map(std::sync::Arc::new))?,
+            ),
+            None => self.leaf_record(row.leaf_index)?,
         };
-        let record = std::sync::Arc::unwrap_or_clone(record);
         Ok((
             Certification { revocation: row.revocation, ..record.certification },
             Some(LeafRead { index: row.leaf_index, data: Some(record.leaf) }),
