@@ -140,9 +140,9 @@ for cluster_nodes in ${nodes//,/ }; do
   rm -rf "$out/cluster"
   "$repo/deploy/local/bench-nodes.sh" start --nodes "$cluster_nodes" --dir "$out/cluster" --ca "$out/pki/ca.pem" --kyso "$bin/kyso" >&2
   # certify-cold first: the nodes and the signer's key are fresh.
-  ops=certify-cold,certify,verify-hash,verify-code,health
+  ops=certify-cold,certify,verify-hash,verify-code,verify-hash-summary,verify-code-summary,health
   if $short; then
-    ((cluster_nodes == 1)) && ops=certify-cold,certify,verify-hash,health || ops=certify-cold,certify,verify-code
+    ((cluster_nodes == 1)) && ops=certify-cold,certify,verify-hash,verify-hash-summary,health || ops=certify-cold,certify,verify-code,verify-code-summary
   fi
   servers=()
   while read -r url; do servers+=(--server "$url"); done <"$out/cluster/servers.txt"

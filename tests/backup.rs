@@ -263,7 +263,7 @@ async fn a_backup_under_load_restores_as_a_new_cluster_with_every_acknowledged_c
     let mut verification = restored[0].verification().await;
     for ack in &before {
         let answer = verification
-            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(ack.lookup_code.clone())), correlation_id: String::new() })
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(ack.lookup_code.clone())), correlation_id: String::new(), ..Default::default() })
             .await
             .unwrap_or_else(|status| panic!("{} does not verify on the restored node: {status:?}", ack.lookup_code))
             .into_inner();
@@ -317,7 +317,7 @@ async fn a_backup_under_load_restores_as_a_new_cluster_with_every_acknowledged_c
     let answer = restored[1]
         .verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(first.lookup_code.clone())), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(first.lookup_code.clone())), correlation_id: String::new(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();
@@ -415,7 +415,7 @@ async fn a_backup_goes_to_an_s3_prefix_and_restores_from_it() {
     let mut verification = restored.verification().await;
     for code in &codes {
         let answer = verification
-            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new() })
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new(), ..Default::default() })
             .await
             .unwrap()
             .into_inner();

@@ -121,24 +121,29 @@ async fn unknown_hash_and_code_are_not_found() {
     assert_status(certify, Code::NotFound, "not archived");
     let mut verification = fixture.node.verification().await;
     let by_hash = verification
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&never_archived))), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&never_archived))), correlation_id: String::new(), ..Default::default() })
         .await;
     assert_status(by_hash, Code::NotFound, "no certification");
     let by_code = verification
         .verify(pb::VerifyRequest {
             subject: Some(pb::verify_request::Subject::LookupCode("ABCD-EFGH-JKMN-PQRS".into())),
             correlation_id: String::new(),
+            ..Default::default()
         })
         .await;
     assert_status(by_code, Code::NotFound, "lookup code");
     let malformed_code = verification
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode("ABC!".into())), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode("ABC!".into())), correlation_id: String::new(), ..Default::default() })
         .await;
     assert_status(malformed_code, Code::InvalidArgument, "lookup code");
     let short_hash = verification
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(vec![1, 2, 3])), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(vec![1, 2, 3])), correlation_id: String::new(), ..Default::default() })
         .await;
     assert_status(short_hash, Code::InvalidArgument, "32 bytes");
+    let unknown_view = verification
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&never_archived))), view: 9, ..Default::default() })
+        .await;
+    assert_status(unknown_view, Code::InvalidArgument, "view 9 is not a verify view");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +222,7 @@ async fn repeated_request_id_replays_the_same_answer_or_is_already_exists() {
         .node
         .verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&first))), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&first))), correlation_id: String::new(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

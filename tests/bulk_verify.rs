@@ -42,7 +42,7 @@ async fn verify_in_bulk(channel: tonic::transport::Channel, certified: &[Vec<u8>
             unknown[31] = 0xee;
             Subject::Sha256(unknown.to_vec())
         };
-        pb::VerifyRequest { subject: Some(subject), correlation_id: index.to_string() }
+        pb::VerifyRequest { subject: Some(subject), correlation_id: index.to_string(), ..Default::default() }
     });
     let mut client = pb::verification_service_client::VerificationServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20);
     let started = Instant::now();
@@ -63,7 +63,7 @@ async fn verify_in_bulk(channel: tonic::transport::Channel, certified: &[Vec<u8>
     let rate = REQUESTS as f64 / started.elapsed().as_secs_f64();
     // The connection is still open and serves the next call.
     let again = pb::verification_service_client::VerificationServiceClient::new(channel)
-        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(certified[0].clone())), correlation_id: "after".into() })
+        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(certified[0].clone())), correlation_id: "after".into(), ..Default::default() })
         .await;
     assert!(again.is_ok(), "the channel survived: {again:?}");
     rate
@@ -99,4 +99,55 @@ async fn a_hundred_thousand_requests_sent_at_once_are_all_answered_through_a_fol
     let follower = &nodes[(leader + 1) % nodes.len()];
     let rate = verify_in_bulk(follower.channel().await, &certified).await;
     println!("VerifyStream through a follower of three: {REQUESTS} answers at {rate:.0}/s");
+}
+
+/// The summary view (VERIFY_VIEW_SUMMARY) answers with the full view's verdict, by hash and
+/// by code, for Verify and VerifyStream, a revoked certification included; it leaves out
+/// the CMS, the signer's chain and the inclusion proof, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_view_gives_the_full_answers_verdict_without_its_evidence() {
+    let fixture = fixture("");
+    let node = &fixture.node;
+    let certified = certify_some(node, &fixture.pki).await;
+    let mut verification = node.verification().await;
+    let code_of = |answer: &pb::VerifyResponse| answer.certifications[0].certification.as_ref().unwrap().lookup_code.clone();
+    let full = |subject: Subject| pb::VerifyRequest { subject: Some(subject), view: pb::VerifyView::Full as i32, ..Default::default() };
+    let first = verification.verify(full(Subject::Sha256(certified[0].clone()))).await.unwrap().into_inner();
+    node.signing()
+        .await
+        .revoke_certification(pb::RevokeCertificationRequest { request_id: "r-view".into(), lookup_code: code_of(&first), reason: "cấp nhầm".into() })
+        .await
+        .unwrap();
+    let mut subjects: Vec<Subject> = certified.iter().map(|hash| Subject::Sha256(hash.clone())).collect();
+    subjects.push(Subject::LookupCode(code_of(&first)));
+    for subject in subjects {
+        let full_answer = verification.verify(full(subject.clone())).await.unwrap().into_inner();
+        let mut summary_request = full(subject.clone());
+        summary_request.view = pb::VerifyView::Summary as i32;
+        let summary = verification.verify(summary_request.clone()).await.unwrap().into_inner();
+        let streamed = verification
+            .verify_stream(futures::stream::iter([summary_request]))
+            .await
+            .unwrap()
+            .into_inner()
+            .collect::<Vec<_>>()
+            .await;
+        let [Ok(streamed)] = streamed.as_slice() else { panic!("one streamed answer: {streamed:?}") };
+        assert_eq!(streamed, &summary, "VerifyStream answers as Verify does");
+        let [full_one] = full_answer.certifications.as_slice() else { panic!("{full_answer:?}") };
+        assert!(full_one.inclusion.is_some(), "the full view carries the proof");
+        assert!(!full_one.certification.as_ref().unwrap().cms_signature.is_empty());
+        assert!(!full_one.signer.as_ref().unwrap().certificate_chain_der.is_empty());
+        // The full answer less its evidence is the summary answer, field for field.
+        let mut expected = full_answer.clone();
+        let evidence = &mut expected.certifications[0];
+        evidence.inclusion = None;
+        evidence.certification.as_mut().unwrap().cms_signature.clear();
+        evidence.signer.as_mut().unwrap().certificate_chain_der.clear();
+        assert_eq!(summary, expected);
+        assert!(prost::Message::encoded_len(&summary) * 3 < prost::Message::encoded_len(&full_answer), "the summary is the smaller answer");
+    }
+    let revoked = verification.verify(pb::VerifyRequest { subject: Some(Subject::Sha256(certified[0].clone())), view: pb::VerifyView::Summary as i32, ..Default::default() }).await.unwrap().into_inner();
+    assert_eq!(revoked.certifications[0].summary, "revoked: cấp nhầm");
+    assert_eq!(revoked.certifications[0].certification.as_ref().unwrap().status, pb::CertificationStatus::Revoked as i32);
 }

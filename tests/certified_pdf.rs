@@ -99,7 +99,7 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     assert_eq!(rows[1]["delivered_pdf_sha256"], hex::encode(&second.delivered_pdf_sha256));
 
     for subject in [pb::verify_request::Subject::File(delivered.clone()), pb::verify_request::Subject::Sha256(second.delivered_pdf_sha256.clone())] {
-        let answer = node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.unwrap().into_inner();
+        let answer = node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new(), ..Default::default() }).await.unwrap().into_inner();
         assert_eq!(answer.certifications.len(), 1);
         assert_eq!(answer.certifications[0].summary, "valid");
         assert_eq!(answer.document_sha256, sha256(&scans[1]), "answered with the scan the pdf was made from");
@@ -109,7 +109,7 @@ async fn a_certified_pdf_is_delivered_numbered_signed_and_verifiable_by_its_hash
     // answers with that certification, not with the scan the PDF was first made from.
     let of_pdf = node.signing().await.certify(certify_request("c-pdf", &delivered, AGENCY, &signer.signer_id)).await.unwrap().into_inner();
     let subject = pb::verify_request::Subject::LookupCode(of_pdf.lookup_code.clone());
-    let answer = node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.unwrap().into_inner();
+    let answer = node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new(), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(answer.document_sha256, second.delivered_pdf_sha256, "answered for the document the code certifies");
     assert!(
         answer.certifications.iter().any(|verified| verified.certification.as_ref().is_some_and(|certification| certification.lookup_code == of_pdf.lookup_code)),

@@ -19,7 +19,7 @@ const CONVERGE_DEADLINE: Duration = Duration::from_secs(90);
 async fn verify_code(node: &TestNode, code: &str) -> Result<pb::VerifyResponse, tonic::Status> {
     node.verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.into())), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.into())), correlation_id: String::new(), ..Default::default() })
         .await
         .map(|response| response.into_inner())
 }
@@ -211,7 +211,7 @@ async fn a_minority_side_cannot_commit_while_the_majority_can_and_healing_conver
         let minority_document = node
             .verification()
             .await
-            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&documents[0]))), correlation_id: String::new() })
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&documents[0]))), correlation_id: String::new(), ..Default::default() })
             .await;
         assert_eq!(minority_document.unwrap_err().code(), Code::NotFound, "the minority's certification never committed");
     }

@@ -129,6 +129,7 @@ async fn prometheus_scrapes_every_node_of_a_cluster() {
         .verify(pb::VerifyRequest {
             subject: Some(pb::verify_request::Subject::LookupCode(certification.lookup_code.clone())),
             correlation_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -296,7 +297,7 @@ async fn rolling_restart_under_load_fails_no_call_and_loses_nothing() {
         let answer = node
             .verification()
             .await
-            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&content))), correlation_id: String::new() })
+            .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&content))), correlation_id: String::new(), ..Default::default() })
             .await
             .unwrap()
             .into_inner();

@@ -43,7 +43,7 @@ fn append_update_with_pyhanko(path: &Path) {
 }
 
 async fn verify_pdf(node: &TestNode, pdf: Vec<u8>) -> Result<pb::VerifyResponse, tonic::Status> {
-    let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Pdf(pdf)), correlation_id: "received".into() };
+    let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Pdf(pdf)), correlation_id: "received".into(), ..Default::default() };
     node.verification().await.verify(request).await.map(tonic::Response::into_inner)
 }
 
@@ -180,7 +180,7 @@ async fn a_received_pdf_reports_each_signature_and_a_later_change_by_another_too
     let by_hash = node
         .verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&delivered))), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&delivered))), correlation_id: String::new(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

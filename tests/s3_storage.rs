@@ -22,7 +22,7 @@ const RECOVERY_DEADLINE: Duration = Duration::from_secs(60);
 async fn verify_hash(node: &TestNode, document: &[u8]) -> Result<pb::VerifyResponse, tonic::Status> {
     node.verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(sha256(document))), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(sha256(document))), correlation_id: String::new(), ..Default::default() })
         .await
         .map(|response| response.into_inner())
 }

@@ -56,7 +56,7 @@ fn refusals_by(leaves: &[LogLeaf], client: &IssuedCert) -> Vec<(String, u64)> {
 async fn verify_hash(node: &TestNode, content: &[u8]) -> pb::VerifyResponse {
     node.verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(sha256(content))), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(sha256(content))), correlation_id: String::new(), ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -71,7 +71,7 @@ async fn client_port_refuses_callers_without_a_valid_client_certificate() {
     let tls = &node.tls;
     let verify = |channel: tonic::transport::Channel| async move {
         pb::verification_service_client::VerificationServiceClient::new(channel)
-            .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(vec![0; 32])), correlation_id: String::new() })
+            .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(vec![0; 32])), correlation_id: String::new(), ..Default::default() })
             .await
     };
     // The operator's certificate gets through (NOT_FOUND: nothing is certified yet).
@@ -190,7 +190,7 @@ async fn each_role_calls_only_its_rpcs_and_every_refusal_is_in_the_log_with_the_
 
     // Anyone with a certificate of the client CA may verify one document (public role)...
     let mut stranger_verify = pb::verification_service_client::VerificationServiceClient::new(node.channel_as(&stranger).await);
-    let not_certified = stranger_verify.verify(pb::VerifyRequest { subject: Some(Subject::Sha256(sha256(&content))), correlation_id: String::new() }).await;
+    let not_certified = stranger_verify.verify(pb::VerifyRequest { subject: Some(Subject::Sha256(sha256(&content))), correlation_id: String::new(), ..Default::default() }).await;
     assert_status(not_certified, Code::NotFound, "no certification");
     // ...but neither read dossiers nor verify in bulk.
     let stranger_dossier = as_clerk(node.channel_as(&stranger).await).get_dossier(pb::GetDossierRequest { dossier_id: archived.dossier_id.clone() }).await;
@@ -717,12 +717,12 @@ async fn endless_upload_streams_are_cut_and_oversize_messages_refused() {
     let big = node
         .verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(Subject::File(vec![1; 100_000])), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(Subject::File(vec![1; 100_000])), correlation_id: String::new(), ..Default::default() })
         .await;
     assert_status(big, Code::OutOfRange, "message length too large");
     // A VerifyStream longer than verify_stream_requests_max: three answers, then the stream ends.
     let requests: Vec<pb::VerifyRequest> = (0..5u8)
-        .map(|index| pb::VerifyRequest { subject: Some(Subject::Sha256(vec![index; 32])), correlation_id: index.to_string() })
+        .map(|index| pb::VerifyRequest { subject: Some(Subject::Sha256(vec![index; 32])), correlation_id: index.to_string(), ..Default::default() })
         .collect();
     let mut answers = node.verification().await.verify_stream(futures::stream::iter(requests)).await.unwrap().into_inner();
     for index in 0..3 {
@@ -735,7 +735,7 @@ async fn endless_upload_streams_are_cut_and_oversize_messages_refused() {
     let long_id = node
         .verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(vec![0; 32])), correlation_id: "x".repeat(200) })
+        .verify(pb::VerifyRequest { subject: Some(Subject::Sha256(vec![0; 32])), correlation_id: "x".repeat(200), ..Default::default() })
         .await;
     assert_status(long_id, Code::InvalidArgument, "correlation_id");
 }

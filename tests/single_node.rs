@@ -15,7 +15,7 @@ const AGENCY: &str = "xa-thu-nghiem";
 async fn verify(node: &TestNode, subject: Subject) -> Result<pb::VerifyResponse, tonic::Status> {
     node.verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(subject), correlation_id: "c1".into() })
+        .verify(pb::VerifyRequest { subject: Some(subject), correlation_id: "c1".into(), ..Default::default() })
         .await
         .map(|response| response.into_inner())
 }

@@ -153,7 +153,7 @@ async fn revoke(node: &TestNode, certification: &pb::Certification, expected: &m
 }
 
 async fn verify_over_grpc(node: &TestNode, subject: Subject) -> Result<pb::VerifyResponse, tonic::Status> {
-    node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.map(|response| response.into_inner())
+    node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new(), ..Default::default() }).await.map(|response| response.into_inner())
 }
 
 async fn lookup_json(node: &TestNode, code: &str) -> String {

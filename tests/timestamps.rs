@@ -151,7 +151,7 @@ async fn a_node_configured_with_an_external_tsa_gets_its_signatures_stamped_ther
     );
     assert!(ok && cades.contains("Verification successful"), "openssl cms -verify -cades: {cades}");
 
-    let answered = node.verification().await.verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::File(content.clone())), correlation_id: String::new() }).await.unwrap().into_inner();
+    let answered = node.verification().await.verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::File(content.clone())), correlation_id: String::new(), ..Default::default() }).await.unwrap().into_inner();
     assert_eq!(answered.certifications[0].summary, "valid", "kyso verify checks the stamped CMS");
     let stamped_at = answered.certifications[0].signature_timestamp_unix;
     let signed_at = answered.certifications[0].certification.as_ref().unwrap().signed_at_unix;

@@ -48,7 +48,7 @@ fn softhsm_token(dir: &Path, key_pem: &str) -> Vec<(&'static str, String)> {
 
 /// Registers a signer with its certificate only: the node holds no key for it.
 async fn verify(node: &TestNode, subject: pb::verify_request::Subject) -> Result<pb::VerifyResponse, tonic::Status> {
-    node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() }).await.map(|response| response.into_inner())
+    node.verification().await.verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new(), ..Default::default() }).await.map(|response| response.into_inner())
 }
 
 /// Runs the real `kyso signer sign-pdf` as the node's operator against the SoftHSM2 token

@@ -102,7 +102,7 @@ async fn every_record_is_a_leaf_and_its_proofs_verify_against_signed_checkpoints
     let verify = node
         .verification()
         .await
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(certified[0].code.clone())), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(certified[0].code.clone())), correlation_id: String::new(), ..Default::default() })
         .await
         .unwrap()
         .into_inner();

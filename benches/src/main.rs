@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use kyso_proto::v1 as pb;
 use serde_json::json;
 
 use kyso_bench::bulk::{self, BulkLoader};
@@ -191,7 +192,8 @@ struct KysoArgs {
     #[arg(long)]
     pki: PathBuf,
     /// Operations: certify, verify-hash, verify-code, health (a gRPC health check: the
-    /// transport's ceiling), comma-separated. certify-cold (first, on freshly started
+    /// transport's ceiling), comma-separated; verify-hash-summary and verify-code-summary
+    /// ask for the summary view (the verdict without the CMS, chain and proof). certify-cold (first, on freshly started
     /// nodes): --cold-clients clients start certifying at once, and the run reports how
     /// soon they reached the steady rate (`kyso_bench::cold`).
     #[arg(long, value_delimiter = ',', default_value = "certify,verify-hash,verify-code,health")]
@@ -495,17 +497,18 @@ async fn kyso(args: KysoArgs) -> anyhow::Result<()> {
                     report_load("kyso", op, &args.window, clients, &summary, json!({"document_size_bytes": args.document_size_bytes}));
                 }
             }
-            "verify-hash" | "verify-code" => {
+            "verify-hash" | "verify-code" | "verify-hash-summary" | "verify-code-summary" => {
                 let seed = args.seed.wrapping_add(1_000_000);
                 let documents =
                     target_kyso::upload_documents(&setup_channel, seed, args.verify_documents, args.document_size_bytes).await?;
                 let codes = target_kyso::certify_once(&setup_channel, seed, &signer_id, &documents).await?;
                 eprintln!("setup: {} documents uploaded and certified in {:.1} s", documents.len(), began.elapsed().as_secs_f64());
                 let subjects = Arc::new(documents.into_iter().zip(codes).collect::<Vec<_>>());
-                let by = if op == "verify-hash" { target_kyso::VerifyBy::Hash } else { target_kyso::VerifyBy::Code };
+                let by = if op.starts_with("verify-hash") { target_kyso::VerifyBy::Hash } else { target_kyso::VerifyBy::Code };
+                let view = if op.ends_with("-summary") { pb::VerifyView::Summary } else { pb::VerifyView::Full };
                 for &clients in &args.window.clients {
                     let channels = target_kyso::connect(&args.servers, clients.min(args.window.connections)).await?;
-                    let operation = target_kyso::Verify { channels, by, subjects: subjects.clone(), seed: args.seed };
+                    let operation = target_kyso::Verify { channels, by, view, subjects: subjects.clone(), seed: args.seed };
                     let summary = load::run(args.window.plan(clients), Arc::new(operation)).await;
                     report_load("kyso", op, &args.window, clients, &summary, json!({"document_size_bytes": args.document_size_bytes}));
                 }
@@ -517,7 +520,9 @@ async fn kyso(args: KysoArgs) -> anyhow::Result<()> {
                     report_load("kyso", op, &args.window, clients, &summary, json!({}));
                 }
             }
-            other => bail!("unknown kyso operation {other:?}: use certify-cold, certify, verify-hash, verify-code or health"),
+            other => bail!(
+                "unknown kyso operation {other:?}: use certify-cold, certify, verify-hash, verify-code, verify-hash-summary, verify-code-summary or health"
+            ),
         }
     }
     Ok(())
@@ -625,7 +630,7 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         let subjects: Arc<Vec<([u8; 32], String)>> = Arc::new(
             (0..samples).map(|index| (bulk::record_document(index, samples).0, bulk::record_code(index).to_string())).collect(),
         );
-        let first = target_kyso::Verify { channels: channels.clone(), by: target_kyso::VerifyBy::Code, subjects: subjects.clone(), seed: 1 };
+        let first = target_kyso::Verify { channels: channels.clone(), by: target_kyso::VerifyBy::Code, view: pb::VerifyView::Full, subjects: subjects.clone(), seed: 1 };
         load::Operation::run(&first, 0, 0).await.map_err(|error| anyhow::anyhow!("first verify after start failed: {error}"))?;
         let ready_seconds = began.elapsed().as_secs_f64();
 
@@ -637,7 +642,8 @@ async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         };
         let mut results = serde_json::Map::new();
         for (name, by) in [("verify-hash", target_kyso::VerifyBy::Hash), ("verify-code", target_kyso::VerifyBy::Code)] {
-            let operation = target_kyso::Verify { channels: channels.clone(), by, subjects: subjects.clone(), seed: size };
+            let operation =
+                target_kyso::Verify { channels: channels.clone(), by, view: pb::VerifyView::Full, subjects: subjects.clone(), seed: size };
             let summary = load::run(plan, Arc::new(operation)).await;
             eprintln!(
                 "scale {size:>8}: {name} {:8.1}/s  p50 {:.2} ms  p99 {:.2} ms  errors {}",

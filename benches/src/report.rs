@@ -377,6 +377,10 @@ pub fn ratios(jsonl: &str, clients: u64) -> anyhow::Result<String> {
         ("1-node certify vs etcd 3-member put", ("kyso", "certify", 1), ("etcd", "put", 3), 1.5),
         ("1-node verify-hash vs 1-node gRPC health check", ("kyso", "verify-hash", 1), ("kyso", "health", 1), 0.6),
         ("3-node verify-code (linearizable) vs etcd linearizable get", ("kyso", "verify-code", 3), ("etcd", "get", 3), 2.0),
+        // The same two reads asking for the summary view (the verdict without the CMS, the
+        // chain and the proof): beside the targets' rows above, not in their place.
+        ("summary view: 1-node verify-hash vs 1-node gRPC health check", ("kyso", "verify-hash-summary", 1), ("kyso", "health", 1), 0.6),
+        ("summary view: 3-node verify-code vs etcd linearizable get", ("kyso", "verify-code-summary", 3), ("etcd", "get", 3), 2.0),
     ];
     let mut out = String::new();
     writeln!(out, "ratios at {clients} clients (target in brackets; p99/p999 in ms):")?;
@@ -475,6 +479,7 @@ mod tests {
             row("kyso", "certify", 1, 64, 3000.0),
             row("etcd", "put", 3, 64, 2000.0),
             row("kyso", "verify-hash", 1, 64, 7000.0),
+            row("kyso", "verify-hash-summary", 1, 64, 5000.0),
             row("kyso", "health", 1, 64, 10000.0),
             row("etcd", "get", 3, 64, 4000.0),
         ]
@@ -484,6 +489,7 @@ mod tests {
         assert!(text.contains("1-node certify vs etcd 3-member put: 1.50 x [>= 1.5] met"), "{text}");
         assert!(text.contains("1-node verify-hash vs 1-node gRPC health check: 0.70 x [>= 0.6] met"), "{text}");
         assert!(text.contains("3-node verify-code (linearizable) vs etcd linearizable get: missing from this run"), "{text}");
+        assert!(text.contains("summary view: 1-node verify-hash vs 1-node gRPC health check: 0.50 x [>= 0.6] MISSED"), "{text}");
         assert!(text.contains("cold start: missing from this run"), "{text}");
     }
 

@@ -236,10 +236,11 @@ pub enum VerifyBy {
 }
 
 /// Verify: a random document among those certified once in setup; the answer must carry
-/// exactly one certification and say it is valid.
+/// exactly one certification, say it is valid, and carry the evidence its view names.
 pub struct Verify {
     pub channels: Vec<Channel>,
     pub by: VerifyBy,
+    pub view: pb::VerifyView,
     /// (document hash, lookup code) pairs.
     pub subjects: Arc<Vec<([u8; 32], String)>>,
     pub seed: u64,
@@ -254,16 +255,17 @@ impl Operation for Verify {
             VerifyBy::Hash => pb::verify_request::Subject::Sha256(hash.to_vec()),
             VerifyBy::Code => pb::verify_request::Subject::LookupCode(code.clone()),
         };
-        let request = pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() };
+        let request = pb::VerifyRequest { subject: Some(subject), view: self.view as i32, ..Default::default() };
         match verification(channel).verify(request).await {
-            Ok(response) => check_verified(response.get_ref()),
+            Ok(response) => check_verified(response.get_ref(), self.view),
             Err(status) => Err(code_name(&status)),
         }
     }
 }
 
-fn check_verified(response: &pb::VerifyResponse) -> Result<(), String> {
+fn check_verified(response: &pb::VerifyResponse, view: pb::VerifyView) -> Result<(), String> {
     match response.certifications.as_slice() {
+        [only] if only.inclusion.is_some() != (view == pb::VerifyView::Full) => Err("wrong-view".into()),
         [only] if only.summary == "valid" && only.signature_valid && only.chain_valid_at_signing => Ok(()),
         [_] => Err("not-valid".into()),
         _ => Err("not-exactly-one-certification".into()),

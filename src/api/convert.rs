@@ -6,7 +6,7 @@ use crate::access::{Principal, Role};
 use crate::domain::{ArchivedFile, Certification, CertificationKind, Dossier, Sha256, Signer, SignerRevocation};
 use crate::service::log::SignedCheckpoint;
 use crate::service::received_pdf::{ReceivedPdf, ReceivedSignature};
-use crate::service::verify::{Verification, VerifiedCertification};
+use crate::service::verify::{Verification, VerifiedCertification, VerifyView};
 use crate::state::LogProof;
 
 pub fn kind_from_proto(value: i32) -> Option<CertificationKind> {
@@ -47,6 +47,10 @@ pub fn dossier_to_proto(dossier: &Dossier) -> pb::Dossier {
 }
 
 pub fn signer_to_proto(signer: &Signer) -> pb::Signer {
+    signer_fields_to_proto(signer, signer.chain_der.clone())
+}
+
+fn signer_fields_to_proto(signer: &Signer, certificate_chain_der: Vec<Vec<u8>>) -> pb::Signer {
     pb::Signer {
         signer_id: signer.id.clone(),
         name: signer.name.clone(),
@@ -58,12 +62,16 @@ pub fn signer_to_proto(signer: &Signer) -> pb::Signer {
         not_before_unix: signer.not_before_unix,
         not_after_unix: signer.not_after_unix,
         key_algorithm: signer.key_algorithm.clone(),
-        certificate_chain_der: signer.chain_der.clone(),
+        certificate_chain_der,
         has_server_key: signer.sealed_key.is_some(),
     }
 }
 
 pub fn certification_to_proto(certification: &Certification) -> pb::Certification {
+    certification_fields_to_proto(certification, certification.cms_der.clone())
+}
+
+fn certification_fields_to_proto(certification: &Certification, cms_signature: Vec<u8>) -> pb::Certification {
     let (status, reason, revoked_at) = match &certification.revocation {
         Some(revocation) => (pb::CertificationStatus::Revoked, revocation.reason.clone(), revocation.revoked_at_unix),
         None => (pb::CertificationStatus::Valid, String::new(), 0),
@@ -76,7 +84,7 @@ pub fn certification_to_proto(certification: &Certification) -> pb::Certificatio
         signer_id: certification.signer_id.clone(),
         dossier_id: certification.dossier_id.clone(),
         signed_at_unix: certification.signed_at_unix,
-        cms_signature: certification.cms_der.clone(),
+        cms_signature,
         status: status as i32,
         revocation_reason: reason,
         revoked_at_unix: revoked_at,
@@ -105,11 +113,31 @@ pub fn inclusion_to_proto(proof: &LogProof, checkpoint: &SignedCheckpoint) -> pb
     }
 }
 
-fn verified_to_proto(verified: &VerifiedCertification) -> pb::VerifiedCertification {
+/// A request's view: INVALID_ARGUMENT for a number the enum does not name.
+pub fn verify_view_from_proto(value: i32) -> Result<VerifyView, tonic::Status> {
+    match pb::VerifyView::try_from(value) {
+        Ok(pb::VerifyView::Unspecified | pb::VerifyView::Full) => Ok(VerifyView::Full),
+        Ok(pb::VerifyView::Summary) => Ok(VerifyView::Summary),
+        Err(_) => Err(tonic::Status::invalid_argument(format!(
+            "view {value} is not a verify view; use 1 (VERIFY_VIEW_FULL, the default) or 2 (VERIFY_VIEW_SUMMARY)"
+        ))),
+    }
+}
+
+/// One certification as `view` shows it: the summary leaves out the CMS and the chain (the
+/// service read no proof for it), without copying them first.
+fn verified_to_proto(verified: &VerifiedCertification, view: VerifyView) -> pb::VerifiedCertification {
+    let (certification, signer) = match view {
+        VerifyView::Full => (certification_to_proto(&verified.certification), signer_to_proto(&verified.signer)),
+        VerifyView::Summary => (
+            certification_fields_to_proto(&verified.certification, Vec::new()),
+            signer_fields_to_proto(&verified.signer, Vec::new()),
+        ),
+    };
     pb::VerifiedCertification {
         inclusion: verified.inclusion.as_ref().map(|(proof, checkpoint)| inclusion_to_proto(proof, checkpoint)),
-        certification: Some(certification_to_proto(&verified.certification)),
-        signer: Some(signer_to_proto(&verified.signer)),
+        certification: Some(certification),
+        signer: Some(signer),
         signature_valid: verified.signature_valid,
         chain_valid_at_signing: verified.chain_valid_at_signing,
         summary: verified.summary.clone(),
@@ -164,11 +192,11 @@ pub fn principal_from_proto(request: &pb::SetAccessRequest) -> Result<Principal,
     })
 }
 
-pub fn verification_to_proto(verification: &Verification, correlation_id: String) -> pb::VerifyResponse {
+pub fn verification_to_proto(verification: &Verification, correlation_id: String, view: VerifyView) -> pb::VerifyResponse {
     pb::VerifyResponse {
         correlation_id,
         document_sha256: verification.document_sha256.0.to_vec(),
-        certifications: verification.certifications.iter().map(verified_to_proto).collect(),
+        certifications: verification.certifications.iter().map(|verified| verified_to_proto(verified, view)).collect(),
         error_code: 0,
         error_message: String::new(),
         pdf_signatures: Vec::new(),
@@ -176,8 +204,11 @@ pub fn verification_to_proto(verification: &Verification, correlation_id: String
 }
 
 /// The answer for a received PDF: its signatures, and the certification it belongs to.
-pub fn received_pdf_to_proto(received: &ReceivedPdf, correlation_id: String) -> pb::VerifyResponse {
-    let certifications = received.certifications.as_ref().map(|verification| verification.certifications.iter().map(verified_to_proto).collect());
+pub fn received_pdf_to_proto(received: &ReceivedPdf, correlation_id: String, view: VerifyView) -> pb::VerifyResponse {
+    let certifications = received
+        .certifications
+        .as_ref()
+        .map(|verification| verification.certifications.iter().map(|verified| verified_to_proto(verified, view)).collect());
     pb::VerifyResponse {
         correlation_id,
         document_sha256: received.file_sha256.0.to_vec(),

@@ -24,7 +24,7 @@ use crate::access::{Actor, Caller};
 use crate::domain::{ArchivedFile, Sha256};
 use crate::service::archive::NewDossier;
 use crate::service::signing::{CertifyItem, NewSigner, SubmittedSignature};
-use crate::service::verify::VerifySubject;
+use crate::service::verify::{VerifySubject, VerifyView};
 use crate::service::{Kyso, ServiceError};
 
 /// Bytes per `BlobChunk` sent by `GetBlob`.
@@ -536,11 +536,12 @@ impl<P: Proposer> GrpcApi<P> {
         if request.correlation_id.len() > CORRELATION_ID_BYTES_MAX {
             return Err(Status::invalid_argument(format!("correlation_id is longer than {CORRELATION_ID_BYTES_MAX} bytes")));
         }
+        let view = convert::verify_view_from_proto(request.view)?;
         if let Some(Subject::Pdf(pdf)) = request.subject {
-            return self.verify_received_pdf(Bytes::from(pdf), request.correlation_id).await;
+            return self.verify_received_pdf(Bytes::from(pdf), request.correlation_id, view).await;
         }
         let subject = verify_subject(request.subject).map_err(to_status)?;
-        let verification = self.bounded(self.kyso.verify_after_barrier(subject)).await;
+        let verification = self.bounded(self.kyso.verify_after_barrier(subject, view)).await;
         let outcome = match &verification {
             Ok(_) => "found",
             Err(status) if status.code() == tonic::Code::NotFound => "not_found",
@@ -550,12 +551,12 @@ impl<P: Proposer> GrpcApi<P> {
         let verification = verification?;
         let agencies = verification.certifications.iter().map(|verified| verified.certification.agency_id.as_str());
         self.kyso.count_verification(crate::statistics::VerificationChannel::Grpc, agencies);
-        Ok(convert::verification_to_proto(&verification, request.correlation_id))
+        Ok(convert::verification_to_proto(&verification, request.correlation_id, view))
     }
 
     /// A received PDF's signatures (after the read barrier, like every verify).
-    async fn verify_received_pdf(&self, pdf: Bytes, correlation_id: String) -> Result<pb::VerifyResponse, Status> {
-        let received = self.bounded(self.kyso.verify_received_pdf(pdf)).await;
+    async fn verify_received_pdf(&self, pdf: Bytes, correlation_id: String, view: VerifyView) -> Result<pb::VerifyResponse, Status> {
+        let received = self.bounded(self.kyso.verify_received_pdf(pdf, view)).await;
         let outcome = match &received {
             Ok(received) if received.certifications.is_some() => "found",
             Ok(_) => "not_found",
@@ -568,7 +569,7 @@ impl<P: Proposer> GrpcApi<P> {
             let agencies = verification.certifications.iter().map(|verified| verified.certification.agency_id.as_str());
             self.kyso.count_verification(crate::statistics::VerificationChannel::Grpc, agencies);
         }
-        Ok(convert::received_pdf_to_proto(&received, correlation_id))
+        Ok(convert::received_pdf_to_proto(&received, correlation_id, view))
     }
 }
 

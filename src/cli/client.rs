@@ -500,7 +500,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         .max_encoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX)
         .max_decoding_message_size(CLIENT_MESSAGE_SIZE_BYTES_MAX);
     let response = client
-        .verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new() })
+        .verify(pb::VerifyRequest { subject: Some(subject), correlation_id: String::new(), ..Default::default() })
         .await
         .map_err(status_error)?
         .into_inner();

@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use kyso_cluster::Proposer;
 
-use super::verify::{Verification, VerifySubject};
+use super::verify::{Verification, VerifySubject, VerifyView};
 use super::{Kyso, ServiceError};
 use crate::domain::{Certification, Sha256};
 use crate::lookup::LookupCode;
@@ -58,10 +58,10 @@ impl<P: Proposer> Kyso<P> {
     /// a readable PDF; NOT_FOUND when it carries no signature and no certification of it
     /// is recorded. The caller decides on the read barrier (see the module comment).
     #[tracing::instrument(skip_all, fields(size_bytes = pdf.len()))]
-    pub async fn verify_received_pdf(&self, pdf: Bytes) -> Result<ReceivedPdf, ServiceError> {
+    pub async fn verify_received_pdf(&self, pdf: Bytes, view: VerifyView) -> Result<ReceivedPdf, ServiceError> {
         let ReceivedSignatures { file_sha256, signatures, certified_revision_sha256 } = self.received_pdf_signatures(pdf).await?;
         let certifications = match certified_revision_sha256 {
-            Some(hash) => Some(self.verify_after_barrier(VerifySubject::Sha256(hash.0.to_vec())).await?),
+            Some(hash) => Some(self.verify_after_barrier(VerifySubject::Sha256(hash.0.to_vec()), view).await?),
             None => None,
         };
         if signatures.is_empty() && certifications.is_none() {

@@ -20,7 +20,7 @@ use crate::crypto;
 use crate::crypto::cms::Covered;
 use crate::crypto::cert::format_unix_utc;
 use crate::domain::{Certification, Sha256, Signer, SignerRevocation, SignerStatus};
-use crate::state::{LogProof, VerifyRecord};
+use crate::state::{LogProof, Proofs, VerifyRecord};
 use crate::lookup::LookupCode;
 
 /// What the verifier presents.
@@ -29,6 +29,18 @@ pub enum VerifySubject {
     File(Bytes),
     Sha256(Vec<u8>),
     LookupCode(String),
+}
+
+/// How much evidence a verify answer carries with its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VerifyView {
+    /// The CMS, the signer's chain and the inclusion proof: the answer can be checked
+    /// offline.
+    #[default]
+    Full,
+    /// The verdict alone: no inclusion proof is read or signed, and the answer leaves out
+    /// the CMS and the chain.
+    Summary,
 }
 
 #[derive(Debug, Clone)]
@@ -41,7 +53,8 @@ pub struct VerifiedCertification {
     /// whether it came before the signature (invalid) or after (still valid).
     pub signer_revocation: Option<SignerRevocation>,
     pub summary: String,
-    /// Proof of inclusion in the transparency log at the current tree size.
+    /// Proof of inclusion in the transparency log at the current tree size; `None` in the
+    /// summary view.
     pub inclusion: Option<(crate::state::LogProof, super::log::SignedCheckpoint)>,
     /// genTime of the CMS's signature-time-stamp (CAdES-T), when it carries one; `None`
     /// for certifications made without `[tsa]` (or before time stamps existed).
@@ -58,7 +71,7 @@ impl<P: Proposer> Kyso<P> {
     #[tracing::instrument(skip_all)]
     pub async fn verify(&self, subject: VerifySubject) -> Result<Verification, ServiceError> {
         self.read_barrier().await?;
-        self.verify_after_barrier(subject).await
+        self.verify_after_barrier(subject, VerifyView::Full).await
     }
 
     /// Waits until this replica holds every write acknowledged before the call; one wait
@@ -70,8 +83,8 @@ impl<P: Proposer> Kyso<P> {
 
     /// [`Kyso::verify`] without its read barrier: the caller MUST have completed
     /// [`Kyso::verify_barrier`] after the request arrived.
-    pub async fn verify_after_barrier(&self, subject: VerifySubject) -> Result<Verification, ServiceError> {
-        let (document_sha256, records, content) = self.read_for_verify(subject)?;
+    pub async fn verify_after_barrier(&self, subject: VerifySubject, view: VerifyView) -> Result<Verification, ServiceError> {
+        let (document_sha256, records, content) = self.read_for_verify(subject, view)?;
         if records.is_empty() {
             return Err(ServiceError::NotFound(format!(
                 "no certification of document {document_sha256} is recorded; check the file or ask the issuing office"
@@ -137,11 +150,15 @@ impl<P: Proposer> Kyso<P> {
     /// of its certifications ([`StateStore::verify_read`](crate::state::StateStore::verify_read):
     /// a delivered PDF's file or hash names the scan it was made from; a lookup code names
     /// its own document), with the scan's bytes when the client sent them.
-    fn read_for_verify(&self, subject: VerifySubject) -> Result<(Sha256, Vec<VerifyRecord>, Option<Bytes>), ServiceError> {
+    fn read_for_verify(&self, subject: VerifySubject, view: VerifyView) -> Result<(Sha256, Vec<VerifyRecord>, Option<Bytes>), ServiceError> {
+        let proofs = match view {
+            VerifyView::Full => Proofs::Included,
+            VerifyView::Summary => Proofs::Left,
+        };
         match subject {
             VerifySubject::File(content) => {
                 let hash = Sha256::digest(&content);
-                let (scan, records) = self.state.verify_read(&hash, true)?;
+                let (scan, records) = self.state.verify_read(&hash, true, proofs)?;
                 // The bytes are the scan's only when the file is the scan.
                 Ok((scan, records, (scan == hash).then_some(content)))
             }
@@ -149,7 +166,7 @@ impl<P: Proposer> Kyso<P> {
                 let hash = Sha256::from_slice(&bytes).ok_or_else(|| {
                     ServiceError::InvalidArgument(format!("sha256 must be 32 bytes, got {}", bytes.len()))
                 })?;
-                let (scan, records) = self.state.verify_read(&hash, true)?;
+                let (scan, records) = self.state.verify_read(&hash, true, proofs)?;
                 Ok((scan, records, None))
             }
             VerifySubject::LookupCode(text) => {
@@ -157,7 +174,7 @@ impl<P: Proposer> Kyso<P> {
                 // The code names its own document, even one that is also a delivered PDF.
                 let (scan, records) = self
                     .state
-                    .verify_read_code(&code)?
+                    .verify_read_code(&code, proofs)?
                     .ok_or_else(|| ServiceError::NotFound(format!("no certification has lookup code {code}")))?;
                 Ok((scan, records, None))
             }

@@ -14,4 +14,4 @@ pub mod store;
 
 pub use command::{Command, CommandEnvelope, Outcome, Rejection};
 pub use leaf::{LogEvent, LogLeaf};
-pub use store::{LogProof, StateError, StateStore, VerifyRecord};
+pub use store::{LogProof, Proofs, StateError, StateStore, VerifyRecord};

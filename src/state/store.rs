@@ -179,8 +179,17 @@ pub struct VerifyRecord {
     /// `None` only if the state is corrupt (a certification names an unknown signer).
     pub signer: Option<Signer>,
     pub signer_status: SignerStatus,
-    /// Inclusion at the current tree size; `None` for a record that predates the log.
+    /// Inclusion at the current tree size; `None` for a record that predates the log, or
+    /// when the read was asked to leave proofs out.
     pub proof: Option<LogProof>,
+}
+
+/// Whether a verify read computes each certification's inclusion proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proofs {
+    Included,
+    /// Left out: the log is not read at all.
+    Left,
 }
 
 /// A leaf with its audit path to the root of a tree of `tree_size`.
@@ -805,22 +814,22 @@ impl StateStore {
     /// (`hash` itself, or, with `follow_delivered_pdf`, the scan a delivered PDF with that
     /// hash was made from) and, for each of its certifications in lookup-key order, its
     /// signer, the signer's status and its inclusion proof at the current tree size. Each
-    /// log leaf is read once.
-    pub fn verify_read(&self, hash: &Sha256, follow_delivered_pdf: bool) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
+    /// log leaf is read once; with [`Proofs::Left`], no proof is made.
+    pub fn verify_read(&self, hash: &Sha256, follow_delivered_pdf: bool, proofs: Proofs) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
         let (txn, generation) = self.begin_log_read()?;
         let records = self.kept_records(&txn, generation)?;
-        self.verify_read_in(&txn, generation, &records, hash, follow_delivered_pdf)
+        self.verify_read_in(&txn, generation, &records, hash, follow_delivered_pdf, proofs)
     }
 
     /// What a verify by lookup code reads, from one read transaction: the code's
     /// certification names its own document (never the scan a delivered PDF was made
     /// from), read as [`StateStore::verify_read`] reads it. `None` when no certification
     /// has this code.
-    pub fn verify_read_code(&self, code: &LookupCode) -> Result<Option<(Sha256, Vec<VerifyRecord>)>, StateError> {
+    pub fn verify_read_code(&self, code: &LookupCode, proofs: Proofs) -> Result<Option<(Sha256, Vec<VerifyRecord>)>, StateError> {
         let (txn, generation) = self.begin_log_read()?;
         let records = self.kept_records(&txn, generation)?;
         let Some(certification) = records.certification(code.index_key().as_slice())? else { return Ok(None) };
-        self.verify_read_in(&txn, generation, &records, &certification.document_sha256, false).map(Some)
+        self.verify_read_in(&txn, generation, &records, &certification.document_sha256, false, proofs).map(Some)
     }
 
     /// The certifications `txn` reads, through the caches verify reads keep.
@@ -836,6 +845,7 @@ impl StateStore {
         records: &ReadRecords,
         hash: &Sha256,
         follow_delivered_pdf: bool,
+        proofs: Proofs,
     ) -> Result<(Sha256, Vec<VerifyRecord>), StateError> {
         let index = txn.open_multimap_table(CERTIFICATIONS_BY_DOCUMENT)?;
         let mut found = records.of_document(&index, hash)?;
@@ -856,6 +866,7 @@ impl StateStore {
             let signer = self.read_signer_kept(&signers, &certification.signer_id, generation)?;
             let signer_status = read_signer_status(&records.security, &certification.signer_id)?;
             let leaf = match leaf {
+                _ if proofs == Proofs::Left => None,
                 Some(leaf) => Some(leaf),
                 // A record of layout 1 names its leaf in CERTIFICATION_LEAVES.
                 None => txn
@@ -3437,11 +3448,11 @@ mod layout_tests {
                 assert_eq!(LogLeaf::decode(&proof.leaf_data).unwrap().event, LogEvent::Certification(recorded[0].clone()));
                 // A verify's one read gives what the separate reads give.
                 assert_eq!(
-                    store.verify_read(&expected.document_sha256, false).unwrap(),
-                    store.verify_read(&expected.document_sha256, true).unwrap(),
+                    store.verify_read(&expected.document_sha256, false, Proofs::Included).unwrap(),
+                    store.verify_read(&expected.document_sha256, true, Proofs::Included).unwrap(),
                     "a scan's hash names the scan either way"
                 );
-                let (scan, read) = store.verify_read(&expected.document_sha256, true).unwrap();
+                let (scan, read) = store.verify_read(&expected.document_sha256, true, Proofs::Included).unwrap();
                 assert_eq!(scan, expected.document_sha256);
                 assert_eq!(read.len(), 1);
                 assert_eq!(read[0].certification, expected);
@@ -3542,7 +3553,7 @@ mod layout_tests {
             found.into_iter().map(|(certification, leaf)| (certification, leaf.unwrap().data.unwrap())).collect::<Vec<_>>()
         };
         let read = |store: &StateStore, document: &Sha256| {
-            let (_, records) = store.verify_read(document, true).unwrap();
+            let (_, records) = store.verify_read(document, true, Proofs::Included).unwrap();
             records.into_iter().map(|record| (record.certification, record.proof.unwrap().leaf_data)).collect::<Vec<_>>()
         };
         assert_eq!(store.leaf_records.len(), 0);
@@ -3553,11 +3564,19 @@ mod layout_tests {
                 assert_eq!(read(&store, document), expected, "{pass}: verify by hash");
                 let by_code = store.certification(&expected[0].0.lookup_code).unwrap().unwrap();
                 assert_eq!(by_code, expected[0].0, "{pass}: by lookup code");
-                let (named, verify_by_code) = store.verify_read_code(&expected[0].0.lookup_code).unwrap().unwrap();
+                let (named, verify_by_code) = store.verify_read_code(&expected[0].0.lookup_code, Proofs::Included).unwrap().unwrap();
                 assert_eq!(named, *document);
                 let verify_by_code: Vec<_> =
                     verify_by_code.into_iter().map(|record| (record.certification, record.proof.unwrap().leaf_data)).collect();
                 assert_eq!(verify_by_code, expected, "{pass}: verify by lookup code");
+                // Without proofs: the same records, and no proof.
+                let (_, full) = store.verify_read(document, true, Proofs::Included).unwrap();
+                let (_, without) = store.verify_read(document, true, Proofs::Left).unwrap();
+                let (_, by_code_without) = store.verify_read_code(&expected[0].0.lookup_code, Proofs::Left).unwrap().unwrap();
+                assert!(without.iter().chain(&by_code_without).all(|record| record.proof.is_none()), "{pass}: no proof made");
+                let unproven = |records: Vec<VerifyRecord>| records.into_iter().map(|record| VerifyRecord { proof: None, ..record }).collect::<Vec<_>>();
+                assert_eq!(without, unproven(full.clone()), "{pass}: verify by hash without proofs");
+                assert_eq!(by_code_without, unproven(full), "{pass}: verify by code without proofs");
             }
             assert_eq!(store.leaf_records.len(), 20, "{pass}: one kept per certification");
         }
@@ -3589,7 +3608,7 @@ mod layout_tests {
         let store = StateStore::open(&dir.path().join("state.redb")).unwrap();
         apply_all(&store, &commands(2));
         let document = Sha256::digest(b"document 0");
-        let signer_read = |store: &StateStore| store.verify_read(&document, true).unwrap().1[0].signer.clone().unwrap();
+        let signer_read = |store: &StateStore| store.verify_read(&document, true, Proofs::Included).unwrap().1[0].signer.clone().unwrap();
         let first = signer_read(&store);
         assert_eq!(first, store.signer("s1").unwrap().unwrap());
         assert_eq!(signer_read(&store), first, "warm");

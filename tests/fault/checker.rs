@@ -147,7 +147,7 @@ pub async fn check(nodes: &[TestNode], operations: &[Operation], pool: &Pool, ch
             .map(|code| {
                 let mut client = client.clone();
                 async move {
-                    let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new() };
+                    let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new(), ..Default::default() };
                     let answer = tokio::time::timeout(CHECK_CALL_TIMEOUT, client.verify(request)).await;
                     let summary = match answer.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("checker timeout"))) {
                         Ok(response) => response

@@ -264,7 +264,7 @@ impl Client {
         let request_id = self.request_id("verify");
         let mut client = pb::verification_service_client::VerificationServiceClient::new(self.channel(node)).max_decoding_message_size(16 << 20);
         let invoked = self.history.now_ms();
-        let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new() };
+        let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::LookupCode(code.clone())), correlation_id: String::new(), ..Default::default() };
         let (outcome, detail) = match tokio::time::timeout(OPERATION_TIMEOUT, client.verify(request)).await {
             Ok(Ok(response)) => {
                 let response = response.into_inner();

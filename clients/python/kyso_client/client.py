@@ -81,10 +81,15 @@ class KysoClient:
     def verify_code(self, lookup_code: str) -> kyso_pb2.VerifyResponse:
         return self._verification.Verify(kyso_pb2.VerifyRequest(lookup_code=lookup_code), timeout=self._timeout)
 
-    def verify_stream(self, hashes: Iterable[bytes]) -> Iterator[StreamItem]:
+    def verify_stream(self, hashes: Iterable[bytes], summary: bool = False) -> Iterator[StreamItem]:
         """Bulk verification (role verifier): one item per hash, in order; the correlation id
-        is the hash's position. A hash never certified is an item with NOT_FOUND."""
-        requests = (kyso_pb2.VerifyRequest(sha256=value, correlation_id=str(position)) for position, value in enumerate(hashes))
+        is the hash's position. A hash never certified is an item with NOT_FOUND. With
+        `summary`, each answer is the verdict without the CMS, the signer's chain and the
+        inclusion proof (VERIFY_VIEW_SUMMARY): a tenth of the bytes."""
+        view = kyso_pb2.VERIFY_VIEW_SUMMARY if summary else kyso_pb2.VERIFY_VIEW_FULL
+        requests = (
+            kyso_pb2.VerifyRequest(sha256=value, correlation_id=str(position), view=view) for position, value in enumerate(hashes)
+        )
         for response in self._verification.VerifyStream(requests, timeout=self._timeout):
             yield StreamItem(response.correlation_id, _status_code(response.error_code), response.error_message, response)
 

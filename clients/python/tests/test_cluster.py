@@ -98,6 +98,14 @@ def test_verify_stream_answers_each_hash_in_order_and_needs_the_verifier_role(cl
     assert [item.correlation_id for item in items] == [str(position) for position in range(len(hashes) + 1)]
     assert all(item.ok for item in items[:-1]), items
     assert items[-1].error_code == grpc.StatusCode.NOT_FOUND
+    assert all(item.response.certifications[0].HasField("inclusion") for item in items[:-1])
+    with client(cluster, cluster["nodes"][1], "verifier") as kyso:
+        summaries = list(kyso.verify_stream(hashes, summary=True))
+    for item, summary in zip(items, summaries):
+        assert summary.ok, summary
+        full, short = item.response.certifications[0], summary.response.certifications[0]
+        assert (short.summary, short.signature_valid, short.certification.lookup_code) == (full.summary, full.signature_valid, full.certification.lookup_code)
+        assert not short.HasField("inclusion") and short.certification.cms_signature == b"" and len(short.signer.certificate_chain_der) == 0
     with client(cluster, cluster["nodes"][1], "clerk") as kyso:
         with pytest.raises(grpc.RpcError) as refused:
             list(kyso.verify_stream(hashes))
