@@ -5,8 +5,9 @@
 #                    [--clients 1,16,64,256] [--seconds S] [--keep-data] [--quick | --short]
 #
 # --short prints the four ratios of issue 18 in about three minutes with a warm build:
-# 1 node (certify, verify by hash, health check) and 3 nodes (certify, verify by code) at
-# 16 then 64 clients, etcd's puts and linearizable gets in the same run; no limits, scale
+# 1 node (certify, verify by hash in both views, health check) and 3 nodes (certify,
+# verify by code in both views) at 16 then 64 clients, etcd's puts and linearizable gets
+# in the same run; no limits, scale
 # or criterion steps. The ratios (at 64 clients) go to stdout and DIR/ratios.txt, with the
 # cold start of each cluster (below).
 #
