@@ -140,10 +140,20 @@ async fn unknown_hash_and_code_are_not_found() {
         .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(vec![1, 2, 3])), correlation_id: String::new(), ..Default::default() })
         .await;
     assert_status(short_hash, Code::InvalidArgument, "32 bytes");
-    let unknown_view = verification
-        .verify(pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&never_archived))), view: 9, ..Default::default() })
-        .await;
-    assert_status(unknown_view, Code::InvalidArgument, "view 9 is not a verify view");
+}
+
+/// A verify view the enum does not name is refused before any lookup (an unknown document
+/// would otherwise answer NOT_FOUND), in Verify and as a VerifyStream item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_verify_view_is_invalid_argument() {
+    let fixture = fixture("");
+    let mut verification = fixture.node.verification().await;
+    let request = pb::VerifyRequest { subject: Some(pb::verify_request::Subject::Sha256(sha256(&document(41, 100)))), view: 9, ..Default::default() };
+    let unknown_view = verification.verify(request.clone()).await;
+    assert_status(unknown_view, Code::InvalidArgument, "view 9 is not a verify view; leave it unset");
+    let streamed = verification.verify_stream(futures::stream::iter([request])).await.unwrap().into_inner().message().await.unwrap().unwrap();
+    assert_eq!(streamed.error_code, Code::InvalidArgument as i32, "{streamed:?}");
+    assert!(streamed.error_message.contains("view 9 is not a verify view"), "{}", streamed.error_message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,6 +98,20 @@ async fn a_received_pdf_reports_each_signature_and_a_later_change_by_another_too
     assert_eq!(answer.certifications.len(), 1);
     assert_eq!(answer.certifications[0].summary, "valid");
     assert_eq!(answer.certifications[0].certification.as_ref().map(|certification| certification.lookup_code.as_str()), Some(code.as_str()));
+    // The summary view: the same signature reports and verdict, without the evidence.
+    let request = pb::VerifyRequest {
+        subject: Some(pb::verify_request::Subject::Pdf(delivered.clone())),
+        correlation_id: "received".into(),
+        view: pb::VerifyView::Summary as i32,
+    };
+    let summary = node.verification().await.verify(request).await.expect("verify the delivered pdf, summary view").into_inner();
+    assert_eq!(summary.pdf_signatures, answer.pdf_signatures);
+    let mut expected = answer.clone();
+    let evidence = &mut expected.certifications[0];
+    assert!(evidence.inclusion.take().is_some(), "the full answer carries the proof");
+    evidence.certification.as_mut().unwrap().cms_signature.clear();
+    evidence.signer.as_mut().unwrap().certificate_chain_der.clear();
+    assert_eq!(summary, expected);
 
     // (b) pyHanko appends an incremental update: both signatures still verify but the
     // file was changed after them; pdfsig agrees that neither signs the whole document.

@@ -358,8 +358,9 @@ fn render_state(out: &mut String, records: &[Value]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The four ratios of issue 18, from a run of `scripts/bench.sh --short`: each kyso row
-/// against its reference measured in the same run, at `clients` closed-loop clients.
+/// The four ratios of issue 18, from a run of `scripts/bench.sh --short`, and the two verify
+/// ratios again in the summary view: each kyso row against its reference measured in the
+/// same run, at `clients` closed-loop clients.
 /// A row that is missing from the run is named as missing, never guessed.
 pub fn ratios(jsonl: &str, clients: u64) -> anyhow::Result<String> {
     let records = parse(jsonl)?;

@@ -119,7 +119,7 @@ pub fn verify_view_from_proto(value: i32) -> Result<VerifyView, tonic::Status> {
         Ok(pb::VerifyView::Unspecified | pb::VerifyView::Full) => Ok(VerifyView::Full),
         Ok(pb::VerifyView::Summary) => Ok(VerifyView::Summary),
         Err(_) => Err(tonic::Status::invalid_argument(format!(
-            "view {value} is not a verify view; use 1 (VERIFY_VIEW_FULL, the default) or 2 (VERIFY_VIEW_SUMMARY)"
+            "view {value} is not a verify view; leave it unset or use 1 (VERIFY_VIEW_FULL) for the full answer, 2 (VERIFY_VIEW_SUMMARY) for the verdict alone"
         ))),
     }
 }

@@ -188,7 +188,8 @@ pub struct VerifyRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proofs {
     Included,
-    /// Left out: the log is not read at all.
+    /// Left out: no inclusion proof is made, so the log's node hashes are not read (the
+    /// certifications themselves still come from their log leaves).
     Left,
 }
 

@@ -85,7 +85,8 @@ class KysoClient:
         """Bulk verification (role verifier): one item per hash, in order; the correlation id
         is the hash's position. A hash never certified is an item with NOT_FOUND. With
         `summary`, each answer is the verdict without the CMS, the signer's chain and the
-        inclusion proof (VERIFY_VIEW_SUMMARY): a tenth of the bytes."""
+        inclusion proof (VERIFY_VIEW_SUMMARY): under a fifth of the bytes. A server older than
+        the view answers in full."""
         view = kyso_pb2.VERIFY_VIEW_SUMMARY if summary else kyso_pb2.VERIFY_VIEW_FULL
         requests = (
             kyso_pb2.VerifyRequest(sha256=value, correlation_id=str(position), view=view) for position, value in enumerate(hashes)

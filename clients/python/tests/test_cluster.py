@@ -100,8 +100,10 @@ def test_verify_stream_answers_each_hash_in_order_and_needs_the_verifier_role(cl
     assert items[-1].error_code == grpc.StatusCode.NOT_FOUND
     assert all(item.response.certifications[0].HasField("inclusion") for item in items[:-1])
     with client(cluster, cluster["nodes"][1], "verifier") as kyso:
-        summaries = list(kyso.verify_stream(hashes, summary=True))
-    for item, summary in zip(items, summaries):
+        summaries = list(kyso.verify_stream(hashes + [unknown], summary=True))
+    assert [summary.correlation_id for summary in summaries] == [item.correlation_id for item in items]
+    assert summaries[-1].error_code == grpc.StatusCode.NOT_FOUND
+    for item, summary in zip(items[:-1], summaries[:-1]):
         assert summary.ok, summary
         full, short = item.response.certifications[0], summary.response.certifications[0]
         assert (short.summary, short.signature_valid, short.certification.lookup_code) == (full.summary, full.signature_valid, full.certification.lookup_code)
