@@ -193,9 +193,10 @@ struct KysoArgs {
     pki: PathBuf,
     /// Operations: certify, verify-hash, verify-code, health (a gRPC health check: the
     /// transport's ceiling), comma-separated; verify-hash-summary and verify-code-summary
-    /// ask for the summary view (the verdict without the CMS, chain and proof). certify-cold (first, on freshly started
-    /// nodes): --cold-clients clients start certifying at once, and the run reports how
-    /// soon they reached the steady rate (`kyso_bench::cold`).
+    /// ask for the summary view (the verdict without the CMS, chain and proof).
+    /// certify-cold (first, on freshly started nodes): --cold-clients clients start
+    /// certifying at once, and the run reports how soon they reached the steady rate
+    /// (`kyso_bench::cold`).
     #[arg(long, value_delimiter = ',', default_value = "certify,verify-hash,verify-code,health")]
     ops: Vec<String>,
     #[command(flatten)]
